@@ -1,0 +1,5 @@
+"""``python -m contactsync`` runs the CLI."""
+
+from contactsync.cli import main
+
+main()

@@ -1,0 +1,114 @@
+"""The one exception tree of contactsync.
+
+Every error the package raises on purpose derives from :class:`ContactSyncError`, so callers
+can catch the package as a whole; third-party exceptions are translated at the boundary with
+``raise X from exc``.
+
+::
+
+    ContactSyncError
+    ├── ConfigError                settings that cannot work
+    ├── WireError                  the wire contract (wire/)
+    │   ├── PHPFormLimitError      a form body over PHP's variable or nesting limits
+    │   ├── PayloadError           a body that is not a valid SyncPayload (names the key path)
+    │   └── SignatureError         a missing, forged or stale webhook signature
+    ├── TemplateError              a URL template that does not compile (line, column, suggestions)
+    ├── StorageError               the database refused or lost a write
+    ├── ValidationError            bad input to a service (names the offending field)
+    │   └── NotFoundError          an id that does not exist
+    ├── DeliveryError              the dispatcher could not make an attempt
+    │   └── BlockedAddressError    an address the network guard refuses (SSRF)
+    └── ListenerError              the listener could not accept a request
+"""
+
+from __future__ import annotations
+
+
+class ContactSyncError(Exception):
+    """Root of every error contactsync raises on purpose."""
+
+
+class ConfigError(ContactSyncError):
+    """Settings that cannot work together."""
+
+
+class WireError(ContactSyncError):
+    """A body, header or id that breaks the wire contract."""
+
+
+class PHPFormLimitError(WireError):
+    """A form body PHP would silently truncate (too many variables or nesting too deep)."""
+
+    def __init__(self, message: str, *, limit: str, value: int, maximum: int) -> None:
+        super().__init__(message)
+        self.limit = limit
+        self.value = value
+        self.maximum = maximum
+
+
+class PayloadError(WireError):
+    """A decoded body that is not a valid SyncPayload; ``path`` names the bad key."""
+
+    def __init__(self, message: str, *, path: str = "") -> None:
+        super().__init__(message)
+        self.path = path
+
+
+class SignatureError(WireError):
+    """A webhook signature or timestamp that does not verify."""
+
+
+class TemplateError(ContactSyncError):
+    """A URL template that does not compile; carries its position and nearest valid names."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        template: str = "",
+        line: int = 1,
+        column: int = 1,
+        text: str = "",
+        suggestions: tuple[str, ...] = (),
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.template = template
+        self.line = line
+        self.column = column
+        self.text = text
+        self.suggestions = suggestions
+
+    def caret(self) -> str:
+        """The template line with a caret under the error, for terminals."""
+        lines = self.template.splitlines() or [""]
+        shown = lines[min(self.line, len(lines)) - 1]
+        return f"{shown}\n{' ' * (self.column - 1)}^"
+
+
+class StorageError(ContactSyncError):
+    """The database refused or lost a write."""
+
+
+class ValidationError(ContactSyncError):
+    """Bad input to a service; ``field`` names what is wrong."""
+
+    def __init__(self, message: str, *, field: str = "") -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class NotFoundError(ValidationError):
+    """An id that does not exist."""
+
+
+class DeliveryError(ContactSyncError):
+    """The dispatcher could not make an attempt."""
+
+
+class BlockedAddressError(DeliveryError):
+    """An address the network guard refuses (private, loopback, link-local, …)."""
+
+
+class ListenerError(ContactSyncError):
+    """The listener could not accept a request."""

@@ -1,0 +1,41 @@
+"""Typed settings: the only place that reads ``CONTACTSYNC_*`` environment variables.
+
+Everything else receives a :class:`Settings` (or plain keyword arguments) from its caller, so
+tests build settings explicitly and nothing depends on process-global state.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Settings of both sides; every field can be set as ``CONTACTSYNC_<NAME>``."""
+
+    model_config = SettingsConfigDict(env_prefix="CONTACTSYNC_", extra="ignore")
+
+    # platform side
+    database_url: str = "sqlite:///contactsync.db"
+    public_base_url: str = "http://127.0.0.1:8000"
+    default_country_code: str = "1"
+    allow_private_networks: bool = False
+    allowed_cidrs: list[str] = Field(default_factory=list)
+    dispatcher_concurrency: int = 200
+    endpoint_concurrency: int = 10
+    claim_batch_size: int = 200
+    lease_s: float = 60.0
+    poll_interval_s: float = 1.0
+    admin_password: str = ""
+    session_secret: str = ""
+
+    # listener side
+    listener_database_url: str = "sqlite:///contactsync-listener.db"
+    listener_token: str = ""
+    listener_secret: str = ""
+    listener_allowed_ips: list[str] = Field(default_factory=list)
+    listener_max_body_bytes: int = 5 * 1024 * 1024
+    listener_max_input_vars: int = 100_000
+    listener_max_nesting: int = 64
+    listener_tolerance_s: int = 300
+    listener_handlers: list[str] = Field(default_factory=list)
