@@ -4,20 +4,24 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
-IN_CI = os.environ.get("CI", "").lower() == "true"
-PG_ADMIN_URL = os.environ.get(
-    "CONTACTSYNC_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test"
+from support import IN_CI
+
+settings.register_profile(
+    "contactsync",
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+    print_blob=True,
 )
-MARIADB_ADMIN_URL = os.environ.get(
-    "CONTACTSYNC_TEST_MARIADB_URL", "mysql+pymysql://root@127.0.0.1:3306/test"
-)
+settings.load_profile("contactsync")
+PG_ADMIN_URL = os.environ.get("CONTACTSYNC_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
+MARIADB_ADMIN_URL = os.environ.get("CONTACTSYNC_TEST_MARIADB_URL", "mysql+pymysql://root@127.0.0.1:3306/test")
 
 
 def _missing(what: str) -> None:
@@ -37,26 +41,15 @@ def php() -> str:
     return found
 
 
-def run_php(php_bin: str, code: str, stdin: bytes = b"") -> bytes:
-    """Run a PHP snippet (without ``<?php``) and return its stdout."""
-    done = subprocess.run(
-        [php_bin, "-d", "display_errors=stderr", "-r", code],
-        input=stdin,
-        capture_output=True,
-        check=False,
-        timeout=120,
-    )
-    if done.returncode != 0:
-        raise RuntimeError(f"php failed: {done.stderr.decode(errors='replace')}")
-    return done.stdout
-
-
 def _pg_admin() -> object:
     import psycopg
 
     try:
-        return psycopg.connect(PG_ADMIN_URL.replace("postgresql+psycopg", "postgresql"),
-                               autocommit=True, connect_timeout=3)
+        return psycopg.connect(
+            PG_ADMIN_URL.replace("postgresql+psycopg", "postgresql"),
+            autocommit=True,
+            connect_timeout=3,
+        )
     except psycopg.OperationalError:
         _missing("PostgreSQL at " + PG_ADMIN_URL)
         raise
@@ -91,8 +84,14 @@ def mariadb_url() -> Iterator[str]:
     import pymysql
 
     try:
-        admin = pymysql.connect(host="127.0.0.1", port=3306, user="root", password="",
-                                autocommit=True, connect_timeout=3)
+        admin = pymysql.connect(
+            host="127.0.0.1",
+            port=3306,
+            user="root",
+            password="",
+            autocommit=True,
+            connect_timeout=3,
+        )
     except pymysql.err.OperationalError:
         _missing("MariaDB at 127.0.0.1:3306")
         raise
