@@ -1,0 +1,53 @@
+"""Run the Alembic migrations of one side (platform or listener) without an ``alembic.ini``.
+
+Each side has its own script directory under ``db/migrations/<side>`` and its own version table
+(``alembic_version_<side>``), so both schemas can even live in one database.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+
+from contactsync.db.engine import create_engine
+from contactsync.db.metadata import listener_metadata, platform_metadata
+from contactsync.errors import ConfigError, StorageError
+
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+SIDES = {"platform": platform_metadata, "listener": listener_metadata}
+
+
+def version_table(side: str) -> str:
+    """Name of the Alembic version table of ``side``."""
+    return f"alembic_version_{side}"
+
+
+def alembic_config(side: str) -> Config:
+    """An in-memory Alembic config pointing at the script directory of ``side``."""
+    if side not in SIDES:
+        raise ConfigError(f"unknown schema side {side!r} (expected one of {sorted(SIDES)})")
+    script_dir = MIGRATIONS_DIR / side
+    if not script_dir.is_dir():
+        raise ConfigError(f"no migrations for side {side!r} at {script_dir}")
+    cfg = Config()
+    cfg.set_main_option("script_location", str(script_dir))
+    cfg.attributes["side"] = side
+    return cfg
+
+
+def upgrade(engine_or_url: sa.Engine | str, *, side: str = "platform", revision: str = "head") -> None:
+    """Bring the schema of ``side`` up to ``revision`` (default: the latest)."""
+    cfg = alembic_config(side)
+    engine = create_engine(engine_or_url) if isinstance(engine_or_url, str) else engine_or_url
+    try:
+        with engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, revision)
+    except sa.exc.SQLAlchemyError as exc:
+        raise StorageError(f"migrating the {side} schema failed: {exc}") from exc
+    finally:
+        if isinstance(engine_or_url, str):
+            engine.dispose()

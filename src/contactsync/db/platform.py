@@ -1,0 +1,278 @@
+"""Tables of the sending platform: contacts and their marketing data, automations, the outbox.
+
+SQLAlchemy Core only. Every timestamp is a naive UTC ``DateTime()`` produced by an injected clock
+(never a server default), so tests and both databases agree to the microsecond. Ids are 64-bit on
+PostgreSQL and SQLite's ``INTEGER PRIMARY KEY`` (the rowid) on SQLite.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+from contactsync.db.metadata import platform_metadata as md
+
+Id = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+"""Primary/foreign key type: BIGINT, but a rowid alias on SQLite so it autoincrements."""
+
+
+def _pk() -> sa.Column[int]:
+    return sa.Column("id", Id, primary_key=True, autoincrement=True)
+
+
+def _fk(
+    name: str, target: str, *, nullable: bool = False, ondelete: str | None = "CASCADE"
+) -> sa.Column[int]:
+    return sa.Column(name, Id, sa.ForeignKey(target, ondelete=ondelete), nullable=nullable)
+
+
+accounts = sa.Table(
+    "accounts",
+    md,
+    _pk(),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("created_at", sa.DateTime(), nullable=False),
+)
+
+lead_status_thresholds = sa.Table(
+    "lead_status_thresholds",
+    md,
+    _pk(),
+    _fk("account_id", "accounts.id"),
+    sa.Column("min_score", sa.Integer(), nullable=False),
+    sa.Column("label", sa.String(100), nullable=False),
+    sa.UniqueConstraint("account_id", "min_score"),
+)
+
+api_keys = sa.Table(
+    "api_keys",
+    md,
+    _pk(),
+    _fk("account_id", "accounts.id"),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("prefix", sa.String(32), nullable=False, unique=True),
+    sa.Column("key_hash", sa.Text(), nullable=False),
+    sa.Column("created_at", sa.DateTime(), nullable=False),
+    sa.Column("last_used_at", sa.DateTime()),
+    sa.Column("revoked_at", sa.DateTime()),
+)
+
+lists = sa.Table(
+    "lists",
+    md,
+    _pk(),
+    _fk("account_id", "accounts.id"),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("created_at", sa.DateTime(), nullable=False),
+    sa.Index(None, "account_id"),
+)
+
+fields = sa.Table(
+    "fields",
+    md,
+    _pk(),
+    _fk("list_id", "lists.id"),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("shortcode_key", sa.String(200), nullable=False),
+    sa.Column("type", sa.String(16), nullable=False),
+    sa.Column("choices", sa.JSON(), nullable=False, default=list),
+    sa.Column("created_at", sa.DateTime(), nullable=False),
+    sa.UniqueConstraint("list_id", "shortcode_key"),
+    sa.CheckConstraint("type IN ('text','number','date','email','phone','choice')", name="type"),
+)
+
+contacts = sa.Table(
+    "contacts",
+    md,
+    _pk(),
+    _fk("list_id", "lists.id"),
+    sa.Column("email", sa.String(320), nullable=False),
+    # lower-cased email: the unique key that makes "unique in the list, case-insensitive" a DB rule
+    sa.Column("email_key", sa.String(320), nullable=False),
+    sa.Column("phone", sa.String(64), nullable=False, default=""),
+    sa.Column("status", sa.String(32), nullable=False, default="subscribed"),
+    # running total of lead_score activity rows, kept in the same transaction as each entry
+    sa.Column("lead_score", sa.Integer(), nullable=False, default=0),
+    sa.Column("created_at", sa.DateTime(), nullable=False),
+    sa.Column("updated_at", sa.DateTime(), nullable=False),
+    sa.UniqueConstraint("list_id", "email_key"),
+)
+
+field_values = sa.Table(
+    "field_values",
+    md,
+    _fk("contact_id", "contacts.id"),
+    _fk("field_id", "fields.id"),
+    # canonical text (dates as YYYY-MM-DD[ HH:MM:SS], so text order is time order)
+    sa.Column("value", sa.Text(), nullable=False),
+    # numeric copy for number fields: gt/lt compare numbers, not strings
+    sa.Column("value_num", sa.Float()),
+    sa.PrimaryKeyConstraint("contact_id", "field_id"),
+    sa.Index(None, "field_id", "value_num"),
+)
+
+ACTIVITY_KINDS = ("campaign_open", "link_click", "page_visit", "automation", "goal", "webhook", "lead_score")
+
+activities = sa.Table(
+    "activities",
+    md,
+    _pk(),
+    _fk("contact_id", "contacts.id"),
+    sa.Column("kind", sa.String(16), nullable=False),
+    # campaign / automation / goal / webhook / score id, by kind
+    sa.Column("ref_id", sa.BigInteger()),
+    sa.Column("name", sa.Text(), nullable=False, default=""),
+    # clicked url or visited page
+    sa.Column("url", sa.Text(), nullable=False, default=""),
+    # lead-score value
+    sa.Column("value", sa.Integer()),
+    sa.Column("occurred_at", sa.DateTime(), nullable=False),
+    sa.CheckConstraint("kind IN " + repr(ACTIVITY_KINDS), name="kind"),
+    sa.Index(None, "contact_id", "kind", "occurred_at"),
+)
+
+automations = sa.Table(
+    "automations",
+    md,
+    _pk(),
+    _fk("list_id", "lists.id"),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("trigger", sa.String(32), nullable=False),
+    # contact.updated only: fire only when one of these field ids changed (empty: any change)
+    sa.Column("trigger_fields", sa.JSON(), nullable=False, default=list),
+    # trigger-specific filter, e.g. {"campaign_id": 7} for campaign.opened
+    sa.Column("trigger_filter", sa.JSON(), nullable=False, default=dict),
+    sa.Column("conditions", sa.JSON(), nullable=False),
+    sa.Column("reentry", sa.String(16), nullable=False, default="once"),
+    sa.Column("reentry_hours", sa.Integer()),
+    sa.Column("status", sa.String(16), nullable=False, default="active"),
+    sa.Column("created_at", sa.DateTime(), nullable=False),
+    sa.Column("updated_at", sa.DateTime(), nullable=False),
+    sa.CheckConstraint("reentry IN ('once','always','per_hours')", name="reentry"),
+    sa.CheckConstraint("status IN ('active','paused')", name="status"),
+    sa.Index(None, "list_id", "trigger", "status"),
+)
+
+actions = sa.Table(
+    "actions",
+    md,
+    _pk(),
+    _fk("automation_id", "automations.id"),
+    sa.Column("kind", sa.String(32), nullable=False, default="sync_contact"),
+    sa.Column("settings", sa.JSON(), nullable=False),
+    # HMAC keys as used for signing ("whsec_…"); the previous one stays valid until its expiry
+    sa.Column("secret", sa.Text(), nullable=False),
+    sa.Column("previous_secret", sa.Text()),
+    sa.Column("previous_secret_expires_at", sa.DateTime()),
+    sa.Column("endpoint", sa.String(300), nullable=False),
+    sa.Column("created_at", sa.DateTime(), nullable=False),
+    sa.Column("updated_at", sa.DateTime(), nullable=False),
+    sa.Index(None, "automation_id"),
+)
+
+automation_entries = sa.Table(
+    "automation_entries",
+    md,
+    _pk(),
+    _fk("automation_id", "automations.id"),
+    _fk("contact_id", "contacts.id"),
+    sa.Column("entered_at", sa.DateTime(), nullable=False),
+    # 0 for `once` automations, NULL otherwise: the unique key below then allows a contact into a
+    # `once` automation a single time, whatever code path tries (NULLs are distinct in both databases)
+    sa.Column("once_key", sa.SmallInteger()),
+    sa.Column("manual_run_id", Id),
+    sa.UniqueConstraint("automation_id", "contact_id", "once_key"),
+    sa.Index(None, "contact_id", "automation_id", "entered_at"),
+)
+
+manual_runs = sa.Table(
+    "manual_runs",
+    md,
+    _pk(),
+    _fk("automation_id", "automations.id"),
+    sa.Column("state", sa.String(16), nullable=False, default="running"),
+    # last contact id whose chunk is committed; a resumed run continues after it
+    sa.Column("cursor_contact_id", Id, nullable=False, default=0),
+    sa.Column("total", sa.Integer(), nullable=False, default=0),
+    sa.Column("scanned", sa.Integer(), nullable=False, default=0),
+    sa.Column("matched", sa.Integer(), nullable=False, default=0),
+    sa.Column("enqueued", sa.Integer(), nullable=False, default=0),
+    sa.Column("started_at", sa.DateTime(), nullable=False),
+    sa.Column("updated_at", sa.DateTime(), nullable=False),
+    sa.Column("finished_at", sa.DateTime()),
+    sa.CheckConstraint("state IN ('running','completed','cancelled')", name="state"),
+    sa.Index(None, "automation_id", "state"),
+)
+
+DELIVERY_STATES = ("pending", "in_flight", "delivered", "failed", "cancelled")
+
+deliveries = sa.Table(
+    "deliveries",
+    md,
+    sa.Column("id", Id, primary_key=True, autoincrement=True),
+    sa.Column("transactionid", sa.BigInteger(), nullable=False, unique=True),
+    _fk("action_id", "actions.id", nullable=True, ondelete="SET NULL"),
+    sa.Column("automation_id", Id),
+    sa.Column("contact_id", Id),
+    sa.Column("endpoint", sa.String(300), nullable=False, index=True),
+    sa.Column("method", sa.String(8), nullable=False),
+    sa.Column("url", sa.Text(), nullable=False),
+    sa.Column("headers", sa.JSON(), nullable=False),
+    sa.Column("body", sa.LargeBinary(), nullable=False),
+    sa.Column("content_type", sa.String(100), nullable=False, default=""),
+    sa.Column("state", sa.String(16), nullable=False, default="pending"),
+    sa.Column("attempt_count", sa.Integer(), nullable=False, default=0),
+    sa.Column("next_attempt_at", sa.DateTime(), nullable=False),
+    sa.Column("lease_owner", sa.String(100)),
+    sa.Column("lease_expires_at", sa.DateTime()),
+    sa.Column("created_at", sa.DateTime(), nullable=False),
+    sa.Column("updated_at", sa.DateTime(), nullable=False),
+    sa.Column("delivered_at", sa.DateTime()),
+    sa.Column("last_status", sa.Integer()),
+    sa.Column("last_error", sa.Text()),
+    sa.Column("ordering_key", sa.String(100)),
+    sa.CheckConstraint("state IN " + repr(DELIVERY_STATES), name="state"),
+    sa.Index(None, "state", "next_attempt_at"),
+    sa.Index(None, "action_id", "state", "created_at"),
+    sa.Index(None, "ordering_key", "transactionid"),
+)
+
+delivery_attempts = sa.Table(
+    "delivery_attempts",
+    md,
+    _pk(),
+    _fk("delivery_id", "deliveries.id"),
+    sa.Column("number", sa.Integer(), nullable=False),
+    sa.Column("started_at", sa.DateTime(), nullable=False),
+    sa.Column("duration_ms", sa.Float(), nullable=False, default=0.0),
+    sa.Column("status_code", sa.Integer()),
+    sa.Column("response_headers", sa.JSON(), nullable=False, default=dict),
+    sa.Column("response_body", sa.LargeBinary(), nullable=False, default=b""),
+    sa.Column("error", sa.Text()),
+    sa.Column("outcome", sa.String(32), nullable=False),
+    sa.UniqueConstraint("delivery_id", "number"),
+)
+
+endpoints = sa.Table(
+    "endpoints",
+    md,
+    _pk(),
+    sa.Column("endpoint", sa.String(300), nullable=False, unique=True),
+    sa.Column("disabled_at", sa.DateTime()),
+    sa.Column("disabled_reason", sa.Text()),
+    sa.Column("failing_since", sa.DateTime()),
+    sa.Column("last_success_at", sa.DateTime()),
+    sa.Column("last_failure_at", sa.DateTime()),
+    sa.Column("edited_at", sa.DateTime()),
+    sa.Column("max_in_flight", sa.Integer(), nullable=False, default=10),
+    sa.Column("rate_limit_per_s", sa.Float()),
+)
+
+endpoint_events = sa.Table(
+    "endpoint_events",
+    md,
+    _pk(),
+    sa.Column("endpoint", sa.String(300), nullable=False, index=True),
+    sa.Column("kind", sa.String(32), nullable=False),
+    sa.Column("message", sa.Text(), nullable=False),
+    sa.Column("created_at", sa.DateTime(), nullable=False),
+)

@@ -1,0 +1,159 @@
+"""Storage contract of the platform schema, on SQLite and PostgreSQL: migrations and DB-enforced rules."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import datetime
+
+import pytest
+import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+
+from contactsync.db import create_engine, platform_metadata
+from contactsync.db import platform as t
+from contactsync.db.migrate import upgrade, version_table
+from contactsync.delivery.outbox import OutboxRequest, enqueue
+from contactsync.errors import ConfigError
+
+NOW = datetime(2026, 1, 2, 3, 4, 5, 123456)
+
+
+@pytest.fixture
+def engine(db_url: str) -> Iterator[sa.Engine]:
+    upgrade(db_url, side="platform")
+    eng = create_engine(db_url)
+    yield eng
+    eng.dispose()
+
+
+def _contact(conn: sa.Connection, list_id: int, email: str) -> int:
+    row = conn.execute(
+        t.contacts.insert()
+        .values(list_id=list_id, email=email, email_key=email.lower(), created_at=NOW, updated_at=NOW)
+        .returning(t.contacts.c.id)
+    )
+    return int(row.scalar_one())
+
+
+@pytest.fixture
+def list_id(engine: sa.Engine) -> int:
+    with engine.begin() as conn:
+        acc = conn.execute(t.accounts.insert().values(name="a", created_at=NOW).returning(t.accounts.c.id))
+        account_id = acc.scalar_one()
+        lst = conn.execute(
+            t.lists.insert().values(account_id=account_id, name="l", created_at=NOW).returning(t.lists.c.id)
+        )
+        return int(lst.scalar_one())
+
+
+def test_migrations_match_the_metadata(engine: sa.Engine) -> None:
+    with engine.connect() as conn:
+        ctx = MigrationContext.configure(conn, opts={"compare_type": True})
+        diff = compare_metadata(ctx, platform_metadata)
+        assert [
+            d for d in diff if not (d[0] == "remove_table" and d[1].name.startswith("alembic_version"))
+        ] == []
+        tables = set(sa.inspect(conn).get_table_names())
+    assert {tbl.name for tbl in platform_metadata.sorted_tables} <= tables
+    assert version_table("platform") in tables
+
+
+def test_upgrade_is_idempotent(db_url: str, engine: sa.Engine) -> None:
+    upgrade(engine, side="platform")
+    with engine.connect() as conn:
+        assert (
+            conn.execute(sa.text(f"SELECT version_num FROM {version_table('platform')}")).scalar() == "0001"
+        )
+
+
+def test_unknown_side_is_a_config_error() -> None:
+    with pytest.raises(ConfigError):
+        upgrade("sqlite://", side="nope")
+
+
+def test_email_is_unique_per_list_case_insensitively(engine: sa.Engine, list_id: int) -> None:
+    with engine.begin() as conn:
+        _contact(conn, list_id, "Jane@Example.com")
+    with pytest.raises(sa.exc.IntegrityError), engine.begin() as conn:
+        _contact(conn, list_id, "jane@example.COM")
+    with engine.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(t.contacts)).scalar() == 1
+
+
+def test_once_key_admits_a_contact_once_but_null_keys_repeat(engine: sa.Engine, list_id: int) -> None:
+    with engine.begin() as conn:
+        cid = _contact(conn, list_id, "a@b.c")
+        aid = conn.execute(
+            t.automations.insert()
+            .values(
+                list_id=list_id, name="x", trigger="manual", conditions={}, created_at=NOW, updated_at=NOW
+            )
+            .returning(t.automations.c.id)
+        ).scalar_one()
+        for _ in range(3):
+            conn.execute(
+                t.automation_entries.insert().values(automation_id=aid, contact_id=cid, entered_at=NOW)
+            )
+        conn.execute(
+            t.automation_entries.insert().values(
+                automation_id=aid, contact_id=cid, entered_at=NOW, once_key=0
+            )
+        )
+    with pytest.raises(sa.exc.IntegrityError), engine.begin() as conn:
+        conn.execute(
+            t.automation_entries.insert().values(
+                automation_id=aid, contact_id=cid, entered_at=NOW, once_key=0
+            )
+        )
+
+
+def test_foreign_keys_are_enforced(engine: sa.Engine) -> None:
+    with pytest.raises(sa.exc.IntegrityError), engine.begin() as conn:
+        _contact(conn, 999_999, "x@y.z")
+
+
+def test_outbox_rows_keep_bytes_and_unique_transactionids(engine: sa.Engine) -> None:
+    body = bytes(range(256))
+    req = OutboxRequest(
+        transactionid=2**62 + 5,
+        endpoint="https://example.com:443",
+        method="POST",
+        url="https://example.com/hook?a=1",
+        body=body,
+        content_type="application/x-www-form-urlencoded",
+        headers={"X-Api-Key": "k"},
+    )
+    with engine.begin() as conn:
+        enqueue(conn, [req], now=NOW)
+        enqueue(conn, [], now=NOW)
+    with engine.connect() as conn:
+        row = conn.execute(sa.select(t.deliveries)).one()
+    assert (row.transactionid, row.body, row.headers, row.state) == (
+        2**62 + 5,
+        body,
+        {"X-Api-Key": "k"},
+        "pending",
+    )
+    assert row.next_attempt_at == NOW
+    assert row.created_at == NOW
+    with pytest.raises(sa.exc.IntegrityError), engine.begin() as conn:
+        enqueue(conn, [req], now=NOW)
+
+
+def _event_then_bad_delivery(engine: sa.Engine) -> None:
+    with engine.begin() as conn:
+        conn.execute(t.endpoint_events.insert().values(endpoint="e", kind="k", message="m", created_at=NOW))
+        bad = {"transactionid": 1, "endpoint": "e", "method": "GET", "url": "u", "headers": {}, "body": b""}
+        conn.execute(
+            t.deliveries.insert().values(
+                **bad, state="bogus", next_attempt_at=NOW, created_at=NOW, updated_at=NOW
+            )
+        )
+
+
+def test_check_constraints_reject_unknown_states_and_roll_back(engine: sa.Engine) -> None:
+    with pytest.raises(sa.exc.IntegrityError):
+        _event_then_bad_delivery(engine)
+    with engine.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(t.endpoint_events)).scalar() == 0
