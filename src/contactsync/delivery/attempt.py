@@ -1,0 +1,124 @@
+"""One HTTP attempt: send the frozen request once, never follow a redirect, capture what came back.
+
+Every way an attempt can end — a status line, a refused or reset connection, a timeout, a
+blocked address — becomes an :class:`AttemptResult` the retry policy can judge; nothing the
+receiver does can raise out of :func:`send`. The response body is capped (first 20 KB) so a
+hostile receiver cannot make the dispatcher buffer gigabytes.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+import aiohttp
+
+from contactsync.delivery.netguard import NetPolicy
+from contactsync.delivery.retry import Outcome
+from contactsync.errors import BlockedAddressError
+
+MAX_RESPONSE_BODY_BYTES = 20 * 1024
+DEFAULT_CONNECT_TIMEOUT_S = 5.0
+DEFAULT_TOTAL_TIMEOUT_S = 15.0
+CAPTURED_HEADERS = frozenset(
+    {
+        "content-type",
+        "content-length",
+        "location",
+        "retry-after",
+        "webhook-delivery",
+        "server",
+        "date",
+        "x-request-id",
+    }
+)
+_READ_CHUNK_BYTES = 8192
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptResult:
+    """What one attempt produced, as stored in ``delivery_attempts``."""
+
+    outcome: Outcome
+    duration_s: float
+    body: bytes = b""
+    body_truncated: bool = False
+    detail: str = ""
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def status(self) -> int | None:
+        return self.outcome.status
+
+    @property
+    def error(self) -> str | None:
+        return self.outcome.error
+
+
+def _error_kind(exc: BaseException) -> str:
+    if isinstance(exc, BlockedAddressError):
+        return "blocked"
+    if isinstance(exc, TimeoutError):
+        return "timeout"
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return "connect"
+    if isinstance(exc, aiohttp.ServerDisconnectedError | aiohttp.ClientPayloadError | aiohttp.ClientOSError):
+        return "reset"
+    if isinstance(exc, aiohttp.InvalidURL | aiohttp.ClientResponseError):
+        return "protocol"
+    return "client"
+
+
+async def _read_capped(response: aiohttp.ClientResponse, limit_bytes: int) -> tuple[bytes, bool]:
+    chunks: list[bytes] = []
+    size = 0
+    while size < limit_bytes:
+        chunk = await response.content.read(min(_READ_CHUNK_BYTES, limit_bytes - size))
+        if not chunk:
+            return b"".join(chunks), False
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks), not response.content.at_eof()
+
+
+async def send(
+    session: aiohttp.ClientSession,
+    *,
+    method: str,
+    url: str,
+    headers: Mapping[str, str],
+    body: bytes | None,
+    policy: NetPolicy,
+    connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S,
+    total_timeout_s: float = DEFAULT_TOTAL_TIMEOUT_S,
+    max_body_bytes: int = MAX_RESPONSE_BODY_BYTES,
+    clock: Callable[[], float] = time.monotonic,
+) -> AttemptResult:
+    """Send one request through ``session`` (whose connector should be a guarded one).
+
+    A status line that arrived counts even if reading the body then fails: the receiver has
+    answered (a listener commits before its 2xx), so a slow or broken body is only noted.
+    """
+    started = clock()
+    timeout = aiohttp.ClientTimeout(total=total_timeout_s, sock_connect=connect_timeout_s)
+    try:
+        target = policy.check_url(url)
+        async with session.request(
+            method, target, headers=dict(headers), data=body, allow_redirects=False, timeout=timeout
+        ) as response:
+            captured = {k.lower(): v for k, v in response.headers.items() if k.lower() in CAPTURED_HEADERS}
+            outcome = Outcome(status=response.status, headers=captured)
+            try:
+                data, truncated = await _read_capped(response, max_body_bytes)
+            except (TimeoutError, aiohttp.ClientError) as exc:
+                response.close()
+                return AttemptResult(
+                    outcome, clock() - started, detail=f"body: {_error_kind(exc)}: {exc!r}", headers=captured
+                )
+            if truncated:
+                response.close()  # drop the connection instead of draining an unbounded body
+            return AttemptResult(outcome, clock() - started, data, truncated, headers=captured)
+    except (TimeoutError, aiohttp.ClientError, BlockedAddressError, OSError, ValueError) as exc:
+        kind = _error_kind(exc)
+        return AttemptResult(Outcome(error=kind), clock() - started, detail=f"{kind}: {exc}")
