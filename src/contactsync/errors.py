@@ -8,10 +8,11 @@ can catch the package as a whole; third-party exceptions are translated at the b
 
     ContactSyncError
     ├── ConfigError                settings that cannot work
+    │   └── SecretError            a webhook secret that is not ``whsec_`` + base64 of 24–64 bytes
     ├── WireError                  the wire contract (wire/)
     │   ├── PHPFormLimitError      a form body over PHP's variable or nesting limits
     │   ├── PayloadError           a body that is not a valid SyncPayload (names the key path)
-    │   └── SignatureError         a missing, forged or stale webhook signature
+    │   └── SignatureError         a missing, forged or stale webhook signature (``reason`` says which)
     ├── TemplateError              a URL template that does not compile (line, column, suggestions)
     ├── StorageError               the database refused or lost a write
     ├── ValidationError            bad input to a service (names the offending field)
@@ -30,6 +31,10 @@ class ContactSyncError(Exception):
 
 class ConfigError(ContactSyncError):
     """Settings that cannot work together."""
+
+
+class SecretError(ConfigError):
+    """A webhook secret that is not ``whsec_`` followed by the base64 of 24–64 bytes."""
 
 
 class WireError(ContactSyncError):
@@ -55,7 +60,15 @@ class PayloadError(WireError):
 
 
 class SignatureError(WireError):
-    """A webhook signature or timestamp that does not verify."""
+    """A webhook signature or timestamp that does not verify.
+
+    ``reason`` is one of ``missing_header``, ``bad_timestamp``, ``too_old``, ``too_new``, ``no_match``
+    (for metrics and logs; the message is for humans).
+    """
+
+    def __init__(self, message: str, *, reason: str = "no_match") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class TemplateError(ContactSyncError):
