@@ -20,6 +20,7 @@ can catch the package as a whole; third-party exceptions are translated at the b
     ├── DeliveryError              the dispatcher could not make an attempt
     │   └── BlockedAddressError    an address the network guard refuses (SSRF)
     └── ListenerError              the listener could not accept a request
+        └── HandlerError           a listener handler failed (carries the HTTP outcome, if any)
 """
 
 from __future__ import annotations
@@ -125,3 +126,14 @@ class BlockedAddressError(DeliveryError):
 
 class ListenerError(ContactSyncError):
     """The listener could not accept a request."""
+
+
+class HandlerError(ListenerError):
+    """A listener handler failed; ``status``/``headers`` describe an HTTP answer when there was one."""
+
+    def __init__(
+        self, message: str, *, status: int | None = None, headers: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.headers = headers or {}

@@ -1,0 +1,180 @@
+"""Listener tables: the durable inbox, per-handler runs, and the SQL projection of synced contacts.
+
+The inbox and handler runs live in the listener's own database; the projection tables may live
+there too (the default) or in the customer's database (SQLite, PostgreSQL or MySQL/MariaDB), which
+is why they are listed separately in :data:`PROJECTION_TABLES` and keep to portable types: string
+keys of bounded length, long text only outside unique keys (URLs are keyed by their SHA-256).
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import mysql
+
+from contactsync.db.metadata import listener_metadata
+
+_ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+"""Auto-increment surrogate keys: SQLite only auto-increments an INTEGER PRIMARY KEY."""
+
+_BLOB = sa.LargeBinary().with_variant(mysql.LONGBLOB(), "mysql", "mariadb")
+_TEXT = sa.Text().with_variant(mysql.MEDIUMTEXT(), "mysql", "mariadb")
+
+KEY_LENGTH = 64
+"""Sender ids (contact, field, campaign …) and transactionids are short decimal strings."""
+DATE_LENGTH = 40
+"""Dates are kept exactly as sent: ``YYYY-MM-DD HH:MM:SS`` or ISO 8601 with an offset."""
+
+inbox = sa.Table(
+    "listener_inbox",
+    listener_metadata,
+    sa.Column("id", _ID, primary_key=True, autoincrement=True),
+    sa.Column("transactionid", sa.String(KEY_LENGTH), nullable=False, unique=True),
+    sa.Column("received_at_ms", sa.BigInteger(), nullable=False),
+    sa.Column("method", sa.String(8), nullable=False),
+    sa.Column("content_type", sa.String(200), nullable=False, server_default=""),
+    sa.Column("query", _TEXT, nullable=False),
+    sa.Column("headers", _TEXT, nullable=False),
+    sa.Column("body", _BLOB, nullable=False),
+    sa.Column("source_address", sa.String(64), nullable=False, server_default=""),
+)
+"""Every accepted request, raw, committed before its 2xx; the unique transactionid deduplicates."""
+
+handler_runs = sa.Table(
+    "listener_handler_runs",
+    listener_metadata,
+    sa.Column("id", _ID, primary_key=True, autoincrement=True),
+    sa.Column("inbox_id", _ID, sa.ForeignKey("listener_inbox.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("handler", sa.String(100), nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("attempts", sa.Integer(), nullable=False, server_default="0"),
+    sa.Column("next_attempt_at_ms", sa.BigInteger(), nullable=False),
+    sa.Column("received_at_ms", sa.BigInteger(), nullable=False),
+    sa.Column("finished_at_ms", sa.BigInteger(), nullable=True),
+    sa.Column("last_error", _TEXT, nullable=True),
+    sa.UniqueConstraint("inbox_id", "handler"),
+    sa.Index("ix_listener_handler_runs_due", "handler", "state", "next_attempt_at_ms"),
+)
+"""One row per (inbox entry, handler): each handler is tracked and retried on its own."""
+
+contacts = sa.Table(
+    "sync_contacts",
+    listener_metadata,
+    sa.Column("contact_id", sa.String(KEY_LENGTH), primary_key=True),
+    sa.Column("email", sa.String(320), nullable=False, server_default=""),
+    sa.Column("phone", sa.String(64), nullable=False, server_default=""),
+    sa.Column("profile_url", _TEXT, nullable=True),
+    sa.Column("lead_score", sa.String(KEY_LENGTH), nullable=True),
+    sa.Column("lead_label", sa.String(100), nullable=True),
+    sa.Column("last_transactionid", sa.BigInteger(), nullable=False),
+    sa.Column("version", sa.Integer(), nullable=False),
+    sa.Column("updated_at_ms", sa.BigInteger(), nullable=False),
+    sa.Index("ix_sync_contacts_email", "email"),
+)
+"""One row per sender contact; ``version`` counts applied updates, stale ones are not applied."""
+
+field_values = sa.Table(
+    "sync_field_values",
+    listener_metadata,
+    sa.Column("contact_id", sa.String(KEY_LENGTH), nullable=False),
+    sa.Column("field_id", sa.String(KEY_LENGTH), nullable=False),
+    sa.Column("name", sa.String(255), nullable=False),
+    sa.Column("value", _TEXT, nullable=False),
+    sa.PrimaryKeyConstraint("contact_id", "field_id"),
+)
+"""The contact's custom fields as of its last applied update."""
+
+
+def _activity(name: str, *columns: sa.Column[object], key: tuple[str, ...], doc: str) -> sa.Table:
+    table = sa.Table(
+        name,
+        listener_metadata,
+        sa.Column("id", _ID, primary_key=True, autoincrement=True),
+        sa.Column("contact_id", sa.String(KEY_LENGTH), nullable=False),
+        *columns,
+        sa.Column("first_transactionid", sa.BigInteger(), nullable=False),
+        sa.UniqueConstraint("contact_id", *key, name=f"uq_{name}_natural_key"),
+        comment=doc,
+    )
+    return table
+
+
+campaigns_opened = _activity(
+    "sync_campaigns_opened",
+    sa.Column("campaign_id", sa.String(KEY_LENGTH), nullable=False),
+    sa.Column("name", sa.String(255), nullable=False),
+    sa.Column("open_date", sa.String(DATE_LENGTH), nullable=False),
+    key=("campaign_id", "open_date"),
+    doc="campaigns-opened, one row per (contact, campaign, open_date)",
+)
+links_clicked = _activity(
+    "sync_links_clicked",
+    sa.Column("url_sha256", sa.String(64), nullable=False),
+    sa.Column("url", _TEXT, nullable=False),
+    sa.Column("clicks", sa.BigInteger(), nullable=False),
+    key=("url_sha256",),
+    doc="links-clicked, one row per (contact, url) holding the highest click count seen",
+)
+pages_visited = _activity(
+    "sync_pages_visited",
+    sa.Column("page_sha256", sa.String(64), nullable=False),
+    sa.Column("page", _TEXT, nullable=False),
+    sa.Column("visit_date", sa.String(DATE_LENGTH), nullable=False),
+    key=("page_sha256", "visit_date"),
+    doc="pages-visited, one row per (contact, page, visit_date)",
+)
+automations_triggered = _activity(
+    "sync_automations_triggered",
+    sa.Column("automation_id", sa.String(KEY_LENGTH), nullable=False),
+    sa.Column("name", sa.String(255), nullable=False),
+    sa.Column("trigger_date", sa.String(DATE_LENGTH), nullable=False),
+    key=("automation_id", "trigger_date"),
+    doc="automation-triggered, one row per (contact, automation, trigger_date)",
+)
+goals_reached = _activity(
+    "sync_goals_reached",
+    sa.Column("goal_id", sa.String(KEY_LENGTH), nullable=False),
+    sa.Column("name", sa.String(255), nullable=False),
+    sa.Column("reach_date", sa.String(DATE_LENGTH), nullable=False),
+    key=("goal_id", "reach_date"),
+    doc="goals-reached, one row per (contact, goal, reach_date)",
+)
+webhooks_triggered = _activity(
+    "sync_webhooks_triggered",
+    sa.Column("webhook_id", sa.String(KEY_LENGTH), nullable=False),
+    sa.Column("name", sa.String(255), nullable=False),
+    sa.Column("trigger_date", sa.String(DATE_LENGTH), nullable=False),
+    key=("webhook_id", "trigger_date"),
+    doc="webhooks-triggered, one row per (contact, webhook, trigger_date)",
+)
+lead_scores = _activity(
+    "sync_lead_scores",
+    sa.Column("score_id", sa.String(KEY_LENGTH), nullable=False),
+    sa.Column("name", sa.String(255), nullable=False),
+    sa.Column("score", sa.String(KEY_LENGTH), nullable=False),
+    sa.Column("score_date", sa.String(DATE_LENGTH), nullable=False),
+    key=("score_id", "score_date"),
+    doc="lead-score, one row per (contact, score rule, score_date)",
+)
+
+INBOX_TABLES = (inbox, handler_runs)
+PROJECTION_TABLES = (
+    contacts,
+    field_values,
+    campaigns_opened,
+    links_clicked,
+    pages_visited,
+    automations_triggered,
+    goals_reached,
+    webhooks_triggered,
+    lead_scores,
+)
+
+
+def create_inbox_tables(engine: sa.Engine) -> None:
+    """Create the inbox and handler-run tables if missing (tests and ``listen`` on a fresh file)."""
+    listener_metadata.create_all(engine, tables=list(INBOX_TABLES))
+
+
+def create_projection_tables(engine: sa.Engine) -> None:
+    """Create the projection tables if missing, in the listener's or the customer's database."""
+    listener_metadata.create_all(engine, tables=list(PROJECTION_TABLES))
