@@ -79,6 +79,8 @@ def retry_after_s(value: str | None, now: datetime) -> float | None:
         return None
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
+    if now.tzinfo is None:  # the database's naive UTC
+        now = now.replace(tzinfo=UTC)
     return max((when - now).total_seconds(), 0.0)
 
 

@@ -1,0 +1,148 @@
+"""Endpoints: one row per scheme+host+port, carrying its health and whether deliveries to it wait.
+
+A disabled endpoint's deliveries are not dropped; the claim query skips them until the endpoint is
+enabled again. Every disable/enable leaves an ``endpoint_events`` row (the owner's notification and
+the UI banner read them) and a log line.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from yarl import URL
+
+from contactsync.db.platform import endpoint_events, endpoints
+from contactsync.errors import ValidationError
+
+log = logging.getLogger("contactsync.delivery.endpoints")
+
+DEFAULT_MAX_IN_FLIGHT = 10
+
+
+def endpoint_key(url: str) -> str:
+    """``scheme://host:port`` of ``url``, lower-case, default port explicit: what health is tracked by."""
+    parsed = URL(url)
+    if parsed.scheme not in ("http", "https") or not parsed.raw_host:
+        raise ValidationError(f"not an http(s) URL: {url!r}", field="url")
+    return f"{parsed.scheme}://{parsed.raw_host.lower()}:{parsed.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Per-endpoint throttles the dispatcher applies (per dispatcher process)."""
+
+    max_in_flight: int = DEFAULT_MAX_IN_FLIGHT
+    rate_limit_per_s: float | None = None
+
+
+def ensure(conn: sa.Connection, names: Iterable[str], *, max_in_flight: int = DEFAULT_MAX_IN_FLIGHT) -> None:
+    """Create missing endpoint rows; safe against a concurrent dispatcher doing the same."""
+    wanted = sorted(set(names))
+    if not wanted:
+        return
+    rows = [{"endpoint": n, "max_in_flight": max_in_flight} for n in wanted]
+    dialect = conn.dialect.name
+    if dialect in ("postgresql", "sqlite"):
+        insert = postgresql.insert(endpoints) if dialect == "postgresql" else sqlite.insert(endpoints)
+        conn.execute(insert.on_conflict_do_nothing(index_elements=["endpoint"]), rows)
+        return
+    have = set(
+        conn.execute(sa.select(endpoints.c.endpoint).where(endpoints.c.endpoint.in_(wanted))).scalars()
+    )
+    missing = [r for r in rows if r["endpoint"] not in have]
+    if missing:
+        conn.execute(endpoints.insert(), missing)
+
+
+def limits(conn: sa.Connection, names: Iterable[str]) -> dict[str, Limits]:
+    """The throttles of ``names`` (defaults for endpoints without a row)."""
+    wanted = sorted(set(names))
+    found = {n: Limits() for n in wanted}
+    if wanted:
+        e = endpoints.c
+        for row in conn.execute(
+            sa.select(e.endpoint, e.max_in_flight, e.rate_limit_per_s).where(e.endpoint.in_(wanted))
+        ):
+            found[row.endpoint] = Limits(max(int(row.max_in_flight), 1), row.rate_limit_per_s or None)
+    return found
+
+
+def record_outcomes(conn: sa.Connection, latest: Mapping[str, bool], *, now: datetime) -> None:
+    """Note each endpoint's latest attempt (``True`` = 2xx): success clears ``failing_since``."""
+    if not latest:
+        return
+    ensure(conn, latest)
+    e = endpoints.c
+    ok = [{"b_endpoint": n} for n, success in latest.items() if success]
+    bad = [{"b_endpoint": n} for n, success in latest.items() if not success]
+    where = e.endpoint == sa.bindparam("b_endpoint")
+    if ok:
+        conn.execute(endpoints.update().where(where).values(last_success_at=now, failing_since=None), ok)
+    if bad:
+        values: dict[str, Any] = {
+            "last_failure_at": now,
+            "failing_since": sa.func.coalesce(e.failing_since, now),
+        }
+        conn.execute(endpoints.update().where(where).values(**values), bad)
+
+
+def add_event(conn: sa.Connection, endpoint: str, *, kind: str, message: str, now: datetime) -> None:
+    """An owner-visible event about ``endpoint`` (UI banner, notification feed)."""
+    conn.execute(
+        endpoint_events.insert().values(endpoint=endpoint, kind=kind, message=message, created_at=now)
+    )
+
+
+def disable(
+    conn: sa.Connection, endpoint: str, *, reason: str, now: datetime, kind: str = "disabled"
+) -> bool:
+    """Stop delivering to ``endpoint`` (its deliveries wait); ``False`` if it already was disabled."""
+    ensure(conn, [endpoint])
+    e = endpoints.c
+    moved = conn.execute(
+        endpoints.update()
+        .where(e.endpoint == endpoint, e.disabled_at.is_(None))
+        .values(disabled_at=now, disabled_reason=reason)
+    ).rowcount
+    if not moved:
+        return False
+    add_event(conn, endpoint, kind=kind, message=reason, now=now)
+    log.warning("endpoint disabled", extra={"endpoint": endpoint, "reason": reason, "kind": kind})
+    return True
+
+
+def enable(conn: sa.Connection, endpoint: str, *, now: datetime, edited: bool = False) -> bool:
+    """Resume deliveries to ``endpoint``; its failure streak starts afresh. ``False`` if it was enabled."""
+    ensure(conn, [endpoint])
+    e = endpoints.c
+    values: dict[str, Any] = {"disabled_at": None, "disabled_reason": None, "failing_since": None}
+    if edited:
+        values["edited_at"] = now
+    moved = conn.execute(
+        endpoints.update().where(e.endpoint == endpoint, e.disabled_at.is_not(None)).values(**values)
+    )
+    if not moved.rowcount:
+        return False
+    add_event(conn, endpoint, kind="enabled", message="deliveries resumed", now=now)
+    log.info("endpoint enabled", extra={"endpoint": endpoint})
+    return True
+
+
+def mark_edited(conn: sa.Connection, endpoint: str, *, now: datetime) -> None:
+    """Record that the owner changed the action's URL or settings: no auto-disable for 48 h."""
+    ensure(conn, [endpoint])
+    conn.execute(endpoints.update().where(endpoints.c.endpoint == endpoint).values(edited_at=now))
+
+
+def disabled(conn: sa.Connection) -> list[str]:
+    """The endpoints currently disabled."""
+    e = endpoints.c
+    return list(
+        conn.execute(sa.select(e.endpoint).where(e.disabled_at.is_not(None)).order_by(e.endpoint)).scalars()
+    )
