@@ -95,6 +95,8 @@ contacts = sa.Table(
     sa.Column("created_at", sa.DateTime(), nullable=False),
     sa.Column("updated_at", sa.DateTime(), nullable=False),
     sa.UniqueConstraint("list_id", "email_key"),
+    # manual runs walk a list in id order, chunk by chunk
+    sa.Index(None, "list_id", "id"),
 )
 
 field_values = sa.Table(

@@ -161,6 +161,7 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_contacts")),
         sa.UniqueConstraint("list_id", "email_key", name=op.f("uq_contacts_list_id_email_key")),
     )
+    op.create_index(op.f("ix_contacts_list_id_id"), "contacts", ["list_id", "id"], unique=False)
     op.create_table(
         "fields",
         sa.Column(

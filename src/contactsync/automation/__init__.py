@@ -1,0 +1,1 @@
+"""Platform services: contacts and their marketing data, automation rules, the sync action, event path."""

@@ -1,0 +1,179 @@
+"""Compile a condition tree to one SQL boolean over ``contacts`` (correlated ``EXISTS`` sub-queries).
+
+Manual runs select whole lists with it, chunk by chunk. It must agree with
+:func:`contactsync.automation.predicate.compile_predicate` on every contact; the property test
+checks that on SQLite and PostgreSQL. Dialect differences handled here: SQLite's ``LIKE`` ignores
+case, so substring tests use ``instr``/``strpos``; wildcards use ``GLOB`` on SQLite and ``LIKE``
+with an escape on PostgreSQL; ordered text comparisons use the "C" collation on PostgreSQL so they
+order by code point like Python.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+
+import sqlalchemy as sa
+from sqlalchemy.sql.elements import ColumnElement
+
+from contactsync.automation.predicate import DEFAULT_THRESHOLDS, Thresholds, number_arg, text_arg
+from contactsync.automation.rules import ActivityCondition, Condition, FieldCondition, Group, Scalar
+from contactsync.db.platform import activities, contacts, field_values
+
+Expr = ColumnElement[bool]
+
+
+def _like_pattern(glob: str) -> str:
+    out = []
+    for ch in glob:
+        if ch == "*":
+            out.append("%")
+        elif ch == "?":
+            out.append("_")
+        elif ch in "%_\\":
+            out.append("\\" + ch)
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def _sqlite_glob(glob: str) -> str:
+    # only '[' opens a class in GLOB; wrapping it in a class makes it literal
+    return glob.replace("[", "[[]")
+
+
+class _Compiler:
+    def __init__(
+        self, *, dialect: str, contact: sa.FromClause, field_types: Mapping[int, str], thresholds: Thresholds
+    ) -> None:
+        self.sqlite = dialect == "sqlite"
+        self.c = contact.c
+        self.field_types = field_types
+        self.thresholds = thresholds
+
+    # -- text ---------------------------------------------------------------------------------
+    def _contains(self, v: ColumnElement[str], a: str) -> Expr:
+        fn = sa.func.instr(v, a) if self.sqlite else sa.func.strpos(v, a)
+        return fn > 0
+
+    def _ordered(self, v: ColumnElement[str]) -> ColumnElement[str]:
+        return v if self.sqlite else v.collate("C")
+
+    def text(self, v: ColumnElement[str], op: str, arg: Scalar | list[Scalar] | None) -> Expr:
+        if op == "in":
+            assert isinstance(arg, list)
+            members = sorted({text_arg(a) for a in arg})
+            return v.in_(members) if members else sa.false()
+        if op == "empty":
+            return v == ""
+        if op == "not_empty":
+            return v != ""
+        assert arg is not None
+        assert not isinstance(arg, list)
+        a = text_arg(arg)
+        if op == "eq":
+            return v == a
+        if op == "ne":
+            return v != a
+        if op == "contains":
+            return self._contains(v, a)
+        if op == "not_contains":
+            return sa.not_(self._contains(v, a))
+        if op == "starts_with":
+            return sa.func.substr(v, 1, len(a)) == a
+        if op == "ends_with":
+            if not a:
+                return sa.true()
+            tail = sa.func.substr(v, -len(a)) if self.sqlite else sa.func.right(v, len(a))
+            return tail == a
+        if op == "matches":
+            if self.sqlite:
+                return v.op("GLOB")(_sqlite_glob(a))
+            return v.like(_like_pattern(a), escape="\\")
+        ordered = self._ordered(v)
+        compare = {"gt": ordered > a, "gte": ordered >= a, "lt": ordered < a, "lte": ordered <= a}[op]
+        return sa.and_(v != "", compare)
+
+    # -- numbers ------------------------------------------------------------------------------
+    def number(self, v: ColumnElement[float], op: str, arg: Scalar | list[Scalar] | None) -> Expr:
+        present = v.is_not(None)
+        if op == "empty":
+            return v.is_(None)
+        if op == "not_empty":
+            return present
+        if op == "in":
+            assert isinstance(arg, list)
+            members = sorted({number_arg(a) for a in arg})
+            return sa.and_(present, v.in_(members)) if members else sa.false()
+        assert arg is not None
+        assert not isinstance(arg, list)
+        a = number_arg(arg)
+        if op == "ne":
+            return sa.not_(sa.and_(present, v == a))
+        compare = {"eq": v == a, "gt": v > a, "gte": v >= a, "lt": v < a, "lte": v <= a}[op]
+        return sa.and_(present, compare)
+
+    # -- leaves -------------------------------------------------------------------------------
+    def field(self, cond: FieldCondition) -> Expr:
+        fid = cond.field_id
+        if fid is not None:
+            where = (field_values.c.contact_id == self.c.id, field_values.c.field_id == fid)
+            if self.field_types.get(fid) == "number":
+                num = sa.select(field_values.c.value_num).where(*where).scalar_subquery()
+                return self.number(num, cond.op, cond.value)
+            txt = sa.func.coalesce(sa.select(field_values.c.value).where(*where).scalar_subquery(), "")
+            return self.text(txt, cond.op, cond.value)
+        if cond.subject == "lead_score":
+            return self.number(sa.cast(self.c.lead_score, sa.Float), cond.op, cond.value)
+        if cond.subject == "lead_status":
+            return self.text(self.lead_status(), cond.op, cond.value)
+        return self.text(self.c[cond.subject], cond.op, cond.value)
+
+    def lead_status(self) -> ColumnElement[str]:
+        if not self.thresholds:
+            return sa.literal("")
+        whens = [(self.c.lead_score >= m, sa.literal(label)) for m, label in reversed(self.thresholds)]
+        return sa.case(*whens, else_=sa.literal(self.thresholds[0][1]))
+
+    def activity(self, cond: ActivityCondition, now: datetime) -> Expr:
+        a = activities.alias("act")
+        where: list[Expr] = [a.c.contact_id == self.c.id, a.c.kind == cond.kind]
+        if cond.ref_id is not None:
+            where.append(a.c.ref_id == cond.ref_id)
+        if cond.within_days is not None:
+            where.append(a.c.occurred_at >= now - timedelta(days=cond.within_days))
+        if cond.url_op is not None:
+            where.append(self.text(a.c.url, cond.url_op, cond.url))
+        if cond.min_count == 1:
+            return sa.exists().where(*where)
+        counted = sa.select(sa.func.count()).select_from(a).where(*where).scalar_subquery()
+        return counted >= cond.min_count
+
+    def node(self, node: Condition, now: datetime) -> Expr:
+        if isinstance(node, Group):
+            parts = [self.node(ch, now) for ch in node.conditions]
+            if node.op == "and":
+                return sa.and_(sa.true(), *parts)
+            return sa.or_(sa.false(), *parts)
+        if isinstance(node, FieldCondition):
+            return self.field(node)
+        return self.activity(node, now)
+
+
+def compile_sql(
+    node: Condition | None,
+    *,
+    dialect: str,
+    now: datetime,
+    field_types: Mapping[int, str],
+    thresholds: Thresholds = DEFAULT_THRESHOLDS,
+    contact: sa.FromClause = contacts,
+) -> Expr:
+    """A boolean SQL expression over ``contact`` (the ``contacts`` table or an alias of it).
+
+    ``now`` anchors the "within the last N days" windows, exactly as for the Python predicate.
+    """
+    if node is None:
+        return sa.true()
+    compiler = _Compiler(dialect=dialect, contact=contact, field_types=field_types, thresholds=thresholds)
+    return compiler.node(node, now)
