@@ -73,7 +73,10 @@ _TEXT: dict[str, Callable[[datetime], str]] = {
     "%": lambda d: "%",
 }
 _ALIASES = {"F": "%Y-%m-%d", "T": "%H:%M:%S", "D": "%m/%d/%y", "R": "%H:%M", "h": "%b"}
-DIRECTIVES = " ".join("%" + c for c in sorted(set(_NUMERIC) | set(_TEXT) | set(_ALIASES), key=str.lower))
+DIRECTIVES = " ".join(
+    "%" + c
+    for c in sorted(set(_NUMERIC) | set(_TEXT) | set(_ALIASES), key=lambda c: (c.lower(), c.isupper()))
+)
 
 
 class FormatSyntaxError(ValueError):

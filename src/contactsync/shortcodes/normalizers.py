@@ -76,7 +76,8 @@ def hash_email(value: str) -> str:
 def phone_e164(value: str, country_code: str) -> str:
     """E.164 digits without ``+``; ``""`` when the value holds no digit.
 
-    * ``+…`` or ``00…`` → international already: keep the digits (minus the ``00``).
+    * ``+…`` or ``00…`` → international already: keep the digits (minus the ``00``, and minus a
+      ``(0)`` trunk hint as in ``+44 (0)7911 123456``).
     * otherwise a national number: drop trunk zeros (UK ``07911…``) and prefix ``country_code`` —
       unless it is longer than 10 digits and already starts with the country code
       (``1 650 555 1212`` with country code 1 stays ``16505551212``).
@@ -89,7 +90,7 @@ def phone_e164(value: str, country_code: str) -> str:
     if not digits:
         return ""
     if text.startswith("+"):
-        return digits
+        return _NON_DIGITS.sub("", text.replace("(0)", "", 1))
     if digits.startswith("00"):
         return digits[2:].lstrip("0") or ""
     national = digits.lstrip("0")

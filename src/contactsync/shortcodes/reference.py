@@ -1,11 +1,12 @@
 """The shortcode reference page, generated from the registry so docs cannot drift from code.
 
 ``docs/shortcodes.md`` is the output of :func:`reference_markdown`; a test fails when the committed
-file differs. Regenerate with ``python -m contactsync.shortcodes.reference > docs/shortcodes.md``.
+file differs. Regenerate with ``python -m contactsync.shortcodes > docs/shortcodes.md``.
 """
 
 from __future__ import annotations
 
+from contactsync.shortcodes.datetimes import DIRECTIVES
 from contactsync.shortcodes.encoding import MAX_URL_BYTES
 from contactsync.shortcodes.fields import BUILTIN_FIELDS
 from contactsync.shortcodes.functions import FUNCTIONS, Function
@@ -72,9 +73,14 @@ def reference_markdown() -> str:
     lines += ["", "## Functions", "", "| function | meaning | example |", "|---|---|---|"]
     for fn in FUNCTIONS.values():
         lines.append(f"| `{fn.signature}` | {_cell(fn.doc)} | {_example(fn)} |")
-    lines += ["", _URL_RULES]
+    lines += [
+        "",
+        "## Date formats",
+        "",
+        f"`DATE` accepts these strftime directives: {DIRECTIVES}. A `-` after `%` drops the zero padding",
+        "of a number (`%-d` → `7`). Names are English whatever the server locale; `%z` is empty for a date",
+        "without a time zone. Any other directive is an error when the action is saved.",
+        "",
+        _URL_RULES,
+    ]
     return "\n".join(lines).rstrip("\n") + "\n"
-
-
-if __name__ == "__main__":
-    print(reference_markdown(), end="")

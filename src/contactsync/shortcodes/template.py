@@ -191,10 +191,10 @@ def _resolve_field(template: str, node: Shortcode, known: set[str] | None) -> st
         return name
     suggestions = _suggest(name, known)
     hint = _did_you_mean(suggestions)
-    if name in FUNCTIONS and not hint:
+    if name in FUNCTIONS:
         hint = f" — `{name}` is a function: write a field after it, e.g. `[#{name} EMAIL#]`"
     raise error_at(
-        template, node.field.start, f"unknown field `{name}`{hint}", text=name, suggestions=suggestions
+        template, node.field.start, f"unknown field `{name}`", hint=hint, text=name, suggestions=suggestions
     )
 
 
@@ -208,12 +208,13 @@ def _resolve_calls(
         if fn is None:
             suggestions = _suggest(call.name, FUNCTIONS)
             hint = _did_you_mean(suggestions)
-            if not hint and known is not None and call.name in known:
+            if call.name in (known if known is not None else BUILTIN_FIELDS):
                 hint = f" — `{call.name}` is a field: the field must be the last name in `[# … #]`"
             raise error_at(
                 template,
                 call.start,
-                f"unknown function `{call.name}`{hint}",
+                f"unknown function `{call.name}`",
+                hint=hint,
                 text=call.name,
                 suggestions=suggestions,
             )
