@@ -36,6 +36,69 @@ def _root(
         raise typer.Exit()
 
 
+@app.command("render")
+def render_command(
+    template: str = typer.Option(..., "--template", "-t", help="URL template with [#…#] shortcodes."),
+    contact: str | None = typer.Option(
+        None, "--contact", "-c", help="Contact as a JSON object of field → value: a file, or - for stdin."
+    ),
+    fields: str | None = typer.Option(
+        None, "--fields", help="Comma-separated field keys of the list; unknown fields become errors."
+    ),
+    now: str | None = typer.Option(None, "--now", help="Render time, ISO 8601 (default: now, UTC)."),
+    country_code: str | None = typer.Option(
+        None, "--country-code", help="Default phone country code (default: CONTACTSYNC_DEFAULT_COUNTRY_CODE)."
+    ),
+) -> None:
+    """Render a URL template for one contact; on a mistake print it with a caret under the spot."""
+    import json
+    import re
+    from datetime import datetime
+    from pathlib import Path
+
+    from contactsync.errors import TemplateError
+    from contactsync.settings import Settings
+    from contactsync.shortcodes import compile as compile_template
+    from contactsync.shortcodes import shortcode_key
+
+    def fail(message: str) -> typer.Exit:
+        typer.echo(f"error: {message}", err=True)
+        return typer.Exit(1)
+
+    values: dict[str, object] = {}
+    if contact is not None:
+        try:
+            raw = sys.stdin.read() if contact == "-" else Path(contact).read_text(encoding="utf-8")
+            loaded = json.loads(raw) if raw.strip() else {}
+        except (OSError, ValueError) as exc:
+            raise fail(f"cannot read the contact JSON: {exc}") from None
+        if not isinstance(loaded, dict):
+            raise fail("the contact must be a JSON object of field → value")
+        for key, value in loaded.items():
+            name = str(key).strip().upper()
+            values[name if re.fullmatch(r"[A-Z][A-Z0-9_-]*", name) else shortcode_key(str(key))] = value
+    at = None
+    if now is not None:
+        try:
+            at = datetime.fromisoformat(now)
+        except ValueError:
+            raise fail(f"--now is not an ISO 8601 date-time: {now!r}") from None
+    keys = None if fields is None else [f.strip() for f in fields.split(",") if f.strip()]
+    cc = country_code if country_code is not None else Settings().default_country_code
+    try:
+        compiled = compile_template(template, keys, default_country_code=cc)
+    except TemplateError as exc:
+        typer.echo(f"error: {exc.message}", err=True)
+        typer.echo(exc.caret(), err=True)
+        raise typer.Exit(1) from None
+    except ContactSyncError as exc:
+        raise fail(str(exc)) from None
+    url = compiled.render(values, now=at)
+    typer.echo(url)
+    for warning in compiled.warnings(url):
+        typer.echo(f"warning: {warning}", err=True)
+
+
 def main() -> None:
     """Entry point of the ``contactsync`` script."""
     try:
