@@ -21,7 +21,8 @@ import jinja2
 import liquid
 
 from contactsync.shortcodes import compile, php_rawurlencode, php_urlencode, select_word
-from contactsync.shortcodes.functions import FUNCTIONS, Options, proper
+from contactsync.shortcodes.functions import FUNCTIONS, Options
+from contactsync.shortcodes.textops import proper
 
 OURS = (
     "https://crm.example.com/api/v1/contacts/[#ID#]?email=[#LOWER EMAIL#]&first=[#PROPER FIRST_NAME#]"

@@ -27,7 +27,7 @@ from contactsync.shortcodes import (
     shortcode_key,
 )
 from contactsync.shortcodes.encoding import URL_CHARS
-from contactsync.shortcodes.functions import proper
+from contactsync.shortcodes.textops import proper
 from support import examples
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -12,14 +12,11 @@ value a function cannot read (``DATE`` of ``soon``, ``NUMBER`` of ``n/a``) becom
 
 from __future__ import annotations
 
-import re
-import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from decimal import Context, Decimal, InvalidOperation
 from typing import Literal
 
-from contactsync.shortcodes import datetimes, normalizers
+from contactsync.shortcodes import datetimes, normalizers, textops
 
 Step = Callable[[str], str]
 ParamKind = Literal["int", "text", "date_format", "country_code"]
@@ -88,32 +85,6 @@ def _unary(fn: Step) -> Callable[[Sequence[object], Options], Step]:
     return make
 
 
-def proper(value: str) -> str:
-    """Spreadsheet PROPER: a letter is title-cased after a non-letter (or at the start), else lowered.
-
-    Unicode-aware: letters are ``str.isalpha`` characters; combining marks keep the state of the
-    letter they decorate, so ``e\\u0301a`` stays one word.
-    """
-    if value.isascii():
-        return value.title()
-    out: list[str] = []
-    after_letter = False
-    for char in value:
-        if char.isalpha():
-            out.append(char.lower() if after_letter else char.title())
-            after_letter = True
-        elif unicodedata.category(char).startswith("M"):
-            out.append(char.lower())
-        else:
-            out.append(char)
-            after_letter = False
-    return "".join(out)
-
-
-def _squish(value: str) -> str:
-    return " ".join(value.split())
-
-
 def _left(args: Sequence[object], options: Options) -> Step:
     n = int(str(args[0]))
     return lambda value: value[:n]
@@ -176,27 +147,9 @@ def _dateadd(args: Sequence[object], options: Options) -> Step:
     return lambda value: datetimes.shift(value, days) if value else ""
 
 
-_NUMBER = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]{1,4})?")
-
-
 def _number(args: Sequence[object], options: Options) -> Step:
     places = int(str(args[0]))
-    exponent = Decimal(1).scaleb(-places)
-
-    def step(value: str) -> str:
-        text = value.strip()
-        if len(text) > 100 or not _NUMBER.fullmatch(text):
-            return ""
-        try:
-            number = Decimal(text)
-            digits = max(number.adjusted(), 0) + places + 2
-            rounded = number.quantize(exponent, rounding="ROUND_HALF_UP", context=Context(prec=digits))
-        except (InvalidOperation, ValueError):
-            return ""
-        out = f"{rounded:f}"
-        return out[1:] if out.startswith("-") and not rounded else out
-
-    return step
+    return lambda value: textops.fixed_decimals(value, places)
 
 
 def _phone(args: Sequence[object], options: Options) -> Step:
@@ -243,7 +196,7 @@ _LIBRARY: tuple[Function, ...] = (
             ("[#PROPER NAME#]", "jean-luc o'neil", "Jean-Luc O'Neil"),
             ("[#PROPER EMAIL/2#]", "jane.doe@ACME.com", "Acme.Com"),
         ],
-        _unary(proper),
+        _unary(textops.proper),
     ),
     _fn(
         "CAPITALIZE",
@@ -260,7 +213,7 @@ _LIBRARY: tuple[Function, ...] = (
         (),
         "Strip both ends and collapse inner whitespace runs to one space.",
         [("[#SQUISH NAME#]", " Ann \n  Lee ", "Ann Lee")],
-        _unary(_squish),
+        _unary(textops.squish),
     ),
     _fn(
         "LEFT",

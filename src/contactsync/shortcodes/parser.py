@@ -17,6 +17,7 @@ syntax check whose every error points at a character.
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass
 
 from contactsync.errors import TemplateError
@@ -92,6 +93,17 @@ def position(template: str, offset: int) -> tuple[int, int]:
     line = template.count("\n", 0, offset) + 1
     line_start = template.rfind("\n", 0, offset) + 1
     return line, offset - line_start + 1
+
+
+class LineIndex:
+    """(line, column) of many offsets of one template in O(log n) each (long templates, many slots)."""
+
+    def __init__(self, template: str) -> None:
+        self._starts = [0] + [i + 1 for i, char in enumerate(template) if char == "\n"]
+
+    def position(self, offset: int) -> tuple[int, int]:
+        line = bisect.bisect_right(self._starts, offset)
+        return line, offset - self._starts[line - 1] + 1
 
 
 def error_at(

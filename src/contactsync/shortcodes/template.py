@@ -23,7 +23,7 @@ from contactsync.errors import ConfigError, TemplateError
 from contactsync.shortcodes import datetimes, encoding, normalizers
 from contactsync.shortcodes.fields import BUILTIN_FIELDS
 from contactsync.shortcodes.functions import FUNCTIONS, Function, Options, Param, Step
-from contactsync.shortcodes.parser import Arg, Call, Node, Shortcode, Text, error_at, parse, position
+from contactsync.shortcodes.parser import Arg, Call, LineIndex, Node, Shortcode, Text, error_at, parse
 
 _INT = re.compile(r"[+-]?[0-9]{1,9}")
 _WORD_SPLIT = re.compile(r"[\s@]+")
@@ -148,6 +148,7 @@ def compile(
             component = _check_start(template, nodes)
         parts: list[str | Segment] = []
         slots: list[Slot] = []
+        lines = LineIndex(template)
         for index, node in enumerate(nodes):
             if isinstance(node, Text):
                 text, start = node.value, node.start
@@ -163,7 +164,7 @@ def compile(
             steps, raw = _resolve_calls(template, node.calls, known, options)
             field = _resolve_field(template, node, known)
             parts.append(_segment(field, node.field.word, steps, encoding.encoder(component, raw=raw)))
-            line, column = position(template, node.start)
+            line, column = lines.position(node.start)
             names = tuple(c.name for c in node.calls)
             slots.append(Slot(template[node.start : node.end], field, names, component, line, column))
     except encoding.LayoutError as exc:
