@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import asyncio
+import socket
+import struct
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
+from aiohttp import web
 
 from contactsync.db import platform as t
 from contactsync.delivery.outbox import OutboxRequest, enqueue
@@ -92,3 +99,126 @@ def request(
 def enqueue_many(engine: sa.Engine, requests: list[OutboxRequest], *, now: datetime) -> None:
     with engine.begin() as conn:
         enqueue(conn, requests, now=now)
+
+
+# --- a scripted receiver on 127.0.0.1 -------------------------------------------------------------
+
+
+@dataclass
+class Arrival:
+    """One request as the receiver saw it."""
+
+    method: str
+    path_qs: str
+    headers: dict[str, str]
+    body: bytes
+    received_at: float = field(default_factory=time.monotonic)
+
+
+class Receiver:
+    """aiohttp apps on their own ports, each misbehaving in one way; records what arrived."""
+
+    def __init__(self) -> None:
+        self.arrivals: dict[str, list[Arrival]] = {}
+        self.release = asyncio.Event()
+        self.in_flight: dict[str, int] = {}
+        self.max_in_flight: dict[str, int] = {}
+        self.ports: dict[str, int] = {}
+        self._runners: list[web.AppRunner] = []
+        self._servers: list[asyncio.Server] = []
+
+    def url(self, name: str, path: str = "/hook") -> str:
+        return f"http://127.0.0.1:{self.ports[name]}{path}"
+
+    async def add(self, name: str, handler: Callable[[web.Request], Any]) -> None:
+        """An HTTP app answering every path with ``handler`` on a port of its own."""
+
+        async def recording(request: web.Request) -> web.StreamResponse:
+            body = await request.read()
+            self.arrivals.setdefault(name, []).append(
+                Arrival(request.method, request.path_qs, dict(request.headers), body)
+            )
+            self.in_flight[name] = self.in_flight.get(name, 0) + 1
+            self.max_in_flight[name] = max(self.max_in_flight.get(name, 0), self.in_flight[name])
+            try:
+                return await handler(request)  # type: ignore[no-any-return]
+            finally:
+                self.in_flight[name] -= 1
+
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", recording)
+        runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=0.1)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        self.ports[name] = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self._runners.append(runner)
+
+    async def add_raw(
+        self, name: str, answer: bytes | None, *, stall_s: float = 0.0, rst: bool = False
+    ) -> None:
+        """A TCP server that reads the request head, writes ``answer`` (raw bytes), then stalls or resets."""
+
+        async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            try:
+                head = await reader.readuntil(b"\r\n\r\n")
+                self.arrivals.setdefault(name, []).append(Arrival("?", "", {}, head))
+                if answer:
+                    writer.write(answer)
+                    await writer.drain()
+                if stall_s:
+                    await asyncio.sleep(stall_s)
+                if rst:
+                    sock = writer.get_extra_info("socket")
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            except (asyncio.IncompleteReadError, ConnectionError):
+                pass
+            finally:
+                writer.close()
+
+        server = await asyncio.start_server(serve, "127.0.0.1", 0)
+        self.ports[name] = server.sockets[0].getsockname()[1]
+        self._servers.append(server)
+
+    def add_refusing(self, name: str) -> None:
+        """A port on which nothing listens (connection refused)."""
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        self.ports[name] = sock.getsockname()[1]
+        sock.close()
+
+    async def close(self) -> None:
+        self.release.set()
+        for server in self._servers:
+            server.close()
+        for runner in self._runners:
+            await runner.cleanup()
+
+
+async def wait_for(
+    predicate: Callable[[], bool], *, timeout_s: float = 30.0, what: str = "condition"
+) -> None:
+    """Poll ``predicate`` (in a thread: it may query the database) until true; fail after a deadline."""
+    deadline = time.monotonic() + timeout_s
+    while not await asyncio.to_thread(predicate):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.02)
+
+
+class FakeClock:
+    """A settable naive-UTC clock for the dispatcher (thread-safe reads)."""
+
+    def __init__(self, start: datetime) -> None:
+        self.now = start
+        self._lock = threading.Lock()
+
+    def __call__(self) -> datetime:
+        with self._lock:
+            return self.now
+
+    def advance(self, seconds: float) -> None:
+        from datetime import timedelta
+
+        with self._lock:
+            self.now += timedelta(seconds=seconds)

@@ -97,8 +97,9 @@ async def send(
 ) -> AttemptResult:
     """Send one request through ``session`` (whose connector should be a guarded one).
 
-    A status line that arrived counts even if reading the body then fails: the receiver has
-    answered (a listener commits before its 2xx), so a slow or broken body is only noted.
+    A body that breaks off or stalls after the status line makes the attempt a failure (``reset``
+    or ``timeout``) whatever the status said: a retry costs a duplicate the receiver drops, while
+    trusting a truncated answer could lose a delivery.
     """
     started = clock()
     timeout = aiohttp.ClientTimeout(total=total_timeout_s, sock_connect=connect_timeout_s)
@@ -113,9 +114,9 @@ async def send(
                 data, truncated = await _read_capped(response, max_body_bytes)
             except (TimeoutError, aiohttp.ClientError) as exc:
                 response.close()
-                return AttemptResult(
-                    outcome, clock() - started, detail=f"body: {_error_kind(exc)}: {exc!r}", headers=captured
-                )
+                kind = _error_kind(exc)
+                detail = f"{kind}: HTTP {response.status}, then the body broke off: {exc!r}"
+                return AttemptResult(Outcome(error=kind), clock() - started, detail=detail, headers=captured)
             if truncated:
                 response.close()  # drop the connection instead of draining an unbounded body
             return AttemptResult(outcome, clock() - started, data, truncated, headers=captured)

@@ -142,7 +142,8 @@ class NetPolicy:
 
     def check_url(self, url: str | URL) -> URL:
         """Refuse URLs the dispatcher never sends to: other schemes, no host, user info."""
-        parsed = URL(url) if isinstance(url, str) else url
+        # encoded=True: the URL goes on the wire exactly as rendered (and as a GET signature covers it)
+        parsed = URL(url, encoded=True) if isinstance(url, str) else url
         if parsed.scheme not in ALLOWED_SCHEMES:
             raise BlockedAddressError(f"refusing scheme {parsed.scheme!r}: only http and https are sent")
         if not parsed.raw_host:

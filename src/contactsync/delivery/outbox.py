@@ -27,6 +27,8 @@ SETTING_SCHEDULE = "retry_schedule_s"
 SETTING_CONNECT_TIMEOUT = "connect_timeout_s"
 SETTING_TOTAL_TIMEOUT = "timeout_s"
 """Keys of ``actions.settings`` the dispatcher reads (absent: delivery.md defaults)."""
+NOTIFY_CHANNEL = "contactsync_outbox"
+"""PostgreSQL channel notified when deliveries are enqueued or replayed."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -79,6 +81,13 @@ def enqueue(conn: sa.Connection, requests: Sequence[OutboxRequest], *, now: date
             for r in requests
         ],
     )
+    notify(conn)
+
+
+def notify(conn: sa.Connection) -> None:
+    """Wake idle dispatchers when the caller's transaction commits (PostgreSQL ``NOTIFY``)."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(sa.text("SELECT pg_notify(:channel, '')"), {"channel": NOTIFY_CHANNEL})
 
 
 # --- state machine -------------------------------------------------------------------------------
@@ -413,11 +422,12 @@ def _attempt_row(f: Finished, number: int) -> dict[str, Any]:
         "response_headers": dict(result.headers),
         "response_body": result.body,
         "error": result.detail or result.error,
-        "outcome": _outcome_label(f),
+        "outcome": outcome_label(f),
     }
 
 
-def _outcome_label(f: Finished) -> str:
+def outcome_label(f: Finished) -> str:
+    """The attempt outcome as stored and counted: success, http_4xx, http_5xx, gone, or the error kind."""
     status = f.result.status
     if status is None:
         return f.result.error or "error"
@@ -454,13 +464,17 @@ def cancel(conn: sa.Connection, ids: Sequence[int], *, now: datetime) -> int:
 
 def replay(conn: sa.Connection, ids: Sequence[int], *, now: datetime) -> int:
     """Send failed, cancelled or delivered deliveries again, now, with a fresh retry schedule."""
-    return _move(conn, "replay", deliveries.c.id.in_(list(ids)), _replay_values(now), now=now) if ids else 0
+    if not ids:
+        return 0
+    notify(conn)
+    return _move(conn, "replay", deliveries.c.id.in_(list(ids)), _replay_values(now), now=now)
 
 
 def recover_since(conn: sa.Connection, *, action_id: int, since: datetime, now: datetime) -> int:
     """Retry every failed delivery of ``action_id`` created at or after ``since``; returns how many."""
     d = deliveries.c
     where = sa.and_(d.action_id == action_id, d.created_at >= _naive(since), d.state == FAILED)
+    notify(conn)
     return _move(conn, "replay", where, _replay_values(now), now=now)
 
 

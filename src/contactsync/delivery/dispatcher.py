@@ -1,0 +1,484 @@
+"""The dispatcher: claims due deliveries, sends them over one shared guarded pool, records every attempt.
+
+One asyncio loop per process. Database work is synchronous SQLAlchemy Core run in worker threads;
+attempts finished close together are recorded in one transaction (the flusher), which is what keeps
+SQLite fast. Throttles: a global limit split into two lanes (first attempts never queue behind a
+backlog of retries), a per-endpoint in-flight limit and an optional per-endpoint rate limit. Leases
+are extended while work waits on a throttle, and given back on shutdown, so nothing is stuck
+"in flight" and nothing is attempted by two dispatchers at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import signal
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any
+
+import aiohttp
+import sqlalchemy as sa
+
+from contactsync import __version__
+from contactsync.delivery import endpoints as endpoint_rows
+from contactsync.delivery import health, outbox
+from contactsync.delivery.attempt import AttemptResult, send
+from contactsync.delivery.metrics import DeliveryMetrics
+from contactsync.delivery.netguard import NetPolicy, create_connector
+from contactsync.delivery.outbox import Claimed, Finished, Lane
+from contactsync.delivery.retry import Outcome, Rng, decide
+from contactsync.settings import Settings
+from contactsync.wire import signing
+
+log = logging.getLogger("contactsync.delivery.dispatcher")
+
+
+def utcnow() -> datetime:
+    """Naive UTC, the database's time format."""
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def default_owner() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DispatcherConfig:
+    """Throttles and timings of one dispatcher process."""
+
+    owner: str = field(default_factory=default_owner)
+    concurrency: int = 200
+    retry_concurrency: int | None = None
+    """Share of ``concurrency`` retries may use (default half); the rest is kept for first attempts."""
+    endpoint_concurrency: int = endpoint_rows.DEFAULT_MAX_IN_FLIGHT
+    batch_size: int = 200
+    lease_s: float = 60.0
+    poll_interval_s: float = 1.0
+    flush_interval_s: float = 0.02
+    shutdown_grace_s: float = 10.0
+    health_interval_s: float = 300.0
+    metrics_interval_s: float = 15.0
+    limits_ttl_s: float = 30.0
+    user_agent: str = f"contactsync/{__version__}"
+    policy: NetPolicy = field(default_factory=NetPolicy)
+    listen: bool = True
+    """Wake on PostgreSQL ``NOTIFY`` (ignored on SQLite, where :meth:`Dispatcher.wake` is the signal)."""
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **overrides: Any) -> DispatcherConfig:
+        base = cls(
+            concurrency=settings.dispatcher_concurrency,
+            endpoint_concurrency=settings.endpoint_concurrency,
+            batch_size=settings.claim_batch_size,
+            lease_s=settings.lease_s,
+            poll_interval_s=settings.poll_interval_s,
+            policy=NetPolicy(
+                allow_private_networks=settings.allow_private_networks,
+                allowed_cidrs=tuple(settings.allowed_cidrs),
+            ),
+        )
+        return replace(base, **overrides)
+
+
+class TokenBucket:
+    """A per-endpoint rate limit: at most ``rate_per_s`` starts per second, bursts of one second."""
+
+    def __init__(self, rate_per_s: float, *, monotonic: Callable[[], float] = time.monotonic) -> None:
+        self.rate_per_s = rate_per_s
+        self._monotonic = monotonic
+        self._tokens = max(rate_per_s, 1.0)
+        self._stamp = monotonic()
+        self._lock = asyncio.Lock()
+
+    async def acquire(self) -> None:
+        async with self._lock:
+            while True:
+                now = self._monotonic()
+                self._tokens = min(
+                    max(self.rate_per_s, 1.0), self._tokens + (now - self._stamp) * self.rate_per_s
+                )
+                self._stamp = now
+                if self._tokens >= 1.0:
+                    self._tokens -= 1.0
+                    return
+                await asyncio.sleep((1.0 - self._tokens) / self.rate_per_s)
+
+
+class Dispatcher:
+    """Sends the outbox of one database. ``await run()`` until ``stop`` is set or SIGTERM arrives."""
+
+    def __init__(
+        self,
+        engine: sa.Engine,
+        *,
+        config: DispatcherConfig | None = None,
+        clock: Callable[[], datetime] = utcnow,
+        rng: Rng | None = None,
+        metrics: DeliveryMetrics | None = None,
+        connector_kwargs: dict[str, Any] | None = None,
+    ) -> None:
+        self.engine = engine
+        self.config = config or DispatcherConfig()
+        self._clock = clock
+        self._rng: Rng = rng or random.Random()
+        self.metrics = metrics
+        self._connector_kwargs = connector_kwargs or {}
+        retry_share = self.config.retry_concurrency
+        if retry_share is None:
+            retry_share = max(self.config.concurrency // 2, 1)
+        self._capacity = {
+            Lane.FIRST: self.config.concurrency,
+            Lane.RETRY: min(retry_share, self.config.concurrency),
+        }
+        self._in_lane = {Lane.FIRST: 0, Lane.RETRY: 0}
+        self._in_endpoint: dict[str, int] = {}
+        self._endpoint_slots: dict[str, asyncio.Semaphore] = {}
+        self._buckets: dict[str, TokenBucket] = {}
+        self._limits: dict[str, tuple[float, endpoint_rows.Limits]] = {}
+        self._held: dict[int, Claimed] = {}
+        self._done: list[Finished] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._keys: dict[str, bytes] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wake_event: asyncio.Event | None = None
+        self._slot_freed: asyncio.Event | None = None
+        self._flush_wanted: asyncio.Event | None = None
+        self._stop: asyncio.Event | None = None
+        self.attempts_recorded = 0
+
+    # --- public ----------------------------------------------------------------------------------
+
+    def wake(self) -> None:
+        """Claim now instead of at the next poll (thread-safe; the in-process signal on SQLite)."""
+        loop, event = self._loop, self._wake_event
+        if loop is not None and event is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(event.set)
+
+    def stop(self) -> None:
+        """Ask :meth:`run` to finish in-flight work and return (thread-safe)."""
+        loop, event = self._loop, self._stop
+        if loop is not None and event is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(event.set)
+
+    async def run(self, *, stop: asyncio.Event | None = None, handle_signals: bool = False) -> None:
+        """Dispatch until ``stop`` is set (or SIGTERM/SIGINT with ``handle_signals``), then shut down."""
+        loop = asyncio.get_running_loop()
+        self._loop = loop
+        self._wake_event = asyncio.Event()
+        self._slot_freed = asyncio.Event()
+        self._flush_wanted = asyncio.Event()
+        self._stop = stop or asyncio.Event()
+        if handle_signals:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, self._stop.set)
+        connector = create_connector(
+            self.config.policy, limit=self.config.concurrency + 10, **self._connector_kwargs
+        )
+        session = aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar())
+        helpers = [
+            asyncio.create_task(self._flush_loop(), name="flush"),
+            asyncio.create_task(self._heartbeat_loop(), name="heartbeat"),
+            asyncio.create_task(self._housekeeping_loop(), name="housekeeping"),
+        ]
+        if self.config.listen and self.engine.dialect.name == "postgresql":
+            helpers.append(asyncio.create_task(self._listen_loop(), name="listen"))
+        try:
+            await self._claim_loop(session)
+        finally:
+            await self._shutdown(helpers)
+            await session.close()
+            if handle_signals:
+                for sig in (signal.SIGTERM, signal.SIGINT):
+                    loop.remove_signal_handler(sig)
+
+    # --- claiming --------------------------------------------------------------------------------
+
+    async def _claim_loop(self, session: aiohttp.ClientSession) -> None:
+        assert self._stop is not None
+        assert self._wake_event is not None
+        assert self._slot_freed is not None
+        while not self._stop.is_set():
+            self._wake_event.clear()
+            self._slot_freed.clear()
+            more_due = False
+            for lane in (Lane.FIRST, Lane.RETRY):
+                free = self._free(lane)
+                if free <= 0:
+                    continue
+                limit = min(free, self.config.batch_size)
+                if free < self._min_claim(lane) and self._in_lane[lane] > 0:
+                    continue  # wait for a worthwhile batch instead of one query per freed slot
+                try:
+                    batch, limits = await asyncio.to_thread(self._claim_sync, lane, limit, self._saturated())
+                except sa.exc.SQLAlchemyError:
+                    log.exception("claiming deliveries failed; retrying after the poll interval")
+                    batch, limits = [], {}
+                stamp = time.monotonic()
+                for name, lim in limits.items():
+                    self._limits[name] = (stamp, lim)
+                for claimed in batch:
+                    self._held[claimed.id] = claimed
+                    self._start(session, claimed, lane)
+                more_due |= len(batch) == limit
+            if more_due and any(self._free(lane) > 0 for lane in Lane):
+                continue
+            waiters = [self._stop.wait(), self._wake_event.wait()]
+            if not any(self._free(lane) > 0 for lane in Lane) or more_due:
+                waiters.append(self._slot_freed.wait())
+            await _first_of(waiters, timeout_s=self.config.poll_interval_s)
+
+    def _min_claim(self, lane: Lane) -> int:
+        return max(1, min(self.config.batch_size, self._capacity[lane]) // 4)
+
+    def _free(self, lane: Lane) -> int:
+        total_free = self.config.concurrency - sum(self._in_lane.values())
+        return min(self._capacity[lane] - self._in_lane[lane], total_free)
+
+    def _saturated(self) -> list[str]:
+        return sorted(e for e, n in self._in_endpoint.items() if n >= self._limit_of(e).max_in_flight)
+
+    def _limit_of(self, endpoint: str) -> endpoint_rows.Limits:
+        cached = self._limits.get(endpoint)
+        if cached is None:
+            return endpoint_rows.Limits(max_in_flight=self.config.endpoint_concurrency)
+        return cached[1]
+
+    def _claim_sync(
+        self, lane: Lane, limit: int, skip: list[str]
+    ) -> tuple[list[Claimed], dict[str, endpoint_rows.Limits]]:
+        """Claim a batch and look up the throttles of endpoints not seen lately (worker thread)."""
+        with self.engine.begin() as conn:
+            batch = outbox.claim(
+                conn,
+                owner=self.config.owner,
+                now=self._clock(),
+                lease_s=self.config.lease_s,
+                limit=limit,
+                lane=lane,
+                skip_endpoints=skip,
+            )
+            stale_before = time.monotonic() - self.config.limits_ttl_s
+            wanted = {c.endpoint for c in batch if self._limits.get(c.endpoint, (-1e18,))[0] < stale_before}
+            found = endpoint_rows.limits(conn, wanted) if wanted else {}
+        for name, lim in found.items():
+            if lim.max_in_flight == endpoint_rows.DEFAULT_MAX_IN_FLIGHT:  # not tuned: the process setting
+                found[name] = replace(lim, max_in_flight=self.config.endpoint_concurrency)
+        return batch, found
+
+    def _start(self, session: aiohttp.ClientSession, claimed: Claimed, lane: Lane) -> None:
+        self._in_lane[lane] += 1
+        self._in_endpoint[claimed.endpoint] = self._in_endpoint.get(claimed.endpoint, 0) + 1
+        task = asyncio.create_task(self._attempt(session, claimed, lane))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # --- one attempt -----------------------------------------------------------------------------
+
+    async def _attempt(self, session: aiohttp.ClientSession, c: Claimed, lane: Lane) -> None:
+        try:
+            limits = self._limit_of(c.endpoint)
+            slots = self._endpoint_slots.get(c.endpoint)
+            if slots is None:
+                slots = self._endpoint_slots[c.endpoint] = asyncio.Semaphore(limits.max_in_flight)
+            async with slots:
+                if limits.rate_limit_per_s:
+                    bucket = self._buckets.get(c.endpoint)
+                    if bucket is None or bucket.rate_per_s != limits.rate_limit_per_s:
+                        bucket = self._buckets[c.endpoint] = TokenBucket(limits.rate_limit_per_s)
+                    await bucket.acquire()
+                started = self._clock()
+                result = await self._send(session, c, started)
+            decision = decide(c.attempt, result.outcome, self._clock(), schedule=c.schedule_s, rng=self._rng)
+            self._done.append(Finished(c, result, decision, started))
+            if self._flush_wanted is not None:
+                self._flush_wanted.set()
+        finally:
+            self._in_lane[lane] -= 1
+            self._in_endpoint[c.endpoint] -= 1
+            if self._slot_freed is not None:
+                self._slot_freed.set()
+
+    async def _send(self, session: aiohttp.ClientSession, c: Claimed, started: datetime) -> AttemptResult:
+        try:
+            return await send(
+                session,
+                method=c.method,
+                url=c.url,
+                headers=self._headers(c, started),
+                body=None if c.method == "GET" else c.body,
+                policy=self.config.policy,
+                connect_timeout_s=c.connect_timeout_s,
+                total_timeout_s=c.total_timeout_s,
+            )
+        except Exception as exc:  # a bug or a bad row must not strand the lease: judge it as a failure
+            log.exception("attempt of transactionid=%s failed inside the dispatcher", c.transactionid)
+            return AttemptResult(Outcome(error="internal"), 0.0, detail=f"internal: {exc!r}")
+
+    def _headers(self, c: Claimed, started: datetime) -> dict[str, str]:
+        """Static headers of the frozen request plus the per-attempt ``webhook-*`` headers."""
+        headers = {"User-Agent": self.config.user_agent, **c.headers}
+        if c.method != "GET" and c.content_type:
+            headers["Content-Type"] = c.content_type
+        timestamp = int(started.replace(tzinfo=UTC).timestamp())
+        msg_id = str(c.transactionid)
+        if c.secrets:
+            keys = [self._key(s) for s in c.secrets]
+            content = signing.request_target(c.url) if c.method == "GET" else c.body
+            headers.update(signing.headers(keys, msg_id=msg_id, timestamp=timestamp, content=content))
+        else:
+            headers.update({signing.HEADER_ID: msg_id, signing.HEADER_TIMESTAMP: str(timestamp)})
+        return headers
+
+    def _key(self, secret: str) -> bytes:
+        key = self._keys.get(secret)
+        if key is None:
+            key = self._keys[secret] = signing.parse_secret(secret)
+        return key
+
+    # --- recording -------------------------------------------------------------------------------
+
+    async def _flush_loop(self) -> None:
+        assert self._flush_wanted is not None
+        while True:
+            await self._flush_wanted.wait()
+            self._flush_wanted.clear()
+            await asyncio.sleep(self.config.flush_interval_s)
+            await self._flush()
+
+    async def _flush(self) -> None:
+        batch, self._done = self._done, []
+        if not batch:
+            return
+        try:
+            recorded = await asyncio.to_thread(self._finish_sync, batch)
+        except sa.exc.SQLAlchemyError:
+            log.exception("recording %d attempts failed; will retry", len(batch))
+            self._done[:0] = batch
+            await asyncio.sleep(self.config.poll_interval_s)
+            if self._flush_wanted is not None:
+                self._flush_wanted.set()
+            return
+        for f in batch:
+            self._held.pop(f.claimed.id, None)
+        self.attempts_recorded += len(recorded)
+        if len(recorded) < len(batch):
+            log.warning("%d attempts finished after their lease was lost", len(batch) - len(recorded))
+        for f in recorded:
+            if self.metrics is not None:
+                self.metrics.observe(f)
+            if log.isEnabledFor(logging.INFO):
+                log.info(
+                    "attempt transactionid=%s attempt=%d status=%s outcome=%s verdict=%s duration_ms=%.1f",
+                    f.claimed.transactionid,
+                    f.claimed.attempt,
+                    f.result.status,
+                    outbox.outcome_label(f),
+                    f.decision.verdict.value,
+                    f.result.duration_s * 1000,
+                )
+        if any(f.decision.disable_endpoint for f in recorded) and self.metrics is not None:
+            self.metrics.endpoint_disables.labels("gone").inc()
+
+    def _finish_sync(self, batch: list[Finished]) -> list[Finished]:
+        with self.engine.begin() as conn:
+            return outbox.finish(conn, batch, now=self._clock())
+
+    # --- background ------------------------------------------------------------------------------
+
+    async def _heartbeat_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.lease_s / 3)
+            leases = sorted({c.lease for c in self._held.values()})
+            if not leases:
+                continue
+            try:
+                await asyncio.to_thread(self._extend_sync, leases)
+            except sa.exc.SQLAlchemyError:
+                log.exception("extending %d leases failed", len(leases))
+
+    def _extend_sync(self, leases: list[str]) -> None:
+        with self.engine.begin() as conn:
+            outbox.extend_leases(conn, leases, now=self._clock(), lease_s=self.config.lease_s)
+
+    async def _housekeeping_loop(self) -> None:
+        last_health = -float("inf")
+        while True:
+            now_s = time.monotonic()
+            try:
+                if now_s - last_health >= self.config.health_interval_s:
+                    last_health = now_s
+                    await asyncio.to_thread(self._health_sync)
+                if self.metrics is not None:
+                    await asyncio.to_thread(self._metrics_sync)
+            except sa.exc.SQLAlchemyError:
+                log.exception("housekeeping failed")
+            await asyncio.sleep(min(self.config.metrics_interval_s, self.config.health_interval_s))
+
+    def _health_sync(self) -> None:
+        with self.engine.begin() as conn:
+            health.sweep(conn, now=self._clock(), metrics=self.metrics)
+
+    def _metrics_sync(self) -> None:
+        assert self.metrics is not None
+        with self.engine.connect() as conn:
+            self.metrics.refresh(conn, now=self._clock())
+
+    async def _listen_loop(self) -> None:
+        """PostgreSQL LISTEN on a dedicated connection: an enqueue's commit wakes the claim loop."""
+        import psycopg
+
+        url = self.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        while True:
+            try:
+                async with await psycopg.AsyncConnection.connect(url, autocommit=True) as aconn:
+                    await aconn.execute(f"LISTEN {outbox.NOTIFY_CHANNEL}")
+                    async for _ in aconn.notifies():
+                        if self._wake_event is not None:
+                            self._wake_event.set()
+            except psycopg.Error:
+                log.warning("LISTEN connection lost; polling until it is back", exc_info=True)
+                await asyncio.sleep(self.config.poll_interval_s)
+
+    # --- shutdown --------------------------------------------------------------------------------
+
+    async def _shutdown(self, helpers: list[asyncio.Task[None]]) -> None:
+        """Let in-flight attempts finish (up to the grace period), record them, release the rest."""
+        if self._tasks:
+            _, late = await asyncio.wait(set(self._tasks), timeout=self.config.shutdown_grace_s)
+            for task in late:
+                task.cancel()
+            if late:
+                await asyncio.wait(late)
+        for task in helpers:
+            task.cancel()
+        for task in helpers:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self._flush()
+        left = list(self._held.values())
+        if left:
+            try:
+                await asyncio.to_thread(self._release_sync, left)
+            except sa.exc.SQLAlchemyError:
+                log.exception("releasing %d leases failed; they will expire", len(left))
+            self._held.clear()
+
+    def _release_sync(self, left: list[Claimed]) -> None:
+        with self.engine.begin() as conn:
+            outbox.release(conn, left, now=self._clock())
+
+
+async def _first_of(waiters: list[Any], *, timeout_s: float) -> None:
+    tasks = [asyncio.ensure_future(w) for w in waiters]
+    try:
+        await asyncio.wait(tasks, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()

@@ -1,0 +1,82 @@
+"""Prometheus metrics of the delivery engine (delivery.md "Observability"), on a registry passed in.
+
+No module-level collectors: each dispatcher (and each test) gets its own :class:`DeliveryMetrics`
+on the registry its app serves at ``/metrics``, so two instances never collide.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import sqlalchemy as sa
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from contactsync.delivery import endpoints as endpoint_rows
+from contactsync.delivery import outbox
+
+ATTEMPT_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 15.0, 30.0)
+
+
+class DeliveryMetrics:
+    """Queue depth by state, outcomes, attempt latency, oldest pending age, disabled endpoints."""
+
+    def __init__(self, registry: CollectorRegistry, *, namespace: str = "contactsync") -> None:
+        self.registry = registry
+        self.queue_depth = Gauge(
+            "deliveries_queue_depth",
+            "Deliveries by state.",
+            ["state"],
+            namespace=namespace,
+            registry=registry,
+        )
+        self.deliveries = Counter(
+            "deliveries",
+            "Attempts judged, by resulting delivery state (delivered, pending = retry, failed).",
+            ["outcome"],
+            namespace=namespace,
+            registry=registry,
+        )
+        self.attempts = Counter(
+            "delivery_attempts",
+            "Attempts made, by outcome (success, http_4xx, http_5xx, gone, timeout, connect, reset, …).",
+            ["outcome"],
+            namespace=namespace,
+            registry=registry,
+        )
+        self.attempt_seconds = Histogram(
+            "delivery_attempt_duration_seconds",
+            "Duration of one attempt, connect to last byte read.",
+            buckets=ATTEMPT_BUCKETS_S,
+            namespace=namespace,
+            registry=registry,
+        )
+        self.oldest_pending_age = Gauge(
+            "deliveries_oldest_pending_age_seconds",
+            "Age of the oldest delivery not yet delivered, failed or cancelled.",
+            namespace=namespace,
+            registry=registry,
+        )
+        self.disabled_endpoints = Gauge(
+            "endpoints_disabled", "Endpoints currently disabled.", namespace=namespace, registry=registry
+        )
+        self.endpoint_disables = Counter(
+            "endpoint_disables",
+            "Endpoints disabled, by reason (gone = 410, auto_disabled = 5 days failing, disabled = owner).",
+            ["reason"],
+            namespace=namespace,
+            registry=registry,
+        )
+
+    def observe(self, finished: outbox.Finished) -> None:
+        """Count one recorded attempt."""
+        self.attempts.labels(outbox.outcome_label(finished)).inc()
+        self.deliveries.labels(finished.decision.verdict.value).inc()
+        self.attempt_seconds.observe(finished.result.duration_s)
+
+    def refresh(self, conn: sa.Connection, *, now: datetime) -> None:
+        """Update the gauges that come from the database (queue depth, oldest pending, disabled)."""
+        for state, count in outbox.counts_by_state(conn).items():
+            self.queue_depth.labels(state).set(count)
+        oldest = outbox.oldest_pending(conn)
+        self.oldest_pending_age.set(max((now - oldest).total_seconds(), 0.0) if oldest else 0.0)
+        self.disabled_endpoints.set(len(endpoint_rows.disabled(conn)))
