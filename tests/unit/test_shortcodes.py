@@ -196,6 +196,13 @@ def test_compile_either_works_or_raises_a_positioned_template_error(text: str) -
             assert f"at {err.line}:{err.column}" in err.message
 
 
+def test_lone_surrogates_render_as_replacement_character() -> None:
+    assert compile("https://h.example/?q=[#X#]").render({"X": "a\ud800"}) == "https://h.example/?q=a%EF%BF%BD"
+    assert render("[#SHA256 X#]", {"X": "\udfff"}, url=False) == render(
+        "[#SHA256 X#]", {"X": "\ufffd"}, url=False
+    )
+
+
 def test_render_does_not_reparse(monkeypatch: pytest.MonkeyPatch) -> None:
     compiled = compile("https://h.example/?a=[#UPPER X#]")
 

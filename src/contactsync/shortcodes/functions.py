@@ -31,7 +31,11 @@ class Options:
 
 @dataclass(frozen=True, slots=True)
 class Param:
-    """One ``:arg`` of a function; ``default`` None means required."""
+    """One ``:arg`` of a function; ``default`` None means required.
+
+    ``minimum``/``maximum`` bound an ``int``; for ``text`` the ``minimum`` is the least length
+    (``REPLACE:"":"x"`` would insert between every character, so it is refused at save time).
+    """
 
     name: str
     kind: ParamKind
