@@ -76,7 +76,7 @@ def encoder(component: Component, *, raw: bool) -> Callable[[str], str]:
 
 
 _SCHEME = re.compile(r"https?://", re.IGNORECASE)
-_AUTHORITY = re.compile(
+_USERINFO = re.compile(
     r"(?:[A-Za-z0-9\-._~!$&'()*+,;=:]|%[0-9A-Fa-f]{2})*@?"  # optional userinfo, checked again below
 )
 _HOST = re.compile(r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9\-_.]*[A-Za-z0-9])?\.?)(?::([0-9]{1,5}))?")
@@ -119,7 +119,7 @@ def check_authority(first: str, followed_by_shortcode: bool) -> int:
     authority = first[begin:end]
     host_at = authority.rfind("@") + 1
     userinfo, hostport = authority[:host_at], authority[host_at:]
-    if userinfo and _AUTHORITY.fullmatch(userinfo) is None:
+    if userinfo and _USERINFO.fullmatch(userinfo) is None:
         raise LayoutError("malformed user:password@ before the host", begin, userinfo)
     match = _HOST.fullmatch(hostport)
     if not hostport or match is None:
