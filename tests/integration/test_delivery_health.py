@@ -77,4 +77,4 @@ def test_sweep_disables_notifies_and_counts(engine: sa.Engine) -> None:
     assert registry.get_sample_value("contactsync_endpoints_disabled") == 1
     with engine.begin() as conn:  # re-enabling starts the failure streak afresh
         assert ep.enable(conn, names["failing"], now=NOW)
-        assert health.sweep(conn, now=NOW + DAY) == [names["edited"], names["recent"]]  # their turn
+        assert health.sweep(conn, now=NOW + DAY) == [names["recent"], names["edited"]]  # their turn

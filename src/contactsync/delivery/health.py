@@ -49,9 +49,9 @@ def sweep(
     """Disable every endpoint the rule condemns; returns their names."""
     e = endpoints.c
     rows = conn.execute(
-        sa.select(e.endpoint, e.failing_since, e.edited_at, e.disabled_at).where(
-            e.disabled_at.is_(None), e.failing_since <= now - failure_window
-        )
+        sa.select(e.endpoint, e.failing_since, e.edited_at, e.disabled_at)
+        .where(e.disabled_at.is_(None), e.failing_since <= now - failure_window)
+        .order_by(e.endpoint)
     ).all()
     disabled = []
     for row in rows:
