@@ -20,7 +20,8 @@ can catch the package as a whole; third-party exceptions are translated at the b
     ├── DeliveryError              the dispatcher could not make an attempt
     │   └── BlockedAddressError    an address the network guard refuses (SSRF)
     └── ListenerError              the listener could not accept a request
-        └── HandlerError           a listener handler failed (carries the HTTP outcome, if any)
+        ├── HandlerError           a listener handler failed (carries the HTTP outcome, if any)
+        └── RequestError           a request the listener refuses before validation (status, code)
 """
 
 from __future__ import annotations
@@ -137,3 +138,12 @@ class HandlerError(ListenerError):
         super().__init__(message)
         self.status = status
         self.headers = headers or {}
+
+
+class RequestError(ListenerError):
+    """A request refused before validation: ``status`` is its HTTP answer, ``code`` the error name."""
+
+    def __init__(self, message: str, *, status: int, code: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code

@@ -39,3 +39,6 @@ class Settings(BaseSettings):
     listener_max_nesting: int = 64
     listener_tolerance_s: int = 300
     listener_handlers: list[str] = Field(default_factory=list)
+    listener_projection: bool = True
+    listener_projection_url: str = ""  # empty: the projection lives in listener_database_url
+    listener_handler_lease_s: float = 300.0  # a run claimed by a process that died is retried after this

@@ -1,0 +1,311 @@
+"""The listener's ASGI app: private path → allow-list → size → signature → decode → validate → store → 200.
+
+Nothing is acknowledged before its inbox row is committed (group commit, see ``inbox``); handlers
+run afterwards in their own workers. Every refusal is a small JSON object with an ``error`` code
+and a human ``detail``, counted by reason, and never stored. Every unknown path, wrong token or
+address outside the allow-list gets the same bare 404, so a scanner learns nothing.
+
+The health and metrics endpoints live under the private path too (``/sync/<token>/health`` and
+``/sync/<token>/metrics``) for the same reason.
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import json
+import time
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from contactsync.db.engine import create_engine
+from contactsync.db.migrate import upgrade
+from contactsync.delivery.retry import DEFAULT_SCHEDULE_S
+from contactsync.errors import (
+    ConfigError,
+    PayloadError,
+    PHPFormLimitError,
+    RequestError,
+    SignatureError,
+    StorageError,
+)
+from contactsync.listener.handlers import Handler, Runner, load_handler
+from contactsync.listener.inbox import Inbox, InboxEntry
+from contactsync.listener.library import REASONS, Limits, error_response, parse, secret_keys, verify
+from contactsync.listener.metrics import ListenerMetrics
+from contactsync.listener.projection import Projection
+from contactsync.settings import Settings
+
+MIN_TOKEN_CHARS = 32
+STORED_HEADERS = frozenset(
+    {"content-type", "content-length", "user-agent", "webhook-id", "webhook-timestamp", "webhook-signature"}
+)
+"""Headers kept with each inbox entry: what a replay or an audit needs, not cookies or proxies' noise."""
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def _json(status: int, body: Mapping[str, Any], headers: Mapping[str, str] | None = None) -> Response:
+    return Response(
+        json.dumps(body, separators=(",", ":")).encode(), status, headers, media_type="application/json"
+    )
+
+
+NOT_FOUND = b'{"error":"not_found"}'
+
+
+def _not_found() -> Response:
+    return Response(NOT_FOUND, 404, media_type="application/json")
+
+
+@dataclass
+class _State:
+    settings: Settings
+    token: bytes
+    keys: list[bytes]
+    networks: tuple[Network, ...]
+    limits: Limits
+    metrics: ListenerMetrics
+    inbox: Inbox
+    clock_s: Callable[[], float]
+
+
+def _networks(entries: Sequence[str]) -> tuple[Network, ...]:
+    try:
+        return tuple(ipaddress.ip_network(e.strip(), strict=False) for e in entries if e.strip())
+    except ValueError as exc:
+        raise ConfigError(f"listener_allowed_ips: {exc}") from exc
+
+
+def _allowed(networks: tuple[Network, ...], host: str | None) -> bool:
+    if not networks:
+        return True
+    if host is None:
+        return False
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return any(address in net for net in networks)
+
+
+def build_handlers(settings: Settings, *, clock_ms: Callable[[], int]) -> dict[str, Handler]:
+    """The handlers ``settings`` asks for: the SQL projection (unless disabled) and the named ones."""
+    handlers: dict[str, Handler] = {}
+    if settings.listener_projection:
+        url = settings.listener_projection_url or settings.listener_database_url
+        handlers[Projection.name] = Projection(url, clock_ms=clock_ms)
+    for spec in settings.listener_handlers:
+        handlers[spec] = load_handler(spec)
+    return handlers
+
+
+def create_app(
+    settings: Settings,
+    *,
+    handlers: Mapping[str, Handler] | None = None,
+    clock_s: Callable[[], float] = time.time,
+    schedule_s: Sequence[float] = DEFAULT_SCHEDULE_S,
+    poll_interval_s: float = 1.0,
+) -> Starlette:
+    """The listener app for ``settings``; ``handlers`` replaces the ones the settings name."""
+    if len(settings.listener_token) < MIN_TOKEN_CHARS:
+        raise ConfigError(f"listener_token must have at least {MIN_TOKEN_CHARS} characters")
+    keys = secret_keys(settings.listener_secret)
+    networks = _networks(settings.listener_allowed_ips)
+    limits = Limits(
+        max_body_bytes=settings.listener_max_body_bytes,
+        max_input_vars=settings.listener_max_input_vars,
+        max_nesting=settings.listener_max_nesting,
+        tolerance_s=settings.listener_tolerance_s,
+    )
+
+    def clock_ms() -> int:
+        return int(clock_s() * 1000)
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        engine = inbox_engine(settings.listener_database_url)
+        upgrade(engine, side="listener")
+        chosen = dict(handlers) if handlers is not None else build_handlers(settings, clock_ms=clock_ms)
+        metrics = ListenerMetrics(engine, clock_s=clock_s)
+        runner = Runner(
+            engine,
+            chosen,
+            parse=lambda run: parse(
+                run.body, run.content_type, method=run.method, query=run.query, limits=limits
+            ),
+            schedule_s=schedule_s,
+            poll_interval_s=poll_interval_s,
+            lease_s=settings.listener_handler_lease_s,
+            clock_ms=clock_ms,
+            on_result=metrics.handler_result,
+        )
+
+        def committed(stored: int) -> None:
+            metrics.batch_size.observe(stored)
+            runner.wake()
+
+        inbox = Inbox(engine, handler_names=list(chosen), on_commit=committed)
+        inbox.start()
+        runner.start()
+        app.state.listener = _State(
+            settings, settings.listener_token.encode(), keys, networks, limits, metrics, inbox, clock_s
+        )
+        try:
+            yield
+        finally:
+            await runner.stop()
+            inbox.close()
+            for handler in chosen.values():
+                close = getattr(handler, "close", None)
+                if callable(close):
+                    close()
+            engine.dispose()
+
+    async def not_found(request: Request, exc: Exception) -> Response:
+        if isinstance(exc, HTTPException) and exc.status_code == 405:
+            return _json(405, {"error": "method_not_allowed", "detail": "use POST or GET"})
+        return _not_found()
+
+    return Starlette(
+        routes=[
+            Route("/sync/{token}", _sync, methods=["GET", "POST"]),
+            Route("/sync/{token}/health", _health, methods=["GET"]),
+            Route("/sync/{token}/metrics", _metrics, methods=["GET"]),
+        ],
+        exception_handlers={404: not_found, 405: not_found},
+        lifespan=lifespan,
+    )
+
+
+def _reason(exc: Exception) -> str:
+    if isinstance(exc, SignatureError):
+        return "signature"
+    if isinstance(exc, RequestError):
+        return REASONS.get(exc.code, "payload")
+    if isinstance(exc, PHPFormLimitError):
+        return "limit"
+    return "payload"
+
+
+def inbox_engine(url: str) -> sa.Engine:
+    """The inbox's engine: on SQLite every commit is fsynced (``synchronous=FULL``), not just checkpoints."""
+    engine = create_engine(url)
+    if engine.dialect.name == "sqlite":
+
+        def full_sync(dbapi_connection: Any, _record: Any) -> None:
+            dbapi_connection.execute("PRAGMA synchronous=FULL")
+
+        sa.event.listen(engine, "connect", full_sync)
+    return engine
+
+
+def _guard(request: Request) -> _State | None:
+    state: _State = request.app.state.listener
+    token = request.path_params["token"].encode()
+    if not hmac.compare_digest(token, state.token):
+        state.metrics.rejected.labels("not_found").inc()
+        return None
+    client = request.client
+    if not _allowed(state.networks, client.host if client else None):
+        state.metrics.rejected.labels("ip").inc()
+        return None
+    return state
+
+
+async def _health(request: Request) -> Response:
+    state = _guard(request)
+    if state is None:
+        return _not_found()
+    return _json(200, {"ok": True, "commits": state.inbox.commits})
+
+
+async def _metrics(request: Request) -> Response:
+    state = _guard(request)
+    if state is None:
+        return _not_found()
+    return Response(state.metrics.render(), 200, media_type="text/plain; version=0.0.4")
+
+
+async def _read_body(request: Request, max_bytes: int) -> bytes | None:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+        return None
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > max_bytes:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def _sync(request: Request) -> Response:
+    state = _guard(request)
+    if state is None:
+        return _not_found()
+    rejected = state.metrics.rejected
+    limits = state.limits
+    method = request.method
+    query = request.scope.get("query_string", b"").decode("latin-1")
+    if method == "POST":
+        body = await _read_body(request, limits.max_body_bytes)
+        if body is None:
+            rejected.labels("too_large").inc()
+            return _json(
+                413,
+                {"error": "body_too_large", "detail": f"the body exceeds {limits.max_body_bytes} bytes"},
+            )
+        content = body
+    else:
+        body = b""
+        raw_path = request.scope.get("raw_path") or request.url.path.encode()
+        content = raw_path + (b"?" + query.encode("latin-1") if query else b"")
+    headers = request.headers
+    try:
+        if state.keys:
+            verify(headers, content, state.keys, now=state.clock_s(), tolerance_s=limits.tolerance_s)
+        content_type = headers.get("content-type", "")
+        payload = parse(body, content_type, method=method, query=query, limits=limits)
+    except (SignatureError, RequestError, PayloadError, PHPFormLimitError) as exc:
+        rejected.labels(_reason(exc)).inc()
+        status, answer = error_response(exc)
+        return _json(status, answer)
+    client = request.client
+    entry = InboxEntry(
+        transactionid=str(payload.transactionid),
+        received_at_ms=int(state.clock_s() * 1000),
+        method=method,
+        content_type=content_type,
+        query=query,
+        headers=json.dumps({k: v for k, v in headers.items() if k in STORED_HEADERS}),
+        body=body,
+        source_address=client.host if client else "",
+    )
+    try:
+        stored = await state.inbox.store(entry)
+    except StorageError:
+        rejected.labels("storage").inc()
+        return _json(
+            503, {"error": "storage_unavailable", "detail": "not stored; retry later"}, {"Retry-After": "5"}
+        )
+    if stored.duplicate:
+        state.metrics.duplicates.inc()
+    else:
+        state.metrics.received.inc()
+    return _json(
+        200, {"ok": True, "duplicate": stored.duplicate, "transactionid": str(payload.transactionid)}
+    )

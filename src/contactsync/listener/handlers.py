@@ -1,0 +1,308 @@
+"""Handlers: what runs after the acknowledgement, each tracked and retried on its own.
+
+A handler is any callable taking the validated :class:`SyncPayload` (sync or ``async``); raising
+means "try again later" with the retry schedule of outbound delivery. Each configured handler has
+its own worker task and its own row per inbox entry (``listener_handler_runs``), so a CRM that is
+down keeps its own backlog while the SQL projection stays current.
+
+Handlers are named in settings by entry point (group ``contactsync.handlers``) or dotted path
+(``package.module:attr`` or ``package.module.attr``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import inspect
+import random
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from importlib.metadata import entry_points
+from typing import Any, Protocol, cast
+
+import sqlalchemy as sa
+
+from contactsync.db.listener import handler_runs, inbox
+from contactsync.delivery.retry import DEFAULT_SCHEDULE_S, Outcome, Verdict, decide
+from contactsync.errors import ConfigError, HandlerError, NotFoundError, WireError
+from contactsync.wire.payload import SyncPayload
+
+ENTRY_POINT_GROUP = "contactsync.handlers"
+STATE_PENDING = "pending"
+STATE_DONE = "done"
+STATE_FAILED = "failed"
+DEFAULT_LEASE_S = 300.0
+"""A run claimed by a process that then died becomes due again after this long."""
+ERROR_TEXT_CHARS = 2000
+
+
+class Handler(Protocol):
+    """The customer's "backend service": called once per accepted sync (at least once on retries)."""
+
+    def __call__(self, payload: SyncPayload, /) -> Awaitable[None] | None: ...
+
+
+def load_handler(spec: str) -> Handler:
+    """Resolve an entry-point name or a dotted path to a handler callable."""
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        if ep.name == spec:
+            return cast(Handler, ep.load())
+    module_name, sep, attr = spec.partition(":")
+    if not sep:
+        module_name, _, attr = spec.rpartition(".")
+    if not module_name or not attr:
+        raise ConfigError(
+            f"handler {spec!r} is neither an entry point of {ENTRY_POINT_GROUP} nor a dotted path"
+        )
+    try:
+        target: Any = importlib.import_module(module_name)
+        for part in attr.split("."):
+            target = getattr(target, part)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError(f"cannot load handler {spec!r}: {exc}") from exc
+    if not callable(target):
+        raise ConfigError(f"handler {spec!r} is not callable")
+    return cast(Handler, target)
+
+
+@dataclass(frozen=True, slots=True)
+class Run:
+    """One claimed handler run with the raw request it is about."""
+
+    id: int
+    inbox_id: int
+    attempts: int
+    received_at_ms: int
+    transactionid: str
+    method: str
+    content_type: str
+    query: str
+    body: bytes
+
+
+Parser = Callable[[Run], SyncPayload]
+"""Rebuilds the payload from a stored request (the listener's own decoder and limits)."""
+
+
+def _now_ms() -> int:
+    return int(datetime.now(UTC).timestamp() * 1000)
+
+
+class Runner:
+    """Worker tasks, one per handler, draining due runs from the inbox database."""
+
+    def __init__(
+        self,
+        engine: sa.Engine,
+        handlers: Mapping[str, Handler],
+        *,
+        parse: Parser,
+        schedule_s: Sequence[float] = DEFAULT_SCHEDULE_S,
+        poll_interval_s: float = 1.0,
+        batch_size: int = 100,
+        lease_s: float = DEFAULT_LEASE_S,
+        clock_ms: Callable[[], int] = _now_ms,
+        rng: random.Random | None = None,
+        on_result: Callable[[str, bool, int], None] | None = None,
+    ) -> None:
+        self._engine = engine
+        self.handlers = dict(handlers)
+        self._parse = parse
+        self._schedule_s = tuple(schedule_s)
+        self._poll_interval_s = poll_interval_s
+        self._batch_size = batch_size
+        self._lease_ms = int(lease_s * 1000)
+        self._clock_ms = clock_ms
+        self._rng = rng or random.Random()
+        self._on_result = on_result
+        self._wake = {name: asyncio.Event() for name in self.handlers}
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._tasks = [
+            asyncio.create_task(self._work(name, handler), name=f"handler-{name}")
+            for name, handler in self.handlers.items()
+        ]
+
+    async def stop(self, *, grace_s: float = 30.0) -> None:
+        """Let each worker finish the run in hand (its database work runs in a thread), then stop."""
+        self._stopping = True
+        for event in self._wake.values():
+            event.set()
+        _, late = await asyncio.wait(self._tasks, timeout=grace_s) if self._tasks else (set(), set())
+        for task in late:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+
+    def wake(self, _stored: int = 0) -> None:
+        """Tell every worker that new runs are due; safe to call from any thread."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        for event in self._wake.values():
+            loop.call_soon_threadsafe(event.set)
+
+    async def _work(self, name: str, handler: Handler) -> None:
+        event = self._wake[name]
+        while not self._stopping:
+            event.clear()
+            runs = await asyncio.to_thread(self.claim, name)
+            for position, run in enumerate(runs):
+                if self._stopping:
+                    await asyncio.to_thread(self._release, runs[position:])
+                    break
+                await self.execute(name, handler, run)
+            if len(runs) < self._batch_size:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(event.wait(), self._poll_interval_s)
+
+    def claim(self, name: str) -> list[Run]:
+        """Lease up to one batch of due runs of ``name`` (optimistically, so processes can share them)."""
+        now = self._clock_ms()
+        claimed: list[Run] = []
+        with self._engine.begin() as conn:
+            rows = conn.execute(
+                sa.select(
+                    handler_runs.c.id,
+                    handler_runs.c.inbox_id,
+                    handler_runs.c.attempts,
+                    handler_runs.c.next_attempt_at_ms,
+                    handler_runs.c.received_at_ms,
+                    inbox.c.transactionid,
+                    inbox.c.method,
+                    inbox.c.content_type,
+                    inbox.c.query,
+                    inbox.c.body,
+                )
+                .join(inbox, inbox.c.id == handler_runs.c.inbox_id)
+                .where(
+                    handler_runs.c.handler == name,
+                    handler_runs.c.state == STATE_PENDING,
+                    handler_runs.c.next_attempt_at_ms <= now,
+                )
+                .order_by(handler_runs.c.id)
+                .limit(self._batch_size)
+            ).all()
+            for row in rows:
+                taken = conn.execute(
+                    sa.update(handler_runs)
+                    .where(
+                        handler_runs.c.id == row.id,
+                        handler_runs.c.state == STATE_PENDING,
+                        handler_runs.c.next_attempt_at_ms == row.next_attempt_at_ms,
+                    )
+                    .values(attempts=handler_runs.c.attempts + 1, next_attempt_at_ms=now + self._lease_ms)
+                )
+                if taken.rowcount == 1:
+                    claimed.append(
+                        Run(
+                            id=row.id,
+                            inbox_id=row.inbox_id,
+                            attempts=row.attempts + 1,
+                            received_at_ms=row.received_at_ms,
+                            transactionid=row.transactionid,
+                            method=row.method,
+                            content_type=row.content_type,
+                            query=row.query,
+                            body=bytes(row.body),
+                        )
+                    )
+        return claimed
+
+    async def execute(self, name: str, handler: Handler, run: Run) -> bool:
+        """Run ``handler`` once for ``run`` and record the outcome; True on success."""
+        error: BaseException | None = None
+        try:
+            payload = self._parse(run)
+            if inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(
+                getattr(handler, "__call__", None)  # noqa: B004  (async callable objects)
+            ):
+                await cast(Awaitable[None], handler(payload))
+            else:
+                result = await asyncio.to_thread(handler, payload)
+                if inspect.isawaitable(result):
+                    await result
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            error = exc
+        await asyncio.to_thread(self._record, run, error)
+        if self._on_result is not None:
+            self._on_result(name, error is None, self._clock_ms() - run.received_at_ms)
+        return error is None
+
+    def _release(self, runs: Sequence[Run]) -> None:
+        """Give back claimed runs not started (on shutdown), so a restart need not wait for the lease."""
+        now = self._clock_ms()
+        with self._engine.begin() as conn:
+            for run in runs:
+                conn.execute(
+                    sa.update(handler_runs)
+                    .where(handler_runs.c.id == run.id, handler_runs.c.state == STATE_PENDING)
+                    .values(attempts=run.attempts - 1, next_attempt_at_ms=now)
+                )
+
+    def _record(self, run: Run, error: BaseException | None) -> None:
+        now = self._clock_ms()
+        values: dict[str, Any]
+        if error is None:
+            values = {"state": STATE_DONE, "finished_at_ms": now, "last_error": None}
+        else:
+            outcome = (
+                Outcome(status=error.status, headers=error.headers)
+                if isinstance(error, HandlerError) and error.status is not None
+                else Outcome(error=f"{type(error).__name__}: {error}")
+            )
+            decision = decide(
+                run.attempts,
+                outcome,
+                datetime.fromtimestamp(now / 1000, UTC),
+                schedule=self._schedule_s,
+                rng=self._rng,
+            )
+            text = f"{decision.reason}: {error}"[:ERROR_TEXT_CHARS]
+            if isinstance(error, WireError):
+                # the stored request itself is unusable: retrying cannot help
+                values = {"state": STATE_FAILED, "finished_at_ms": now, "last_error": text}
+            elif decision.verdict is Verdict.RETRY and decision.next_attempt_at is not None:
+                next_ms = int(decision.next_attempt_at.timestamp() * 1000)
+                values = {"next_attempt_at_ms": next_ms, "last_error": text}
+            else:
+                values = {"state": STATE_FAILED, "finished_at_ms": now, "last_error": text}
+        with self._engine.begin() as conn:
+            conn.execute(sa.update(handler_runs).where(handler_runs.c.id == run.id).values(**values))
+
+
+def replay(engine: sa.Engine, transactionid: str, handler: str, *, now_ms: int | None = None) -> None:
+    """Run one inbox entry through ``handler`` again (creating its run if the handler is new)."""
+    now = _now_ms() if now_ms is None else now_ms
+    with engine.begin() as conn:
+        entry = conn.execute(
+            sa.select(inbox.c.id, inbox.c.received_at_ms).where(inbox.c.transactionid == transactionid)
+        ).first()
+        if entry is None:
+            raise NotFoundError(f"no inbox entry with transactionid {transactionid}", field="transactionid")
+        updated = conn.execute(
+            sa.update(handler_runs)
+            .where(handler_runs.c.inbox_id == entry.id, handler_runs.c.handler == handler)
+            .values(
+                state=STATE_PENDING, attempts=0, next_attempt_at_ms=now, finished_at_ms=None, last_error=None
+            )
+        )
+        if updated.rowcount == 0:
+            conn.execute(
+                sa.insert(handler_runs).values(
+                    inbox_id=entry.id,
+                    handler=handler,
+                    state=STATE_PENDING,
+                    attempts=0,
+                    next_attempt_at_ms=now,
+                    received_at_ms=entry.received_at_ms,
+                )
+            )

@@ -1,0 +1,169 @@
+"""The listener as a library: ``verify`` and ``parse`` for customers who keep their own web app.
+
+The ready-made app and the Flask/Django/FastAPI adapters use exactly these two functions, so a
+body accepted by one is accepted by all. Refusals are exceptions of the package tree, each with
+the HTTP status a listener should answer (:func:`error_response` builds the JSON body):
+
+* :class:`~contactsync.errors.SignatureError` → 401
+* :class:`~contactsync.errors.RequestError` → its ``status`` (413 too large, 415 content type,
+  400 invalid UTF-8 or JSON)
+* :class:`~contactsync.errors.PHPFormLimitError` → 413 (variables) or 400 (nesting)
+* :class:`~contactsync.errors.PayloadError` → 422 with the path of the bad key
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import unquote_to_bytes
+
+from contactsync.errors import (
+    ContactSyncError,
+    PayloadError,
+    PHPFormLimitError,
+    RequestError,
+    SignatureError,
+)
+from contactsync.wire import signing
+from contactsync.wire.payload import SyncPayload
+
+__all__ = ["Limits", "error_response", "parse", "secret_keys", "verify"]
+
+FORM = "application/x-www-form-urlencoded"
+JSON = "application/json"
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """What a listener accepts (listener.md defaults: 5 MB, 100,000 variables, nesting 64)."""
+
+    max_body_bytes: int = 5 * 1024 * 1024
+    max_input_vars: int = 100_000
+    max_nesting: int = 64
+    tolerance_s: int = signing.DEFAULT_TOLERANCE_S
+
+
+DEFAULT_LIMITS = Limits()
+
+
+def secret_keys(secret: str | Sequence[str]) -> list[bytes]:
+    """HMAC keys of one ``whsec_…`` secret, several separated by spaces or commas (rotation), or a list."""
+    listed = secret.replace(",", " ").split() if isinstance(secret, str) else list(secret)
+    return [signing.parse_secret(s) for s in listed]
+
+
+def verify(
+    headers: Mapping[str, str],
+    body: bytes | str,
+    secret: str | Sequence[str] | Sequence[bytes],
+    *,
+    now: float | None = None,
+    tolerance_s: int = signing.DEFAULT_TOLERANCE_S,
+) -> None:
+    """Raise :class:`SignatureError` unless ``body`` carries a fresh signature by ``secret``.
+
+    ``body`` is the raw POST body, or for GET the request target exactly as received (``/path?query``).
+    ``secret`` may be a ``whsec_…`` string (several separated by spaces during rotation), a list of
+    them, or keys from :func:`secret_keys` (which skips re-parsing on a hot path).
+    """
+    if isinstance(secret, str):
+        keys: Sequence[str | bytes] = secret_keys(secret)
+    else:
+        keys = list(secret)
+    if not keys:
+        raise SignatureError("no secret is configured to verify with", reason="no_match")
+    signing.verify(headers, body, keys, now=time.time() if now is None else now, tolerance_s=tolerance_s)
+
+
+def _check_utf8(raw: bytes) -> None:
+    """Form and query bytes, once percent-decoded, must be UTF-8: PHP would not notice, our database would."""
+    decoded = unquote_to_bytes(raw.replace(b"+", b" ")) if b"%" in raw else raw
+    try:
+        decoded.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise RequestError(
+            f"the body is not valid UTF-8 once percent-decoded (byte {exc.start})",
+            status=400,
+            code="invalid_utf8",
+        ) from None
+
+
+def _no_constant(name: str) -> object:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def parse(
+    body: bytes | str,
+    content_type: str = FORM,
+    *,
+    method: str = "POST",
+    query: bytes | str = "",
+    limits: Limits = DEFAULT_LIMITS,
+) -> SyncPayload:
+    """Decode and validate one request into a :class:`SyncPayload` (``query`` without ``?``, for GET)."""
+    if method.upper() == "GET":
+        raw = query.encode("latin-1") if isinstance(query, str) else query
+        _check_utf8(raw)
+        return SyncPayload.from_query(
+            raw, max_input_vars=limits.max_input_vars, max_nesting=limits.max_nesting
+        )
+    data = body.encode("utf-8") if isinstance(body, str) else body
+    if len(data) > limits.max_body_bytes:
+        raise RequestError(
+            f"the body has {len(data)} bytes, more than the {limits.max_body_bytes} allowed",
+            status=413,
+            code="body_too_large",
+        )
+    media = content_type.partition(";")[0].strip().lower()
+    if media in ("", FORM):
+        _check_utf8(data)
+        return SyncPayload.from_form(
+            data, max_input_vars=limits.max_input_vars, max_nesting=limits.max_nesting
+        )
+    if media == JSON or media.endswith("+json"):
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise RequestError(
+                f"the JSON body is not valid UTF-8 (byte {exc.start})", status=400, code="invalid_utf8"
+            ) from None
+        try:
+            decoded = json.loads(text, parse_constant=_no_constant)
+        except (ValueError, RecursionError) as exc:
+            raise RequestError(
+                f"the body is not valid JSON: {exc}", status=400, code="invalid_json"
+            ) from None
+        if not isinstance(decoded, dict):
+            raise PayloadError(f"the JSON body must be an object, got {type(decoded).__name__}", path="")
+        return SyncPayload.from_wire(decoded)
+    raise RequestError(
+        f"content type {media!r} is not accepted; send {FORM} or {JSON}",
+        status=415,
+        code="unsupported_content_type",
+    )
+
+
+REASONS = {
+    "body_too_large": "too_large",
+    "unsupported_content_type": "content_type",
+    "invalid_utf8": "encoding",
+    "invalid_json": "encoding",
+}
+"""Metric label (``rejected{reason=…}``) of each :class:`RequestError` code."""
+
+
+def error_response(exc: ContactSyncError) -> tuple[int, dict[str, Any]]:
+    """The HTTP status and JSON body a listener answers for a refused request."""
+    if isinstance(exc, SignatureError):
+        return 401, {"error": "signature", "reason": exc.reason, "detail": str(exc)}
+    if isinstance(exc, PHPFormLimitError):
+        status = 413 if exc.limit == "max_input_vars" else 400
+        return status, {"error": exc.limit, "detail": str(exc), "value": exc.value, "maximum": exc.maximum}
+    if isinstance(exc, RequestError):
+        return exc.status, {"error": exc.code, "detail": str(exc)}
+    if isinstance(exc, PayloadError):
+        return 422, {"error": "invalid_payload", "path": exc.path, "detail": str(exc)}
+    return 400, {"error": "bad_request", "detail": str(exc)}

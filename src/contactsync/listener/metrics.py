@@ -1,0 +1,124 @@
+"""Prometheus metrics of one listener app: what arrived, what was refused and why, how far handlers lag.
+
+Each app gets its own registry (no process-global state), so tests can run several apps side by
+side. Handler lag and backlog are read from the database at scrape time: they must be right after
+a restart, and several listener processes sharing one database report the same figures.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+
+import sqlalchemy as sa
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.exposition import generate_latest
+from prometheus_client.registry import Collector
+
+from contactsync.db.listener import handler_runs
+
+REJECT_REASONS = (
+    "not_found",
+    "ip",
+    "method",
+    "too_large",
+    "limit",
+    "signature",
+    "content_type",
+    "encoding",
+    "payload",
+    "storage",
+)
+
+
+class _BacklogCollector(Collector):
+    """Per handler: pending runs, failed runs, and the age of the oldest pending one (the lag)."""
+
+    def __init__(self, engine: sa.Engine, clock_s: Callable[[], float]) -> None:
+        self._engine = engine
+        self._clock_s = clock_s
+
+    def collect(self) -> Iterator[Metric]:
+        pending = GaugeMetricFamily(
+            "contactsync_listener_handler_pending", "Handler runs not yet done", labels=["handler"]
+        )
+        failed = GaugeMetricFamily(
+            "contactsync_listener_handler_failed",
+            "Handler runs that exhausted their retries (replay them)",
+            labels=["handler"],
+        )
+        lag = GaugeMetricFamily(
+            "contactsync_listener_handler_lag_seconds",
+            "Age of the oldest request a handler has not processed yet",
+            labels=["handler"],
+        )
+        now_ms = self._clock_s() * 1000
+        query = sa.select(
+            handler_runs.c.handler,
+            handler_runs.c.state,
+            sa.func.count(),
+            sa.func.min(handler_runs.c.received_at_ms),
+        ).group_by(handler_runs.c.handler, handler_runs.c.state)
+        try:
+            with self._engine.connect() as conn:
+                rows = conn.execute(query.where(handler_runs.c.state != "done")).all()
+        except sa.exc.SQLAlchemyError:
+            return
+        for handler, state, count, oldest_ms in rows:
+            if state == "pending":
+                pending.add_metric([handler], count)
+                lag.add_metric([handler], max(now_ms - oldest_ms, 0) / 1000)
+            elif state == "failed":
+                failed.add_metric([handler], count)
+        yield pending
+        yield failed
+        yield lag
+
+
+class ListenerMetrics:
+    """Counters updated on the request path and by handler workers."""
+
+    def __init__(self, engine: sa.Engine | None = None, *, clock_s: Callable[[], float] = time.time) -> None:
+        self.registry = CollectorRegistry()
+        self.received = Counter(
+            "contactsync_listener_received", "Requests accepted and stored", registry=self.registry
+        )
+        self.duplicates = Counter(
+            "contactsync_listener_duplicates",
+            "Requests whose transactionid was already stored",
+            registry=self.registry,
+        )
+        self.rejected = Counter(
+            "contactsync_listener_rejected", "Requests refused", ["reason"], registry=self.registry
+        )
+        for reason in REJECT_REASONS:
+            self.rejected.labels(reason)
+        self.handler_results = Counter(
+            "contactsync_listener_handler_results",
+            "Handler attempts by outcome",
+            ["handler", "outcome"],
+            registry=self.registry,
+        )
+        self.handler_delay = Histogram(
+            "contactsync_listener_handler_delay_seconds",
+            "Time from receipt to the end of a handler attempt",
+            ["handler"],
+            buckets=(0.01, 0.05, 0.1, 0.5, 1, 5, 30, 300, 3600, 36000),
+            registry=self.registry,
+        )
+        self.batch_size = Histogram(
+            "contactsync_listener_inbox_batch_size",
+            "Requests stored per inbox commit (group commit)",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+            registry=self.registry,
+        )
+        if engine is not None:
+            self.registry.register(_BacklogCollector(engine, clock_s))
+
+    def handler_result(self, handler: str, ok: bool, delay_ms: int) -> None:
+        self.handler_results.labels(handler, "success" if ok else "failure").inc()
+        self.handler_delay.labels(handler).observe(max(delay_ms, 0) / 1000)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,310 @@
+"""The listener's request path over real HTTP: accepted payloads land in the projection, bad ones never do."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx
+import pytest
+import sqlalchemy as sa
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from contactsync.db import listener as t
+from contactsync.db.engine import create_engine
+from contactsync.listener.app import create_app
+from contactsync.settings import Settings
+from support import examples, run_php
+from support.listener import SECRET, TOKEN, payload, serve, signed
+
+FORM = "application/x-www-form-urlencoded"
+JSON = "application/json; charset=utf-8"
+
+
+def _wait_for(predicate: Callable[[], bool], timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached"
+        time.sleep(0.02)
+
+
+class Listener:
+    def __init__(self, base: str, url: str) -> None:
+        self.base = base
+        self.sync = f"{base}/sync/{TOKEN}"
+        self.engine = create_engine(url)
+        self.http = httpx.Client(timeout=30)
+
+    def post(self, body: bytes | str, content_type: str = FORM, **headers: str) -> httpx.Response:
+        return self.http.post(self.sync, content=body, headers={"content-type": content_type, **headers})
+
+    def post_signed(self, body: bytes | str, content_type: str = FORM, msg_id: str = "1") -> httpx.Response:
+        return self.post(body, content_type, **signed(body, msg_id=msg_id))
+
+    def count(self, table: sa.Table) -> int:
+        with self.engine.connect() as conn:
+            return int(conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one())
+
+    def rows(self, table: sa.Table, *skip: str) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            found = [dict(r._mapping) for r in conn.execute(sa.select(table))]
+        for row in found:
+            for column in ("id", "updated_at_ms", *skip):
+                row.pop(column, None)
+        return sorted(found, key=repr)
+
+    def projected(self) -> dict[str, list[dict[str, Any]]]:
+        return {table.name: self.rows(table) for table in t.PROJECTION_TABLES}
+
+    def done(self, n: int) -> bool:
+        with self.engine.connect() as conn:
+            return (
+                conn.execute(sa.select(sa.func.count()).where(t.handler_runs.c.state == "done")).scalar_one()
+                >= n
+            )
+
+
+def _start(url: str, **overrides: Any) -> Iterator[Listener]:
+    options: dict[str, Any] = {
+        "listener_database_url": url,
+        "listener_token": TOKEN,
+        "listener_secret": SECRET,
+    }
+    options.update(overrides)
+    app = create_app(Settings(**options), poll_interval_s=0.05)
+    with serve(app) as base:
+        listener = Listener(base, url)
+        try:
+            yield listener
+        finally:
+            listener.http.close()
+            listener.engine.dispose()
+
+
+@pytest.fixture
+def listener(db_url: str) -> Iterator[Listener]:
+    yield from _start(db_url, listener_max_input_vars=500)
+
+
+@pytest.fixture
+def sqlite_listener(sqlite_url: str) -> Iterator[Listener]:
+    """The request path is the same on every database: refusals are tested on SQLite only."""
+    yield from _start(sqlite_url, listener_max_input_vars=500)
+
+
+@pytest.fixture
+def open_listener(sqlite_url: str) -> Iterator[Listener]:
+    """No secret: what a listener behind only the private URL sees (decoding is reached by anything)."""
+    yield from _start(sqlite_url, listener_secret="", listener_max_input_vars=500)
+
+
+def test_form_post_lands_in_projection_and_duplicates_have_no_effect(listener: Listener) -> None:
+    sent = payload(7262734018228486144)
+    body = sent.to_form()
+    first = listener.post_signed(body, msg_id=str(sent.transactionid))
+    assert first.status_code == 200
+    assert first.json() == {"ok": True, "duplicate": False, "transactionid": "7262734018228486144"}
+    again = listener.post_signed(body, msg_id=str(sent.transactionid))
+    assert again.json()["duplicate"] is True
+    _wait_for(lambda: listener.done(1))
+    assert listener.count(t.inbox) == 1
+    assert listener.count(t.handler_runs) == 1
+    tables = listener.projected()
+    assert tables["sync_contacts"] == [
+        {
+            "contact_id": "42",
+            "email": "jane@example.com",
+            "phone": "+15551234567",
+            "profile_url": "https://platform.example/contacts/42",
+            "lead_score": "40",
+            "lead_label": "Warm",
+            "last_transactionid": 7262734018228486144,
+            "version": 1,
+        }
+    ]
+    assert tables["sync_field_values"] == [
+        {"contact_id": "42", "field_id": "3", "name": "First Name", "value": "Jane"},
+        {"contact_id": "42", "field_id": "4", "name": "City", "value": "Zürich & Co"},
+    ]
+    assert [(r["url"], r["clicks"]) for r in tables["sync_links_clicked"]] == [
+        ("https://example.com/a?b=c&d[]=1", 3)
+    ]
+    assert [(r["score_id"], r["score"], r["score_date"]) for r in tables["sync_lead_scores"]] == [
+        ("15", "10", "2026-03-06 15:00:00")
+    ]
+    for name in ("sync_campaigns_opened", "sync_pages_visited", "sync_goals_reached"):
+        assert len(tables[name]) == 1
+    with listener.engine.connect() as conn:
+        stored = conn.execute(sa.select(t.inbox)).one()
+    assert stored.body == body.encode()
+    assert json.loads(stored.headers)["webhook-id"] == "7262734018228486144"
+    assert stored.source_address == "127.0.0.1"
+
+
+def test_json_and_get_give_the_same_projection_as_form(listener: Listener, sqlite_url: str) -> None:
+    form, as_json, as_get = (
+        payload(1001, contact_id=1),
+        payload(1002, contact_id=2),
+        payload(1003, contact_id=3),
+    )
+    assert listener.post_signed(form.to_form(), msg_id="1001").status_code == 200
+    assert listener.post_signed(as_json.to_json(), JSON, msg_id="1002").status_code == 200
+    target = f"/sync/{TOKEN}?{as_get.to_form()}"
+    got = listener.http.get(listener.base + target, headers=signed(target, msg_id="1003"))
+    assert got.status_code == 200, got.text
+    _wait_for(lambda: listener.done(3))
+    contacts = listener.rows(t.contacts, "last_transactionid", "contact_id", "profile_url")
+    assert len(contacts) == 3
+    assert contacts[0] == contacts[1] == contacts[2]
+    for table in (t.field_values, t.links_clicked, t.lead_scores):
+        per_contact = {}
+        for row in listener.rows(table, "first_transactionid"):
+            per_contact.setdefault(row.pop("contact_id"), []).append(row)
+        assert per_contact["1"] == per_contact["2"] == per_contact["3"]
+
+
+@pytest.mark.php
+def test_body_from_php_http_build_query_is_accepted_identically(listener: Listener, php: str) -> None:
+    sent = payload(2001, contact_id=77)
+    wire = json.dumps(sent.to_wire(json_types=False))
+    php_body = run_php(
+        php, "echo http_build_query(json_decode(stream_get_contents(STDIN), true));", wire.encode()
+    )
+    assert php_body == sent.to_form().encode()
+    assert listener.post_signed(php_body, msg_id="2001").status_code == 200
+    _wait_for(lambda: listener.done(1))
+    assert listener.rows(t.contacts)[0]["contact_id"] == "77"
+    assert len(listener.rows(t.field_values)) == 2
+
+
+def _stale(body: str) -> dict[str, str]:
+    return signed(body, msg_id="1", timestamp=int(time.time()) - 301)
+
+
+BAD: list[tuple[str, Callable[[Listener], httpx.Response], int, str]] = [
+    ("wrong token", lambda lst: lst.http.post(f"{lst.base}/sync/{'b' * 46}", content="x"), 404, "not_found"),
+    ("other path", lambda lst: lst.http.get(f"{lst.base}/"), 404, "not_found"),
+    ("token prefix", lambda lst: lst.http.post(lst.sync[:-1], content="x"), 404, "not_found"),
+    ("method", lambda lst: lst.http.put(lst.sync, content="x"), 405, "method_not_allowed"),
+    ("no signature", lambda lst: lst.post(payload(1).to_form()), 401, "signature"),
+    (
+        "forged signature",
+        lambda lst: lst.post(
+            payload(1, email="evil@example.com").to_form(), **signed(payload(1).to_form(), msg_id="1")
+        ),
+        401,
+        "signature",
+    ),
+    (
+        "other secret",
+        lambda lst: lst.post(
+            payload(1).to_form(),
+            **signed(payload(1).to_form(), msg_id="1", secret="whsec_" + "QUJD" * 8),
+        ),
+        401,
+        "signature",
+    ),
+    (
+        "replayed old timestamp",
+        lambda lst: lst.post(payload(1).to_form(), **_stale(payload(1).to_form())),
+        401,
+        "signature",
+    ),
+    ("oversize body", lambda lst: lst.post_signed(b"a=" + b"x" * (5 * 1024 * 1024)), 413, "body_too_large"),
+    (
+        "too many variables",
+        lambda lst: lst.post_signed(payload(1).to_form() + "&x[]=1" * 600),
+        413,
+        "max_input_vars",
+    ),
+    (
+        "nesting 65",
+        lambda lst: lst.post_signed(payload(1).to_form() + "&deep" + "[a]" * 65 + "=1"),
+        400,
+        "max_input_nesting_level",
+    ),
+    (
+        "invalid utf-8 in form",
+        lambda lst: lst.post_signed(payload(1).to_form() + "&contact%5Bemail%5D=%FF%FE"),
+        400,
+        "invalid_utf8",
+    ),
+    ("invalid utf-8 in json", lambda lst: lst.post_signed(b'{"a": "\xff"}', JSON), 400, "invalid_utf8"),
+    ("not json", lambda lst: lst.post_signed(b"{nope", JSON), 400, "invalid_json"),
+    ("json array", lambda lst: lst.post_signed(b"[1, 2]", JSON), 422, "invalid_payload"),
+    ("json string", lambda lst: lst.post_signed(b'"hello"', JSON), 422, "invalid_payload"),
+    (
+        "wrong type",
+        lambda lst: lst.post_signed(json.dumps({"transactionid": "1", "contact": {"id": "x"}}), JSON),
+        422,
+        "invalid_payload",
+    ),
+    ("missing contact", lambda lst: lst.post_signed("transactionid=5"), 422, "invalid_payload"),
+    ("content type", lambda lst: lst.post_signed(b"<xml/>", "text/xml"), 415, "unsupported_content_type"),
+]
+
+
+@pytest.mark.parametrize(("why", "send", "status", "error"), BAD, ids=[b[0] for b in BAD])
+def test_bad_input_is_refused_with_a_clear_error_and_never_stored(
+    sqlite_listener: Listener, why: str, send: Callable[[Listener], httpx.Response], status: int, error: str
+) -> None:
+    answer = send(sqlite_listener)
+    assert answer.status_code == status, answer.text
+    assert answer.json()["error"] == error
+    assert sqlite_listener.count(t.inbox) == 0
+    assert sqlite_listener.count(t.handler_runs) == 0
+
+
+def test_bad_key_path_is_named(sqlite_listener: Listener) -> None:
+    body = payload(1).to_form() + "&fields%5B1%5D%5Bid%5D=abc"
+    answer = sqlite_listener.post_signed(body)
+    assert answer.status_code == 422
+    assert answer.json()["path"] == "fields[1].id"
+
+
+def test_unknown_keys_are_kept(sqlite_listener: Listener) -> None:
+    body = payload(9, extra={"utm": {"source": "mail"}}).to_form()
+    assert sqlite_listener.post_signed(body, msg_id="9").status_code == 200
+    assert sqlite_listener.count(t.inbox) == 1
+
+
+def test_rejections_are_counted_in_metrics_under_the_private_path(sqlite_listener: Listener) -> None:
+    sqlite_listener.post(payload(1).to_form())
+    sqlite_listener.post_signed(b"[]", JSON)
+    metrics = sqlite_listener.http.get(f"{sqlite_listener.sync}/metrics")
+    assert metrics.status_code == 200
+    assert 'contactsync_listener_rejected_total{reason="signature"} 1.0' in metrics.text
+    assert 'contactsync_listener_rejected_total{reason="payload"} 1.0' in metrics.text
+    assert sqlite_listener.http.get(f"{sqlite_listener.sync}/health").json()["ok"] is True
+    assert sqlite_listener.http.get(f"{sqlite_listener.base}/metrics").status_code == 404
+
+
+@pytest.mark.parametrize(("allowed", "status"), [(["10.0.0.0/8"], 404), (["10.0.0.0/8", "127.0.0.1"], 200)])
+def test_ip_allow_list(sqlite_url: str, allowed: list[str], status: int) -> None:
+    for lst in _start(sqlite_url, listener_allowed_ips=allowed):
+        assert lst.post_signed(payload(5).to_form(), msg_id="5").status_code == status
+
+
+form_names = st.text(alphabet="ab[]._ %&=+0123456789\x00", max_size=20)
+bodies = st.one_of(
+    st.binary(max_size=300),
+    st.lists(st.tuples(form_names, st.text(max_size=10)), max_size=20).map(
+        lambda pairs: "&".join(f"{k}={v}" for k, v in pairs).encode("utf-8", "surrogatepass")
+    ),
+    st.builds(lambda extra: payload(3).to_form() + extra, st.text(max_size=40)).map(
+        lambda s: s.encode("utf-8", "surrogatepass")
+    ),
+)
+
+
+@settings(max_examples=examples(ci=300, local=60))
+@given(body=bodies, content_type=st.sampled_from([FORM, JSON, "", "text/plain", "multipart/form-data"]))
+def test_fuzzed_bodies_never_get_a_5xx(open_listener: Listener, body: bytes, content_type: str) -> None:
+    answer = open_listener.post(body, content_type)
+    assert answer.status_code < 500, answer.text
+    assert answer.headers["content-type"] == "application/json"
+    if answer.status_code != 200:
+        assert isinstance(answer.json()["error"], str)
