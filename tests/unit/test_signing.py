@@ -121,6 +121,15 @@ def test_verify_accepts_and_rejects() -> None:
         signing.verify({**hdrs, "webhook-id": "7262734018228486145"}, BODY, SECRET, now=TS)
 
 
+def test_parsed_keys_work_like_secrets() -> None:
+    key, old_key = signing.parse_secret(SECRET), signing.parse_secret(OLD_SECRET)
+    assert signing.headers([key, old_key], msg_id="1", timestamp=TS, content=BODY) == signing.headers(
+        [SECRET, OLD_SECRET], msg_id="1", timestamp=TS, content=BODY
+    )
+    signing.verify(signed([SECRET]), BODY, key, now=TS)
+    signing.verify(signed([SECRET]), BODY, [old_key, key], now=TS)
+
+
 def test_rotation_either_secret_verifies() -> None:
     hdrs = signed([SECRET, OLD_SECRET])
     signing.verify(hdrs, BODY, SECRET, now=TS)
