@@ -1,0 +1,330 @@
+"""The "Sync Contact to Third Party" action: settings, validation on save, secrets, requests, preview.
+
+Settings are exactly automation.md's table. Saving compiles the URL template against the list's
+fields (errors carry line/column), so nothing can fail at send time except the network. The
+request written to the outbox is frozen here: method, URL, static headers, body, transactionid.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Literal
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import sqlalchemy as sa
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from contactsync import shortcodes
+from contactsync.automation.lists import list_fields
+from contactsync.automation.payload_builder import DateFormat, PayloadOptions, Rendered
+from contactsync.automation.runtime import Runtime
+from contactsync.db.platform import actions, automations, endpoints
+from contactsync.delivery.outbox import OutboxRequest
+from contactsync.errors import NotFoundError, TemplateError, ValidationError
+from contactsync.wire.payload import SECTIONS
+from contactsync.wire.signing import generate_secret
+
+DEFAULT_RETRY_SCHEDULE_S = (0.0, 5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0)
+SECRET_OVERLAP = timedelta(hours=24)
+FORM_TYPE = "application/x-www-form-urlencoded"
+JSON_TYPE = "application/json; charset=utf-8"
+_TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+RESERVED_HEADERS = frozenset(
+    {"host", "content-type", "content-length", "user-agent", "transfer-encoding", "connection"}
+)
+"""Headers the dispatcher owns; ``webhook-*`` are reserved too."""
+
+
+class Header(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(min_length=1, max_length=100)
+    value: str = Field(max_length=4096)
+
+
+class SyncActionSettings(BaseModel):
+    """Every setting of the action (automation.md); defaults as delivery.md and wire.md fix them."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    url: str = Field(min_length=1, max_length=65536, description="URL template (shortcodes.md)")
+    method: Literal["POST", "GET"] = "POST"
+    content_type: Literal["form", "json"] = "form"
+    sections: list[str] = Field(default_factory=lambda: list(SECTIONS))
+    max_items: int = Field(default=100, ge=1, le=10_000)
+    headers: list[Header] = Field(default_factory=list, max_length=50)
+    connect_timeout_s: float = Field(default=5.0, gt=0, le=60)
+    timeout_s: float = Field(default=15.0, gt=0, le=300)
+    retry_schedule_s: list[float] = Field(
+        default_factory=lambda: list(DEFAULT_RETRY_SCHEDULE_S), min_length=1
+    )
+    ordered_per_contact: bool = False
+    date_format: DateFormat = "datetime"
+    time_zone: str = "UTC"
+    delay_s: int = Field(default=0, ge=0, le=30 * 86400)
+
+    @field_validator("retry_schedule_s")
+    @classmethod
+    def _schedule(cls, value: list[float]) -> list[float]:
+        if len(value) > 50 or any(not 0 <= d <= 7 * 86400 for d in value):
+            raise ValueError("at most 50 delays, each 0 s to 7 days")
+        return value
+
+
+class ActionOut(BaseModel):
+    id: int
+    automation_id: int
+    settings: SyncActionSettings
+    secret: str
+    previous_secret_expires_at: datetime | None
+    endpoint: str
+    created_at: datetime
+    updated_at: datetime
+    warnings: list[str] = Field(default_factory=list, description="what a default PHP listener would lose")
+
+
+ITEM_VARIABLES = {
+    "fields": 3,
+    "campaigns-opened": 3,
+    "links-clicked": 2,
+    "pages-visited": 2,
+    "automation-triggered": 3,
+    "goals-reached": 3,
+    "webhooks-triggered": 3,
+    "lead-score": 4,
+}
+"""PHP variables per item of each list section (lead-status adds 2, transactionid + contact 5)."""
+PHP_MAX_INPUT_VARS = 1000
+
+
+def worst_case_variables(settings: SyncActionSettings, n_fields: int) -> int:
+    """The most PHP variables a form body of this action can have (every section full)."""
+    if settings.method != "POST" or settings.content_type != "form":
+        return 0
+    total = 5 + (2 if "lead-status" in settings.sections else 0)
+    for section, per_item in ITEM_VARIABLES.items():
+        if section in settings.sections:
+            items = n_fields if section == "fields" else settings.max_items
+            total += per_item * items
+    return total
+
+
+def capacity_warnings(settings: SyncActionSettings, n_fields: int) -> list[str]:
+    """Save-time warning when full sections would exceed PHP's default ``max_input_vars``."""
+    worst = worst_case_variables(settings, n_fields)
+    if worst <= PHP_MAX_INPUT_VARS:
+        return []
+    return [
+        f"a contact with full sections produces up to {worst} PHP variables; a default PHP listener "
+        f"keeps {PHP_MAX_INPUT_VARS} and silently drops the rest: lower max_items, select fewer sections, "
+        "or send JSON"
+    ]
+
+
+def endpoint_of(url: str) -> str:
+    """``scheme://host:port`` of a URL (default ports made explicit): the unit of endpoint health."""
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{parts.scheme}://{host}:{port}"
+
+
+def validate_settings(
+    settings: SyncActionSettings, field_keys: Sequence[str], *, country_code: str = "1"
+) -> shortcodes.Template:
+    """Check what pydantic cannot (template, scheme, sections, headers, zone); return the compiled URL."""
+    scheme = settings.url.split(":", 1)[0].lower()
+    if scheme not in {"http", "https"}:
+        raise ValidationError(f"only http and https URLs are allowed, got {scheme!r}", field="url")
+    try:
+        template = shortcodes.compile(settings.url, fields=field_keys, default_country_code=country_code)
+    except TemplateError as exc:
+        hint = f" (did you mean {', '.join(exc.suggestions)}?)" if exc.suggestions else ""
+        message = f"url: line {exc.line}, column {exc.column}: {exc.message}{hint}"
+        raise ValidationError(message, field="url") from exc
+    unknown = sorted(set(settings.sections).difference(SECTIONS))
+    if unknown:
+        raise ValidationError(f"unknown section(s) {unknown}; choose from {list(SECTIONS)}", field="sections")
+    if settings.method == "GET" and settings.content_type == "json":
+        raise ValidationError("a JSON body needs POST; GET sends the data in the URL", field="content_type")
+    for i, h in enumerate(settings.headers):
+        if not _TOKEN.match(h.name):
+            raise ValidationError(f"{h.name!r} is not a valid header name", field=f"headers[{i}].name")
+        lowered = h.name.lower()
+        if lowered in RESERVED_HEADERS or lowered.startswith("webhook-"):
+            raise ValidationError(f"header {h.name!r} is set by the dispatcher", field=f"headers[{i}].name")
+        if any(ch in h.value for ch in "\r\n\0"):
+            raise ValidationError("header values cannot contain CR, LF or NUL", field=f"headers[{i}].value")
+    try:
+        ZoneInfo(settings.time_zone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValidationError(f"unknown time zone {settings.time_zone!r}", field="time_zone") from None
+    return template
+
+
+def field_keys(conn: sa.Connection, list_id: int) -> list[str]:
+    """Shortcode keys a template of this list may use: the fields' keys and ``FIELD_<id>``."""
+    defs = list_fields(conn, list_id)
+    return [f.shortcode_key for f in defs] + [f"FIELD_{f.id}" for f in defs]
+
+
+def _list_of_automation(conn: sa.Connection, automation_id: int) -> int:
+    found = conn.execute(sa.select(automations.c.list_id).where(automations.c.id == automation_id)).scalar()
+    if found is None:
+        raise NotFoundError(f"automation {automation_id} does not exist", field="automation_id")
+    return int(found)
+
+
+def _touch_endpoint(conn: sa.Connection, endpoint: str, now: datetime) -> None:
+    updated = conn.execute(endpoints.update().where(endpoints.c.endpoint == endpoint).values(edited_at=now))
+    if updated.rowcount == 0:
+        conn.execute(endpoints.insert().values(endpoint=endpoint, edited_at=now, max_in_flight=10))
+
+
+def _endpoint_for(template: shortcodes.Template, settings: SyncActionSettings) -> str:
+    # scheme, host and port are literal text in a valid template: render with an empty context
+    return endpoint_of(template.render({}, now=datetime(2020, 1, 1)))
+
+
+def create_action(
+    conn: sa.Connection, rt: Runtime, *, automation_id: int, settings: SyncActionSettings
+) -> ActionOut:
+    """Validate and store a new action with a fresh secret."""
+    list_id = _list_of_automation(conn, automation_id)
+    template = validate_settings(settings, field_keys(conn, list_id), country_code=rt.default_country_code)
+    now = rt.clock()
+    endpoint = _endpoint_for(template, settings)
+    action_id = conn.execute(
+        actions.insert()
+        .values(
+            automation_id=automation_id,
+            kind="sync_contact",
+            settings=settings.model_dump(mode="json"),
+            secret=generate_secret(),
+            endpoint=endpoint,
+            created_at=now,
+            updated_at=now,
+        )
+        .returning(actions.c.id)
+    ).scalar_one()
+    _touch_endpoint(conn, endpoint, now)
+    return get_action(conn, int(action_id))
+
+
+def update_action(
+    conn: sa.Connection, rt: Runtime, action_id: int, settings: SyncActionSettings
+) -> ActionOut:
+    """Replace the settings (validated like on create); the secret is kept."""
+    current = get_action(conn, action_id)
+    list_id = _list_of_automation(conn, current.automation_id)
+    template = validate_settings(settings, field_keys(conn, list_id), country_code=rt.default_country_code)
+    now = rt.clock()
+    endpoint = _endpoint_for(template, settings)
+    conn.execute(
+        actions.update()
+        .where(actions.c.id == action_id)
+        .values(settings=settings.model_dump(mode="json"), endpoint=endpoint, updated_at=now)
+    )
+    _touch_endpoint(conn, endpoint, now)
+    return get_action(conn, action_id)
+
+
+def get_action(conn: sa.Connection, action_id: int) -> ActionOut:
+    row = conn.execute(sa.select(actions).where(actions.c.id == action_id)).first()
+    if row is None:
+        raise NotFoundError(f"action {action_id} does not exist", field="action_id")
+    n_fields = len(field_keys(conn, _list_of_automation(conn, row.automation_id))) // 2
+    settings = SyncActionSettings.model_validate(row.settings)
+    return ActionOut(
+        warnings=capacity_warnings(settings, n_fields),
+        id=row.id,
+        automation_id=row.automation_id,
+        settings=settings,
+        secret=row.secret,
+        previous_secret_expires_at=row.previous_secret_expires_at if row.previous_secret else None,
+        endpoint=row.endpoint,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+    )
+
+
+def list_actions(conn: sa.Connection, automation_id: int) -> list[ActionOut]:
+    ids = conn.execute(
+        sa.select(actions.c.id).where(actions.c.automation_id == automation_id).order_by(actions.c.id)
+    ).scalars()
+    return [get_action(conn, int(i)) for i in ids]
+
+
+def delete_action(conn: sa.Connection, action_id: int) -> None:
+    """Delete the action; its queued deliveries stay (their action_id becomes NULL)."""
+    if conn.execute(actions.delete().where(actions.c.id == action_id)).rowcount == 0:
+        raise NotFoundError(f"action {action_id} does not exist", field="action_id")
+
+
+def rotate_secret(conn: sa.Connection, rt: Runtime, action_id: int) -> ActionOut:
+    """New secret now; the old one keeps signing (second signature) for 24 hours."""
+    current = get_action(conn, action_id)
+    now = rt.clock()
+    conn.execute(
+        actions.update()
+        .where(actions.c.id == action_id)
+        .values(
+            secret=generate_secret(),
+            previous_secret=current.secret,
+            previous_secret_expires_at=now + SECRET_OVERLAP,
+            updated_at=now,
+        )
+    )
+    return get_action(conn, action_id)
+
+
+def payload_options(settings: SyncActionSettings, rt: Runtime) -> PayloadOptions:
+    """What the payload builder needs from the action (GET sends no body: no sections to load)."""
+    return PayloadOptions(
+        sections=tuple(settings.sections) if settings.method == "POST" else (),
+        max_items=settings.max_items,
+        date_format=settings.date_format,
+        time_zone=settings.time_zone,
+        public_base_url=rt.public_base_url,
+    )
+
+
+def freeze_request(
+    action: ActionOut,
+    template: shortcodes.Template,
+    rendered: Rendered,
+    *,
+    automation_id: int | None,
+    contact_id: int | None,
+    now: datetime,
+) -> OutboxRequest:
+    """The exact request for one contact, as the outbox stores it."""
+    s = action.settings
+    url = template.render(rendered.context, now=now)
+    body, content_type = b"", ""
+    if s.method == "POST":
+        if s.content_type == "json":
+            body, content_type = rendered.payload.to_json().encode("utf-8"), JSON_TYPE
+        else:
+            body, content_type = rendered.payload.to_form().encode("latin-1"), FORM_TYPE
+    return OutboxRequest(
+        transactionid=rendered.payload.transactionid,
+        endpoint=action.endpoint,
+        method=s.method,
+        url=url,
+        body=body,
+        content_type=content_type,
+        headers={h.name: h.value for h in s.headers},
+        action_id=action.id,
+        automation_id=automation_id,
+        contact_id=contact_id,
+        ordering_key=f"{action.id}:{contact_id}"
+        if s.ordered_per_contact and contact_id is not None
+        else None,
+        not_before=now + timedelta(seconds=s.delay_s) if s.delay_s else None,
+    )

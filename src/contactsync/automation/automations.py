@@ -1,0 +1,211 @@
+"""Automations: create/update with validation against the list's fields, and loading them compiled.
+
+A stored definition is checked on save (fields exist, operators fit the field type, arguments
+parse), so both compilers can assume it is well formed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal
+
+import sqlalchemy as sa
+from pydantic import BaseModel, ConfigDict, Field
+
+from contactsync import shortcodes
+from contactsync.automation.actions import ActionOut, field_keys, get_action, validate_settings
+from contactsync.automation.lists import account_of_list, get_thresholds, list_fields
+from contactsync.automation.predicate import Predicate, Thresholds, compile_predicate
+from contactsync.automation.rules import (
+    BUILTIN_SUBJECTS,
+    ORDERED_OPS,
+    TEXT_OPS,
+    Condition,
+    FieldCondition,
+    Group,
+    Reentry,
+    TriggerSpec,
+    depth,
+)
+from contactsync.automation.runtime import Runtime
+from contactsync.db.platform import actions, automations
+from contactsync.errors import NotFoundError, ValidationError
+
+MAX_DEPTH = 10
+_DATE_ARG = ("%Y-%m-%d", "%Y-%m-%d %H:%M:%S")
+
+
+class AutomationIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    list_id: int
+    name: str = Field(min_length=1, max_length=200)
+    trigger: TriggerSpec
+    conditions: Group | None = None
+    reentry: Reentry = Field(default_factory=Reentry)
+    status: Literal["active", "paused"] = "active"
+
+
+class AutomationOut(AutomationIn):
+    id: int
+    created_at: datetime
+    updated_at: datetime
+
+
+def _check_conditions(node: Condition, types: Mapping[int, str], path: str) -> None:
+    if isinstance(node, Group):
+        for i, child in enumerate(node.conditions):
+            _check_conditions(child, types, f"{path}.conditions[{i}]")
+        return
+    if not isinstance(node, FieldCondition):
+        return
+    fid = node.field_id
+    if fid is not None and fid not in types:
+        raise NotFoundError(f"the list has no field {fid}", field=f"{path}.subject")
+    kind = types[fid] if fid is not None else BUILTIN_SUBJECTS[node.subject]
+    ops = ORDERED_OPS if kind in {"number", "date"} else TEXT_OPS
+    if node.op not in ops:
+        raise ValidationError(f"operator {node.op!r} does not apply to a {kind} value", field=f"{path}.op")
+    args = node.value if isinstance(node.value, list) else [] if node.value is None else [node.value]
+    for arg in args:
+        if kind == "number":
+            try:
+                float(arg)
+            except ValueError:
+                raise ValidationError(f"{arg!r} is not a number", field=f"{path}.value") from None
+        if kind == "date" and not _is_date(str(arg)):
+            raise ValidationError(
+                f"{arg!r} is not a date (YYYY-MM-DD or YYYY-MM-DD HH:MM:SS)", field=f"{path}.value"
+            )
+
+
+def _is_date(text: str) -> bool:
+    for fmt in _DATE_ARG:
+        try:
+            if datetime.strptime(text, fmt).strftime(fmt) == text:
+                return True
+        except ValueError:
+            continue
+    return False
+
+
+def _validate(conn: sa.Connection, data: AutomationIn) -> None:
+    account_of_list(conn, data.list_id)
+    types = {f.id: f.type for f in list_fields(conn, data.list_id)}
+    for fid in data.trigger.fields:
+        if fid not in types:
+            raise NotFoundError(f"the list has no field {fid}", field="trigger.fields")
+    if data.conditions is not None:
+        if depth(data.conditions) > MAX_DEPTH:
+            raise ValidationError(f"conditions nest deeper than {MAX_DEPTH} levels", field="conditions")
+        _check_conditions(data.conditions, types, "conditions")
+
+
+def _values(data: AutomationIn) -> dict[str, object]:
+    return {
+        "list_id": data.list_id,
+        "name": data.name,
+        "trigger": data.trigger.event,
+        "trigger_fields": data.trigger.fields,
+        "trigger_filter": {"ref_id": data.trigger.ref_id} if data.trigger.ref_id is not None else {},
+        "conditions": data.conditions.model_dump(mode="json") if data.conditions is not None else None,
+        "reentry": data.reentry.policy,
+        "reentry_hours": data.reentry.hours,
+        "status": data.status,
+    }
+
+
+def create_automation(conn: sa.Connection, rt: Runtime, data: AutomationIn) -> AutomationOut:
+    _validate(conn, data)
+    now = rt.clock()
+    new_id = conn.execute(
+        automations.insert()
+        .values(**_values(data), created_at=now, updated_at=now)
+        .returning(automations.c.id)
+    ).scalar_one()
+    return get_automation(conn, int(new_id))
+
+
+def update_automation(
+    conn: sa.Connection, rt: Runtime, automation_id: int, data: AutomationIn
+) -> AutomationOut:
+    current = get_automation(conn, automation_id)
+    if data.list_id != current.list_id:
+        raise ValidationError("an automation cannot move to another list", field="list_id")
+    _validate(conn, data)
+    conn.execute(
+        automations.update()
+        .where(automations.c.id == automation_id)
+        .values(**_values(data), updated_at=rt.clock())
+    )
+    return get_automation(conn, automation_id)
+
+
+def automation_from_row(row: sa.Row[tuple[object, ...]]) -> AutomationOut:
+    m = row._mapping
+    ref = (m["trigger_filter"] or {}).get("ref_id")
+    return AutomationOut(
+        id=m["id"],
+        list_id=m["list_id"],
+        name=m["name"],
+        trigger=TriggerSpec(event=m["trigger"], fields=m["trigger_fields"] or [], ref_id=ref),
+        conditions=Group.model_validate(m["conditions"]) if m["conditions"] else None,
+        reentry=Reentry(policy=m["reentry"], hours=m["reentry_hours"]),
+        status=m["status"],
+        created_at=m["created_at"],
+        updated_at=m["updated_at"],
+    )
+
+
+def get_automation(conn: sa.Connection, automation_id: int) -> AutomationOut:
+    row = conn.execute(sa.select(automations).where(automations.c.id == automation_id)).first()
+    if row is None:
+        raise NotFoundError(f"automation {automation_id} does not exist", field="automation_id")
+    return automation_from_row(row)
+
+
+def list_automations(conn: sa.Connection, *, list_id: int | None = None) -> list[AutomationOut]:
+    query = sa.select(automations).order_by(automations.c.id)
+    if list_id is not None:
+        query = query.where(automations.c.list_id == list_id)
+    return [automation_from_row(r) for r in conn.execute(query)]
+
+
+def delete_automation(conn: sa.Connection, automation_id: int) -> None:
+    """Delete with its actions, entries and runs (cascade); queued deliveries stay."""
+    if conn.execute(automations.delete().where(automations.c.id == automation_id)).rowcount == 0:
+        raise NotFoundError(f"automation {automation_id} does not exist", field="automation_id")
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledAction:
+    action: ActionOut
+    template: shortcodes.Template
+
+
+@dataclass(frozen=True, slots=True)
+class Compiled:
+    """An automation ready to evaluate: its predicate, field types, thresholds and compiled actions."""
+
+    automation: AutomationOut
+    predicate: Predicate
+    field_types: Mapping[int, str]
+    thresholds: Thresholds
+    actions: tuple[CompiledAction, ...]
+
+
+def compile_automation(conn: sa.Connection, rt: Runtime, automation: AutomationOut) -> Compiled:
+    types = {f.id: f.type for f in list_fields(conn, automation.list_id)}
+    thresholds = get_thresholds(conn, account_of_list(conn, automation.list_id))
+    keys = field_keys(conn, automation.list_id)
+    compiled = []
+    for action_id in conn.execute(
+        sa.select(actions.c.id).where(actions.c.automation_id == automation.id).order_by(actions.c.id)
+    ).scalars():
+        action = get_action(conn, int(action_id))
+        template = validate_settings(action.settings, keys, country_code=rt.default_country_code)
+        compiled.append(CompiledAction(action, template))
+    predicate = compile_predicate(automation.conditions, field_types=types, thresholds=thresholds)
+    return Compiled(automation, predicate, types, thresholds, tuple(compiled))

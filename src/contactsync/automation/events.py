@@ -1,0 +1,247 @@
+"""The event path: an ingested event evaluates the automations it can trigger, in its own transaction.
+
+For a batch of events: insert the activity, find the active automations whose trigger fired for
+the touched contacts' lists, load those contacts once, evaluate each predicate, apply re-entry
+(``once`` through the unique key of ``automation_entries``), and write one outbox row per entered
+contact and action. Everything happens on the caller's connection, so the outbox rows commit with
+the event or not at all.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+import sqlalchemy as sa
+from pydantic import BaseModel
+
+from contactsync.automation.actions import freeze_request, payload_options
+from contactsync.automation.activity import (
+    CampaignOpened,
+    Event,
+    GoalReached,
+    WebhookTriggered,
+    insert_activities,
+    record_entries,
+    resolve_contacts,
+)
+from contactsync.automation.automations import Compiled, automation_from_row, compile_automation
+from contactsync.automation.contacts import ContactIn, UpsertResult, upsert_contact
+from contactsync.automation.payload_builder import build
+from contactsync.automation.runtime import Runtime
+from contactsync.automation.snapshot import activity_needs, chunked, load_views
+from contactsync.db.platform import automation_entries, automations, contacts
+from contactsync.delivery.outbox import enqueue
+
+
+class FireResult(BaseModel):
+    """What an event batch caused: automations entered and the deliveries queued."""
+
+    entries: int = 0
+    transactionids: list[int] = []
+
+
+@dataclass(frozen=True, slots=True)
+class Hit:
+    """One trigger firing for one contact (``ref_id``: campaign/goal/webhook id; ``fields``: changed)."""
+
+    trigger: str
+    contact_id: int
+    ref_id: int | None = None
+    fields: frozenset[int] = field(default_factory=frozenset)
+
+
+def _hit(event: Event, contact_id: int) -> Hit:
+    ref = None
+    if isinstance(event, CampaignOpened):
+        ref = event.campaign_id
+    elif isinstance(event, GoalReached):
+        ref = event.goal_id
+    elif isinstance(event, WebhookTriggered):
+        ref = event.webhook_id
+    return Hit(event.kind, contact_id, ref)
+
+
+def ingest_events(conn: sa.Connection, rt: Runtime, events: Sequence[Event]) -> FireResult:
+    """Store a batch of activity events and run the automations they trigger (one transaction)."""
+    ids = resolve_contacts(conn, events)
+    now = rt.clock()
+    insert_activities(conn, events, ids, now=now)
+    return fire(conn, rt, [_hit(e, cid) for e, cid in zip(events, ids, strict=True)], now=now)
+
+
+def save_contact(conn: sa.Connection, rt: Runtime, data: ContactIn) -> tuple[UpsertResult, FireResult]:
+    """Upsert a contact and fire ``contact.created`` / ``contact.updated`` (only on a real change)."""
+    now = rt.clock()
+    result = upsert_contact(conn, data, now=now)
+    if result.created:
+        hit = Hit("contact.created", result.contact.id)
+    elif result.changed:
+        hit = Hit("contact.updated", result.contact.id, fields=frozenset(result.changed_fields))
+    else:
+        return result, FireResult()
+    return result, fire(conn, rt, [hit], now=now)
+
+
+def _applies(compiled: Compiled, hit: Hit) -> bool:
+    spec = compiled.automation.trigger
+    if spec.event != hit.trigger:
+        return False
+    if spec.ref_id is not None and spec.ref_id != hit.ref_id:
+        return False
+    return not spec.fields or bool(hit.fields.intersection(spec.fields))
+
+
+def fire(conn: sa.Connection, rt: Runtime, hits: Sequence[Hit], *, now: datetime) -> FireResult:
+    """Evaluate the automations ``hits`` can trigger and enqueue the matches."""
+    if not hits:
+        return FireResult()
+    contact_ids = sorted({h.contact_id for h in hits})
+    list_of: dict[int, int] = {}
+    for part in chunked(contact_ids):
+        list_of.update(
+            conn.execute(sa.select(contacts.c.id, contacts.c.list_id).where(contacts.c.id.in_(part))).all()
+        )
+    rows = conn.execute(
+        sa.select(automations)
+        .where(
+            automations.c.status == "active",
+            automations.c.trigger.in_(sorted({h.trigger for h in hits})),
+            automations.c.list_id.in_(sorted(set(list_of.values()))),
+        )
+        .order_by(automations.c.id)
+    ).all()
+    if not rows:
+        return FireResult()
+    compiled = [compile_automation(conn, rt, automation_from_row(r)) for r in rows]
+    candidates: dict[int, list[int]] = {}
+    for c in compiled:
+        lst = c.automation.list_id
+        chosen = {h.contact_id for h in hits if list_of.get(h.contact_id) == lst and _applies(c, h)}
+        if chosen:
+            candidates[c.automation.id] = sorted(chosen)
+    if not candidates:
+        return FireResult()
+    kinds, widest = activity_needs(
+        [c.automation.conditions for c in compiled if c.automation.id in candidates]
+    )
+    since = None if widest is None or not kinds else now - timedelta(days=widest)
+    everyone = sorted({cid for ids in candidates.values() for cid in ids})
+    views = load_views(conn, everyone, kinds=kinds, since=since)
+    result = FireResult()
+    for c in compiled:
+        matched = [cid for cid in candidates.get(c.automation.id, []) if c.predicate(views[cid], now)]
+        entered = enter(conn, rt, c, matched, now=now)
+        result.entries += len(entered.contact_ids)
+        result.transactionids.extend(entered.transactionids)
+    return result
+
+
+@dataclass(slots=True)
+class Entered:
+    contact_ids: list[int] = field(default_factory=list)
+    transactionids: list[int] = field(default_factory=list)
+
+
+def _insert_ignoring_duplicates(conn: sa.Connection, table: sa.Table) -> sa.Insert:
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        return pg_insert(table).on_conflict_do_nothing()
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+    return sqlite_insert(table).on_conflict_do_nothing()
+
+
+def _admit(
+    conn: sa.Connection,
+    compiled: Compiled,
+    contact_ids: Sequence[int],
+    *,
+    now: datetime,
+    manual_run_id: int | None,
+) -> list[int]:
+    """Re-entry policy; returns the contacts that enter now (their entries are written)."""
+    a = compiled.automation
+    policy = a.reentry.policy
+    admitted = list(contact_ids)
+    if policy == "per_hours":
+        assert a.reentry.hours is not None
+        recent: set[int] = set()
+        for part in chunked(admitted):
+            recent.update(
+                conn.execute(
+                    sa.select(automation_entries.c.contact_id).where(
+                        automation_entries.c.automation_id == a.id,
+                        automation_entries.c.contact_id.in_(part),
+                        automation_entries.c.entered_at > now - timedelta(hours=a.reentry.hours),
+                    )
+                ).scalars()
+            )
+        admitted = [cid for cid in admitted if cid not in recent]
+    if not admitted:
+        return []
+    once_key = 0 if policy == "once" else None
+    out: list[int] = []
+    for part in chunked(admitted):
+        rows = [
+            {
+                "automation_id": a.id,
+                "contact_id": cid,
+                "entered_at": now,
+                "once_key": once_key,
+                "manual_run_id": manual_run_id,
+            }
+            for cid in part
+        ]
+        if policy == "once":
+            # the unique key decides, whatever raced us: only rows actually inserted come back
+            stmt = _insert_ignoring_duplicates(conn, automation_entries).values(rows)
+            out.extend(conn.execute(stmt.returning(automation_entries.c.contact_id)).scalars())
+        else:
+            conn.execute(automation_entries.insert(), rows)
+            out.extend(part)
+    return sorted(out)
+
+
+def enter(
+    conn: sa.Connection,
+    rt: Runtime,
+    compiled: Compiled,
+    contact_ids: Sequence[int],
+    *,
+    now: datetime,
+    manual_run_id: int | None = None,
+) -> Entered:
+    """Let matching contacts into the automation (re-entry permitting) and enqueue its actions."""
+    admitted = _admit(conn, compiled, contact_ids, now=now, manual_run_id=manual_run_id)
+    if not admitted:
+        return Entered()
+    a = compiled.automation
+    record_entries(conn, [(cid, a.id, a.name) for cid in admitted], now=now)
+    result = Entered(contact_ids=admitted)
+    for ca in compiled.actions:
+        tids = {cid: rt.ids.next() for cid in admitted}
+        rendered = build(conn, admitted, options=payload_options(ca.action.settings, rt), transactionids=tids)
+        requests = [
+            freeze_request(ca.action, ca.template, rendered[cid], automation_id=a.id, contact_id=cid, now=now)
+            for cid in admitted
+            if cid in rendered
+        ]
+        enqueue(conn, requests, now=now)
+        result.transactionids.extend(r.transactionid for r in requests)
+    return result
+
+
+def entries_by_automation(conn: sa.Connection, contact_id: int) -> dict[int, list[datetime]]:
+    """When the contact entered each automation (for the API's contact view)."""
+    out: dict[int, list[datetime]] = defaultdict(list)
+    for aid, at in conn.execute(
+        sa.select(automation_entries.c.automation_id, automation_entries.c.entered_at)
+        .where(automation_entries.c.contact_id == contact_id)
+        .order_by(automation_entries.c.entered_at)
+    ):
+        out[aid].append(at)
+    return dict(out)

@@ -1,0 +1,202 @@
+"""Manual runs: walk a whole list in id order, chunk by chunk, enqueueing every contact that matches now.
+
+Each chunk is one transaction that writes the chunk's entries and outbox rows *and* advances the
+run's cursor, so a run killed at any point resumes after the last committed chunk: no contact is
+skipped and none is enqueued twice (``once`` automations are also guarded by the entries' unique
+key). Matching uses the SQL compilation of the rules; the Python strategy exists to measure
+against (bench) and to cross-check.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Literal
+
+import sqlalchemy as sa
+from pydantic import BaseModel
+
+from contactsync.automation.automations import Compiled, compile_automation, get_automation
+from contactsync.automation.compile_sql import compile_sql
+from contactsync.automation.events import enter
+from contactsync.automation.runtime import Runtime
+from contactsync.automation.snapshot import activity_needs, load_views
+from contactsync.db.platform import contacts, manual_runs
+from contactsync.errors import NotFoundError, ValidationError
+
+Strategy = Literal["sql", "python"]
+DEFAULT_CHUNK = 2000
+
+
+class ManualRunOut(BaseModel):
+    id: int
+    automation_id: int
+    state: Literal["running", "completed", "cancelled"]
+    cursor_contact_id: int
+    total: int
+    scanned: int
+    matched: int
+    enqueued: int
+    started_at: datetime
+    updated_at: datetime
+    finished_at: datetime | None
+
+    @property
+    def progress(self) -> float:
+        """Fraction of the list scanned (0..1); new contacts may push ``scanned`` past ``total``."""
+        if self.state == "completed":
+            return 1.0
+        return min(1.0, self.scanned / self.total) if self.total else 0.0
+
+
+def get_run(conn: sa.Connection, run_id: int) -> ManualRunOut:
+    row = conn.execute(sa.select(manual_runs).where(manual_runs.c.id == run_id)).first()
+    if row is None:
+        raise NotFoundError(f"manual run {run_id} does not exist", field="run_id")
+    return ManualRunOut.model_validate(row._asdict())
+
+
+def list_runs(conn: sa.Connection, automation_id: int) -> list[ManualRunOut]:
+    rows = conn.execute(
+        sa.select(manual_runs).where(manual_runs.c.automation_id == automation_id).order_by(manual_runs.c.id)
+    )
+    return [ManualRunOut.model_validate(r._asdict()) for r in rows]
+
+
+def start_run(conn: sa.Connection, rt: Runtime, automation_id: int) -> ManualRunOut:
+    """Create a run (or return the one still running for this automation, to be resumed)."""
+    automation = get_automation(conn, automation_id)
+    if automation.status != "active":
+        raise ValidationError("the automation is paused", field="automation_id")
+    running = conn.execute(
+        sa.select(manual_runs.c.id).where(
+            manual_runs.c.automation_id == automation_id, manual_runs.c.state == "running"
+        )
+    ).scalar()
+    if running is not None:
+        return get_run(conn, int(running))
+    total = conn.execute(
+        sa.select(sa.func.count()).select_from(contacts).where(contacts.c.list_id == automation.list_id)
+    ).scalar_one()
+    now = rt.clock()
+    run_id = conn.execute(
+        manual_runs.insert()
+        .values(
+            automation_id=automation_id,
+            state="running",
+            cursor_contact_id=0,
+            total=total,
+            scanned=0,
+            matched=0,
+            enqueued=0,
+            started_at=now,
+            updated_at=now,
+        )
+        .returning(manual_runs.c.id)
+    ).scalar_one()
+    return get_run(conn, int(run_id))
+
+
+def cancel_run(conn: sa.Connection, rt: Runtime, run_id: int) -> ManualRunOut:
+    """Stop a running run after its current chunk; what it enqueued stays queued."""
+    run = get_run(conn, run_id)
+    if run.state == "running":
+        now = rt.clock()
+        conn.execute(
+            manual_runs.update()
+            .where(manual_runs.c.id == run_id)
+            .values(state="cancelled", updated_at=now, finished_at=now)
+        )
+    return get_run(conn, run_id)
+
+
+def _matches(
+    conn: sa.Connection, compiled: Compiled, ids: list[int], *, now: datetime, strategy: Strategy
+) -> list[int]:
+    a = compiled.automation
+    if strategy == "python":
+        kinds, widest = activity_needs([a.conditions])
+        since = None if widest is None or not kinds else now - timedelta(days=widest)
+        views = load_views(conn, ids, kinds=kinds, since=since)
+        return [cid for cid in ids if cid in views and compiled.predicate(views[cid], now)]
+    where = compile_sql(
+        a.conditions,
+        dialect=conn.dialect.name,
+        now=now,
+        field_types=compiled.field_types,
+        thresholds=compiled.thresholds,
+    )
+    query = (
+        sa.select(contacts.c.id)
+        .where(contacts.c.list_id == a.list_id, contacts.c.id >= ids[0], contacts.c.id <= ids[-1], where)
+        .order_by(contacts.c.id)
+    )
+    return list(conn.execute(query).scalars())
+
+
+def _lock(conn: sa.Connection, run_id: int) -> ManualRunOut:
+    query = sa.select(manual_runs).where(manual_runs.c.id == run_id)
+    if conn.dialect.name == "postgresql":
+        query = query.with_for_update()
+    row = conn.execute(query).first()
+    if row is None:
+        raise NotFoundError(f"manual run {run_id} does not exist", field="run_id")
+    return ManualRunOut.model_validate(row._asdict())
+
+
+def run_chunk(
+    conn: sa.Connection,
+    rt: Runtime,
+    run_id: int,
+    *,
+    chunk_size: int = DEFAULT_CHUNK,
+    strategy: Strategy = "sql",
+) -> ManualRunOut:
+    """Process the next chunk of a run in the caller's transaction (commit it to make progress)."""
+    run = _lock(conn, run_id)
+    if run.state != "running":
+        return run
+    automation = get_automation(conn, run.automation_id)
+    compiled = compile_automation(conn, rt, automation)
+    ids = list(
+        conn.execute(
+            sa.select(contacts.c.id)
+            .where(contacts.c.list_id == automation.list_id, contacts.c.id > run.cursor_contact_id)
+            .order_by(contacts.c.id)
+            .limit(chunk_size)
+        ).scalars()
+    )
+    now = rt.clock()
+    values: dict[str, object] = {"updated_at": now}
+    if ids:
+        matched = _matches(conn, compiled, ids, now=now, strategy=strategy)
+        entered = enter(conn, rt, compiled, matched, now=now, manual_run_id=run_id)
+        values.update(
+            cursor_contact_id=ids[-1],
+            scanned=run.scanned + len(ids),
+            matched=run.matched + len(matched),
+            enqueued=run.enqueued + len(entered.transactionids),
+        )
+    if len(ids) < chunk_size:
+        values.update(state="completed", finished_at=now)
+    conn.execute(manual_runs.update().where(manual_runs.c.id == run_id).values(**values))
+    return get_run(conn, run_id)
+
+
+def run_to_completion(
+    engine: sa.Engine,
+    rt: Runtime,
+    run_id: int,
+    *,
+    chunk_size: int = DEFAULT_CHUNK,
+    strategy: Strategy = "sql",
+    on_progress: Callable[[ManualRunOut], None] | None = None,
+) -> ManualRunOut:
+    """Run (or resume) a manual run chunk by chunk, one committed transaction per chunk."""
+    while True:
+        with engine.begin() as conn:
+            run = run_chunk(conn, rt, run_id, chunk_size=chunk_size, strategy=strategy)
+        if on_progress is not None:
+            on_progress(run)
+        if run.state != "running":
+            return run

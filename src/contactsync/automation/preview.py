@@ -1,0 +1,133 @@
+"""Preview: the exact request an action would send for a chosen contact, with size and PHP warnings.
+
+Nothing is written: the request is rendered as the event path would freeze it (a fresh
+transactionid, the signature headers of "now"), so what the owner sees is what the listener gets.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import sqlalchemy as sa
+from pydantic import BaseModel, Field
+
+from contactsync.automation.actions import (
+    SyncActionSettings,
+    field_keys,
+    freeze_request,
+    get_action,
+    payload_options,
+    validate_settings,
+)
+from contactsync.automation.contacts import get_contact
+from contactsync.automation.payload_builder import build
+from contactsync.automation.runtime import Runtime
+from contactsync.db.platform import actions, automations
+from contactsync.errors import ValidationError
+from contactsync.shortcodes import MAX_URL_BYTES
+from contactsync.wire import phpform, signing
+
+MAX_INPUT_VARS = 1000
+MAX_NESTING = 64
+
+
+class Preview(BaseModel):
+    method: str
+    url: str
+    headers: dict[str, str]
+    body: str = Field(description="the body as text (form bodies are ASCII, JSON is UTF-8)")
+    size_bytes: int = Field(description="body bytes (POST) or URL bytes (GET)")
+    url_bytes: int
+    php_variables: int = Field(description="variables PHP counts in the form body or GET query")
+    php_max_nesting: int
+    warnings: list[str]
+
+
+def preview(
+    conn: sa.Connection,
+    rt: Runtime,
+    action_id: int,
+    contact_id: int,
+    *,
+    settings: SyncActionSettings | None = None,
+) -> Preview:
+    """Render the request for ``contact_id``; ``settings`` previews unsaved edits of the action."""
+    action = get_action(conn, action_id)
+    if settings is not None:
+        action = action.model_copy(update={"settings": settings})
+    list_id = conn.execute(
+        sa.select(automations.c.list_id).where(automations.c.id == action.automation_id)
+    ).scalar_one()
+    contact = get_contact(conn, contact_id)
+    if contact.list_id != list_id:
+        raise ValidationError(f"contact {contact_id} is not in the automation's list", field="contact_id")
+    template = validate_settings(
+        action.settings, field_keys(conn, list_id), country_code=rt.default_country_code
+    )
+    now = rt.clock()
+    tid = rt.ids.next()
+    rendered = build(
+        conn, [contact_id], options=payload_options(action.settings, rt), transactionids={contact_id: tid}
+    )
+    request = freeze_request(
+        action,
+        template,
+        rendered[contact_id],
+        automation_id=action.automation_id,
+        contact_id=contact_id,
+        now=now,
+    )
+    headers = {"User-Agent": rt.user_agent, **request.headers}
+    if request.method == "POST":
+        headers["Content-Type"] = request.content_type
+        signed: bytes | str = request.body
+    else:
+        signed = signing.request_target(request.url)
+    timestamp = int(now.replace(tzinfo=UTC).timestamp())
+    headers.update(
+        signing.headers(_secrets(conn, action_id, now), msg_id=str(tid), timestamp=timestamp, content=signed)
+    )
+    url_bytes = len(request.url.encode("utf-8"))
+    warnings = list(template.warnings(request.url))
+    if request.method == "POST" and action.settings.content_type == "form":
+        stats = phpform.measure(request.body, source="post")
+    else:
+        query = request.url.split("?", 1)[1].split("#", 1)[0] if "?" in request.url else ""
+        stats = phpform.measure(query, source="get")
+    if stats.variables > MAX_INPUT_VARS:
+        warnings.append(
+            f"{stats.variables} PHP variables: a default PHP listener keeps {MAX_INPUT_VARS} "
+            "(max_input_vars) and drops the rest; lower max_items, select fewer sections, or send JSON"
+        )
+    if stats.max_nesting > MAX_NESTING:
+        warnings.append(f"nesting {stats.max_nesting} is over PHP's max_input_nesting_level ({MAX_NESTING})")
+    if url_bytes > MAX_URL_BYTES and not any("URL" in w for w in warnings):
+        warnings.append(f"the URL is {url_bytes} bytes; many servers reject URLs over {MAX_URL_BYTES} bytes")
+    return Preview(
+        method=request.method,
+        url=request.url,
+        headers=headers,
+        body=request.body.decode("utf-8", "replace"),
+        size_bytes=len(request.body) if request.method == "POST" else url_bytes,
+        url_bytes=url_bytes,
+        php_variables=stats.variables,
+        php_max_nesting=stats.max_nesting,
+        warnings=warnings,
+    )
+
+
+def _secrets(conn: sa.Connection, action_id: int, now: datetime) -> list[str]:
+    """The signing keys in force: the secret, plus the previous one until it expires."""
+    row = conn.execute(
+        sa.select(actions.c.secret, actions.c.previous_secret, actions.c.previous_secret_expires_at).where(
+            actions.c.id == action_id
+        )
+    ).one()
+    keys = [row.secret]
+    if (
+        row.previous_secret
+        and row.previous_secret_expires_at is not None
+        and row.previous_secret_expires_at > now
+    ):
+        keys.append(row.previous_secret)
+    return keys

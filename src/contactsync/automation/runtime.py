@@ -1,0 +1,55 @@
+"""What the services need from the outside world: the clock, transaction ids, a few settings.
+
+Passed in explicitly (never module state) so tests fix time and ids, and one process keeps one
+id generator for all its transactions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import sqlalchemy as sa
+
+from contactsync import __version__
+from contactsync.db.platform import deliveries
+from contactsync.settings import Settings
+from contactsync.wire.transactionid import TransactionIdGenerator, wall_clock_ms
+
+
+def utc_now() -> datetime:
+    """Naive UTC wall-clock time, the convention of every timestamp column."""
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Runtime:
+    """Clock (naive UTC), transactionid source and the settings the services read."""
+
+    clock: Callable[[], datetime] = utc_now
+    ids: TransactionIdGenerator
+    public_base_url: str = "http://127.0.0.1:8000"
+    default_country_code: str = "1"
+    user_agent: str = f"contactsync/{__version__}"
+
+    @classmethod
+    def create(
+        cls,
+        settings: Settings,
+        *,
+        engine: sa.Engine | None = None,
+        clock: Callable[[], datetime] = utc_now,
+        clock_ms: Callable[[], int] = wall_clock_ms,
+    ) -> Runtime:
+        """A runtime for ``settings``; with ``engine``, ids start above the largest one stored."""
+        after = 0
+        if engine is not None:
+            with engine.connect() as conn:
+                after = int(conn.execute(sa.select(sa.func.max(deliveries.c.transactionid))).scalar() or 0)
+        return cls(
+            clock=clock,
+            ids=TransactionIdGenerator(clock_ms=clock_ms, after=after),
+            public_base_url=settings.public_base_url,
+            default_country_code=settings.default_country_code,
+        )
