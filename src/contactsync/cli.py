@@ -99,6 +99,25 @@ def render_command(
         typer.echo(f"warning: {warning}", err=True)
 
 
+@app.command("worker")
+def worker_command(
+    processes: int = typer.Option(
+        1, "--processes", "-p", help="Dispatcher processes (PostgreSQL only for >1)."
+    ),
+    metrics_port: int | None = typer.Option(
+        None, "--metrics-port", help="Serve Prometheus /metrics on 127.0.0.1:PORT (PORT+i for process i)."
+    ),
+) -> None:
+    """Run the delivery dispatcher(s) until SIGTERM; in-flight work is finished or released."""
+    import logging
+
+    from contactsync.delivery import worker
+    from contactsync.settings import Settings
+
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    raise typer.Exit(worker.run(Settings(), processes=processes, metrics_port=metrics_port))
+
+
 def main() -> None:
     """Entry point of the ``contactsync`` script."""
     try:

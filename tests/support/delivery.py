@@ -222,3 +222,92 @@ class FakeClock:
 
         with self._lock:
             self.now += timedelta(seconds=seconds)
+
+
+class CountingReceiver:
+    """A receiver in a background thread that fails a share of requests and records every attempt.
+
+    For each ``webhook-id`` it keeps the (start, end) monotonic interval of every request and whether
+    it was answered 2xx, so tests can count duplicates and check that attempts never overlapped.
+    """
+
+    def __init__(self, *, fail_ratio: float = 0.0, seed: int = 1, delay_s: float = 0.0) -> None:
+        import random
+
+        self.fail_ratio = fail_ratio
+        self.delay_s = delay_s
+        self._rng = random.Random(seed)
+        self.intervals: dict[str, list[tuple[float, float, bool]]] = {}
+        self.lock = threading.Lock()
+        self.port = 0
+        self._ready = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._thread = threading.Thread(target=self._main, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/hook"
+
+    def delivered(self) -> set[str]:
+        with self.lock:
+            return {tid for tid, seen in self.intervals.items() if any(ok for _, _, ok in seen)}
+
+    def successes(self) -> int:
+        with self.lock:
+            return sum(ok for seen in self.intervals.values() for _, _, ok in seen)
+
+    def __enter__(self) -> CountingReceiver:
+        self._thread.start()
+        if not self._ready.wait(30):
+            raise RuntimeError("receiver did not start")
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        if self._loop is not None and self._stop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(30)
+
+    def _main(self) -> None:
+        asyncio.run(self._serve())
+
+    async def _serve(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+
+        async def handle(request: web.Request) -> web.Response:
+            started = time.monotonic()
+            await request.read()
+            tid = request.headers.get("webhook-id", "?")
+            with self.lock:
+                ok = self._rng.random() >= self.fail_ratio
+                delay = self._rng.random() * self.delay_s
+            if delay:
+                await asyncio.sleep(delay)
+            with self.lock:
+                self.intervals.setdefault(tid, []).append((started, time.monotonic(), ok))
+            return web.Response(status=200 if ok else 500, text="ok" if ok else "no")
+
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", handle)
+        runner = web.AppRunner(app, handle_signals=False, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0, backlog=1024)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self._ready.set()
+        await self._stop.wait()
+        await runner.cleanup()
+
+
+def worker_env(db_url: str, **settings: object) -> dict[str, str]:
+    """Environment for a ``contactsync worker`` subprocess (loopback receivers allowed)."""
+    import json
+    import os
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONTACTSYNC_")}
+    env["CONTACTSYNC_DATABASE_URL"] = db_url
+    env["CONTACTSYNC_ALLOWED_CIDRS"] = json.dumps(["127.0.0.1/32"])
+    for key, value in settings.items():
+        env[f"CONTACTSYNC_{key.upper()}"] = str(value)
+    return env

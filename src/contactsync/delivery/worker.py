@@ -1,0 +1,77 @@
+"""``contactsync worker``: run dispatcher processes against the platform database.
+
+On PostgreSQL any number of processes (here or on other machines) share the outbox; on SQLite one
+dispatcher is the supported set-up. Each process handles SIGTERM by finishing or releasing its
+in-flight work; the parent forwards SIGTERM/SIGINT to its children and waits for them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+import os
+import signal
+from types import FrameType
+
+from prometheus_client import CollectorRegistry, start_http_server
+
+from contactsync.db import create_engine, normalize_url
+from contactsync.delivery.dispatcher import Dispatcher, DispatcherConfig, default_owner
+from contactsync.delivery.metrics import DeliveryMetrics
+from contactsync.errors import ConfigError
+from contactsync.settings import Settings
+
+log = logging.getLogger("contactsync.delivery.worker")
+
+
+def run_one(settings: Settings, *, metrics_port: int | None = None, index: int = 0) -> None:
+    """One dispatcher in this process, until SIGTERM/SIGINT."""
+    engine = create_engine(settings.database_url)
+    registry = CollectorRegistry()
+    metrics = DeliveryMetrics(registry)
+    if metrics_port is not None:
+        start_http_server(metrics_port, addr="127.0.0.1", registry=registry)
+    config = DispatcherConfig.from_settings(settings, owner=f"{default_owner()}#{index}")
+    try:
+        asyncio.run(Dispatcher(engine, config=config, metrics=metrics).run(handle_signals=True))
+    finally:
+        engine.dispose()
+
+
+def _child(settings_json: str, metrics_port: int | None, index: int) -> None:
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    run_one(Settings.model_validate_json(settings_json), metrics_port=metrics_port, index=index)
+
+
+def run(settings: Settings, *, processes: int = 1, metrics_port: int | None = None) -> int:
+    """Run ``processes`` dispatchers; returns the worst child exit code."""
+    if processes < 1:
+        raise ConfigError("--processes must be at least 1")
+    if processes > 1 and normalize_url(settings.database_url).startswith("sqlite"):
+        raise ConfigError("SQLite supports one dispatcher process; use PostgreSQL to scale out")
+    if processes == 1:
+        run_one(settings, metrics_port=metrics_port)
+        return 0
+    ctx = multiprocessing.get_context("spawn")
+    children = [
+        ctx.Process(
+            target=_child,
+            args=(settings.model_dump_json(), None if metrics_port is None else metrics_port + i, i),
+            name=f"contactsync-dispatcher-{i}",
+        )
+        for i in range(processes)
+    ]
+    for child in children:
+        child.start()
+
+    def forward(signum: int, _frame: FrameType | None) -> None:
+        for child in children:
+            if child.pid is not None and child.is_alive():
+                os.kill(child.pid, signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    for child in children:
+        child.join()
+    return max((child.exitcode or 0) for child in children)
