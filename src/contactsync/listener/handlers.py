@@ -188,6 +188,7 @@ class Runner:
                 )
                 .order_by(handler_runs.c.id)
                 .limit(self._batch_size)
+                .with_for_update(skip_locked=True, of=handler_runs)
             ).all()
             for row in rows:
                 taken = conn.execute(

@@ -1,0 +1,193 @@
+"""Inbox group commit, handler isolation and replay, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+
+import httpx
+import pytest
+import sqlalchemy as sa
+
+from contactsync.db import listener as t
+from contactsync.db.engine import create_engine
+from contactsync.db.migrate import upgrade
+from contactsync.errors import ConfigError
+from contactsync.listener.app import create_app
+from contactsync.listener.handlers import Runner, load_handler, replay
+from contactsync.listener.inbox import Inbox, InboxEntry
+from contactsync.listener.projection import Projection
+from contactsync.settings import Settings
+from contactsync.wire.payload import SyncPayload
+from support.listener import TOKEN, payload, serve
+
+FAST_RETRIES_S = (0.0, *([0.05] * 200))
+
+
+def _wait_for(predicate: Callable[[], bool], timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached"
+        time.sleep(0.02)
+
+
+def _entry(tid: int) -> InboxEntry:
+    return InboxEntry(str(tid), 1, "POST", "application/x-www-form-urlencoded", "", "{}", b"x", "127.0.0.1")
+
+
+@contextmanager
+def _write_lock(engine: sa.Engine) -> Iterator[None]:
+    """Hold the inbox's write lock, so the writer blocks on its first batch while requests pile up."""
+    with engine.connect() as conn:
+        if engine.dialect.name == "sqlite":
+            conn.exec_driver_sql("SELECT 1")  # the engine's begin hook takes the lock (BEGIN IMMEDIATE)
+        else:
+            conn.begin()
+            conn.exec_driver_sql("LOCK TABLE listener_inbox IN EXCLUSIVE MODE")
+        try:
+            yield
+        finally:
+            conn.rollback()
+
+
+def test_concurrent_requests_share_commits_and_duplicates_are_stored_once(db_url: str) -> None:
+    engine = create_engine(db_url)
+    upgrade(engine, side="listener")
+    inbox = Inbox(engine, handler_names=["sql", "crm"])
+    inbox.start()
+    tids = [1000 + n % 150 for n in range(200)]
+    locker = create_engine(db_url)
+    try:
+        with _write_lock(locker):
+            futures = [inbox.submit(_entry(tid)) for tid in tids]
+        results = [f.result(timeout=60) for f in futures]
+    finally:
+        inbox.close()
+        locker.dispose()
+    assert inbox.commits <= 2
+    stored = [tid for tid, r in zip(tids, results, strict=True) if not r.duplicate]
+    assert sorted(stored) == sorted(set(tids))
+    assert sum(r.duplicate for r in results) == 50
+    with engine.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(t.inbox)).scalar_one() == 150
+        assert conn.execute(sa.select(sa.func.count()).select_from(t.handler_runs)).scalar_one() == 300
+    # a second inbox (another process) sees the first one's rows as duplicates
+    again = Inbox(engine, handler_names=["sql"])
+    again.start()
+    try:
+        assert again.submit(_entry(1000)).result(timeout=60).duplicate
+    finally:
+        again.close()
+    engine.dispose()
+
+
+class FlakyCRM:
+    """Stands in for a CRM endpoint that is down until told otherwise."""
+
+    def __init__(self) -> None:
+        self.down = threading.Event()
+        self.down.set()
+        self.received: list[int] = []
+
+    def __call__(self, payload: SyncPayload) -> None:
+        if self.down.is_set():
+            raise ConnectionError("CRM unreachable")
+        self.received.append(payload.transactionid)
+
+
+def _done(engine: sa.Engine, handler: str) -> int:
+    with engine.connect() as conn:
+        return int(
+            conn.execute(
+                sa.select(sa.func.count()).where(
+                    t.handler_runs.c.handler == handler, t.handler_runs.c.state == "done"
+                )
+            ).scalar_one()
+        )
+
+
+def _crm_errors(engine: sa.Engine) -> str:
+    with engine.connect() as conn:
+        query = sa.select(t.handler_runs.c.last_error).where(t.handler_runs.c.handler == "crm")
+        return " ".join(e or "" for e in conn.execute(query).scalars())
+
+
+def test_a_crm_that_is_down_does_not_delay_the_projection_and_catches_up(db_url: str) -> None:
+    crm = FlakyCRM()
+    projection = Projection(db_url, clock_ms=lambda: int(time.time() * 1000))
+    settings = Settings(listener_database_url=db_url, listener_token=TOKEN)
+    app = create_app(
+        settings, handlers={"sql": projection, "crm": crm}, schedule_s=FAST_RETRIES_S, poll_interval_s=0.05
+    )
+    engine = create_engine(db_url)
+    with serve(app) as base, httpx.Client() as client:
+        for n in range(20):
+            sent = payload(5000 + n, contact_id=n)
+            assert client.post(f"{base}/sync/{TOKEN}", content=sent.to_form()).status_code == 200
+        _wait_for(lambda: _done(engine, "sql") == 20)
+        assert _done(engine, "crm") == 0
+        _wait_for(lambda: "CRM unreachable" in _crm_errors(engine))
+        crm.down.clear()
+        _wait_for(lambda: _done(engine, "crm") == 20)
+    assert sorted(crm.received) == [5000 + n for n in range(20)]
+    engine.dispose()
+
+
+def test_replay_runs_one_entry_through_one_handler_again(db_url: str) -> None:
+    seen: list[int] = []
+    settings = Settings(listener_database_url=db_url, listener_token=TOKEN, listener_projection=False)
+    app = create_app(
+        settings, handlers={"audit": lambda p: seen.append(p.transactionid)}, poll_interval_s=0.05
+    )
+    engine = create_engine(db_url)
+    with serve(app) as base, httpx.Client() as client:
+        for tid in (71, 72):
+            client.post(f"{base}/sync/{TOKEN}", content=payload(tid).to_form())
+        _wait_for(lambda: _done(engine, "audit") == 2)
+        replay(engine, "72", "audit")
+        _wait_for(lambda: len(seen) == 3)
+        replay(engine, "71", "newcomer")  # a handler added later gets its run created
+        with engine.connect() as conn:
+            assert (
+                conn.execute(
+                    sa.select(t.handler_runs.c.state).where(t.handler_runs.c.handler == "newcomer")
+                ).scalar_one()
+                == "pending"
+            )
+    assert sorted(seen) == [71, 72, 72]
+    engine.dispose()
+
+
+def test_handlers_load_by_dotted_path_and_unknown_names_fail_clearly() -> None:
+    assert load_handler("contactsync.listener.library:parse").__name__ == "parse"  # type: ignore[attr-defined]
+    assert load_handler("contactsync.listener.library.parse").__name__ == "parse"  # type: ignore[attr-defined]
+    with pytest.raises(ConfigError):
+        load_handler("no_such_module_xyz.handler")
+    with pytest.raises(ConfigError):
+        load_handler("nothing")
+
+
+def test_several_workers_on_one_database_never_run_a_handler_twice(db_url: str) -> None:
+    engine = create_engine(db_url)
+    upgrade(engine, side="listener")
+    inbox = Inbox(engine, handler_names=["h"])
+    inbox.start()
+    body = payload(1).to_form().encode()
+    for n in range(60):
+        inbox.submit(InboxEntry(str(n + 1), 1, "POST", "", "", "{}", body, "")).result(timeout=60)
+    inbox.close()
+
+    def parse(run: object) -> SyncPayload:
+        return payload(1)
+
+    runners = [Runner(engine, {"h": lambda p: None}, parse=parse, batch_size=7) for _ in range(4)]
+    with ThreadPoolExecutor(4) as pool:
+        claimed = [r.id for batch in pool.map(lambda r: r.claim("h"), runners * 4) for r in batch]
+    assert len(claimed) == len(set(claimed))
+    while rest := runners[0].claim("h"):
+        claimed += [r.id for r in rest]
+    assert len(claimed) == len(set(claimed)) == 60
+    engine.dispose()
