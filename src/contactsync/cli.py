@@ -118,6 +118,23 @@ def worker_command(
     raise typer.Exit(worker.run(Settings(), processes=processes, metrics_port=metrics_port))
 
 
+@app.command("listen")
+def listen_command(
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on."),
+    port: int = typer.Option(8080, "--port", help="TCP port to listen on."),
+    token_file: str = typer.Option(
+        ".contactsync-listener-token", "--token-file", help="Where a generated token is kept."
+    ),
+) -> None:
+    """Run the listener (SQLite inbox by default); prints its private URL."""
+    from pathlib import Path
+
+    from contactsync.listener import serve
+    from contactsync.settings import Settings
+
+    serve.run(Settings(), host=host, port=port, token_file=Path(token_file))
+
+
 def main() -> None:
     """Entry point of the ``contactsync`` script."""
     try:

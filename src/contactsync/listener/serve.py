@@ -1,0 +1,67 @@
+"""Running the listener: ``contactsync listen`` and the uvicorn factory behind it.
+
+Zero configuration: without ``CONTACTSYNC_LISTENER_TOKEN`` a token is generated once and kept in
+a file (mode 0600), so the private URL printed at first start stays valid across restarts.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+from starlette.applications import Starlette
+
+from contactsync.errors import ConfigError
+from contactsync.listener.app import MIN_TOKEN_CHARS, create_app
+from contactsync.settings import Settings
+
+DEFAULT_TOKEN_FILE = Path(".contactsync-listener-token")
+TOKEN_BYTES = 32
+"""32 random bytes give 43 URL-safe characters, above the 32 listener.md asks for."""
+
+
+def resolve_token(settings: Settings, *, token_file: Path = DEFAULT_TOKEN_FILE) -> tuple[Settings, bool]:
+    """``settings`` with a listener token: the configured one, the saved one, or a new one (saved).
+
+    The flag says whether the token was created now (the caller prints it: it is the only way to learn it).
+    """
+    if settings.listener_token:
+        return settings, False
+    if token_file.exists():
+        token = token_file.read_text().strip()
+        if len(token) < MIN_TOKEN_CHARS:
+            raise ConfigError(f"{token_file} holds a token shorter than {MIN_TOKEN_CHARS} characters")
+        return settings.model_copy(update={"listener_token": token}), False
+    token = secrets.token_urlsafe(TOKEN_BYTES)
+    descriptor = os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "w") as out:
+        out.write(token + "\n")
+    return settings.model_copy(update={"listener_token": token}), True
+
+
+def app_from_env() -> Starlette:
+    """Uvicorn factory (``uvicorn --factory contactsync.listener.serve:app_from_env``): settings from env."""
+    settings, _ = resolve_token(Settings())
+    return create_app(settings)
+
+
+def run(settings: Settings, *, host: str, port: int, token_file: Path = DEFAULT_TOKEN_FILE) -> None:
+    """Serve the listener until interrupted, printing its private URL."""
+    import uvicorn
+
+    settings, created = resolve_token(settings, token_file=token_file)
+    shown_host = f"[{host}]" if ":" in host else host
+    url = f"http://{shown_host}:{port}/sync/{settings.listener_token}"
+    print(f"contactsync listener: POST or GET {url}", flush=True)
+    if created:
+        print(f"  (new token saved to {token_file}; give this URL to the platform)", flush=True)
+    if not settings.listener_secret:
+        print(
+            "  signatures are not checked: set CONTACTSYNC_LISTENER_SECRET=whsec_… to require them",
+            flush=True,
+        )
+    print(
+        f"  health {url}/health · metrics {url}/metrics · inbox {settings.listener_database_url}", flush=True
+    )
+    uvicorn.run(create_app(settings), host=host, port=port, log_level="warning", ws="none", access_log=False)
