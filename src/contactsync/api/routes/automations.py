@@ -1,0 +1,151 @@
+"""Automations and their Sync Contact actions: CRUD, secret rotation, recover since T."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import sqlalchemy as sa
+from fastapi import APIRouter, Query, Response
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+from contactsync.api.deps import Caller, Ctx, Id, account_lists, own_action, own_automation, own_list
+from contactsync.api.errors import ERROR_RESPONSES
+from contactsync.api.pagination import Cursor, Limit, Page, after, cut
+from contactsync.automation import actions as action_svc
+from contactsync.automation import automations as svc
+from contactsync.db.platform import automations as automations_table
+from contactsync.delivery import outbox
+
+router = APIRouter(tags=["automations"], responses=ERROR_RESPONSES)
+
+
+@router.post("/automations", status_code=201)
+def create_automation(body: svc.AutomationIn, ctx: Ctx, caller: Caller) -> svc.AutomationOut:
+    with ctx.tx() as conn:
+        own_list(conn, caller, body.list_id)
+        return svc.create_automation(conn, ctx.runtime, body)
+
+
+@router.get("/automations")
+def list_automations(
+    ctx: Ctx,
+    caller: Caller,
+    list_id: int | None = Query(default=None, ge=1, le=2**63 - 1),
+    cursor: Cursor = None,
+    limit: Limit = 50,
+) -> Page[svc.AutomationOut]:
+    t = automations_table.c
+    query = (
+        sa.select(automations_table)
+        .where(t.list_id.in_(account_lists(caller.account_id)), after(t.id, cursor))
+        .order_by(t.id)
+        .limit(limit + 1)
+    )
+    if list_id is not None:
+        query = query.where(t.list_id == list_id)
+    with ctx.tx() as conn:
+        rows = conn.execute(query).all()
+    n, nxt = cut([r.id for r in rows], limit)
+    return Page(items=[svc.automation_from_row(r) for r in rows[:n]], next_cursor=nxt)
+
+
+@router.get("/automations/{automation_id}")
+def get_automation(automation_id: Id, ctx: Ctx, caller: Caller) -> svc.AutomationOut:
+    with ctx.tx() as conn:
+        own_automation(conn, caller, automation_id)
+        return svc.get_automation(conn, automation_id)
+
+
+@router.put("/automations/{automation_id}")
+def update_automation(
+    automation_id: Id, body: svc.AutomationIn, ctx: Ctx, caller: Caller
+) -> svc.AutomationOut:
+    with ctx.tx() as conn:
+        own_automation(conn, caller, automation_id)
+        return svc.update_automation(conn, ctx.runtime, automation_id, body)
+
+
+@router.delete("/automations/{automation_id}", status_code=204)
+def delete_automation(automation_id: Id, ctx: Ctx, caller: Caller) -> Response:
+    with ctx.tx() as conn:
+        own_automation(conn, caller, automation_id)
+        svc.delete_automation(conn, automation_id)
+    return Response(status_code=204)
+
+
+# --- actions ---------------------------------------------------------------------------------------
+
+
+@router.post("/automations/{automation_id}/actions", status_code=201, tags=["actions"])
+def create_action(
+    automation_id: Id, body: action_svc.SyncActionSettings, ctx: Ctx, caller: Caller
+) -> action_svc.ActionOut:
+    """Validate (template with line/column, scheme, sections, headers) and store; a secret is generated."""
+    with ctx.tx() as conn:
+        own_automation(conn, caller, automation_id)
+        return action_svc.create_action(conn, ctx.runtime, automation_id=automation_id, settings=body)
+
+
+@router.get("/automations/{automation_id}/actions", tags=["actions"])
+def list_actions(automation_id: Id, ctx: Ctx, caller: Caller) -> list[action_svc.ActionOut]:
+    with ctx.tx() as conn:
+        own_automation(conn, caller, automation_id)
+        return action_svc.list_actions(conn, automation_id)
+
+
+@router.get("/actions/{action_id}", tags=["actions"])
+def get_action(action_id: Id, ctx: Ctx, caller: Caller) -> action_svc.ActionOut:
+    with ctx.tx() as conn:
+        own_action(conn, caller, action_id)
+        return action_svc.get_action(conn, action_id)
+
+
+@router.put("/actions/{action_id}", tags=["actions"])
+def update_action(
+    action_id: Id, body: action_svc.SyncActionSettings, ctx: Ctx, caller: Caller
+) -> action_svc.ActionOut:
+    with ctx.tx() as conn:
+        own_action(conn, caller, action_id)
+        return action_svc.update_action(conn, ctx.runtime, action_id, body)
+
+
+@router.delete("/actions/{action_id}", status_code=204, tags=["actions"])
+def delete_action(action_id: Id, ctx: Ctx, caller: Caller) -> Response:
+    with ctx.tx() as conn:
+        own_action(conn, caller, action_id)
+        action_svc.delete_action(conn, action_id)
+    return Response(status_code=204)
+
+
+@router.post("/actions/{action_id}/rotate-secret", tags=["actions"])
+def rotate_secret(action_id: Id, ctx: Ctx, caller: Caller) -> action_svc.ActionOut:
+    """A new secret now; the previous one keeps signing alongside for 24 hours."""
+    with ctx.tx() as conn:
+        own_action(conn, caller, action_id)
+        return action_svc.rotate_secret(conn, ctx.runtime, action_id)
+
+
+class RecoverIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    since: AwareDatetime = Field(description="retry failed deliveries created at or after this instant")
+
+
+class RecoverOut(BaseModel):
+    requeued: int
+
+
+@router.post("/actions/{action_id}/recover", tags=["actions", "deliveries"])
+def recover(action_id: Id, body: RecoverIn, ctx: Ctx, caller: Caller) -> RecoverOut:
+    """Retry every failed delivery of this action created since ``since``, with a fresh schedule."""
+    since = body.since.astimezone(UTC).replace(tzinfo=None)
+    with ctx.tx() as conn:
+        own_action(conn, caller, action_id)
+        count = outbox.recover_since(conn, action_id=action_id, since=_clamp(since), now=ctx.runtime.clock())
+    if count:
+        ctx.wake()
+    return RecoverOut(requeued=count)
+
+
+def _clamp(when: datetime) -> datetime:
+    return max(when, datetime(1970, 1, 1))

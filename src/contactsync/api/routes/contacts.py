@@ -1,0 +1,159 @@
+"""Contacts: upsert by email, read, patch, delete, list with pagination, bulk import (CSV/NDJSON).
+
+Writes go through the event path's ``save_contact``, so a created or changed contact fires its
+automations and the resulting outbox rows commit with the contact.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from fastapi import APIRouter, Query, Request, Response
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
+
+from contactsync.api import imports
+from contactsync.api.deps import ApiContext, Caller, Ctx, Id, own_contact, own_list
+from contactsync.api.errors import ERROR_RESPONSES
+from contactsync.api.keys import Principal
+from contactsync.api.pagination import Cursor, Limit, Page, after, cut
+from contactsync.automation import contacts as svc
+from contactsync.automation.events import save_contact
+from contactsync.db.platform import contacts as contacts_table
+from contactsync.errors import ValidationError
+
+router = APIRouter(tags=["contacts"], responses=ERROR_RESPONSES)
+
+
+class UpsertOut(BaseModel):
+    contact: svc.ContactOut
+    created: bool
+    changed: bool
+    changed_fields: list[int]
+    transactionids: list[str] = Field(description="deliveries queued because of this change")
+
+
+class ContactPatch(BaseModel):
+    """Change a contact found by id; the email is its identity within the list and is not changed here."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    phone: str | None = Field(default=None, max_length=64)
+    status: str | None = Field(default=None, min_length=1, max_length=32)
+    fields: dict[str, str | int | float | None] = Field(default_factory=dict)
+
+
+def _save(ctx: ApiContext, data: svc.ContactIn) -> UpsertOut:
+    with ctx.tx() as conn:
+        result, fired = save_contact(conn, ctx.runtime, data)
+    if fired.transactionids:
+        ctx.wake()
+    return UpsertOut(
+        contact=result.contact,
+        created=result.created,
+        changed=result.changed,
+        changed_fields=result.changed_fields,
+        transactionids=[str(t) for t in fired.transactionids],
+    )
+
+
+@router.post("/lists/{list_id}/contacts", responses={201: {"model": UpsertOut, "description": "Created"}})
+def upsert_contact(
+    list_id: Id, body: imports.ContactRow, ctx: Ctx, caller: Caller, response: Response
+) -> UpsertOut:
+    """Create the contact, or update the one with this email (any case) in the list."""
+    with ctx.tx() as conn:
+        own_list(conn, caller, list_id)
+    out = _save(ctx, body.to_input(list_id))
+    response.status_code = 201 if out.created else 200
+    return out
+
+
+@router.get("/lists/{list_id}/contacts")
+def list_contacts(
+    list_id: Id,
+    ctx: Ctx,
+    caller: Caller,
+    email: str | None = Query(default=None, max_length=320, description="exact email, any case"),
+    cursor: Cursor = None,
+    limit: Limit = 50,
+) -> Page[svc.ContactOut]:
+    t = contacts_table.c
+    with ctx.tx() as conn:
+        own_list(conn, caller, list_id)
+        query = (
+            sa.select(t.id).where(t.list_id == list_id, after(t.id, cursor)).order_by(t.id).limit(limit + 1)
+        )
+        if email is not None:
+            query = query.where(t.email_key == email.strip().lower())
+        ids = list(conn.execute(query).scalars())
+        n, nxt = cut(ids, limit)
+        return Page(items=[svc.get_contact(conn, i) for i in ids[:n]], next_cursor=nxt)
+
+
+@router.get("/contacts/{contact_id}")
+def get_contact(contact_id: Id, ctx: Ctx, caller: Caller) -> svc.ContactOut:
+    with ctx.tx() as conn:
+        own_contact(conn, caller, contact_id)
+        return svc.get_contact(conn, contact_id)
+
+
+@router.patch("/contacts/{contact_id}")
+def patch_contact(contact_id: Id, body: ContactPatch, ctx: Ctx, caller: Caller) -> UpsertOut:
+    with ctx.tx() as conn:
+        own_contact(conn, caller, contact_id)
+        current = svc.get_contact(conn, contact_id)
+    data = svc.ContactIn(list_id=current.list_id, email=current.email, **body.model_dump())
+    return _save(ctx, data)
+
+
+@router.delete("/contacts/{contact_id}", status_code=204)
+def delete_contact(contact_id: Id, ctx: Ctx, caller: Caller) -> Response:
+    with ctx.tx() as conn:
+        own_contact(conn, caller, contact_id)
+        svc.delete_contact(conn, contact_id)
+    return Response(status_code=204)
+
+
+_IMPORT_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "text/csv": {"schema": {"type": "string"}},
+            "application/x-ndjson": {"schema": {"type": "string"}},
+        },
+    }
+}
+
+
+@router.post("/lists/{list_id}/contacts/import", openapi_extra=_IMPORT_BODY)
+async def import_contacts(list_id: Id, request: Request, ctx: Ctx, caller: Caller) -> imports.ImportResult:
+    """Upsert many contacts from CSV (header row, ``email`` column) or NDJSON; all rows or none."""
+    body = await request.body()
+    return await run_in_threadpool(
+        _import, ctx, caller, list_id, body, request.headers.get("content-type", "")
+    )
+
+
+def _import(
+    ctx: ApiContext, caller: Principal, list_id: int, body: bytes, content_type: str
+) -> imports.ImportResult:
+    rows = imports.parse(body, content_type)
+    result = imports.ImportResult(rows=len(rows), created=0, updated=0, unchanged=0, entries=0, deliveries=0)
+    with ctx.tx() as conn:
+        own_list(conn, caller, list_id)
+        for i, row in enumerate(rows):
+            try:
+                saved, fired = save_contact(conn, ctx.runtime, row.to_input(list_id))
+            except ValidationError as exc:
+                raise type(exc)(f"rows[{i}]: {exc}", field=f"rows[{i}].{exc.field}".rstrip(".")) from exc
+            if saved.created:
+                result.created += 1
+            elif saved.changed:
+                result.updated += 1
+            else:
+                result.unchanged += 1
+            result.entries += fired.entries
+            result.deliveries += len(fired.transactionids)
+    if result.deliveries:
+        ctx.wake()
+    return result

@@ -1,0 +1,240 @@
+"""Deliveries (the outbox as the owner sees it) and endpoints (health, enable/disable).
+
+State changes go through :mod:`contactsync.delivery.outbox` and
+:mod:`contactsync.delivery.endpoints`; this module only reads rows and translates.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+import sqlalchemy as sa
+from fastapi import APIRouter, Query
+from pydantic import BaseModel, ConfigDict, Field
+
+from contactsync.api.deps import Caller, Ctx, Id, delivery_owned, endpoint_owned, own_delivery, own_endpoint
+from contactsync.api.errors import ERROR_RESPONSES, ApiError
+from contactsync.api.pagination import Cursor, Limit, Page, after, cut
+from contactsync.db.platform import deliveries, delivery_attempts, endpoints
+from contactsync.delivery import endpoints as endpoint_rows
+from contactsync.delivery import outbox
+
+router = APIRouter(responses=ERROR_RESPONSES)
+
+State = Literal["pending", "in_flight", "delivered", "failed", "cancelled"]
+MAX_ID = 2**63 - 1
+
+
+def _text(data: bytes | None) -> str:
+    return bytes(data or b"").decode("utf-8", errors="replace")
+
+
+class DeliveryOut(BaseModel):
+    id: int
+    transactionid: str
+    action_id: int | None
+    automation_id: int | None
+    contact_id: int | None
+    endpoint: str
+    method: str
+    url: str
+    state: State
+    attempt_count: int
+    next_attempt_at: datetime
+    created_at: datetime
+    updated_at: datetime
+    delivered_at: datetime | None
+    last_status: int | None
+    last_error: str | None
+
+    @classmethod
+    def of(cls, row: Any) -> DeliveryOut:
+        m = row._mapping
+        return cls.model_validate(
+            {**{k: m[k] for k in cls.model_fields if k in m}, "transactionid": str(m["transactionid"])}
+        )
+
+
+class AttemptOut(BaseModel):
+    number: int
+    started_at: datetime
+    duration_ms: float
+    status_code: int | None
+    outcome: str
+    error: str | None
+    response_headers: dict[str, str]
+    response_body: str = Field(description="first 20 KB of the response, decoded as UTF-8 (lossy)")
+
+
+class DeliveryDetail(DeliveryOut):
+    headers: dict[str, str] = Field(
+        description="static headers of the frozen request (signature added per attempt)"
+    )
+    content_type: str
+    body: str
+    attempts: list[AttemptOut]
+
+
+@router.get("/deliveries", tags=["deliveries"])
+def list_deliveries(
+    ctx: Ctx,
+    caller: Caller,
+    state: State | None = None,
+    action_id: int | None = Query(default=None, ge=1, le=MAX_ID),
+    automation_id: int | None = Query(default=None, ge=1, le=MAX_ID),
+    contact_id: int | None = Query(default=None, ge=1, le=MAX_ID),
+    cursor: Cursor = None,
+    limit: Limit = 50,
+) -> Page[DeliveryOut]:
+    """Newest first; filter by state, action, automation or contact."""
+    d = deliveries.c
+    query = (
+        sa.select(*(c for c in deliveries.c if c.name not in {"body", "headers"}))
+        .where(delivery_owned(caller.account_id), after(d.id, cursor, descending=True))
+        .order_by(d.id.desc())
+        .limit(limit + 1)
+    )
+    for column, value in (
+        (d.state, state),
+        (d.action_id, action_id),
+        (d.automation_id, automation_id),
+        (d.contact_id, contact_id),
+    ):
+        if value is not None:
+            query = query.where(column == value)
+    with ctx.tx() as conn:
+        rows = conn.execute(query).all()
+    n, nxt = cut([r.id for r in rows], limit)
+    return Page(items=[DeliveryOut.of(r) for r in rows[:n]], next_cursor=nxt)
+
+
+@router.get("/deliveries/{delivery_id}", tags=["deliveries"])
+def get_delivery(delivery_id: Id, ctx: Ctx, caller: Caller) -> DeliveryDetail:
+    """The frozen request and every attempt with its response."""
+    with ctx.tx() as conn:
+        own_delivery(conn, caller, delivery_id)
+        return _detail(conn, delivery_id)
+
+
+def _detail(conn: sa.Connection, delivery_id: int) -> DeliveryDetail:
+    row = conn.execute(sa.select(deliveries).where(deliveries.c.id == delivery_id)).one()
+    a = delivery_attempts.c
+    attempts = [
+        AttemptOut(
+            number=r.number,
+            started_at=r.started_at,
+            duration_ms=r.duration_ms,
+            status_code=r.status_code,
+            outcome=r.outcome,
+            error=r.error,
+            response_headers={str(k): str(v) for k, v in (r.response_headers or {}).items()},
+            response_body=_text(r.response_body),
+        )
+        for r in conn.execute(
+            sa.select(delivery_attempts).where(a.delivery_id == delivery_id).order_by(a.number)
+        )
+    ]
+    base = DeliveryOut.of(row)
+    return DeliveryDetail(
+        **base.model_dump(),
+        headers={str(k): str(v) for k, v in (row.headers or {}).items()},
+        content_type=row.content_type,
+        body=_text(row.body),
+        attempts=attempts,
+    )
+
+
+@router.post("/deliveries/{delivery_id}/retry", tags=["deliveries"])
+def retry_delivery(delivery_id: Id, ctx: Ctx, caller: Caller) -> DeliveryDetail:
+    """Send a failed, cancelled or delivered delivery again now (same transactionid and body)."""
+    with ctx.tx() as conn:
+        own_delivery(conn, caller, delivery_id)
+        if not outbox.replay(conn, [delivery_id], now=ctx.runtime.clock()):
+            state = conn.execute(sa.select(deliveries.c.state).where(deliveries.c.id == delivery_id)).scalar()
+            raise ApiError(409, "conflict", f"a {state} delivery cannot be retried; it is still being sent")
+        detail = _detail(conn, delivery_id)
+    ctx.wake()
+    return detail
+
+
+@router.post("/deliveries/{delivery_id}/cancel", tags=["deliveries"])
+def cancel_delivery(delivery_id: Id, ctx: Ctx, caller: Caller) -> DeliveryDetail:
+    """Stop a pending or failed delivery for good."""
+    with ctx.tx() as conn:
+        own_delivery(conn, caller, delivery_id)
+        if not outbox.cancel(conn, [delivery_id], now=ctx.runtime.clock()):
+            state = conn.execute(sa.select(deliveries.c.state).where(deliveries.c.id == delivery_id)).scalar()
+            raise ApiError(409, "conflict", f"a {state} delivery cannot be cancelled")
+        return _detail(conn, delivery_id)
+
+
+# --- endpoints -------------------------------------------------------------------------------------
+
+
+class EndpointOut(BaseModel):
+    id: int
+    endpoint: str = Field(description="scheme://host:port")
+    enabled: bool
+    disabled_at: datetime | None
+    disabled_reason: str | None
+    failing_since: datetime | None
+    last_success_at: datetime | None
+    last_failure_at: datetime | None
+    edited_at: datetime | None
+    max_in_flight: int
+    rate_limit_per_s: float | None
+    waiting: int = Field(description="deliveries pending or in flight to this endpoint")
+
+
+class DisableIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str = Field(default="disabled by the owner", min_length=1, max_length=500)
+
+
+def _endpoints(conn: sa.Connection, where: sa.ColumnElement[bool]) -> list[EndpointOut]:
+    d = deliveries.c
+    waiting = (
+        sa.select(sa.func.count())
+        .where(d.endpoint == endpoints.c.endpoint, d.state.in_(["pending", "in_flight"]))
+        .scalar_subquery()
+    )
+    rows = conn.execute(sa.select(endpoints, waiting.label("waiting")).where(where).order_by(endpoints.c.id))
+    return [EndpointOut.model_validate({**r._asdict(), "enabled": r.disabled_at is None}) for r in rows]
+
+
+@router.get("/endpoints", tags=["endpoints"])
+def list_endpoints(ctx: Ctx, caller: Caller) -> list[EndpointOut]:
+    """Health of every endpoint the account's actions point at."""
+    with ctx.tx() as conn:
+        return _endpoints(conn, endpoint_owned(caller.account_id))
+
+
+@router.get("/endpoints/{endpoint_id}", tags=["endpoints"])
+def get_endpoint(endpoint_id: Id, ctx: Ctx, caller: Caller) -> EndpointOut:
+    with ctx.tx() as conn:
+        own_endpoint(conn, caller, endpoint_id)
+        return _endpoints(conn, endpoints.c.id == endpoint_id)[0]
+
+
+@router.post("/endpoints/{endpoint_id}/disable", tags=["endpoints"])
+def disable_endpoint(endpoint_id: Id, ctx: Ctx, caller: Caller, body: DisableIn | None = None) -> EndpointOut:
+    """Hold deliveries to this endpoint (they wait, nothing is dropped)."""
+    reason = (body or DisableIn()).reason
+    with ctx.tx() as conn:
+        name = own_endpoint(conn, caller, endpoint_id)
+        endpoint_rows.disable(conn, name, reason=reason, now=ctx.runtime.clock(), kind="disabled")
+        return _endpoints(conn, endpoints.c.id == endpoint_id)[0]
+
+
+@router.post("/endpoints/{endpoint_id}/enable", tags=["endpoints"])
+def enable_endpoint(endpoint_id: Id, ctx: Ctx, caller: Caller) -> EndpointOut:
+    """Resume deliveries to this endpoint; its failure streak starts afresh."""
+    with ctx.tx() as conn:
+        name = own_endpoint(conn, caller, endpoint_id)
+        if endpoint_rows.enable(conn, name, now=ctx.runtime.clock()):
+            outbox.notify(conn)
+        out = _endpoints(conn, endpoints.c.id == endpoint_id)[0]
+    ctx.wake()
+    return out

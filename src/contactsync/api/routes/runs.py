@@ -1,0 +1,184 @@
+"""Preview, test send and manual runs: what an owner does before and after switching an automation on.
+
+A manual run is started in the request and processed in a background thread of this process
+(:mod:`contactsync.api.background`); its progress is read from the run row. A run left ``running``
+by a stopped server is picked up by starting it once more: it resumes after its last committed chunk.
+"""
+
+from __future__ import annotations
+
+import aiohttp
+import sqlalchemy as sa
+from fastapi import APIRouter
+from pydantic import BaseModel, ConfigDict, Field, computed_field
+from starlette.concurrency import run_in_threadpool
+
+from contactsync.api.deps import (
+    MAX_ID,
+    ApiContext,
+    Caller,
+    Ctx,
+    Id,
+    account_automations,
+    own_action,
+    own_automation,
+    own_contact,
+)
+from contactsync.api.errors import ERROR_RESPONSES
+from contactsync.api.keys import Principal
+from contactsync.automation import manual
+from contactsync.automation.actions import SyncActionSettings, get_action
+from contactsync.automation.preview import Preview, preview
+from contactsync.db.platform import manual_runs
+from contactsync.delivery.attempt import send
+from contactsync.delivery.netguard import NetPolicy, create_connector
+from contactsync.errors import NotFoundError
+
+router = APIRouter(responses=ERROR_RESPONSES)
+
+
+class PreviewIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    contact_id: int = Field(ge=1, le=MAX_ID)
+    settings: SyncActionSettings | None = Field(default=None, description="preview unsaved settings instead")
+
+
+@router.post("/actions/{action_id}/preview", tags=["actions"])
+def preview_action(action_id: Id, body: PreviewIn, ctx: Ctx, caller: Caller) -> Preview:
+    """The exact request the action would send for the contact now, its size, PHP counts and warnings."""
+    with ctx.tx() as conn:
+        own_action(conn, caller, action_id)
+        own_contact(conn, caller, body.contact_id)
+        return preview(conn, ctx.runtime, action_id, body.contact_id, settings=body.settings)
+
+
+class TestSendIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    contact_id: int = Field(ge=1, le=MAX_ID)
+
+
+class TestResponse(BaseModel):
+    status: int | None
+    outcome: str = Field(
+        description="success, http_4xx, http_5xx, … or the error kind (timeout, connect, blocked)"
+    )
+    headers: dict[str, str]
+    body: str = Field(description="first 20 KB of the response body (UTF-8, lossy)")
+    duration_ms: float
+    error: str
+
+
+class TestSendOut(BaseModel):
+    request: Preview
+    response: TestResponse
+
+
+@router.post("/actions/{action_id}/test-send", tags=["actions"])
+async def test_send(action_id: Id, body: TestSendIn, ctx: Ctx, caller: Caller) -> TestSendOut:
+    """One real, signed attempt now, through the dispatcher's network guard; nothing is queued or retried."""
+    request, settings = await run_in_threadpool(_prepare, ctx, caller, action_id, body.contact_id)
+    policy = NetPolicy(
+        allow_private_networks=ctx.settings.allow_private_networks,
+        allowed_cidrs=tuple(ctx.settings.allowed_cidrs),
+    )
+    async with aiohttp.ClientSession(
+        connector=create_connector(policy, limit=1), cookie_jar=aiohttp.DummyCookieJar()
+    ) as session:
+        result = await send(
+            session,
+            method=request.method,
+            url=request.url,
+            headers=request.headers,
+            body=request.body.encode("utf-8") if request.method == "POST" else None,
+            policy=policy,
+            connect_timeout_s=settings.connect_timeout_s,
+            total_timeout_s=settings.timeout_s,
+        )
+    status = result.status
+    if status is None:
+        outcome = result.error or "error"
+    elif 200 <= status < 300:
+        outcome = "success"
+    else:
+        outcome = f"http_{status // 100}xx"
+    return TestSendOut(
+        request=request,
+        response=TestResponse(
+            status=status,
+            outcome=outcome,
+            headers=dict(result.headers),
+            body=result.body.decode("utf-8", "replace"),
+            duration_ms=result.duration_s * 1000.0,
+            error=result.detail,
+        ),
+    )
+
+
+def _prepare(
+    ctx: ApiContext, caller: Principal, action_id: int, contact_id: int
+) -> tuple[Preview, SyncActionSettings]:
+    with ctx.tx() as conn:
+        own_action(conn, caller, action_id)
+        own_contact(conn, caller, contact_id)
+        return preview(conn, ctx.runtime, action_id, contact_id), get_action(conn, action_id).settings
+
+
+# --- manual runs -----------------------------------------------------------------------------------
+
+
+class RunOut(manual.ManualRunOut):
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def progress(self) -> float:
+        """Fraction of the list scanned, 0 to 1."""
+        return super().progress
+
+
+def _out(run: manual.ManualRunOut) -> RunOut:
+    return RunOut.model_validate(run.model_dump())
+
+
+@router.post("/automations/{automation_id}/runs", status_code=202, tags=["runs"])
+def start_run(automation_id: Id, ctx: Ctx, caller: Caller) -> RunOut:
+    """Run the automation over every contact of its list that matches now (or resume the unfinished run)."""
+    with ctx.tx() as conn:
+        own_automation(conn, caller, automation_id)
+        run = manual.start_run(conn, ctx.runtime, automation_id)
+    ctx.runs.ensure(run.id)
+    return _out(run)
+
+
+@router.get("/automations/{automation_id}/runs", tags=["runs"])
+def list_runs(automation_id: Id, ctx: Ctx, caller: Caller) -> list[RunOut]:
+    with ctx.tx() as conn:
+        own_automation(conn, caller, automation_id)
+        return [_out(r) for r in manual.list_runs(conn, automation_id)]
+
+
+def _own_run(conn: sa.Connection, caller: Principal, run_id: int) -> None:
+    mine = conn.execute(
+        sa.select(manual_runs.c.id).where(
+            manual_runs.c.id == run_id,
+            manual_runs.c.automation_id.in_(account_automations(caller.account_id)),
+        )
+    ).first()
+    if mine is None:
+        raise NotFoundError(f"manual run {run_id} does not exist", field="run_id")
+
+
+@router.get("/runs/{run_id}", tags=["runs"])
+def get_run(run_id: Id, ctx: Ctx, caller: Caller) -> RunOut:
+    """Progress: contacts scanned of the list's total, matched, enqueued; state."""
+    with ctx.tx() as conn:
+        _own_run(conn, caller, run_id)
+        return _out(manual.get_run(conn, run_id))
+
+
+@router.post("/runs/{run_id}/cancel", tags=["runs"])
+def cancel_run(run_id: Id, ctx: Ctx, caller: Caller) -> RunOut:
+    """Stop after the current chunk; deliveries already queued stay queued."""
+    with ctx.tx() as conn:
+        _own_run(conn, caller, run_id)
+        return _out(manual.cancel_run(conn, ctx.runtime, run_id))

@@ -1,0 +1,75 @@
+"""Helpers for the API tests: a migrated platform database, an account with a key, and a client
+talking to the app served by a real uvicorn on 127.0.0.1."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+import sqlalchemy as sa
+
+from contactsync.api import create_app
+from contactsync.api.keys import create_key
+from contactsync.automation.lists import create_account
+from contactsync.db import create_engine
+from contactsync.db.migrate import upgrade
+from contactsync.settings import Settings
+from support.listener import serve
+
+
+@dataclass
+class Api:
+    """A client of one app, authenticated as ``account_id``; ``count`` reads tables directly."""
+
+    client: httpx.Client
+    base_url: str
+    engine: sa.Engine
+    account_id: int
+    key: str
+
+    def count(self, table: sa.Table, *where: sa.ColumnElement[bool]) -> int:
+        with self.engine.connect() as conn:
+            query = sa.select(sa.func.count()).select_from(table)
+            return int(conn.execute(query.where(*where) if where else query).scalar_one())
+
+    def get(self, path: str, **kw: Any) -> Any:
+        return self.client.get(path, **kw)
+
+    def post(self, path: str, **kw: Any) -> Any:
+        return self.client.post(path, **kw)
+
+    def ok(self, method: str, path: str, status: int = 200, **kw: Any) -> Any:
+        """Call and assert the status; return the decoded JSON."""
+        response = self.client.request(method, path, **kw)
+        assert response.status_code == status, response.text
+        return response.json() if response.content else None
+
+
+def new_account(engine: sa.Engine, name: str = "acme") -> tuple[int, str]:
+    """An account and a fresh API key for it."""
+    now = datetime.now(UTC).replace(tzinfo=None)
+    with engine.begin() as conn:
+        account_id = create_account(conn, name=name, now=now)
+        key = create_key(conn, account_id=account_id, name="tests", now=now).key
+    return account_id, key
+
+
+@contextmanager
+def api_client(db_url: str, *, run_dispatcher: bool = False, **settings: Any) -> Iterator[Api]:
+    """A migrated database, an app over it and a client with a valid key."""
+    upgrade(db_url)
+    engine = create_engine(db_url)
+    account_id, key = new_account(engine)
+    app = create_app(Settings(database_url=db_url, **settings), engine=engine, run_dispatcher=run_dispatcher)
+    try:
+        with (
+            serve(app) as base_url,
+            httpx.Client(base_url=base_url, headers={"Authorization": f"Bearer {key}"}, timeout=60) as client,
+        ):
+            yield Api(client, base_url, engine, account_id, key)
+    finally:
+        engine.dispose()
