@@ -1,0 +1,483 @@
+"""Delivery throughput and latency: our durable dispatcher against a bare aiohttp loop and a Celery worker.
+
+One local sink (uvicorn on 127.0.0.1, a raw ASGI app answering 200) receives N signed form POSTs
+(~300 bytes, the same bytes and headers for every contestant):
+
+* ``ours``: ``contactsync worker`` process(es) draining N outbox rows committed in one transaction —
+  on SQLite (one process) and on PostgreSQL (1 and 2 processes); timed from the commit to the last
+  row marked delivered in the database (every attempt recorded, every state change committed);
+* ``bare``: one asyncio loop posting the same requests with aiohttp at the same concurrency, no
+  durability at all — the Python ceiling;
+* ``celery``: a Celery worker (Redis broker, prefork, ``requests``) sending them — what a Python team
+  would build; timed from the first ``apply_async`` to the last task done.
+
+Then the latency from event commit to first attempt, with events committed one per transaction at
+500/s: on PostgreSQL (worker process woken by LISTEN/NOTIFY) and on SQLite (dispatcher in-process,
+woken by its in-process signal, as ``contactsync serve`` runs it). Prints deliveries/s, the ratios
+``ours / bare`` (goal ≥ 0.7) and ``ours / celery`` (goal ≥ 5), and p50/p99 latencies.
+
+Run: ``python bench/delivery.py [--n 20000] [--concurrency 100] [--skip-celery]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+BENCH_DIR = Path(__file__).resolve().parent
+SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+PG_ADMIN_URL = os.environ.get("CONTACTSYNC_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
+BROKER_URL = os.environ.get("BENCH_BROKER_URL", "redis://127.0.0.1:6379/15")
+CELERY_QUEUE = os.environ.get("BENCH_CELERY_QUEUE", "bench-delivery")
+DONE_KEY = f"{CELERY_QUEUE}:done"
+
+
+def body_of(tid: int) -> bytes:
+    return (
+        f"transactionid={tid}&contact%5Bid%5D={tid}&contact%5Bemail%5D=user{tid}%40example.com"
+        "&contact%5Bfirst_name%5D=Jane&contact%5Blast_name%5D=Doe&contact%5Bphone%5D=%2B15555550100"
+        "&fields%5Bcompany%5D=Acme+Inc.&fields%5Bcity%5D=Springfield&fields%5Bplan%5D=gold"
+        "&lead_score=42&lead_status=warm&automation%5Bid%5D=7&automation%5Bname%5D=Sync+to+CRM"
+    ).encode()
+
+
+def signed_headers(tid: int, body: bytes) -> dict[str, str]:
+    from contactsync import __version__
+    from contactsync.wire import signing
+
+    return {
+        "User-Agent": f"contactsync/{__version__}",
+        "Content-Type": "application/x-www-form-urlencoded",
+        "X-Api-Key": "k",
+        **signing.headers([SECRET], msg_id=str(tid), timestamp=int(time.time()), content=body),
+    }
+
+
+# --- the sink (run by uvicorn in its own process) ---------------------------------------------------
+
+
+async def sink(scope: dict[str, Any], receive: Callable[..., Any], send: Callable[..., Any]) -> None:
+    """Raw ASGI: read the body, answer 200."""
+    if scope["type"] != "http":
+        return
+    more = True
+    while more:
+        message = await receive()
+        more = message.get("more_body", False)
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+    await send({"type": "http.response.body", "body": b"ok"})
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start_sink() -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "delivery:sink", "--app-dir", str(BENCH_DIR), "--host", "127.0.0.1",
+         "--port", str(port), "--no-access-log", "--log-level", "warning", "--backlog", "2048"],
+    )  # fmt: skip
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                break
+        except OSError:
+            if time.monotonic() > deadline:
+                raise RuntimeError("sink did not start") from None
+            time.sleep(0.05)
+    return proc, f"http://127.0.0.1:{port}/hook"
+
+
+# --- Celery contestant -----------------------------------------------------------------------------
+
+try:
+    from celery import Celery
+
+    celery_app = Celery("bench_delivery", broker=BROKER_URL)
+    celery_app.conf.update(
+        task_default_queue=CELERY_QUEUE,
+        task_ignore_result=True,
+        broker_connection_retry_on_startup=True,
+        worker_hijack_root_logger=False,
+    )
+    _http: Any = None
+    _redis: Any = None
+
+    @celery_app.task(name="bench.delivery.send")
+    def celery_send(url: str, tid: int) -> None:
+        global _http, _redis
+        import redis
+        import requests
+
+        if _http is None:
+            _http = requests.Session()
+            _redis = redis.Redis.from_url(BROKER_URL)
+        body = body_of(tid)
+        response = _http.post(url, data=body, headers=signed_headers(tid, body), timeout=15)
+        response.raise_for_status()
+        _redis.incr(DONE_KEY)
+
+except ImportError:  # pragma: no cover - celery is a test extra
+    celery_app = None
+
+
+def run_celery(url: str, n: int, *, concurrency: int) -> float:
+    import redis
+
+    r = redis.Redis.from_url(BROKER_URL)
+    r.delete(DONE_KEY, CELERY_QUEUE)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(BENCH_DIR), os.environ.get("PYTHONPATH", "")])}
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "delivery:celery_app", "worker", "-P", "prefork",
+         "-c", str(concurrency), "-Q", CELERY_QUEUE, "--without-gossip", "--without-mingle",
+         "--without-heartbeat", "--loglevel", "WARNING"],
+        cwd=BENCH_DIR, env=env,
+    )  # fmt: skip
+    try:
+        celery_send.apply_async(args=(url, 0))  # warm-up: worker up, pools connected
+        wait_until(lambda: int(r.get(DONE_KEY) or 0) >= 1, what="celery warm-up", timeout_s=60)
+        r.set(DONE_KEY, 0)
+        started = time.perf_counter()
+        for tid in range(1, n + 1):
+            celery_send.apply_async(args=(url, tid))
+        wait_until(lambda: int(r.get(DONE_KEY) or 0) >= n, what="celery tasks", timeout_s=600, poll_s=0.05)
+        return n / (time.perf_counter() - started)
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(60)
+        r.delete(DONE_KEY, CELERY_QUEUE)
+
+
+# --- bare aiohttp loop -----------------------------------------------------------------------------
+
+
+def run_bare(url: str, n: int, *, concurrency: int) -> float:
+    import aiohttp
+
+    async def main() -> float:
+        connector = aiohttp.TCPConnector(limit=concurrency)
+        async with aiohttp.ClientSession(connector=connector) as session:
+            ids = iter(range(1, n + 1))
+
+            async def lane() -> None:
+                for tid in ids:
+                    body = body_of(tid)
+                    async with session.post(url, data=body, headers=signed_headers(tid, body)) as response:
+                        await response.read()
+                        assert response.status == 200
+
+            started = time.perf_counter()
+            await asyncio.gather(*(lane() for _ in range(concurrency)))
+            return n / (time.perf_counter() - started)
+
+    return asyncio.run(main())
+
+
+# --- our dispatcher --------------------------------------------------------------------------------
+
+
+def wait_until(check: Callable[[], bool], *, what: str, timeout_s: float, poll_s: float = 0.02) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"timed out waiting for {what}")
+        time.sleep(poll_s)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def prepare_db(url: str) -> tuple[Any, int]:
+    from contactsync.db import create_engine
+    from contactsync.db import platform as t
+    from contactsync.db.migrate import upgrade
+
+    upgrade(url, side="platform")
+    engine = create_engine(url)
+    now = utcnow()
+    with engine.begin() as conn:
+        account = conn.execute(
+            t.accounts.insert().values(name="b", created_at=now).returning(t.accounts.c.id)
+        )
+        lst = conn.execute(
+            t.lists.insert()
+            .values(account_id=account.scalar_one(), name="l", created_at=now)
+            .returning(t.lists.c.id)
+        )
+        automation = conn.execute(
+            t.automations.insert()
+            .values(list_id=lst.scalar_one(), name="a", trigger="contact.created", conditions={},
+                    created_at=now, updated_at=now)
+            .returning(t.automations.c.id)
+        )  # fmt: skip
+        action = conn.execute(
+            t.actions.insert()
+            .values(automation_id=automation.scalar_one(), settings={}, secret=SECRET, endpoint="bench",
+                    created_at=now, updated_at=now)
+            .returning(t.actions.c.id)
+        )  # fmt: skip
+        action_id = int(action.scalar_one())
+    return engine, action_id
+
+
+def requests_for(url: str, action_id: int, tids: range) -> list[Any]:
+    from contactsync.delivery.endpoints import endpoint_key
+    from contactsync.delivery.outbox import OutboxRequest
+
+    endpoint = endpoint_key(url)
+    return [
+        OutboxRequest(
+            transactionid=tid, endpoint=endpoint, method="POST", url=url, body=body_of(tid),
+            content_type="application/x-www-form-urlencoded", headers={"X-Api-Key": "k"}, action_id=action_id,
+        )
+        for tid in tids
+    ]  # fmt: skip
+
+
+def delivered(engine: Any) -> int:
+    import sqlalchemy as sa
+
+    from contactsync.db import platform as t
+
+    with engine.connect() as conn:
+        return int(
+            conn.execute(sa.select(sa.func.count()).where(t.deliveries.c.state == "delivered")).scalar_one()
+        )
+
+
+def worker_env(db_url: str, concurrency: int) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONTACTSYNC_")}
+    env.update(
+        CONTACTSYNC_DATABASE_URL=db_url,
+        CONTACTSYNC_ALLOWED_CIDRS=json.dumps(["127.0.0.1/32"]),
+        CONTACTSYNC_DISPATCHER_CONCURRENCY=str(concurrency),
+        CONTACTSYNC_ENDPOINT_CONCURRENCY=str(concurrency),
+        CONTACTSYNC_CLAIM_BATCH_SIZE="200",
+        CONTACTSYNC_POLL_INTERVAL_S="0.5",
+    )
+    return env
+
+
+def run_ours(db_url: str, sink_url: str, n: int, *, processes: int, concurrency: int) -> float:
+    from contactsync.delivery.outbox import enqueue
+
+    engine, action_id = prepare_db(db_url)
+    workers = [
+        subprocess.Popen([sys.executable, "-m", "contactsync", "worker"], env=worker_env(db_url, concurrency))
+        for _ in range(processes)
+    ]
+    try:
+        with engine.begin() as conn:  # warm-up: processes up, pools connected
+            enqueue(conn, requests_for(sink_url, action_id, range(1, processes + 1)), now=utcnow())
+        wait_until(lambda: delivered(engine) == processes, what="warm-up", timeout_s=60)
+        batch = requests_for(sink_url, action_id, range(processes + 1, processes + n + 1))
+        started = time.perf_counter()
+        with engine.begin() as conn:
+            enqueue(conn, batch, now=utcnow())
+        wait_until(lambda: delivered(engine) == processes + n, what="deliveries", timeout_s=600, poll_s=0.05)
+        return n / (time.perf_counter() - started)
+    finally:
+        for worker in workers:
+            worker.send_signal(signal.SIGTERM)
+        for worker in workers:
+            worker.wait(60)
+        engine.dispose()
+
+
+# --- latency at a steady event rate ----------------------------------------------------------------
+
+
+def steady_enqueue(engine: Any, sink_url: str, action_id: int, *, rate: int, seconds: float,
+                   after_commit: Callable[[], None] = lambda: None) -> int:  # fmt: skip
+    from contactsync.delivery.outbox import enqueue
+
+    total = int(rate * seconds)
+    started = time.perf_counter()
+    for i in range(total):
+        pause = started + i / rate - time.perf_counter()
+        if pause > 0:
+            time.sleep(pause)
+        with engine.begin() as conn:
+            enqueue(
+                conn, requests_for(sink_url, action_id, range(1_000_000 + i, 1_000_001 + i)), now=utcnow()
+            )
+        after_commit()
+    return total
+
+
+def latencies_ms(engine: Any) -> list[float]:
+    import sqlalchemy as sa
+
+    from contactsync.db import platform as t
+
+    d, a = t.deliveries.c, t.delivery_attempts.c
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.select(d.created_at, a.started_at)
+            .join(t.delivery_attempts, a.delivery_id == d.id)
+            .where(a.number == 1, d.transactionid >= 1_000_000)
+        ).all()
+    return sorted((started - created).total_seconds() * 1000 for created, started in rows)
+
+
+def percentiles(values: list[float]) -> tuple[float, float]:
+    cuts = statistics.quantiles(values, n=100, method="inclusive")
+    return cuts[49], cuts[98]
+
+
+def latency_pg(
+    db_url: str, sink_url: str, *, rate: int, seconds: float, concurrency: int
+) -> tuple[float, float]:
+    engine, action_id = prepare_db(db_url)
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "contactsync", "worker"], env=worker_env(db_url, concurrency)
+    )
+    try:
+        from contactsync.delivery.outbox import enqueue
+
+        with engine.begin() as conn:
+            enqueue(conn, requests_for(sink_url, action_id, range(1, 2)), now=utcnow())
+        wait_until(lambda: delivered(engine) == 1, what="warm-up", timeout_s=60)
+        total = steady_enqueue(engine, sink_url, action_id, rate=rate, seconds=seconds)
+        wait_until(lambda: delivered(engine) == total + 1, what="deliveries", timeout_s=120)
+        return percentiles(latencies_ms(engine))
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(60)
+        engine.dispose()
+
+
+def latency_sqlite_in_process(
+    db_url: str, sink_url: str, *, rate: int, seconds: float, concurrency: int
+) -> tuple[float, float]:
+    from contactsync.delivery.dispatcher import Dispatcher, DispatcherConfig
+    from contactsync.delivery.netguard import NetPolicy
+
+    engine, action_id = prepare_db(db_url)
+    config = DispatcherConfig(
+        concurrency=concurrency, endpoint_concurrency=concurrency, poll_interval_s=0.5,
+        policy=NetPolicy(allowed_cidrs=("127.0.0.1/32",)),
+    )  # fmt: skip
+    dispatcher = Dispatcher(engine, config=config)
+    thread = threading.Thread(target=lambda: asyncio.run(dispatcher.run()), daemon=True)
+    thread.start()
+    try:
+        total = steady_enqueue(
+            engine, sink_url, action_id, rate=rate, seconds=seconds, after_commit=dispatcher.wake
+        )
+        wait_until(lambda: delivered(engine) == total, what="deliveries", timeout_s=120)
+        return percentiles(latencies_ms(engine))
+    finally:
+        dispatcher.stop()
+        thread.join(60)
+        engine.dispose()
+
+
+# --- main -----------------------------------------------------------------------------------------
+
+
+def fresh_pg() -> tuple[str, Callable[[], None]]:
+    import psycopg
+
+    admin = psycopg.connect(PG_ADMIN_URL, autocommit=True)
+    name = "bench_" + uuid.uuid4().hex[:12]
+    admin.execute(f'CREATE DATABASE "{name}"')
+
+    def drop() -> None:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()
+
+    return PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name, drop
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=20_000, help="deliveries per contestant")
+    parser.add_argument("--concurrency", type=int, default=100, help="requests in flight (ours and bare)")
+    parser.add_argument(
+        "--celery-concurrency", type=int, default=8, help="prefork processes of the Celery worker"
+    )
+    parser.add_argument("--rate", type=int, default=500, help="events/s of the latency run")
+    parser.add_argument("--seconds", type=float, default=10.0, help="length of the latency run")
+    parser.add_argument("--skip-celery", action="store_true")
+    parser.add_argument("--skip-postgres", action="store_true")
+    args = parser.parse_args()
+
+    sink_proc, sink_url = start_sink()
+    results: dict[str, float] = {}
+    lat: dict[str, tuple[float, float]] = {}
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            results["bare aiohttp loop"] = run_bare(sink_url, args.n, concurrency=args.concurrency)
+            print(f"bare aiohttp loop        {results['bare aiohttp loop']:9.0f} deliveries/s", flush=True)
+            results["ours sqlite x1"] = run_ours(
+                f"sqlite:///{tmp}/bench.db", sink_url, args.n, processes=1, concurrency=args.concurrency
+            )
+            print(f"ours sqlite x1           {results['ours sqlite x1']:9.0f} deliveries/s", flush=True)
+            if not args.skip_postgres:
+                for processes in (1, 2):
+                    url, drop = fresh_pg()
+                    try:
+                        key = f"ours postgresql x{processes}"
+                        results[key] = run_ours(
+                            url, sink_url, args.n, processes=processes, concurrency=args.concurrency
+                        )
+                        print(f"{key:24} {results[key]:9.0f} deliveries/s", flush=True)
+                    finally:
+                        drop()
+            if not args.skip_celery:
+                results["celery + redis"] = run_celery(sink_url, args.n, concurrency=args.celery_concurrency)
+                print(f"celery + redis           {results['celery + redis']:9.0f} deliveries/s", flush=True)
+            lat["sqlite in-process"] = latency_sqlite_in_process(
+                f"sqlite:///{tmp}/latency.db", sink_url, rate=args.rate, seconds=args.seconds,
+                concurrency=args.concurrency,
+            )  # fmt: skip
+            if not args.skip_postgres:
+                url, drop = fresh_pg()
+                try:
+                    lat["postgresql worker"] = latency_pg(
+                        url, sink_url, rate=args.rate, seconds=args.seconds, concurrency=args.concurrency
+                    )
+                finally:
+                    drop()
+    finally:
+        sink_proc.send_signal(signal.SIGTERM)
+        sink_proc.wait(30)
+
+    bare = results["bare aiohttp loop"]
+    celery = results.get("celery + redis")
+    cpus = os.cpu_count()
+    print(f"\nN = {args.n}, concurrency {args.concurrency}, one uvicorn sink on 127.0.0.1, {cpus} CPUs")
+    for key, rate in results.items():
+        if not key.startswith("ours"):
+            continue
+        line = f"{key:24} {rate:9.0f}/s  vs bare {rate / bare:5.2f}x (goal >= 0.7)"
+        if celery:
+            line += f"  vs celery {rate / celery:5.2f}x (goal >= 5)"
+        print(line)
+    for key, (p50, p99) in lat.items():
+        print(f"commit -> first attempt at {args.rate}/s, {key:18} p50 {p50:7.1f} ms  p99 {p99:7.1f} ms")
+
+
+if __name__ == "__main__":
+    main()
