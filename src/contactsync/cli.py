@@ -135,6 +135,15 @@ def listen_command(
     serve.run(Settings(), host=host, port=port, token_file=Path(token_file))
 
 
+def _register_operator_commands() -> None:
+    from contactsync.cli_ops import register
+
+    register(app)
+
+
+_register_operator_commands()
+
+
 def main() -> None:
     """Entry point of the ``contactsync`` script."""
     try:

@@ -25,7 +25,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Mount, Route
 
 from contactsync.db.engine import create_engine
 from contactsync.db.migrate import upgrade
@@ -179,12 +179,17 @@ def create_app(
             return _json(405, {"error": "method_not_allowed", "detail": "use POST or GET"})
         return _not_found()
 
+    routes: list[BaseRoute] = [
+        Route("/sync/{token}", _sync, methods=["GET", "POST"]),
+        Route("/sync/{token}/health", _health, methods=["GET"]),
+        Route("/sync/{token}/metrics", _metrics, methods=["GET"]),
+    ]
+    if settings.admin_password:  # the admin UI (contactsync.web), behind its own login
+        from contactsync.web import create_listener_web_app
+
+        routes.append(Mount("/admin", app=create_listener_web_app(settings)))
     return Starlette(
-        routes=[
-            Route("/sync/{token}", _sync, methods=["GET", "POST"]),
-            Route("/sync/{token}/health", _health, methods=["GET"]),
-            Route("/sync/{token}/metrics", _metrics, methods=["GET"]),
-        ],
+        routes=routes,
         exception_handlers={404: not_found, 405: not_found},
         lifespan=lifespan,
     )

@@ -1,0 +1,331 @@
+"""Operator commands of the ``contactsync`` CLI: ``demo``, ``import``, ``automations run``,
+``deliveries retry|recover`` and ``db upgrade``.
+
+Conventions shared with the rest of the CLI: settings come from ``CONTACTSYNC_*`` variables, long
+work shows a Rich progress bar on stderr, errors print as one ``error: …`` line on stderr with exit
+code 1 (usage errors exit 2), and stdout carries only the result, so scripts can parse it.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console, Group
+from rich.live import Live
+from rich.panel import Panel
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from contactsync.errors import ContactSyncError
+
+automations_app = typer.Typer(help="Automations: run one over its whole list.", no_args_is_help=True)
+deliveries_app = typer.Typer(
+    help="Deliveries: retry some, or recover an action's failures.", no_args_is_help=True
+)
+db_app = typer.Typer(help="Database schema: migrate the platform and listener schemas.", no_args_is_help=True)
+
+out = Console()
+err = Console(stderr=True)
+RETRY_CHUNK = 500
+
+
+def fail(message: str) -> typer.Exit:
+    """Print ``error: message`` on stderr; raise the returned Exit(1)."""
+    err.print(f"[bold red]error:[/] {message}", highlight=False, markup=True, soft_wrap=True)
+    return typer.Exit(1)
+
+
+@contextmanager
+def one_line_errors() -> Iterator[None]:
+    """Turn the package's own errors into one stderr line and exit code 1 (never a traceback)."""
+    try:
+        yield
+    except ContactSyncError as exc:
+        raise fail(str(exc)) from None
+
+
+def bar(description: str) -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        transient=False,
+    )
+
+
+def _platform() -> tuple[Any, Any, Any]:
+    from contactsync.automation.runtime import Runtime
+    from contactsync.db.engine import create_engine
+    from contactsync.settings import Settings
+
+    settings = Settings()
+    engine = create_engine(settings.database_url)
+    return settings, engine, Runtime.create(settings, engine=engine)
+
+
+# --- db ------------------------------------------------------------------------------------------
+
+
+@db_app.command("upgrade")
+def db_upgrade(
+    side: str = typer.Option("both", "--side", help="platform, listener or both."),
+    revision: str = typer.Option("head", "--revision", help="Alembic revision to reach."),
+) -> None:
+    """Migrate the schema(s) at CONTACTSYNC_DATABASE_URL / CONTACTSYNC_LISTENER_DATABASE_URL."""
+    from contactsync.db.migrate import upgrade
+    from contactsync.settings import Settings
+
+    settings = Settings()
+    sides = {"platform": settings.database_url, "listener": settings.listener_database_url}
+    if side not in (*sides, "both"):
+        raise typer.BadParameter("expected platform, listener or both", param_hint="--side")
+    with one_line_errors():
+        for name, url in sides.items():
+            if side in (name, "both"):
+                upgrade(url, side=name, revision=revision)
+                out.print(f"{name}: at {revision}", highlight=False)
+
+
+# --- import --------------------------------------------------------------------------------------
+
+
+def import_command(
+    file: Annotated[Path, typer.Argument(help="CSV (header row, email column) or NDJSON file; - for stdin.")],
+    list_id: int = typer.Option(..., "--list", "-l", help="Id of the list the contacts go into."),
+    fmt: str = typer.Option("auto", "--format", "-f", help="csv, ndjson or auto (by file extension)."),
+) -> None:
+    """Upsert contacts from a file, all rows or none; automations fire as for API imports."""
+    import sys
+
+    from contactsync.api import imports
+    from contactsync.automation.events import save_contact
+
+    kind = fmt if fmt != "auto" else ("ndjson" if file.suffix.lower() in {".ndjson", ".jsonl"} else "csv")
+    if kind not in {"csv", "ndjson"}:
+        raise typer.BadParameter("expected csv, ndjson or auto", param_hint="--format")
+    try:
+        body = sys.stdin.buffer.read() if str(file) == "-" else file.read_bytes()
+    except OSError as exc:
+        raise fail(f"cannot read {file}: {exc.strerror}") from None
+    content_type = "text/csv" if kind == "csv" else "application/x-ndjson"
+    with one_line_errors():
+        rows = imports.parse(body, content_type)
+        _settings, engine, rt = _platform()
+        counts = {"created": 0, "updated": 0, "unchanged": 0, "deliveries": 0}
+        with bar("importing") as progress, engine.begin() as conn:
+            task = progress.add_task("importing", total=len(rows))
+            for i, row in enumerate(rows):
+                try:
+                    saved, fired = save_contact(conn, rt, row.to_input(list_id))
+                except ContactSyncError as exc:
+                    raise type(exc)(f"row {i + 1}: {exc}") from exc
+                key = "created" if saved.created else "updated" if saved.changed else "unchanged"
+                counts[key] += 1
+                counts["deliveries"] += len(fired.transactionids)
+                progress.advance(task)
+        engine.dispose()
+    out.print_json(json.dumps({"rows": len(rows), **counts}))
+
+
+# --- automations ---------------------------------------------------------------------------------
+
+
+@automations_app.command("run")
+def automations_run(
+    automation_id: int = typer.Argument(..., help="Automation id."),
+    chunk_size: int = typer.Option(1000, "--chunk-size", min=1, help="Contacts per committed chunk."),
+) -> None:
+    """Run a manual pass over every contact of the automation's list (resumes an unfinished run)."""
+    from contactsync.automation.manual import run_to_completion, start_run
+
+    with one_line_errors():
+        _settings, engine, rt = _platform()
+        with engine.begin() as conn:
+            started = start_run(conn, rt, automation_id)
+        with bar(f"automation {automation_id}") as progress:
+            task = progress.add_task(
+                f"automation {automation_id}", total=started.total, completed=started.scanned
+            )
+
+            def step(run: Any) -> None:
+                progress.update(task, completed=run.scanned, total=max(run.total, run.scanned))
+
+            done = run_to_completion(engine, rt, started.id, chunk_size=chunk_size, on_progress=step)
+        engine.dispose()
+    out.print_json(done.model_dump_json())
+    if done.state != "completed":
+        raise typer.Exit(1)
+
+
+# --- deliveries ----------------------------------------------------------------------------------
+
+
+def _replay_in_chunks(engine: Any, ids: list[int], label: str) -> int:
+    from contactsync.automation.runtime import utc_now
+    from contactsync.delivery import outbox
+
+    moved = 0
+    with bar(label) as progress:
+        task = progress.add_task(label, total=len(ids))
+        for start in range(0, len(ids), RETRY_CHUNK):
+            part = ids[start : start + RETRY_CHUNK]
+            with engine.begin() as conn:
+                moved += outbox.replay(conn, part, now=utc_now())
+            progress.advance(task, len(part))
+    return moved
+
+
+@deliveries_app.command("retry")
+def deliveries_retry(
+    ids: Annotated[list[int], typer.Argument(help="Delivery ids (failed, cancelled or delivered).")],
+) -> None:
+    """Send deliveries again now, with a fresh retry schedule (same transactionid and body)."""
+    with one_line_errors():
+        _settings, engine, _rt = _platform()
+        moved = _replay_in_chunks(engine, sorted(set(ids)), "retrying")
+        engine.dispose()
+    out.print_json(json.dumps({"requested": len(set(ids)), "queued": moved}))
+    if moved < len(set(ids)):
+        err.print("some deliveries were pending or in flight already, or do not exist", highlight=False)
+        raise typer.Exit(1)
+
+
+@deliveries_app.command("recover")
+def deliveries_recover(
+    since: Annotated[datetime, typer.Option("--since", help="Created at or after this UTC time (ISO 8601).")],
+    action_id: int = typer.Option(..., "--action", "-a", help="Action whose failed deliveries to retry."),
+) -> None:
+    """Retry every failed delivery of one action created since a moment (delivery.md "recover")."""
+    import sqlalchemy as sa
+
+    from contactsync.db.platform import deliveries
+
+    with one_line_errors():
+        _settings, engine, _rt = _platform()
+        naive = (
+            since.replace(tzinfo=None) if since.tzinfo is None else since.astimezone().replace(tzinfo=None)
+        )
+        d = deliveries.c
+        with engine.connect() as conn:
+            ids = list(
+                conn.execute(
+                    sa.select(d.id)
+                    .where(d.action_id == action_id, d.state == "failed", d.created_at >= naive)
+                    .order_by(d.id)
+                ).scalars()
+            )
+        moved = _replay_in_chunks(engine, ids, f"recovering action {action_id}")
+        engine.dispose()
+    out.print_json(json.dumps({"failed": len(ids), "queued": moved}))
+
+
+# --- demo ----------------------------------------------------------------------------------------
+
+
+def demo_command(
+    duration: float | None = typer.Option(
+        None, "--duration", min=1, help="Stop after S seconds (default: Ctrl-C)."
+    ),
+    no_browser: bool = typer.Option(False, "--no-browser", help="Do not open the admin UI in a browser."),
+    workdir: Annotated[
+        Path | None, typer.Option("--dir", help="Working directory (default: a new temporary one).")
+    ] = None,
+    contacts: int = typer.Option(1000, "--contacts", min=1, max=100_000, help="Contacts to generate."),
+    rate: float = typer.Option(10.0, "--rate", min=0.1, max=1000, help="Activity events per second."),
+    port: int = typer.Option(8000, "--port", help="Platform port (another free one if taken)."),
+    listener_port: int = typer.Option(
+        8001, "--listener-port", help="Listener port (another free one if taken)."
+    ),
+) -> None:
+    """Platform + dispatcher + listener in one process on SQLite, with live deliveries; no set-up needed."""
+    import asyncio
+    import logging
+    import webbrowser
+
+    from contactsync import demo
+
+    logging.basicConfig(level=logging.ERROR)
+    where = workdir or Path(tempfile.mkdtemp(prefix="contactsync-demo-"))
+    if workdir is not None and any(workdir.glob("*.db")):
+        raise fail(f"{workdir} already holds a demo database; pass an empty --dir")
+    config = demo.DemoConfig(
+        workdir=where,
+        duration_s=duration,
+        contacts=contacts,
+        events_per_s=rate,
+        platform_port=port,
+        listener_port=listener_port,
+    )
+    out.print(f"Seeding {contacts} contacts with activity in [bold]{where}[/] …", highlight=False)
+
+    def show(settings: Any, listener_url: str) -> None:
+        base = settings.public_base_url
+        lbase = listener_url.split("/sync/", 1)[0]
+        grid = Table.grid(padding=(0, 2))
+        grid.add_row("Platform admin UI", f"{base}/login")
+        grid.add_row("Admin password", f"[bold]{settings.admin_password}[/]")
+        grid.add_row("Platform API docs", f"{base}/api/docs")
+        grid.add_row("Listener admin UI", f"{lbase}/admin/login (same password)")
+        grid.add_row("Listener private URL", listener_url)
+        grid.add_row("Data", str(where))
+        stop = f"for {duration:g} s" if duration else "until Ctrl-C"
+        out.print(Panel(grid, title="contactsync demo", subtitle=f"running {stop}"))
+
+    def render(state: demo.Progress, phase: str) -> Any:
+        table = Table(title=f"live · {phase}", show_header=True, header_style="bold")
+        for name in (
+            "events fired",
+            "queued",
+            "in flight",
+            "delivered",
+            "failed",
+            "received",
+            "projected",
+            "contacts",
+        ):
+            table.add_column(name, justify="right")
+        s = state.states
+        values = [state.events, s.get("pending", 0), s.get("in_flight", 0), s.get("delivered", 0)]
+        values += [s.get("failed", 0), state.received, state.projected_runs, state.projected_contacts]
+        table.add_row(*(str(v) for v in values))
+        return Group(table)
+
+    def ready(url: str) -> None:
+        if not no_browser:
+            webbrowser.open(url)
+
+    live = Live(render(demo.Progress(), "starting"), console=out, refresh_per_second=4, transient=False)
+    with one_line_errors():
+        try:
+            report = asyncio.run(demo.run(config, show=show, render=render, live=live, on_ready=ready))
+        except OSError as exc:
+            raise fail(str(exc)) from None
+    verdict = "[bold green]OK[/]" if report.ok else "[bold red]INCOMPLETE[/]"
+    out.print(
+        f"{verdict} {report.events} events → {report.generated} deliveries generated, "
+        f"{report.delivered} delivered, {report.failed} failed, {report.projected} projected by the listener "
+        f"in {report.elapsed_s:.1f} s",
+        highlight=False,
+    )
+    if report.missing:
+        out.print(f"not projected (first 20): {report.missing}", highlight=False)
+    out.print(f"demo data kept in {where}", highlight=False)
+    raise typer.Exit(0 if report.ok else 1)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the operator commands to the root ``contactsync`` app."""
+    app.command("demo")(demo_command)
+    app.command("import")(import_command)
+    app.add_typer(automations_app, name="automations")
+    app.add_typer(deliveries_app, name="deliveries")
+    app.add_typer(db_app, name="db")

@@ -1,0 +1,429 @@
+"""Automation pages: trigger, condition builder and re-entry; the sync action form with preview and test send.
+
+Saving goes through the automation services (which validate everything); the JSON endpoints under
+``/ui/`` back the form's live template validation, preview and test send. A test send is one real
+attempt of the previewed request through the dispatcher's guarded connection pool, not recorded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from typing import Any
+
+import aiohttp
+import sqlalchemy as sa
+from pydantic import ValidationError as PydanticValidationError
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute
+
+from contactsync import shortcodes
+from contactsync.automation.actions import (
+    Header,
+    SyncActionSettings,
+    create_action,
+    field_keys,
+    get_action,
+    list_actions,
+    rotate_secret,
+    update_action,
+    validate_settings,
+)
+from contactsync.automation.automations import (
+    AutomationIn,
+    create_automation,
+    get_automation,
+    update_automation,
+)
+from contactsync.automation.lists import list_fields
+from contactsync.automation.manual import list_runs, run_to_completion, start_run
+from contactsync.automation.preview import preview
+from contactsync.automation.rules import BUILTIN_SUBJECTS, TRIGGERS
+from contactsync.automation.runtime import Runtime
+from contactsync.db.platform import actions, automations, contacts, deliveries, lists
+from contactsync.delivery.attempt import send
+from contactsync.delivery.netguard import NetPolicy, create_connector
+from contactsync.errors import ContactSyncError, TemplateError
+from contactsync.web.app import Web
+from contactsync.web.platform_pages import _first_error, form_text
+from contactsync.web.security import Session
+from contactsync.wire.payload import SECTIONS
+
+OPERATORS = ("eq", "ne", "contains", "not_contains", "starts_with", "ends_with", "empty", "not_empty",
+             "gt", "gte", "lt", "lte", "in", "matches")  # fmt: skip
+ACTIVITY_KINDS = ("campaign_open", "link_click", "page_visit", "goal", "automation", "webhook")
+
+
+def _runtime(web: Web) -> Runtime:
+    rt = web.extras.get("runtime")
+    if not isinstance(rt, Runtime):
+        rt = Runtime.create(web.settings, engine=web.engine)
+        web.extras["runtime"] = rt
+    return rt
+
+
+def _wake(web: Web) -> None:
+    hook = web.extras.get("on_enqueue")
+    if callable(hook):
+        hook()
+
+
+def automation_input(form: Any, *, list_id: int | None = None) -> AutomationIn:
+    """The automation form as the service's input model (raises pydantic errors naming the field)."""
+    trigger: dict[str, Any] = {"event": form_text(form, "trigger")}
+    ref = form_text(form, "ref_id")
+    if ref:
+        trigger["ref_id"] = ref
+    tfields = [f.strip() for f in form_text(form, "trigger_fields").split(",") if f.strip()]
+    if tfields:
+        trigger["fields"] = tfields
+    raw_conditions = form_text(form, "conditions")
+    conditions = json.loads(raw_conditions) if raw_conditions else None
+    reentry: dict[str, Any] = {"policy": form_text(form, "reentry") or "once"}
+    if reentry["policy"] == "per_hours":
+        reentry["hours"] = form_text(form, "reentry_hours") or None
+    return AutomationIn.model_validate(
+        {
+            "list_id": list_id if list_id is not None else form_text(form, "list_id"),
+            "name": form_text(form, "name"),
+            "trigger": trigger,
+            "conditions": conditions,
+            "reentry": reentry,
+            "status": form_text(form, "status") or "active",
+        }
+    )
+
+
+def action_settings(form: Any, *, base: SyncActionSettings | None = None) -> SyncActionSettings:
+    """The sync action form as settings; timeouts and schedule are kept from ``base``."""
+    headers = []
+    for line in form_text(form, "headers").splitlines():
+        if line.strip():
+            name, _, value = line.partition(":")
+            headers.append(Header(name=name.strip(), value=value.strip()))
+    data: dict[str, Any] = base.model_dump() if base is not None else {}
+    data.update(
+        url=form_text(form, "url"),
+        method=form_text(form, "method") or "POST",
+        content_type=form_text(form, "content_type") or "form",
+        sections=[s for s in form.getlist("sections") if isinstance(s, str)],
+        max_items=form_text(form, "max_items") or 100,
+        headers=headers,
+        date_format=form_text(form, "date_format") or "datetime",
+        time_zone=form_text(form, "time_zone") or "UTC",
+        ordered_per_contact=form_text(form, "ordered_per_contact") == "on",
+        delay_s=form_text(form, "delay_s") or 0,
+    )
+    return SyncActionSettings.model_validate(data)
+
+
+def template_problem(exc: ContactSyncError) -> dict[str, Any]:
+    """A save-time error as JSON; template errors carry line, column, caret and suggestions."""
+    cause = exc.__cause__ if isinstance(exc.__cause__, TemplateError) else exc
+    if isinstance(cause, TemplateError):
+        return {
+            "message": cause.message,
+            "line": cause.line,
+            "column": cause.column,
+            "caret": cause.caret(),
+            "suggestions": list(cause.suggestions),
+        }
+    return {"message": str(exc), "field": getattr(exc, "field", "")}
+
+
+def picker(conn: sa.Connection, list_id: int) -> dict[str, Any]:
+    """What the shortcode picker offers for a list: built-in fields, the list's fields, every function."""
+    return {
+        "builtins": list(shortcodes.BUILTIN_FIELDS),
+        "fields": [
+            {"key": f.shortcode_key, "name": f.name, "type": f.type} for f in list_fields(conn, list_id)
+        ],
+        "functions": [
+            {"name": f.name, "signature": f.signature, "doc": f.doc.splitlines()[0] if f.doc else ""}
+            for f in shortcodes.FUNCTIONS.values()
+        ],
+    }
+
+
+def routes(web: Web) -> list[BaseRoute]:
+    async def index(request: Request, session: Session) -> Response:
+        def load(conn: sa.Connection) -> dict[str, Any]:
+            a = automations.c
+            per: dict[int, int] = dict(
+                conn.execute(
+                    sa.select(actions.c.automation_id, sa.func.count()).group_by(actions.c.automation_id)
+                ).all()
+            )
+            sent: dict[int, int] = dict(
+                conn.execute(
+                    sa.select(deliveries.c.automation_id, sa.func.count()).group_by(
+                        deliveries.c.automation_id
+                    )
+                ).all()
+            )
+            rows = conn.execute(
+                sa.select(a.id, a.name, a.trigger, a.status, a.reentry, lists.c.name.label("list_name"))
+                .join(lists, lists.c.id == a.list_id)
+                .order_by(a.id)
+            ).all()
+            all_lists = conn.execute(sa.select(lists.c.id, lists.c.name).order_by(lists.c.id)).all()
+            return {"rows": rows, "actions": per, "sent": sent, "lists": all_lists}
+
+        return web.render(
+            request, session, "platform/automations.html", triggers=TRIGGERS, **await web.read(load)
+        )
+
+    async def editor(
+        request: Request,
+        session: Session,
+        automation: Any,
+        list_id: int,
+        status: int = 200,
+        problem: str = "",
+    ) -> Response:
+        def load(conn: sa.Connection) -> dict[str, Any]:
+            acts = list_actions(conn, automation.id) if automation is not None else []
+            runs = list_runs(conn, automation.id)[-5:] if automation is not None else []
+            fields = list_fields(conn, list_id)
+            return {"fields_json": [f.model_dump() for f in fields], "acts": acts, "runs": runs}
+
+        return web.render(
+            request,
+            session,
+            "platform/automation.html",
+            status,
+            a=automation,
+            list_id=list_id,
+            triggers=TRIGGERS,
+            operators=OPERATORS,
+            builtins=list(BUILTIN_SUBJECTS),
+            activity_kinds=ACTIVITY_KINDS,
+            problem=problem,
+            **await web.read(load),
+        )
+
+    async def new(request: Request, session: Session) -> Response:
+        list_id = request.query_params.get("list", "")
+        if not list_id.isdigit():
+            return web.redirect(request, "/automations", err="choose a list for the new automation")
+        return await editor(request, session, None, int(list_id))
+
+    async def create(request: Request, session: Session) -> Response:
+        form = await request.form()
+        try:
+            data = automation_input(form)
+            out = await web.write(lambda conn: create_automation(conn, _runtime(web), data))
+        except (ContactSyncError, PydanticValidationError, ValueError) as exc:
+            message = _first_error(exc) if isinstance(exc, ValueError) else str(exc)
+            list_id = form_text(form, "list_id")
+            return web.redirect(request, f"/automations/new?list={list_id}", err=message)
+        return web.redirect(request, f"/automations/{out.id}", msg="automation created")
+
+    async def show(request: Request, session: Session) -> Response:
+        automation_id = int(request.path_params["automation_id"])
+        try:
+            automation = await web.read(lambda conn: get_automation(conn, automation_id))
+        except ContactSyncError as exc:
+            return web.render(request, session, "not_found.html", 404, what=str(exc))
+        return await editor(request, session, automation, automation.list_id)
+
+    async def update(request: Request, session: Session) -> Response:
+        automation_id = int(request.path_params["automation_id"])
+        form = await request.form()
+        try:
+            current = await web.read(lambda conn: get_automation(conn, automation_id))
+            data = automation_input(form, list_id=current.list_id)
+            await web.write(lambda conn: update_automation(conn, _runtime(web), automation_id, data))
+        except (ContactSyncError, ValueError) as exc:
+            message = _first_error(exc) if isinstance(exc, ValueError) else str(exc)
+            return web.redirect(request, f"/automations/{automation_id}", err=message)
+        return web.redirect(request, f"/automations/{automation_id}", msg="automation saved")
+
+    async def run(request: Request, session: Session) -> Response:
+        automation_id = int(request.path_params["automation_id"])
+        rt = _runtime(web)
+        try:
+            started = await web.write(lambda conn: start_run(conn, rt, automation_id))
+        except ContactSyncError as exc:
+            return web.redirect(request, f"/automations/{automation_id}", err=str(exc))
+
+        def work() -> None:
+            run_to_completion(web.engine, rt, started.id, on_progress=lambda _run: _wake(web))
+
+        threading.Thread(target=work, name=f"manual-run-{started.id}", daemon=True).start()
+        return web.redirect(request, f"/automations/{automation_id}", msg=f"manual run {started.id} started")
+
+    async def action_form(
+        request: Request, session: Session, action: Any, automation_id: int, status: int = 200
+    ) -> Response:
+        def load(conn: sa.Connection) -> dict[str, Any]:
+            automation = get_automation(conn, automation_id)
+            sample = conn.execute(
+                sa.select(contacts.c.id, contacts.c.email).where(contacts.c.list_id == automation.list_id)
+                .order_by(contacts.c.id).limit(50)
+            ).all()  # fmt: skip
+            return {"automation": automation, "picker": picker(conn, automation.list_id), "sample": sample}
+
+        data = await web.read(load)
+        settings = action.settings if action is not None else SyncActionSettings(url="https://")
+        return web.render(
+            request,
+            session,
+            "platform/action.html",
+            status,
+            action=action,
+            s=settings,
+            sections=SECTIONS,
+            **data,
+        )
+
+    async def action_new(request: Request, session: Session) -> Response:
+        return await action_form(request, session, None, int(request.path_params["automation_id"]))
+
+    async def action_create(request: Request, session: Session) -> Response:
+        automation_id = int(request.path_params["automation_id"])
+        form = await request.form()
+        try:
+            settings = action_settings(form)
+            out = await web.write(
+                lambda conn: create_action(
+                    conn, _runtime(web), automation_id=automation_id, settings=settings
+                )
+            )
+        except (ContactSyncError, ValueError) as exc:
+            message = _first_error(exc) if isinstance(exc, ValueError) else str(exc)
+            return web.redirect(request, f"/automations/{automation_id}/actions/new", err=message)
+        return web.redirect(request, f"/actions/{out.id}", msg="action saved")
+
+    async def action_show(request: Request, session: Session) -> Response:
+        action_id = int(request.path_params["action_id"])
+        try:
+            action = await web.read(lambda conn: get_action(conn, action_id))
+        except ContactSyncError as exc:
+            return web.render(request, session, "not_found.html", 404, what=str(exc))
+        return await action_form(request, session, action, action.automation_id)
+
+    async def action_update(request: Request, session: Session) -> Response:
+        action_id = int(request.path_params["action_id"])
+        form = await request.form()
+        try:
+            current = await web.read(lambda conn: get_action(conn, action_id))
+            settings = action_settings(form, base=current.settings)
+            await web.write(lambda conn: update_action(conn, _runtime(web), action_id, settings))
+        except (ContactSyncError, ValueError) as exc:
+            message = _first_error(exc) if isinstance(exc, ValueError) else str(exc)
+            return web.redirect(request, f"/actions/{action_id}", err=message)
+        return web.redirect(request, f"/actions/{action_id}", msg="action saved")
+
+    async def action_rotate(request: Request, session: Session) -> Response:
+        action_id = int(request.path_params["action_id"])
+        await web.write(lambda conn: rotate_secret(conn, _runtime(web), action_id))
+        return web.redirect(
+            request, f"/actions/{action_id}", msg="secret rotated; the old one stays valid for 24 hours"
+        )
+
+    async def validate(request: Request, session: Session) -> Response:
+        body = await _json_body(request)
+        list_id = int(body.get("list_id") or 0)
+        template = str(body.get("url", ""))
+
+        def check(conn: sa.Connection) -> dict[str, Any]:
+            try:
+                validate_settings(SyncActionSettings(url=template or " "), field_keys(conn, list_id))
+            except ContactSyncError as exc:
+                return {"ok": False, "error": template_problem(exc)}
+            return {"ok": True}
+
+        return JSONResponse(await web.read(check))
+
+    async def preview_json(request: Request, session: Session) -> Response:
+        action_id = int(request.path_params["action_id"])
+        form = await request.form()
+        try:
+            contact_id = int(form_text(form, "contact_id"))
+            current = await web.read(lambda conn: get_action(conn, action_id))
+            settings = action_settings(form, base=current.settings)
+            shown = await web.read(
+                lambda conn: preview(conn, _runtime(web), action_id, contact_id, settings=settings)
+            )
+        except ContactSyncError as exc:
+            return JSONResponse({"ok": False, "error": template_problem(exc)}, 422)
+        except ValueError as exc:
+            return JSONResponse({"ok": False, "error": {"message": _first_error(exc)}}, 422)
+        return JSONResponse({"ok": True, "preview": shown.model_dump()})
+
+    async def test_send(request: Request, session: Session) -> Response:
+        action_id = int(request.path_params["action_id"])
+        form = await request.form()
+        try:
+            contact_id = int(form_text(form, "contact_id"))
+            current = await web.read(lambda conn: get_action(conn, action_id))
+            settings = action_settings(form, base=current.settings)
+            shown = await web.read(
+                lambda conn: preview(conn, _runtime(web), action_id, contact_id, settings=settings)
+            )
+        except ContactSyncError as exc:
+            return JSONResponse({"ok": False, "error": template_problem(exc)}, 422)
+        except ValueError as exc:
+            return JSONResponse({"ok": False, "error": {"message": _first_error(exc)}}, 422)
+        policy = web.extras.get("net_policy")
+        if not isinstance(policy, NetPolicy):
+            policy = NetPolicy(
+                allow_private_networks=web.settings.allow_private_networks,
+                allowed_cidrs=tuple(web.settings.allowed_cidrs),
+            )
+        async with aiohttp.ClientSession(connector=create_connector(policy, limit=1)) as client:
+            result = await asyncio.wait_for(
+                send(
+                    client,
+                    method=shown.method,
+                    url=shown.url,
+                    headers=shown.headers,
+                    body=shown.body.encode("utf-8") if shown.method == "POST" else None,
+                    policy=policy,
+                    connect_timeout_s=settings.connect_timeout_s,
+                    total_timeout_s=settings.timeout_s,
+                ),
+                timeout=settings.timeout_s + 5,
+            )
+        return JSONResponse(
+            {
+                "ok": True,
+                "request": shown.model_dump(),
+                "response": {
+                    "status": result.status,
+                    "error": result.detail or result.error,
+                    "headers": dict(result.headers),
+                    "body": result.body.decode("utf-8", "replace"),
+                    "duration_ms": round(result.duration_s * 1000, 1),
+                    "success": result.outcome.succeeded,
+                },
+            }
+        )
+
+    return [
+        web.page("/automations", index),
+        web.page("/automations/new", new),
+        web.page("/automations/new", create, methods=["POST"]),
+        web.page("/automations/{automation_id:int}", show),
+        web.page("/automations/{automation_id:int}", update, methods=["POST"]),
+        web.page("/automations/{automation_id:int}/run", run, methods=["POST"]),
+        web.page("/automations/{automation_id:int}/actions/new", action_new),
+        web.page("/automations/{automation_id:int}/actions/new", action_create, methods=["POST"]),
+        web.page("/actions/{action_id:int}", action_show),
+        web.page("/actions/{action_id:int}", action_update, methods=["POST"]),
+        web.page("/actions/{action_id:int}/rotate", action_rotate, methods=["POST"]),
+        web.page("/ui/validate", validate, methods=["POST"]),
+        web.page("/ui/actions/{action_id:int}/preview", preview_json, methods=["POST"]),
+        web.page("/ui/actions/{action_id:int}/test-send", test_send, methods=["POST"]),
+    ]
+
+
+async def _json_body(request: Request) -> dict[str, Any]:
+    try:
+        data = json.loads(await request.body() or b"{}")
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}

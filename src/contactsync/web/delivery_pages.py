@@ -1,0 +1,156 @@
+"""Delivery pages: the outbox filtered by state/action/contact, a delivery with its attempts, retry, recover.
+
+State changes go through :mod:`contactsync.delivery.outbox` (``replay``, ``recover_since``,
+``cancel``); after one, the in-process dispatcher (if any) is woken so the operator sees it move.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+from urllib.parse import urlencode
+
+import sqlalchemy as sa
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute
+
+from contactsync.db.platform import DELIVERY_STATES, actions, automations, deliveries, delivery_attempts
+from contactsync.delivery import outbox
+from contactsync.web.app import Web
+from contactsync.web.platform_pages import PAGE_SIZE, form_text, page_number, utcnow
+from contactsync.web.security import Session
+
+
+def _int(text: str | None) -> int | None:
+    return int(text) if text and text.strip().isdigit() else None
+
+
+def parse_since(text: str) -> datetime | None:
+    """``YYYY-MM-DD[ HH:MM[:SS]]`` or ISO 8601 (as an HTML datetime-local input sends it), read as UTC."""
+    text = text.strip().replace("T", " ")
+    for fmt in ("%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M", "%Y-%m-%d"):
+        try:
+            return datetime.strptime(text, fmt)
+        except ValueError:
+            continue
+    return None
+
+
+def routes(web: Web) -> list[BaseRoute]:
+    def wake() -> None:
+        hook = web.extras.get("on_enqueue")
+        if callable(hook):
+            hook()
+
+    async def index(request: Request, session: Session) -> Response:
+        qp = request.query_params
+        state = qp.get("state", "")
+        action_id = _int(qp.get("action"))
+        contact_id = _int(qp.get("contact"))
+        page = page_number(request)
+
+        def load(conn: sa.Connection) -> tuple[list[Any], list[Any]]:
+            d = deliveries.c
+            query = sa.select(
+                d.id, d.transactionid, d.state, d.method, d.url, d.action_id, d.contact_id,
+                d.attempt_count, d.last_status, d.last_error, d.created_at, d.next_attempt_at,
+            )  # fmt: skip
+            if state in DELIVERY_STATES:
+                query = query.where(d.state == state)
+            if action_id is not None:
+                query = query.where(d.action_id == action_id)
+            if contact_id is not None:
+                query = query.where(d.contact_id == contact_id)
+            rows = conn.execute(
+                query.order_by(d.id.desc()).limit(PAGE_SIZE + 1).offset((page - 1) * PAGE_SIZE)
+            )
+            acts = conn.execute(
+                sa.select(actions.c.id, automations.c.name)
+                .join(automations, automations.c.id == actions.c.automation_id)
+                .order_by(actions.c.id)
+            ).all()
+            return list(rows), list(acts)
+
+        rows, acts = await web.read(load)
+        params = urlencode({"state": state, "action": qp.get("action", ""), "contact": qp.get("contact", "")})
+        return web.render(
+            request,
+            session,
+            "platform/deliveries.html",
+            rows=rows[:PAGE_SIZE],
+            more=len(rows) > PAGE_SIZE,
+            page=page,
+            params=params,
+            states=DELIVERY_STATES,
+            state=state,
+            action_id=action_id,
+            contact_id=contact_id,
+            actions=acts,
+            now=utcnow(),
+        )
+
+    async def detail(request: Request, session: Session) -> Response:
+        delivery_id = int(request.path_params["delivery_id"])
+
+        def load(conn: sa.Connection) -> tuple[Any, list[Any]]:
+            row = conn.execute(sa.select(deliveries).where(deliveries.c.id == delivery_id)).first()
+            attempts = conn.execute(
+                sa.select(delivery_attempts)
+                .where(delivery_attempts.c.delivery_id == delivery_id)
+                .order_by(delivery_attempts.c.number)
+            ).all()
+            return row, list(attempts)
+
+        row, attempts = await web.read(load)
+        if row is None:
+            return web.render(
+                request, session, "not_found.html", 404, what=f"delivery {delivery_id} does not exist"
+            )
+        return web.render(request, session, "platform/delivery.html", d=row, attempts=attempts)
+
+    async def retry(request: Request, session: Session) -> Response:
+        delivery_id = int(request.path_params["delivery_id"])
+        moved = await web.write(lambda conn: outbox.replay(conn, [delivery_id], now=utcnow()))
+        wake()
+        if not moved:
+            return web.redirect(
+                request,
+                f"/deliveries/{delivery_id}",
+                err="only failed, cancelled or delivered deliveries can be retried",
+            )
+        return web.redirect(request, f"/deliveries/{delivery_id}", msg="queued for a new attempt")
+
+    async def cancel(request: Request, session: Session) -> Response:
+        delivery_id = int(request.path_params["delivery_id"])
+        moved = await web.write(lambda conn: outbox.cancel(conn, [delivery_id], now=utcnow()))
+        note = (
+            {"msg": "cancelled"} if moved else {"err": "only pending or failed deliveries can be cancelled"}
+        )
+        return web.redirect(request, f"/deliveries/{delivery_id}", **note)
+
+    async def recover(request: Request, session: Session) -> Response:
+        form = await request.form()
+        action_id = _int(form_text(form, "action_id"))
+        since = parse_since(form_text(form, "since"))
+        if action_id is None or since is None:
+            return web.redirect(
+                request, "/deliveries", err="recover needs an action and a start time (YYYY-MM-DD HH:MM)"
+            )
+        count = await web.write(
+            lambda conn: outbox.recover_since(conn, action_id=action_id, since=since, now=utcnow())
+        )
+        wake()
+        return web.redirect(
+            request,
+            f"/deliveries?action={action_id}",
+            msg=f"{count} failed deliveries of action {action_id} queued again",
+        )
+
+    return [
+        web.page("/deliveries", index),
+        web.page("/deliveries/recover", recover, methods=["POST"]),
+        web.page("/deliveries/{delivery_id:int}", detail),
+        web.page("/deliveries/{delivery_id:int}/retry", retry, methods=["POST"]),
+        web.page("/deliveries/{delivery_id:int}/cancel", cancel, methods=["POST"]),
+    ]

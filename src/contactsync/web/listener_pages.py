@@ -1,0 +1,229 @@
+"""Listener pages: recent syncs (raw and decoded), projected contacts, handler status, failures and replay.
+
+The inbox and handler runs are read from the listener database; the projection may live in the
+customer's own database (``listener_projection_url``), read through its own engine. Decoding a
+stored request uses the listener's own :func:`~contactsync.listener.library.parse` and limits, so
+the page shows exactly what the handlers received.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import sqlalchemy as sa
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute
+
+from contactsync.db.listener import PROJECTION_TABLES, field_values, handler_runs, inbox
+from contactsync.db.listener import contacts as sync_contacts
+from contactsync.errors import ContactSyncError
+from contactsync.listener.handlers import replay
+from contactsync.listener.library import Limits, parse
+from contactsync.web.app import Web
+from contactsync.web.platform_pages import PAGE_SIZE, form_text, page_number
+from contactsync.web.security import Session
+
+ACTIVITY_TABLES = tuple(t for t in PROJECTION_TABLES if t.name not in {"sync_contacts", "sync_field_values"})
+
+
+def _limits(web: Web) -> Limits:
+    s = web.settings
+    return Limits(
+        max_body_bytes=s.listener_max_body_bytes,
+        max_input_vars=s.listener_max_input_vars,
+        max_nesting=s.listener_max_nesting,
+        tolerance_s=s.listener_tolerance_s,
+    )
+
+
+def routes(web: Web) -> list[BaseRoute]:
+    def projection_engine() -> sa.Engine:
+        engine = web.extras.get("projection_engine")
+        return engine if isinstance(engine, sa.Engine) else web.engine
+
+    async def read_projection(fn: Any) -> Any:
+        def work() -> Any:
+            with projection_engine().connect() as conn:
+                return fn(conn)
+
+        return await run_in_threadpool(work)
+
+    async def recent(request: Request, session: Session) -> Response:
+        page = page_number(request)
+
+        def load(conn: sa.Connection) -> dict[str, Any]:
+            i = inbox.c
+            rows = conn.execute(
+                sa.select(
+                    i.id, i.transactionid, i.received_at_ms, i.method, i.content_type, i.source_address,
+                    sa.func.length(i.body).label("size"), i.query,
+                )
+                .order_by(i.id.desc())
+                .limit(PAGE_SIZE + 1)
+                .offset((page - 1) * PAGE_SIZE)
+            ).all()  # fmt: skip
+            h = handler_runs.c
+            states: dict[int, dict[str, str]] = {}
+            ids = [r.id for r in rows]
+            if ids:
+                for inbox_id, name, state in conn.execute(
+                    sa.select(h.inbox_id, h.handler, h.state).where(h.inbox_id.in_(ids))
+                ):
+                    states.setdefault(inbox_id, {})[name] = state
+            total = conn.execute(sa.select(sa.func.count()).select_from(inbox)).scalar_one()
+            return {"rows": rows[:PAGE_SIZE], "more": len(rows) > PAGE_SIZE, "states": states, "total": total}
+
+        data = await web.read(load)
+        projected = await read_projection(
+            lambda conn: conn.execute(sa.select(sa.func.count()).select_from(sync_contacts)).scalar_one()
+        )
+        return web.render(request, session, "listener/recent.html", page=page, projected=projected, **data)
+
+    async def sync_detail(request: Request, session: Session) -> Response:
+        tid = request.path_params["transactionid"]
+
+        def load(conn: sa.Connection) -> tuple[Any, list[Any]]:
+            row = conn.execute(sa.select(inbox).where(inbox.c.transactionid == tid)).first()
+            runs: list[Any] = []
+            if row is not None:
+                runs = list(
+                    conn.execute(
+                        sa.select(handler_runs)
+                        .where(handler_runs.c.inbox_id == row.id)
+                        .order_by(handler_runs.c.handler)
+                    )
+                )
+            return row, runs
+
+        row, runs = await web.read(load)
+        if row is None:
+            return web.render(
+                request, session, "not_found.html", 404, what=f"no sync with transactionid {tid}"
+            )
+        decoded: Any
+        try:
+            payload = parse(
+                row.body, row.content_type, method=row.method, query=row.query, limits=_limits(web)
+            )
+            decoded = payload.to_wire(json_types=True)
+            problem = ""
+        except ContactSyncError as exc:
+            decoded, problem = None, str(exc)
+        headers = json.loads(row.headers or "{}")
+        return web.render(
+            request,
+            session,
+            "listener/sync.html",
+            s=row,
+            runs=runs,
+            decoded=decoded,
+            problem=problem,
+            headers=headers,
+        )
+
+    async def contact_list(request: Request, session: Session) -> Response:
+        q = request.query_params.get("q", "").strip()
+        page = page_number(request)
+
+        def load(conn: sa.Connection) -> list[Any]:
+            c = sync_contacts.c
+            query = sa.select(sync_contacts)
+            if q:
+                query = query.where(sa.or_(c.email.like(f"%{q}%"), c.contact_id == q))
+            return list(
+                conn.execute(
+                    query.order_by(c.updated_at_ms.desc()).limit(PAGE_SIZE + 1).offset((page - 1) * PAGE_SIZE)
+                )
+            )
+
+        rows = await read_projection(load)
+        return web.render(
+            request,
+            session,
+            "listener/contacts.html",
+            rows=rows[:PAGE_SIZE],
+            more=len(rows) > PAGE_SIZE,
+            page=page,
+            q=q,
+        )
+
+    async def contact_detail(request: Request, session: Session) -> Response:
+        contact_id = request.path_params["contact_id"]
+
+        def load(conn: sa.Connection) -> dict[str, Any]:
+            row = conn.execute(
+                sa.select(sync_contacts).where(sync_contacts.c.contact_id == contact_id)
+            ).first()
+            values = conn.execute(
+                sa.select(field_values)
+                .where(field_values.c.contact_id == contact_id)
+                .order_by(field_values.c.field_id)
+            ).all()
+            activity = {}
+            for table in ACTIVITY_TABLES:
+                rows = conn.execute(
+                    sa.select(table)
+                    .where(table.c.contact_id == contact_id)
+                    .order_by(table.c.id.desc())
+                    .limit(100)
+                ).all()
+                if rows:
+                    activity[table.name.removeprefix("sync_")] = [
+                        {
+                            k: v
+                            for k, v in r._mapping.items()
+                            if k not in {"id", "contact_id"} and not k.endswith("sha256")
+                        }
+                        for r in rows
+                    ]
+            return {"c": row, "values": values, "activity": activity}
+
+        data = await read_projection(load)
+        if data["c"] is None:
+            return web.render(request, session, "not_found.html", 404, what=f"no synced contact {contact_id}")
+        return web.render(request, session, "listener/contact.html", **data)
+
+    async def handlers_page(request: Request, session: Session) -> Response:
+        def load(conn: sa.Connection) -> dict[str, Any]:
+            h = handler_runs.c
+            counts: dict[str, dict[str, int]] = {}
+            for name, state, n in conn.execute(
+                sa.select(h.handler, h.state, sa.func.count()).group_by(h.handler, h.state)
+            ):
+                counts.setdefault(name, {})[state] = int(n)
+            failures = conn.execute(
+                sa.select(
+                    h.handler, h.state, h.attempts, h.last_error, h.next_attempt_at_ms, inbox.c.transactionid
+                )
+                .join(inbox, inbox.c.id == h.inbox_id)
+                .where(h.last_error.is_not(None))
+                .order_by(h.id.desc())
+                .limit(100)
+            ).all()
+            return {"counts": counts, "failures": failures}
+
+        return web.render(request, session, "listener/handlers.html", **await web.read(load))
+
+    async def replay_run(request: Request, session: Session) -> Response:
+        form = await request.form()
+        tid, handler = form_text(form, "transactionid"), form_text(form, "handler")
+        try:
+            await run_in_threadpool(replay, web.engine, tid, handler)
+        except ContactSyncError as exc:
+            return web.redirect(request, "/handlers", err=str(exc))
+        back = form_text(form, "back")
+        return web.redirect(
+            request, back if back.startswith("/") else "/handlers", msg=f"{handler} will run {tid} again"
+        )
+
+    return [
+        web.page("/", recent),
+        web.page("/syncs/{transactionid}", sync_detail),
+        web.page("/contacts", contact_list),
+        web.page("/contacts/{contact_id}", contact_detail),
+        web.page("/handlers", handlers_page),
+        web.page("/replay", replay_run, methods=["POST"]),
+    ]
