@@ -13,9 +13,10 @@ gives back PHP's bytes.
 from __future__ import annotations
 
 import binascii
+import functools
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import unquote_to_bytes
@@ -28,18 +29,20 @@ PHP_INT_MAX = 2**63 - 1
 PHP_INT_MIN = -(2**63)
 Source = Literal["post", "get"]
 
-_SEP = "\u0100"  # joins pieces before the one translate pass; never in the latin-1 view of bytes
-_EQ = "\u0101"
+_SAFE_1738 = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_."
+_SAFE_3986 = _SAFE_1738 + b"~"
+_BYTES = [bytes([byte]) for byte in range(256)]
+_ESCAPES = [b"%%%02X" % byte for byte in range(256)]
+# While encoding, NUL stands for '&' and \x01 for '=': data holding either takes the slow path.
+_SEPARATORS = bytes.maketrans(b"\x00\x01", b"&=")
 
 
 def _table(*, rfc3986: bool) -> dict[int, str]:
     """Byte (as a latin-1 code point) → its encoding: php_url_encode or php_raw_url_encode."""
-    safe = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_." + (b"~" if rfc3986 else b"")
+    safe = _SAFE_3986 if rfc3986 else _SAFE_1738
     table = {byte: chr(byte) if byte in safe else f"%{byte:02X}" for byte in range(256)}
     if not rfc3986:
         table[0x20] = "+"
-    table[ord(_SEP)] = "&"
-    table[ord(_EQ)] = "="
     return table
 
 
@@ -77,8 +80,8 @@ def _latin(text: str) -> str:
 
 def _key(key: object) -> str:
     if isinstance(key, str):
-        return _latin(key)
-    if isinstance(key, int):
+        return key
+    if isinstance(key, int):  # bool too, as PHP does
         return str(int(key))
     if isinstance(key, bytes):
         return key.decode("latin-1")
@@ -88,7 +91,7 @@ def _key(key: object) -> str:
 def _scalar(value: object) -> str | None:
     """A leaf value as PHP converts it, or None when PHP skips it."""
     if isinstance(value, str):
-        return _latin(value)
+        return value
     if value is None:
         return None
     if value is True:
@@ -100,26 +103,39 @@ def _scalar(value: object) -> str | None:
     if isinstance(value, float):
         return php_float(value)
     if isinstance(value, bytes | bytearray):
-        return bytes(value).decode("latin-1")
+        return bytes(value).decode("utf-8", "surrogateescape")
     raise TypeError(f"cannot form-encode a {type(value).__name__}")
 
 
-def _walk(node: Mapping[Any, Any] | Sequence[Any], prefix: str | None, out: list[str]) -> None:
-    """Append ``name<EQ>value`` for each leaf under ``node``; ``prefix`` is the parent name (None on top)."""
-    items = node.items() if isinstance(node, Mapping) else enumerate(node)
+def _walk(node: Mapping[Any, Any] | Sequence[Any], prefix: str | None, sep: str, out: list[str]) -> None:
+    """Append ``name + sep + value`` (raw, not yet encoded) for each leaf under ``node``.
+
+    ``prefix`` is the parent's name (None on top). Exact type checks come first: this is the sender's
+    hot path and ABC checks cost more than the work.
+    """
+    items: Iterable[tuple[Any, Any]] = (
+        node.items() if type(node) is dict or isinstance(node, Mapping) else enumerate(node)
+    )
     for raw_key, value in items:
-        key = raw_key if type(raw_key) is str and raw_key.isascii() else _key(raw_key)
+        kind = type(raw_key)
+        key = raw_key if kind is str else str(raw_key) if kind is int else _key(raw_key)
         name = key if prefix is None else f"{prefix}[{key}]"
-        if type(value) is str:
-            out.append(f"{name}{_EQ}{value}" if value.isascii() else f"{name}{_EQ}{_latin(value)}")
-        elif isinstance(value, Mapping) or (
-            isinstance(value, Sequence) and not isinstance(value, str | bytes | bytearray)
+        kind = type(value)
+        if kind is str:
+            out.append(f"{name}{sep}{value}")
+        elif kind is int:
+            out.append(f"{name}{sep}{value:d}")
+        elif (
+            kind is dict
+            or kind is list
+            or isinstance(value, Mapping)
+            or (isinstance(value, Sequence) and not isinstance(value, str | bytes | bytearray))
         ):
-            _walk(value, name, out)
+            _walk(value, name, sep, out)
         else:
             text = _scalar(value)
             if text is not None:
-                out.append(f"{name}{_EQ}{text}")
+                out.append(f"{name}{sep}{text}")
 
 
 def encode(data: Mapping[Any, Any] | Sequence[Any], *, rfc3986: bool = False) -> str:
@@ -129,8 +145,37 @@ def encode(data: Mapping[Any, Any] | Sequence[Any], *, rfc3986: bool = False) ->
     nothing; ``True``/``False`` become ``1``/``0``; floats use PHP's ``precision=14``.
     """
     out: list[str] = []
-    _walk(data, None, out)
-    return _SEP.join(out).translate(_RFC3986 if rfc3986 else _RFC1738)
+    _walk(data, None, "\x01", out)
+    if not out:
+        return ""
+    joined = "\0".join(out)
+    if joined.count("\0") != len(out) - 1 or joined.count("\x01") != len(out):
+        return _encode_slowly(data, rfc3986=rfc3986)
+    # The whole body at once, one bytes.replace per distinct unsafe byte: per-character work in C.
+    raw = joined.encode("utf-8", "surrogateescape")
+    unsafe = set(raw.translate(None, (_SAFE_3986 if rfc3986 else _SAFE_1738) + b"\x00\x01"))
+    if 0x25 in unsafe:  # first, so the '%' of later escapes stays
+        raw = raw.replace(b"%", b"%25")
+        unsafe.discard(0x25)
+    space = not rfc3986 and 0x20 in unsafe
+    if space:  # last, after any real '+' became %2B
+        unsafe.discard(0x20)
+    for byte in unsafe:
+        raw = raw.replace(_BYTES[byte], _ESCAPES[byte])
+    if space:
+        raw = raw.replace(b" ", b"+")
+    return raw.translate(_SEPARATORS).decode("ascii")
+
+
+def _encode_slowly(data: Mapping[Any, Any] | Sequence[Any], *, rfc3986: bool) -> str:
+    """For data holding NUL or \\x01: a lone high surrogate cannot occur in encodable text."""
+    out: list[str] = []
+    _walk(data, None, "\ud800", out)
+    table = _RFC3986 if rfc3986 else _RFC1738
+    pairs = (item.partition("\ud800") for item in out)
+    return "&".join(
+        f"{_latin(name).translate(table)}={_latin(value).translate(table)}" for name, _, value in pairs
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -159,8 +204,17 @@ class FormStats:
 _PLUS = bytes.maketrans(b"+", b" ")
 _MANGLE = str.maketrans(" .", "__")  # the base name of a variable
 _MANGLE_TAIL = str.maketrans(" .[", "___")  # the rest of a name whose first '[' never closed
-# A body that decodes in one pass: every '%' starts a valid escape and none yields '&' or '='.
-_SLOW = re.compile(rb"%(?:26|3[dD]|(?![0-9A-Fa-f]{2}))")
+_MALFORMED = re.compile(rb"%(?![0-9A-Fa-f]{2})")
+_SPECIAL = re.compile(rb"%(?:26|3[dD]|(?![0-9A-Fa-f]{2}))")  # malformed, or an escaped '&' or '='
+_MARK = "\x01"
+# Escapes that must not split a body decoded in one pass; a real \x01 is escaped first.
+_MARKERS = (
+    (b"\x01", b"\x01c"),
+    (b"%01", b"\x01c"),
+    (b"%26", b"\x01a"),
+    (b"%3D", b"\x01b"),
+    (b"%3d", b"\x01b"),
+)
 _NUMERIC = re.compile(r"-?[1-9][0-9]*|0")
 
 
@@ -178,29 +232,52 @@ def _text(raw: bytes) -> str:
     return raw.decode("utf-8", "surrogateescape")
 
 
-def _pieces(body: str | bytes, source: Source) -> list[tuple[str, str]]:
-    """The decoded (name, value) of each piece PHP counts, in body order."""
-    raw = body.encode("utf-8", "surrogateescape") if isinstance(body, str) else bytes(body)
+def _pieces(body: str | bytes, source: Source) -> list[tuple[str, str, str]]:
+    """The decoded ``(name, "=" or "", value)`` of each piece PHP counts, in body order.
+
+    The fast path decodes the whole body in one C call (``binascii.a2b_qp`` after turning ``%XX``
+    into ``=XX``) and splits afterwards; escapes that decode to ``&`` or ``=`` are first swapped
+    for ``\\x01``-markers so they cannot split, and restored per part. Bodies with a malformed
+    ``%`` take the piece-by-piece path, which keeps it literal as PHP does.
+    """
+    raw = body.encode("utf-8", "surrogateescape") if isinstance(body, str) else body
     if source == "get":
         raw = raw.partition(b"\0")[0]  # parse_str and $_GET read a C string
-    if _SLOW.search(raw) is None:
-        if b"%" in raw:
-            raw = binascii.a2b_qp(raw.translate(_PLUS).replace(b"=", b"=3D").replace(b"%", b"="))
-        elif b"+" in raw:
-            raw = raw.translate(_PLUS)
-        text = _text(raw).split("&")
-        return [(name, value) for name, _, value in (piece.partition("=") for piece in _trim(text, source))]
+    marked = False
+    if b"%" in raw:
+        if _SPECIAL.search(raw) is not None:
+            if _MALFORMED.search(raw) is not None:
+                return _pieces_slowly(raw, source)
+            marked = True
+            for escape, marker in _MARKERS:
+                raw = raw.replace(escape, marker)
+        raw = binascii.a2b_qp(raw.translate(_PLUS).replace(b"=", b"=3D").replace(b"%", b"="))
+    elif b"+" in raw:
+        raw = raw.translate(_PLUS)
+    parts = [piece.partition("=") for piece in _trim(_text(raw).split("&"), source)]
+    if marked:
+        return [(_unmark(name), eq, _unmark(value)) for name, eq, value in parts]
+    return parts
+
+
+def _unmark(text: str) -> str:
+    if _MARK in text:
+        text = text.replace("\x01a", "&").replace("\x01b", "=").replace("\x01c", _MARK)
+    return text
+
+
+def _pieces_slowly(raw: bytes, source: Source) -> list[tuple[str, str, str]]:
     out = []
     for piece in _trim(raw.split(b"&"), source):
-        name, _, value = piece.partition(b"=")
-        out.append((_text(_unquote(name)), _text(_unquote(value))))
+        name, eq, value = piece.partition(b"=")
+        out.append((_text(_unquote(name)), "=" if eq else "", _text(_unquote(value))))
     return out
 
 
 def _trim(pieces: list[Any], source: Source) -> list[Any]:
     """POST counts empty pieces but not the one after a final '&'; GET skips all empty pieces."""
     if source == "get":
-        return [piece for piece in pieces if piece]
+        return list(filter(None, pieces))
     if not pieces[-1]:
         pieces.pop()
     return pieces
@@ -253,6 +330,30 @@ class _Arrays:
         table[key] = value
         self.next[id(table)] = (table, min(key + 1, PHP_INT_MAX))
         return True
+
+
+@functools.lru_cache(maxsize=8192)
+def _path(name: str) -> tuple[tuple[str | int, ...], str | int] | None:
+    """The keys a plain ``base[k1]…[kn]`` name assigns along, or None when PHP's full walk must run.
+
+    Names repeat across requests (``fields[3][name]``), so this is cached; anything unusual (appends,
+    spaces, stray brackets, NUL, cookie prefixes) returns None.
+    """
+    if not name or name[0] == " " or "\0" in name:
+        return None
+    bracket = name.find("[")
+    var = (name if bracket < 0 else name[:bracket]).translate(_MANGLE)
+    if not var or _forbidden(var, name):
+        return None
+    if bracket < 0:
+        return (), _php_key(var)
+    if name[-1] != "]":
+        return None
+    keys = name[bracket + 1 : -1].split("][")
+    for key in keys:
+        if not key or key[0] == " " or "[" in key or "]" in key or _forbidden(key, name):
+            return None
+    return (_php_key(var), *map(_php_key, keys[:-1])), _php_key(keys[-1])
 
 
 def _register(top: dict[Any, Any], name: str, value: str, max_nesting: int, arrays: _Arrays) -> int:
@@ -361,7 +462,18 @@ def decode(
         del pieces[kept:]
     top: dict[str | int, Any] = {}
     arrays = _Arrays()
-    for name, value in pieces:
+    appended = arrays.next  # stays empty unless a '[]' appended somewhere
+    for name, _, value in pieces:
+        path = _path(name)
+        if path is not None and not appended and len(path[0]) <= max_nesting:
+            table = top
+            for key in path[0]:  # inlined: the common case, a plain base[k1]…[kn] name
+                child = table.get(key)
+                if type(child) is not dict:
+                    child = table[key] = {}
+                table = child
+            table[path[1]] = value
+            continue
         level = _register(top, name, value, max_nesting, arrays)
         if level and on_limit == "raise":
             depth = _depth(name)
@@ -380,5 +492,5 @@ def measure(body: str | bytes, *, source: Source = "post") -> FormStats:
     pieces = _pieces(body, source)
     return FormStats(
         variables=len(pieces),
-        max_nesting=max((_depth(name) for name, _ in pieces if "[" in name), default=0),
+        max_nesting=max((_depth(name) for name, _, _ in pieces if "[" in name), default=0),
     )

@@ -1,0 +1,199 @@
+"""Form codec throughput against PHP itself: our decode/encode vs ``parse_str``/``http_build_query``.
+
+Two bodies, built the way the platform builds a sync payload: a typical one (~300 bytes: contact and
+lead status) and a large one (~15 KB: 50 custom fields and 60 activities). PHP times its own loop with
+``hrtime`` inside one process, on the same bodies and data (sent as ``serialize()`` bytes); outputs are
+checked to be identical first. Prints ops/s per body and the ratios ``decode_vs_php`` and
+``encode_vs_php`` (ours / PHP, geometric mean over the two bodies; higher is better).
+
+Run: ``python bench/wire.py [--rounds 5] [--seconds 0.3]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import shutil
+import subprocess
+import time
+from collections.abc import Callable
+from typing import Any
+
+from contactsync.wire import phpform
+
+PHP_BENCH = r"""
+$cases = json_decode(stream_get_contents(STDIN), true);
+$rounds = (int) $argv[1];
+$seconds = (float) $argv[2];
+$out = [];
+function rate($fn, $rounds, $seconds) {
+    $n = 1; $best = 0.0;
+    while (true) {  // calibrate: enough iterations for $seconds per round
+        $t = hrtime(true); for ($i = 0; $i < $n; $i++) { $fn(); } $dt = (hrtime(true) - $t) / 1e9;
+        if ($dt > $seconds / 4) { break; }
+        $n *= 2;
+    }
+    $n = max(1, (int) ($n * $seconds / max($dt, 1e-9)));
+    for ($r = 0; $r < $rounds; $r++) {
+        $t = hrtime(true); for ($i = 0; $i < $n; $i++) { $fn(); } $dt = (hrtime(true) - $t) / 1e9;
+        $best = max($best, $n / $dt);
+    }
+    return $best;
+}
+foreach ($cases as $name => $case) {
+    $body = hex2bin($case['body']);
+    $data = unserialize(hex2bin($case['data']));
+    if (http_build_query($data) !== $body) { fwrite(STDERR, "$name: http_build_query differs\n"); exit(1); }
+    $out[$name] = [
+        'decode' => rate(function () use ($body) { parse_str($body, $r); }, $rounds, $seconds),
+        'encode' => rate(function () use ($data) { http_build_query($data); }, $rounds, $seconds),
+    ];
+}
+echo json_encode($out);
+"""
+
+
+PHP_DUMP = r"""
+function cs_dump($v) {
+    if (!is_array($v)) { return bin2hex($v); }
+    $out = [];
+    foreach ($v as $k => $x) { $out[] = [$k, cs_dump($x)]; }
+    return $out;
+}
+$out = [];
+foreach (json_decode(stream_get_contents(STDIN), true) as $name => $case) {
+    parse_str(hex2bin($case['body']), $result);
+    $out[$name] = json_encode(cs_dump($result));
+}
+echo json_encode($out);
+"""
+
+
+def typical() -> dict[str, Any]:
+    return {
+        "transactionid": "7262734018228486144",
+        "contact": {
+            "id": 42,
+            "email": "jane.doe@example.com",
+            "phone": "+15551234567",
+            "profile_url": "https://app.example.com/contacts/42",
+        },
+        "lead-status": {"score": 40, "label": "Warm"},
+    }
+
+
+def large() -> dict[str, Any]:
+    data = typical()
+    data["fields"] = [
+        {"id": i, "name": f"Custom Field {i}", "value": f"value {i} – Zoë & co"} for i in range(1, 51)
+    ]
+    date = "2026-11-27 09:30:00"
+    data["campaigns-opened"] = [{"id": i, "name": f"Newsletter #{i}", "open_date": date} for i in range(20)]
+    data["links-clicked"] = [
+        {"url": f"https://www.example.com/offers/{i}?utm_source=mail&utm_medium=email", "clicks": i}
+        for i in range(20)
+    ]
+    data["pages-visited"] = [
+        {"page": f"https://www.example.com/p/{i}", "visit_date": date} for i in range(20)
+    ]
+    return data
+
+
+def serialize(value: Any) -> bytes:
+    """PHP serialize() bytes of str/int/dict/list data, so PHP times the very same array."""
+    if isinstance(value, int):
+        return b"i:%d;" % value
+    if isinstance(value, str):
+        raw = value.encode()
+        return b's:%d:"%s";' % (len(raw), raw)
+    items = value.items() if isinstance(value, dict) else enumerate(value)
+    return b"a:%d:{%s}" % (len(value), b"".join(serialize(k) + serialize(v) for k, v in items))
+
+
+def rate(fn: Callable[[], object], *, rounds: int, seconds: float) -> float:
+    """Best ops/s over ``rounds`` timed loops of about ``seconds`` each."""
+    n = 1
+    while True:
+        start = time.perf_counter()
+        for _ in range(n):
+            fn()
+        took = time.perf_counter() - start
+        if took > seconds / 4:
+            break
+        n *= 2
+    n = max(1, int(n * seconds / max(took, 1e-9)))
+    best = 0.0
+    for _ in range(rounds):
+        start = time.perf_counter()
+        for _ in range(n):
+            fn()
+        best = max(best, n / (time.perf_counter() - start))
+    return best
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--seconds", type=float, default=0.3)
+    args = parser.parse_args()
+    php = shutil.which("php")
+    if php is None:
+        raise SystemExit("php-cli is needed as the baseline")
+
+    cases = {"typical": typical(), "large": large()}
+    bodies = {name: phpform.encode(data) for name, data in cases.items()}
+    payload = {
+        name: {"body": bodies[name].encode().hex(), "data": serialize(d).hex()} for name, d in cases.items()
+    }
+    dumped = json.loads(_php(php, PHP_DUMP, payload))
+    for name, body in bodies.items():
+        expected = json.loads(dumped[name])
+        if _ordered(phpform.decode(body, source="get")) != expected:
+            raise SystemExit(f"{name}: decode differs from parse_str")
+
+    # Rounds alternate between PHP and us, so load from other processes hits both alike.
+    best: dict[tuple[str, str, str], float] = {}
+    for _ in range(args.rounds):
+        theirs = json.loads(_php(php, PHP_BENCH, payload, "1", str(args.seconds)))
+        for name, data in cases.items():
+            body = bodies[name]
+            ours = {
+                "decode": rate(
+                    lambda b=body: phpform.decode(b, source="get"), rounds=1, seconds=args.seconds
+                ),
+                "encode": rate(lambda d=data: phpform.encode(d), rounds=1, seconds=args.seconds),
+            }
+            for op in ("decode", "encode"):
+                for who, value in (("ours", ours[op]), ("php", theirs[name][op])):
+                    best[name, op, who] = max(best.get((name, op, who), 0.0), value)
+
+    ratios: dict[str, list[float]] = {"decode": [], "encode": []}
+    for name, body in bodies.items():
+        for op in ("decode", "encode"):
+            ratio = best[name, op, "ours"] / best[name, op, "php"]
+            ratios[op].append(ratio)
+            ours, theirs = best[name, op, "ours"], best[name, op, "php"]
+            print(
+                f"body={name} bytes={len(body)} vars={phpform.measure(body).variables} op={op} "
+                f"ours_ops_s={ours:.0f} php_ops_s={theirs:.0f} ratio={ratio:.3f}"
+            )
+    for op, values in ratios.items():
+        print(f"{op}_vs_php={math.prod(values) ** (1 / len(values)):.3f}")
+
+
+def _php(php: str, code: str, payload: dict[str, Any], *args: str) -> str:
+    done = subprocess.run(
+        [php, "-r", code, *args], input=json.dumps(payload).encode(), capture_output=True, check=True
+    )
+    return done.stdout.decode()
+
+
+def _ordered(value: Any) -> Any:
+    if isinstance(value, dict):
+        return [[key, _ordered(item)] for key, item in value.items()]
+    return value.encode("utf-8", "surrogateescape").hex()
+
+
+if __name__ == "__main__":
+    main()
