@@ -135,6 +135,80 @@ def listen_command(
     serve.run(Settings(), host=host, port=port, token_file=Path(token_file))
 
 
+def _warn_form_limits(body: str | bytes, *, post: bool) -> None:
+    """One stderr line per PHP input limit under which a default PHP listener would lose data."""
+    from contactsync.wire import phpform
+
+    stats = phpform.measure(body, source="post" if post else "get")
+    for limit in stats.exceeded(source="post" if post else "get"):
+        if limit == "max_input_vars":
+            kept = "1001 (POST)" if post else "1000 (GET)"
+            detail = f"{stats.variables} variables; PHP keeps {kept}"
+        else:
+            detail = f"nesting depth {stats.max_nesting} > 64; PHP deletes such variables"
+        typer.echo(f"warning: {limit}: {detail}", err=True)
+
+
+@wire_app.command("decode")
+def wire_decode_command(
+    source: str = typer.Option("post", "--source", help="post ($_POST) or get ($_GET / parse_str)."),
+    json_out: bool = typer.Option(
+        False, "--json-out", help="One-line typed JSON: [key, value] pairs, int keys as numbers."
+    ),
+    print_r: bool = typer.Option(False, "--print-r", help="Also print PHP's print_r() of the result."),
+) -> None:
+    """Read a form body on stdin; print what PHP 8 puts in $_POST (or $_GET), as pretty JSON.
+
+    A final newline on stdin is not part of the body. Bytes that are not UTF-8 show as \\udcXX.
+    """
+    import json
+    import re
+
+    from contactsync.wire import phpform
+
+    if source not in ("post", "get"):
+        raise typer.BadParameter("must be post or get", param_hint="--source")
+    post = source == "post"
+    body = sys.stdin.buffer.read().removesuffix(b"\n")  # the newline echo adds is not part of a body
+    _warn_form_limits(body, post=post)
+    decoded = phpform.decode(body, source="post" if post else "get")
+
+    def pairs(value: object) -> object:
+        if isinstance(value, dict):
+            return [[key, pairs(item)] for key, item in value.items()]
+        return value
+
+    shown = pairs(decoded) if json_out else decoded
+    text = json.dumps(shown, ensure_ascii=False, indent=None if json_out else 2)
+    # bytes that are not UTF-8 (surrogateescape) are shown as JSON \udcXX escapes
+    text = re.sub("[\udc80-\udcff]", lambda m: f"\\u{ord(m.group()):04x}", text)
+    typer.echo(text)
+    if print_r:
+        sys.stdout.flush()
+        sys.stdout.buffer.write(phpform.print_r(decoded).encode("utf-8", "surrogateescape"))
+        sys.stdout.buffer.flush()
+
+
+@wire_app.command("encode")
+def wire_encode_command(
+    rfc3986: bool = typer.Option(False, "--rfc3986", help="PHP_QUERY_RFC3986 (%20 for space, ~ kept)."),
+) -> None:
+    """Read JSON on stdin; print the form body PHP's http_build_query() makes of it."""
+    import json
+
+    from contactsync.wire import phpform
+
+    try:
+        data = json.loads(sys.stdin.read())
+    except json.JSONDecodeError as exc:
+        raise typer.BadParameter(f"stdin is not JSON: {exc}") from None
+    if not isinstance(data, dict | list):
+        raise typer.BadParameter("stdin must hold a JSON object or array")
+    body = phpform.encode(data, rfc3986=rfc3986)
+    _warn_form_limits(body, post=True)
+    typer.echo(body)
+
+
 def _register_operator_commands() -> None:
     from contactsync.cli_ops import register
 

@@ -23,7 +23,7 @@ from urllib.parse import unquote_to_bytes
 
 from contactsync.errors import PHPFormLimitError
 
-__all__ = ["PHP_INT_MAX", "FormStats", "decode", "encode", "measure", "php_float"]
+__all__ = ["PHP_INT_MAX", "FormStats", "decode", "encode", "measure", "php_float", "print_r"]
 
 PHP_INT_MAX = 2**63 - 1
 PHP_INT_MIN = -(2**63)
@@ -494,3 +494,26 @@ def measure(body: str | bytes, *, source: Source = "post") -> FormStats:
         variables=len(pieces),
         max_nesting=max((_depth(name) for name, _, _ in pieces if "[" in name), default=0),
     )
+
+
+def print_r(value: Mapping[Any, Any] | str) -> str:
+    """PHP's ``print_r($value, true)`` of a decoded form: what a customer's debug page shows."""
+    if not isinstance(value, Mapping):
+        return str(value)
+    out: list[str] = []
+    _print_array(value, 0, out)
+    return "".join(out)
+
+
+def _print_array(table: Mapping[Any, Any], indent: int, out: list[str]) -> None:
+    """print_hash in Zend/zend.c: '(' at ``indent``, entries 4 deeper, nested arrays 8 deeper."""
+    pad = " " * indent
+    out.append(f"Array\n{pad}(\n")
+    for key, item in table.items():
+        out.append(f"{pad}    [{key}] => ")
+        if isinstance(item, Mapping):
+            _print_array(item, indent + 8, out)
+            out.append("\n")
+        else:
+            out.append(f"{item}\n")
+    out.append(f"{pad})\n")
