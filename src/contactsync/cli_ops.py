@@ -283,9 +283,9 @@ def demo_command(
     def render(state: demo.Progress, phase: str) -> Any:
         table = Table(title=f"live · {phase}", show_header=True, header_style="bold")
         for name in (
-            "events fired",
+            "events",
             "queued",
-            "in flight",
+            "sending",
             "delivered",
             "failed",
             "received",
@@ -309,6 +309,7 @@ def demo_command(
             report = asyncio.run(demo.run(config, show=show, render=render, live=live, on_ready=ready))
         except OSError as exc:
             raise fail(str(exc)) from None
+    out.print()
     verdict = "[bold green]OK[/]" if report.ok else "[bold red]INCOMPLETE[/]"
     out.print(
         f"{verdict} {report.events} events → {report.generated} deliveries generated, "

@@ -360,6 +360,11 @@ async def run(
     from contactsync.listener.app import create_app as create_listener_app
 
     platform_app = create_platform_app(settings, engine=platform, runtime=rt)
+    if not any(getattr(r, "path", None) == "" for r in platform_app.routes):  # the UI is not mounted yet
+        from contactsync.web import create_web_app
+
+        ctx = platform_app.state.contactsync
+        platform_app.mount("/", create_web_app(settings, engine=platform, runtime=rt, on_enqueue=ctx.wake))
     listener_app = create_listener_app(settings, poll_interval_s=0.5)
     dispatcher = Dispatcher(platform, config=DispatcherConfig.from_settings(settings))
     platform_app.state.contactsync.wake_hooks.append(dispatcher.wake)

@@ -60,7 +60,6 @@
       }
       const e = result.error || {};
       let text = e.line ? "line " + e.line + ", column " + e.column + ": " + e.message : e.message || "invalid";
-      if (e.suggestions && e.suggestions.length) text += " (did you mean " + e.suggestions.join(", ") + "?)";
       if (e.caret) text += "\n" + e.caret;
       errorBox.textContent = text;
       errorBox.hidden = false;

@@ -1,0 +1,168 @@
+"""The admin UI in real Chromium: the operator's journey from login to a projected contact."""
+
+from __future__ import annotations
+
+import re
+import time
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from conftest import PASSWORD, Stack, login
+from contactsync.automation.actions import get_action, payload_options
+from contactsync.automation.payload_builder import build
+from contactsync.db.listener import inbox
+from contactsync.db.platform import deliveries
+
+pytestmark = pytest.mark.browser
+
+
+def wait_until(check: Any, *, timeout_s: float = 20.0) -> Any:
+    """Poll ``check`` until it returns something truthy (for work the dispatcher does in the background)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        found = check()
+        if found or time.monotonic() > deadline:
+            return found
+        time.sleep(0.1)
+
+
+def test_login_refuses_a_wrong_password_then_accepts_the_right_one(page: Any, stack: Stack) -> None:
+    page.goto(stack.platform_url + "/deliveries")
+    assert "/login" in page.url
+    page.fill("input[name=password]", "wrong")
+    page.click("button[type=submit]")
+    assert page.locator("text=Wrong password.").is_visible()
+    page.fill("input[name=password]", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_selector("h1:has-text('Deliveries')")  # back where the login started
+    cookie = next(c for c in page.context.cookies() if c["name"] == "contactsync_platform_session")
+    assert cookie["httpOnly"] is True
+    assert cookie["sameSite"] == "Lax"
+
+
+def test_a_template_typo_shows_its_line_and_column(page: Any, stack: Stack) -> None:
+    login(page, stack.platform_url)
+    page.goto(f"{stack.platform_url}/automations/{stack.ids['automation']}/actions/new")
+    page.fill("#url", "https://crm.example/hook?name=[#PROPER FIRST_NAM#]")
+    error = page.locator("#template-error")
+    error.wait_for(state="visible")
+    text = error.inner_text()
+    assert text.startswith("line 1, column 40: unknown field")
+    assert "FIRST_NAME" in text  # the suggestion
+    assert text.splitlines()[-1] == " " * 39 + "^"  # the caret sits under the bad name
+    page.fill("#url", "https://crm.example/hook?name=[#PROPER FIRST_NAME#]")
+    page.locator("#template-ok").wait_for(state="visible")
+    assert not error.is_visible()
+
+
+def test_preview_shows_the_exact_body(page: Any, stack: Stack) -> None:
+    login(page, stack.platform_url)
+    page.goto(f"{stack.platform_url}/actions/{stack.ids['action']}")
+    page.fill("#contact_id", str(stack.ids["jane"]))
+    page.click("#preview-button")
+    page.locator("#preview-meta:not(:empty)").wait_for()
+    shown = page.locator("#preview-request").inner_text()
+    meta = page.locator("#preview-meta").inner_text()
+    tid = int(re.search(r"webhook-id: (\d+)", shown).group(1))  # type: ignore[union-attr]
+    with stack.engine.connect() as conn:
+        action = get_action(conn, stack.ids["action"])
+        rendered = build(
+            conn,
+            [stack.ids["jane"]],
+            options=payload_options(action.settings, stack.runtime),
+            transactionids={stack.ids["jane"]: tid},
+        )[stack.ids["jane"]]
+    body = rendered.payload.to_form()
+    assert shown.startswith(f"POST {stack.sync_url}?first=jane\n")
+    assert shown.endswith("\n\n" + body)
+    assert "contact%5Bemail%5D=jane.doe%40example.com" in body
+    assert f"{len(body)} bytes" in meta
+    assert "PHP variables" in meta
+
+
+def test_journey_create_action_test_send_deliver_retry_and_listener_shows_the_contact(
+    page: Any, stack: Stack
+) -> None:
+    login(page, stack.platform_url)
+    # a new automation with a sync action, through the forms
+    page.goto(stack.platform_url + "/automations")
+    page.click("#new-automation")
+    page.fill("input[name=name]", "Sync customers to the CRM")
+    page.select_option("select[name=trigger]", "manual")
+    page.check("input[name=reentry][value=always]")
+    page.click("#save-automation")
+    page.wait_for_selector("text=automation created")
+    automation_id = int(re.search(r"/automations/(\d+)", page.url).group(1))  # type: ignore[union-attr]
+    page.click("#add-action")
+    page.fill("#url", stack.sync_url + "?city=[#UPPER CITY#]")
+    page.locator("#template-ok").wait_for(state="visible")
+    page.uncheck("input[name=sections][value=pages-visited]")
+    page.fill("input[name=max_items]", "5")
+    page.fill("textarea[name=headers]", "X-Api-Key: demo-123")
+    page.click("#save-action")
+    page.wait_for_selector("text=action saved")
+    action_id = int(re.search(r"/actions/(\d+)", page.url).group(1))  # type: ignore[union-attr]
+    assert page.locator("#secret").inner_text() == "whsec_••••••••"
+    page.click("#reveal-secret")
+    revealed = page.locator("#secret").inner_text()
+    assert revealed.startswith("whsec_")
+    assert "•" not in revealed
+
+    # test send: one real attempt to the local listener, answer shown
+    page.fill("#contact_id", str(stack.ids["jane"]))
+    page.click("#test-send-button")
+    page.locator("#test-send-meta:not(:empty)").wait_for()
+    assert page.locator("#test-send-meta").inner_text().startswith("Delivered: HTTP 200")
+    answer = page.locator("#test-send-response").inner_text()
+    tid = re.search(r'"transactionid":"(\d+)"', answer).group(1)  # type: ignore[union-attr]
+    with stack.listener_engine.connect() as conn:
+        assert conn.execute(sa.select(inbox.c.id).where(inbox.c.transactionid == tid)).first() is not None
+
+    # a manual run queues one delivery per contact; the dispatcher sends them
+    page.goto(f"{stack.platform_url}/automations/{automation_id}")
+    page.click("text=Run over the whole list now")
+    page.wait_for_selector("text=manual run")
+
+    def delivered() -> list[int]:
+        with stack.engine.connect() as conn:
+            return list(
+                conn.execute(
+                    sa.select(deliveries.c.id).where(
+                        deliveries.c.action_id == action_id, deliveries.c.state == "delivered"
+                    )
+                ).scalars()
+            )
+
+    done = wait_until(lambda: len(delivered()) == 2 and delivered())
+    assert done, "the manual run's deliveries were not delivered"
+    page.goto(f"{stack.platform_url}/deliveries?action={action_id}")
+    page.click(f"a[href$='/deliveries/{done[0]}']")
+    page.wait_for_selector("text=Attempt 1")
+    assert "HTTP 200" in page.locator(".attempt").first.inner_text()
+    assert "X-Api-Key: demo-123" in page.locator("#request").inner_text()
+
+    # retry: a second attempt with the same transactionid
+    page.click("#retry")
+    page.wait_for_selector("text=queued for a new attempt")
+    for _ in range(100):
+        page.reload()
+        if page.locator(".attempt").count() == 2:
+            break
+        time.sleep(0.2)
+    assert page.locator(".attempt").count() == 2
+    assert "HTTP 200" in page.locator(".attempt").nth(1).inner_text()
+
+    # the listener's own dashboard shows the contact
+    login(page, stack.listener_url + "/admin")
+    page.goto(stack.listener_url + "/admin/contacts")
+    for _ in range(100):
+        if page.locator("text=jane.doe@example.com").count():
+            break
+        time.sleep(0.2)
+        page.reload()
+    assert page.locator("text=jane.doe@example.com").count() >= 1
+    page.click("text=jane.doe@example.com >> xpath=ancestor::tr//a")
+    page.wait_for_selector("h1:has-text('Synced contact')")
+    assert page.locator("td.value", has_text="jane").count() >= 1
