@@ -60,6 +60,15 @@ while (($line = fgets(STDIN)) !== false) {
 """
 )
 
+PRINT_R_LOOP = r"""
+while (($line = fgets(STDIN)) !== false) {
+    $result = [];
+    parse_str(hex2bin(trim($line)), $result);
+    echo bin2hex(print_r($result, true)), "\n";
+    fflush(STDOUT);
+}
+"""
+
 ENCODE_LOOP = r"""
 while (($line = fgets(STDIN)) !== false) {
     $data = unserialize(hex2bin(trim($line)));
@@ -125,6 +134,13 @@ class LineWorker:
 @pytest.fixture(scope="module")
 def parse_str_php(php: str) -> Iterator[LineWorker]:
     worker = LineWorker(php, PARSE_STR_LOOP)
+    yield worker
+    worker.close()
+
+
+@pytest.fixture(scope="module")
+def print_r_php(php: str) -> Iterator[LineWorker]:
+    worker = LineWorker(php, PRINT_R_LOOP)
     yield worker
     worker.close()
 
@@ -291,6 +307,16 @@ def test_get_through_server_equals_parse_str(
     for raw in bodies:
         expected = parse_str(parse_str_php, raw)
         assert php_request(php_server, query=raw.decode())["get"] == expected, raw
+
+
+@settings(max_examples=examples(ci=100))
+@given(st.lists(body_bytes, min_size=5, max_size=5))
+def test_print_r_matches_php(print_r_php: LineWorker, bodies: list[bytes]) -> None:
+    for raw in bodies:
+        expected = bytes.fromhex(print_r_php.ask(raw.hex().encode()))
+        assert (
+            phpform.print_r(phpform.decode(raw, source="get")).encode("utf-8", "surrogateescape") == expected
+        )
 
 
 # --- generated data for encode ------------------------------------------------------------------
