@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import random
@@ -19,9 +20,10 @@ import signal
 import socket
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 import sqlalchemy as sa
@@ -38,6 +40,7 @@ from contactsync.settings import Settings
 from contactsync.wire import signing
 
 log = logging.getLogger("contactsync.delivery.dispatcher")
+_T = TypeVar("_T")
 
 
 def utcnow() -> datetime:
@@ -58,6 +61,9 @@ class DispatcherConfig:
     retry_concurrency: int | None = None
     """Share of ``concurrency`` retries may use (default half); the rest is kept for first attempts."""
     endpoint_concurrency: int = endpoint_rows.DEFAULT_MAX_IN_FLIGHT
+    prefetch: float = 2.0
+    """Claimed work held per lane, as a multiple of what may be in flight: keeps the pipe full while
+    the next claim runs (leases of waiting work are extended, and released on shutdown)."""
     batch_size: int = 200
     lease_s: float = 60.0
     poll_interval_s: float = 1.0
@@ -130,6 +136,11 @@ class Dispatcher:
         self._rng: Rng = rng or random.Random()
         self.metrics = metrics
         self._connector_kwargs = connector_kwargs or {}
+        # SQLite has one writer: a single database thread serializes our transactions in-process
+        # instead of letting them collide on the file lock and back off in SQLite's busy handler.
+        sqlite = engine.dialect.name == "sqlite"
+        self._db_threads = 1 if sqlite else 4
+        self._executor: ThreadPoolExecutor | None = None
         retry_share = self.config.retry_concurrency
         if retry_share is None:
             retry_share = max(self.config.concurrency // 2, 1)
@@ -138,6 +149,8 @@ class Dispatcher:
             Lane.RETRY: min(retry_share, self.config.concurrency),
         }
         self._in_lane = {Lane.FIRST: 0, Lane.RETRY: 0}
+        self._lane_slots = {lane: asyncio.Semaphore(n) for lane, n in self._capacity.items()}
+        self._global_slots = asyncio.Semaphore(self.config.concurrency)
         self._in_endpoint: dict[str, int] = {}
         self._endpoint_slots: dict[str, asyncio.Semaphore] = {}
         self._buckets: dict[str, TokenBucket] = {}
@@ -194,9 +207,18 @@ class Dispatcher:
         finally:
             await self._shutdown(helpers)
             await session.close()
+            if self._executor is not None:
+                self._executor.shutdown(wait=True)
+                self._executor = None
             if handle_signals:
                 for sig in (signal.SIGTERM, signal.SIGINT):
                     loop.remove_signal_handler(sig)
+
+    async def _db(self, fn: Callable[..., _T], *args: Any) -> _T:
+        """Run blocking database work on the dispatcher's database thread(s)."""
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(self._db_threads, thread_name_prefix="contactsync-db")
+        return await asyncio.get_running_loop().run_in_executor(self._executor, functools.partial(fn, *args))
 
     # --- claiming --------------------------------------------------------------------------------
 
@@ -216,7 +238,7 @@ class Dispatcher:
                 if free < self._min_claim(lane) and self._in_lane[lane] > 0:
                     continue  # wait for a worthwhile batch instead of one query per freed slot
                 try:
-                    batch, limits = await asyncio.to_thread(self._claim_sync, lane, limit, self._saturated())
+                    batch, limits = await self._db(self._claim_sync, lane, limit, self._saturated())
                 except sa.exc.SQLAlchemyError:
                     log.exception("claiming deliveries failed; retrying after the poll interval")
                     batch, limits = [], {}
@@ -237,12 +259,17 @@ class Dispatcher:
     def _min_claim(self, lane: Lane) -> int:
         return max(1, min(self.config.batch_size, self._capacity[lane]) // 4)
 
+    def _held_limit(self, in_flight: int) -> int:
+        return max(int(in_flight * self.config.prefetch), in_flight)
+
     def _free(self, lane: Lane) -> int:
-        total_free = self.config.concurrency - sum(self._in_lane.values())
-        return min(self._capacity[lane] - self._in_lane[lane], total_free)
+        total_free = self._held_limit(self.config.concurrency) - sum(self._in_lane.values())
+        return min(self._held_limit(self._capacity[lane]) - self._in_lane[lane], total_free)
 
     def _saturated(self) -> list[str]:
-        return sorted(e for e, n in self._in_endpoint.items() if n >= self._limit_of(e).max_in_flight)
+        return sorted(
+            e for e, n in self._in_endpoint.items() if n >= self._held_limit(self._limit_of(e).max_in_flight)
+        )
 
     def _limit_of(self, endpoint: str) -> endpoint_rows.Limits:
         cached = self._limits.get(endpoint)
@@ -293,8 +320,9 @@ class Dispatcher:
                     if bucket is None or bucket.rate_per_s != limits.rate_limit_per_s:
                         bucket = self._buckets[c.endpoint] = TokenBucket(limits.rate_limit_per_s)
                     await bucket.acquire()
-                started = self._clock()
-                result = await self._send(session, c, started)
+                async with self._lane_slots[lane], self._global_slots:
+                    started = self._clock()
+                    result = await self._send(session, c, started)
             decision = decide(c.attempt, result.outcome, self._clock(), schedule=c.schedule_s, rng=self._rng)
             self._done.append(Finished(c, result, decision, started))
             if self._flush_wanted is not None:
@@ -357,7 +385,7 @@ class Dispatcher:
         if not batch:
             return
         try:
-            recorded = await asyncio.to_thread(self._finish_sync, batch)
+            recorded = await self._db(self._finish_sync, batch)
         except sa.exc.SQLAlchemyError:
             log.exception("recording %d attempts failed; will retry", len(batch))
             self._done[:0] = batch
@@ -399,7 +427,7 @@ class Dispatcher:
             if not leases:
                 continue
             try:
-                await asyncio.to_thread(self._extend_sync, leases)
+                await self._db(self._extend_sync, leases)
             except sa.exc.SQLAlchemyError:
                 log.exception("extending %d leases failed", len(leases))
 
@@ -414,9 +442,9 @@ class Dispatcher:
             try:
                 if now_s - last_health >= self.config.health_interval_s:
                     last_health = now_s
-                    await asyncio.to_thread(self._health_sync)
+                    await self._db(self._health_sync)
                 if self.metrics is not None:
-                    await asyncio.to_thread(self._metrics_sync)
+                    await self._db(self._metrics_sync)
             except sa.exc.SQLAlchemyError:
                 log.exception("housekeeping failed")
             await asyncio.sleep(min(self.config.metrics_interval_s, self.config.health_interval_s))
@@ -465,7 +493,7 @@ class Dispatcher:
         left = list(self._held.values())
         if left:
             try:
-                await asyncio.to_thread(self._release_sync, left)
+                await self._db(self._release_sync, left)
             except sa.exc.SQLAlchemyError:
                 log.exception("releasing %d leases failed; they will expire", len(left))
             self._held.clear()

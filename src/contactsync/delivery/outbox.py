@@ -125,8 +125,9 @@ def _move(
     *,
     now: datetime,
     params: Sequence[Mapping[str, Any]] | None = None,
-) -> int:
-    """Apply transition ``event`` to the rows matching ``where``; returns how many rows moved."""
+    returning: bool = False,
+) -> sa.CursorResult[Any]:
+    """Apply transition ``event`` to the rows matching ``where`` (``rowcount``: how many moved)."""
     step = TRANSITIONS[event]
     d = deliveries.c
     stmt = (
@@ -134,8 +135,9 @@ def _move(
         .where(where, sa.or_(*(d.state == source for source in sorted(step.sources))))
         .values(state=step.target, updated_at=now, **values)
     )
-    result = conn.execute(stmt, list(params)) if params else conn.execute(stmt)
-    return int(result.rowcount)
+    if returning:
+        stmt = stmt.returning(d.id)
+    return conn.execute(stmt, list(params)) if params else conn.execute(stmt)
 
 
 # --- claiming ------------------------------------------------------------------------------------
@@ -332,7 +334,7 @@ def release(conn: sa.Connection, claimed: Sequence[Claimed], *, now: datetime) -
     """Give leased deliveries back unattempted (graceful shutdown): due again at once, attempt unused."""
     d = deliveries.c
     return sum(
-        _move(conn, "release", sa.and_(d.id.in_(ids), d.lease_owner == lease), _NO_LEASE, now=now)
+        _move(conn, "release", sa.and_(d.id.in_(ids), d.lease_owner == lease), _NO_LEASE, now=now).rowcount
         for lease, ids in _by_lease(claimed).items()
     )
 
@@ -361,16 +363,43 @@ def finish(conn: sa.Connection, done: Sequence[Finished], *, now: datetime) -> l
     """Record attempts and move their deliveries on, in one transaction; returns what was recorded.
 
     An attempt whose lease was lost (expired and re-claimed, cancelled meanwhile) is not recorded:
-    the delivery belongs to someone else now, and it will be (or was) attempted again.
+    the delivery belongs to someone else now, and it will be (or was) attempted again. Successes —
+    the bulk — move in one fenced ``UPDATE … RETURNING`` per status code; failures row by row.
     """
     if not done:
         return []
     d = deliveries.c
-    check = sa.select(d.id, d.lease_owner).where(d.id.in_([f.claimed.id for f in done]), d.state == IN_FLIGHT)
-    if conn.dialect.name == "postgresql":
-        check = check.with_for_update()
-    held = {(row.id, row.lease_owner) for row in conn.execute(check)}
-    kept = [f for f in done if (f.claimed.id, f.claimed.lease) in held]
+    kept: list[Finished] = []
+    successes: dict[int | None, list[Finished]] = {}
+    for f in done:
+        if f.decision.verdict is Verdict.DELIVERED:
+            successes.setdefault(f.result.status, []).append(f)
+    for status, group in successes.items():
+        values = {
+            **_NO_LEASE,
+            "attempt_count": d.attempt_count + 1,
+            "last_status": status,
+            "last_error": None,
+        }
+        fence = sa.tuple_(d.id, d.lease_owner).in_([(f.claimed.id, f.claimed.lease) for f in group])
+        moved = set(
+            _move(conn, "deliver", fence, {**values, "delivered_at": now}, now=now, returning=True).scalars()
+        )
+        kept.extend(f for f in group if f.claimed.id in moved)
+    failures = [f for f in done if f.decision.verdict is not Verdict.DELIVERED]
+    if failures:
+        check = sa.select(d.id, d.lease_owner).where(
+            d.id.in_([f.claimed.id for f in failures]), d.state == IN_FLIGHT
+        )
+        if conn.dialect.name == "postgresql":
+            check = check.with_for_update()
+        held = {(row.id, row.lease_owner) for row in conn.execute(check)}
+        failures = [f for f in failures if (f.claimed.id, f.claimed.lease) in held]
+        for verdict in (Verdict.RETRY, Verdict.FAILED):
+            group = [f for f in failures if f.decision.verdict is verdict]
+            if group:
+                _move_failed(conn, verdict, group, now=now)
+        kept.extend(failures)
     if not kept:
         return []
     a = delivery_attempts.c
@@ -381,34 +410,35 @@ def finish(conn: sa.Connection, done: Sequence[Finished], *, now: datetime) -> l
             .group_by(a.delivery_id)
         ).all()
     )
-    conn.execute(delivery_attempts.insert(), [_attempt_row(f, last.get(f.claimed.id, 0) + 1) for f in kept])
-    for verdict, event in _VERDICT_EVENT.items():
-        group = [f for f in kept if f.decision.verdict is verdict]
-        if not group:
-            continue
-        values: dict[str, Any] = {
-            **_NO_LEASE,
-            "attempt_count": sa.bindparam("b_attempt"),
-            "last_status": sa.bindparam("b_status"),
-            "last_error": sa.bindparam("b_error"),
-        }
-        if verdict is Verdict.RETRY:
-            values["next_attempt_at"] = sa.bindparam("b_next")
-        if verdict is Verdict.DELIVERED:
-            values["delivered_at"] = now
-        params = [
-            {
-                "b_id": f.claimed.id,
-                "b_attempt": f.claimed.attempt,
-                "b_status": f.result.status,
-                "b_error": None if verdict is Verdict.DELIVERED else f.decision.reason[:2000],
-                "b_next": _naive(f.decision.next_attempt_at),
-            }
-            for f in group
-        ]
-        _move(conn, event, d.id == sa.bindparam("b_id"), values, now=now, params=params)
+    # RETURNING makes SQLAlchemy batch the rows into multi-row INSERTs ("insertmanyvalues")
+    rows = [_attempt_row(f, last.get(f.claimed.id, 0) + 1) for f in kept]
+    conn.execute(delivery_attempts.insert().returning(a.id), rows)
     _record_health(conn, kept, now=now)
     return kept
+
+
+def _move_failed(conn: sa.Connection, verdict: Verdict, group: Sequence[Finished], *, now: datetime) -> None:
+    values: dict[str, Any] = {
+        **_NO_LEASE,
+        "attempt_count": sa.bindparam("b_attempt"),
+        "last_status": sa.bindparam("b_status"),
+        "last_error": sa.bindparam("b_error"),
+    }
+    if verdict is Verdict.RETRY:
+        values["next_attempt_at"] = sa.bindparam("b_next")
+    params = [
+        {
+            "b_id": f.claimed.id,
+            "b_attempt": f.claimed.attempt,
+            "b_status": f.result.status,
+            "b_error": f.decision.reason[:2000],
+            "b_next": _naive(f.decision.next_attempt_at),
+        }
+        for f in group
+    ]
+    _move(
+        conn, _VERDICT_EVENT[verdict], deliveries.c.id == sa.bindparam("b_id"), values, now=now, params=params
+    )
 
 
 def _attempt_row(f: Finished, number: int) -> dict[str, Any]:
@@ -459,7 +489,7 @@ def _record_health(conn: sa.Connection, kept: Sequence[Finished], *, now: dateti
 
 def cancel(conn: sa.Connection, ids: Sequence[int], *, now: datetime) -> int:
     """Stop pending or failed deliveries for good (an in-flight attempt finishes first)."""
-    return _move(conn, "cancel", deliveries.c.id.in_(list(ids)), {}, now=now) if ids else 0
+    return _move(conn, "cancel", deliveries.c.id.in_(list(ids)), {}, now=now).rowcount if ids else 0
 
 
 def replay(conn: sa.Connection, ids: Sequence[int], *, now: datetime) -> int:
@@ -467,7 +497,7 @@ def replay(conn: sa.Connection, ids: Sequence[int], *, now: datetime) -> int:
     if not ids:
         return 0
     notify(conn)
-    return _move(conn, "replay", deliveries.c.id.in_(list(ids)), _replay_values(now), now=now)
+    return _move(conn, "replay", deliveries.c.id.in_(list(ids)), _replay_values(now), now=now).rowcount
 
 
 def recover_since(conn: sa.Connection, *, action_id: int, since: datetime, now: datetime) -> int:
@@ -475,7 +505,7 @@ def recover_since(conn: sa.Connection, *, action_id: int, since: datetime, now: 
     d = deliveries.c
     where = sa.and_(d.action_id == action_id, d.created_at >= _naive(since), d.state == FAILED)
     notify(conn)
-    return _move(conn, "replay", where, _replay_values(now), now=now)
+    return _move(conn, "replay", where, _replay_values(now), now=now).rowcount
 
 
 def _replay_values(now: datetime) -> dict[str, Any]:
