@@ -85,4 +85,11 @@ def create_app(
     for module in (lists, contacts, events, automations, runs, deliveries, keys):
         api.include_router(module.router)
     app.include_router(api)
+    if settings.admin_password:  # the admin UI (contactsync.web) at /, behind its own login
+        from contactsync.web import create_web_app
+
+        web = create_web_app(
+            settings, engine=engine, side="platform", runtime=ctx.runtime, on_enqueue=ctx.wake
+        )
+        app.mount("/", web)
     return app
