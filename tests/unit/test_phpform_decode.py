@@ -80,6 +80,8 @@ def test_escaped_separators_markers_and_malformed_escapes() -> None:
     assert decode("a%26b=c%3Dd&e=\x01a%01b%26") == {"a&b": "c=d", "e": "\x01a\x01b&"}
     # a malformed escape forces the piece-by-piece path
     assert decode("a%3D=%zz%26%&b=%4") == {"a=": "%zz&%", "b": "%4"}
+    for odd in ("%\n41", "%\r\n41", "%\rx\n41", "%%41", "%4=", "%=41", "x%", "%3%41"):
+        assert decode(f"a={odd}") == {"a": odd.replace("%41", "A")}, odd
 
 
 def test_encode_falls_back_for_nul_and_control_bytes() -> None:

@@ -74,3 +74,7 @@ def test_unsupported_types_are_refused() -> None:
         encode({"a": object()})
     with pytest.raises(TypeError):
         encode({(1, 2): "x"})
+
+
+def test_bytes_keys_and_values_are_sent_as_is() -> None:
+    assert encode({b"k\xff": b"\xc3\xa9", "b": bytearray(b"+")}) == "k%FF=%C3%A9&b=%2B"

@@ -84,7 +84,7 @@ def _key(key: object) -> str:
     if isinstance(key, int):  # bool too, as PHP does
         return str(int(key))
     if isinstance(key, bytes):
-        return key.decode("latin-1")
+        return key.decode("utf-8", "surrogateescape")
     raise TypeError(f"form keys must be str or int, not {type(key).__name__}")
 
 
@@ -204,8 +204,6 @@ class FormStats:
 _PLUS = bytes.maketrans(b"+", b" ")
 _MANGLE = str.maketrans(" .", "__")  # the base name of a variable
 _MANGLE_TAIL = str.maketrans(" .[", "___")  # the rest of a name whose first '[' never closed
-_MALFORMED = re.compile(rb"%(?![0-9A-Fa-f]{2})")
-_SPECIAL = re.compile(rb"%(?:26|3[dD]|(?![0-9A-Fa-f]{2}))")  # malformed, or an escaped '&' or '='
 _MARK = "\x01"
 # Escapes that must not split a body decoded in one pass; a real \x01 is escaped first.
 _MARKERS = (
@@ -245,13 +243,17 @@ def _pieces(body: str | bytes, source: Source) -> list[tuple[str, str, str]]:
         raw = raw.partition(b"\0")[0]  # parse_str and $_GET read a C string
     marked = False
     if b"%" in raw:
-        if _SPECIAL.search(raw) is not None:
-            if _MALFORMED.search(raw) is not None:
-                return _pieces_slowly(raw, source)
+        work = raw
+        if b"%26" in work or b"%3D" in work or b"%3d" in work:
             marked = True
             for escape, marker in _MARKERS:
-                raw = raw.replace(escape, marker)
-        raw = binascii.a2b_qp(raw.translate(_PLUS).replace(b"=", b"=3D").replace(b"%", b"="))
+                work = work.replace(escape, marker)
+        decoded = binascii.a2b_qp(work.translate(_PLUS).replace(b"=", b"=3D").replace(b"%", b"="))
+        # Each valid escape shrinks the body by 2 bytes, a malformed '%' by at most 1 (a2b_qp's soft
+        # line breaks, "=\n" and "=\r", are excluded first): any other length means a malformed '%'.
+        if len(decoded) != len(work) - 2 * work.count(b"%") or b"%\n" in work or b"%\r" in work:
+            return _pieces_slowly(raw, source)
+        raw = decoded
     elif b"+" in raw:
         raw = raw.translate(_PLUS)
     parts = [piece.partition("=") for piece in _trim(_text(raw).split("&"), source)]
