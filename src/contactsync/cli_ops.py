@@ -59,6 +59,7 @@ def bar(description: str) -> Progress:
         TimeElapsedColumn(),
         console=err,
         transient=False,
+        disable=not err.is_terminal,  # scripts and logs get the result only
     )
 
 

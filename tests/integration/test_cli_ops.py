@@ -1,0 +1,165 @@
+"""Operator CLI commands against a real SQLite file: results on stdout, one-line errors, exit codes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from typer.testing import CliRunner
+
+from contactsync.automation.actions import SyncActionSettings, create_action
+from contactsync.automation.automations import AutomationIn, create_automation
+from contactsync.automation.lists import FieldIn, ListIn, create_account, create_field, create_list
+from contactsync.automation.runtime import Runtime
+from contactsync.cli import app
+from contactsync.db.engine import create_engine
+from contactsync.db.platform import contacts, deliveries
+from contactsync.settings import Settings
+
+
+@pytest.fixture
+def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    values = {
+        "CONTACTSYNC_DATABASE_URL": f"sqlite:///{tmp_path / 'platform.db'}",
+        "CONTACTSYNC_LISTENER_DATABASE_URL": f"sqlite:///{tmp_path / 'listener.db'}",
+    }
+    for key, value in values.items():
+        monkeypatch.setenv(key, value)
+    return values
+
+
+def run(*args: str) -> Any:
+    return CliRunner().invoke(app, list(args), catch_exceptions=False)
+
+
+def one_line_error(result: Any) -> str:
+    assert result.exit_code == 1, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: ")
+    assert "Traceback" not in result.output
+    return str(lines[0])
+
+
+@pytest.fixture
+def platform(env: dict[str, str]) -> dict[str, Any]:
+    assert run("db", "upgrade").exit_code == 0
+    engine = create_engine(env["CONTACTSYNC_DATABASE_URL"])
+    rt = Runtime.create(Settings(), engine=engine)
+    with engine.begin() as conn:
+        account = create_account(conn, name="CLI", now=rt.clock())
+        lst = create_list(conn, ListIn(account_id=account, name="Buyers"), now=rt.clock())
+        create_field(conn, FieldIn(list_id=lst.id, name="City"), now=rt.clock())
+        auto = create_automation(
+            conn,
+            rt,
+            AutomationIn(list_id=lst.id, name="All", trigger={"event": "manual"}),  # type: ignore[arg-type]
+        )
+        action = create_action(
+            conn,
+            rt,
+            automation_id=auto.id,
+            settings=SyncActionSettings(url="https://crm.example/in?c=[#CITY#]"),
+        )
+    yield {"engine": engine, "list": lst.id, "automation": auto.id, "action": action.id}
+    engine.dispose()
+
+
+def test_db_upgrade_migrates_both_sides_and_is_idempotent(env: dict[str, str]) -> None:
+    first = run("db", "upgrade")
+    assert first.exit_code == 0, first.output
+    assert first.stdout.splitlines() == ["platform: at head", "listener: at head"]
+    assert run("db", "upgrade", "--side", "listener").stdout.strip() == "listener: at head"
+    assert run("db", "upgrade", "--side", "nope").exit_code == 2
+
+
+def test_import_csv_then_ndjson_upserts_by_email(platform: dict[str, Any], tmp_path: Path) -> None:
+    csv_file = tmp_path / "people.csv"
+    csv_file.write_text("email,phone,City\njane@example.com,+15551234567,Paris\nOMAR@example.com,,Lagos\n")
+    result = run("import", str(csv_file), "--list", str(platform["list"]))
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout) == {
+        "rows": 2,
+        "created": 2,
+        "updated": 0,
+        "unchanged": 0,
+        "deliveries": 0,
+    }
+    nd = tmp_path / "people.ndjson"
+    nd.write_text(
+        '{"email": "omar@example.com", "fields": {"CITY": "Accra"}}\n{"email": "jane@example.com"}\n'
+    )
+    again = run("import", str(nd), "--list", str(platform["list"]))
+    assert json.loads(again.stdout) == {
+        "rows": 2,
+        "created": 0,
+        "updated": 1,
+        "unchanged": 1,
+        "deliveries": 0,
+    }
+
+
+def test_a_bad_row_imports_nothing_and_prints_one_line(platform: dict[str, Any], tmp_path: Path) -> None:
+    csv_file = tmp_path / "bad.csv"
+    csv_file.write_text("email,City\nok@example.com,Paris\nnot-an-email,Rome\n")
+    message = one_line_error(run("import", str(csv_file), "--list", str(platform["list"])))
+    assert "row 2" in message
+    with platform["engine"].connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(contacts)).scalar_one() == 0
+    assert "cannot read" in one_line_error(run("import", str(tmp_path / "missing.csv"), "--list", "1"))
+    unknown = tmp_path / "x.csv"
+    unknown.write_text("email\na@example.com\n")
+    assert "list 999" in one_line_error(run("import", str(unknown), "--list", "999"))
+
+
+def test_automations_run_then_retry_and_recover(platform: dict[str, Any], tmp_path: Path) -> None:
+    people = tmp_path / "p.csv"
+    people.write_text("email,City\n" + "".join(f"p{i}@example.com,Town {i}\n" for i in range(25)))
+    assert run("import", str(people), "--list", str(platform["list"])).exit_code == 0
+    result = run("automations", "run", str(platform["automation"]), "--chunk-size", "10")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["state"] == "completed"
+    assert summary["scanned"] == summary["enqueued"] == 25
+    engine = platform["engine"]
+    with engine.connect() as conn:
+        ids = list(conn.execute(sa.select(deliveries.c.id).order_by(deliveries.c.id)).scalars())
+    assert len(ids) == 25
+    # pending deliveries cannot be retried: the exit code says so
+    pending = run("deliveries", "retry", str(ids[0]))
+    assert pending.exit_code == 1
+    assert json.loads(pending.stdout) == {"requested": 1, "queued": 0}
+    with engine.begin() as conn:  # as if every attempt had failed
+        conn.execute(deliveries.update().values(state="failed", attempt_count=8))
+    retried = run("deliveries", "retry", str(ids[0]), str(ids[1]))
+    assert retried.exit_code == 0, retried.output
+    assert json.loads(retried.stdout) == {"requested": 2, "queued": 2}
+    recovered = run("deliveries", "recover", "--action", str(platform["action"]), "--since", "2020-01-01")
+    assert recovered.exit_code == 0, recovered.output
+    assert json.loads(recovered.stdout) == {"failed": 23, "queued": 23}
+    with engine.connect() as conn:
+        states = dict(
+            conn.execute(sa.select(deliveries.c.state, sa.func.count()).group_by(deliveries.c.state)).all()
+        )
+    assert states == {"pending": 25}
+    assert "automation 999" in one_line_error(run("automations", "run", "999"))
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["demo"],
+        ["import"],
+        ["automations", "run"],
+        ["deliveries", "retry"],
+        ["deliveries", "recover"],
+        ["db", "upgrade"],
+    ],
+)
+def test_every_command_has_help(command: list[str]) -> None:
+    result = run(*command, "--help")
+    assert result.exit_code == 0
+    assert "Usage" in result.output
