@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from contactsync.automation.compile_sql import compile_sql
-from contactsync.automation.predicate import compile_predicate
+from contactsync.automation.predicate import compile_predicate, compile_prefilter
 from contactsync.automation.rules import (
     ORDERED_OPS,
     TEXT_OPS,
@@ -202,6 +202,11 @@ def test_sql_and_python_agree(engine: sa.Engine, rule: Condition, data: list[dic
     predicates = [compile_predicate(n, field_types=types, thresholds=THRESHOLDS) for n in nodes]
     by_python = {cid: [p(view, NOW) for p in predicates] for cid, view in views.items()}
     assert by_sql == by_python
+    # the event path's activity-free prefilter never contradicts the predicate
+    prefilters = [compile_prefilter(n, field_types=types, thresholds=THRESHOLDS) for n in nodes]
+    for cid, view in views.items():
+        early = [p(view, NOW) for p in prefilters]
+        assert all(e is None or e == full for e, full in zip(early, by_python[cid], strict=True))
 
 
 def _pool_contacts(values: list[Any], kind: str) -> list[dict[str, Any]]:

@@ -7,10 +7,11 @@ request written to the outbox is frozen here: method, URL, static headers, body,
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -134,6 +135,12 @@ def endpoint_of(url: str) -> str:
     return f"{parts.scheme}://{host}:{port}"
 
 
+@functools.lru_cache(maxsize=512)
+def _compile_url(url: str, keys: tuple[str, ...], country_code: str) -> shortcodes.Template:
+    # compiled templates are immutable: processes evaluating the same actions batch after batch reuse them
+    return shortcodes.compile(url, fields=keys, default_country_code=country_code)
+
+
 def validate_settings(
     settings: SyncActionSettings, field_keys: Sequence[str], *, country_code: str = "1"
 ) -> shortcodes.Template:
@@ -142,7 +149,7 @@ def validate_settings(
     if scheme not in {"http", "https"}:
         raise ValidationError(f"only http and https URLs are allowed, got {scheme!r}", field="url")
     try:
-        template = shortcodes.compile(settings.url, fields=field_keys, default_country_code=country_code)
+        template = _compile_url(settings.url, tuple(field_keys), country_code)
     except TemplateError as exc:
         hint = f" (did you mean {', '.join(exc.suggestions)}?)" if exc.suggestions else ""
         message = f"url: line {exc.line}, column {exc.column}: {exc.message}{hint}"
@@ -239,6 +246,11 @@ def get_action(conn: sa.Connection, action_id: int) -> ActionOut:
     if row is None:
         raise NotFoundError(f"action {action_id} does not exist", field="action_id")
     n_fields = len(field_keys(conn, _list_of_automation(conn, row.automation_id))) // 2
+    return action_from_row(row, n_fields=n_fields)
+
+
+def action_from_row(row: sa.Row[Any], *, n_fields: int) -> ActionOut:
+    """An ``actions`` row as the service returns it (``n_fields``: the list's field count, for warnings)."""
     settings = SyncActionSettings.model_validate(row.settings)
     return ActionOut(
         warnings=capacity_warnings(settings, n_fields),

@@ -6,18 +6,19 @@ parse), so both compilers can assume it is well formed.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict, Field
 
 from contactsync import shortcodes
-from contactsync.automation.actions import ActionOut, field_keys, get_action, validate_settings
-from contactsync.automation.lists import account_of_list, get_thresholds, list_fields
-from contactsync.automation.predicate import Predicate, Thresholds, compile_predicate
+from contactsync.automation.actions import ActionOut, action_from_row, validate_settings
+from contactsync.automation.lists import account_of_list, list_fields
+from contactsync.automation.predicate import DEFAULT_THRESHOLDS, Predicate, Thresholds, compile_predicate
 from contactsync.automation.rules import (
     BUILTIN_SUBJECTS,
     ORDERED_OPS,
@@ -30,7 +31,7 @@ from contactsync.automation.rules import (
     depth,
 )
 from contactsync.automation.runtime import Runtime
-from contactsync.db.platform import actions, automations
+from contactsync.db.platform import actions, automations, fields, lead_status_thresholds, lists
 from contactsync.errors import NotFoundError, ValidationError
 
 MAX_DEPTH = 10
@@ -197,15 +198,47 @@ class Compiled:
 
 
 def compile_automation(conn: sa.Connection, rt: Runtime, automation: AutomationOut) -> Compiled:
-    types = {f.id: f.type for f in list_fields(conn, automation.list_id)}
-    thresholds = get_thresholds(conn, account_of_list(conn, automation.list_id))
-    keys = field_keys(conn, automation.list_id)
-    compiled = []
-    for action_id in conn.execute(
-        sa.select(actions.c.id).where(actions.c.automation_id == automation.id).order_by(actions.c.id)
-    ).scalars():
-        action = get_action(conn, int(action_id))
-        template = validate_settings(action.settings, keys, country_code=rt.default_country_code)
-        compiled.append(CompiledAction(action, template))
-    predicate = compile_predicate(automation.conditions, field_types=types, thresholds=thresholds)
-    return Compiled(automation, predicate, types, thresholds, tuple(compiled))
+    """One automation ready to evaluate."""
+    return compile_many(conn, rt, [automation])[0]
+
+
+def compile_many(conn: sa.Connection, rt: Runtime, autos: Sequence[AutomationOut]) -> list[Compiled]:
+    """Compile automations with four queries in all (fields, lists, thresholds, actions)."""
+    if not autos:
+        return []
+    list_ids = sorted({a.list_id for a in autos})
+    defs: dict[int, list[sa.Row[Any]]] = defaultdict(list)
+    for row in conn.execute(sa.select(fields).where(fields.c.list_id.in_(list_ids)).order_by(fields.c.id)):
+        defs[row.list_id].append(row)
+    account_of = dict(
+        conn.execute(sa.select(lists.c.id, lists.c.account_id).where(lists.c.id.in_(list_ids))).all()
+    )
+    levels: dict[int, list[tuple[int, str]]] = defaultdict(list)
+    for account_id, min_score, label in conn.execute(
+        sa.select(
+            lead_status_thresholds.c.account_id,
+            lead_status_thresholds.c.min_score,
+            lead_status_thresholds.c.label,
+        )
+        .where(lead_status_thresholds.c.account_id.in_(sorted(set(account_of.values()))))
+        .order_by(lead_status_thresholds.c.min_score)
+    ):
+        levels[account_id].append((min_score, label))
+    by_automation: dict[int, list[sa.Row[Any]]] = defaultdict(list)
+    for row in conn.execute(
+        sa.select(actions).where(actions.c.automation_id.in_([a.id for a in autos])).order_by(actions.c.id)
+    ):
+        by_automation[row.automation_id].append(row)
+    out = []
+    for a in autos:
+        types = {f.id: f.type for f in defs[a.list_id]}
+        keys = [f.shortcode_key for f in defs[a.list_id]] + [f"FIELD_{f.id}" for f in defs[a.list_id]]
+        thresholds = tuple(levels.get(account_of[a.list_id], ())) or DEFAULT_THRESHOLDS
+        compiled = []
+        for row in by_automation[a.id]:
+            action = action_from_row(row, n_fields=len(types))
+            template = validate_settings(action.settings, keys, country_code=rt.default_country_code)
+            compiled.append(CompiledAction(action, template))
+        predicate = compile_predicate(a.conditions, field_types=types, thresholds=thresholds)
+        out.append(Compiled(a, predicate, types, thresholds, tuple(compiled)))
+    return out

@@ -27,11 +27,18 @@ from contactsync.automation.activity import (
     record_entries,
     resolve_contacts,
 )
-from contactsync.automation.automations import Compiled, automation_from_row, compile_automation
+from contactsync.automation.automations import Compiled, automation_from_row, compile_many
 from contactsync.automation.contacts import ContactIn, UpsertResult, upsert_contact
-from contactsync.automation.payload_builder import build
+from contactsync.automation.payload_builder import PayloadOptions, Rendered, build
+from contactsync.automation.predicate import compile_prefilter
 from contactsync.automation.runtime import Runtime
-from contactsync.automation.snapshot import activity_needs, chunked, load_views
+from contactsync.automation.snapshot import (
+    activity_needs,
+    chunked,
+    field_needs,
+    load_activities,
+    load_contacts,
+)
 from contactsync.db.platform import automation_entries, automations, contacts
 from contactsync.delivery.outbox import enqueue
 
@@ -85,15 +92,6 @@ def save_contact(conn: sa.Connection, rt: Runtime, data: ContactIn) -> tuple[Ups
     return result, fire(conn, rt, [hit], now=now)
 
 
-def _applies(compiled: Compiled, hit: Hit) -> bool:
-    spec = compiled.automation.trigger
-    if spec.event != hit.trigger:
-        return False
-    if spec.ref_id is not None and spec.ref_id != hit.ref_id:
-        return False
-    return not spec.fields or bool(hit.fields.intersection(spec.fields))
-
-
 def fire(conn: sa.Connection, rt: Runtime, hits: Sequence[Hit], *, now: datetime) -> FireResult:
     """Evaluate the automations ``hits`` can trigger and enqueue the matches."""
     if not hits:
@@ -115,28 +113,66 @@ def fire(conn: sa.Connection, rt: Runtime, hits: Sequence[Hit], *, now: datetime
     ).all()
     if not rows:
         return FireResult()
-    compiled = [compile_automation(conn, rt, automation_from_row(r)) for r in rows]
+    by_trigger: dict[str, list[Hit]] = defaultdict(list)
+    for h in hits:
+        by_trigger[h.trigger].append(h)
     candidates: dict[int, list[int]] = {}
-    for c in compiled:
-        lst = c.automation.list_id
-        chosen = {h.contact_id for h in hits if list_of.get(h.contact_id) == lst and _applies(c, h)}
+    wanted = []
+    for row in rows:
+        auto = automation_from_row(row)
+        spec, lst = auto.trigger, auto.list_id
+        chosen = {
+            h.contact_id
+            for h in by_trigger[spec.event]
+            if list_of.get(h.contact_id) == lst
+            and (spec.ref_id is None or spec.ref_id == h.ref_id)
+            and (not spec.fields or not h.fields.isdisjoint(spec.fields))
+        }
         if chosen:
-            candidates[c.automation.id] = sorted(chosen)
+            candidates[auto.id] = sorted(chosen)
+            wanted.append(auto)
     if not candidates:
         return FireResult()
-    kinds, widest = activity_needs(
-        [c.automation.conditions for c in compiled if c.automation.id in candidates]
-    )
-    since = None if widest is None or not kinds else now - timedelta(days=widest)
+    compiled = compile_many(conn, rt, wanted)
     everyone = sorted({cid for ids in candidates.values() for cid in ids})
-    views = load_views(conn, everyone, kinds=kinds, since=since)
-    result = FireResult()
+    views = load_contacts(conn, everyone, field_ids=field_needs([c.automation.conditions for c in compiled]))
+    # decide on contact data first; load activity only for contacts it leaves undecided
+    decided: dict[int, list[int]] = {}
+    undecided: dict[int, list[int]] = {}
     for c in compiled:
-        matched = [cid for cid in candidates.get(c.automation.id, []) if c.predicate(views[cid], now)]
-        entered = enter(conn, rt, c, matched, now=now)
-        result.entries += len(entered.contact_ids)
-        result.transactionids.extend(entered.transactionids)
-    return result
+        pre = compile_prefilter(c.automation.conditions, field_types=c.field_types, thresholds=c.thresholds)
+        yes, maybe = [], []
+        for cid in candidates[c.automation.id]:
+            view = views.get(cid)
+            verdict = None if view is None else pre(view, now)
+            if verdict is None and view is not None:
+                maybe.append(cid)
+            elif verdict:
+                yes.append(cid)
+        decided[c.automation.id], undecided[c.automation.id] = yes, maybe
+    pending = [c for c in compiled if undecided[c.automation.id]]
+    if pending:
+        kinds, widest = activity_needs([c.automation.conditions for c in pending])
+        since = None if widest is None or not kinds else now - timedelta(days=widest)
+        load_activities(
+            conn,
+            views,
+            sorted({cid for c in pending for cid in undecided[c.automation.id]}),
+            kinds=kinds,
+            since=since,
+        )
+    groups = [
+        (
+            c,
+            sorted(
+                decided[c.automation.id]
+                + [cid for cid in undecided[c.automation.id] if c.predicate(views[cid], now)]
+            ),
+        )
+        for c in compiled
+    ]
+    entered = enter_many(conn, rt, groups, now=now)
+    return FireResult(entries=len(entered.contact_ids), transactionids=entered.transactionids)
 
 
 @dataclass(slots=True)
@@ -198,8 +234,10 @@ def _admit(
         ]
         if policy == "once":
             # the unique key decides, whatever raced us: only rows actually inserted come back
-            stmt = _insert_ignoring_duplicates(conn, automation_entries).values(rows)
-            out.extend(conn.execute(stmt.returning(automation_entries.c.contact_id)).scalars())
+            stmt = _insert_ignoring_duplicates(conn, automation_entries).returning(
+                automation_entries.c.contact_id
+            )
+            out.extend(conn.execute(stmt, rows).scalars())
         else:
             conn.execute(automation_entries.insert(), rows)
             out.extend(part)
@@ -216,23 +254,73 @@ def enter(
     manual_run_id: int | None = None,
 ) -> Entered:
     """Let matching contacts into the automation (re-entry permitting) and enqueue its actions."""
-    admitted = _admit(conn, compiled, contact_ids, now=now, manual_run_id=manual_run_id)
+    return enter_many(conn, rt, [(compiled, contact_ids)], now=now, manual_run_id=manual_run_id)
+
+
+def enter_many(
+    conn: sa.Connection,
+    rt: Runtime,
+    groups: Sequence[tuple[Compiled, Sequence[int]]],
+    *,
+    now: datetime,
+    manual_run_id: int | None = None,
+) -> Entered:
+    """:func:`enter` for several automations at once: payloads are built once per distinct action
+    options for all the contacts that need them, then stamped with each delivery's transactionid."""
+    admitted: list[tuple[Compiled, list[int]]] = []
+    for compiled, ids in groups:
+        if ids:
+            got = _admit(conn, compiled, ids, now=now, manual_run_id=manual_run_id)
+            if got:
+                admitted.append((compiled, got))
     if not admitted:
         return Entered()
-    a = compiled.automation
-    record_entries(conn, [(cid, a.id, a.name) for cid in admitted], now=now)
-    result = Entered(contact_ids=admitted)
-    for ca in compiled.actions:
-        tids = {cid: rt.ids.next() for cid in admitted}
-        rendered = build(conn, admitted, options=payload_options(ca.action.settings, rt), transactionids=tids)
-        requests = [
-            freeze_request(ca.action, ca.template, rendered[cid], automation_id=a.id, contact_id=cid, now=now)
-            for cid in admitted
-            if cid in rendered
-        ]
-        enqueue(conn, requests, now=now)
-        result.transactionids.extend(r.transactionid for r in requests)
+    record_entries(
+        conn, [(cid, c.automation.id, c.automation.name) for c, ids in admitted for cid in ids], now=now
+    )
+    needed: dict[PayloadOptions, set[int]] = defaultdict(set)
+    for c, ids in admitted:
+        for ca in c.actions:
+            needed[payload_options(ca.action.settings, rt)].update(ids)
+    built = {
+        options: build(conn, sorted(ids), options=options, transactionids=_Placeholder())
+        for options, ids in needed.items()
+    }
+    result = Entered()
+    requests = []
+    for c, ids in admitted:
+        result.contact_ids.extend(ids)
+        for ca in c.actions:
+            rendered = built[payload_options(ca.action.settings, rt)]
+            for cid in ids:
+                if cid not in rendered:
+                    continue  # deleted meanwhile
+                stamped = _stamp(rendered[cid], rt.ids.next())
+                requests.append(
+                    freeze_request(
+                        ca.action,
+                        ca.template,
+                        stamped,
+                        automation_id=c.automation.id,
+                        contact_id=cid,
+                        now=now,
+                    )
+                )
+    enqueue(conn, requests, now=now)
+    result.transactionids.extend(r.transactionid for r in requests)
     return result
+
+
+class _Placeholder(dict[int, int]):
+    """Transactionid 1 for every contact; each delivery gets its own through :func:`_stamp`."""
+
+    def __missing__(self, key: int) -> int:
+        return 1
+
+
+def _stamp(rendered: Rendered, tid: int) -> Rendered:
+    payload = rendered.payload.model_copy(update={"transactionid": tid})
+    return Rendered(payload, {**rendered.context, "TRANSACTIONID": str(tid)})
 
 
 def entries_by_automation(conn: sa.Connection, contact_id: int) -> dict[int, list[datetime]]:

@@ -20,7 +20,7 @@ from contactsync.automation.automations import Compiled, compile_automation, get
 from contactsync.automation.compile_sql import compile_sql
 from contactsync.automation.events import enter
 from contactsync.automation.runtime import Runtime
-from contactsync.automation.snapshot import activity_needs, load_views
+from contactsync.automation.snapshot import activity_needs, field_needs, load_views
 from contactsync.db.platform import contacts, manual_runs
 from contactsync.errors import NotFoundError, ValidationError
 
@@ -117,7 +117,7 @@ def _matches(
     if strategy == "python":
         kinds, widest = activity_needs([a.conditions])
         since = None if widest is None or not kinds else now - timedelta(days=widest)
-        views = load_views(conn, ids, kinds=kinds, since=since)
+        views = load_views(conn, ids, kinds=kinds, since=since, field_ids=field_needs([a.conditions]))
         return [cid for cid in ids if cid in views and compiled.predicate(views[cid], now)]
     where = compile_sql(
         a.conditions,

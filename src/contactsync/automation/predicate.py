@@ -182,3 +182,41 @@ def compile_predicate(
     if isinstance(node, FieldCondition):
         return _field(node, field_types, thresholds)
     return _activity(node)
+
+
+Prefilter = Callable[["ContactView", datetime], bool | None]
+
+
+def compile_prefilter(
+    node: Condition | None,
+    *,
+    field_types: Mapping[int, str],
+    thresholds: Thresholds = DEFAULT_THRESHOLDS,
+) -> Prefilter:
+    """The predicate without activity: ``True``/``False`` when contact data alone decides, ``None``
+    when activity could change the answer (three-valued AND/OR).
+
+    The event path evaluates it first and loads activity only for the undecided contacts.
+    """
+    if node is None:
+        return lambda _c, _now: True
+    if isinstance(node, ActivityCondition):
+        return lambda _c, _now: None
+    if isinstance(node, FieldCondition):
+        return _field(node, field_types, thresholds)
+    children = [
+        compile_prefilter(ch, field_types=field_types, thresholds=thresholds) for ch in node.conditions
+    ]
+    decisive = node.op == "or"  # the value that settles the group: True for OR, False for AND
+
+    def group(c: ContactView, now: datetime) -> bool | None:
+        unknown = False
+        for ch in children:
+            value = ch(c, now)
+            if value is None:
+                unknown = True
+            elif value is decisive:
+                return decisive
+        return None if unknown else not decisive
+
+    return group
