@@ -256,16 +256,20 @@ def _pieces(body: str | bytes, source: Source) -> list[tuple[str, str, str]]:
         raw = decoded
     elif b"+" in raw:
         raw = raw.translate(_PLUS)
-    parts = [piece.partition("=") for piece in _trim(_text(raw).split("&"), source)]
+    pieces = _trim(_text(raw).split("&"), source)
     if marked:
-        return [(_unmark(name), eq, _unmark(value)) for name, eq, value in parts]
-    return parts
+        return [_unmark(piece) if _MARK in piece else piece.partition("=") for piece in pieces]
+    return [piece.partition("=") for piece in pieces]
 
 
-def _unmark(text: str) -> str:
-    if _MARK in text:
-        text = text.replace("\x01a", "&").replace("\x01b", "=").replace("\x01c", _MARK)
-    return text
+def _unmark(piece: str) -> tuple[str, str, str]:
+    """Partition a piece that holds markers, then turn them back into what they stand for."""
+    name, eq, value = piece.partition("=")
+    return (
+        name.replace("\x01a", "&").replace("\x01b", "=").replace("\x01c", _MARK),
+        eq,
+        value.replace("\x01a", "&").replace("\x01b", "=").replace("\x01c", _MARK),
+    )
 
 
 def _pieces_slowly(raw: bytes, source: Source) -> list[tuple[str, str, str]]:
@@ -465,17 +469,26 @@ def decode(
     top: dict[str | int, Any] = {}
     arrays = _Arrays()
     appended = arrays.next  # stays empty unless a '[]' appended somewhere
+    last_parents: tuple[str | int, ...] | None = None
+    last_table = top
     for name, _, value in pieces:
         path = _path(name)
         if path is not None and not appended and len(path[0]) <= max_nesting:
-            table = top
-            for key in path[0]:  # inlined: the common case, a plain base[k1]…[kn] name
-                child = table.get(key)
-                if type(child) is not dict:
-                    child = table[key] = {}
-                table = child
-            table[path[1]] = value
+            # Inlined: the common case, a plain base[k1]…[kn] name. Siblings usually follow each
+            # other (fields[3][id], fields[3][name]); the previous piece cannot have detached its
+            # own array, so the same parents mean the same array.
+            parents, leaf = path
+            if parents != last_parents:
+                last_table = top
+                for key in parents:
+                    child = last_table.get(key)
+                    if type(child) is not dict:
+                        child = last_table[key] = {}
+                    last_table = child
+                last_parents = parents
+            last_table[leaf] = value
             continue
+        last_parents = None
         level = _register(top, name, value, max_nesting, arrays)
         if level and on_limit == "raise":
             depth = _depth(name)
