@@ -218,6 +218,15 @@ def _register_operator_commands() -> None:
 _register_operator_commands()
 
 
+def _register_api_commands() -> None:
+    from contactsync.api.commands import register as register_api
+
+    register_api(app)
+
+
+_register_api_commands()
+
+
 def main() -> None:
     """Entry point of the ``contactsync`` script."""
     try:

@@ -7,21 +7,16 @@ and test send performing one real signed attempt.
 from __future__ import annotations
 
 import json
-import threading
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import PlainTextResponse
-from starlette.routing import Route
 
 from contactsync.db import platform as t
 from support import run_php
-from support.api import Api, api_client
+from support.api import Api, Receiver, api_client
 from support.listener import serve
 
 PHP_DECODE = "parse_str(stream_get_contents(STDIN), $out); echo json_encode($out);"
@@ -118,24 +113,6 @@ def test_contact_then_event_leaves_one_outbox_row_php_decodes(db_url: str, php: 
         detail = api.ok("GET", f"/api/deliveries/{listed[0]['id']}")
         assert detail["body"].encode() == bytes(row.body)
         assert detail["attempts"] == []
-
-
-class Receiver:
-    """A local receiver recording what it got; answers 200 (or ``status``)."""
-
-    def __init__(self, status: int = 200) -> None:
-        self.status = status
-        self.got: list[tuple[dict[str, str], bytes]] = []
-        self.arrived = threading.Event()
-
-    async def endpoint(self, request: Request) -> PlainTextResponse:
-        self.got.append((dict(request.headers), await request.body()))
-        self.arrived.set()
-        return PlainTextResponse("thanks", status_code=self.status)
-
-    @property
-    def app(self) -> Starlette:
-        return Starlette(routes=[Route("/hook", self.endpoint, methods=["POST", "GET"])])
 
 
 @pytest.fixture

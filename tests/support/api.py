@@ -3,6 +3,7 @@ talking to the app served by a real uvicorn on 127.0.0.1."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -11,6 +12,10 @@ from typing import Any
 
 import httpx
 import sqlalchemy as sa
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route
 
 from contactsync.api import create_app
 from contactsync.api.keys import create_key
@@ -73,3 +78,21 @@ def api_client(db_url: str, *, run_dispatcher: bool = False, **settings: Any) ->
             yield Api(client, base_url, engine, account_id, key)
     finally:
         engine.dispose()
+
+
+class Receiver:
+    """A local receiver recording what it got; answers 200 (or ``status``)."""
+
+    def __init__(self, status: int = 200) -> None:
+        self.status = status
+        self.got: list[tuple[dict[str, str], bytes]] = []
+        self.arrived = threading.Event()
+
+    async def endpoint(self, request: Request) -> PlainTextResponse:
+        self.got.append((dict(request.headers), await request.body()))
+        self.arrived.set()
+        return PlainTextResponse("thanks", status_code=self.status)
+
+    @property
+    def app(self) -> Starlette:
+        return Starlette(routes=[Route("/hook", self.endpoint, methods=["POST", "GET"])])

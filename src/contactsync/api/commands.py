@@ -1,0 +1,138 @@
+"""CLI commands of the platform API: ``serve`` and ``keys create|list|revoke``.
+
+Settings come from ``CONTACTSYNC_*`` variables. ``keys create`` prints the new key alone on stdout
+(so ``KEY=$(contactsync keys create --name ci)`` works) and says on stderr that it is shown once.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+keys_app = typer.Typer(help="API keys: bearer keys for the REST API (stored hashed).", no_args_is_help=True)
+
+out = Console()
+err = Console(stderr=True)
+
+
+def _engine() -> tuple[Any, Any]:
+    from contactsync.db.engine import create_engine
+    from contactsync.db.migrate import upgrade
+    from contactsync.settings import Settings
+
+    settings = Settings()
+    engine = create_engine(settings.database_url)
+    upgrade(engine, side="platform")
+    return settings, engine
+
+
+def serve_command(
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on."),
+    port: int = typer.Option(8000, "--port", help="TCP port."),
+    with_worker: bool = typer.Option(
+        False,
+        "--with-worker",
+        help="Run one delivery dispatcher in this process (the embedded SQLite set-up).",
+    ),
+    log_level: str = typer.Option("info", "--log-level", help="uvicorn log level."),
+) -> None:
+    """Migrate the platform schema, then serve the REST API (/api, OpenAPI at /api/openapi.json).
+
+    The admin UI is mounted at / when CONTACTSYNC_ADMIN_PASSWORD is set.
+    """
+    import uvicorn
+
+    from contactsync.api.app import create_app
+    from contactsync.automation.runtime import Runtime
+
+    settings, engine = _engine()
+    if with_worker and engine.dialect.name != "sqlite":
+        err.print(
+            "note: with PostgreSQL, `contactsync worker` processes can run beside this one", highlight=False
+        )
+    runtime = Runtime.create(settings, engine=engine)
+    app = create_app(settings, engine=engine, runtime=runtime, run_dispatcher=with_worker)
+    if settings.admin_password:
+        from contactsync.web import create_web_app
+
+        ctx = app.state.contactsync
+        app.mount("/", create_web_app(settings, engine=engine, runtime=runtime, on_enqueue=ctx.wake))
+    try:
+        uvicorn.run(app, host=host, port=port, log_level=log_level, lifespan="on")
+    finally:
+        engine.dispose()
+
+
+@keys_app.command("create")
+def keys_create(
+    name: str = typer.Option(..., "--name", help="What the key is for (shown in listings)."),
+    account: int | None = typer.Option(
+        None, "--account", help="Account id (default: the only account, created on first use)."
+    ),
+) -> None:
+    """Create a key and print it once; only its SHA-256 digest is stored."""
+    from contactsync.api import keys
+    from contactsync.automation.runtime import utc_now
+
+    _settings, engine = _engine()
+    try:
+        with engine.begin() as conn:
+            now = utc_now()
+            account_id = account if account is not None else keys.default_account(conn, now=now)
+            created = keys.create_key(conn, account_id=account_id, name=name[:200], now=now)
+    finally:
+        engine.dispose()
+    err.print(
+        f"key {created.id} ({created.prefix}) for account {created.account_id}: shown once, store it now",
+        highlight=False,
+    )
+    typer.echo(created.key)
+
+
+@keys_app.command("list")
+def keys_list() -> None:
+    """Every key with its prefix, account, creation, last use and revocation."""
+    from contactsync.api import keys
+
+    _settings, engine = _engine()
+    try:
+        with engine.connect() as conn:
+            found = keys.list_keys(conn)
+    finally:
+        engine.dispose()
+    table = Table("id", "prefix", "account", "name", "created", "last used", "revoked")
+    for k in found:
+        table.add_row(
+            str(k.id),
+            k.prefix,
+            str(k.account_id),
+            k.name,
+            f"{k.created_at:%Y-%m-%d %H:%M}",
+            f"{k.last_used_at:%Y-%m-%d %H:%M}" if k.last_used_at else "",
+            f"{k.revoked_at:%Y-%m-%d %H:%M}" if k.revoked_at else "",
+        )
+    out.print(table)
+
+
+@keys_app.command("revoke")
+def keys_revoke(key_id: int = typer.Argument(..., help="Id from `keys list`.")) -> None:
+    """Revoke a key at once."""
+    from contactsync.api import keys
+    from contactsync.automation.runtime import utc_now
+
+    _settings, engine = _engine()
+    try:
+        with engine.begin() as conn:
+            revoked = keys.revoke_key(conn, key_id, now=utc_now())
+    finally:
+        engine.dispose()
+    typer.echo(f"revoked key {revoked.id} ({revoked.prefix})")
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``serve`` and ``keys`` to the root CLI."""
+    app.command("serve")(serve_command)
+    app.add_typer(keys_app, name="keys")
