@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 
 import httpx
 import pytest
@@ -18,7 +18,7 @@ from contactsync.db.migrate import upgrade
 from contactsync.errors import ConfigError
 from contactsync.listener.app import create_app
 from contactsync.listener.handlers import Runner, load_handler, replay
-from contactsync.listener.inbox import Inbox, InboxEntry
+from contactsync.listener.inbox import Inbox, InboxEntry, Stored
 from contactsync.listener.projection import Projection
 from contactsync.settings import Settings
 from contactsync.wire.payload import SyncPayload
@@ -38,49 +38,33 @@ def _entry(tid: int) -> InboxEntry:
     return InboxEntry(str(tid), 1, "POST", "application/x-www-form-urlencoded", "", "{}", b"x", "127.0.0.1")
 
 
-@contextmanager
-def _write_lock(engine: sa.Engine) -> Iterator[None]:
-    """Hold the inbox's write lock, so the writer blocks on its first batch while requests pile up."""
-    with engine.connect() as conn:
-        if engine.dialect.name == "sqlite":
-            conn.exec_driver_sql("SELECT 1")  # the engine's begin hook takes the lock (BEGIN IMMEDIATE)
-        else:
-            conn.begin()
-            conn.exec_driver_sql("LOCK TABLE listener_inbox IN EXCLUSIVE MODE")
-        try:
-            yield
-        finally:
-            conn.rollback()
-
-
-def test_concurrent_requests_share_commits_and_duplicates_are_stored_once(db_url: str) -> None:
+def test_concurrent_requests_share_one_commit_and_duplicates_are_stored_once(db_url: str) -> None:
     engine = create_engine(db_url)
     upgrade(engine, side="listener")
-    inbox = Inbox(engine, handler_names=["sql", "crm"])
-    inbox.start()
     tids = [1000 + n % 150 for n in range(200)]
-    locker = create_engine(db_url)
-    try:
-        with _write_lock(locker):
-            futures = [inbox.submit(_entry(tid)) for tid in tids]
-        results = [f.result(timeout=60) for f in futures]
-    finally:
-        inbox.close()
-        locker.dispose()
-    assert inbox.commits <= 2
+
+    async def burst() -> tuple[Inbox, list[Stored]]:
+        inbox = Inbox(engine, handler_names=["sql", "crm"])
+        inbox.start()
+        try:
+            return inbox, list(await asyncio.gather(*(inbox.store(_entry(tid)) for tid in tids)))
+        finally:
+            await inbox.close()
+
+    inbox, results = asyncio.run(burst())
+    assert inbox.commits == 1
     stored = [tid for tid, r in zip(tids, results, strict=True) if not r.duplicate]
     assert sorted(stored) == sorted(set(tids))
     assert sum(r.duplicate for r in results) == 50
     with engine.connect() as conn:
         assert conn.execute(sa.select(sa.func.count()).select_from(t.inbox)).scalar_one() == 150
         assert conn.execute(sa.select(sa.func.count()).select_from(t.handler_runs)).scalar_one() == 300
-    # a second inbox (another process) sees the first one's rows as duplicates
+    # another inbox (another process) sees the first one's rows as duplicates
     again = Inbox(engine, handler_names=["sql"])
-    again.start()
-    try:
-        assert again.submit(_entry(1000)).result(timeout=60).duplicate
-    finally:
-        again.close()
+    first = again.write([_entry(1000), _entry(9999)])
+    assert first[0] == Stored(None, True)
+    assert not first[1].duplicate
+    assert again.write([_entry(9999)]) == [Stored(None, True)]
     engine.dispose()
 
 
@@ -173,12 +157,10 @@ def test_handlers_load_by_dotted_path_and_unknown_names_fail_clearly() -> None:
 def test_several_workers_on_one_database_never_run_a_handler_twice(db_url: str) -> None:
     engine = create_engine(db_url)
     upgrade(engine, side="listener")
-    inbox = Inbox(engine, handler_names=["h"])
-    inbox.start()
     body = payload(1).to_form().encode()
-    for n in range(60):
-        inbox.submit(InboxEntry(str(n + 1), 1, "POST", "", "", "{}", body, "")).result(timeout=60)
-    inbox.close()
+    Inbox(engine, handler_names=["h"]).write(
+        [InboxEntry(str(n + 1), 1, "POST", "", "", "{}", body, "") for n in range(60)]
+    )
 
     def parse(run: object) -> SyncPayload:
         return payload(1)

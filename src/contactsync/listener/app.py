@@ -61,6 +61,8 @@ def _json(status: int, body: Mapping[str, Any], headers: Mapping[str, str] | Non
 
 
 NOT_FOUND = b'{"error":"not_found"}'
+ACCEPTED = b'{"ok":true,"duplicate":false,"transactionid":"%d"}'
+DUPLICATE = b'{"ok":true,"duplicate":true,"transactionid":"%d"}'
 
 
 def _not_found() -> Response:
@@ -167,7 +169,7 @@ def create_app(
             yield
         finally:
             await runner.stop()
-            inbox.close()
+            await inbox.close()
             for handler in chosen.values():
                 close = getattr(handler, "close", None)
                 if callable(close):
@@ -311,6 +313,5 @@ async def _sync(request: Request) -> Response:
         state.metrics.duplicates.inc()
     else:
         state.metrics.received.inc()
-    return _json(
-        200, {"ok": True, "duplicate": stored.duplicate, "transactionid": str(payload.transactionid)}
-    )
+    template = DUPLICATE if stored.duplicate else ACCEPTED
+    return Response(template % payload.transactionid, 200, media_type="application/json")

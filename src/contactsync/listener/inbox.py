@@ -1,20 +1,17 @@
 """The durable inbox with group commit: a request is committed before its 2xx, many per transaction.
 
-One writer thread owns the write path. Request handlers hand it an :class:`InboxEntry` and wait on
-a future; the writer drains everything queued since its last commit into one transaction (so N
-concurrent requests cost one commit, not N), inserts the new rows and their handler runs, commits,
-and only then resolves the futures. A transactionid already stored (or repeated inside the batch)
-resolves as a duplicate; the unique key on ``transactionid`` is the final arbiter, also between
-several listener processes sharing one PostgreSQL.
+Request handlers hand an :class:`InboxEntry` to :meth:`Inbox.store` and wait; everything queued
+since the last commit goes into one transaction (so N concurrent requests cost one commit, not N):
+the new rows and their handler runs are inserted, committed, and only then are the waiters resolved.
+A transactionid already stored (or repeated inside the batch) resolves as a duplicate; the unique key
+on ``transactionid`` is the final arbiter, also between listener processes sharing one PostgreSQL.
 """
 
 from __future__ import annotations
 
 import asyncio
-import queue
-import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import sqlalchemy as sa
@@ -61,11 +58,16 @@ class Stored:
     duplicate: bool
 
 
-_Item = tuple[InboxEntry, "Future[Stored]"]
+_Item = tuple[InboxEntry, "asyncio.Future[Stored]"]
 
 
 class Inbox:
-    """Group-committing writer of inbox rows (and one pending run per handler for each new row)."""
+    """Group-committing writer of inbox rows (and one pending run per handler for each new row).
+
+    Requests wait on the event loop; a single flusher task takes everything pending, commits it in a
+    one-thread executor (one hand-off per batch, not per request), and resolves the waiters. While a
+    commit is in flight the next batch accumulates, so the batch grows with the load.
+    """
 
     def __init__(
         self,
@@ -79,66 +81,60 @@ class Inbox:
         self._handler_names = tuple(handler_names)
         self._max_batch = max_batch
         self._on_commit = on_commit
-        self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
-        self._closed = False
+        self._pending: list[_Item] = []
+        self._flusher: asyncio.Task[None] | None = None
+        self._executor: ThreadPoolExecutor | None = None
         self.commits = 0
         """Transactions committed so far (the group-commit ratio is ``stored / commits``)."""
 
     def start(self) -> None:
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="contactsync-inbox", daemon=True)
-            self._thread.start()
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="contactsync-inbox")
 
-    def close(self) -> None:
-        """Finish what is queued, then stop the writer."""
-        self._closed = True
-        if self._thread is not None:
-            self._queue.put(None)
-            self._thread.join()
-            self._thread = None
-
-    def submit(self, entry: InboxEntry) -> Future[Stored]:
-        """Queue ``entry``; the future resolves once its transaction is committed."""
-        if self._closed or self._thread is None:
-            raise ListenerError("the inbox is not running")
-        future: Future[Stored] = Future()
-        self._queue.put((entry, future))
-        return future
+    async def close(self) -> None:
+        """Commit what is pending, then stop the writer thread."""
+        if self._flusher is not None:
+            await asyncio.shield(self._flusher)
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+            self._executor = None
 
     async def store(self, entry: InboxEntry) -> Stored:
-        """Await the durable storage of ``entry`` from an event loop."""
-        return await asyncio.wrap_future(self.submit(entry))
+        """Return once ``entry`` is committed (or known to be a duplicate)."""
+        if self._executor is None:
+            raise ListenerError("the inbox is not running")
+        future: asyncio.Future[Stored] = asyncio.get_running_loop().create_future()
+        self._pending.append((entry, future))
+        if self._flusher is None:
+            self._flusher = asyncio.create_task(self._flush(), name="contactsync-inbox-flush")
+        return await future
 
-    def _run(self) -> None:
-        stop = False
-        while not stop:
-            first = self._queue.get()
-            if first is None:
-                break
-            batch = [first]
-            while len(batch) < self._max_batch:
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if item is None:
-                    stop = True
-                    break
-                batch.append(item)
-            self._write(batch)
+    def write(self, entries: list[InboxEntry]) -> list[Stored]:
+        """Commit ``entries`` in one transaction, from any thread (tools and tests)."""
+        return self._commit_with_retry(entries)
 
-    def _write(self, batch: list[_Item]) -> None:
+    async def _flush(self) -> None:
+        loop = asyncio.get_running_loop()
         try:
-            results = self._commit_with_retry([entry for entry, _ in batch])
-        except StorageError as exc:
-            for _, future in batch:
-                future.set_exception(exc)
-            return
-        for (_, future), result in zip(batch, results, strict=True):
-            future.set_result(result)
-        if self._on_commit is not None:
-            self._on_commit(sum(1 for r in results if not r.duplicate))
+            while self._pending:
+                batch = self._pending[: self._max_batch]
+                del self._pending[: self._max_batch]
+                try:
+                    results = await loop.run_in_executor(
+                        self._executor, self._commit_with_retry, [entry for entry, _ in batch]
+                    )
+                except StorageError as exc:
+                    for _, future in batch:
+                        if not future.done():
+                            future.set_exception(exc)
+                    continue
+                for (_, future), result in zip(batch, results, strict=True):
+                    if not future.done():
+                        future.set_result(result)
+                if self._on_commit is not None:
+                    self._on_commit(sum(1 for r in results if not r.duplicate))
+        finally:
+            self._flusher = None
 
     def _commit_with_retry(self, entries: list[InboxEntry]) -> list[Stored]:
         # A concurrent writer in another process may insert one of our transactionids between our
@@ -157,40 +153,11 @@ class Inbox:
         first_of: dict[str, int] = {}
         for position, entry in enumerate(entries):
             first_of.setdefault(entry.transactionid, position)
+        fresh = [entries[p] for p in first_of.values()]
         with self._engine.begin() as conn:
-            existing = set(
-                conn.execute(
-                    sa.select(inbox.c.transactionid).where(inbox.c.transactionid.in_(list(first_of)))
-                ).scalars()
-            )
-            fresh = [entries[p] for tid, p in first_of.items() if tid not in existing]
-            ids: dict[str, int] = {}
-            if fresh:
-                conn.execute(sa.insert(inbox), [entry.row() for entry in fresh])
-                ids = {
-                    tid: rid
-                    for rid, tid in conn.execute(
-                        sa.select(inbox.c.id, inbox.c.transactionid).where(
-                            inbox.c.transactionid.in_([e.transactionid for e in fresh])
-                        )
-                    )
-                }
-                if self._handler_names:
-                    conn.execute(
-                        sa.insert(handler_runs),
-                        [
-                            {
-                                "inbox_id": ids[entry.transactionid],
-                                "handler": name,
-                                "state": STATE_PENDING,
-                                "attempts": 0,
-                                "next_attempt_at_ms": entry.received_at_ms,
-                                "received_at_ms": entry.received_at_ms,
-                            }
-                            for entry in fresh
-                            for name in self._handler_names
-                        ],
-                    )
+            ids = _insert_new(conn, fresh)
+            if ids and self._handler_names:
+                _insert_runs(conn, fresh, ids, self._handler_names)
         self.commits += 1
         return [
             Stored(ids[entry.transactionid], False)
@@ -198,3 +165,79 @@ class Inbox:
             else Stored(None, True)
             for position, entry in enumerate(entries)
         ]
+
+
+_COLUMNS = (
+    "transactionid",
+    "received_at_ms",
+    "method",
+    "content_type",
+    "query",
+    "headers",
+    "body",
+    "source_address",
+)
+_RUN_COLUMNS = ("inbox_id", "handler", "state", "attempts", "next_attempt_at_ms", "received_at_ms")
+
+
+def _placeholder(conn: sa.Connection) -> str:
+    return "?" if conn.dialect.paramstyle == "qmark" else "%s"
+
+
+def _insert_new(conn: sa.Connection, fresh: list[InboxEntry]) -> dict[str, int]:
+    """Insert the entries whose transactionid is new; their inbox ids by transactionid.
+
+    This is the hot path of every request, so SQLite and PostgreSQL get one plain multi-row
+    ``INSERT … ON CONFLICT DO NOTHING RETURNING`` sent straight to the driver (building it through
+    the SQL expression layer cost more than the insert itself). Elsewhere: look up, insert, look up.
+    """
+    if conn.dialect.name in ("sqlite", "postgresql"):
+        mark = _placeholder(conn)
+        row = "(" + ", ".join([mark] * len(_COLUMNS)) + ")"
+        sql = (
+            f"INSERT INTO {inbox.name} ({', '.join(_COLUMNS)}) VALUES {', '.join([row] * len(fresh))}"
+            " ON CONFLICT (transactionid) DO NOTHING RETURNING id, transactionid"
+        )
+        params = tuple(
+            value
+            for e in fresh
+            for value in (
+                e.transactionid,
+                e.received_at_ms,
+                e.method,
+                e.content_type,
+                e.query,
+                e.headers,
+                e.body,
+                e.source_address,
+            )
+        )
+        return {tid: rid for rid, tid in conn.exec_driver_sql(sql, params)}
+    rows = [entry.row() for entry in fresh]
+    tids = [entry.transactionid for entry in fresh]
+    existing = set(
+        conn.execute(sa.select(inbox.c.transactionid).where(inbox.c.transactionid.in_(tids))).scalars()
+    )
+    new_rows = [row for row in rows if row["transactionid"] not in existing]
+    if not new_rows:
+        return {}
+    conn.execute(sa.insert(inbox), new_rows)
+    query = sa.select(inbox.c.id, inbox.c.transactionid).where(
+        inbox.c.transactionid.in_([row["transactionid"] for row in new_rows])
+    )
+    return {tid: rid for rid, tid in conn.execute(query)}
+
+
+def _insert_runs(
+    conn: sa.Connection, fresh: list[InboxEntry], ids: dict[str, int], names: Sequence[str]
+) -> None:
+    """One pending run per (new entry, handler), due at once."""
+    mark = _placeholder(conn)
+    sql = f"INSERT INTO {handler_runs.name} ({', '.join(_RUN_COLUMNS)}) VALUES ({', '.join([mark] * 6)})"
+    rows = [
+        (ids[e.transactionid], name, STATE_PENDING, 0, e.received_at_ms, e.received_at_ms)
+        for e in fresh
+        if e.transactionid in ids
+        for name in names
+    ]
+    conn.exec_driver_sql(sql, rows)

@@ -1,0 +1,384 @@
+"""Listener throughput with wrk at 64 connections: ours vs the ceiling and vs the PHP page it replaces.
+
+One run, four servers on 127.0.0.1, each loaded by ``wrk -c64`` with the same pre-built requests (every
+request a distinct contact and transactionid, so ours really stores each one):
+
+* ``bare``: a Starlette endpoint that only reads the body and answers 200 (the ceiling), uvicorn;
+* ``ours_sqlite``: the listener with signature check, PHP-form decode, validation and the durable
+  group-commit inbox on SQLite (fsync per commit), the SQL projection running in the same process;
+* ``ours_pg``: the same with the inbox and projection on PostgreSQL;
+* ``php``: the hand-written peer the help article implies — a PHP page under php-fpm + nginx that reads
+  ``$_POST`` and inserts the contact into MariaDB (no signature check, no dedupe).
+
+Python servers run as one uvicorn process each (``--workers`` to change); php-fpm runs its usual pool of
+processes. Requests are signed ahead of time (Standard Webhooks, fresh for 5 minutes); a Lua script
+hands each wrk thread its own share. Prints req/s and latency per server, then
+``ours_vs_bare`` and ``ours_vs_php`` (goals ≥ 0.5 and ≥ 2) and our p99.
+
+Run: ``python bench/listener.py [--duration-s 10] [--connections 64] [--workers 1]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+TOKEN = "bench-" + "k" * 40
+SECRET = "whsec_" + "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+PG_ADMIN = os.environ.get("CONTACTSYNC_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
+MARIADB = {"host": "127.0.0.1", "port": 3306, "user": "root", "password": ""}
+
+LUA = r"""
+local counter = 0
+local threads = {}
+function setup(thread)
+  thread:set("me", counter)
+  counter = counter + 1
+  table.insert(threads, thread)
+end
+function init(args)
+  local file, nthreads, path = args[1], tonumber(args[2]), args[3]
+  requests, n, i = {}, 0, 0
+  local line_no = 0
+  for line in io.lines(file) do
+    if line_no % nthreads == me then
+      local tid, stamp, sig, body = string.match(line, "^([^\t]*)\t([^\t]*)\t([^\t]*)\t(.*)$")
+      local headers = {
+        ["Content-Type"] = "application/x-www-form-urlencoded",
+        ["webhook-id"] = tid, ["webhook-timestamp"] = stamp, ["webhook-signature"] = sig,
+      }
+      n = n + 1
+      requests[n] = wrk.format("POST", path, headers, body)
+    end
+    line_no = line_no + 1
+  end
+end
+function request()
+  i = i + 1
+  if i > n then i = 1; wrapped = true end
+  return requests[i]
+end
+"""
+
+PHP_PAGE = r"""<?php
+// What the help article has every customer write: read $_POST, insert the contact.
+$db = new PDO('mysql:host=127.0.0.1;port=3306;dbname=%(db)s', 'root', '');
+$c = $_POST['contact'];
+$st = $db->prepare('INSERT INTO contacts (transactionid, contact_id, email, phone, profile_url)'
+    . ' VALUES (?, ?, ?, ?, ?)');
+$st->execute([$_POST['transactionid'], $c['id'], $c['email'], $c['phone'], $c['profile_url']]);
+echo 'OK';
+"""
+
+
+def bare_app() -> object:
+    """The ceiling: read the body, answer 200."""
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import Response
+    from starlette.routing import Route
+
+    async def endpoint(request: Request) -> Response:
+        await request.body()
+        return Response(b'{"ok":true}', media_type="application/json")
+
+    return Starlette(routes=[Route("/sync/{token}", endpoint, methods=["POST"])])
+
+
+@dataclass
+class Result:
+    name: str
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    requests: int
+    non_2xx: int
+    errors: str
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _wait_port(port: int, process: subprocess.Popen[bytes] | None, what: str, log: Path) -> None:
+    deadline = time.monotonic() + 60
+    while True:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"{what} exited: {log.read_text()[-2000:]}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{what} did not start") from None
+            time.sleep(0.05)
+
+
+@contextlib.contextmanager
+def _process(command: list[str], *, env: dict[str, str], log: Path, port: int, what: str) -> Iterator[None]:
+    with log.open("ab") as out:
+        process = subprocess.Popen(
+            command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    try:
+        _wait_port(port, process, what, log)
+        yield
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def _ms(value: str, unit: str) -> float:
+    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[unit]
+
+
+def _wrk(name: str, url: str, path: str, args: argparse.Namespace, requests_file: Path, lua: Path) -> Result:
+    command = ["wrk", f"-t{args.threads}", f"-c{args.connections}", f"-d{args.duration_s}s", "--latency"]
+    command += ["-s", str(lua), url, "--", str(requests_file), str(args.threads), path]
+    out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    lat: dict[str, float] = {}
+    for pct, value, unit in re.findall(r"^\s+(50|99)\.?0*%\s+([\d.]+)(us|ms|s|m)\s*$", out, re.M):
+        lat[pct] = _ms(value, unit)
+    total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    non_2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    errors = re.search(r"Socket errors:.*", out)
+    return Result(
+        name,
+        rps,
+        lat.get("50", float("nan")),
+        lat.get("99", float("nan")),
+        total,
+        int(non_2xx.group(1)) if non_2xx else 0,
+        errors.group(0) if errors else "",
+    )
+
+
+def _requests_file(path: Path, count: int) -> None:
+    """``count`` distinct signed requests, one per line: tid, timestamp, signature, body."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from contactsync.wire import signing
+    from contactsync.wire.payload import SyncPayload
+
+    key = signing.parse_secret(SECRET)
+    stamp = int(time.time())
+    base = 7_300_000_000_000_000_000
+    with path.open("w") as out:
+        for n in range(count):
+            tid = base + n
+            body = SyncPayload.from_wire(
+                {
+                    "transactionid": str(tid),
+                    "contact": {
+                        "id": 100_000 + n,
+                        "email": f"contact{n}@example.com",
+                        "phone": "+15551234567",
+                        "profile_url": f"https://platform.example/contacts/{100_000 + n}",
+                    },
+                    "fields": [
+                        {"id": 1, "name": "First Name", "value": "Jane"},
+                        {"id": 2, "name": "Last Name", "value": "Doe"},
+                    ],
+                    "lead-status": {"score": 40, "label": "Warm"},
+                }
+            ).to_form()
+            sig = signing.sign(key, msg_id=str(tid), timestamp=stamp, content=body)
+            out.write(f"{tid}\t{stamp}\t{sig}\t{body}\n")
+
+
+def _uvicorn(target: str, port: int, workers: int, *, factory: bool, app_dir: str | None = None) -> list[str]:
+    command = [sys.executable, "-m", "uvicorn", target, "--host", "127.0.0.1", "--port", str(port)]
+    command += ["--log-level", "warning", "--no-access-log", "--workers", str(workers)]
+    if factory:
+        command.append("--factory")
+    if app_dir:
+        command += ["--app-dir", app_dir]
+    return command
+
+
+def _ours(
+    name: str, db_url: str, args: argparse.Namespace, tmp: Path, requests_file: Path, lua: Path
+) -> Result:
+    import sqlalchemy as sa
+
+    from contactsync.db import listener as tables
+    from contactsync.db.engine import create_engine
+    from contactsync.db.migrate import upgrade
+
+    upgrade(db_url, side="listener")  # once, before several workers race to create the schema
+    port = _free_port()
+    env = {
+        **os.environ,
+        "CONTACTSYNC_LISTENER_DATABASE_URL": db_url,
+        "CONTACTSYNC_LISTENER_TOKEN": TOKEN,
+        "CONTACTSYNC_LISTENER_SECRET": SECRET,
+        "CONTACTSYNC_LISTENER_PROJECTION": "false" if args.no_projection else "true",
+    }
+    command = _uvicorn("contactsync.listener.serve:app_from_env", port, args.workers, factory=True)
+    with _process(command, env=env, log=tmp / f"{name}.log", port=port, what=name):
+        result = _wrk(name, f"http://127.0.0.1:{port}", f"/sync/{TOKEN}", args, requests_file, lua)
+    engine = create_engine(db_url)
+    with engine.connect() as conn:
+        stored = conn.execute(sa.select(sa.func.count()).select_from(tables.inbox)).scalar_one()
+    engine.dispose()
+    if stored < result.requests - result.non_2xx - args.connections:
+        raise RuntimeError(f"{name}: {result.requests} requests but only {stored} stored")
+    return result
+
+
+@contextlib.contextmanager
+def _pg_database() -> Iterator[str]:
+    import psycopg
+
+    admin = psycopg.connect(PG_ADMIN, autocommit=True, connect_timeout=3)
+    name = "cs_bench_" + uuid.uuid4().hex[:10]
+    admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield PG_ADMIN.rsplit("/", 1)[0] + "/" + name
+    finally:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()
+
+
+def _php(args: argparse.Namespace, tmp: Path, requests_file: Path, lua: Path) -> Result:
+    import pymysql
+
+    fpm = shutil.which("php-fpm8.2") or shutil.which("php-fpm")
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    if fpm is None:
+        raise RuntimeError("php-fpm is not installed")
+    db = "cs_bench_" + uuid.uuid4().hex[:10]
+    admin = pymysql.connect(**MARIADB, autocommit=True)  # type: ignore[arg-type]
+    with admin.cursor() as cur:
+        cur.execute(f"CREATE DATABASE `{db}` CHARACTER SET utf8mb4")
+        cur.execute(
+            f"CREATE TABLE `{db}`.contacts (id BIGINT AUTO_INCREMENT PRIMARY KEY, transactionid VARCHAR(32),"
+            " contact_id VARCHAR(32), email VARCHAR(320), phone VARCHAR(64), profile_url TEXT)"
+        )
+    www = tmp / "www"
+    www.mkdir()
+    (www / "index.php").write_text(PHP_PAGE % {"db": db})
+    port = _free_port()
+    sock = tmp / "fpm.sock"
+    (tmp / "fpm.conf").write_text(
+        f"[global]\npid = {tmp}/fpm.pid\nerror_log = {tmp}/fpm.log\ndaemonize = no\n"
+        f"[www]\nuser = root\ngroup = root\nlisten = {sock}\npm = static\n"
+        f"pm.max_children = {args.php_children}\ncatch_workers_output = yes\n"
+    )
+    (tmp / "nginx.conf").write_text(
+        f"worker_processes 1;\ndaemon off;\nuser root root;\npid {tmp}/nginx.pid;\n"
+        f"error_log {tmp}/nginx.log;\n"
+        "events { worker_connections 1024; }\n"
+        "http {\n  access_log off;\n"
+        f"  client_body_temp_path {tmp}/body; fastcgi_temp_path {tmp}/fcgi; proxy_temp_path {tmp}/proxy;\n"
+        f"  uwsgi_temp_path {tmp}/uwsgi; scgi_temp_path {tmp}/scgi;\n"
+        f"  server {{\n    listen 127.0.0.1:{port};\n    root {www};\n"
+        "    location / {\n      include /etc/nginx/fastcgi_params;\n"
+        f"      fastcgi_param SCRIPT_FILENAME {www}/index.php;\n      fastcgi_pass unix:{sock};\n"
+        "    }\n  }\n}\n"
+    )
+    try:
+        fpm_log = tmp / "fpm.out"
+        with fpm_log.open("ab") as out:
+            fpm_process = subprocess.Popen(
+                [fpm, "-R", "-F", "-y", str(tmp / "fpm.conf")], stdout=out, stderr=subprocess.STDOUT
+            )
+        try:
+            deadline = time.monotonic() + 30
+            while not sock.exists():
+                if fpm_process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"php-fpm did not start: {fpm_log.read_text()[-2000:]}")
+                time.sleep(0.05)
+            command = [nginx, "-c", str(tmp / "nginx.conf"), "-p", str(tmp)]
+            with _process(command, env=dict(os.environ), log=tmp / "nginx.out", port=port, what="nginx"):
+                result = _wrk("php", f"http://127.0.0.1:{port}", "/index.php", args, requests_file, lua)
+        finally:
+            fpm_process.terminate()
+            fpm_process.wait(30)
+        with admin.cursor() as cur:
+            cur.execute(f"SELECT COUNT(*) FROM `{db}`.contacts")
+            (stored,) = cur.fetchone()  # type: ignore[misc]
+        if stored < result.requests - result.non_2xx - args.connections:
+            raise RuntimeError(f"php: {result.requests} requests but only {stored} rows")
+        return result
+    finally:
+        with admin.cursor() as cur:
+            cur.execute(f"DROP DATABASE IF EXISTS `{db}`")
+        admin.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration-s", type=int, default=10)
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--workers", type=int, default=1, help="uvicorn processes per Python server")
+    parser.add_argument("--php-children", type=int, default=16)
+    parser.add_argument("--requests", type=int, default=120_000, help="distinct pre-signed requests")
+    parser.add_argument("--no-projection", action="store_true", help="inbox only, no SQL projection")
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        sys.exit("wrk is not installed (Debian package wrk)")
+    with tempfile.TemporaryDirectory(prefix="cs-bench-listener-") as tmp_name:
+        tmp = Path(tmp_name)
+        requests_file, lua = tmp / "requests.tsv", tmp / "requests.lua"
+        _requests_file(requests_file, args.requests)
+        lua.write_text(LUA)
+        results: dict[str, Result] = {}
+        port = _free_port()
+        here = str(Path(__file__).resolve().parent)
+        with _process(
+            _uvicorn("listener:bare_app", port, args.workers, factory=True, app_dir=here),
+            env=dict(os.environ),
+            log=tmp / "bare.log",
+            port=port,
+            what="bare",
+        ):
+            results["bare"] = _wrk(
+                "bare", f"http://127.0.0.1:{port}", f"/sync/{TOKEN}", args, requests_file, lua
+            )
+        results["ours_sqlite"] = _ours(
+            "ours_sqlite", f"sqlite:///{tmp}/listener.db", args, tmp, requests_file, lua
+        )
+        with _pg_database() as pg_url:
+            results["ours_pg"] = _ours("ours_pg", pg_url, args, tmp, requests_file, lua)
+        results["php"] = _php(args, tmp, requests_file, lua)
+    print(
+        f"wrk -t{args.threads} -c{args.connections} -d{args.duration_s}s, uvicorn workers={args.workers}, "
+        f"php-fpm children={args.php_children}, projection={'off' if args.no_projection else 'on'}"
+    )
+    for r in results.values():
+        print(
+            f"  {r.name:<12} {r.rps:>9.0f} req/s   p50 {r.p50_ms:7.2f} ms   p99 {r.p99_ms:7.2f} ms   "
+            f"requests {r.requests}  non-2xx {r.non_2xx}  {r.errors}"
+        )
+    bare, php = results["bare"].rps, results["php"].rps
+    for name in ("ours_sqlite", "ours_pg"):
+        r = results[name]
+        print(f"{name}_vs_bare={r.rps / bare:.2f}")
+        print(f"{name}_vs_php={r.rps / php:.2f}")
+        print(f"{name}_p99_ms={r.p99_ms:.2f}")
+
+
+if __name__ == "__main__":
+    main()
