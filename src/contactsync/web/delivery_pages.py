@@ -48,6 +48,7 @@ def routes(web: Web) -> list[BaseRoute]:
         state = qp.get("state", "")
         action_id = _int(qp.get("action"))
         contact_id = _int(qp.get("contact"))
+        automation_id = _int(qp.get("automation"))
         page = page_number(request)
 
         def load(conn: sa.Connection) -> tuple[list[Any], list[Any]]:
@@ -62,6 +63,8 @@ def routes(web: Web) -> list[BaseRoute]:
                 query = query.where(d.action_id == action_id)
             if contact_id is not None:
                 query = query.where(d.contact_id == contact_id)
+            if automation_id is not None:
+                query = query.where(d.automation_id == automation_id)
             rows = conn.execute(
                 query.order_by(d.id.desc()).limit(PAGE_SIZE + 1).offset((page - 1) * PAGE_SIZE)
             )
@@ -73,7 +76,13 @@ def routes(web: Web) -> list[BaseRoute]:
             return list(rows), list(acts)
 
         rows, acts = await web.read(load)
-        params = urlencode({"state": state, "action": qp.get("action", ""), "contact": qp.get("contact", "")})
+        params = urlencode(
+            {
+                k: qp.get(k, "")
+                for k in ("state", "action", "contact", "automation")
+                if qp.get(k, "") or k == "state"
+            }
+        )
         return web.render(
             request,
             session,
