@@ -6,6 +6,8 @@ tests build settings explicitly and nothing depends on process-global state.
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -42,3 +44,4 @@ class Settings(BaseSettings):
     listener_projection: bool = True
     listener_projection_url: str = ""  # empty: the projection lives in listener_database_url
     listener_handler_lease_s: float = 300.0  # a run claimed by a process that died is retried after this
+    listener_crm: list[dict[str, Any]] = Field(default_factory=list)  # CRM forwarders (listener/crm.py)

@@ -38,6 +38,7 @@ from contactsync.errors import (
     SignatureError,
     StorageError,
 )
+from contactsync.listener.crm import forwarders
 from contactsync.listener.handlers import Handler, Runner, load_handler
 from contactsync.listener.inbox import Inbox, InboxEntry
 from contactsync.listener.library import REASONS, Limits, error_response, parse, secret_keys, verify
@@ -103,13 +104,15 @@ def _allowed(networks: tuple[Network, ...], host: str | None) -> bool:
 
 
 def build_handlers(settings: Settings, *, clock_ms: Callable[[], int]) -> dict[str, Handler]:
-    """The handlers ``settings`` asks for: the SQL projection (unless disabled) and the named ones."""
+    """The handlers ``settings`` asks for: the SQL projection (unless disabled), the named ones, the CRMs."""
     handlers: dict[str, Handler] = {}
     if settings.listener_projection:
         url = settings.listener_projection_url or settings.listener_database_url
         handlers[Projection.name] = Projection(url, clock_ms=clock_ms)
     for spec in settings.listener_handlers:
         handlers[spec] = load_handler(spec)
+    for forwarder in forwarders(settings.listener_crm):
+        handlers[forwarder.name] = forwarder
     return handlers
 
 
@@ -171,6 +174,9 @@ def create_app(
             await runner.stop()
             await inbox.close()
             for handler in chosen.values():
+                aclose = getattr(handler, "aclose", None)
+                if callable(aclose):
+                    await aclose()
                 close = getattr(handler, "close", None)
                 if callable(close):
                     close()
