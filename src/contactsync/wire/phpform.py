@@ -239,8 +239,8 @@ def _pieces(body: str | bytes, source: Source) -> list[tuple[str, str, str]]:
     ``%`` take the piece-by-piece path, which keeps it literal as PHP does.
     """
     raw = body.encode("utf-8", "surrogateescape") if isinstance(body, str) else body
-    if source == "get":
-        raw = raw.partition(b"\0")[0]  # parse_str and $_GET read a C string
+    if source == "get" and b"\0" in raw:
+        raw = raw[: raw.index(b"\0")]  # parse_str and $_GET read a C string
     marked = False
     if b"%" in raw:
         work = raw
@@ -308,34 +308,32 @@ def _forbidden(index: str, name: str) -> bool:
     return False
 
 
-class _Arrays:
-    """PHP's nNextFreeElement for the arrays that ``[]`` appends to (ids kept alive with them)."""
+# PHP's nNextFreeElement, for the arrays that '[]' appended to: id → (array, next index). The array is
+# kept in the value so its id cannot be reused while decoding.
+_Nexts = dict[int, tuple[dict[Any, Any], int]]
 
-    __slots__ = ("next",)
 
-    def __init__(self) -> None:
-        self.next: dict[int, tuple[dict[Any, Any], int]] = {}
+def _store(nexts: _Nexts, table: dict[Any, Any], key: str | int, value: Any) -> None:
+    table[key] = value
+    if type(key) is int and nexts:
+        known = nexts.get(id(table))
+        if known is not None and key >= known[1]:
+            nexts[id(table)] = (table, min(key + 1, PHP_INT_MAX))
 
-    def store(self, table: dict[Any, Any], key: str | int, value: Any) -> None:
-        table[key] = value
-        if type(key) is int and self.next:
-            known = self.next.get(id(table))
-            if known is not None and key >= known[1]:
-                self.next[id(table)] = (table, min(key + 1, PHP_INT_MAX))
 
-    def append(self, table: dict[Any, Any], value: Any) -> bool:
-        """zend_hash_next_index_insert; False when the next index is taken (PHP_INT_MAX)."""
-        known = self.next.get(id(table))
-        if known is not None:
-            key = known[1]
-        else:
-            ints = [k for k in table if type(k) is int]
-            key = min(max(ints) + 1, PHP_INT_MAX) if ints else 0
-        if key in table:
-            return False
-        table[key] = value
-        self.next[id(table)] = (table, min(key + 1, PHP_INT_MAX))
-        return True
+def _append(nexts: _Nexts, table: dict[Any, Any], value: Any) -> bool:
+    """zend_hash_next_index_insert; False when the next index is taken (PHP_INT_MAX)."""
+    known = nexts.get(id(table))
+    if known is not None:
+        key = known[1]
+    else:
+        ints = [k for k in table if type(k) is int]
+        key = min(max(ints) + 1, PHP_INT_MAX) if ints else 0
+    if key in table:
+        return False
+    table[key] = value
+    nexts[id(table)] = (table, min(key + 1, PHP_INT_MAX))
+    return True
 
 
 @functools.lru_cache(maxsize=8192)
@@ -362,7 +360,7 @@ def _path(name: str) -> tuple[tuple[str | int, ...], str | int] | None:
     return (_php_key(var), *map(_php_key, keys[:-1])), _php_key(keys[-1])
 
 
-def _register(top: dict[Any, Any], name: str, value: str, max_nesting: int, arrays: _Arrays) -> int:
+def _register(top: dict[Any, Any], name: str, value: str, max_nesting: int, nexts: _Nexts) -> int:
     """php_register_variable_ex; returns the nesting level when it was exceeded, else 0."""
     if "\0" in name:
         name = name[: name.index("\0")]
@@ -371,7 +369,7 @@ def _register(top: dict[Any, Any], name: str, value: str, max_nesting: int, arra
     if bracket < 0:
         var = name.translate(_MANGLE)
         if var and not _forbidden(var, name):
-            arrays.store(top, _php_key(var), value)
+            _store(nexts, top, _php_key(var), value)
         return 0
     var = name[:bracket].translate(_MANGLE)
     if not var:
@@ -399,7 +397,7 @@ def _register(top: dict[Any, Any], name: str, value: str, max_nesting: int, arra
             next_index = name[start:close]
         if index is None:
             child: dict[Any, Any] = {}
-            if not arrays.append(table, child):
+            if not _append(nexts, table, child):
                 return 0
         else:
             if _forbidden(index, name):
@@ -410,16 +408,16 @@ def _register(top: dict[Any, Any], name: str, value: str, max_nesting: int, arra
                 child = found
             else:
                 child = {}
-                arrays.store(table, key, child)
+                _store(nexts, table, key, child)
         table = child
         index = next_index
         pos = close + 1
         if pos >= end or name[pos] != "[":
             break
     if index is None:
-        arrays.append(table, value)
+        _append(nexts, table, value)
     elif not _forbidden(index, name):
-        arrays.store(table, _php_key(index), value)
+        _store(nexts, table, _php_key(index), value)
     return 0
 
 
@@ -455,7 +453,7 @@ def decode(
     ``on_limit="raise"`` raises :class:`PHPFormLimitError` instead.
     """
     pieces = _pieces(body, source)
-    kept = _kept(source, max_input_vars)
+    kept = max_input_vars + 1 if source == "post" else max_input_vars  # see _kept()
     if len(pieces) > kept:
         if on_limit == "raise":
             raise PHPFormLimitError(
@@ -467,8 +465,7 @@ def decode(
             )
         del pieces[kept:]
     top: dict[str | int, Any] = {}
-    arrays = _Arrays()
-    appended = arrays.next  # stays empty unless a '[]' appended somewhere
+    appended: _Nexts = {}  # stays empty unless a '[]' appended somewhere
     last_parents: tuple[str | int, ...] | None = None
     last_table = top
     for name, _, value in pieces:
@@ -489,7 +486,7 @@ def decode(
             last_table[leaf] = value
             continue
         last_parents = None
-        level = _register(top, name, value, max_nesting, arrays)
+        level = _register(top, name, value, max_nesting, appended)
         if level and on_limit == "raise":
             depth = _depth(name)
             raise PHPFormLimitError(
