@@ -178,8 +178,8 @@ def test_bad_contacts_name_the_field_and_write_nothing(api: Api) -> None:
     assert _error(api.post(url, json={"email": "not-an-email"}), 422)["field"] == "email"
     assert _error(api.post(url, json={"email": 5}), 422)["field"] == "email"
     assert _error(api.post(url, json={"email": "a@b.co", "bogus": 1}), 422)["field"] == "bogus"
-    assert _error(api.post(url, json={"email": "a@b.co", "fields": {"AGE": [1]}}), 422)["field"].startswith(
-        "fields.AGE"
+    assert (
+        _error(api.post(url, json={"email": "a@b.co", "fields": {"AGE": [1]}}), 422)["field"] == "fields.AGE"
     )
     assert _error(api.post("/api/lists/424242/contacts", json={"email": "a@b.co"}), 404)["field"] == "list_id"
     assert _error(api.post(url, content=b"{nope", headers={"Content-Type": "application/json"}), 400)
@@ -259,7 +259,7 @@ def test_malformed_events_write_nothing(api: Api) -> None:
     ]
     for body, status, fld in cases:
         got = _error(api.post("/api/events", json=body), status)
-        assert str(got["field"]).startswith(fld), (body, got)
+        assert got["field"] == fld, (body, got)
     assert api.count(t.activities) == 0
     by_email = {"kind": "page.visited", "list_id": list_id, "email": "A@B.CO", "url": "https://shop.test/b"}
     assert api.ok("POST", "/api/events", 202, json={"events": [good, by_email]})["accepted"] == 2

@@ -12,6 +12,7 @@ for body fields, kept for the others), so a client can put the message next to t
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -80,7 +81,7 @@ def _request_validation(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     items = []
     for problem in exc.errors():
-        loc = [p for p in problem.get("loc", ()) if not _is_union_tag(p)]
+        loc = _clean(problem.get("loc", ()))
         items.append(
             ErrorItem(
                 field=field_path(loc), message=str(problem.get("msg", "")), type=str(problem.get("type"))
@@ -92,34 +93,38 @@ def _request_validation(_request: Request, exc: Exception) -> JSONResponse:
     return respond(status, "invalid_request", message, field=first.field, items=items)
 
 
-def _is_union_tag(part: Any) -> bool:
-    # pydantic puts the chosen union member's tag ("campaign.opened", "function-after[...]") in loc
-    return isinstance(part, str) and (part.startswith("function-") or part in _TAGS)
+_MEMBER_TYPE = re.compile(r"^(constrained-)?(str|int|float|bool|bytes|none|decimal)$|^[a-z-]+\[.*\]$")
+"""Union members pydantic names in an error location (``fields.AGE.int``): not part of the input path."""
 
 
-_TAGS = frozenset(
-    {
-        "campaign.opened",
-        "link.clicked",
-        "page.visited",
-        "goal.reached",
-        "webhook.triggered",
-        "lead_score.changed",
-        "field",
-        "activity",
-        "group",
-    }
-)
+def _clean(loc: Sequence[int | str]) -> list[int | str]:
+    """The error location as the client wrote the input: union tags and member names removed.
+
+    A tagged union member shows up as its tag right after the list index of the item
+    (``events[1].campaign.opened.campaign_id``); validators wrap as ``function-after[…]``.
+    """
+    out: list[int | str] = []
+    for part in loc:
+        if isinstance(part, str) and (
+            part.startswith("function-")
+            or _MEMBER_TYPE.match(part)
+            or (out and isinstance(out[-1], int) and not part.isidentifier())
+            or (out and isinstance(out[-1], int) and part in _CONDITION_TYPES)
+        ):
+            continue
+        out.append(part)
+    return out
+
+
+_CONDITION_TYPES = frozenset({"field", "activity", "group"})
+"""Tags of the condition-tree union (identifiers, unlike the dotted event kinds)."""
 
 
 def _model_validation(_request: Request, exc: Exception) -> JSONResponse:
     # a service's input model built from request data refused it (e.g. a cross-field rule)
     assert isinstance(exc, pydantic.ValidationError)
     items = [
-        ErrorItem(
-            field=field_path([p for p in e["loc"] if not _is_union_tag(p)]), message=e["msg"], type=e["type"]
-        )
-        for e in exc.errors()
+        ErrorItem(field=field_path(_clean(e["loc"])), message=e["msg"], type=e["type"]) for e in exc.errors()
     ]
     first = items[0] if items else ErrorItem(field="", message=str(exc), type="invalid")
     message = f"{first.field}: {first.message}" if first.field else first.message
