@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from typing import Any
@@ -166,3 +167,50 @@ def test_journey_create_action_test_send_deliver_retry_and_listener_shows_the_co
     page.click("text=jane.doe@example.com >> xpath=ancestor::tr//a")
     page.wait_for_selector("h1:has-text('Synced contact')")
     assert page.locator("td.value", has_text="jane").count() >= 1
+
+
+def test_condition_builder_writes_the_rule_the_service_stores(page: Any, stack: Stack) -> None:
+    from contactsync.automation.automations import get_automation
+
+    login(page, stack.platform_url)
+    page.goto(f"{stack.platform_url}/automations/new?list={stack.ids['list']}")
+    page.fill("input[name=name]", "Warm Paris leads")
+    page.select_option("select[name=trigger]", "contact.updated")
+    builder = page.locator("#builder")
+    builder.locator("button", has_text="+ field condition").click()
+    row = builder.locator(".cond").nth(0)
+    row.locator("select").nth(0).select_option(f"field:{stack.ids['field']}")
+    row.locator("select").nth(1).select_option("eq")
+    row.locator("input").fill("jane")
+    builder.locator("button", has_text="+ activity condition").click()
+    activity = builder.locator(".cond").nth(1)
+    activity.locator("select").select_option("page_visit")
+    activity.locator("input").nth(0).fill("pricing")
+    activity.locator("input").nth(2).fill("30")
+    builder.locator("select").first.select_option("or")
+    page.check("input[name=reentry][value=per_hours]")
+    page.fill("input[name=reentry_hours]", "6")
+    page.click("#save-automation")
+    page.wait_for_selector("text=automation created")
+    automation_id = int(re.search(r"/automations/(\d+)", page.url).group(1))  # type: ignore[union-attr]
+    with stack.engine.connect() as conn:
+        saved = get_automation(conn, automation_id)
+    assert saved.trigger.event == "contact.updated"
+    assert saved.reentry.policy == "per_hours"
+    assert saved.reentry.hours == 6
+    assert saved.conditions is not None
+    assert saved.conditions.model_dump(mode="json", exclude_defaults=True) == {
+        "op": "or",
+        "conditions": [
+            {"subject": f"field:{stack.ids['field']}", "op": "eq", "value": "jane"},
+            {"kind": "page_visit", "url_op": "contains", "url": "pricing", "within_days": 30},
+        ],
+    }
+    # the page shows the stored rule again in the builder
+    assert page.locator("#builder .cond").count() == 2
+    # a rule the service refuses comes back as a one-line message, nothing saved
+    bad = [{"type": "field", "subject": "lead_score", "op": "contains", "value": "x"}]
+    page.fill("#conditions", json.dumps({"type": "group", "conditions": bad}))
+    page.click("#save-automation")
+    page.wait_for_selector(".flash.bad")
+    assert "does not apply to a number value" in page.locator(".flash.bad").inner_text()

@@ -18,6 +18,7 @@ from fastapi import APIRouter, FastAPI
 from contactsync import __version__
 from contactsync.api import errors
 from contactsync.api.deps import ApiContext
+from contactsync.api.limits import BodyLimit
 from contactsync.api.routes import automations, contacts, deliveries, events, keys, lists, runs
 from contactsync.automation.runtime import Runtime
 from contactsync.db.engine import create_engine
@@ -81,6 +82,7 @@ def create_app(
     )
     app.state.contactsync = ctx
     errors.install(app)
+    app.add_middleware(BodyLimit)
     api = APIRouter(prefix=API_PREFIX)
     for module in (lists, contacts, events, automations, runs, deliveries, keys):
         api.include_router(module.router)
@@ -89,7 +91,12 @@ def create_app(
         from contactsync.web import create_web_app
 
         web = create_web_app(
-            settings, engine=engine, side="platform", runtime=ctx.runtime, on_enqueue=ctx.wake
+            settings,
+            engine=engine,
+            side="platform",
+            runtime=ctx.runtime,
+            on_enqueue=ctx.wake,
+            run_workers=ctx.runs,
         )
         app.mount("/", web)
     return app

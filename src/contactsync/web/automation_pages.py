@@ -249,10 +249,15 @@ def routes(web: Web) -> list[BaseRoute]:
         except ContactSyncError as exc:
             return web.redirect(request, f"/automations/{automation_id}", err=str(exc))
 
-        def work() -> None:
-            run_to_completion(web.engine, rt, started.id, on_progress=lambda _run: _wake(web))
+        workers = web.extras.get("run_workers")  # the API process's run threads, when mounted there
+        if workers is not None and callable(getattr(workers, "ensure", None)):
+            workers.ensure(started.id)
+        else:
 
-        threading.Thread(target=work, name=f"manual-run-{started.id}", daemon=True).start()
+            def work() -> None:
+                run_to_completion(web.engine, rt, started.id, on_progress=lambda _run: _wake(web))
+
+            threading.Thread(target=work, name=f"manual-run-{started.id}", daemon=True).start()
         return web.redirect(request, f"/automations/{automation_id}", msg=f"manual run {started.id} started")
 
     async def action_form(
