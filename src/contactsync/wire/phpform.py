@@ -33,8 +33,6 @@ _SAFE_1738 = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.
 _SAFE_3986 = _SAFE_1738 + b"~"
 _BYTES = [bytes([byte]) for byte in range(256)]
 _ESCAPES = [b"%%%02X" % byte for byte in range(256)]
-# While encoding, NUL stands for '&' and \x01 for '=': data holding either takes the slow path.
-_SEPARATORS = bytes.maketrans(b"\x00\x01", b"&=")
 
 
 def _table(*, rfc3986: bool) -> dict[int, str]:
@@ -107,35 +105,60 @@ def _scalar(value: object) -> str | None:
     raise TypeError(f"cannot form-encode a {type(value).__name__}")
 
 
-def _walk(node: Mapping[Any, Any] | Sequence[Any], prefix: str | None, sep: str, out: list[str]) -> None:
-    """Append ``name + sep + value`` (raw, not yet encoded) for each leaf under ``node``.
+class _KeyCache(dict[Any, str]):
+    """Encoded keys seen so far: keys repeat in every payload and are not worth encoding again."""
 
-    ``prefix`` is the parent's name (None on top). Exact type checks come first: this is the sender's
-    hot path and ABC checks cost more than the work.
+    def __init__(self, table: dict[int, str]) -> None:
+        super().__init__()
+        self.table = table
+
+    def __missing__(self, key: Any) -> str:
+        if len(self) >= 4096:
+            self.clear()
+        encoded = self[key] = _latin(_key(key)).translate(self.table)
+        return encoded
+
+
+_KEYS_RFC1738 = _KeyCache(_RFC1738)
+_KEYS_RFC3986 = _KeyCache(_RFC3986)
+
+
+def _walk(
+    node: Mapping[Any, Any] | Sequence[Any],
+    prefix: str | None,
+    keys: _KeyCache,
+    names: list[str],
+    values: list[str],
+) -> None:
+    """Collect the encoded name and the raw value of each leaf under ``node`` (``prefix`` None on top).
+
+    Exact type checks come first: this is the sender's hot path and ABC checks cost more than the work.
     """
     items: Iterable[tuple[Any, Any]] = (
         node.items() if type(node) is dict or isinstance(node, Mapping) else enumerate(node)
     )
     for raw_key, value in items:
-        kind = type(raw_key)
-        key = raw_key if kind is str else str(raw_key) if kind is int else _key(raw_key)
-        name = key if prefix is None else f"{prefix}[{key}]"
+        key = str(raw_key) if type(raw_key) is int else keys[raw_key]
+        name = key if prefix is None else f"{prefix}%5B{key}%5D"
         kind = type(value)
         if kind is str:
-            out.append(f"{name}{sep}{value}")
+            names.append(name)
+            values.append(value)
         elif kind is int:
-            out.append(f"{name}{sep}{value:d}")
+            names.append(name)
+            values.append(str(value))
         elif (
             kind is dict
             or kind is list
             or isinstance(value, Mapping)
             or (isinstance(value, Sequence) and not isinstance(value, str | bytes | bytearray))
         ):
-            _walk(value, name, sep, out)
+            _walk(value, name, keys, names, values)
         else:
             text = _scalar(value)
             if text is not None:
-                out.append(f"{name}{sep}{text}")
+                names.append(name)
+                values.append(text)
 
 
 def encode(data: Mapping[Any, Any] | Sequence[Any], *, rfc3986: bool = False) -> str:
@@ -144,16 +167,28 @@ def encode(data: Mapping[Any, Any] | Sequence[Any], *, rfc3986: bool = False) ->
     Mappings and sequences nest (a sequence has keys 0..n-1); ``None`` and empty arrays emit
     nothing; ``True``/``False`` become ``1``/``0``; floats use PHP's ``precision=14``.
     """
-    out: list[str] = []
-    _walk(data, None, "\x01", out)
-    if not out:
+    names: list[str] = []
+    values: list[str] = []
+    _walk(data, None, _KEYS_RFC3986 if rfc3986 else _KEYS_RFC1738, names, values)
+    if not names:
         return ""
-    joined = "\0".join(out)
-    if joined.count("\0") != len(out) - 1 or joined.count("\x01") != len(out):
-        return _encode_slowly(data, rfc3986=rfc3986)
-    # The whole body at once, one bytes.replace per distinct unsafe byte: per-character work in C.
+    return "&".join(map("=".join, zip(names, _encode_values(values, rfc3986=rfc3986), strict=True)))
+
+
+def _encode_values(values: list[str], *, rfc3986: bool) -> list[str]:
+    """All values at once, one ``bytes.replace`` per distinct unsafe byte: per-character work in C.
+
+    Joined with NUL, which every encoding escapes, and split again; a value holding NUL itself
+    takes the per-character path.
+    """
+    joined = "\0".join(values)
+    if joined.count("\0") != len(values) - 1:
+        table = _RFC3986 if rfc3986 else _RFC1738
+        return [_latin(value).translate(table) for value in values]
     raw = joined.encode("utf-8", "surrogateescape")
-    unsafe = set(raw.translate(None, (_SAFE_3986 if rfc3986 else _SAFE_1738) + b"\x00\x01"))
+    unsafe = set(raw.translate(None, (_SAFE_3986 if rfc3986 else _SAFE_1738) + b"\x00"))
+    if not unsafe:
+        return joined.split("\0")
     if 0x25 in unsafe:  # first, so the '%' of later escapes stays
         raw = raw.replace(b"%", b"%25")
         unsafe.discard(0x25)
@@ -164,18 +199,7 @@ def encode(data: Mapping[Any, Any] | Sequence[Any], *, rfc3986: bool = False) ->
         raw = raw.replace(_BYTES[byte], _ESCAPES[byte])
     if space:
         raw = raw.replace(b" ", b"+")
-    return raw.translate(_SEPARATORS).decode("ascii")
-
-
-def _encode_slowly(data: Mapping[Any, Any] | Sequence[Any], *, rfc3986: bool) -> str:
-    """For data holding NUL or \\x01: a lone high surrogate cannot occur in encodable text."""
-    out: list[str] = []
-    _walk(data, None, "\ud800", out)
-    table = _RFC3986 if rfc3986 else _RFC1738
-    pairs = (item.partition("\ud800") for item in out)
-    return "&".join(
-        f"{_latin(name).translate(table)}={_latin(value).translate(table)}" for name, _, value in pairs
-    )
+    return raw.decode("ascii").split("\0")
 
 
 # ---------------------------------------------------------------------------------------------
