@@ -316,3 +316,22 @@ def test_actions_refuse_bad_templates_and_schemes(api: Api) -> None:
         "field"
     ] == ("trigger.event")
     assert api.count(t.automations) == 1
+
+
+def test_oversized_bodies_are_refused(api: Api) -> None:
+    big = b"x" * (10 * 1024 * 1024 + 1)
+    response = api.post("/api/events", content=big, headers={"Content-Type": "application/json"})
+    assert response.status_code == 413
+    assert response.json()["field"] == "body"
+    list_id, _ = _list_with_fields(api)
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: counted while streaming
+        yield b"email\n"
+        for i in range(21):
+            yield f"c{i}@example.com\n".encode().ljust(1024 * 1024, b" ")
+
+    streamed = api.post(
+        f"/api/lists/{list_id}/contacts/import", content=chunks(), headers={"Content-Type": "text/csv"}
+    )
+    assert streamed.status_code == 413
+    assert api.count(t.contacts) == 0

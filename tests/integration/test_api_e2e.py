@@ -179,6 +179,11 @@ def test_in_process_dispatcher_delivers_and_test_send_reports(
             lambda d: d["state"] == "delivered" and len(d["attempts"]) == 2,
         )
         assert len(rec.got) == 3
+        events = api.ok("GET", f"/api/endpoints/{endpoint['id']}")["events"]
+        assert [(e["kind"], e["message"]) for e in events] == [
+            ("enabled", "deliveries resumed"),
+            ("disabled", "maintenance"),
+        ]
 
 
 def test_test_send_refuses_private_addresses_by_default(db_url: str, receiver: tuple[Receiver, str]) -> None:

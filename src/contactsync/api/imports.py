@@ -21,7 +21,6 @@ from contactsync.automation.contacts import ContactIn
 from contactsync.errors import ValidationError
 
 MAX_ROWS = 50_000
-MAX_BODY_BYTES = 20 * 1024 * 1024
 CSV_TYPES = frozenset({"text/csv", "application/csv"})
 NDJSON_TYPES = frozenset({"application/x-ndjson", "application/ndjson", "application/jsonl"})
 BUILTIN_COLUMNS = ("email", "phone", "status")
@@ -59,8 +58,6 @@ def media_type(content_type: str) -> str:
 def parse(body: bytes, content_type: str) -> list[ContactRow]:
     """The rows of a CSV or NDJSON body; ValidationError names the first bad row and field."""
     kind = media_type(content_type)
-    if len(body) > MAX_BODY_BYTES:
-        raise ValidationError(f"the import is larger than {MAX_BODY_BYTES} bytes; split it", field="body")
     try:
         text = body.decode("utf-8-sig")
     except UnicodeDecodeError as exc:

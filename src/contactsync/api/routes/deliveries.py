@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from contactsync.api.deps import Caller, Ctx, Id, delivery_owned, endpoint_owned, own_delivery, own_endpoint
 from contactsync.api.errors import ERROR_RESPONSES, ApiError
 from contactsync.api.pagination import Cursor, Limit, Page, after, cut
-from contactsync.db.platform import deliveries, delivery_attempts, endpoints
+from contactsync.db.platform import deliveries, delivery_attempts, endpoint_events, endpoints
 from contactsync.delivery import endpoints as endpoint_rows
 from contactsync.delivery import outbox
 
@@ -187,6 +187,18 @@ class EndpointOut(BaseModel):
     waiting: int = Field(description="deliveries pending or in flight to this endpoint")
 
 
+class EndpointEventOut(BaseModel):
+    kind: str = Field(description="disabled, auto_disabled, gone, enabled")
+    message: str
+    created_at: datetime
+
+
+class EndpointDetail(EndpointOut):
+    events: list[EndpointEventOut] = Field(
+        description="the owner's notifications about it, newest first (20)"
+    )
+
+
 class DisableIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -212,10 +224,19 @@ def list_endpoints(ctx: Ctx, caller: Caller) -> list[EndpointOut]:
 
 
 @router.get("/endpoints/{endpoint_id}", tags=["endpoints"])
-def get_endpoint(endpoint_id: Id, ctx: Ctx, caller: Caller) -> EndpointOut:
+def get_endpoint(endpoint_id: Id, ctx: Ctx, caller: Caller) -> EndpointDetail:
+    """Health, waiting deliveries and the latest disable/enable notifications."""
     with ctx.tx() as conn:
-        own_endpoint(conn, caller, endpoint_id)
-        return _endpoints(conn, endpoints.c.id == endpoint_id)[0]
+        name = own_endpoint(conn, caller, endpoint_id)
+        base = _endpoints(conn, endpoints.c.id == endpoint_id)[0]
+        e = endpoint_events.c
+        rows = conn.execute(
+            sa.select(e.kind, e.message, e.created_at)
+            .where(e.endpoint == name)
+            .order_by(e.created_at.desc(), e.id.desc())
+            .limit(20)
+        )
+        return EndpointDetail(**base.model_dump(), events=[EndpointEventOut(**r._asdict()) for r in rows])
 
 
 @router.post("/endpoints/{endpoint_id}/disable", tags=["endpoints"])
