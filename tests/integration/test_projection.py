@@ -102,3 +102,12 @@ def test_a_contact_without_id_cannot_be_projected(projection: Projection) -> Non
     with pytest.raises(PayloadError) as caught:
         projection.apply(SyncPayload.from_wire({"transactionid": "5", "contact": {"email": "x@example.com"}}))
     assert caught.value.path == "contact.id"
+
+
+def test_a_batch_isolates_its_bad_payload(projection: Projection) -> None:
+    bad = SyncPayload.from_wire({"transactionid": "7", "contact": {"email": "x@example.com"}})
+    errors = projection.handle_batch([payload(5, contact_id=1), bad, payload(6, contact_id=2)])
+    assert errors[0] is None
+    assert isinstance(errors[1], PayloadError)
+    assert errors[2] is None
+    assert [r[0] for r in _rows(projection, t.contacts, "contact_id")] == ["1", "2"]

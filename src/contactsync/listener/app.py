@@ -26,6 +26,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount, Route
+from starlette.types import Receive, Scope, Send
 
 from contactsync.db.engine import create_engine
 from contactsync.db.migrate import upgrade
@@ -123,7 +124,7 @@ def create_app(
     clock_s: Callable[[], float] = time.time,
     schedule_s: Sequence[float] = DEFAULT_SCHEDULE_S,
     poll_interval_s: float = 1.0,
-) -> Starlette:
+) -> ListenerApp:
     """The listener app for ``settings``; ``handlers`` replaces the ones the settings name."""
     if len(settings.listener_token) < MIN_TOKEN_CHARS:
         raise ConfigError(f"listener_token must have at least {MIN_TOKEN_CHARS} characters")
@@ -188,7 +189,6 @@ def create_app(
         return _not_found()
 
     routes: list[BaseRoute] = [
-        Route("/sync/{token}", _sync, methods=["GET", "POST"]),
         Route("/sync/{token}/health", _health, methods=["GET"]),
         Route("/sync/{token}/metrics", _metrics, methods=["GET"]),
     ]
@@ -196,11 +196,8 @@ def create_app(
         from contactsync.web import create_listener_web_app
 
         routes.append(Mount("/admin", app=create_listener_web_app(settings)))
-    return Starlette(
-        routes=routes,
-        exception_handlers={404: not_found, 405: not_found},
-        lifespan=lifespan,
-    )
+    inner = Starlette(routes=routes, exception_handlers={404: not_found, 405: not_found}, lifespan=lifespan)
+    return ListenerApp(inner, settings.listener_token)
 
 
 def _reason(exc: Exception) -> str:
@@ -252,52 +249,66 @@ async def _metrics(request: Request) -> Response:
     return Response(state.metrics.render(), 200, media_type="text/plain; version=0.0.4")
 
 
-async def _read_body(request: Request, max_bytes: int) -> bytes | None:
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+def _dumps(body: Mapping[str, Any]) -> bytes:
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+async def _read_body(receive: Receive, declared: str, max_bytes: int) -> bytes | None:
+    """The whole body, or ``None`` as soon as it is known to exceed ``max_bytes`` (never buffered)."""
+    if declared.isdigit() and int(declared) > max_bytes:
         return None
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return None  # the client went away
+        chunk = message.get("body", b"")
         size += len(chunk)
         if size > max_bytes:
             return None
         chunks.append(chunk)
-    return b"".join(chunks)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
-async def _sync(request: Request) -> Response:
-    state = _guard(request)
-    if state is None:
-        return _not_found()
+async def _sync(
+    state: _State, scope: Scope, receive: Receive
+) -> tuple[int, bytes, tuple[bytes, bytes] | None]:
+    """One request on the private path: (status, JSON body, extra header)."""
     rejected = state.metrics.rejected
+    client = scope.get("client")
+    host = client[0] if client else None
+    if not _allowed(state.networks, host):
+        rejected.labels("ip").inc()
+        return 404, NOT_FOUND, None
+    method = scope["method"]
+    if method not in ("POST", "GET"):
+        rejected.labels("method").inc()
+        return 405, _dumps({"error": "method_not_allowed", "detail": "use POST or GET"}), None
+    headers = {name.decode("latin-1"): value.decode("latin-1") for name, value in scope["headers"]}
     limits = state.limits
-    method = request.method
-    query = request.scope.get("query_string", b"").decode("latin-1")
+    query = scope.get("query_string", b"").decode("latin-1")
     if method == "POST":
-        body = await _read_body(request, limits.max_body_bytes)
+        body = await _read_body(receive, headers.get("content-length", ""), limits.max_body_bytes)
         if body is None:
             rejected.labels("too_large").inc()
-            return _json(
-                413,
-                {"error": "body_too_large", "detail": f"the body exceeds {limits.max_body_bytes} bytes"},
-            )
+            detail = f"the body exceeds {limits.max_body_bytes} bytes"
+            return 413, _dumps({"error": "body_too_large", "detail": detail}), None
         content = body
     else:
         body = b""
-        raw_path = request.scope.get("raw_path") or request.url.path.encode()
+        raw_path = scope.get("raw_path") or scope["path"].encode()
         content = raw_path + (b"?" + query.encode("latin-1") if query else b"")
-    headers = request.headers
+    content_type = headers.get("content-type", "")
     try:
         if state.keys:
             verify(headers, content, state.keys, now=state.clock_s(), tolerance_s=limits.tolerance_s)
-        content_type = headers.get("content-type", "")
         payload = parse(body, content_type, method=method, query=query, limits=limits)
     except (SignatureError, RequestError, PayloadError, PHPFormLimitError) as exc:
         rejected.labels(_reason(exc)).inc()
         status, answer = error_response(exc)
-        return _json(status, answer)
-    client = request.client
+        return status, _dumps(answer), None
     entry = InboxEntry(
         transactionid=str(payload.transactionid),
         received_at_ms=int(state.clock_s() * 1000),
@@ -306,18 +317,42 @@ async def _sync(request: Request) -> Response:
         query=query,
         headers=json.dumps({k: v for k, v in headers.items() if k in STORED_HEADERS}),
         body=body,
-        source_address=client.host if client else "",
+        source_address=host or "",
     )
     try:
         stored = await state.inbox.store(entry)
     except StorageError:
         rejected.labels("storage").inc()
-        return _json(
-            503, {"error": "storage_unavailable", "detail": "not stored; retry later"}, {"Retry-After": "5"}
-        )
+        answer = {"error": "storage_unavailable", "detail": "not stored; retry later"}
+        return 503, _dumps(answer), (b"retry-after", b"5")
     if stored.duplicate:
         state.metrics.duplicates.inc()
-    else:
-        state.metrics.received.inc()
-    template = DUPLICATE if stored.duplicate else ACCEPTED
-    return Response(template % payload.transactionid, 200, media_type="application/json")
+        return 200, DUPLICATE % payload.transactionid, None
+    state.metrics.received.inc()
+    return 200, ACCEPTED % payload.transactionid, None
+
+
+class ListenerApp:
+    """The ASGI app: the private sync path is served directly (it is the hot path), the rest by Starlette."""
+
+    def __init__(self, inner: Starlette, token: str) -> None:
+        self.inner = inner
+        self.state = inner.state
+        self._token = token.encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope["path"] if scope["type"] == "http" else ""
+        if not (path.startswith("/sync/") and "/" not in path[6:]):
+            await self.inner(scope, receive, send)
+            return
+        state: _State = self.state.listener
+        if hmac.compare_digest(path[6:].encode(), self._token):
+            status, body, extra = await _sync(state, scope, receive)
+        else:
+            state.metrics.rejected.labels("not_found").inc()
+            status, body, extra = 404, NOT_FOUND, None
+        headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
+        if extra is not None:
+            headers.append(extra)
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})

@@ -153,14 +153,39 @@ class Runner:
         while not self._stopping:
             event.clear()
             runs = await asyncio.to_thread(self.claim, name)
+            if runs:
+                await self._run_batch(name, handler, runs)
+            if len(runs) < self._batch_size:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(event.wait(), self._poll_interval_s)
+
+    async def _run_batch(self, name: str, handler: Handler, runs: list[Run]) -> None:
+        """Run a claimed batch and record every outcome in one transaction."""
+        batch_handler = getattr(handler, "handle_batch", None)
+        outcomes: list[tuple[Run, BaseException | None]] = []
+        if callable(batch_handler):
+            payloads: list[SyncPayload] = []
+            parsed: list[Run] = []
+            for run in runs:
+                try:
+                    payloads.append(self._parse(run))
+                    parsed.append(run)
+                except Exception as exc:
+                    outcomes.append((run, exc))
+            if payloads:
+                errors = await asyncio.to_thread(batch_handler, payloads)
+                outcomes += list(zip(parsed, errors, strict=True))
+        else:
             for position, run in enumerate(runs):
                 if self._stopping:
                     await asyncio.to_thread(self._release, runs[position:])
                     break
-                await self.execute(name, handler, run)
-            if len(runs) < self._batch_size:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(event.wait(), self._poll_interval_s)
+                outcomes.append((run, await self._attempt(handler, run)))
+        await asyncio.to_thread(self._record, outcomes)
+        if self._on_result is not None:
+            now = self._clock_ms()
+            for run, error in outcomes:
+                self._on_result(name, error is None, now - run.received_at_ms)
 
     def claim(self, name: str) -> list[Run]:
         """Lease up to one batch of due runs of ``name`` (optimistically, so processes can share them)."""
@@ -218,7 +243,15 @@ class Runner:
 
     async def execute(self, name: str, handler: Handler, run: Run) -> bool:
         """Run ``handler`` once for ``run`` and record the outcome; True on success."""
-        error: BaseException | None = None
+        await self._run_batch(name, handler, [run])
+        return await asyncio.to_thread(self._state, run) == STATE_DONE
+
+    def _state(self, run: Run) -> str:
+        with self._engine.connect() as conn:
+            query = sa.select(handler_runs.c.state).where(handler_runs.c.id == run.id)
+            return str(conn.execute(query).scalar_one())
+
+    async def _attempt(self, handler: Handler, run: Run) -> BaseException | None:
         try:
             payload = self._parse(run)
             if inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(
@@ -232,11 +265,8 @@ class Runner:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            error = exc
-        await asyncio.to_thread(self._record, run, error)
-        if self._on_result is not None:
-            self._on_result(name, error is None, self._clock_ms() - run.received_at_ms)
-        return error is None
+            return exc
+        return None
 
     def _release(self, runs: Sequence[Run]) -> None:
         """Give back claimed runs not started (on shutdown), so a restart need not wait for the lease."""
@@ -249,35 +279,45 @@ class Runner:
                     .values(attempts=run.attempts - 1, next_attempt_at_ms=now)
                 )
 
-    def _record(self, run: Run, error: BaseException | None) -> None:
+    def _record(self, outcomes: Sequence[tuple[Run, BaseException | None]]) -> None:
         now = self._clock_ms()
-        values: dict[str, Any]
-        if error is None:
-            values = {"state": STATE_DONE, "finished_at_ms": now, "last_error": None}
-        else:
-            outcome = (
-                Outcome(status=error.status, headers=error.headers)
-                if isinstance(error, HandlerError) and error.status is not None
-                else Outcome(error=f"{type(error).__name__}: {error}")
-            )
-            decision = decide(
-                run.attempts,
-                outcome,
-                datetime.fromtimestamp(now / 1000, UTC),
-                schedule=self._schedule_s,
-                rng=self._rng,
-            )
-            text = f"{decision.reason}: {error}"[:ERROR_TEXT_CHARS]
-            if isinstance(error, WireError):
-                # the stored request itself is unusable: retrying cannot help
-                values = {"state": STATE_FAILED, "finished_at_ms": now, "last_error": text}
-            elif decision.verdict is Verdict.RETRY and decision.next_attempt_at is not None:
-                next_ms = int(decision.next_attempt_at.timestamp() * 1000)
-                values = {"next_attempt_at_ms": next_ms, "last_error": text}
-            else:
-                values = {"state": STATE_FAILED, "finished_at_ms": now, "last_error": text}
+        done = [run.id for run, error in outcomes if error is None]
         with self._engine.begin() as conn:
-            conn.execute(sa.update(handler_runs).where(handler_runs.c.id == run.id).values(**values))
+            if done:
+                conn.execute(
+                    sa.update(handler_runs)
+                    .where(handler_runs.c.id.in_(done))
+                    .values(state=STATE_DONE, finished_at_ms=now, last_error=None)
+                )
+            for run, error in outcomes:
+                if error is not None:
+                    values = self._failure(run, error, now)
+                    conn.execute(sa.update(handler_runs).where(handler_runs.c.id == run.id).values(**values))
+
+    def _failure(self, run: Run, error: BaseException, now: int) -> dict[str, Any]:
+        """The run's next state after ``error``: retry later (delivery policy) or failed for good."""
+        outcome = (
+            Outcome(status=error.status, headers=error.headers)
+            if isinstance(error, HandlerError) and error.status is not None
+            else Outcome(error=f"{type(error).__name__}: {error}")
+        )
+        decision = decide(
+            run.attempts,
+            outcome,
+            datetime.fromtimestamp(now / 1000, UTC),
+            schedule=self._schedule_s,
+            rng=self._rng,
+        )
+        text = f"{decision.reason}: {error}"[:ERROR_TEXT_CHARS]
+        if isinstance(error, WireError):
+            # the stored request itself is unusable: retrying cannot help
+            return {"state": STATE_FAILED, "finished_at_ms": now, "last_error": text}
+        if decision.verdict is Verdict.RETRY and decision.next_attempt_at is not None:
+            return {
+                "next_attempt_at_ms": int(decision.next_attempt_at.timestamp() * 1000),
+                "last_error": text,
+            }
+        return {"state": STATE_FAILED, "finished_at_ms": now, "last_error": text}
 
 
 def replay(engine: sa.Engine, transactionid: str, handler: str, *, now_ms: int | None = None) -> None:

@@ -235,5 +235,28 @@ class Projection:
         with self.engine.begin() as conn:
             return apply(conn, data, transactionid=payload.transactionid, now_ms=self._clock_ms())
 
+    def handle_batch(self, payloads: Sequence[SyncPayload]) -> list[Exception | None]:
+        """Project many payloads in one transaction, each in its own savepoint (one bad one stays alone)."""
+        errors: list[Exception | None] = []
+        now = self._clock_ms()
+        try:
+            with self.engine.begin() as conn:
+                for payload in payloads:
+                    try:
+                        with conn.begin_nested():
+                            apply(
+                                conn,
+                                payload.to_wire(json_types=True),
+                                transactionid=payload.transactionid,
+                                now_ms=now,
+                            )
+                    except (PayloadError, sa.exc.SQLAlchemyError) as exc:
+                        errors.append(exc)
+                    else:
+                        errors.append(None)
+        except sa.exc.SQLAlchemyError as exc:
+            return [exc] * len(payloads)
+        return errors
+
     def close(self) -> None:
         self.engine.dispose()

@@ -10,10 +10,8 @@ import os
 import secrets
 from pathlib import Path
 
-from starlette.applications import Starlette
-
 from contactsync.errors import ConfigError
-from contactsync.listener.app import MIN_TOKEN_CHARS, create_app
+from contactsync.listener.app import MIN_TOKEN_CHARS, ListenerApp, create_app
 from contactsync.settings import Settings
 
 DEFAULT_TOKEN_FILE = Path(".contactsync-listener-token")
@@ -40,7 +38,7 @@ def resolve_token(settings: Settings, *, token_file: Path = DEFAULT_TOKEN_FILE) 
     return settings.model_copy(update={"listener_token": token}), True
 
 
-def app_from_env() -> Starlette:
+def app_from_env() -> ListenerApp:
     """Uvicorn factory (``uvicorn --factory contactsync.listener.serve:app_from_env``): settings from env."""
     settings, _ = resolve_token(Settings())
     return create_app(settings)
