@@ -151,13 +151,23 @@ class _Compiler:
 
     def node(self, node: Condition, now: datetime) -> Expr:
         if isinstance(node, Group):
-            parts = [self.node(ch, now) for ch in node.conditions]
+            # cheapest first: both databases short-circuit AND/OR left to right, and the order of
+            # side-effect-free terms does not change the result
+            parts = [self.node(ch, now) for ch in sorted(node.conditions, key=_cost)]
             if node.op == "and":
                 return sa.and_(sa.true(), *parts)
             return sa.or_(sa.false(), *parts)
         if isinstance(node, FieldCondition):
             return self.field(node)
         return self.activity(node, now)
+
+
+def _cost(node: Condition) -> int:
+    if isinstance(node, Group):
+        return max((_cost(ch) for ch in node.conditions), default=0) + 1
+    if isinstance(node, FieldCondition):
+        return 0 if node.field_id is None else 1
+    return 2
 
 
 def compile_sql(

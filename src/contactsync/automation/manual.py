@@ -110,11 +110,14 @@ def cancel_run(conn: sa.Connection, rt: Runtime, run_id: int) -> ManualRunOut:
     return get_run(conn, run_id)
 
 
-def _matches(
-    conn: sa.Connection, compiled: Compiled, ids: list[int], *, now: datetime, strategy: Strategy
+def match_range(
+    conn: sa.Connection, compiled: Compiled, after: int, upto: int, *, now: datetime, strategy: Strategy
 ) -> list[int]:
+    """Ids of the list's contacts in ``(after, upto]`` that match now."""
     a = compiled.automation
+    in_range = (contacts.c.list_id == a.list_id, contacts.c.id > after, contacts.c.id <= upto)
     if strategy == "python":
+        ids = list(conn.execute(sa.select(contacts.c.id).where(*in_range).order_by(contacts.c.id)).scalars())
         kinds, widest = activity_needs([a.conditions])
         since = None if widest is None or not kinds else now - timedelta(days=widest)
         views = load_views(conn, ids, kinds=kinds, since=since, field_ids=field_needs([a.conditions]))
@@ -126,12 +129,9 @@ def _matches(
         field_types=compiled.field_types,
         thresholds=compiled.thresholds,
     )
-    query = (
-        sa.select(contacts.c.id)
-        .where(contacts.c.list_id == a.list_id, contacts.c.id >= ids[0], contacts.c.id <= ids[-1], where)
-        .order_by(contacts.c.id)
+    return list(
+        conn.execute(sa.select(contacts.c.id).where(*in_range, where).order_by(contacts.c.id)).scalars()
     )
-    return list(conn.execute(query).scalars())
 
 
 def _lock(conn: sa.Connection, run_id: int) -> ManualRunOut:
@@ -158,26 +158,26 @@ def run_chunk(
         return run
     automation = get_automation(conn, run.automation_id)
     compiled = compile_automation(conn, rt, automation)
-    ids = list(
-        conn.execute(
-            sa.select(contacts.c.id)
-            .where(contacts.c.list_id == automation.list_id, contacts.c.id > run.cursor_contact_id)
-            .order_by(contacts.c.id)
-            .limit(chunk_size)
-        ).scalars()
+    window = (
+        sa.select(contacts.c.id)
+        .where(contacts.c.list_id == automation.list_id, contacts.c.id > run.cursor_contact_id)
+        .order_by(contacts.c.id)
+        .limit(chunk_size)
+        .subquery()
     )
+    count, upto = conn.execute(sa.select(sa.func.count(), sa.func.max(window.c.id))).one()
     now = rt.clock()
     values: dict[str, object] = {"updated_at": now}
-    if ids:
-        matched = _matches(conn, compiled, ids, now=now, strategy=strategy)
+    if count:
+        matched = match_range(conn, compiled, run.cursor_contact_id, upto, now=now, strategy=strategy)
         entered = enter(conn, rt, compiled, matched, now=now, manual_run_id=run_id)
         values.update(
-            cursor_contact_id=ids[-1],
-            scanned=run.scanned + len(ids),
+            cursor_contact_id=upto,
+            scanned=run.scanned + count,
             matched=run.matched + len(matched),
             enqueued=run.enqueued + len(entered.transactionids),
         )
-    if len(ids) < chunk_size:
+    if count < chunk_size:
         values.update(state="completed", finished_at=now)
     conn.execute(manual_runs.update().where(manual_runs.c.id == run_id).values(**values))
     return get_run(conn, run_id)

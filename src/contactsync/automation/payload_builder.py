@@ -192,33 +192,47 @@ def _one(
     profile_url = f"{options.public_base_url.rstrip('/')}/contacts/{row.id}"
     label = lead_label(row.lead_score, thresholds)
     get = items.get
-    payload = SyncPayload(
-        transactionid=tid,
-        contact=Contact(id=row.id, email=row.email, phone=row.phone, profile_url=profile_url),
-        fields=[FieldValue(id=f.id, name=f.name, value=values.get(f.id, "")) for f in defs],
-        campaigns_opened=[
+    wanted = options.sections
+    # only the selected sections are built (the rest stay None: not sent)
+    sections: dict[str, Any] = {}
+    if "fields" in wanted:
+        sections["fields"] = [
+            FieldValue(id=f.id, name=f.name, value=values.get(f.id, "")) for f in defs[: options.max_items]
+        ]
+    if "campaigns-opened" in wanted:
+        sections["campaigns_opened"] = [
             CampaignOpen(id=r.ref_id, name=r.name, open_date=dates(r.occurred_at))
             for r in get("campaign_open", [])
-        ],
-        links_clicked=[LinkClick(url=r.url, clicks=r.clicks) for r in clicks],
-        pages_visited=[PageVisit(page=r.url, visit_date=dates(r.occurred_at)) for r in get("page_visit", [])],
-        automation_triggered=[
+        ]
+    if "links-clicked" in wanted:
+        sections["links_clicked"] = [LinkClick(url=r.url, clicks=r.clicks) for r in clicks]
+    if "pages-visited" in wanted:
+        sections["pages_visited"] = [
+            PageVisit(page=r.url, visit_date=dates(r.occurred_at)) for r in get("page_visit", [])
+        ]
+    if "automation-triggered" in wanted:
+        sections["automation_triggered"] = [
             AutomationTrigger(id=r.ref_id, name=r.name, trigger_date=dates(r.occurred_at))
             for r in get("automation", [])
-        ],
-        goals_reached=[
+        ]
+    if "goals-reached" in wanted:
+        sections["goals_reached"] = [
             GoalReach(id=r.ref_id, name=r.name, reach_date=dates(r.occurred_at)) for r in get("goal", [])
-        ],
-        webhooks_triggered=[
+        ]
+    if "webhooks-triggered" in wanted:
+        sections["webhooks_triggered"] = [
             WebhookTrigger(id=r.ref_id, name=r.name, trigger_date=dates(r.occurred_at))
             for r in get("webhook", [])
-        ],
-        lead_score=[
+        ]
+    if "lead-score" in wanted:
+        sections["lead_score"] = [
             LeadScoreEntry(id=r.ref_id, name=r.name, score=r.value, score_date=dates(r.occurred_at))
             for r in get("lead_score", [])
-        ],
-        lead_status=LeadStatus(score=row.lead_score, label=label),
-    ).select(options.sections, max_items=options.max_items)
+        ]
+    if "lead-status" in wanted:
+        sections["lead_status"] = LeadStatus(score=row.lead_score, label=label)
+    contact = Contact(id=row.id, email=row.email, phone=row.phone, profile_url=profile_url)
+    payload = SyncPayload(transactionid=tid, contact=contact, **sections)
     context = {
         "ID": str(row.id),
         "EMAIL": row.email,
