@@ -79,6 +79,11 @@ DECODE_CASES: list[tuple[str, str | bytes]] = [
     ("[] appends after the largest int key", "a[]=1&a[]=2&a[5]=x&a[]=y"),
     ("[ ] (one space) appends too", "a[ ]=1&a[ ]=2"),
     ("[  ] (two spaces) is the key '  ', not an append", "a[  ]=1"),
+    (
+        "any one C isspace() char opens an append: [\\t] [\\n] [\\r] [\\v] [\\f]",
+        "a[%09]=1&a[%0A]=2&a[%0D]=3&a[%0B]=4&a[%0C]=5",
+    ),
+    ("only one such char is skipped, and only before ']'", "a[%09%20]=1&a[%0Dx]=2&a[x%0D]=3&b[c][%09]=4"),
     ("an index ends at the first ']'", "a[b]c]=1&a[x]]=2"),
     ("'[' inside an index is kept", "a[b[c]=1"),
     ("[] appends after a negative key at key+1 (PHP < 8.3)", "a[-5]=x&a[]=y"),

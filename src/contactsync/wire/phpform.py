@@ -238,6 +238,7 @@ _MARKERS = (
     (b"%3d", b"\x01b"),
 )
 _NUMERIC = re.compile(r"-?[1-9][0-9]*|0")
+_SPACE = " \t\n\v\f\r"  # C isspace(): one of these may open an index, so "[\t]" is "[]"
 
 
 def _kept(source: Source, max_input_vars: int) -> int:
@@ -379,7 +380,7 @@ def _path(name: str) -> tuple[tuple[str | int, ...], str | int] | None:
         return None
     keys = name[bracket + 1 : -1].split("][")
     for key in keys:
-        if not key or key[0] == " " or "[" in key or "]" in key or _forbidden(key, name):
+        if not key or key[0] in _SPACE or "[" in key or "]" in key or _forbidden(key, name):
             return None
     return (_php_key(var), *map(_php_key, keys[:-1])), _php_key(keys[-1])
 
@@ -409,7 +410,7 @@ def _register(top: dict[Any, Any], name: str, value: str, max_nesting: int, next
             top.pop(_php_key(var), None)
             return level
         start = pos + 1
-        scan = start + 1 if start < end and name[start] == " " else start
+        scan = start + 1 if start < end and name[start] in _SPACE else start  # isspace(): [\t] appends
         if scan < end and name[scan] == "]":
             close, next_index = scan, None
         else:
@@ -456,7 +457,7 @@ def _depth(name: str) -> int:
     while True:
         level += 1
         start = pos + 1
-        scan = start + 1 if start < end and name[start] == " " else start
+        scan = start + 1 if start < end and name[start] in _SPACE else start  # isspace(): [\t] appends
         close = scan if scan < end and name[scan] == "]" else name.find("]", scan)
         pos = close + 1
         if close < 0 or pos >= end or name[pos] != "[":
