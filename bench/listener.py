@@ -217,7 +217,7 @@ def _uvicorn(target: str, port: int, workers: int, *, factory: bool, app_dir: st
 
 
 def _ours(
-    name: str, db_url: str, args: argparse.Namespace, tmp: Path, requests_file: Path, lua: Path
+    name: str, db_url: str, workers: int, args: argparse.Namespace, tmp: Path, requests_file: Path, lua: Path
 ) -> Result:
     import sqlalchemy as sa
 
@@ -234,7 +234,7 @@ def _ours(
         "CONTACTSYNC_LISTENER_SECRET": SECRET,
         "CONTACTSYNC_LISTENER_PROJECTION": "false" if args.no_projection else "true",
     }
-    command = _uvicorn("contactsync.listener.serve:app_from_env", port, args.workers, factory=True)
+    command = _uvicorn("contactsync.listener.serve:app_from_env", port, workers, factory=True)
     with _process(command, env=env, log=tmp / f"{name}.log", port=port, what=name):
         result = _wrk(name, f"http://127.0.0.1:{port}", f"/sync/{TOKEN}", args, requests_file, lua)
     engine = create_engine(db_url)
@@ -332,7 +332,15 @@ def main() -> None:
     parser.add_argument("--duration-s", type=int, default=10)
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--workers", type=int, default=1, help="uvicorn processes per Python server")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="uvicorn processes: PostgreSQL listener, bare",
+    )
+    parser.add_argument(
+        "--sqlite-workers", type=int, default=1, help="uvicorn processes: SQLite listener (one writer), bare"
+    )
     parser.add_argument("--php-children", type=int, default=16)
     parser.add_argument("--requests", type=int, default=120_000, help="distinct pre-signed requests")
     parser.add_argument("--no-projection", action="store_true", help="inbox only, no SQL projection")
@@ -345,37 +353,44 @@ def main() -> None:
         _requests_file(requests_file, args.requests)
         lua.write_text(LUA)
         results: dict[str, Result] = {}
-        port = _free_port()
         here = str(Path(__file__).resolve().parent)
-        with _process(
-            _uvicorn("listener:bare_app", port, args.workers, factory=True, app_dir=here),
-            env=dict(os.environ),
-            log=tmp / "bare.log",
-            port=port,
-            what="bare",
-        ):
-            results["bare"] = _wrk(
-                "bare", f"http://127.0.0.1:{port}", f"/sync/{TOKEN}", args, requests_file, lua
-            )
+        for workers in sorted({args.sqlite_workers, args.workers}):
+            port = _free_port()
+            name = f"bare_w{workers}"
+            with _process(
+                _uvicorn("listener:bare_app", port, workers, factory=True, app_dir=here),
+                env=dict(os.environ),
+                log=tmp / f"{name}.log",
+                port=port,
+                what=name,
+            ):
+                results[name] = _wrk(
+                    name, f"http://127.0.0.1:{port}", f"/sync/{TOKEN}", args, requests_file, lua
+                )
+        sqlite_url = f"sqlite:///{tmp}/listener.db"
         results["ours_sqlite"] = _ours(
-            "ours_sqlite", f"sqlite:///{tmp}/listener.db", args, tmp, requests_file, lua
+            "ours_sqlite", sqlite_url, args.sqlite_workers, args, tmp, requests_file, lua
         )
         with _pg_database() as pg_url:
-            results["ours_pg"] = _ours("ours_pg", pg_url, args, tmp, requests_file, lua)
+            results["ours_pg"] = _ours("ours_pg", pg_url, args.workers, args, tmp, requests_file, lua)
         results["php"] = _php(args, tmp, requests_file, lua)
     print(
-        f"wrk -t{args.threads} -c{args.connections} -d{args.duration_s}s, uvicorn workers={args.workers}, "
-        f"php-fpm children={args.php_children}, projection={'off' if args.no_projection else 'on'}"
+        f"wrk -t{args.threads} -c{args.connections} -d{args.duration_s}s, "
+        f"php-fpm children={args.php_children}, "
+        f"projection={'off' if args.no_projection else 'on'}, listener workers: sqlite={args.sqlite_workers} "
+        f"pg={args.workers}"
     )
     for r in results.values():
         print(
             f"  {r.name:<12} {r.rps:>9.0f} req/s   p50 {r.p50_ms:7.2f} ms   p99 {r.p99_ms:7.2f} ms   "
             f"requests {r.requests}  non-2xx {r.non_2xx}  {r.errors}"
         )
-    bare, php = results["bare"].rps, results["php"].rps
-    for name in ("ours_sqlite", "ours_pg"):
+    php = results["php"].rps
+    for name, workers in (("ours_sqlite", args.sqlite_workers), ("ours_pg", args.workers)):
         r = results[name]
-        print(f"{name}_vs_bare={r.rps / bare:.2f}")
+        print(
+            f"{name}_vs_bare={r.rps / results[f'bare_w{workers}'].rps:.2f}  (same number of uvicorn workers)"
+        )
         print(f"{name}_vs_php={r.rps / php:.2f}")
         print(f"{name}_p99_ms={r.p99_ms:.2f}")
 

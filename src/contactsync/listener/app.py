@@ -14,6 +14,7 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import json
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -104,12 +105,17 @@ def _allowed(networks: tuple[Network, ...], host: str | None) -> bool:
     return any(address in net for net in networks)
 
 
-def build_handlers(settings: Settings, *, clock_ms: Callable[[], int]) -> dict[str, Handler]:
+def build_handlers(
+    settings: Settings, *, clock_ms: Callable[[], int], write_lock: threading.Lock | None = None
+) -> dict[str, Handler]:
     """The handlers ``settings`` asks for: the SQL projection (unless disabled), the named ones, the CRMs."""
     handlers: dict[str, Handler] = {}
     if settings.listener_projection:
         url = settings.listener_projection_url or settings.listener_database_url
-        handlers[Projection.name] = Projection(url, clock_ms=clock_ms)
+        shared = url == settings.listener_database_url
+        handlers[Projection.name] = Projection(
+            url, clock_ms=clock_ms, write_lock=write_lock if shared else None
+        )
     for spec in settings.listener_handlers:
         handlers[spec] = load_handler(spec)
     for forwarder in forwarders(settings.listener_crm):
@@ -144,7 +150,14 @@ def create_app(
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         engine = inbox_engine(settings.listener_database_url)
         upgrade(engine, side="listener")
-        chosen = dict(handlers) if handlers is not None else build_handlers(settings, clock_ms=clock_ms)
+        # SQLite has one writer: the inbox, the runners and a projection into the same file take turns
+        # on this lock, so none of them sleeps in SQLite's busy-timeout backoff while another commits.
+        write_lock = threading.Lock() if engine.dialect.name == "sqlite" else None
+        chosen = (
+            dict(handlers)
+            if handlers is not None
+            else build_handlers(settings, clock_ms=clock_ms, write_lock=write_lock)
+        )
         metrics = ListenerMetrics(engine, clock_s=clock_s)
         runner = Runner(
             engine,
@@ -157,13 +170,14 @@ def create_app(
             lease_s=settings.listener_handler_lease_s,
             clock_ms=clock_ms,
             on_result=metrics.handler_result,
+            write_lock=write_lock,
         )
 
         def committed(stored: int) -> None:
             metrics.batch_size.observe(stored)
             runner.wake()
 
-        inbox = Inbox(engine, handler_names=list(chosen), on_commit=committed)
+        inbox = Inbox(engine, handler_names=list(chosen), on_commit=committed, write_lock=write_lock)
         inbox.start()
         runner.start()
         app.state.listener = _State(

@@ -17,6 +17,7 @@ import importlib
 import inspect
 import random
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib.metadata import entry_points
@@ -106,8 +107,10 @@ class Runner:
         clock_ms: Callable[[], int] = _now_ms,
         rng: random.Random | None = None,
         on_result: Callable[[str, bool, int], None] | None = None,
+        write_lock: AbstractContextManager[Any] | None = None,
     ) -> None:
         self._engine = engine
+        self._write_lock = write_lock or contextlib.nullcontext()
         self.handlers = dict(handlers)
         self._parse = parse
         self._schedule_s = tuple(schedule_s)
@@ -191,7 +194,7 @@ class Runner:
         """Lease up to one batch of due runs of ``name`` (optimistically, so processes can share them)."""
         now = self._clock_ms()
         claimed: list[Run] = []
-        with self._engine.begin() as conn:
+        with self._write_lock, self._engine.begin() as conn:
             rows = conn.execute(
                 sa.select(
                     handler_runs.c.id,
@@ -271,7 +274,7 @@ class Runner:
     def _release(self, runs: Sequence[Run]) -> None:
         """Give back claimed runs not started (on shutdown), so a restart need not wait for the lease."""
         now = self._clock_ms()
-        with self._engine.begin() as conn:
+        with self._write_lock, self._engine.begin() as conn:
             for run in runs:
                 conn.execute(
                     sa.update(handler_runs)
@@ -282,7 +285,7 @@ class Runner:
     def _record(self, outcomes: Sequence[tuple[Run, BaseException | None]]) -> None:
         now = self._clock_ms()
         done = [run.id for run, error in outcomes if error is None]
-        with self._engine.begin() as conn:
+        with self._write_lock, self._engine.begin() as conn:
             if done:
                 conn.execute(
                     sa.update(handler_runs)

@@ -10,9 +10,12 @@ on ``transactionid`` is the final arbiter, also between listener processes shari
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -76,8 +79,10 @@ class Inbox:
         handler_names: Sequence[str],
         max_batch: int = DEFAULT_MAX_BATCH,
         on_commit: Callable[[int], None] | None = None,
+        write_lock: AbstractContextManager[Any] | None = None,
     ) -> None:
         self._engine = engine
+        self._write_lock = write_lock or contextlib.nullcontext()
         self._handler_names = tuple(handler_names)
         self._max_batch = max_batch
         self._on_commit = on_commit
@@ -154,7 +159,7 @@ class Inbox:
         for position, entry in enumerate(entries):
             first_of.setdefault(entry.transactionid, position)
         fresh = [entries[p] for p in first_of.values()]
-        with self._engine.begin() as conn:
+        with self._write_lock, self._engine.begin() as conn:
             ids = _insert_new(conn, fresh)
             if ids and self._handler_names:
                 _insert_runs(conn, fresh, ids, self._handler_names)

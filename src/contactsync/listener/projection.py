@@ -15,8 +15,11 @@ handler runner retries, and the retry sees the row.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,14 +40,37 @@ def _sha256(value: str) -> str:
     return hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class _Kind:
-    """How one list section of the payload maps onto its activity table."""
+    """How one list section of the payload maps onto its activity table (statements built once)."""
 
     section: str
     table: sa.Table
     columns: Callable[[Mapping[str, Any]], dict[str, Any]]
     key: tuple[str, ...]
+
+    @functools.cached_property
+    def existing(self) -> sa.Select[Any]:
+        """Rows of one contact among candidate first-key values (``cid``, ``firsts``)."""
+        table = self.table
+        extra = [table.c.clicks] if "clicks" in table.c else []
+        return sa.select(*(table.c[k] for k in self.key), table.c.id, *extra).where(
+            table.c.contact_id == sa.bindparam("cid"),
+            table.c[self.key[0]].in_(sa.bindparam("firsts", expanding=True)),
+        )
+
+    @functools.cached_property
+    def insert(self) -> sa.Insert:
+        return sa.insert(self.table)
+
+    @functools.cached_property
+    def raise_clicks(self) -> sa.Update:
+        table = self.table
+        return (
+            sa.update(table)
+            .where(table.c.id == sa.bindparam("rid"))
+            .values(clicks=sa.bindparam("new_clicks"))
+        )
 
 
 def _named(id_column: str, date_key: str, date_column: str) -> Callable[[Mapping[str, Any]], dict[str, Any]]:
@@ -112,6 +138,18 @@ KINDS: tuple[_Kind, ...] = (
 )
 
 
+# Built once: constructing SQL expressions per statement cost more than running them.
+_SELECT_CONTACT = (
+    sa.select(t.contacts.c.last_transactionid, t.contacts.c.version)
+    .where(t.contacts.c.contact_id == sa.bindparam("cid"))
+    .with_for_update()
+)
+_INSERT_CONTACT = sa.insert(t.contacts)
+_UPDATE_CONTACT = sa.update(t.contacts).where(t.contacts.c.contact_id == sa.bindparam("cid"))
+_DELETE_FIELDS = sa.delete(t.field_values).where(t.field_values.c.contact_id == sa.bindparam("cid"))
+_INSERT_FIELDS = sa.insert(t.field_values)
+
+
 def _items(value: Any) -> list[Mapping[str, Any]]:
     """A list section as sent: a JSON list, or PHP's integer-keyed map from a form body."""
     if isinstance(value, Mapping):
@@ -132,11 +170,7 @@ def apply(conn: sa.Connection, data: Mapping[str, Any], *, transactionid: int, n
     contact_id = _text(contact.get("id"))
     if not contact_id:
         raise PayloadError("the SQL projection keys contacts by id; contact.id is empty", path="contact.id")
-    current = conn.execute(
-        sa.select(t.contacts.c.last_transactionid, t.contacts.c.version)
-        .where(t.contacts.c.contact_id == contact_id)
-        .with_for_update()
-    ).first()
+    current = conn.execute(_SELECT_CONTACT, {"cid": contact_id}).first()
     if current is not None and current.last_transactionid >= transactionid:
         return False
     values: dict[str, Any] = {
@@ -151,13 +185,9 @@ def apply(conn: sa.Connection, data: Mapping[str, Any], *, transactionid: int, n
         values["lead_score"] = _text(status.get("score"))
         values["lead_label"] = _text(status.get("label"))
     if current is None:
-        conn.execute(sa.insert(t.contacts).values(contact_id=contact_id, version=1, **values))
+        conn.execute(_INSERT_CONTACT, {"contact_id": contact_id, "version": 1, **values})
     else:
-        conn.execute(
-            sa.update(t.contacts)
-            .where(t.contacts.c.contact_id == contact_id)
-            .values(version=current.version + 1, **values)
-        )
+        conn.execute(_UPDATE_CONTACT, {"cid": contact_id, "version": current.version + 1, **values})
     if "fields" in data and data["fields"] is not None:
         _replace_fields(conn, contact_id, _items(data["fields"]))
     for kind in KINDS:
@@ -167,7 +197,7 @@ def apply(conn: sa.Connection, data: Mapping[str, Any], *, transactionid: int, n
 
 
 def _replace_fields(conn: sa.Connection, contact_id: str, items: Iterable[Mapping[str, Any]]) -> None:
-    conn.execute(sa.delete(t.field_values).where(t.field_values.c.contact_id == contact_id))
+    conn.execute(_DELETE_FIELDS, {"cid": contact_id})
     rows: dict[str, dict[str, Any]] = {}
     for item in items:
         field_id = _text(item.get("id"))
@@ -178,7 +208,7 @@ def _replace_fields(conn: sa.Connection, contact_id: str, items: Iterable[Mappin
             "value": _text(item.get("value")),
         }
     if rows:
-        conn.execute(sa.insert(t.field_values), list(rows.values()))
+        conn.execute(_INSERT_FIELDS, list(rows.values()))
 
 
 def _merge(
@@ -194,15 +224,10 @@ def _merge(
     if not wanted:
         return
     table = kind.table
-    first = kind.key[0]
-    key_columns = [table.c[k] for k in kind.key]
     existing: dict[tuple[Any, ...], Any] = {}
-    extra = [table.c.clicks] if "clicks" in table.c else []
-    for row_found in conn.execute(
-        sa.select(*key_columns, table.c.id, *extra).where(
-            table.c.contact_id == contact_id, table.c[first].in_(sorted({k[0] for k in wanted}))
-        )
-    ):
+    extra = "clicks" in table.c
+    found_rows = conn.execute(kind.existing, {"cid": contact_id, "firsts": sorted({k[0] for k in wanted})})
+    for row_found in found_rows:
         existing[tuple(row_found[: len(kind.key)])] = row_found
     new_rows: list[dict[str, Any]] = []
     for key, row in wanted.items():
@@ -210,9 +235,9 @@ def _merge(
         if found is None:
             new_rows.append({"contact_id": contact_id, "first_transactionid": transactionid, **row})
         elif extra and row["clicks"] > found.clicks:
-            conn.execute(sa.update(table).where(table.c.id == found.id).values(clicks=row["clicks"]))
+            conn.execute(kind.raise_clicks, {"rid": found.id, "new_clicks": row["clicks"]})
     if new_rows:
-        conn.execute(sa.insert(table), new_rows)
+        conn.execute(kind.insert, new_rows)
 
 
 class Projection:
@@ -220,8 +245,16 @@ class Projection:
 
     name = "sql"
 
-    def __init__(self, url: str, *, clock_ms: Callable[[], int], migrate: bool = True) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        clock_ms: Callable[[], int],
+        migrate: bool = True,
+        write_lock: AbstractContextManager[Any] | None = None,
+    ) -> None:
         self.engine = create_engine(url)
+        self._write_lock = write_lock or contextlib.nullcontext()
         self._clock_ms = clock_ms
         if migrate:
             upgrade(self.engine, side="listener")
@@ -232,30 +265,32 @@ class Projection:
     def apply(self, payload: SyncPayload) -> bool:
         """Project ``payload`` in its own transaction; False if it was stale or already applied."""
         data = payload.to_wire(json_types=True)
-        with self.engine.begin() as conn:
+        with self._write_lock, self.engine.begin() as conn:
             return apply(conn, data, transactionid=payload.transactionid, now_ms=self._clock_ms())
 
     def handle_batch(self, payloads: Sequence[SyncPayload]) -> list[Exception | None]:
-        """Project many payloads in one transaction, each in its own savepoint (one bad one stays alone)."""
-        errors: list[Exception | None] = []
+        """Project many payloads in one transaction; if one fails, each goes alone so it fails alone."""
         now = self._clock_ms()
         try:
-            with self.engine.begin() as conn:
+            with self._write_lock, self.engine.begin() as conn:
                 for payload in payloads:
-                    try:
-                        with conn.begin_nested():
-                            apply(
-                                conn,
-                                payload.to_wire(json_types=True),
-                                transactionid=payload.transactionid,
-                                now_ms=now,
-                            )
-                    except (PayloadError, sa.exc.SQLAlchemyError) as exc:
-                        errors.append(exc)
-                    else:
-                        errors.append(None)
-        except sa.exc.SQLAlchemyError as exc:
-            return [exc] * len(payloads)
+                    apply(
+                        conn,
+                        payload.to_wire(json_types=True),
+                        transactionid=payload.transactionid,
+                        now_ms=now,
+                    )
+            return [None] * len(payloads)
+        except (PayloadError, sa.exc.SQLAlchemyError):
+            pass  # rolled back as a whole: retry one by one below
+        errors: list[Exception | None] = []
+        for payload in payloads:
+            try:
+                self.apply(payload)
+            except (PayloadError, sa.exc.SQLAlchemyError) as exc:
+                errors.append(exc)
+            else:
+                errors.append(None)
         return errors
 
     def close(self) -> None:
