@@ -216,7 +216,10 @@ VALUE_TOKENS = [
     "\x01a", "\r\n", "%\n", "%\r", "%=", "=%",
 ]  # fmt: skip
 
-name_text = st.lists(st.sampled_from(NAME_TOKENS), max_size=7).map("".join)
+any_escape = st.integers(0, 255).map(lambda byte: f"%{byte:02X}")  # whatever byte PHP may meet
+any_ascii = st.characters(max_codepoint=0x7F)
+name_token = st.one_of(st.sampled_from(NAME_TOKENS), st.sampled_from(NAME_TOKENS), any_escape, any_ascii)
+name_text = st.lists(name_token, max_size=7).map("".join)
 deep_name = st.builds(
     lambda base, depth, step, tail: base + step * depth + tail,
     st.sampled_from(["a", "b", "x.y", "__Host-a"]),
@@ -224,7 +227,9 @@ deep_name = st.builds(
     st.sampled_from(["[x]", "[]", "[0]", "[ ]"]),
     st.sampled_from(["", "[", "[]", "x", "]", "[z"]),
 )
-value_text = st.lists(st.sampled_from(VALUE_TOKENS), max_size=3).map("".join)
+value_text = st.lists(st.one_of(st.sampled_from(VALUE_TOKENS), any_escape, any_ascii), max_size=3).map(
+    "".join
+)
 
 
 def _piece(name: str, has_value: bool, value: str) -> str:
