@@ -192,7 +192,8 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorBody, "description": "Malformed body"},
     401: {"model": ErrorBody, "description": "Missing, unknown or revoked API key"},
     404: {"model": ErrorBody, "description": "An id that does not exist (or belongs to another account)"},
-    409: {"model": ErrorBody, "description": "A concurrent change conflicted"},
+    409: {"model": ErrorBody, "description": "A concurrent change conflicted, or a state that forbids it"},
+    413: {"model": ErrorBody, "description": "The request body is too large"},
     422: {"model": ErrorBody, "description": "Invalid input; `field` names the offending field"},
 }
 """Documented on every route so clients (and schemathesis) know the error shape."""

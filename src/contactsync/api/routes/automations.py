@@ -11,12 +11,13 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from contactsync.api.deps import Caller, Ctx, Id, account_lists, own_action, own_automation, own_list
 from contactsync.api.errors import ERROR_RESPONSES
 from contactsync.api.pagination import Cursor, Limit, Page, after, cut
+from contactsync.api.routing import UtcRoute
 from contactsync.automation import actions as action_svc
 from contactsync.automation import automations as svc
 from contactsync.db.platform import automations as automations_table
 from contactsync.delivery import outbox
 
-router = APIRouter(tags=["automations"], responses=ERROR_RESPONSES)
+router = APIRouter(tags=["automations"], responses=ERROR_RESPONSES, route_class=UtcRoute)
 
 
 @router.post("/automations", status_code=201)

@@ -16,12 +16,13 @@ from contactsync.api.deps import ApiContext, Caller, Ctx, Id, own_contact, own_l
 from contactsync.api.errors import ERROR_RESPONSES
 from contactsync.api.keys import Principal
 from contactsync.api.pagination import Cursor, Limit, Page, after, cut
+from contactsync.api.routing import UtcRoute
 from contactsync.automation import contacts as svc
 from contactsync.automation.events import save_contact
 from contactsync.db.platform import contacts as contacts_table
 from contactsync.errors import ValidationError
 
-router = APIRouter(tags=["contacts"], responses=ERROR_RESPONSES)
+router = APIRouter(tags=["contacts"], responses=ERROR_RESPONSES, route_class=UtcRoute)
 
 
 class UpsertOut(BaseModel):

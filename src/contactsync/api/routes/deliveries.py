@@ -16,11 +16,12 @@ from pydantic import BaseModel, ConfigDict, Field
 from contactsync.api.deps import Caller, Ctx, Id, delivery_owned, endpoint_owned, own_delivery, own_endpoint
 from contactsync.api.errors import ERROR_RESPONSES, ApiError
 from contactsync.api.pagination import Cursor, Limit, Page, after, cut
+from contactsync.api.routing import UtcRoute
 from contactsync.db.platform import deliveries, delivery_attempts, endpoint_events, endpoints
 from contactsync.delivery import endpoints as endpoint_rows
 from contactsync.delivery import outbox
 
-router = APIRouter(responses=ERROR_RESPONSES)
+router = APIRouter(responses=ERROR_RESPONSES, route_class=UtcRoute)
 
 State = Literal["pending", "in_flight", "delivered", "failed", "cancelled"]
 MAX_ID = 2**63 - 1

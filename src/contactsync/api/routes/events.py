@@ -8,12 +8,13 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from contactsync.api.deps import Caller, Ctx, account_lists
 from contactsync.api.errors import ERROR_RESPONSES
+from contactsync.api.routing import UtcRoute
 from contactsync.automation.activity import Event
 from contactsync.automation.events import ingest_events
 from contactsync.db.platform import contacts
 from contactsync.errors import NotFoundError
 
-router = APIRouter(tags=["events"], responses=ERROR_RESPONSES)
+router = APIRouter(tags=["events"], responses=ERROR_RESPONSES, route_class=UtcRoute)
 
 MAX_BATCH = 1000
 

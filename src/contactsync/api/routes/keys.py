@@ -8,8 +8,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from contactsync.api import keys as svc
 from contactsync.api.deps import Caller, Ctx, Id
 from contactsync.api.errors import ERROR_RESPONSES
+from contactsync.api.routing import UtcRoute
 
-router = APIRouter(tags=["keys"], responses=ERROR_RESPONSES)
+router = APIRouter(tags=["keys"], responses=ERROR_RESPONSES, route_class=UtcRoute)
 
 
 class KeyCreate(BaseModel):

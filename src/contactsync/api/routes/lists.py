@@ -11,10 +11,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from contactsync.api.deps import Caller, Ctx, Id, own_list
 from contactsync.api.errors import ERROR_RESPONSES
 from contactsync.api.pagination import Cursor, Limit, Page, after, cut
+from contactsync.api.routing import UtcRoute
 from contactsync.automation import lists as svc
 from contactsync.db.platform import lists as lists_table
 
-router = APIRouter(tags=["lists"], responses=ERROR_RESPONSES)
+router = APIRouter(tags=["lists"], responses=ERROR_RESPONSES, route_class=UtcRoute)
 
 
 class _In(BaseModel):

@@ -26,6 +26,7 @@ from contactsync.api.deps import (
 )
 from contactsync.api.errors import ERROR_RESPONSES
 from contactsync.api.keys import Principal
+from contactsync.api.routing import UtcRoute
 from contactsync.automation import manual
 from contactsync.automation.actions import SyncActionSettings, get_action
 from contactsync.automation.preview import Preview, preview
@@ -34,7 +35,7 @@ from contactsync.delivery.attempt import send
 from contactsync.delivery.netguard import NetPolicy, create_connector
 from contactsync.errors import NotFoundError
 
-router = APIRouter(responses=ERROR_RESPONSES)
+router = APIRouter(responses=ERROR_RESPONSES, route_class=UtcRoute)
 
 
 class PreviewIn(BaseModel):
