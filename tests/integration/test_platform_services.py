@@ -371,12 +371,19 @@ def test_preview_rotation_and_capacity_warnings(world: World, php: str) -> None:
     assert decoded["contact"]["email"] == "a@b.co"
     assert _deliveries(world) == []  # preview writes nothing
     with world.engine.begin() as conn:
-        for i in range(600):
-            conn.execute(
-                t.activities.insert().values(
-                    contact_id=cid, kind="page_visit", url=f"https://s.test/{i}", name="", occurred_at=T0
-                )
-            )
+        conn.execute(
+            t.activities.insert(),
+            [
+                {
+                    "contact_id": cid,
+                    "kind": "page_visit",
+                    "url": f"https://s.test/{i}",
+                    "name": "",
+                    "occurred_at": T0,
+                }
+                for i in range(600)
+            ],
+        )
         big = preview.preview(
             conn,
             world.rt,
