@@ -108,3 +108,20 @@ def test_decode_inverts_encode_for_plain_names(data: dict[str, Any]) -> None:
     for source in ("post", "get"):
         assert decode(encode(data), source=source) == data
         assert decode(encode(data, rfc3986=True), source=source) == data
+
+
+bracket_names = st.lists(
+    st.sampled_from(["a", "[x]", "[]", "[ ]", "[", "]", " ", ".", "%5B", "%00"]), max_size=8
+)
+
+
+@settings(max_examples=examples(ci=500))
+@given(bracket_names.map("".join), st.integers(0, 3))
+def test_measure_agrees_with_the_nesting_limit(name: str, limit: int) -> None:
+    body = f"{name}=1"
+    depth = measure(body).max_nesting
+    if depth > limit:
+        with pytest.raises(PHPFormLimitError):
+            decode(body, max_nesting=limit, on_limit="raise")
+    else:
+        decode(body, max_nesting=limit, on_limit="raise")
