@@ -171,6 +171,7 @@ def create_app(
             clock_ms=clock_ms,
             on_result=metrics.handler_result,
             write_lock=write_lock,
+            yield_to=lambda: inbox.busy(),
         )
 
         def committed(stored: int) -> None:

@@ -114,6 +114,10 @@ class Inbox:
             self._flusher = asyncio.create_task(self._flush(), name="contactsync-inbox-flush")
         return await future
 
+    def busy(self) -> bool:
+        """Whether requests are waiting for (or in) a commit right now."""
+        return self._flusher is not None
+
     def write(self, entries: list[InboxEntry]) -> list[Stored]:
         """Commit ``entries`` in one transaction, from any thread (tools and tests)."""
         return self._commit_with_retry(entries)
