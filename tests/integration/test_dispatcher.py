@@ -479,3 +479,79 @@ def test_json_body_is_sent_as_is(engine: sa.Engine) -> None:
         assert "webhook-signature" not in arrival.headers  # no action, no secret
 
     asyncio.run(main())
+
+
+def test_token_bucket_spaces_starts_at_the_rate() -> None:
+    from contactsync.delivery.dispatcher import TokenBucket
+
+    async def main() -> None:
+        now = [0.0]
+        starts: list[float] = []
+
+        async def fake_sleep(seconds: float) -> None:
+            now[0] += seconds
+
+        bucket = TokenBucket(5.0, monotonic=lambda: now[0], sleep=fake_sleep)
+        for _ in range(15):
+            await bucket.acquire()
+            starts.append(now[0])
+        assert starts[:5] == [0.0] * 5  # a one-second burst
+        assert starts[5:] == pytest.approx([0.2 * i for i in range(1, 11)])
+
+    asyncio.run(main())
+
+
+def test_rate_limited_endpoint_still_delivers(engine: sa.Engine) -> None:
+    start = datetime.now(UTC).replace(tzinfo=None)
+
+    async def main() -> None:
+        receiver = Receiver()
+        await receiver.add("ok", lambda r: reply(200))
+        with engine.begin() as conn:
+            ep.ensure(conn, [endpoint_key(receiver.url("ok"))])
+            conn.execute(t.endpoints.update().values(rate_limit_per_s=200.0, max_in_flight=2))
+        enqueue_many(engine, [request(i, receiver.url("ok")) for i in range(1, 31)], now=start)
+        dispatcher = Dispatcher(engine, config=config(endpoint_concurrency=50))
+
+        async def body() -> None:
+            await wait_for(
+                lambda: all(r.state == "delivered" for r in rows(engine).values()), what="deliveries"
+            )
+
+        try:
+            await running(dispatcher, body)
+        finally:
+            await receiver.close()
+        assert len(receiver.arrivals["ok"]) == 30
+        assert receiver.max_in_flight["ok"] <= 2  # the endpoint's own limit, tighter than the process's
+
+    asyncio.run(main())
+
+
+def test_send_once_for_the_editors_test_button() -> None:
+    from contactsync.delivery.attempt import send_once
+
+    async def main() -> None:
+        receiver = Receiver()
+        await receiver.add("ok", lambda r: reply(200, body="hello"))
+        try:
+            result = await send_once(
+                method="POST",
+                url=receiver.url("ok"),
+                body=b"a=1",
+                content_type="application/x-www-form-urlencoded",
+                transactionid=99,
+                secrets=[SECRET],
+                policy=LOOPBACK,
+            )
+            blocked = await send_once(
+                method="GET", url=receiver.url("ok"), body=b"", transactionid=1, policy=NetPolicy()
+            )
+        finally:
+            await receiver.close()
+        assert (result.status, result.body) == (200, b"hello")
+        [arrival] = receiver.arrivals["ok"]
+        standardwebhooks.Webhook(SECRET).verify(arrival.body, arrival.headers, json_parse=False)
+        assert blocked.error == "blocked"
+
+    asyncio.run(main())

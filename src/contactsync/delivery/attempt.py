@@ -9,18 +9,21 @@ hostile receiver cannot make the dispatcher buffer gigabytes.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import aiohttp
 
+from contactsync import __version__
 from contactsync.delivery.netguard import NetPolicy
 from contactsync.delivery.retry import Outcome
 from contactsync.errors import BlockedAddressError
+from contactsync.wire import signing
 
 MAX_RESPONSE_BODY_BYTES = 20 * 1024
 DEFAULT_CONNECT_TIMEOUT_S = 5.0
 DEFAULT_TOTAL_TIMEOUT_S = 15.0
+DEFAULT_USER_AGENT = f"contactsync/{__version__}"
 CAPTURED_HEADERS = frozenset(
     {
         "content-type",
@@ -54,6 +57,35 @@ class AttemptResult:
     @property
     def error(self) -> str | None:
         return self.outcome.error
+
+
+def attempt_headers(
+    *,
+    method: str,
+    url: str,
+    body: bytes,
+    content_type: str,
+    static_headers: Mapping[str, str],
+    transactionid: int,
+    keys: Sequence[bytes | str],
+    timestamp: int,
+    user_agent: str,
+) -> dict[str, str]:
+    """The headers of one attempt (wire.md): the frozen static ones plus fresh ``webhook-*`` ones.
+
+    Signed content is the body, or for GET the request target exactly as sent. Without a secret
+    the id and timestamp are still sent (the receiver relies on its private URL then).
+    """
+    headers = {"User-Agent": user_agent, **static_headers}
+    if method != "GET" and content_type:
+        headers["Content-Type"] = content_type
+    msg_id = str(transactionid)
+    if keys:
+        content = signing.request_target(url) if method == "GET" else body
+        headers.update(signing.headers(list(keys), msg_id=msg_id, timestamp=timestamp, content=content))
+    else:
+        headers.update({signing.HEADER_ID: msg_id, signing.HEADER_TIMESTAMP: str(timestamp)})
+    return headers
 
 
 def _error_kind(exc: BaseException) -> str:
@@ -123,3 +155,46 @@ async def send(
     except (TimeoutError, aiohttp.ClientError, BlockedAddressError, OSError, ValueError) as exc:
         kind = _error_kind(exc)
         return AttemptResult(Outcome(error=kind), clock() - started, detail=f"{kind}: {exc}")
+
+
+async def send_once(
+    *,
+    method: str,
+    url: str,
+    body: bytes,
+    transactionid: int,
+    policy: NetPolicy,
+    content_type: str = "",
+    static_headers: Mapping[str, str] | None = None,
+    secrets: Sequence[str] = (),
+    user_agent: str = DEFAULT_USER_AGENT,
+    connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S,
+    total_timeout_s: float = DEFAULT_TOTAL_TIMEOUT_S,
+    timestamp: int | None = None,
+) -> AttemptResult:
+    """One signed attempt right now, outside the outbox: the action editor's "test send"."""
+    from contactsync.delivery.netguard import create_connector
+
+    headers = attempt_headers(
+        method=method,
+        url=url,
+        body=body,
+        content_type=content_type,
+        static_headers=static_headers or {},
+        transactionid=transactionid,
+        keys=list(secrets),
+        timestamp=int(time.time()) if timestamp is None else timestamp,
+        user_agent=user_agent,
+    )
+    connector = create_connector(policy, limit=1)
+    async with aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar()) as session:
+        return await send(
+            session,
+            method=method,
+            url=url,
+            headers=headers,
+            body=None if method == "GET" else body,
+            policy=policy,
+            connect_timeout_s=connect_timeout_s,
+            total_timeout_s=total_timeout_s,
+        )

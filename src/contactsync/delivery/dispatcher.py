@@ -19,7 +19,7 @@ import random
 import signal
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -28,10 +28,9 @@ from typing import Any, TypeVar
 import aiohttp
 import sqlalchemy as sa
 
-from contactsync import __version__
 from contactsync.delivery import endpoints as endpoint_rows
 from contactsync.delivery import health, outbox
-from contactsync.delivery.attempt import AttemptResult, send
+from contactsync.delivery.attempt import DEFAULT_USER_AGENT, AttemptResult, attempt_headers, send
 from contactsync.delivery.metrics import DeliveryMetrics
 from contactsync.delivery.netguard import NetPolicy, create_connector
 from contactsync.delivery.outbox import Claimed, Finished, Lane
@@ -72,7 +71,7 @@ class DispatcherConfig:
     health_interval_s: float = 300.0
     metrics_interval_s: float = 15.0
     limits_ttl_s: float = 30.0
-    user_agent: str = f"contactsync/{__version__}"
+    user_agent: str = DEFAULT_USER_AGENT
     policy: NetPolicy = field(default_factory=NetPolicy)
     listen: bool = True
     """Wake on PostgreSQL ``NOTIFY`` (ignored on SQLite, where :meth:`Dispatcher.wake` is the signal)."""
@@ -96,25 +95,33 @@ class DispatcherConfig:
 class TokenBucket:
     """A per-endpoint rate limit: at most ``rate_per_s`` starts per second, bursts of one second."""
 
-    def __init__(self, rate_per_s: float, *, monotonic: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        rate_per_s: float,
+        *,
+        monotonic: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
         self.rate_per_s = rate_per_s
         self._monotonic = monotonic
+        self._sleep = sleep
         self._tokens = max(rate_per_s, 1.0)
         self._stamp = monotonic()
         self._lock = asyncio.Lock()
 
     async def acquire(self) -> None:
+        """Wait for the next start this endpoint is allowed."""
         async with self._lock:
-            while True:
-                now = self._monotonic()
-                self._tokens = min(
-                    max(self.rate_per_s, 1.0), self._tokens + (now - self._stamp) * self.rate_per_s
-                )
-                self._stamp = now
-                if self._tokens >= 1.0:
-                    self._tokens -= 1.0
-                    return
-                await asyncio.sleep((1.0 - self._tokens) / self.rate_per_s)
+            now = self._monotonic()
+            burst = max(self.rate_per_s, 1.0)
+            self._tokens = min(burst, self._tokens + (now - self._stamp) * self.rate_per_s)
+            self._stamp = now
+            if self._tokens < 1.0:
+                wait_s = (1.0 - self._tokens) / self.rate_per_s
+                await self._sleep(wait_s)
+                self._stamp += wait_s  # the token earned while waiting is the one taken now
+                self._tokens = 1.0
+            self._tokens -= 1.0
 
 
 class Dispatcher:
@@ -160,8 +167,9 @@ class Dispatcher:
         self._tasks: set[asyncio.Task[None]] = set()
         self._keys: dict[str, bytes] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._wake_event: asyncio.Event | None = None
-        self._slot_freed: asyncio.Event | None = None
+        self._kick: asyncio.Event | None = None
+        self._woken = False
+        self._want_slots = False
         self._flush_wanted: asyncio.Event | None = None
         self._stop: asyncio.Event | None = None
         self.attempts_recorded = 0
@@ -170,9 +178,15 @@ class Dispatcher:
 
     def wake(self) -> None:
         """Claim now instead of at the next poll (thread-safe; the in-process signal on SQLite)."""
-        loop, event = self._loop, self._wake_event
-        if loop is not None and event is not None and not loop.is_closed():
-            loop.call_soon_threadsafe(event.set)
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._poke, True)
+
+    def _poke(self, woken: bool = False) -> None:
+        """Make the claim loop look again (``woken``: new work was announced)."""
+        self._woken |= woken
+        if self._kick is not None:
+            self._kick.set()
 
     def stop(self) -> None:
         """Ask :meth:`run` to finish in-flight work and return (thread-safe)."""
@@ -184,8 +198,7 @@ class Dispatcher:
         """Dispatch until ``stop`` is set (or SIGTERM/SIGINT with ``handle_signals``), then shut down."""
         loop = asyncio.get_running_loop()
         self._loop = loop
-        self._wake_event = asyncio.Event()
-        self._slot_freed = asyncio.Event()
+        self._kick = asyncio.Event()
         self._flush_wanted = asyncio.Event()
         self._stop = stop or asyncio.Event()
         if handle_signals:
@@ -199,6 +212,7 @@ class Dispatcher:
             asyncio.create_task(self._flush_loop(), name="flush"),
             asyncio.create_task(self._heartbeat_loop(), name="heartbeat"),
             asyncio.create_task(self._housekeeping_loop(), name="housekeeping"),
+            asyncio.create_task(self._watch_stop(), name="watch-stop"),
         ]
         if self.config.listen and self.engine.dialect.name == "postgresql":
             helpers.append(asyncio.create_task(self._listen_loop(), name="listen"))
@@ -223,20 +237,25 @@ class Dispatcher:
     # --- claiming --------------------------------------------------------------------------------
 
     async def _claim_loop(self, session: aiohttp.ClientSession) -> None:
+        """Claim while there is capacity and due work; otherwise sleep until poked or the poll interval."""
         assert self._stop is not None
-        assert self._wake_event is not None
-        assert self._slot_freed is not None
+        assert self._kick is not None
+        never = -float("inf")
+        drained_at = dict.fromkeys(Lane, never)  # when a lane last found nothing (more) due
         while not self._stop.is_set():
-            self._wake_event.clear()
-            self._slot_freed.clear()
+            self._kick.clear()
+            if self._woken:
+                self._woken = False
+                drained_at = dict.fromkeys(Lane, never)
             more_due = False
-            for lane in (Lane.FIRST, Lane.RETRY):
+            for lane in Lane:
+                if time.monotonic() - drained_at[lane] < self.config.poll_interval_s:
+                    continue
                 free = self._free(lane)
-                if free <= 0:
+                if free < self._min_claim(lane) and (free <= 0 or self._in_lane[lane] > 0):
+                    more_due = True  # wait for a worthwhile batch instead of one query per freed slot
                     continue
                 limit = min(free, self.config.batch_size)
-                if free < self._min_claim(lane) and self._in_lane[lane] > 0:
-                    continue  # wait for a worthwhile batch instead of one query per freed slot
                 try:
                     batch, limits = await self._db(self._claim_sync, lane, limit, self._saturated())
                 except sa.exc.SQLAlchemyError:
@@ -248,13 +267,20 @@ class Dispatcher:
                 for claimed in batch:
                     self._held[claimed.id] = claimed
                     self._start(session, claimed, lane)
-                more_due |= len(batch) == limit
-            if more_due and any(self._free(lane) > 0 for lane in Lane):
+                if len(batch) < limit:
+                    drained_at[lane] = time.monotonic()
+                else:
+                    more_due = True
+            self._want_slots = more_due
+            if more_due and any(self._free(lane) >= self._min_claim(lane) for lane in Lane):
                 continue
-            waiters = [self._stop.wait(), self._wake_event.wait()]
-            if not any(self._free(lane) > 0 for lane in Lane) or more_due:
-                waiters.append(self._slot_freed.wait())
-            await _first_of(waiters, timeout_s=self.config.poll_interval_s)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._kick.wait(), timeout=self.config.poll_interval_s)
+
+    async def _watch_stop(self) -> None:
+        assert self._stop is not None
+        await self._stop.wait()
+        self._poke()
 
     def _min_claim(self, lane: Lane) -> int:
         return max(1, min(self.config.batch_size, self._capacity[lane]) // 4)
@@ -329,9 +355,11 @@ class Dispatcher:
                 self._flush_wanted.set()
         finally:
             self._in_lane[lane] -= 1
-            self._in_endpoint[c.endpoint] -= 1
-            if self._slot_freed is not None:
-                self._slot_freed.set()
+            left = self._in_endpoint[c.endpoint] = self._in_endpoint[c.endpoint] - 1
+            if left == self._limit_of(c.endpoint).max_in_flight:
+                self._poke(True)  # its prefetched work has all started: claim more for it
+            if self._want_slots and self._free(lane) >= self._min_claim(lane):
+                self._poke()
 
     async def _send(self, session: aiohttp.ClientSession, c: Claimed, started: datetime) -> AttemptResult:
         try:
@@ -350,19 +378,17 @@ class Dispatcher:
             return AttemptResult(Outcome(error="internal"), 0.0, detail=f"internal: {exc!r}")
 
     def _headers(self, c: Claimed, started: datetime) -> dict[str, str]:
-        """Static headers of the frozen request plus the per-attempt ``webhook-*`` headers."""
-        headers = {"User-Agent": self.config.user_agent, **c.headers}
-        if c.method != "GET" and c.content_type:
-            headers["Content-Type"] = c.content_type
-        timestamp = int(started.replace(tzinfo=UTC).timestamp())
-        msg_id = str(c.transactionid)
-        if c.secrets:
-            keys = [self._key(s) for s in c.secrets]
-            content = signing.request_target(c.url) if c.method == "GET" else c.body
-            headers.update(signing.headers(keys, msg_id=msg_id, timestamp=timestamp, content=content))
-        else:
-            headers.update({signing.HEADER_ID: msg_id, signing.HEADER_TIMESTAMP: str(timestamp)})
-        return headers
+        return attempt_headers(
+            method=c.method,
+            url=c.url,
+            body=c.body,
+            content_type=c.content_type,
+            static_headers=c.headers,
+            transactionid=c.transactionid,
+            keys=[self._key(s) for s in c.secrets],
+            timestamp=int(started.replace(tzinfo=UTC).timestamp()),
+            user_agent=self.config.user_agent,
+        )
 
     def _key(self, secret: str) -> bytes:
         key = self._keys.get(secret)
@@ -468,8 +494,7 @@ class Dispatcher:
                 async with await psycopg.AsyncConnection.connect(url, autocommit=True) as aconn:
                     await aconn.execute(f"LISTEN {outbox.NOTIFY_CHANNEL}")
                     async for _ in aconn.notifies():
-                        if self._wake_event is not None:
-                            self._wake_event.set()
+                        self._poke(True)
             except psycopg.Error:
                 log.warning("LISTEN connection lost; polling until it is back", exc_info=True)
                 await asyncio.sleep(self.config.poll_interval_s)
@@ -501,12 +526,3 @@ class Dispatcher:
     def _release_sync(self, left: list[Claimed]) -> None:
         with self.engine.begin() as conn:
             outbox.release(conn, left, now=self._clock())
-
-
-async def _first_of(waiters: list[Any], *, timeout_s: float) -> None:
-    tasks = [asyncio.ensure_future(w) for w in waiters]
-    try:
-        await asyncio.wait(tasks, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in tasks:
-            task.cancel()
