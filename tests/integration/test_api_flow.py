@@ -12,7 +12,7 @@ import pytest
 import sqlalchemy as sa
 
 from contactsync.db import platform as t
-from support.api import Api, api_client
+from support.api import Api, api_client, new_account
 
 
 @pytest.fixture
@@ -189,3 +189,25 @@ def test_secret_rotation_and_action_updates(api: Api) -> None:
     assert api.ok("GET", f"/api/automations/{w['automation']['id']}/actions") == []
     api.ok("DELETE", f"/api/automations/{w['automation']['id']}", 204)
     assert api.get(f"/api/automations/{w['automation']['id']}").status_code == 404
+
+
+def test_shared_endpoint_cannot_be_switched_by_one_account(api: Api) -> None:
+    w = _world(api, contacts=0)
+    _, other_key = new_account(api.engine, "other")
+    theirs = {"Authorization": f"Bearer {other_key}"}
+    lst = api.client.post("/api/lists", json={"name": "theirs"}, headers=theirs).json()
+    auto = api.client.post(
+        "/api/automations",
+        json={"list_id": lst["id"], "name": "B", "trigger": {"event": "manual"}},
+        headers=theirs,
+    ).json()
+    made = api.client.post(
+        f"/api/automations/{auto['id']}/actions", json={"url": "https://hooks.example.com/b"}, headers=theirs
+    )
+    assert made.status_code == 201
+    [endpoint] = api.ok("GET", "/api/endpoints")
+    assert endpoint["endpoint"] == w["action"]["endpoint"] == "https://hooks.example.com:443"
+    refused = api.post(f"/api/endpoints/{endpoint['id']}/disable")
+    assert refused.status_code == 409
+    assert refused.json()["error"] == "shared_endpoint"
+    assert api.ok("GET", f"/api/endpoints/{endpoint['id']}")["enabled"] is True

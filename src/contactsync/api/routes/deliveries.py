@@ -13,11 +13,21 @@ import sqlalchemy as sa
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict, Field
 
-from contactsync.api.deps import Caller, Ctx, Id, delivery_owned, endpoint_owned, own_delivery, own_endpoint
+from contactsync.api.deps import (
+    Caller,
+    Ctx,
+    Id,
+    account_actions,
+    delivery_owned,
+    endpoint_owned,
+    own_delivery,
+    own_endpoint,
+)
 from contactsync.api.errors import ERROR_RESPONSES, ApiError
+from contactsync.api.keys import Principal
 from contactsync.api.pagination import Cursor, Limit, Page, after, cut
 from contactsync.api.routing import UtcRoute
-from contactsync.db.platform import deliveries, delivery_attempts, endpoint_events, endpoints
+from contactsync.db.platform import actions, deliveries, delivery_attempts, endpoint_events, endpoints
 from contactsync.delivery import endpoints as endpoint_rows
 from contactsync.delivery import outbox
 
@@ -240,12 +250,24 @@ def get_endpoint(endpoint_id: Id, ctx: Ctx, caller: Caller) -> EndpointDetail:
         return EndpointDetail(**base.model_dump(), events=[EndpointEventOut(**r._asdict()) for r in rows])
 
 
+def _sole_user(conn: sa.Connection, caller: Principal, name: str) -> None:
+    """Endpoint health is shared by every action pointing at it: only its sole account may switch it."""
+    shared = conn.execute(
+        sa.select(actions.c.id)
+        .where(actions.c.endpoint == name, actions.c.id.not_in(account_actions(caller.account_id)))
+        .limit(1)
+    ).first()
+    if shared is not None:
+        raise ApiError(409, "shared_endpoint", f"{name} is also used by another account; ask the operator")
+
+
 @router.post("/endpoints/{endpoint_id}/disable", tags=["endpoints"])
 def disable_endpoint(endpoint_id: Id, ctx: Ctx, caller: Caller, body: DisableIn | None = None) -> EndpointOut:
     """Hold deliveries to this endpoint (they wait, nothing is dropped)."""
     reason = (body or DisableIn()).reason
     with ctx.tx() as conn:
         name = own_endpoint(conn, caller, endpoint_id)
+        _sole_user(conn, caller, name)
         endpoint_rows.disable(conn, name, reason=reason, now=ctx.runtime.clock(), kind="disabled")
         return _endpoints(conn, endpoints.c.id == endpoint_id)[0]
 
@@ -255,6 +277,7 @@ def enable_endpoint(endpoint_id: Id, ctx: Ctx, caller: Caller) -> EndpointOut:
     """Resume deliveries to this endpoint; its failure streak starts afresh."""
     with ctx.tx() as conn:
         name = own_endpoint(conn, caller, endpoint_id)
+        _sole_user(conn, caller, name)
         if endpoint_rows.enable(conn, name, now=ctx.runtime.clock()):
             outbox.notify(conn)
         out = _endpoints(conn, endpoints.c.id == endpoint_id)[0]
