@@ -11,8 +11,13 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from contactsync.api import create_app
+from contactsync.automation import manual
+from contactsync.automation.runtime import Runtime
 from contactsync.db import platform as t
+from contactsync.settings import Settings
 from support.api import Api, api_client, new_account
+from support.listener import serve
 
 
 @pytest.fixture
@@ -211,3 +216,28 @@ def test_shared_endpoint_cannot_be_switched_by_one_account(api: Api) -> None:
     assert refused.status_code == 409
     assert refused.json()["error"] == "shared_endpoint"
     assert api.ok("GET", f"/api/endpoints/{endpoint['id']}")["enabled"] is True
+
+
+def _run_state(api: Api, run_id: int) -> tuple[str, int]:
+    deadline = time.monotonic() + 120
+    while True:
+        with api.engine.connect() as conn:
+            row = conn.execute(sa.select(t.manual_runs).where(t.manual_runs.c.id == run_id)).one()
+        if row.state != "running" or time.monotonic() > deadline:
+            return row.state, row.enqueued
+        time.sleep(0.05)
+
+
+def test_a_run_left_running_resumes_when_an_app_starts_or_its_progress_is_read(api: Api, db_url: str) -> None:
+    w = _world(api, contacts=6)
+    settings = Settings(database_url=db_url)
+    rt = Runtime.create(settings, engine=api.engine)
+    with api.engine.begin() as conn:  # as if the server stopped right after starting it
+        orphan = manual.start_run(conn, rt, w["automation"]["id"])
+    with serve(create_app(settings, engine=api.engine)):
+        assert _run_state(api, orphan.id) == ("completed", 3)
+    second = _world(api, contacts=2)
+    with api.engine.begin() as conn:
+        orphan = manual.start_run(conn, rt, second["automation"]["id"])
+    api.ok("GET", f"/api/runs/{orphan.id}")
+    assert _run_state(api, orphan.id) == ("completed", 1)

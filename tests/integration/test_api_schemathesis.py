@@ -38,7 +38,7 @@ def _seed(api: Api) -> None:
         "POST",
         f"/api/automations/{automation['id']}/actions",
         201,
-        json={"url": "https://hooks.example.com/x"},
+        json={"url": "https://hooks.invalid/x"},
     )
     api.ok(
         "POST",

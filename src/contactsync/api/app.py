@@ -38,6 +38,7 @@ def _lifespan(ctx: ApiContext, *, run_dispatcher: bool, owns_engine: bool) -> An
             dispatcher = Dispatcher(ctx.engine, config=DispatcherConfig.from_settings(ctx.settings))
             ctx.wake_hooks.append(dispatcher.wake)
             task = asyncio.create_task(dispatcher.run(), name="dispatcher")
+        await asyncio.to_thread(ctx.runs.resume_all)
         try:
             yield
         finally:

@@ -1,7 +1,8 @@
 """Background work of the API process: manual runs, processed chunk by chunk in threads.
 
 Each chunk is one committed transaction (the service guarantees resumability), so stopping the
-process at any moment loses nothing: starting the run again continues after the last chunk.
+process at any moment loses nothing: the next start of the app (or of the run) continues after the
+last committed chunk.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import sqlalchemy as sa
 
 from contactsync.automation import manual
 from contactsync.automation.runtime import Runtime
+from contactsync.db.platform import manual_runs
 
 log = logging.getLogger("contactsync.api.background")
 
@@ -43,6 +45,21 @@ class RunWorkers:
             )
             self._active[run_id] = thread
         thread.start()
+
+    def resume_all(self) -> list[int]:
+        """Pick up every run left ``running`` (by a stopped or crashed server); returns their ids."""
+        with self.engine.connect() as conn:
+            ids = [
+                int(i)
+                for i in conn.execute(
+                    sa.select(manual_runs.c.id)
+                    .where(manual_runs.c.state == "running")
+                    .order_by(manual_runs.c.id)
+                ).scalars()
+            ]
+        for run_id in ids:
+            self.ensure(run_id)
+        return ids
 
     def _work(self, run_id: int) -> None:
         try:

@@ -2,7 +2,8 @@
 
 A manual run is started in the request and processed in a background thread of this process
 (:mod:`contactsync.api.background`); its progress is read from the run row. A run left ``running``
-by a stopped server is picked up by starting it once more: it resumes after its last committed chunk.
+by a stopped server resumes after its last committed chunk when the app starts again, or when its
+progress is read or it is started once more.
 """
 
 from __future__ import annotations
@@ -63,7 +64,7 @@ class TestSendIn(BaseModel):
 class TestResponse(BaseModel):
     status: int | None
     outcome: str = Field(
-        description="success, http_4xx, http_5xx, … or the error kind (timeout, connect, blocked)"
+        description="success, http_3xx, http_4xx, gone, http_5xx, or the error kind (timeout, blocked, …)"
     )
     headers: dict[str, str]
     body: str = Field(description="first 20 KB of the response body (UTF-8, lossy)")
@@ -102,6 +103,8 @@ async def test_send(action_id: Id, body: TestSendIn, ctx: Ctx, caller: Caller) -
         outcome = result.error or "error"
     elif 200 <= status < 300:
         outcome = "success"
+    elif status == 410:
+        outcome = "gone"
     else:
         outcome = f"http_{status // 100}xx"
     return TestSendOut(
@@ -174,7 +177,10 @@ def get_run(run_id: Id, ctx: Ctx, caller: Caller) -> RunOut:
     """Progress: contacts scanned of the list's total, matched, enqueued; state."""
     with ctx.tx() as conn:
         _own_run(conn, caller, run_id)
-        return _out(manual.get_run(conn, run_id))
+        run = manual.get_run(conn, run_id)
+    if run.state == "running":
+        ctx.runs.ensure(run.id)  # no-op while this process works on it; resumes an orphaned run
+    return _out(run)
 
 
 @router.post("/runs/{run_id}/cancel", tags=["runs"])
