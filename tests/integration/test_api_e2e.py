@@ -113,6 +113,9 @@ def test_contact_then_event_leaves_one_outbox_row_php_decodes(db_url: str, php: 
         detail = api.ok("GET", f"/api/deliveries/{listed[0]['id']}")
         assert detail["body"].encode() == bytes(row.body)
         assert detail["attempts"] == []
+        entries = api.ok("GET", f"/api/contacts/{contact['id']}")["entries"]
+        assert [e["automation_id"] for e in entries] == [s["automation"]["id"]]
+        assert entries[0]["entered_at"].endswith("Z") or entries[0]["entered_at"].endswith("+00:00")
 
 
 @pytest.fixture

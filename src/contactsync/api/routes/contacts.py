@@ -6,6 +6,8 @@ automations and the resulting outbox rows commit with the contact.
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import sqlalchemy as sa
 from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
@@ -18,7 +20,7 @@ from contactsync.api.keys import Principal
 from contactsync.api.pagination import Cursor, Limit, Page, after, cut
 from contactsync.api.routing import UtcRoute
 from contactsync.automation import contacts as svc
-from contactsync.automation.events import save_contact
+from contactsync.automation.events import entries_by_automation, save_contact
 from contactsync.db.platform import contacts as contacts_table
 from contactsync.errors import ValidationError
 
@@ -91,11 +93,27 @@ def list_contacts(
         return Page(items=[svc.get_contact(conn, i) for i in ids[:n]], next_cursor=nxt)
 
 
+class Entry(BaseModel):
+    automation_id: int
+    entered_at: datetime
+
+
+class ContactDetail(svc.ContactOut):
+    entries: list[Entry] = Field(description="when the contact entered each automation, oldest first")
+
+
 @router.get("/contacts/{contact_id}")
-def get_contact(contact_id: Id, ctx: Ctx, caller: Caller) -> svc.ContactOut:
+def get_contact(contact_id: Id, ctx: Ctx, caller: Caller) -> ContactDetail:
+    """The contact, its field values, lead status and the automations it went through."""
     with ctx.tx() as conn:
         own_contact(conn, caller, contact_id)
-        return svc.get_contact(conn, contact_id)
+        contact = svc.get_contact(conn, contact_id)
+        entered = entries_by_automation(conn, contact_id)
+    entries = sorted(
+        (Entry(automation_id=a, entered_at=at) for a, times in entered.items() for at in times),
+        key=lambda e: (e.entered_at, e.automation_id),
+    )
+    return ContactDetail(**contact.model_dump(), entries=entries)
 
 
 @router.patch("/contacts/{contact_id}")
