@@ -6,9 +6,10 @@ lead status) and a large one (~15 KB: 50 custom fields and 60 activities). PHP t
 as ``serialize()`` bytes); outputs are checked to be identical first. Prints ops/s per body and the
 ratios ``decode_vs_php`` and ``encode_vs_php`` (ours / PHP by CPU time, geometric mean over the two
 bodies; higher is better), and the same by wall clock as ``…_wall``: on a shared machine the CPU-time
-ratio is the stable one.
+ratio is the stable one. The first line, ``implementation=c|python``, says which codec was timed: the C
+accelerator when it is built, else the pure-Python reference (``--python`` times the reference anyway).
 
-Run: ``python bench/wire.py [--rounds 15] [--seconds 0.05]``.
+Run: ``python bench/wire.py [--rounds 15] [--seconds 0.05] [--python]``.
 """
 
 from __future__ import annotations
@@ -146,20 +147,26 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--seconds", type=float, default=0.05)
+    parser.add_argument("--python", action="store_true", help="time the pure-Python reference codec")
     args = parser.parse_args()
+    if args.python:
+        encode, decode, implementation = phpform._encode_py, phpform._decode_py, "python"
+    else:
+        encode, decode, implementation = phpform.encode, phpform.decode, phpform.IMPLEMENTATION
+    print(f"implementation={implementation}")
     php = shutil.which("php")
     if php is None:
         raise SystemExit("php-cli is needed as the baseline")
 
     cases = {"typical": typical(), "large": large()}
-    bodies = {name: phpform.encode(data) for name, data in cases.items()}
+    bodies = {name: encode(data) for name, data in cases.items()}
     payload = {
         name: {"body": bodies[name].encode().hex(), "data": serialize(d).hex()} for name, d in cases.items()
     }
     dumped = json.loads(_php(php, PHP_DUMP, payload))
     for name, body in bodies.items():
         expected = json.loads(dumped[name])
-        if _ordered(phpform.decode(body, source="get")) != expected:
+        if _ordered(decode(body, source="get")) != expected:
             raise SystemExit(f"{name}: decode differs from parse_str")
 
     # Rounds alternate between PHP and us, so load from other processes hits both alike; CPU time
@@ -174,10 +181,8 @@ def main() -> None:
         for name, data in cases.items():
             body = bodies[name]
             ours = {
-                "decode": rate(
-                    lambda b=body: phpform.decode(b, source="get"), rounds=1, seconds=args.seconds
-                ),
-                "encode": rate(lambda d=data: phpform.encode(d), rounds=1, seconds=args.seconds),
+                "decode": rate(lambda b=body: decode(b, source="get"), rounds=1, seconds=args.seconds),
+                "encode": rate(lambda d=data: encode(d), rounds=1, seconds=args.seconds),
             }
             for op in ("decode", "encode"):
                 for clock, index in (("wall", 0), ("cpu", 1)):

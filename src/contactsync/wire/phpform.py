@@ -8,6 +8,10 @@ and the tests check it against a real PHP binary.
 Strings are PHP byte strings: text goes out as UTF-8, and bytes that are not UTF-8 travel inside
 ``str`` as ``surrogateescape`` code points, so ``s.encode("utf-8", "surrogateescape")`` always
 gives back PHP's bytes.
+
+``encode`` and ``decode`` run in C (``_phpform_c.c``, built with the package) when it is importable;
+the Python code below stays the reference, serves any input the C code hands back (it returns None
+for what it leaves to Python) and everything when the extension is missing.
 """
 
 from __future__ import annotations
@@ -23,7 +27,23 @@ from urllib.parse import unquote_to_bytes
 
 from contactsync.errors import PHPFormLimitError
 
-__all__ = ["PHP_INT_MAX", "FormStats", "decode", "encode", "measure", "php_float", "print_r"]
+__all__ = [
+    "IMPLEMENTATION",
+    "PHP_INT_MAX",
+    "FormStats",
+    "decode",
+    "encode",
+    "measure",
+    "php_float",
+    "print_r",
+]
+
+try:
+    from contactsync.wire import _phpform_c as _accel
+except ImportError:  # not built (a source tree without `pip install -e .`): Python only
+    _accel = None  # type: ignore[assignment]
+
+IMPLEMENTATION: Literal["c", "python"] = "python" if _accel is None else "c"
 
 PHP_INT_MAX = 2**63 - 1
 PHP_INT_MIN = -(2**63)
@@ -167,6 +187,15 @@ def encode(data: Mapping[Any, Any] | Sequence[Any], *, rfc3986: bool = False) ->
     Mappings and sequences nest (a sequence has keys 0..n-1); ``None`` and empty arrays emit
     nothing; ``True``/``False`` become ``1``/``0``; floats use PHP's ``precision=14``.
     """
+    if _accel is not None:
+        encoded = _accel.encode(data, rfc3986, php_float)
+        if encoded is not None:
+            return encoded
+    return _encode_py(data, rfc3986=rfc3986)
+
+
+def _encode_py(data: Mapping[Any, Any] | Sequence[Any], *, rfc3986: bool = False) -> str:
+    """The reference :func:`encode`, in Python."""
     names: list[str] = []
     values: list[str] = []
     _walk(data, None, _KEYS_RFC3986 if rfc3986 else _KEYS_RFC1738, names, values)
@@ -477,6 +506,24 @@ def decode(
     Values are ``str`` or nested ``dict`` in PHP's order. Over a limit PHP silently drops data;
     ``on_limit="raise"`` raises :class:`PHPFormLimitError` instead.
     """
+    if _accel is not None:
+        decoded = _accel.decode(body, source, max_input_vars, max_nesting, on_limit)
+        if decoded is not None:
+            return decoded
+    return _decode_py(
+        body, source=source, max_input_vars=max_input_vars, max_nesting=max_nesting, on_limit=on_limit
+    )
+
+
+def _decode_py(
+    body: str | bytes,
+    *,
+    source: Source = "post",
+    max_input_vars: int = 1000,
+    max_nesting: int = 64,
+    on_limit: Literal["drop", "raise"] = "drop",
+) -> dict[str | int, Any]:
+    """The reference :func:`decode`, in Python."""
     pieces = _pieces(body, source)
     kept = max_input_vars + 1 if source == "post" else max_input_vars  # see _kept()
     if len(pieces) > kept:
