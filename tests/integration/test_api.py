@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
+import httpx
 import pytest
 
 from contactsync.db import platform as t
@@ -335,3 +338,22 @@ def test_oversized_bodies_are_refused(api: Api) -> None:
     )
     assert streamed.status_code == 413
     assert api.count(t.contacts) == 0
+
+
+def test_concurrent_upserts_of_one_email_converge_on_one_contact(api: Api) -> None:
+    list_id, _ = _list_with_fields(api)
+    url = f"{api.base_url}/api/lists/{list_id}/contacts"
+    headers = {"Authorization": f"Bearer {api.key}"}
+    barrier = threading.Barrier(8)
+
+    def upsert(i: int) -> tuple[int, int]:
+        with httpx.Client(headers=headers, timeout=60) as client:
+            barrier.wait()
+            response = client.post(url, json={"email": "Race@Example.com", "fields": {"AGE": i}})
+            return response.status_code, response.json()["contact"]["id"]
+
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(upsert, range(8)))
+    assert sorted(code for code, _ in results) == [200] * 7 + [201]
+    assert len({cid for _, cid in results}) == 1
+    assert api.count(t.contacts) == 1

@@ -45,9 +45,20 @@ class ContactPatch(BaseModel):
     fields: dict[str, str | int | float | None] = Field(default_factory=dict)
 
 
+UPSERT_ATTEMPTS = 3
+
+
 def _save(ctx: ApiContext, data: svc.ContactIn) -> UpsertOut:
-    with ctx.tx() as conn:
-        result, fired = save_contact(conn, ctx.runtime, data)
+    """Upsert in one transaction; when a concurrent upsert of the same email wins the unique key,
+    try again: the retry finds that row and updates it (what the client meant by "upsert")."""
+    for attempt in range(1, UPSERT_ATTEMPTS + 1):
+        try:
+            with ctx.tx() as conn:
+                result, fired = save_contact(conn, ctx.runtime, data)
+            break
+        except sa.exc.IntegrityError:
+            if attempt == UPSERT_ATTEMPTS:
+                raise
     if fired.transactionids:
         ctx.wake()
     return UpsertOut(
