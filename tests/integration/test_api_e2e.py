@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import pytest
 import sqlalchemy as sa
 
@@ -153,6 +154,13 @@ def test_in_process_dispatcher_delivers_and_test_send_reports(
         done = _poll(api, f"/api/deliveries/{delivery['id']}", lambda d: d["state"] == "delivered")
         assert [a["status_code"] for a in done["attempts"]] == [200]
         assert done["attempts"][0]["response_body"] == "thanks"
+        deadline = time.monotonic() + 30  # counted just after the attempt's commit
+        while 'contactsync_delivery_attempts_total{outcome="success"} 1.0' not in (
+            metrics := httpx.get(f"{api.base_url}/metrics").text
+        ):
+            assert time.monotonic() < deadline, metrics
+            time.sleep(0.05)
+        assert 'contactsync_deliveries_queue_depth{state="delivered"} 1.0' in metrics
         headers, body = rec.got[0]
         assert headers["webhook-id"] == tid
         assert body == done["body"].encode()

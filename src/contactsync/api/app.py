@@ -13,7 +13,8 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import sqlalchemy as sa
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, FastAPI, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from contactsync import __version__
 from contactsync.api import errors
@@ -35,7 +36,9 @@ def _lifespan(ctx: ApiContext, *, run_dispatcher: bool, owns_engine: bool) -> An
         if run_dispatcher:
             from contactsync.delivery.dispatcher import Dispatcher, DispatcherConfig
 
-            dispatcher = Dispatcher(ctx.engine, config=DispatcherConfig.from_settings(ctx.settings))
+            dispatcher = Dispatcher(
+                ctx.engine, config=DispatcherConfig.from_settings(ctx.settings), metrics=ctx.metrics
+            )
             ctx.wake_hooks.append(dispatcher.wake)
             task = asyncio.create_task(dispatcher.run(), name="dispatcher")
         await asyncio.to_thread(ctx.runs.resume_all)
@@ -51,6 +54,16 @@ def _lifespan(ctx: ApiContext, *, run_dispatcher: bool, owns_engine: bool) -> An
                 ctx.engine.dispose()
 
     return lifespan
+
+
+def _metrics_endpoint(ctx: ApiContext) -> Any:
+    def metrics() -> Response:
+        """Prometheus metrics (delivery.md "Observability"); gauges are read from the database now."""
+        with ctx.engine.connect() as conn:
+            ctx.metrics.refresh(conn, now=ctx.runtime.clock())
+        return Response(generate_latest(ctx.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return metrics
 
 
 def create_app(
@@ -88,6 +101,7 @@ def create_app(
     for module in (lists, contacts, events, automations, runs, deliveries, keys):
         api.include_router(module.router)
     app.include_router(api)
+    app.add_api_route("/metrics", _metrics_endpoint(ctx), include_in_schema=False)
     if settings.admin_password:  # the admin UI (contactsync.web) at /, behind its own login
         from contactsync.web import create_web_app
 

@@ -55,11 +55,6 @@ def serve_command(
         )
     runtime = Runtime.create(settings, engine=engine)
     app = create_app(settings, engine=engine, runtime=runtime, run_dispatcher=with_worker)
-    if settings.admin_password:
-        from contactsync.web import create_web_app
-
-        ctx = app.state.contactsync
-        app.mount("/", create_web_app(settings, engine=engine, runtime=runtime, on_enqueue=ctx.wake))
     try:
         uvicorn.run(app, host=host, port=port, log_level=log_level, lifespan="on")
     finally:

@@ -14,12 +14,14 @@ from typing import Annotated
 import sqlalchemy as sa
 from fastapi import Depends, Path, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from prometheus_client import CollectorRegistry
 
 from contactsync.api import keys
 from contactsync.api.background import RunWorkers
 from contactsync.api.errors import ApiError
 from contactsync.automation.runtime import Runtime
 from contactsync.db.platform import actions, automations, contacts, deliveries, endpoints, lists
+from contactsync.delivery.metrics import DeliveryMetrics
 from contactsync.errors import NotFoundError
 from contactsync.settings import Settings
 
@@ -38,9 +40,12 @@ class ApiContext:
     wake_hooks: list[Callable[[], None]] = field(default_factory=list)
     """Called after a transaction that may have enqueued deliveries commits (in-process dispatcher)."""
     runs: RunWorkers = field(init=False)
+    metrics: DeliveryMetrics = field(init=False)
+    """Served at ``/metrics``; counters move when this app runs the in-process dispatcher."""
 
     def __post_init__(self) -> None:
         self.runs = RunWorkers(self.engine, self.runtime, on_enqueued=self.wake)
+        self.metrics = DeliveryMetrics(CollectorRegistry())
 
     @contextmanager
     def tx(self) -> Iterator[sa.Connection]:
