@@ -125,6 +125,9 @@ def listen_command(
     token_file: str = typer.Option(
         ".contactsync-listener-token", "--token-file", help="Where a generated token is kept."
     ),
+    handlers_only: bool = typer.Option(
+        False, "--handlers-only", help="Run only the handlers (beside LISTENER_RUN_HANDLERS=false listeners)."
+    ),
 ) -> None:
     """Run the listener (SQLite inbox by default); prints its private URL."""
     from pathlib import Path
@@ -132,6 +135,9 @@ def listen_command(
     from contactsync.listener import serve
     from contactsync.settings import Settings
 
+    if handlers_only:
+        serve.handlers_main(Settings())
+        return
     serve.run(Settings(), host=host, port=port, token_file=Path(token_file))
 
 

@@ -173,3 +173,30 @@ def test_several_workers_on_one_database_never_run_a_handler_twice(db_url: str) 
         claimed += [r.id for r in rest]
     assert len(claimed) == len(set(claimed)) == 60
     engine.dispose()
+
+
+def test_handlers_can_run_in_their_own_process(db_url: str) -> None:
+    """A split listener: acknowledging processes with handlers off, one handlers-only process beside them."""
+    from contactsync.listener.serve import run_handlers
+
+    settings = Settings(listener_database_url=db_url, listener_token=TOKEN, listener_run_handlers=False)
+    engine = create_engine(db_url)
+    with serve(create_app(settings, poll_interval_s=0.05)) as base, httpx.Client() as client:
+        for tid in range(900, 905):
+            assert client.post(
+                f"{base}/sync/{TOKEN}", content=payload(tid, contact_id=tid).to_form()
+            ).is_success
+    assert _done(engine, "sql") == 0
+
+    async def handlers_until_done() -> None:
+        stop = asyncio.Event()
+        task = asyncio.create_task(run_handlers(settings, stop=stop, poll_interval_s=0.05))
+        while await asyncio.to_thread(_done, engine, "sql") < 5:
+            await asyncio.sleep(0.05)
+        stop.set()
+        await task
+
+    asyncio.run(asyncio.wait_for(handlers_until_done(), 60))
+    with engine.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(t.contacts)).scalar_one() == 5
+    engine.dispose()

@@ -180,7 +180,8 @@ def create_app(
 
         inbox = Inbox(engine, handler_names=list(chosen), on_commit=committed, write_lock=write_lock)
         inbox.start()
-        runner.start()
+        if settings.listener_run_handlers:
+            runner.start()
         app.state.listener = _State(
             settings, settings.listener_token.encode(), keys, networks, limits, metrics, inbox, clock_s
         )

@@ -6,12 +6,18 @@ a file (mode 0600), so the private URL printed at first start stays valid across
 
 from __future__ import annotations
 
+import asyncio
 import os
 import secrets
+import signal
+import time
 from pathlib import Path
 
+from contactsync.db.migrate import upgrade
 from contactsync.errors import ConfigError
-from contactsync.listener.app import MIN_TOKEN_CHARS, ListenerApp, create_app
+from contactsync.listener.app import MIN_TOKEN_CHARS, ListenerApp, build_handlers, create_app, inbox_engine
+from contactsync.listener.handlers import Runner
+from contactsync.listener.library import Limits, parse
 from contactsync.settings import Settings
 
 DEFAULT_TOKEN_FILE = Path(".contactsync-listener-token")
@@ -63,3 +69,61 @@ def run(settings: Settings, *, host: str, port: int, token_file: Path = DEFAULT_
         f"  health {url}/health · metrics {url}/metrics · inbox {settings.listener_database_url}", flush=True
     )
     uvicorn.run(create_app(settings), host=host, port=port, log_level="warning", ws="none", access_log=False)
+
+
+async def run_handlers(settings: Settings, *, stop: asyncio.Event, poll_interval_s: float = 0.2) -> None:
+    """Run the handlers of ``settings`` (no HTTP) until ``stop`` is set: the other half of a split listener.
+
+    Beside listeners started with ``listener_run_handlers=false`` this keeps handler work off the
+    processes that acknowledge requests; new inbox rows are found by polling every ``poll_interval_s``.
+    """
+    engine = inbox_engine(settings.listener_database_url)
+    upgrade(engine, side="listener")
+
+    def clock_ms() -> int:
+        return int(time.time() * 1000)
+
+    handlers = build_handlers(settings, clock_ms=clock_ms)
+    limits = Limits(
+        max_body_bytes=settings.listener_max_body_bytes,
+        max_input_vars=settings.listener_max_input_vars,
+        max_nesting=settings.listener_max_nesting,
+        tolerance_s=settings.listener_tolerance_s,
+    )
+    runner = Runner(
+        engine,
+        handlers,
+        parse=lambda run: parse(
+            run.body, run.content_type, method=run.method, query=run.query, limits=limits
+        ),
+        poll_interval_s=poll_interval_s,
+        lease_s=settings.listener_handler_lease_s,
+        clock_ms=clock_ms,
+    )
+    runner.start()
+    try:
+        await stop.wait()
+    finally:
+        await runner.stop()
+        for handler in handlers.values():
+            aclose = getattr(handler, "aclose", None)
+            if callable(aclose):
+                await aclose()
+            close = getattr(handler, "close", None)
+            if callable(close):
+                close()
+        engine.dispose()
+
+
+def handlers_main(settings: Settings) -> None:
+    """``contactsync listen --handlers-only``: run handlers until SIGTERM or SIGINT."""
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        print(f"contactsync listener handlers: running on {settings.listener_database_url}", flush=True)
+        await run_handlers(settings, stop=stop)
+
+    asyncio.run(main())
