@@ -194,8 +194,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         listener_engine.dispose()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
+    """Chromium for one module: sync Playwright holds an event loop that must end before other tests."""
     if not Path(CHROMIUM).exists() or shutil.which("chromium") is None:
         if IN_CI:
             pytest.fail("Chromium is required when CI=true")
