@@ -14,14 +14,12 @@ import asyncio
 import contextlib
 import functools
 import logging
-import os
 import random
 import signal
-import socket
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -30,98 +28,19 @@ import sqlalchemy as sa
 
 from contactsync.delivery import endpoints as endpoint_rows
 from contactsync.delivery import health, outbox
-from contactsync.delivery.attempt import DEFAULT_USER_AGENT, AttemptResult, attempt_headers, send
+from contactsync.delivery.attempt import AttemptResult, attempt_headers, send
+from contactsync.delivery.config import DispatcherConfig, default_owner, utcnow
 from contactsync.delivery.metrics import DeliveryMetrics
-from contactsync.delivery.netguard import NetPolicy, create_connector
+from contactsync.delivery.netguard import create_connector
 from contactsync.delivery.outbox import Claimed, Finished, Lane
 from contactsync.delivery.retry import Outcome, Rng, decide
-from contactsync.settings import Settings
+from contactsync.delivery.throttle import TokenBucket
 from contactsync.wire import signing
+
+__all__ = ["Dispatcher", "DispatcherConfig", "TokenBucket", "default_owner", "utcnow"]
 
 log = logging.getLogger("contactsync.delivery.dispatcher")
 _T = TypeVar("_T")
-
-
-def utcnow() -> datetime:
-    """Naive UTC, the database's time format."""
-    return datetime.now(UTC).replace(tzinfo=None)
-
-
-def default_owner() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class DispatcherConfig:
-    """Throttles and timings of one dispatcher process."""
-
-    owner: str = field(default_factory=default_owner)
-    concurrency: int = 200
-    retry_concurrency: int | None = None
-    """Share of ``concurrency`` retries may use (default half); the rest is kept for first attempts."""
-    endpoint_concurrency: int = endpoint_rows.DEFAULT_MAX_IN_FLIGHT
-    prefetch: float = 2.0
-    """Claimed work held per lane, as a multiple of what may be in flight: keeps the pipe full while
-    the next claim runs (leases of waiting work are extended, and released on shutdown)."""
-    batch_size: int = 200
-    lease_s: float = 60.0
-    poll_interval_s: float = 1.0
-    flush_interval_s: float = 0.02
-    shutdown_grace_s: float = 10.0
-    health_interval_s: float = 300.0
-    metrics_interval_s: float = 15.0
-    limits_ttl_s: float = 30.0
-    user_agent: str = DEFAULT_USER_AGENT
-    policy: NetPolicy = field(default_factory=NetPolicy)
-    listen: bool = True
-    """Wake on PostgreSQL ``NOTIFY`` (ignored on SQLite, where :meth:`Dispatcher.wake` is the signal)."""
-
-    @classmethod
-    def from_settings(cls, settings: Settings, **overrides: Any) -> DispatcherConfig:
-        base = cls(
-            concurrency=settings.dispatcher_concurrency,
-            endpoint_concurrency=settings.endpoint_concurrency,
-            batch_size=settings.claim_batch_size,
-            lease_s=settings.lease_s,
-            poll_interval_s=settings.poll_interval_s,
-            policy=NetPolicy(
-                allow_private_networks=settings.allow_private_networks,
-                allowed_cidrs=tuple(settings.allowed_cidrs),
-            ),
-        )
-        return replace(base, **overrides)
-
-
-class TokenBucket:
-    """A per-endpoint rate limit: at most ``rate_per_s`` starts per second, bursts of one second."""
-
-    def __init__(
-        self,
-        rate_per_s: float,
-        *,
-        monotonic: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-    ) -> None:
-        self.rate_per_s = rate_per_s
-        self._monotonic = monotonic
-        self._sleep = sleep
-        self._tokens = max(rate_per_s, 1.0)
-        self._stamp = monotonic()
-        self._lock = asyncio.Lock()
-
-    async def acquire(self) -> None:
-        """Wait for the next start this endpoint is allowed."""
-        async with self._lock:
-            now = self._monotonic()
-            burst = max(self.rate_per_s, 1.0)
-            self._tokens = min(burst, self._tokens + (now - self._stamp) * self.rate_per_s)
-            self._stamp = now
-            if self._tokens < 1.0:
-                wait_s = (1.0 - self._tokens) / self.rate_per_s
-                await self._sleep(wait_s)
-                self._stamp += wait_s  # the token earned while waiting is the one taken now
-                self._tokens = 1.0
-            self._tokens -= 1.0
 
 
 class Dispatcher:

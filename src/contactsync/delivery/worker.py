@@ -17,7 +17,8 @@ from types import FrameType
 from prometheus_client import CollectorRegistry, start_http_server
 
 from contactsync.db import create_engine, normalize_url
-from contactsync.delivery.dispatcher import Dispatcher, DispatcherConfig, default_owner
+from contactsync.delivery.config import DispatcherConfig, default_owner
+from contactsync.delivery.dispatcher import Dispatcher
 from contactsync.delivery.metrics import DeliveryMetrics
 from contactsync.errors import ConfigError
 from contactsync.settings import Settings

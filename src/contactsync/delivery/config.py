@@ -1,0 +1,65 @@
+"""Configuration of one dispatcher process: throttles, timings, and the network policy."""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any
+
+from contactsync.delivery import endpoints as endpoint_rows
+from contactsync.delivery.attempt import DEFAULT_USER_AGENT
+from contactsync.delivery.netguard import NetPolicy
+from contactsync.settings import Settings
+
+
+def utcnow() -> datetime:
+    """Naive UTC, the database's time format."""
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def default_owner() -> str:
+    """``host:pid``: who holds a lease, for operators reading the outbox."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DispatcherConfig:
+    """Throttles and timings of one dispatcher process."""
+
+    owner: str = field(default_factory=default_owner)
+    concurrency: int = 200
+    retry_concurrency: int | None = None
+    """Share of ``concurrency`` retries may use (default half); the rest is kept for first attempts."""
+    endpoint_concurrency: int = endpoint_rows.DEFAULT_MAX_IN_FLIGHT
+    prefetch: float = 2.0
+    """Claimed work held per lane, as a multiple of what may be in flight: keeps the pipe full while
+    the next claim runs (leases of waiting work are extended, and released on shutdown)."""
+    batch_size: int = 200
+    lease_s: float = 60.0
+    poll_interval_s: float = 1.0
+    flush_interval_s: float = 0.02
+    shutdown_grace_s: float = 10.0
+    health_interval_s: float = 300.0
+    metrics_interval_s: float = 15.0
+    limits_ttl_s: float = 30.0
+    user_agent: str = DEFAULT_USER_AGENT
+    policy: NetPolicy = field(default_factory=NetPolicy)
+    listen: bool = True
+    """Wake on PostgreSQL ``NOTIFY`` (ignored on SQLite, where :meth:`Dispatcher.wake` is the signal)."""
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **overrides: Any) -> DispatcherConfig:
+        base = cls(
+            concurrency=settings.dispatcher_concurrency,
+            endpoint_concurrency=settings.endpoint_concurrency,
+            batch_size=settings.claim_batch_size,
+            lease_s=settings.lease_s,
+            poll_interval_s=settings.poll_interval_s,
+            policy=NetPolicy(
+                allow_private_networks=settings.allow_private_networks,
+                allowed_cidrs=tuple(settings.allowed_cidrs),
+            ),
+        )
+        return replace(base, **overrides)

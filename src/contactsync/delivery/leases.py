@@ -1,0 +1,237 @@
+"""Claiming: due deliveries leased to one dispatcher for one attempt each, in batches.
+
+PostgreSQL: ``FOR UPDATE SKIP LOCKED`` lets any number of dispatchers claim side by side. SQLite:
+claims are serialized by the database's single writer (one dispatcher process is the set-up). A
+lease expires unless extended, so a dispatcher that dies mid-attempt strands nothing; its token
+fences late results (see :func:`contactsync.delivery.outbox.finish`).
+"""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import sqlalchemy as sa
+
+from contactsync.db.platform import actions, deliveries, endpoints
+from contactsync.delivery.attempt import DEFAULT_CONNECT_TIMEOUT_S, DEFAULT_TOTAL_TIMEOUT_S
+from contactsync.delivery.retry import DEFAULT_SCHEDULE_S
+from contactsync.delivery.states import IN_FLIGHT, NO_LEASE, PENDING, TRANSITIONS, move
+
+SETTING_SCHEDULE = "retry_schedule_s"
+SETTING_CONNECT_TIMEOUT = "connect_timeout_s"
+SETTING_TOTAL_TIMEOUT = "timeout_s"
+"""Keys of ``actions.settings`` the dispatcher reads (absent: delivery.md defaults)."""
+
+
+class Lane(enum.StrEnum):
+    """First attempts and retries are claimed separately so a retry backlog never delays new work."""
+
+    FIRST = "first"
+    RETRY = "retry"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Claimed:
+    """A delivery leased to one dispatcher for one attempt, with what it needs to send and judge it."""
+
+    id: int
+    transactionid: int
+    endpoint: str
+    method: str
+    url: str
+    headers: Mapping[str, str]
+    body: bytes
+    content_type: str
+    attempt: int
+    """Number of the attempt about to be made within the current round (1-based; a replay starts a
+    new round): what the retry schedule is indexed by. Attempt rows are numbered over the whole life."""
+    lease: str
+    created_at: datetime
+    action_id: int | None = None
+    secrets: tuple[str, ...] = ()
+    schedule_s: tuple[float, ...] = DEFAULT_SCHEDULE_S
+    connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S
+    total_timeout_s: float = DEFAULT_TOTAL_TIMEOUT_S
+
+
+def new_lease(owner: str) -> str:
+    """A lease token: owner name plus a random part, so a stale owner never finishes a re-claimed row."""
+    return f"{owner[:80]}/{uuid.uuid4().hex[:16]}"
+
+
+def _claimable(
+    now: datetime, lane: Lane | None, skip_endpoints: Sequence[str], *, expired: bool
+) -> list[sa.ColumnElement[bool]]:
+    d = deliveries.c
+    older = deliveries.alias("older")
+    due = (
+        sa.and_(d.state == IN_FLIGHT, d.lease_expires_at <= now)
+        if expired
+        else sa.and_(d.state == PENDING, d.next_attempt_at <= now)
+    )
+    conds: list[sa.ColumnElement[bool]] = [
+        due,
+        d.endpoint.not_in(sa.select(endpoints.c.endpoint).where(endpoints.c.disabled_at.is_not(None))),
+        sa.or_(
+            d.ordering_key.is_(None),
+            ~sa.exists().where(
+                older.c.ordering_key == d.ordering_key,
+                older.c.transactionid < d.transactionid,
+                older.c.state.in_([PENDING, IN_FLIGHT]),
+            ),
+        ),
+    ]
+    if lane is Lane.FIRST:
+        conds.append(d.attempt_count == 0)
+    elif lane is Lane.RETRY:
+        conds.append(d.attempt_count > 0)
+    if skip_endpoints:
+        conds.append(d.endpoint.not_in(list(skip_endpoints)))
+    return conds
+
+
+def claim(
+    conn: sa.Connection,
+    *,
+    owner: str,
+    now: datetime,
+    lease_s: float,
+    limit: int,
+    lane: Lane | None = None,
+    skip_endpoints: Sequence[str] = (),
+) -> list[Claimed]:
+    """Lease up to ``limit`` due deliveries to ``owner`` for ``lease_s`` seconds (commit to publish).
+
+    PostgreSQL: ``FOR UPDATE SKIP LOCKED`` lets any number of dispatchers claim side by side without
+    waiting on each other. SQLite: the transaction holds the database's write lock (``BEGIN
+    IMMEDIATE``), so claims are serialized — one dispatcher process is the supported set-up there.
+    Expired leases (a dispatcher that died mid-attempt) are claimable like pending rows.
+    """
+    if limit <= 0:
+        return []
+    d = deliveries.c
+    ids: list[int] = []
+    # two index-friendly queries (state, next_attempt_at) instead of one OR: expired leases first
+    for expired in (True, False):
+        pick = (
+            sa.select(d.id)
+            .where(*_claimable(now, lane, skip_endpoints, expired=expired))
+            .order_by(d.next_attempt_at, d.id)
+            .limit(limit - len(ids))
+        )
+        if conn.dialect.name == "postgresql":
+            pick = pick.with_for_update(skip_locked=True, of=deliveries)
+        ids.extend(conn.execute(pick).scalars())
+        if len(ids) >= limit:
+            break
+    if not ids:
+        return []
+    lease = new_lease(owner)
+    stmt = (
+        deliveries.update()
+        .where(d.id.in_(ids), d.state.in_(sorted(TRANSITIONS["claim"].sources)))
+        .values(
+            state=TRANSITIONS["claim"].target,
+            lease_owner=lease,
+            lease_expires_at=now + timedelta(seconds=lease_s),
+            updated_at=now,
+        )
+        .returning(
+            d.id, d.transactionid, d.endpoint, d.method, d.url, d.headers, d.body, d.content_type,
+            d.attempt_count, d.created_at, d.action_id,
+        )
+    )  # fmt: skip
+    rows = conn.execute(stmt).all()
+    settings = _action_settings(conn, {r.action_id for r in rows if r.action_id is not None}, now)
+    claimed = []
+    for r in rows:
+        secrets, schedule, connect_s, total_s = settings.get(r.action_id, _NO_ACTION)
+        claimed.append(
+            Claimed(
+                id=r.id,
+                transactionid=r.transactionid,
+                endpoint=r.endpoint,
+                method=r.method,
+                url=r.url,
+                headers=dict(r.headers or {}),
+                body=bytes(r.body),
+                content_type=r.content_type,
+                attempt=r.attempt_count + 1,
+                lease=lease,
+                created_at=r.created_at,
+                action_id=r.action_id,
+                secrets=secrets,
+                schedule_s=schedule,
+                connect_timeout_s=connect_s,
+                total_timeout_s=total_s,
+            )
+        )
+    claimed.sort(key=lambda c: c.transactionid)
+    return claimed
+
+
+_ActionSettings = tuple[tuple[str, ...], tuple[float, ...], float, float]
+_NO_ACTION: _ActionSettings = ((), DEFAULT_SCHEDULE_S, DEFAULT_CONNECT_TIMEOUT_S, DEFAULT_TOTAL_TIMEOUT_S)
+
+
+def _action_settings(
+    conn: sa.Connection, action_ids: set[int], now: datetime
+) -> dict[int | None, _ActionSettings]:
+    """Secrets valid now (two during rotation) and the per-action timeouts and schedule."""
+    if not action_ids:
+        return {}
+    a = actions.c
+    rows = conn.execute(
+        sa.select(a.id, a.secret, a.previous_secret, a.previous_secret_expires_at, a.settings).where(
+            a.id.in_(sorted(action_ids))
+        )
+    )
+    found: dict[int | None, _ActionSettings] = {}
+    for row in rows:
+        secrets = [row.secret]
+        if row.previous_secret and (
+            row.previous_secret_expires_at is None or row.previous_secret_expires_at > now
+        ):
+            secrets.append(row.previous_secret)
+        opts = row.settings if isinstance(row.settings, dict) else {}
+        schedule = tuple(float(s) for s in opts.get(SETTING_SCHEDULE) or DEFAULT_SCHEDULE_S)
+        found[row.id] = (
+            tuple(secrets),
+            schedule,
+            float(opts.get(SETTING_CONNECT_TIMEOUT) or DEFAULT_CONNECT_TIMEOUT_S),
+            float(opts.get(SETTING_TOTAL_TIMEOUT) or DEFAULT_TOTAL_TIMEOUT_S),
+        )
+    return found
+
+
+def extend_leases(conn: sa.Connection, leases: Sequence[str], *, now: datetime, lease_s: float) -> int:
+    """Push back the expiry of leases still held (work waiting on a rate or concurrency limit)."""
+    if not leases:
+        return 0
+    d = deliveries.c
+    stmt = (
+        deliveries.update()
+        .where(d.lease_owner.in_(list(leases)), d.state == IN_FLIGHT)
+        .values(lease_expires_at=now + timedelta(seconds=lease_s))
+    )
+    return int(conn.execute(stmt).rowcount)
+
+
+def release(conn: sa.Connection, claimed: Sequence[Claimed], *, now: datetime) -> int:
+    """Give leased deliveries back unattempted (graceful shutdown): due again at once, attempt unused."""
+    d = deliveries.c
+    return sum(
+        move(conn, "release", sa.and_(d.id.in_(ids), d.lease_owner == lease), NO_LEASE, now=now).rowcount
+        for lease, ids in _by_lease(claimed).items()
+    )
+
+
+def _by_lease(claimed: Sequence[Claimed]) -> dict[str, list[int]]:
+    grouped: dict[str, list[int]] = {}
+    for c in claimed:
+        grouped.setdefault(c.lease, []).append(c.id)
+    return grouped

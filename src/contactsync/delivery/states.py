@@ -1,0 +1,71 @@
+"""The delivery state machine: every change of ``deliveries.state`` goes through :func:`move`.
+
+``pending → in_flight → delivered | pending (retry) | failed | cancelled``, plus ``release``
+(in-flight work given back unattempted) and ``replay`` (finished work sent again).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from contactsync.db.platform import deliveries
+
+PENDING, IN_FLIGHT, DELIVERED, FAILED, CANCELLED = "pending", "in_flight", "delivered", "failed", "cancelled"
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    """Which states an event may move a delivery from, and the state it moves it to."""
+
+    sources: frozenset[str]
+    target: str
+
+
+TRANSITIONS: Mapping[str, Transition] = {
+    # an in_flight row is claimable again only once its lease expired (the claim query checks)
+    "claim": Transition(frozenset({PENDING, IN_FLIGHT}), IN_FLIGHT),
+    "deliver": Transition(frozenset({IN_FLIGHT}), DELIVERED),
+    "retry": Transition(frozenset({IN_FLIGHT}), PENDING),
+    "fail": Transition(frozenset({IN_FLIGHT}), FAILED),
+    "release": Transition(frozenset({IN_FLIGHT}), PENDING),
+    "cancel": Transition(frozenset({PENDING, FAILED}), CANCELLED),
+    "replay": Transition(frozenset({FAILED, CANCELLED, DELIVERED}), PENDING),
+}
+"""Every state change of a delivery; nothing else writes ``deliveries.state``."""
+
+NO_LEASE: dict[str, Any] = {"lease_owner": None, "lease_expires_at": None}
+
+
+def move(
+    conn: sa.Connection,
+    event: str,
+    where: sa.ColumnElement[bool],
+    values: Mapping[str, Any],
+    *,
+    now: datetime,
+    params: Sequence[Mapping[str, Any]] | None = None,
+    returning: bool = False,
+) -> sa.CursorResult[Any]:
+    """Apply transition ``event`` to the rows matching ``where`` (``rowcount``: how many moved)."""
+    step = TRANSITIONS[event]
+    d = deliveries.c
+    stmt = (
+        deliveries.update()
+        .where(where, sa.or_(*(d.state == source for source in sorted(step.sources))))
+        .values(state=step.target, updated_at=now, **values)
+    )
+    if returning:
+        stmt = stmt.returning(d.id)
+    return conn.execute(stmt, list(params)) if params else conn.execute(stmt)
+
+
+def naive(when: datetime | None) -> datetime | None:
+    """A datetime as the database stores it: naive UTC."""
+    if when is None or when.tzinfo is None:
+        return when
+    return when.astimezone(UTC).replace(tzinfo=None)
