@@ -1,1 +1,7 @@
-"""Delivery: the outbox, the pure retry policy, the network guard and the dispatcher."""
+"""Delivery: from an outbox row to a 2xx at the customer's URL, with nothing lost on the way.
+
+Pure policy at the bottom (``retry``, ``netguard`` address rules, ``throttle``), storage in the
+middle (``states`` machine, ``leases`` for claiming, ``outbox`` for enqueue/finish/replay,
+``endpoints`` and ``health``), I/O on top (``attempt`` sends one request, ``dispatcher`` runs the
+loop, ``worker`` runs processes, ``metrics`` exports Prometheus gauges and counters).
+"""
