@@ -9,6 +9,7 @@ on what breaks parsers: brackets, escapes of every byte, NUL, deep and append-he
 from __future__ import annotations
 
 import json
+import sys
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any
@@ -127,22 +128,11 @@ limits = st.tuples(
 @given(any_body, limits)
 def test_decode_agrees_on_hostile_bodies(body: str | bytes, limit: tuple[str, int, int]) -> None:
     source, max_input_vars, max_nesting = limit
-    expected = ordered(
-        phpform._decode_py(body, source=source, max_input_vars=max_input_vars, max_nesting=max_nesting)
-    )
+    kwargs: dict[str, Any] = {"source": source, "max_input_vars": max_input_vars, "max_nesting": max_nesting}
+    expected = ordered(phpform._decode_py(body, **kwargs))
     assert ordered(c_decode(body, source, max_input_vars, max_nesting)) == expected
-
-
-@settings(max_examples=examples(ci=2000))
-@given(any_body, limits)
-def test_decode_raise_mode_agrees(body: str | bytes, limit: tuple[str, int, int]) -> None:
-    source, max_input_vars, max_nesting = limit
-    kwargs: dict[str, Any] = {
-        "source": source,
-        "max_input_vars": max_input_vars,
-        "max_nesting": max_nesting,
-        "on_limit": "raise",
-    }
+    # on_limit="raise": the C path hands limit cases to Python, which raises
+    kwargs["on_limit"] = "raise"
     assert outcome(phpform.decode, body, **kwargs) == outcome(phpform._decode_py, body, **kwargs)
 
 
@@ -247,6 +237,22 @@ def test_encode_errors_match() -> None:
     looped.append(looped)
     for data in ({"a": "\ud800"}, {"\ud800": "a"}, {"a": looped}, {"a": object()}):
         assert outcome(phpform.encode, data) == outcome(phpform._encode_py, data)
+
+
+def test_very_deep_data_is_left_to_python() -> None:
+    assert accel is not None
+    deep: list[Any] = ["v"]
+    for _ in range(2500):
+        deep = [deep]
+    with pytest.raises(RecursionError):  # as the Python path does under the default limit
+        accel.encode(deep, False, phpform.php_float)
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(10_000)
+    try:  # a raised limit does not let the C code recurse without bound
+        assert accel.encode(deep, False, phpform.php_float) is None
+    finally:
+        sys.setrecursionlimit(limit)
+    assert accel.encode([[["v"]]], False, phpform.php_float) == "0%5B0%5D%5B0%5D=v"
 
 
 def test_python_path_serves_alone(monkeypatch: pytest.MonkeyPatch) -> None:

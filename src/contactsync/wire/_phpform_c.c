@@ -168,7 +168,11 @@ typedef struct {
     Buf name;          /* the encoded name of the current node: a stack of "%5Bkey%5D" parts */
     int rfc3986;
     PyObject *php_float; /* borrowed: phpform.php_float */
+    int depth;           /* containers entered; deeper than MAX_DEPTH is left to Python */
 } Encoder;
+
+/* A raised sys.setrecursionlimit() must not let data recurse this C code off its stack. */
+#define MAX_DEPTH 2000
 
 /* _key(): str, int (bool too) and bytes keys; anything else is the Python path's TypeError. */
 static int put_key(Encoder *enc, PyObject *key, Py_ssize_t index) {
@@ -207,14 +211,45 @@ static int put_name(Encoder *enc) {
 
 static int walk(Encoder *enc, PyObject *node, int top);
 
+/* "name=value" for a leaf: a str, the digits of an int, or raw bytes (exactly one is given). */
+static int put_leaf(Encoder *enc, PyObject *text, PyObject *number, const char *bytes, Py_ssize_t size) {
+    if (put_name(enc) < 0) {
+        return WALK_ERROR;
+    }
+    int status;
+    if (text != NULL) {
+        status = buf_escape_str(&enc->out, text, enc->rfc3986);
+    } else if (number != NULL) {
+        status = buf_int(&enc->out, number);
+    } else {
+        status = buf_escape(&enc->out, (const unsigned char *)bytes, size, enc->rfc3986);
+    }
+    return status < 0 ? WALK_ERROR : WALK_OK;
+}
+
+/* php_float(value) as a leaf. */
+static int put_float(Encoder *enc, PyObject *value) {
+    PyObject *text = PyObject_CallOneArg(enc->php_float, value);
+    if (text == NULL) {
+        return WALK_ERROR;
+    }
+    int status = WALK_ERROR;
+    if (PyUnicode_Check(text)) {
+        status = put_leaf(enc, text, NULL, NULL, 0);
+    } else {
+        PyErr_SetString(PyExc_TypeError, "php_float must return str");
+    }
+    Py_DECREF(text);
+    return status;
+}
+
 /* One entry of a container: its name, then its leaf or its children. */
 static int walk_item(Encoder *enc, PyObject *key, Py_ssize_t index, PyObject *value, int top) {
     Py_ssize_t mark = enc->name.len;
-    int status;
     if (!top && buf_put(&enc->name, "%5B", 3) < 0) {
         return WALK_ERROR;
     }
-    status = put_key(enc, key, index);
+    int status = put_key(enc, key, index);
     if (status != WALK_OK) {
         return status;
     }
@@ -222,33 +257,19 @@ static int walk_item(Encoder *enc, PyObject *key, Py_ssize_t index, PyObject *va
         return WALK_ERROR;
     }
     if (PyUnicode_Check(value)) {
-        status = put_name(enc) < 0 || buf_escape_str(&enc->out, value, enc->rfc3986) < 0 ? WALK_ERROR : WALK_OK;
+        status = put_leaf(enc, value, NULL, NULL, 0);
     } else if (PyBool_Check(value)) {
-        status = put_name(enc) < 0 || buf_put(&enc->out, value == Py_True ? "1" : "0", 1) < 0 ? WALK_ERROR
-                                                                                              : WALK_OK;
+        status = put_leaf(enc, NULL, NULL, value == Py_True ? "1" : "0", 1);
     } else if (PyLong_CheckExact(value)) {
-        status = put_name(enc) < 0 || buf_int(&enc->out, value) < 0 ? WALK_ERROR : WALK_OK;
+        status = put_leaf(enc, NULL, value, NULL, 0);
     } else if (value == Py_None) {
         status = WALK_OK;
     } else if (PyDict_CheckExact(value) || PyList_CheckExact(value) || PyTuple_CheckExact(value)) {
         status = walk(enc, value, 0);
     } else if (PyFloat_CheckExact(value)) {
-        PyObject *text = PyObject_CallOneArg(enc->php_float, value);
-        if (text == NULL) {
-            return WALK_ERROR;
-        }
-        if (!PyUnicode_Check(text)) {
-            Py_DECREF(text);
-            PyErr_SetString(PyExc_TypeError, "php_float must return str");
-            return WALK_ERROR;
-        }
-        status = put_name(enc) < 0 || buf_escape_str(&enc->out, text, enc->rfc3986) < 0 ? WALK_ERROR : WALK_OK;
-        Py_DECREF(text);
+        status = put_float(enc, value);
     } else if (PyBytes_CheckExact(value)) {
-        status = put_name(enc) < 0 || buf_escape(&enc->out, (const unsigned char *)PyBytes_AS_STRING(value),
-                                                 PyBytes_GET_SIZE(value), enc->rfc3986) < 0
-                     ? WALK_ERROR
-                     : WALK_OK;
+        status = put_leaf(enc, NULL, NULL, PyBytes_AS_STRING(value), PyBytes_GET_SIZE(value));
     } else {
         status = WALK_FALLBACK; /* other mappings, sequences and scalars: the Python path decides */
     }
@@ -258,9 +279,13 @@ static int walk_item(Encoder *enc, PyObject *key, Py_ssize_t index, PyObject *va
 
 /* _walk over an exact dict, list or tuple; a dict's entries are held while they are encoded. */
 static int walk(Encoder *enc, PyObject *node, int top) {
+    if (enc->depth >= MAX_DEPTH) {
+        return WALK_FALLBACK;
+    }
     if (Py_EnterRecursiveCall(" while form-encoding")) {
         return WALK_ERROR;
     }
+    enc->depth++;
     int status = WALK_OK;
     if (PyDict_CheckExact(node)) {
         Py_ssize_t pos = 0;
@@ -292,6 +317,7 @@ static int walk(Encoder *enc, PyObject *node, int top) {
             Py_DECREF(item);
         }
     }
+    enc->depth--;
     Py_LeaveRecursiveCall();
     return status;
 }
@@ -300,7 +326,7 @@ static int walk(Encoder *enc, PyObject *node, int top) {
 static PyObject *phpform_encode(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
     (void)module;
     if (nargs != 3) {
-        PyErr_SetString(PyExc_TypeError, "encode(data, rfc3986, php_float) takes 3 arguments");
+        PyErr_SetString(PyExc_TypeError, "encode() takes 3 arguments");
         return NULL;
     }
     PyObject *data = args[0];
@@ -315,7 +341,7 @@ static PyObject *phpform_encode(PyObject *module, PyObject *const *args, Py_ssiz
         PyErr_SetString(PyExc_TypeError, "php_float must be callable");
         return NULL;
     }
-    Encoder enc = {{NULL, 0, 0}, {NULL, 0, 0}, rfc3986, args[2]};
+    Encoder enc = {{NULL, 0, 0}, {NULL, 0, 0}, rfc3986, args[2], 0};
     int status = walk(&enc, data, 1);
     PyObject *result = NULL;
     if (status == WALK_OK) {
@@ -730,7 +756,8 @@ static int decode_pieces(Decoder *dec, const char *body, Py_ssize_t size, int ge
         Py_ssize_t name_size = url_decode((const unsigned char *)piece, name_raw, decoded);
         Py_ssize_t value_size = 0;
         if (eq != NULL) {
-            value_size = url_decode((const unsigned char *)eq + 1, length - name_raw - 1, decoded + name_size);
+            const unsigned char *raw_value = (const unsigned char *)eq + 1;
+            value_size = url_decode(raw_value, length - name_raw - 1, decoded + name_size);
         }
         PyObject *value = PyUnicode_DecodeUTF8(decoded + name_size, value_size, "surrogateescape");
         if (value == NULL) {
@@ -768,7 +795,7 @@ static int small_int(PyObject *number, long long *value) {
 static PyObject *phpform_decode(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
     (void)module;
     if (nargs != 5) {
-        PyErr_SetString(PyExc_TypeError, "decode(body, source, max_input_vars, max_nesting, on_limit) takes 5 arguments");
+        PyErr_SetString(PyExc_TypeError, "decode() takes 5 arguments");
         return NULL;
     }
     PyObject *body = args[0];
@@ -844,14 +871,15 @@ static PyMethodDef methods[] = {
     {"encode", (PyCFunction)(void (*)(void))phpform_encode, METH_FASTCALL,
      "encode(data, rfc3986, php_float) -> str | None: http_build_query, or None for the Python path."},
     {"decode", (PyCFunction)(void (*)(void))phpform_decode, METH_FASTCALL,
-     "decode(body, source, max_input_vars, max_nesting, on_limit) -> dict | None: $_POST/parse_str, or None for the "
-     "Python path."},
+     "decode(body, source, max_input_vars, max_nesting, on_limit) -> dict | None: $_POST/parse_str, "
+     "or None for the Python path."},
     {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef module_def = {
-    PyModuleDef_HEAD_INIT, "_phpform_c", "C paths of contactsync.wire.phpform (the Python code is the reference).",
-    -1, methods, NULL, NULL, NULL, NULL,
+    PyModuleDef_HEAD_INIT, "_phpform_c",
+    "C paths of contactsync.wire.phpform (the Python code is the reference).", -1, methods, NULL, NULL, NULL,
+    NULL,
 };
 
 PyMODINIT_FUNC PyInit__phpform_c(void) {
