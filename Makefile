@@ -6,7 +6,7 @@ PYTEST_ARGS ?=
 
 .PHONY: install demo test check format bench clean
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml setup.py src/contactsync/wire/_phpform_c.c
 	python3 -m venv $(VENV)
 	$(PY) -m pip install $(PIP_FLAGS) --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
 	$(PY) -m pip install $(PIP_FLAGS) -e '.[test,dev]' 2>&1 | grep -v "^WARNING: Location" || true
