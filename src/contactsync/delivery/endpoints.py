@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -73,13 +73,38 @@ def limits(conn: sa.Connection, names: Iterable[str]) -> dict[str, Limits]:
     return found
 
 
+HEALTH_WRITE_INTERVAL_S = 1.0
+"""A healthy endpoint's ``last_success_at`` is rewritten at most this often: every flush of every
+dispatcher would otherwise update (and on PostgreSQL row-lock) the same row, serializing them."""
+
+
 def record_outcomes(conn: sa.Connection, latest: Mapping[str, bool], *, now: datetime) -> None:
     """Note each endpoint's latest attempt (``True`` = 2xx): success clears ``failing_since``."""
     if not latest:
         return
-    ensure(conn, latest)
     e = endpoints.c
-    ok = [{"b_endpoint": n} for n, success in latest.items() if success]
+    fresh = now - timedelta(seconds=HEALTH_WRITE_INTERVAL_S)
+    # a plain read first: rows that need no write are not touched (no lock, no ensure)
+    seen = {
+        row.endpoint: row
+        for row in conn.execute(
+            sa.select(e.endpoint, e.failing_since, e.last_success_at).where(e.endpoint.in_(sorted(latest)))
+        )
+    }
+    missing = [n for n in latest if n not in seen]
+    if missing:
+        ensure(conn, missing)
+    ok = [
+        {"b_endpoint": n}
+        for n, success in latest.items()
+        if success
+        and (
+            n not in seen
+            or seen[n].failing_since is not None
+            or seen[n].last_success_at is None
+            or seen[n].last_success_at < fresh
+        )
+    ]
     bad = [{"b_endpoint": n} for n, success in latest.items() if not success]
     where = e.endpoint == sa.bindparam("b_endpoint")
     if ok:

@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -56,6 +57,14 @@ class Claimed:
     schedule_s: tuple[float, ...] = DEFAULT_SCHEDULE_S
     connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S
     total_timeout_s: float = DEFAULT_TOTAL_TIMEOUT_S
+
+
+_CLAIM_SOURCES = sorted(TRANSITIONS["claim"].sources)
+_CLAIM_COLUMNS = (
+    deliveries.c.id, deliveries.c.transactionid, deliveries.c.endpoint, deliveries.c.method, deliveries.c.url,
+    deliveries.c.headers, deliveries.c.body, deliveries.c.content_type, deliveries.c.attempt_count,
+    deliveries.c.created_at, deliveries.c.action_id,
+)  # fmt: skip
 
 
 def new_lease(owner: str) -> str:
@@ -114,38 +123,35 @@ def claim(
     if limit <= 0:
         return []
     d = deliveries.c
-    ids: list[int] = []
-    # two index-friendly queries (state, next_attempt_at) instead of one OR: expired leases first
+    lease = new_lease(owner)
+    rows: list[sa.Row[Any]] = []
+    # one UPDATE … WHERE id IN (SELECT … LIMIT n) RETURNING per pass, expired leases first; the two
+    # passes keep each pick on the (state, next_attempt_at) index instead of one OR
     for expired in (True, False):
         pick = (
             sa.select(d.id)
             .where(*_claimable(now, lane, skip_endpoints, expired=expired))
             .order_by(d.next_attempt_at, d.id)
-            .limit(limit - len(ids))
+            .limit(limit - len(rows))
         )
         if conn.dialect.name == "postgresql":
             pick = pick.with_for_update(skip_locked=True, of=deliveries)
-        ids.extend(conn.execute(pick).scalars())
-        if len(ids) >= limit:
+        stmt = (
+            deliveries.update()
+            .where(d.id.in_(pick.scalar_subquery()), d.state.in_(_CLAIM_SOURCES))
+            .values(
+                state=TRANSITIONS["claim"].target,
+                lease_owner=lease,
+                lease_expires_at=now + timedelta(seconds=lease_s),
+                updated_at=now,
+            )
+            .returning(*_CLAIM_COLUMNS)
+        )
+        rows.extend(conn.execute(stmt))
+        if len(rows) >= limit:
             break
-    if not ids:
+    if not rows:
         return []
-    lease = new_lease(owner)
-    stmt = (
-        deliveries.update()
-        .where(d.id.in_(ids), d.state.in_(sorted(TRANSITIONS["claim"].sources)))
-        .values(
-            state=TRANSITIONS["claim"].target,
-            lease_owner=lease,
-            lease_expires_at=now + timedelta(seconds=lease_s),
-            updated_at=now,
-        )
-        .returning(
-            d.id, d.transactionid, d.endpoint, d.method, d.url, d.headers, d.body, d.content_type,
-            d.attempt_count, d.created_at, d.action_id,
-        )
-    )  # fmt: skip
-    rows = conn.execute(stmt).all()
     settings = _action_settings(conn, {r.action_id for r in rows if r.action_id is not None}, now)
     claimed = []
     for r in rows:

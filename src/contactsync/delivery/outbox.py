@@ -197,17 +197,9 @@ def finish(conn: sa.Connection, done: Sequence[Finished], *, now: datetime) -> l
         kept.extend(failures)
     if not kept:
         return []
-    a = delivery_attempts.c
-    last = dict(
-        conn.execute(
-            sa.select(a.delivery_id, sa.func.max(a.number))
-            .where(a.delivery_id.in_([f.claimed.id for f in kept]))
-            .group_by(a.delivery_id)
-        ).all()
-    )
+    # the attempt number is computed inside the INSERT (no separate SELECT max per flush);
     # RETURNING makes SQLAlchemy batch the rows into multi-row INSERTs ("insertmanyvalues")
-    rows = [_attempt_row(f, last.get(f.claimed.id, 0) + 1) for f in kept]
-    conn.execute(delivery_attempts.insert().returning(a.id), rows)
+    conn.execute(_INSERT_ATTEMPT, [_attempt_row(f) for f in kept])
     _record_health(conn, kept, now=now)
     return kept
 
@@ -236,11 +228,24 @@ def _move_failed(conn: sa.Connection, verdict: Verdict, group: Sequence[Finished
     )
 
 
-def _attempt_row(f: Finished, number: int) -> dict[str, Any]:
+_prior = delivery_attempts.alias("prior")
+_INSERT_ATTEMPT = (
+    delivery_attempts.insert()
+    .values(
+        number=sa.select(sa.func.coalesce(sa.func.max(_prior.c.number), 0) + 1)
+        .where(_prior.c.delivery_id == sa.bindparam("b_delivery"))
+        .scalar_subquery()
+    )
+    .returning(delivery_attempts.c.id)
+)
+"""Attempt rows are numbered over the delivery's whole life (replays included): max + 1."""
+
+
+def _attempt_row(f: Finished) -> dict[str, Any]:
     result = f.result
     return {
         "delivery_id": f.claimed.id,
-        "number": number,
+        "b_delivery": f.claimed.id,
         "started_at": f.started_at,
         "duration_ms": result.duration_s * 1000.0,
         "status_code": result.status,
