@@ -306,6 +306,82 @@ def payload_options(settings: SyncActionSettings, rt: Runtime) -> PayloadOptions
     )
 
 
+class Freezer:
+    """Frozen requests of one action for many contacts: the constant parts are prepared once.
+
+    The transactionid is the first key of every body (wire.md), so a payload encoded with a
+    placeholder id becomes any delivery's body by replacing that leading key: one encoding per
+    contact, whatever the number of deliveries, and no copy of the payload model per delivery.
+    """
+
+    __slots__ = ("_action", "_headers", "_json", "_not_before", "_ordered", "_post", "_template", "_url_tid")
+
+    def __init__(self, action: ActionOut, template: shortcodes.Template, *, now: datetime) -> None:
+        s = action.settings
+        self._action = action
+        self._template = template
+        self._post = s.method == "POST"
+        self._json = s.content_type == "json"
+        self._headers = {h.name: h.value for h in s.headers}
+        self._ordered = s.ordered_per_contact
+        self._not_before = now + timedelta(seconds=s.delay_s) if s.delay_s else None
+        self._url_tid = "TRANSACTIONID" in template.fields
+
+    def body(self, rendered: Rendered) -> tuple[bytes, str]:
+        """The encoded body of ``rendered`` (with its own transactionid) and its content type."""
+        if not self._post:
+            return b"", ""
+        if self._json:
+            return rendered.payload.to_json().encode("utf-8"), JSON_TYPE
+        return rendered.payload.to_form().encode("latin-1"), FORM_TYPE
+
+    def request(
+        self,
+        rendered: Rendered,
+        *,
+        transactionid: int,
+        body: tuple[bytes, str] | None = None,
+        automation_id: int | None,
+        contact_id: int | None,
+        now: datetime,
+    ) -> OutboxRequest:
+        """The request for one delivery: ``rendered`` stamped with ``transactionid``.
+
+        ``body`` is :meth:`body` of ``rendered``, when the caller encodes it once for several
+        deliveries.
+        """
+        placeholder = rendered.payload.transactionid
+        content, content_type = self.body(rendered) if body is None else body
+        if content and transactionid != placeholder:
+            content = _splice(content, placeholder, transactionid, json=self._json)
+        context = rendered.context
+        if self._url_tid and transactionid != placeholder:
+            context = {**context, "TRANSACTIONID": str(transactionid)}
+        action = self._action
+        return OutboxRequest(
+            transactionid=transactionid,
+            endpoint=action.endpoint,
+            method="POST" if self._post else "GET",
+            url=self._template.render(context, now=now),
+            body=content,
+            content_type=content_type,
+            headers=self._headers,
+            action_id=action.id,
+            automation_id=automation_id,
+            contact_id=contact_id,
+            ordering_key=f"{action.id}:{contact_id}" if self._ordered and contact_id is not None else None,
+            not_before=self._not_before,
+        )
+
+
+def _splice(body: bytes, old: int, new: int, *, json: bool) -> bytes:
+    head = b'{"transactionid":"' if json else b"transactionid="
+    was = head + str(old).encode("ascii")
+    if not body.startswith(was) or body[len(was) : len(was) + 1] not in (b'"', b"&", b""):
+        raise AssertionError("the transactionid is not the first key of the body")
+    return head + str(new).encode("ascii") + body[len(was) :]
+
+
 def freeze_request(
     action: ActionOut,
     template: shortcodes.Template,
@@ -315,28 +391,11 @@ def freeze_request(
     contact_id: int | None,
     now: datetime,
 ) -> OutboxRequest:
-    """The exact request for one contact, as the outbox stores it."""
-    s = action.settings
-    url = template.render(rendered.context, now=now)
-    body, content_type = b"", ""
-    if s.method == "POST":
-        if s.content_type == "json":
-            body, content_type = rendered.payload.to_json().encode("utf-8"), JSON_TYPE
-        else:
-            body, content_type = rendered.payload.to_form().encode("latin-1"), FORM_TYPE
-    return OutboxRequest(
+    """The exact request for one contact, as the outbox stores it (its payload's transactionid)."""
+    return Freezer(action, template, now=now).request(
+        rendered,
         transactionid=rendered.payload.transactionid,
-        endpoint=action.endpoint,
-        method=s.method,
-        url=url,
-        body=body,
-        content_type=content_type,
-        headers={h.name: h.value for h in s.headers},
-        action_id=action.id,
         automation_id=automation_id,
         contact_id=contact_id,
-        ordering_key=f"{action.id}:{contact_id}"
-        if s.ordered_per_contact and contact_id is not None
-        else None,
-        not_before=now + timedelta(seconds=s.delay_s) if s.delay_s else None,
+        now=now,
     )

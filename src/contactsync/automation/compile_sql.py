@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime, timedelta
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.sql.elements import ColumnElement
@@ -95,8 +96,11 @@ class _Compiler:
         return sa.and_(v != "", compare)
 
     # -- numbers ------------------------------------------------------------------------------
-    def number(self, v: ColumnElement[float], op: str, arg: Scalar | list[Scalar] | None) -> Expr:
-        present = v.is_not(None)
+    def number(
+        self, v: ColumnElement[Any], op: str, arg: Scalar | list[Scalar] | None, *, nullable: bool = True
+    ) -> Expr:
+        # a NOT NULL column needs no presence test: one comparison per row instead of three
+        present: Expr = v.is_not(None) if nullable else sa.true()
         if op == "empty":
             return v.is_(None)
         if op == "not_empty":
@@ -124,7 +128,9 @@ class _Compiler:
             txt = sa.func.coalesce(sa.select(field_values.c.value).where(*where).scalar_subquery(), "")
             return self.text(txt, cond.op, cond.value)
         if cond.subject == "lead_score":
-            return self.number(sa.cast(self.c.lead_score, sa.Float), cond.op, cond.value)
+            # integer vs float argument compares numerically on both databases: no cast, so the
+            # comparison stays a plain column test
+            return self.number(self.c.lead_score, cond.op, cond.value, nullable=False)
         if cond.subject == "lead_status":
             return self.text(self.lead_status(), cond.op, cond.value)
         return self.text(self.c[cond.subject], cond.op, cond.value)

@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 import sqlalchemy as sa
 from pydantic import BaseModel
 
-from contactsync.automation.actions import freeze_request, payload_options
+from contactsync.automation.actions import Freezer, payload_options
 from contactsync.automation.activity import (
     CampaignOpened,
     Event,
@@ -29,7 +29,7 @@ from contactsync.automation.activity import (
 )
 from contactsync.automation.automations import Compiled, automation_from_row, compile_many
 from contactsync.automation.contacts import ContactIn, UpsertResult, upsert_contact
-from contactsync.automation.payload_builder import PayloadOptions, Rendered, build
+from contactsync.automation.payload_builder import PayloadOptions, build
 from contactsync.automation.predicate import compile_prefilter
 from contactsync.automation.runtime import Runtime
 from contactsync.automation.snapshot import (
@@ -288,19 +288,27 @@ def enter_many(
     }
     result = Entered()
     requests = []
+    # actions with the same options and encoding share each contact's encoded body
+    bodies: dict[tuple[PayloadOptions, str, str], dict[int, tuple[bytes, str]]] = defaultdict(dict)
     for c, ids in admitted:
         result.contact_ids.extend(ids)
         for ca in c.actions:
-            rendered = built[payload_options(ca.action.settings, rt)]
+            options = payload_options(ca.action.settings, rt)
+            rendered = built[options]
+            freezer = Freezer(ca.action, ca.template, now=now)
+            shared = bodies[(options, ca.action.settings.method, ca.action.settings.content_type)]
             for cid in ids:
-                if cid not in rendered:
+                one = rendered.get(cid)
+                if one is None:
                     continue  # deleted meanwhile
-                stamped = _stamp(rendered[cid], rt.ids.next())
+                body = shared.get(cid)
+                if body is None:
+                    body = shared[cid] = freezer.body(one)
                 requests.append(
-                    freeze_request(
-                        ca.action,
-                        ca.template,
-                        stamped,
+                    freezer.request(
+                        one,
+                        transactionid=rt.ids.next(),
+                        body=body,
                         automation_id=c.automation.id,
                         contact_id=cid,
                         now=now,
@@ -312,15 +320,10 @@ def enter_many(
 
 
 class _Placeholder(dict[int, int]):
-    """Transactionid 1 for every contact; each delivery gets its own through :func:`_stamp`."""
+    """Transactionid 1 for every contact; each delivery's own is spliced in by the :class:`Freezer`."""
 
     def __missing__(self, key: int) -> int:
         return 1
-
-
-def _stamp(rendered: Rendered, tid: int) -> Rendered:
-    payload = rendered.payload.model_copy(update={"transactionid": tid})
-    return Rendered(payload, {**rendered.context, "TRANSACTIONID": str(tid)})
 
 
 def entries_by_automation(conn: sa.Connection, contact_id: int) -> dict[int, list[datetime]]:

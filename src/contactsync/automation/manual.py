@@ -144,6 +144,22 @@ def _lock(conn: sa.Connection, run_id: int) -> ManualRunOut:
     return ManualRunOut.model_validate(row._asdict())
 
 
+def _next_window(conn: sa.Connection, list_id: int, after: int, size: int) -> tuple[int, int | None]:
+    """How many of the list's contacts follow ``after`` (at most ``size``) and the last one's id.
+
+    A full chunk is found by stepping ``size - 1`` entries along the (list_id, id) index; only the
+    last, short chunk is counted.
+    """
+    following = (contacts.c.list_id == list_id, contacts.c.id > after)
+    upto = conn.execute(
+        sa.select(contacts.c.id).where(*following).order_by(contacts.c.id).limit(1).offset(size - 1)
+    ).scalar()
+    if upto is not None:
+        return size, int(upto)
+    count, last = conn.execute(sa.select(sa.func.count(), sa.func.max(contacts.c.id)).where(*following)).one()
+    return int(count), None if last is None else int(last)
+
+
 def run_chunk(
     conn: sa.Connection,
     rt: Runtime,
@@ -158,17 +174,10 @@ def run_chunk(
         return run
     automation = get_automation(conn, run.automation_id)
     compiled = compile_automation(conn, rt, automation)
-    window = (
-        sa.select(contacts.c.id)
-        .where(contacts.c.list_id == automation.list_id, contacts.c.id > run.cursor_contact_id)
-        .order_by(contacts.c.id)
-        .limit(chunk_size)
-        .subquery()
-    )
-    count, upto = conn.execute(sa.select(sa.func.count(), sa.func.max(window.c.id))).one()
+    count, upto = _next_window(conn, automation.list_id, run.cursor_contact_id, chunk_size)
     now = rt.clock()
     values: dict[str, object] = {"updated_at": now}
-    if count:
+    if count and upto is not None:
         matched = match_range(conn, compiled, run.cursor_contact_id, upto, now=now, strategy=strategy)
         entered = enter(conn, rt, compiled, matched, now=now, manual_run_id=run_id)
         values.update(

@@ -1,8 +1,9 @@
 """Database rows → :class:`SyncPayload` and shortcode context, for many contacts at once.
 
-A constant number of queries per batch of contacts: each list section is cut to ``max_items``
-most-recent-first by a window function in SQL, so a contact with years of activity costs the same
-as a new one. Dates are rendered in the action's time zone, as ``YYYY-MM-DD HH:MM:SS`` or ISO 8601.
+A constant number of queries per batch of contacts (never one per contact): each list section is
+cut to ``max_items`` most-recent-first by a window function in SQL, so a contact with years of
+activity costs the same as a new one. Dates are rendered in the action's time zone, as
+``YYYY-MM-DD HH:MM:SS`` or ISO 8601.
 """
 
 from __future__ import annotations
@@ -16,10 +17,9 @@ from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 
-from contactsync.automation.lists import get_thresholds
-from contactsync.automation.predicate import lead_label
+from contactsync.automation.predicate import DEFAULT_THRESHOLDS, Thresholds, lead_label
 from contactsync.automation.snapshot import chunked
-from contactsync.db.platform import activities, contacts, field_values, fields, lists
+from contactsync.db.platform import activities, contacts, field_values, fields, lead_status_thresholds, lists
 from contactsync.wire.payload import (
     AutomationTrigger,
     CampaignOpen,
@@ -76,7 +76,42 @@ class _Dates:
         return local.isoformat(timespec="seconds") if self.iso else local.strftime("%Y-%m-%d %H:%M:%S")
 
 
-def _recent(conn: sa.Connection, ids: Sequence[int], kinds: list[str], max_items: int) -> list[Any]:
+_IDS: sa.BindParameter[list[int]] = sa.bindparam("ids", expanding=True)
+
+_CONTACT_ROWS = (
+    sa.select(
+        contacts.c.id,
+        contacts.c.list_id,
+        contacts.c.email,
+        contacts.c.phone,
+        contacts.c.lead_score,
+        contacts.c.created_at,
+        lists.c.name.label("list_name"),
+        lists.c.account_id,
+    )
+    .join(lists, lists.c.id == contacts.c.list_id)
+    .where(contacts.c.id.in_(_IDS))
+)
+_VALUES = sa.select(field_values.c.contact_id, field_values.c.field_id, field_values.c.value).where(
+    field_values.c.contact_id.in_(_IDS)
+)
+_FIELDS = (
+    sa.select(fields.c.id, fields.c.list_id, fields.c.name, fields.c.shortcode_key)
+    .where(fields.c.list_id.in_(sa.bindparam("list_ids", expanding=True)))
+    .order_by(fields.c.id)
+)
+_THRESHOLDS = (
+    sa.select(
+        lead_status_thresholds.c.account_id,
+        lead_status_thresholds.c.min_score,
+        lead_status_thresholds.c.label,
+    )
+    .where(lead_status_thresholds.c.account_id.in_(sa.bindparam("account_ids", expanding=True)))
+    .order_by(lead_status_thresholds.c.account_id, lead_status_thresholds.c.min_score)
+)
+
+
+def _recent_statement() -> sa.Select[Any]:
     rank = (
         sa.func.row_number()
         .over(
@@ -96,28 +131,32 @@ def _recent(conn: sa.Connection, ids: Sequence[int], kinds: list[str], max_items
             activities.c.occurred_at,
             rank,
         )
-        .where(activities.c.contact_id.in_(ids), activities.c.kind.in_(kinds))
+        .where(
+            activities.c.contact_id.in_(_IDS), activities.c.kind.in_(sa.bindparam("kinds", expanding=True))
+        )
         .subquery()
     )
-    query = (
+    return (
         sa.select(inner)
-        .where(inner.c.rank <= max_items)
+        .where(inner.c.rank <= sa.bindparam("max_items"))
         .order_by(inner.c.contact_id, inner.c.kind, inner.c.rank)
     )
-    return list(conn.execute(query))
 
 
-def _clicks(conn: sa.Connection, ids: Sequence[int]) -> list[Any]:
+def _clicks_statement() -> sa.Select[Any]:
     last = sa.func.max(activities.c.occurred_at)
-    query = (
+    return (
         sa.select(
             activities.c.contact_id, activities.c.url, sa.func.count().label("clicks"), last.label("last")
         )
-        .where(activities.c.contact_id.in_(ids), activities.c.kind == "link_click")
+        .where(activities.c.contact_id.in_(_IDS), activities.c.kind == "link_click")
         .group_by(activities.c.contact_id, activities.c.url)
         .order_by(activities.c.contact_id, last.desc(), activities.c.url)
     )
-    return list(conn.execute(query))
+
+
+_RECENT = _recent_statement()
+_CLICKS = _clicks_statement()
 
 
 def build(
@@ -127,43 +166,35 @@ def build(
     options: PayloadOptions,
     transactionids: Mapping[int, int],
 ) -> dict[int, Rendered]:
-    """Payload and context of each contact, with ``transactionids[contact_id]`` as its transactionid."""
+    """Payload and context of each contact, with ``transactionids[contact_id]`` as its transactionid.
+
+    Per slice of ids: one query for the contacts, one for their field values, one per kind of
+    section selected (recent activity, clicks), plus the field definitions and thresholds of the
+    lists and accounts not seen yet. The statements are built once (expanding ``IN``), so SQLAlchemy
+    reuses their compiled form.
+    """
     out: dict[int, Rendered] = {}
     dates = _Dates(options.date_format, options.time_zone)
     wanted = set(options.sections)
     kinds = sorted(k for s, k in SECTION_KINDS.items() if s in wanted)
-    thresholds_by_account: dict[int, Any] = {}
+    thresholds_by_account: dict[int, Thresholds] = {}
     fields_by_list: dict[int, list[Any]] = {}
     for part in chunked(list(contact_ids)):
-        rows = conn.execute(
-            sa.select(contacts, lists.c.name.label("list_name"), lists.c.account_id)
-            .join(lists, lists.c.id == contacts.c.list_id)
-            .where(contacts.c.id.in_(part))
-        ).all()
+        rows = conn.execute(_CONTACT_ROWS, {"ids": part}).all()
+        _load_definitions(conn, rows, fields_by_list, thresholds_by_account)
         values: dict[int, dict[int, str]] = defaultdict(dict)
-        for cid, fid, value in conn.execute(
-            sa.select(field_values.c.contact_id, field_values.c.field_id, field_values.c.value).where(
-                field_values.c.contact_id.in_(part)
-            )
-        ):
+        for cid, fid, value in conn.execute(_VALUES, {"ids": part}):
             values[cid][fid] = value
         items: dict[tuple[int, str], list[Any]] = defaultdict(list)
         if kinds:
-            for r in _recent(conn, part, kinds, options.max_items):
+            params = {"ids": part, "kinds": kinds, "max_items": options.max_items}
+            for r in conn.execute(_RECENT, params):
                 items[(r.contact_id, r.kind)].append(r)
         clicks: dict[int, list[Any]] = defaultdict(list)
         if "links-clicked" in wanted:
-            for r in _clicks(conn, part):
+            for r in conn.execute(_CLICKS, {"ids": part}):
                 clicks[r.contact_id].append(r)
         for row in rows:
-            if row.list_id not in fields_by_list:
-                fields_by_list[row.list_id] = list(
-                    conn.execute(
-                        sa.select(fields).where(fields.c.list_id == row.list_id).order_by(fields.c.id)
-                    )
-                )
-            if row.account_id not in thresholds_by_account:
-                thresholds_by_account[row.account_id] = get_thresholds(conn, row.account_id)
             out[row.id] = _one(
                 row,
                 fields_by_list[row.list_id],
@@ -178,17 +209,41 @@ def build(
     return out
 
 
+def _load_definitions(
+    conn: sa.Connection,
+    rows: Sequence[Any],
+    fields_by_list: dict[int, list[Any]],
+    thresholds_by_account: dict[int, Thresholds],
+) -> None:
+    """Field definitions and lead-status thresholds of the rows' lists and accounts not loaded yet."""
+    list_ids = sorted({r.list_id for r in rows}.difference(fields_by_list))
+    if list_ids:
+        for list_id in list_ids:
+            fields_by_list[list_id] = []
+        for f in conn.execute(_FIELDS, {"list_ids": list_ids}):
+            fields_by_list[f.list_id].append(f)
+    account_ids = sorted({r.account_id for r in rows}.difference(thresholds_by_account))
+    if account_ids:
+        levels: dict[int, list[tuple[int, str]]] = defaultdict(list)
+        for account_id, min_score, label in conn.execute(_THRESHOLDS, {"account_ids": account_ids}):
+            levels[account_id].append((int(min_score), str(label)))
+        for account_id in account_ids:
+            thresholds_by_account[account_id] = tuple(levels[account_id]) or DEFAULT_THRESHOLDS
+
+
 def _one(
     row: Any,
     defs: list[Any],
     values: dict[int, str],
     items: dict[str, list[Any]],
     clicks: list[Any],
-    thresholds: Any,
+    thresholds: Thresholds,
     tid: int,
     options: PayloadOptions,
     dates: _Dates,
 ) -> Rendered:
+    # the rows come from our own tables (types enforced on write), so the wire models are
+    # constructed without re-validating every item: most of a payload's cost otherwise
     profile_url = f"{options.public_base_url.rstrip('/')}/contacts/{row.id}"
     label = lead_label(row.lead_score, thresholds)
     get = items.get
@@ -197,42 +252,47 @@ def _one(
     sections: dict[str, Any] = {}
     if "fields" in wanted:
         sections["fields"] = [
-            FieldValue(id=f.id, name=f.name, value=values.get(f.id, "")) for f in defs[: options.max_items]
+            FieldValue.model_construct(id=f.id, name=f.name, value=values.get(f.id, ""))
+            for f in defs[: options.max_items]
         ]
     if "campaigns-opened" in wanted:
         sections["campaigns_opened"] = [
-            CampaignOpen(id=r.ref_id, name=r.name, open_date=dates(r.occurred_at))
+            CampaignOpen.model_construct(id=r.ref_id, name=r.name, open_date=dates(r.occurred_at))
             for r in get("campaign_open", [])
         ]
     if "links-clicked" in wanted:
-        sections["links_clicked"] = [LinkClick(url=r.url, clicks=r.clicks) for r in clicks]
+        sections["links_clicked"] = [LinkClick.model_construct(url=r.url, clicks=r.clicks) for r in clicks]
     if "pages-visited" in wanted:
         sections["pages_visited"] = [
-            PageVisit(page=r.url, visit_date=dates(r.occurred_at)) for r in get("page_visit", [])
+            PageVisit.model_construct(page=r.url, visit_date=dates(r.occurred_at))
+            for r in get("page_visit", [])
         ]
     if "automation-triggered" in wanted:
         sections["automation_triggered"] = [
-            AutomationTrigger(id=r.ref_id, name=r.name, trigger_date=dates(r.occurred_at))
+            AutomationTrigger.model_construct(id=r.ref_id, name=r.name, trigger_date=dates(r.occurred_at))
             for r in get("automation", [])
         ]
     if "goals-reached" in wanted:
         sections["goals_reached"] = [
-            GoalReach(id=r.ref_id, name=r.name, reach_date=dates(r.occurred_at)) for r in get("goal", [])
+            GoalReach.model_construct(id=r.ref_id, name=r.name, reach_date=dates(r.occurred_at))
+            for r in get("goal", [])
         ]
     if "webhooks-triggered" in wanted:
         sections["webhooks_triggered"] = [
-            WebhookTrigger(id=r.ref_id, name=r.name, trigger_date=dates(r.occurred_at))
+            WebhookTrigger.model_construct(id=r.ref_id, name=r.name, trigger_date=dates(r.occurred_at))
             for r in get("webhook", [])
         ]
     if "lead-score" in wanted:
         sections["lead_score"] = [
-            LeadScoreEntry(id=r.ref_id, name=r.name, score=r.value, score_date=dates(r.occurred_at))
+            LeadScoreEntry.model_construct(
+                id=r.ref_id, name=r.name, score=r.value, score_date=dates(r.occurred_at)
+            )
             for r in get("lead_score", [])
         ]
     if "lead-status" in wanted:
-        sections["lead_status"] = LeadStatus(score=row.lead_score, label=label)
-    contact = Contact(id=row.id, email=row.email, phone=row.phone, profile_url=profile_url)
-    payload = SyncPayload(transactionid=tid, contact=contact, **sections)
+        sections["lead_status"] = LeadStatus.model_construct(score=row.lead_score, label=label)
+    contact = Contact.model_construct(id=row.id, email=row.email, phone=row.phone, profile_url=profile_url)
+    payload = SyncPayload.model_construct(transactionid=tid, contact=contact, **sections)
     context = {
         "ID": str(row.id),
         "EMAIL": row.email,
