@@ -29,7 +29,7 @@ from contactsync.automation.activity import (
 )
 from contactsync.automation.automations import Compiled, automation_from_row, compile_many
 from contactsync.automation.contacts import ContactIn, UpsertResult, upsert_contact
-from contactsync.automation.payload_builder import PayloadOptions, build
+from contactsync.automation.payload_builder import PayloadOptions, Rendered, build
 from contactsync.automation.predicate import compile_prefilter
 from contactsync.automation.runtime import Runtime
 from contactsync.automation.snapshot import (
@@ -40,7 +40,7 @@ from contactsync.automation.snapshot import (
     load_contacts,
 )
 from contactsync.db.platform import automation_entries, automations, contacts
-from contactsync.delivery.outbox import enqueue
+from contactsync.delivery.outbox import OutboxRequest, enqueue
 
 
 class FireResult(BaseModel):
@@ -287,7 +287,7 @@ def enter_many(
         for options, ids in needed.items()
     }
     result = Entered()
-    requests = []
+    pending: list[_Pending] = []
     # actions with the same options and encoding share each contact's encoded body
     bodies: dict[tuple[PayloadOptions, str, str], dict[int, tuple[bytes, str]]] = defaultdict(dict)
     for c, ids in admitted:
@@ -304,19 +304,51 @@ def enter_many(
                 body = shared.get(cid)
                 if body is None:
                     body = shared[cid] = freezer.body(one)
-                requests.append(
-                    freezer.request(
-                        one,
-                        transactionid=rt.ids.next(),
-                        body=body,
-                        automation_id=c.automation.id,
-                        contact_id=cid,
-                        now=now,
-                    )
-                )
-    enqueue(conn, requests, now=now)
+                pending.append(_Pending(freezer, one, body, c.automation.id, cid))
+    requests = _enqueue_with_fresh_ids(conn, rt, pending, now=now)
     result.transactionids.extend(r.transactionid for r in requests)
     return result
+
+
+@dataclass(frozen=True, slots=True)
+class _Pending:
+    """A delivery waiting for its transactionid."""
+
+    freezer: Freezer
+    rendered: Rendered
+    body: tuple[bytes, str]
+    automation_id: int
+    contact_id: int
+
+
+def _enqueue_with_fresh_ids(
+    conn: sa.Connection, rt: Runtime, pending: Sequence[_Pending], *, now: datetime
+) -> list[OutboxRequest]:
+    """Enqueue with new transactionids; if another process handed out one of them first (the unique
+    key says so), roll back to the savepoint and try once more with fresh ids."""
+    for attempt in (1, 2):
+        requests = [
+            p.freezer.request(
+                p.rendered,
+                transactionid=rt.ids.next(),
+                body=p.body,
+                automation_id=p.automation_id,
+                contact_id=p.contact_id,
+                now=now,
+            )
+            for p in pending
+        ]
+        if not requests:
+            return requests
+        try:
+            with conn.begin_nested():
+                enqueue(conn, requests, now=now)
+        except sa.exc.IntegrityError as exc:
+            if attempt == 2 or "transactionid" not in str(exc.orig):
+                raise
+            continue
+        return requests
+    raise AssertionError("unreachable")
 
 
 class _Placeholder(dict[int, int]):

@@ -6,6 +6,7 @@ id generator for all its transactions.
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -15,7 +16,7 @@ import sqlalchemy as sa
 from contactsync import __version__
 from contactsync.db.platform import deliveries
 from contactsync.settings import Settings
-from contactsync.wire.transactionid import TransactionIdGenerator, wall_clock_ms
+from contactsync.wire.transactionid import SEQUENCE_BITS, TransactionIdGenerator, wall_clock_ms
 
 
 def utc_now() -> datetime:
@@ -41,15 +42,27 @@ class Runtime:
         engine: sa.Engine | None = None,
         clock: Callable[[], datetime] = utc_now,
         clock_ms: Callable[[], int] = wall_clock_ms,
+        sequence_offset: int | None = None,
     ) -> Runtime:
-        """A runtime for ``settings``; with ``engine``, ids start above the largest one stored."""
+        """A runtime for ``settings``; with ``engine``, ids start above the largest one stored.
+
+        Each millisecond's id sequence starts at ``sequence_offset``, random by default, so that two
+        processes are unlikely to hand out the same id in the same millisecond (the outbox's unique
+        key and one retry with fresh ids handle the rare clash).
+        """
         after = 0
         if engine is not None:
             with engine.connect() as conn:
                 after = int(conn.execute(sa.select(sa.func.max(deliveries.c.transactionid))).scalar() or 0)
         return cls(
             clock=clock,
-            ids=TransactionIdGenerator(clock_ms=clock_ms, after=after),
+            ids=TransactionIdGenerator(
+                clock_ms=clock_ms,
+                after=after,
+                sequence_offset=secrets.randbelow(1 << SEQUENCE_BITS)
+                if sequence_offset is None
+                else sequence_offset,
+            ),
             public_base_url=settings.public_base_url,
             default_country_code=settings.default_country_code,
         )

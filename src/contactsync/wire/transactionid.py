@@ -100,14 +100,19 @@ class TransactionIdGenerator:
     """Hands out strictly increasing ids; thread-safe; one instance per process is enough.
 
     ``clock_ms`` returns Unix milliseconds (``wall_clock_ms`` in production, a fake in tests).
-    ``after`` is a lower bound: every id handed out is greater than it.
+    ``after`` is a lower bound: every id handed out is greater than it. ``sequence_offset`` is where
+    each new millisecond's sequence starts (0..65535): processes given different (random) offsets
+    rarely hand out the same id in the same millisecond, while ids stay time-ordered.
     """
 
-    def __init__(self, *, clock_ms: Callable[[], int], after: int = 0) -> None:
+    def __init__(self, *, clock_ms: Callable[[], int], after: int = 0, sequence_offset: int = 0) -> None:
         if not 0 <= after < MAX_ID:
             raise ValueError(f"after must be in 0..{MAX_ID - 1}, got {after}")
+        if not 0 <= sequence_offset <= _SEQUENCE_MASK:
+            raise ValueError(f"sequence_offset must be in 0..{_SEQUENCE_MASK}, got {sequence_offset}")
         self._clock_ms = clock_ms
         self._last = after
+        self._offset = sequence_offset
         self._lock = threading.Lock()
 
     @property
@@ -123,7 +128,7 @@ class TransactionIdGenerator:
         so ids run slightly ahead of the clock until it catches up.
         """
         with self._lock:
-            candidate = make(self._clock_ms())
+            candidate = make(self._clock_ms(), self._offset)
             if candidate <= self._last:
                 candidate = self._last + 1
                 if candidate > MAX_ID:
