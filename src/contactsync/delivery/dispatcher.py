@@ -191,8 +191,13 @@ class Dispatcher:
                 else:
                     more_due = True
             self._want_slots = more_due
-            if more_due and any(self._free(lane) >= self._min_claim(lane) for lane in Lane):
-                continue
+            resting = {
+                lane for lane in Lane if time.monotonic() - drained_at[lane] < self.config.poll_interval_s
+            }
+            if more_due and any(
+                self._free(lane) >= self._min_claim(lane) for lane in Lane if lane not in resting
+            ):
+                continue  # a lane with due work has room for a worthwhile batch: claim again at once
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._kick.wait(), timeout=self.config.poll_interval_s)
 
@@ -202,7 +207,8 @@ class Dispatcher:
         self._poke()
 
     def _min_claim(self, lane: Lane) -> int:
-        return max(1, min(self.config.batch_size, self._capacity[lane]) // 4)
+        # a quarter of what the lane may hold: large batches, while the rest keeps the pipe full
+        return max(1, min(self.config.batch_size, self._held_limit(self._capacity[lane])) // 4)
 
     def _held_limit(self, in_flight: int) -> int:
         return max(int(in_flight * self.config.prefetch), in_flight)

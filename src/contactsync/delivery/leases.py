@@ -9,6 +9,7 @@ fences late results (see :func:`contactsync.delivery.outbox.finish`).
 from __future__ import annotations
 
 import enum
+import functools
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -59,7 +60,6 @@ class Claimed:
     total_timeout_s: float = DEFAULT_TOTAL_TIMEOUT_S
 
 
-_CLAIM_SOURCES = sorted(TRANSITIONS["claim"].sources)
 _CLAIM_COLUMNS = (
     deliveries.c.id, deliveries.c.transactionid, deliveries.c.endpoint, deliveries.c.method, deliveries.c.url,
     deliveries.c.headers, deliveries.c.body, deliveries.c.content_type, deliveries.c.attempt_count,
@@ -72,11 +72,13 @@ def new_lease(owner: str) -> str:
     return f"{owner[:80]}/{uuid.uuid4().hex[:16]}"
 
 
-def _claimable(
-    now: datetime, lane: Lane | None, skip_endpoints: Sequence[str], *, expired: bool
-) -> list[sa.ColumnElement[bool]]:
+_OLDER = deliveries.alias("older")
+
+
+def _claimable(lane: Lane | None, *, expired: bool, skip: bool) -> list[sa.ColumnElement[bool]]:
+    """What makes a row claimable now (``b_now``; ``b_skip``: endpoints saturated in this process)."""
     d = deliveries.c
-    older = deliveries.alias("older")
+    now = sa.bindparam("b_now", type_=sa.DateTime())
     due = (
         sa.and_(d.state == IN_FLIGHT, d.lease_expires_at <= now)
         if expired
@@ -88,9 +90,9 @@ def _claimable(
         sa.or_(
             d.ordering_key.is_(None),
             ~sa.exists().where(
-                older.c.ordering_key == d.ordering_key,
-                older.c.transactionid < d.transactionid,
-                older.c.state.in_([PENDING, IN_FLIGHT]),
+                _OLDER.c.ordering_key == d.ordering_key,
+                _OLDER.c.transactionid < d.transactionid,
+                _OLDER.c.state.in_([PENDING, IN_FLIGHT]),
             ),
         ),
     ]
@@ -98,9 +100,40 @@ def _claimable(
         conds.append(d.attempt_count == 0)
     elif lane is Lane.RETRY:
         conds.append(d.attempt_count > 0)
-    if skip_endpoints:
-        conds.append(d.endpoint.not_in(list(skip_endpoints)))
+    if skip:
+        conds.append(d.endpoint.not_in(sa.bindparam("b_skip", expanding=True)))
     return conds
+
+
+@functools.cache
+def _claim_statement(dialect: str, lane: Lane | None, *, expired: bool, skip: bool) -> sa.Update:
+    """``UPDATE … WHERE id IN (SELECT … LIMIT n) RETURNING …``, built once per shape.
+
+    The pick only selects sources of the "claim" transition; repeating the state test outside
+    would make SQLite scan every pending row by state instead of looking the picked ids up.
+    PostgreSQL locks the picked rows with ``SKIP LOCKED`` and re-checks them once locked.
+    """
+    d = deliveries.c
+    assert {PENDING, IN_FLIGHT} <= TRANSITIONS["claim"].sources
+    pick = (
+        sa.select(d.id)
+        .where(*_claimable(lane, expired=expired, skip=skip))
+        .order_by(d.next_attempt_at, d.id)
+        .limit(sa.bindparam("b_limit", type_=sa.Integer()))
+    )
+    if dialect == "postgresql":
+        pick = pick.with_for_update(skip_locked=True, of=deliveries)
+    return (
+        deliveries.update()
+        .where(d.id.in_(pick.scalar_subquery()))
+        .values(
+            state=TRANSITIONS["claim"].target,
+            lease_owner=sa.bindparam("b_lease"),
+            lease_expires_at=sa.bindparam("b_expires", type_=sa.DateTime()),
+            updated_at=sa.bindparam("b_now", type_=sa.DateTime()),
+        )
+        .returning(*_CLAIM_COLUMNS)
+    )
 
 
 def claim(
@@ -122,32 +155,16 @@ def claim(
     """
     if limit <= 0:
         return []
-    d = deliveries.c
     lease = new_lease(owner)
+    params: dict[str, Any] = {"b_now": now, "b_lease": lease, "b_expires": now + timedelta(seconds=lease_s)}
+    if skip_endpoints:
+        params["b_skip"] = list(skip_endpoints)
     rows: list[sa.Row[Any]] = []
-    # one UPDATE … WHERE id IN (SELECT … LIMIT n) RETURNING per pass, expired leases first; the two
-    # passes keep each pick on the (state, next_attempt_at) index instead of one OR
+    # one statement per pass, expired leases first; two passes keep each pick on the
+    # (state, next_attempt_at) index instead of one OR
     for expired in (True, False):
-        pick = (
-            sa.select(d.id)
-            .where(*_claimable(now, lane, skip_endpoints, expired=expired))
-            .order_by(d.next_attempt_at, d.id)
-            .limit(limit - len(rows))
-        )
-        if conn.dialect.name == "postgresql":
-            pick = pick.with_for_update(skip_locked=True, of=deliveries)
-        stmt = (
-            deliveries.update()
-            .where(d.id.in_(pick.scalar_subquery()), d.state.in_(_CLAIM_SOURCES))
-            .values(
-                state=TRANSITIONS["claim"].target,
-                lease_owner=lease,
-                lease_expires_at=now + timedelta(seconds=lease_s),
-                updated_at=now,
-            )
-            .returning(*_CLAIM_COLUMNS)
-        )
-        rows.extend(conn.execute(stmt))
+        stmt = _claim_statement(conn.dialect.name, lane, expired=expired, skip=bool(skip_endpoints))
+        rows.extend(conn.execute(stmt, {**params, "b_limit": limit - len(rows)}))
         if len(rows) >= limit:
             break
     if not rows:
