@@ -197,8 +197,8 @@ def finish(conn: sa.Connection, done: Sequence[Finished], *, now: datetime) -> l
         kept.extend(failures)
     if not kept:
         return []
-    # the attempt number is computed inside the INSERT (no separate SELECT max per flush);
-    # RETURNING makes SQLAlchemy batch the rows into multi-row INSERTs ("insertmanyvalues")
+    # the attempt number is computed inside the INSERT (no separate SELECT max per flush); without
+    # RETURNING this is the driver's executemany: one prepared statement (psycopg pipelines it)
     conn.execute(_INSERT_ATTEMPT, [_attempt_row(f) for f in kept])
     _record_health(conn, kept, now=now)
     return kept
@@ -229,14 +229,10 @@ def _move_failed(conn: sa.Connection, verdict: Verdict, group: Sequence[Finished
 
 
 _prior = delivery_attempts.alias("prior")
-_INSERT_ATTEMPT = (
-    delivery_attempts.insert()
-    .values(
-        number=sa.select(sa.func.coalesce(sa.func.max(_prior.c.number), 0) + 1)
-        .where(_prior.c.delivery_id == sa.bindparam("b_delivery"))
-        .scalar_subquery()
-    )
-    .returning(delivery_attempts.c.id)
+_INSERT_ATTEMPT = delivery_attempts.insert().values(
+    number=sa.select(sa.func.coalesce(sa.func.max(_prior.c.number), 0) + 1)
+    .where(_prior.c.delivery_id == sa.bindparam("b_delivery"))
+    .scalar_subquery()
 )
 """Attempt rows are numbered over the delivery's whole life (replays included): max + 1."""
 
