@@ -42,6 +42,7 @@ from contactsync.delivery.states import (
     TRANSITIONS,
     move,
     naive,
+    statement,
 )
 
 __all__ = [
@@ -154,6 +155,26 @@ class Finished:
     started_at: datetime
 
 
+_DELIVER = statement(
+    "deliver",
+    # the id list lets the database look rows up by key; the (id, lease) pairs are the fence
+    sa.and_(
+        deliveries.c.id.in_(sa.bindparam("b_ids", expanding=True)),
+        sa.tuple_(deliveries.c.id, deliveries.c.lease_owner).in_(sa.bindparam("b_fence", expanding=True)),
+    ),
+    {
+        **NO_LEASE,
+        "attempt_count": deliveries.c.attempt_count + 1,
+        "last_status": sa.bindparam("b_status", type_=sa.Integer()),
+        "last_error": None,
+        "delivered_at": sa.bindparam("b_now", type_=sa.DateTime()),
+    },
+    now=sa.bindparam("b_now", type_=sa.DateTime()),
+    returning=True,
+)
+"""Successes, the bulk of every flush: one fenced UPDATE … RETURNING per status code, built once."""
+
+
 def finish(conn: sa.Connection, done: Sequence[Finished], *, now: datetime) -> list[Finished]:
     """Record attempts and move their deliveries on, in one transaction; returns what was recorded.
 
@@ -170,16 +191,13 @@ def finish(conn: sa.Connection, done: Sequence[Finished], *, now: datetime) -> l
         if f.decision.verdict is Verdict.DELIVERED:
             successes.setdefault(f.result.status, []).append(f)
     for status, group in successes.items():
-        values = {
-            **NO_LEASE,
-            "attempt_count": d.attempt_count + 1,
-            "last_status": status,
-            "last_error": None,
+        params = {
+            "b_ids": [f.claimed.id for f in group],
+            "b_fence": [(f.claimed.id, f.claimed.lease) for f in group],
+            "b_status": status,
+            "b_now": now,
         }
-        fence = sa.tuple_(d.id, d.lease_owner).in_([(f.claimed.id, f.claimed.lease) for f in group])
-        moved = set(
-            move(conn, "deliver", fence, {**values, "delivered_at": now}, now=now, returning=True).scalars()
-        )
+        moved = set(conn.execute(_DELIVER, params).scalars())
         kept.extend(f for f in group if f.claimed.id in moved)
     failures = [f for f in done if f.decision.verdict is not Verdict.DELIVERED]
     if failures:

@@ -41,6 +41,21 @@ TRANSITIONS: Mapping[str, Transition] = {
 NO_LEASE: dict[str, Any] = {"lease_owner": None, "lease_expires_at": None}
 
 
+def statement(
+    event: str, where: sa.ColumnElement[bool], values: Mapping[str, Any], *, now: Any, returning: bool = False
+) -> sa.Update:
+    """The UPDATE applying transition ``event`` to the rows matching ``where`` (``now``: a value or a
+    bound parameter, so hot paths can build the statement once and execute it many times)."""
+    step = TRANSITIONS[event]
+    d = deliveries.c
+    stmt = (
+        deliveries.update()
+        .where(where, sa.or_(*(d.state == source for source in sorted(step.sources))))
+        .values(state=step.target, updated_at=now, **values)
+    )
+    return stmt.returning(d.id) if returning else stmt
+
+
 def move(
     conn: sa.Connection,
     event: str,
@@ -52,15 +67,7 @@ def move(
     returning: bool = False,
 ) -> sa.CursorResult[Any]:
     """Apply transition ``event`` to the rows matching ``where`` (``rowcount``: how many moved)."""
-    step = TRANSITIONS[event]
-    d = deliveries.c
-    stmt = (
-        deliveries.update()
-        .where(where, sa.or_(*(d.state == source for source in sorted(step.sources))))
-        .values(state=step.target, updated_at=now, **values)
-    )
-    if returning:
-        stmt = stmt.returning(d.id)
+    stmt = statement(event, where, values, now=now, returning=returning)
     return conn.execute(stmt, list(params)) if params else conn.execute(stmt)
 
 
