@@ -14,6 +14,7 @@ from typing import Annotated, Literal, Union
 import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from contactsync.automation.rules import Int64
 from contactsync.db.platform import activities, contacts
 from contactsync.errors import NotFoundError
 
@@ -23,8 +24,8 @@ class _Event(BaseModel):
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
-    contact_id: int | None = None
-    list_id: int | None = None
+    contact_id: Int64 | None = None
+    list_id: Int64 | None = None
     email: str | None = Field(default=None, max_length=320)
     occurred_at: datetime | None = None
 
@@ -37,7 +38,7 @@ class _Event(BaseModel):
 
 class CampaignOpened(_Event):
     kind: Literal["campaign.opened"]
-    campaign_id: int
+    campaign_id: Int64
     campaign_name: str = Field(default="", max_length=500)
 
 
@@ -53,19 +54,19 @@ class PageVisited(_Event):
 
 class GoalReached(_Event):
     kind: Literal["goal.reached"]
-    goal_id: int
+    goal_id: Int64
     goal_name: str = Field(default="", max_length=500)
 
 
 class WebhookTriggered(_Event):
     kind: Literal["webhook.triggered"]
-    webhook_id: int
+    webhook_id: Int64
     webhook_name: str = Field(default="", max_length=500)
 
 
 class LeadScored(_Event):
     kind: Literal["lead_score.changed"]
-    score_id: int
+    score_id: Int64
     name: str = Field(default="", max_length=500)
     value: int = Field(ge=-1_000_000, le=1_000_000)
 

@@ -26,6 +26,7 @@ from contactsync.automation.rules import (
     Condition,
     FieldCondition,
     Group,
+    Int64,
     Reentry,
     TriggerSpec,
     depth,
@@ -41,7 +42,7 @@ _DATE_ARG = ("%Y-%m-%d", "%Y-%m-%d %H:%M:%S")
 class AutomationIn(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
-    list_id: int
+    list_id: Int64
     name: str = Field(min_length=1, max_length=200)
     trigger: TriggerSpec
     conditions: Group | None = None

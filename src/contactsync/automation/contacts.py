@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from contactsync.automation.lists import FieldOut, account_of_list, get_thresholds, list_fields
 from contactsync.automation.predicate import lead_label
+from contactsync.automation.rules import Int64
 from contactsync.db.platform import contacts, field_values
 from contactsync.db.platform import fields as fields_table
 from contactsync.errors import NotFoundError, ValidationError
@@ -30,7 +31,7 @@ class ContactIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
-    list_id: int
+    list_id: Int64
     email: str = Field(min_length=3, max_length=320)
     phone: str | None = Field(default=None, max_length=64)
     status: str | None = Field(default=None, min_length=1, max_length=32)

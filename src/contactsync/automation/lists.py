@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from contactsync.automation.predicate import DEFAULT_THRESHOLDS, Thresholds
+from contactsync.automation.rules import Int32, Int64
 from contactsync.db.platform import accounts, fields, lead_status_thresholds, lists
 from contactsync.errors import NotFoundError, ValidationError
 from contactsync.shortcodes import BUILTIN_FIELDS, shortcode_key
@@ -28,7 +29,7 @@ class _In(BaseModel):
 
 
 class ListIn(_In):
-    account_id: int
+    account_id: Int64
     name: str = Field(min_length=1, max_length=200)
 
 
@@ -40,7 +41,7 @@ class ListOut(BaseModel):
 
 
 class FieldIn(_In):
-    list_id: int
+    list_id: Int64
     name: str = Field(min_length=1, max_length=200)
     type: FieldType = "text"
     shortcode_key: str | None = Field(default=None, pattern=r"^[A-Za-z][A-Za-z0-9_-]*$", max_length=200)
@@ -63,7 +64,7 @@ class FieldOut(BaseModel):
 
 
 class Threshold(BaseModel):
-    min_score: int
+    min_score: Int32
     label: str = Field(min_length=1, max_length=100)
 
 

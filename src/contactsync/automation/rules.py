@@ -87,6 +87,12 @@ ActivityKind = Literal["campaign_open", "link_click", "page_visit", "goal", "aut
 URL_KINDS = frozenset({"link_click", "page_visit"})
 UrlOp = Literal["eq", "contains", "starts_with", "ends_with", "matches"]
 
+Int64 = Annotated[int, Field(ge=-(1 << 63), le=(1 << 63) - 1)]
+"""An integer input that ends up in a 64-bit column or comparison: larger ones are refused on input
+(a 422 naming the field) instead of failing in the database."""
+Int32 = Annotated[int, Field(ge=-(1 << 31), le=(1 << 31) - 1)]
+"""An integer input stored in a 32-bit column (lead scores and their thresholds)."""
+
 Scalar = str | int | float
 
 
@@ -129,7 +135,7 @@ class ActivityCondition(_Strict):
 
     type: Literal["activity"] = "activity"
     kind: ActivityKind
-    ref_id: int | None = Field(default=None, description="campaign/goal/automation/webhook id; None: any")
+    ref_id: Int64 | None = Field(default=None, description="campaign/goal/automation/webhook id; None: any")
     url_op: UrlOp | None = None
     url: str | None = None
     min_count: int = Field(default=1, ge=1, le=1_000_000)
@@ -175,8 +181,8 @@ class TriggerSpec(_Strict):
     """What starts the automation; ``fields`` narrows contact.updated, ``ref_id`` the activity triggers."""
 
     event: Trigger
-    fields: list[int] = Field(default_factory=list, description="contact.updated: only when these change")
-    ref_id: int | None = Field(default=None, description="campaign/goal/webhook id the event must carry")
+    fields: list[Int64] = Field(default_factory=list, description="contact.updated: only when these change")
+    ref_id: Int64 | None = Field(default=None, description="campaign/goal/webhook id the event must carry")
 
     @model_validator(mode="after")
     def _check(self) -> TriggerSpec:
