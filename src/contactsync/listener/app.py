@@ -43,10 +43,11 @@ from contactsync.errors import (
 from contactsync.listener.crm import forwarders
 from contactsync.listener.handlers import Handler, Runner, load_handler
 from contactsync.listener.inbox import Inbox, InboxEntry
-from contactsync.listener.library import REASONS, Limits, error_response, parse, secret_keys, verify
+from contactsync.listener.library import REASONS, Limits, error_response, parse, secret_keys
 from contactsync.listener.metrics import ListenerMetrics
 from contactsync.listener.projection import Projection
 from contactsync.settings import Settings
+from contactsync.wire import signing
 
 MIN_TOKEN_CHARS = 32
 STORED_HEADERS = frozenset(
@@ -242,11 +243,11 @@ def _guard(request: Request) -> _State | None:
     state: _State = request.app.state.listener
     token = request.path_params["token"].encode()
     if not hmac.compare_digest(token, state.token):
-        state.metrics.rejected.labels("not_found").inc()
+        state.metrics.reject("not_found")
         return None
     client = request.client
     if not _allowed(state.networks, client.host if client else None):
-        state.metrics.rejected.labels("ip").inc()
+        state.metrics.reject("ip")
         return None
     return state
 
@@ -288,27 +289,35 @@ async def _read_body(receive: Receive, declared: str, max_bytes: int) -> bytes |
             return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
+_KEPT = frozenset(name.encode() for name in STORED_HEADERS)
+
+
+def _kept_headers(raw: Sequence[tuple[bytes, bytes]]) -> dict[str, str]:
+    """The stored headers, which are also all the request path reads (ASGI names are lower case)."""
+    return {name.decode("latin-1"): value.decode("latin-1") for name, value in raw if name in _KEPT}
+
+
 async def _sync(
     state: _State, scope: Scope, receive: Receive
 ) -> tuple[int, bytes, tuple[bytes, bytes] | None]:
     """One request on the private path: (status, JSON body, extra header)."""
-    rejected = state.metrics.rejected
+    metrics = state.metrics
     client = scope.get("client")
     host = client[0] if client else None
-    if not _allowed(state.networks, host):
-        rejected.labels("ip").inc()
+    if state.networks and not _allowed(state.networks, host):
+        metrics.reject("ip")
         return 404, NOT_FOUND, None
     method = scope["method"]
     if method not in ("POST", "GET"):
-        rejected.labels("method").inc()
+        metrics.reject("method")
         return 405, _dumps({"error": "method_not_allowed", "detail": "use POST or GET"}), None
-    headers = {name.decode("latin-1"): value.decode("latin-1") for name, value in scope["headers"]}
+    headers = _kept_headers(scope["headers"])
     limits = state.limits
-    query = scope.get("query_string", b"").decode("latin-1")
+    query = scope["query_string"].decode("latin-1") if scope.get("query_string") else ""
     if method == "POST":
         body = await _read_body(receive, headers.get("content-length", ""), limits.max_body_bytes)
         if body is None:
-            rejected.labels("too_large").inc()
+            metrics.reject("too_large")
             detail = f"the body exceeds {limits.max_body_bytes} bytes"
             return 413, _dumps({"error": "body_too_large", "detail": detail}), None
         content = body
@@ -317,34 +326,35 @@ async def _sync(
         raw_path = scope.get("raw_path") or scope["path"].encode()
         content = raw_path + (b"?" + query.encode("latin-1") if query else b"")
     content_type = headers.get("content-type", "")
+    now_s = state.clock_s()
     try:
         if state.keys:
-            verify(headers, content, state.keys, now=state.clock_s(), tolerance_s=limits.tolerance_s)
+            signing.verify(headers, content, state.keys, now=now_s, tolerance_s=limits.tolerance_s)
         payload = parse(body, content_type, method=method, query=query, limits=limits)
     except (SignatureError, RequestError, PayloadError, PHPFormLimitError) as exc:
-        rejected.labels(_reason(exc)).inc()
+        metrics.reject(_reason(exc))
         status, answer = error_response(exc)
         return status, _dumps(answer), None
     entry = InboxEntry(
         transactionid=str(payload.transactionid),
-        received_at_ms=int(state.clock_s() * 1000),
+        received_at_ms=int(now_s * 1000),
         method=method,
         content_type=content_type,
         query=query,
-        headers=json.dumps({k: v for k, v in headers.items() if k in STORED_HEADERS}),
+        headers=json.dumps(headers),
         body=body,
         source_address=host or "",
     )
     try:
         stored = await state.inbox.store(entry)
     except StorageError:
-        rejected.labels("storage").inc()
+        metrics.reject("storage")
         answer = {"error": "storage_unavailable", "detail": "not stored; retry later"}
         return 503, _dumps(answer), (b"retry-after", b"5")
     if stored.duplicate:
-        state.metrics.duplicates.inc()
+        metrics.duplicate()
         return 200, DUPLICATE % payload.transactionid, None
-    state.metrics.received.inc()
+    metrics.accepted()
     return 200, ACCEPTED % payload.transactionid, None
 
 
@@ -365,7 +375,7 @@ class ListenerApp:
         if hmac.compare_digest(path[6:].encode(), self._token):
             status, body, extra = await _sync(state, scope, receive)
         else:
-            state.metrics.rejected.labels("not_found").inc()
+            state.metrics.reject("not_found")
             status, body, extra = 404, NOT_FOUND, None
         headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
         if extra is not None:

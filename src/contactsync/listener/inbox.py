@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
@@ -69,7 +70,10 @@ class Inbox:
 
     Requests wait on the event loop; a single flusher task takes everything pending, commits it in a
     one-thread executor (one hand-off per batch, not per request), and resolves the waiters. While a
-    commit is in flight the next batch accumulates, so the batch grows with the load.
+    commit is in flight the next batch accumulates, so the batch grows with the load. On SQLite and
+    PostgreSQL the writer thread keeps one driver connection for its lifetime and sends plain SQL to
+    it: per batch, a pool check-out, a liveness ping and the SQL expression layer cost more than the
+    insert itself.
     """
 
     def __init__(
@@ -89,6 +93,10 @@ class Inbox:
         self._pending: list[_Item] = []
         self._flusher: asyncio.Task[None] | None = None
         self._executor: ThreadPoolExecutor | None = None
+        self._direct = engine.dialect.name in ("sqlite", "postgresql")
+        self._held: Any = None
+        self._driver_errors: tuple[type[Exception], ...] = (engine.dialect.loaded_dbapi.Error,)
+        """The writer thread's own driver connection (``_direct`` dialects), opened on first use."""
         self.commits = 0
         """Transactions committed so far (the group-commit ratio is ``stored / commits``)."""
 
@@ -97,10 +105,11 @@ class Inbox:
             self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="contactsync-inbox")
 
     async def close(self) -> None:
-        """Commit what is pending, then stop the writer thread."""
+        """Commit what is pending, then stop the writer thread and give back its connection."""
         if self._flusher is not None:
             await asyncio.shield(self._flusher)
         if self._executor is not None:
+            self._executor.submit(self._drop_held, invalidate=False)
             self._executor.shutdown(wait=True)
             self._executor = None
 
@@ -120,7 +129,7 @@ class Inbox:
 
     def write(self, entries: list[InboxEntry]) -> list[Stored]:
         """Commit ``entries`` in one transaction, from any thread (tools and tests)."""
-        return self._commit_with_retry(entries)
+        return self._commit_with_retry(entries, held=False)
 
     async def _flush(self) -> None:
         loop = asyncio.get_running_loop()
@@ -145,35 +154,98 @@ class Inbox:
         finally:
             self._flusher = None
 
-    def _commit_with_retry(self, entries: list[InboxEntry]) -> list[Stored]:
+    def _commit_with_retry(self, entries: list[InboxEntry], held: bool = True) -> list[Stored]:
         # A concurrent writer in another process may insert one of our transactionids between our
-        # look-up and our insert; the unique key then fails the batch and a second pass sees it.
+        # look-up and our insert (dialects without ON CONFLICT); the unique key then fails the batch and
+        # a second pass sees it. A driver connection that broke is replaced once: nothing was committed.
         for attempt in range(3):
             try:
+                if self._direct:
+                    return self._commit_direct(entries, held=held)
                 return self._commit(entries)
             except sa.exc.IntegrityError as exc:
                 if attempt == 2:
                     raise StorageError(f"inbox batch failed: {exc}") from exc
             except sa.exc.SQLAlchemyError as exc:
                 raise StorageError(f"inbox batch failed: {exc}") from exc
+            except _DriverFailure as exc:
+                if attempt >= 1:
+                    raise StorageError(f"inbox batch failed: {exc}") from exc
         raise StorageError("unreachable")  # pragma: no cover
 
     def _commit(self, entries: list[InboxEntry]) -> list[Stored]:
-        first_of: dict[str, int] = {}
-        for position, entry in enumerate(entries):
-            first_of.setdefault(entry.transactionid, position)
-        fresh = [entries[p] for p in first_of.values()]
+        first_of, fresh = _firsts(entries)
         with self._write_lock, self._engine.begin() as conn:
             ids = _insert_new(conn, fresh)
             if ids and self._handler_names:
                 _insert_runs(conn, fresh, ids, self._handler_names)
         self.commits += 1
-        return [
-            Stored(ids[entry.transactionid], False)
-            if first_of[entry.transactionid] == position and entry.transactionid in ids
-            else Stored(None, True)
-            for position, entry in enumerate(entries)
-        ]
+        return _answers(entries, first_of, ids)
+
+    def _commit_direct(self, entries: list[InboxEntry], *, held: bool) -> list[Stored]:
+        """The SQLite/PostgreSQL path: one multi-row ``INSERT … ON CONFLICT DO NOTHING RETURNING``."""
+        first_of, fresh = _firsts(entries)
+        connection = self._held if held else None
+        if connection is None:
+            connection = self._engine.raw_connection()
+            if held:
+                self._held = connection
+        sqlite = self._engine.dialect.name == "sqlite"
+        try:
+            with self._write_lock:
+                cursor = connection.cursor()
+                try:
+                    if sqlite:  # the engine's connections run in autocommit mode; take the write lock now
+                        cursor.execute("BEGIN IMMEDIATE")
+                    cursor.execute(_insert_sql(len(fresh), sqlite), _params(fresh))
+                    ids = {tid: rid for rid, tid in cursor.fetchall()}
+                    if ids and self._handler_names:
+                        cursor.executemany(_runs_sql(sqlite), _run_rows(fresh, ids, self._handler_names))
+                    connection.commit()
+                finally:
+                    cursor.close()
+        except self._driver_errors as exc:
+            with contextlib.suppress(*self._driver_errors):
+                connection.rollback()
+            if held:  # it may be broken: the next attempt takes a fresh one
+                self._drop_held(invalidate=True)
+            else:
+                connection.invalidate()
+            raise _DriverFailure(str(exc)) from exc
+        if not held:
+            connection.close()
+        self.commits += 1
+        return _answers(entries, first_of, ids)
+
+    def _drop_held(self, *, invalidate: bool) -> None:
+        connection, self._held = self._held, None
+        if connection is None:
+            return
+        if invalidate:
+            connection.invalidate()
+        else:
+            connection.close()
+
+
+class _DriverFailure(Exception):
+    """A driver error on the direct path (the transaction was rolled back)."""
+
+
+def _firsts(entries: list[InboxEntry]) -> tuple[dict[str, int], list[InboxEntry]]:
+    """Position of each transactionid's first entry, and those first entries (repeats in a batch)."""
+    first_of: dict[str, int] = {}
+    for position, entry in enumerate(entries):
+        first_of.setdefault(entry.transactionid, position)
+    return first_of, [entries[p] for p in first_of.values()]
+
+
+def _answers(entries: list[InboxEntry], first_of: dict[str, int], ids: dict[str, int]) -> list[Stored]:
+    return [
+        Stored(ids[entry.transactionid], False)
+        if first_of[entry.transactionid] == position and entry.transactionid in ids
+        else Stored(None, True)
+        for position, entry in enumerate(entries)
+    ]
 
 
 _COLUMNS = (
@@ -189,39 +261,54 @@ _COLUMNS = (
 _RUN_COLUMNS = ("inbox_id", "handler", "state", "attempts", "next_attempt_at_ms", "received_at_ms")
 
 
-def _placeholder(conn: sa.Connection) -> str:
-    return "?" if conn.dialect.paramstyle == "qmark" else "%s"
+@functools.lru_cache(maxsize=2 * DEFAULT_MAX_BATCH)
+def _insert_sql(rows: int, qmark: bool) -> str:
+    """The multi-row insert of ``rows`` entries that skips stored transactionids and returns new ids."""
+    row = "(" + ", ".join(["?" if qmark else "%s"] * len(_COLUMNS)) + ")"
+    return (
+        f"INSERT INTO {inbox.name} ({', '.join(_COLUMNS)}) VALUES {', '.join([row] * rows)}"
+        " ON CONFLICT (transactionid) DO NOTHING RETURNING id, transactionid"
+    )
+
+
+@functools.cache
+def _runs_sql(qmark: bool) -> str:
+    marks = ", ".join(["?" if qmark else "%s"] * len(_RUN_COLUMNS))
+    return f"INSERT INTO {handler_runs.name} ({', '.join(_RUN_COLUMNS)}) VALUES ({marks})"
+
+
+def _params(fresh: list[InboxEntry]) -> tuple[object, ...]:
+    return tuple(
+        value
+        for e in fresh
+        for value in (
+            e.transactionid,
+            e.received_at_ms,
+            e.method,
+            e.content_type,
+            e.query,
+            e.headers,
+            e.body,
+            e.source_address,
+        )
+    )
+
+
+def _run_rows(fresh: list[InboxEntry], ids: dict[str, int], names: Sequence[str]) -> list[tuple[object, ...]]:
+    """One pending run per (new entry, handler), due at once."""
+    return [
+        (ids[e.transactionid], name, STATE_PENDING, 0, e.received_at_ms, e.received_at_ms)
+        for e in fresh
+        if e.transactionid in ids
+        for name in names
+    ]
 
 
 def _insert_new(conn: sa.Connection, fresh: list[InboxEntry]) -> dict[str, int]:
-    """Insert the entries whose transactionid is new; their inbox ids by transactionid.
+    """Insert the entries whose transactionid is new; their inbox ids (dialects without RETURNING).
 
-    This is the hot path of every request, so SQLite and PostgreSQL get one plain multi-row
-    ``INSERT … ON CONFLICT DO NOTHING RETURNING`` sent straight to the driver (building it through
-    the SQL expression layer cost more than the insert itself). Elsewhere: look up, insert, look up.
+    Look up, insert, look up: a concurrent insert in between fails the unique key and the batch is retried.
     """
-    if conn.dialect.name in ("sqlite", "postgresql"):
-        mark = _placeholder(conn)
-        row = "(" + ", ".join([mark] * len(_COLUMNS)) + ")"
-        sql = (
-            f"INSERT INTO {inbox.name} ({', '.join(_COLUMNS)}) VALUES {', '.join([row] * len(fresh))}"
-            " ON CONFLICT (transactionid) DO NOTHING RETURNING id, transactionid"
-        )
-        params = tuple(
-            value
-            for e in fresh
-            for value in (
-                e.transactionid,
-                e.received_at_ms,
-                e.method,
-                e.content_type,
-                e.query,
-                e.headers,
-                e.body,
-                e.source_address,
-            )
-        )
-        return {tid: rid for rid, tid in conn.exec_driver_sql(sql, params)}
     rows = [entry.row() for entry in fresh]
     tids = [entry.transactionid for entry in fresh]
     existing = set(
@@ -240,13 +327,4 @@ def _insert_new(conn: sa.Connection, fresh: list[InboxEntry]) -> dict[str, int]:
 def _insert_runs(
     conn: sa.Connection, fresh: list[InboxEntry], ids: dict[str, int], names: Sequence[str]
 ) -> None:
-    """One pending run per (new entry, handler), due at once."""
-    mark = _placeholder(conn)
-    sql = f"INSERT INTO {handler_runs.name} ({', '.join(_RUN_COLUMNS)}) VALUES ({', '.join([mark] * 6)})"
-    rows = [
-        (ids[e.transactionid], name, STATE_PENDING, 0, e.received_at_ms, e.received_at_ms)
-        for e in fresh
-        if e.transactionid in ids
-        for name in names
-    ]
-    conn.exec_driver_sql(sql, rows)
+    conn.exec_driver_sql(_runs_sql(conn.dialect.paramstyle == "qmark"), _run_rows(fresh, ids, names))

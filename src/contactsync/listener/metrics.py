@@ -2,7 +2,9 @@
 
 Each app gets its own registry (no process-global state), so tests can run several apps side by
 side. Handler lag and backlog are read from the database at scrape time: they must be right after
-a restart, and several listener processes sharing one database report the same figures.
+a restart, and several listener processes sharing one database report the same figures. The
+request path only adds to plain integers (a Prometheus child counter takes a lock per increment);
+they become counters when scraped.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from collections.abc import Callable, Iterator
 
 import sqlalchemy as sa
 from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
 
@@ -76,24 +78,36 @@ class _BacklogCollector(Collector):
         yield lag
 
 
+class _Tally(Collector):
+    """Request-path counts: received, duplicates, rejected by reason (event loop thread only)."""
+
+    def __init__(self) -> None:
+        self.received = 0
+        self.duplicates = 0
+        self.rejected = dict.fromkeys(REJECT_REASONS, 0)
+
+    def collect(self) -> Iterator[Metric]:
+        yield CounterMetricFamily(
+            "contactsync_listener_received", "Requests accepted and stored", value=self.received
+        )
+        yield CounterMetricFamily(
+            "contactsync_listener_duplicates",
+            "Requests whose transactionid was already stored",
+            value=self.duplicates,
+        )
+        rejected = CounterMetricFamily("contactsync_listener_rejected", "Requests refused", labels=["reason"])
+        for reason, count in self.rejected.items():
+            rejected.add_metric([reason], count)
+        yield rejected
+
+
 class ListenerMetrics:
-    """Counters updated on the request path and by handler workers."""
+    """Counts from the request path (aggregated), handler workers and the inbox writer."""
 
     def __init__(self, engine: sa.Engine | None = None, *, clock_s: Callable[[], float] = time.time) -> None:
         self.registry = CollectorRegistry()
-        self.received = Counter(
-            "contactsync_listener_received", "Requests accepted and stored", registry=self.registry
-        )
-        self.duplicates = Counter(
-            "contactsync_listener_duplicates",
-            "Requests whose transactionid was already stored",
-            registry=self.registry,
-        )
-        self.rejected = Counter(
-            "contactsync_listener_rejected", "Requests refused", ["reason"], registry=self.registry
-        )
-        for reason in REJECT_REASONS:
-            self.rejected.labels(reason)
+        self.tally = _Tally()
+        self.registry.register(self.tally)
         self.handler_results = Counter(
             "contactsync_listener_handler_results",
             "Handler attempts by outcome",
@@ -115,6 +129,16 @@ class ListenerMetrics:
         )
         if engine is not None:
             self.registry.register(_BacklogCollector(engine, clock_s))
+
+    def accepted(self) -> None:
+        self.tally.received += 1
+
+    def duplicate(self) -> None:
+        self.tally.duplicates += 1
+
+    def reject(self, reason: str) -> None:
+        rejected = self.tally.rejected
+        rejected[reason] = rejected.get(reason, 0) + 1
 
     def handler_result(self, handler: str, ok: bool, delay_ms: int) -> None:
         self.handler_results.labels(handler, "success" if ok else "failure").inc()
