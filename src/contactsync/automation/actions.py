@@ -332,8 +332,8 @@ class Freezer:
         if not self._post:
             return b"", ""
         if self._json:
-            return rendered.payload.to_json().encode("utf-8"), JSON_TYPE
-        return rendered.payload.to_form().encode("latin-1"), FORM_TYPE
+            return rendered.to_json().encode("utf-8"), JSON_TYPE
+        return rendered.to_form().encode("latin-1"), FORM_TYPE
 
     def request(
         self,
@@ -350,7 +350,7 @@ class Freezer:
         ``body`` is :meth:`body` of ``rendered``, when the caller encodes it once for several
         deliveries.
         """
-        placeholder = rendered.payload.transactionid
+        placeholder = rendered.transactionid
         content, content_type = self.body(rendered) if body is None else body
         if content and transactionid != placeholder:
             content = _splice(content, placeholder, transactionid, json=self._json)
@@ -394,7 +394,7 @@ def freeze_request(
     """The exact request for one contact, as the outbox stores it (its payload's transactionid)."""
     return Freezer(action, template, now=now).request(
         rendered,
-        transactionid=rendered.payload.transactionid,
+        transactionid=rendered.transactionid,
         automation_id=automation_id,
         contact_id=contact_id,
         now=now,

@@ -15,24 +15,14 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
+import pydantic_core
 import sqlalchemy as sa
 
 from contactsync.automation.predicate import DEFAULT_THRESHOLDS, Thresholds, lead_label
 from contactsync.automation.snapshot import chunked
 from contactsync.db.platform import activities, contacts, field_values, fields, lead_status_thresholds, lists
-from contactsync.wire.payload import (
-    AutomationTrigger,
-    CampaignOpen,
-    Contact,
-    FieldValue,
-    GoalReach,
-    LeadScoreEntry,
-    LeadStatus,
-    LinkClick,
-    PageVisit,
-    SyncPayload,
-    WebhookTrigger,
-)
+from contactsync.wire import phpform
+from contactsync.wire.payload import SyncPayload
 
 DateFormat = Literal["datetime", "iso8601"]
 
@@ -60,10 +50,35 @@ class PayloadOptions:
 
 @dataclass(frozen=True, slots=True)
 class Rendered:
-    """One contact's payload (selected sections only) and its shortcode context."""
+    """One contact's payload (selected sections only) and its shortcode context.
 
-    payload: SyncPayload
+    ``wire`` is the structure :meth:`SyncPayload.to_wire` gives (sections in wire order, missing
+    numbers as ``""``), built straight from our own rows: encoding a body then costs no model objects.
+    Numbers stay integers, which JSON keeps and the form encoder writes as PHP does (decimal text).
+    """
+
+    wire: dict[str, Any]
     context: dict[str, str]
+
+    @property
+    def transactionid(self) -> int:
+        return int(self.wire["transactionid"])
+
+    @property
+    def payload(self) -> SyncPayload:
+        """The validated model (for previews and tests; the outbox path encodes ``wire`` directly)."""
+        return SyncPayload.from_wire(self.wire)
+
+    def to_form(self) -> str:
+        """Byte for byte :meth:`SyncPayload.to_form` of :attr:`payload`."""
+        return phpform.encode(self.wire)
+
+    def to_json(self) -> str:
+        """Byte for byte :meth:`SyncPayload.to_json` of :attr:`payload`."""
+        try:
+            return pydantic_core.to_json(self.wire).decode("utf-8")
+        except pydantic_core.PydanticSerializationError:
+            return self.payload.to_json()  # text that is not UTF-8: the model's replacement rules
 
 
 class _Dates:
@@ -242,57 +257,52 @@ def _one(
     options: PayloadOptions,
     dates: _Dates,
 ) -> Rendered:
-    # the rows come from our own tables (types enforced on write), so the wire models are
-    # constructed without re-validating every item: most of a payload's cost otherwise
     profile_url = f"{options.public_base_url.rstrip('/')}/contacts/{row.id}"
     label = lead_label(row.lead_score, thresholds)
     get = items.get
     wanted = options.sections
-    # only the selected sections are built (the rest stay None: not sent)
-    sections: dict[str, Any] = {}
+    wire: dict[str, Any] = {
+        "transactionid": str(tid),
+        "contact": {"id": row.id, "email": row.email, "phone": row.phone, "profile_url": profile_url},
+    }
+    # only the selected sections are built (the rest are not sent), in wire order
     if "fields" in wanted:
-        sections["fields"] = [
-            FieldValue.model_construct(id=f.id, name=f.name, value=values.get(f.id, ""))
-            for f in defs[: options.max_items]
+        wire["fields"] = [
+            {"id": f.id, "name": f.name, "value": values.get(f.id, "")} for f in defs[: options.max_items]
         ]
     if "campaigns-opened" in wanted:
-        sections["campaigns_opened"] = [
-            CampaignOpen.model_construct(id=r.ref_id, name=r.name, open_date=dates(r.occurred_at))
+        wire["campaigns-opened"] = [
+            {"id": _num(r.ref_id), "name": r.name, "open_date": dates(r.occurred_at)}
             for r in get("campaign_open", [])
         ]
     if "links-clicked" in wanted:
-        sections["links_clicked"] = [LinkClick.model_construct(url=r.url, clicks=r.clicks) for r in clicks]
+        wire["links-clicked"] = [{"url": r.url, "clicks": r.clicks} for r in clicks]
     if "pages-visited" in wanted:
-        sections["pages_visited"] = [
-            PageVisit.model_construct(page=r.url, visit_date=dates(r.occurred_at))
-            for r in get("page_visit", [])
+        wire["pages-visited"] = [
+            {"page": r.url, "visit_date": dates(r.occurred_at)} for r in get("page_visit", [])
         ]
     if "automation-triggered" in wanted:
-        sections["automation_triggered"] = [
-            AutomationTrigger.model_construct(id=r.ref_id, name=r.name, trigger_date=dates(r.occurred_at))
+        wire["automation-triggered"] = [
+            {"id": _num(r.ref_id), "name": r.name, "trigger_date": dates(r.occurred_at)}
             for r in get("automation", [])
         ]
     if "goals-reached" in wanted:
-        sections["goals_reached"] = [
-            GoalReach.model_construct(id=r.ref_id, name=r.name, reach_date=dates(r.occurred_at))
+        wire["goals-reached"] = [
+            {"id": _num(r.ref_id), "name": r.name, "reach_date": dates(r.occurred_at)}
             for r in get("goal", [])
         ]
     if "webhooks-triggered" in wanted:
-        sections["webhooks_triggered"] = [
-            WebhookTrigger.model_construct(id=r.ref_id, name=r.name, trigger_date=dates(r.occurred_at))
+        wire["webhooks-triggered"] = [
+            {"id": _num(r.ref_id), "name": r.name, "trigger_date": dates(r.occurred_at)}
             for r in get("webhook", [])
         ]
     if "lead-score" in wanted:
-        sections["lead_score"] = [
-            LeadScoreEntry.model_construct(
-                id=r.ref_id, name=r.name, score=r.value, score_date=dates(r.occurred_at)
-            )
+        wire["lead-score"] = [
+            {"id": _num(r.ref_id), "name": r.name, "score": _num(r.value), "score_date": dates(r.occurred_at)}
             for r in get("lead_score", [])
         ]
     if "lead-status" in wanted:
-        sections["lead_status"] = LeadStatus.model_construct(score=row.lead_score, label=label)
-    contact = Contact.model_construct(id=row.id, email=row.email, phone=row.phone, profile_url=profile_url)
-    payload = SyncPayload.model_construct(transactionid=tid, contact=contact, **sections)
+        wire["lead-status"] = {"score": row.lead_score, "label": label}
     context = {
         "ID": str(row.id),
         "EMAIL": row.email,
@@ -309,4 +319,9 @@ def _one(
         value = values.get(f.id, "")
         context[f.shortcode_key.upper()] = value
         context[f"FIELD_{f.id}"] = value
-    return Rendered(payload, context)
+    return Rendered(wire, context)
+
+
+def _num(value: int | None) -> int | str:
+    """A number as the wire carries it: missing is ``""``."""
+    return "" if value is None else value
