@@ -10,12 +10,14 @@ commit: the caller's transaction is the unit of work.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 
 from contactsync.db.platform import deliveries, delivery_attempts
 from contactsync.delivery import endpoints as endpoint_rows
@@ -155,24 +157,50 @@ class Finished:
     started_at: datetime
 
 
-_DELIVER = statement(
-    "deliver",
-    # the id list lets the database look rows up by key; the (id, lease) pairs are the fence
-    sa.and_(
-        deliveries.c.id.in_(sa.bindparam("b_ids", expanding=True)),
-        sa.tuple_(deliveries.c.id, deliveries.c.lease_owner).in_(sa.bindparam("b_fence", expanding=True)),
-    ),
-    {
-        **NO_LEASE,
-        "attempt_count": deliveries.c.attempt_count + 1,
-        "last_status": sa.bindparam("b_status", type_=sa.Integer()),
-        "last_error": None,
-        "delivered_at": sa.bindparam("b_now", type_=sa.DateTime()),
-    },
-    now=sa.bindparam("b_now", type_=sa.DateTime()),
-    returning=True,
-)
-"""Successes, the bulk of every flush: one fenced UPDATE … RETURNING per status code, built once."""
+_DELIVER_VALUES: dict[str, Any] = {
+    **NO_LEASE,
+    "attempt_count": deliveries.c.attempt_count + 1,
+    "last_status": sa.bindparam("b_status", type_=sa.Integer()),
+    "last_error": None,
+    "delivered_at": sa.bindparam("b_now", type_=sa.DateTime()),
+}
+
+
+@functools.cache
+def _deliver_statement(dialect: str) -> sa.Update:
+    """Successes, the bulk of every flush: one fenced UPDATE … RETURNING per status code, built once.
+
+    The id list lets the database look rows up by key; the (id, lease) pairs are the fence. On
+    PostgreSQL both travel as arrays, so the SQL text is the same for every batch size and the
+    server prepares it once (an expanded IN list would be parsed and planned on every flush).
+    """
+    d = deliveries.c
+    if dialect == "postgresql":
+        ids = sa.bindparam("b_ids", type_=postgresql.ARRAY(sa.BigInteger()))
+        leases = sa.bindparam("b_leases", type_=postgresql.ARRAY(sa.String()))
+        pairs = sa.func.unnest(ids, leases).table_valued("id", "lease").render_derived(name="fence")
+        where = sa.and_(
+            d.id == sa.any_(ids), sa.tuple_(d.id, d.lease_owner).in_(sa.select(pairs.c.id, pairs.c.lease))
+        )
+    else:
+        where = sa.and_(
+            d.id.in_(sa.bindparam("b_ids", expanding=True)),
+            sa.tuple_(d.id, d.lease_owner).in_(sa.bindparam("b_fence", expanding=True)),
+        )
+    return statement(
+        "deliver", where, _DELIVER_VALUES, now=sa.bindparam("b_now", type_=sa.DateTime()), returning=True
+    )
+
+
+def _deliver_params(
+    dialect: str, group: Sequence[Finished], status: int | None, now: datetime
+) -> dict[str, Any]:
+    params: dict[str, Any] = {"b_ids": [f.claimed.id for f in group], "b_status": status, "b_now": now}
+    if dialect == "postgresql":
+        params["b_leases"] = [f.claimed.lease for f in group]
+    else:
+        params["b_fence"] = [(f.claimed.id, f.claimed.lease) for f in group]
+    return params
 
 
 def finish(conn: sa.Connection, done: Sequence[Finished], *, now: datetime) -> list[Finished]:
@@ -191,13 +219,10 @@ def finish(conn: sa.Connection, done: Sequence[Finished], *, now: datetime) -> l
         if f.decision.verdict is Verdict.DELIVERED:
             successes.setdefault(f.result.status, []).append(f)
     for status, group in successes.items():
-        params = {
-            "b_ids": [f.claimed.id for f in group],
-            "b_fence": [(f.claimed.id, f.claimed.lease) for f in group],
-            "b_status": status,
-            "b_now": now,
-        }
-        moved = set(conn.execute(_DELIVER, params).scalars())
+        dialect = conn.dialect.name
+        moved = set(
+            conn.execute(_deliver_statement(dialect), _deliver_params(dialect, group, status, now)).scalars()
+        )
         kept.extend(f for f in group if f.claimed.id in moved)
     failures = [f for f in done if f.decision.verdict is not Verdict.DELIVERED]
     if failures:
