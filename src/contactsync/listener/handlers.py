@@ -87,6 +87,18 @@ Parser = Callable[[Run], SyncPayload]
 """Rebuilds the payload from a stored request (the listener's own decoder and limits)."""
 
 
+_TAKE = (
+    sa.update(handler_runs)
+    .where(
+        handler_runs.c.id == sa.bindparam("rid"),
+        handler_runs.c.state == STATE_PENDING,
+        handler_runs.c.next_attempt_at_ms == sa.bindparam("due"),
+    )
+    .values(attempts=handler_runs.c.attempts + 1, next_attempt_at_ms=sa.bindparam("lease_until"))
+)
+"""Lease one selected run (built once; a claimed batch leases its runs in one executemany)."""
+
+
 def _now_ms() -> int:
     return int(datetime.now(UTC).timestamp() * 1000)
 
@@ -211,7 +223,6 @@ class Runner:
     def claim(self, name: str) -> list[Run]:
         """Lease up to one batch of due runs of ``name`` (optimistically, so processes can share them)."""
         now = self._clock_ms()
-        claimed: list[Run] = []
         with self._write_lock, self._engine.begin() as conn:
             rows = conn.execute(
                 sa.select(
@@ -236,30 +247,35 @@ class Runner:
                 .limit(self._batch_size)
                 .with_for_update(skip_locked=True, of=handler_runs)
             ).all()
-            for row in rows:
-                taken = conn.execute(
-                    sa.update(handler_runs)
-                    .where(
-                        handler_runs.c.id == row.id,
-                        handler_runs.c.state == STATE_PENDING,
-                        handler_runs.c.next_attempt_at_ms == row.next_attempt_at_ms,
-                    )
-                    .values(attempts=handler_runs.c.attempts + 1, next_attempt_at_ms=now + self._lease_ms)
+            if not rows:
+                return []
+            leases = [
+                {"rid": r.id, "due": r.next_attempt_at_ms, "lease_until": now + self._lease_ms} for r in rows
+            ]
+            if conn.dialect.supports_sane_multi_rowcount:
+                if conn.execute(_TAKE, leases).rowcount != len(rows):
+                    # the rows are locked (FOR UPDATE, or SQLite's write lock), so this should not happen;
+                    # if it does, claim nothing rather than guess which rows this process now holds
+                    conn.rollback()
+                    return []
+            else:
+                rows = [
+                    r for r, lease in zip(rows, leases, strict=True) if conn.execute(_TAKE, lease).rowcount
+                ]
+            claimed = [
+                Run(
+                    id=row.id,
+                    inbox_id=row.inbox_id,
+                    attempts=row.attempts + 1,
+                    received_at_ms=row.received_at_ms,
+                    transactionid=row.transactionid,
+                    method=row.method,
+                    content_type=row.content_type,
+                    query=row.query,
+                    body=bytes(row.body),
                 )
-                if taken.rowcount == 1:
-                    claimed.append(
-                        Run(
-                            id=row.id,
-                            inbox_id=row.inbox_id,
-                            attempts=row.attempts + 1,
-                            received_at_ms=row.received_at_ms,
-                            transactionid=row.transactionid,
-                            method=row.method,
-                            content_type=row.content_type,
-                            query=row.query,
-                            body=bytes(row.body),
-                        )
-                    )
+                for row in rows
+            ]
         return claimed
 
     async def execute(self, name: str, handler: Handler, run: Run) -> bool:
