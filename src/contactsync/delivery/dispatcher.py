@@ -349,10 +349,10 @@ class Dispatcher:
         self.attempts_recorded += len(recorded)
         if len(recorded) < len(batch):
             log.warning("%d attempts finished after their lease was lost", len(batch) - len(recorded))
-        for f in recorded:
-            if self.metrics is not None:
-                self.metrics.observe(f)
-            if log.isEnabledFor(logging.INFO):
+        if self.metrics is not None:
+            self.metrics.observe_many(recorded)
+        if log.isEnabledFor(logging.INFO):
+            for f in recorded:
                 log.info(
                     "attempt transactionid=%s attempt=%d status=%s outcome=%s verdict=%s duration_ms=%.1f",
                     f.claimed.transactionid,

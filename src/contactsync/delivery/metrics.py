@@ -6,6 +6,8 @@ on the registry its app serves at ``/metrics``, so two instances never collide.
 
 from __future__ import annotations
 
+import collections
+from collections.abc import Iterable
 from datetime import datetime
 
 import sqlalchemy as sa
@@ -72,6 +74,19 @@ class DeliveryMetrics:
         self.attempts.labels(outbox.outcome_label(finished)).inc()
         self.deliveries.labels(finished.decision.verdict.value).inc()
         self.attempt_seconds.observe(finished.result.duration_s)
+
+    def observe_many(self, finished: Iterable[outbox.Finished]) -> None:
+        """Count a flush of recorded attempts: one increment per label, not per attempt."""
+        outcomes: collections.Counter[str] = collections.Counter()
+        verdicts: collections.Counter[str] = collections.Counter()
+        for f in finished:
+            outcomes[outbox.outcome_label(f)] += 1
+            verdicts[f.decision.verdict.value] += 1
+            self.attempt_seconds.observe(f.result.duration_s)
+        for label, n in outcomes.items():
+            self.attempts.labels(label).inc(n)
+        for label, n in verdicts.items():
+            self.deliveries.labels(label).inc(n)
 
     def refresh(self, conn: sa.Connection, *, now: datetime) -> None:
         """Update the gauges that come from the database (queue depth, oldest pending, disabled)."""
