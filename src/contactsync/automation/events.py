@@ -4,7 +4,8 @@ For a batch of events: insert the activity, find the active automations whose tr
 the touched contacts' lists, load those contacts once, evaluate each predicate, apply re-entry
 (``once`` through the unique key of ``automation_entries``), and write one outbox row per entered
 contact and action. Everything happens on the caller's connection, so the outbox rows commit with
-the event or not at all.
+the event or not at all. Should another process have handed out one of the new transactionids (the
+outbox's unique key tells), the insert rolls back to a savepoint and is retried once with fresh ids.
 """
 
 from __future__ import annotations

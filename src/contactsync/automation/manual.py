@@ -169,6 +169,8 @@ def run_chunk(
     strategy: Strategy = "sql",
 ) -> ManualRunOut:
     """Process the next chunk of a run in the caller's transaction (commit it to make progress)."""
+    if chunk_size < 1:
+        raise ValidationError(f"chunk_size must be at least 1, got {chunk_size}", field="chunk_size")
     run = _lock(conn, run_id)
     if run.state != "running":
         return run
