@@ -82,13 +82,20 @@ class Rendered:
 
 
 class _Dates:
+    """Formats stored (naive UTC) times; a batch repeats many (an automation's entries share one)."""
+
     def __init__(self, fmt: DateFormat, tz: str) -> None:
         self.iso = fmt == "iso8601"
         self.tz = ZoneInfo(tz)
+        self.seen: dict[datetime, str] = {}
 
     def __call__(self, value: datetime) -> str:
-        local = value.replace(tzinfo=UTC).astimezone(self.tz)
-        return local.isoformat(timespec="seconds") if self.iso else local.strftime("%Y-%m-%d %H:%M:%S")
+        text = self.seen.get(value)
+        if text is None:
+            local = value.replace(tzinfo=UTC).astimezone(self.tz)
+            text = local.isoformat(timespec="seconds") if self.iso else local.strftime("%Y-%m-%d %H:%M:%S")
+            self.seen[value] = text
+        return text
 
 
 _IDS: sa.BindParameter[list[int]] = sa.bindparam("ids", expanding=True)
@@ -200,11 +207,11 @@ def build(
         values: dict[int, dict[int, str]] = defaultdict(dict)
         for cid, fid, value in conn.execute(_VALUES, {"ids": part}):
             values[cid][fid] = value
-        items: dict[tuple[int, str], list[Any]] = defaultdict(list)
+        items: dict[int, dict[str, list[Any]]] = defaultdict(lambda: defaultdict(list))
         if kinds:
             params = {"ids": part, "kinds": kinds, "max_items": options.max_items}
             for r in conn.execute(_RECENT, params):
-                items[(r.contact_id, r.kind)].append(r)
+                items[r.contact_id][r.kind].append(r)
         clicks: dict[int, list[Any]] = defaultdict(list)
         if "links-clicked" in wanted:
             for r in conn.execute(_CLICKS, {"ids": part}):
@@ -214,7 +221,7 @@ def build(
                 row,
                 fields_by_list[row.list_id],
                 values[row.id],
-                {k: items[(row.id, k)] for k in kinds},
+                items.get(row.id, {}),
                 clicks[row.id][: options.max_items],
                 thresholds_by_account[row.account_id],
                 transactionids[row.id],
