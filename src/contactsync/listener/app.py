@@ -21,6 +21,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
+import pydantic_core
 import sqlalchemy as sa
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -341,7 +342,7 @@ async def _sync(
         method=method,
         content_type=content_type,
         query=query,
-        headers=json.dumps(headers),
+        headers=pydantic_core.to_json(headers).decode(),
         body=body,
         source_address=host or "",
     )

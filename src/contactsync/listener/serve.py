@@ -68,7 +68,17 @@ def run(settings: Settings, *, host: str, port: int, token_file: Path = DEFAULT_
     print(
         f"  health {url}/health · metrics {url}/metrics · inbox {settings.listener_database_url}", flush=True
     )
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="warning", ws="none", access_log=False)
+    uvicorn.run(
+        create_app(settings),
+        host=host,
+        port=port,
+        log_level="warning",
+        ws="none",
+        access_log=False,
+        http="httptools",  # C parser and loop (uvicorn[standard]): missing ones fail here, no slow fallback
+        loop="uvloop",
+        lifespan="on",
+    )
 
 
 async def run_handlers(settings: Settings, *, stop: asyncio.Event, poll_interval_s: float = 0.2) -> None:
