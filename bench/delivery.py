@@ -14,7 +14,8 @@ One local sink (uvicorn on 127.0.0.1, a raw ASGI app answering 200) receives N s
 Then the latency from event commit to first attempt, with events committed one per transaction at
 500/s: on PostgreSQL (worker process woken by LISTEN/NOTIFY) and on SQLite (dispatcher in-process,
 woken by its in-process signal, as ``contactsync serve`` runs it). Prints deliveries/s, the ratios
-``ours / bare`` (goal ≥ 0.7) and ``ours / celery`` (goal ≥ 5), and p50/p99 latencies.
+``ours / bare`` (goal ≥ 0.7) and ``ours / celery`` (goal ≥ 5), p50/p99 latencies, and the CPU per
+delivery of the sink (is it the bottleneck?) and of the senders (where the ratios come from).
 
 Run: ``python bench/delivery.py [--n 20000] [--concurrency 100] [--skip-celery]``.
 """
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import os
 import signal
@@ -45,6 +47,8 @@ PG_ADMIN_URL = os.environ.get("CONTACTSYNC_TEST_PG_URL", "postgresql://postgres@
 BROKER_URL = os.environ.get("BENCH_BROKER_URL", "redis://127.0.0.1:6379/15")
 CELERY_QUEUE = os.environ.get("BENCH_CELERY_QUEUE", "bench-delivery")
 DONE_KEY = f"{CELERY_QUEUE}:done"
+CLIENT_CPU_US: dict[str, float] = {}
+"""CPU per delivery of the sending process(es), by contestant: where the ratios come from."""
 
 
 def body_of(tid: int) -> bytes:
@@ -81,6 +85,15 @@ async def sink(scope: dict[str, Any], receive: Callable[..., Any], send: Callabl
         more = message.get("more_body", False)
     await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
     await send({"type": "http.response.body", "body": b"ok"})
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of a process (Linux ``/proc``; ``None`` elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def free_port() -> int:
@@ -185,8 +198,9 @@ def run_bare(url: str, n: int, *, concurrency: int) -> float:
                         await response.read()
                         assert response.status == 200
 
-            started = time.perf_counter()
+            started, cpu = time.perf_counter(), time.process_time()
             await asyncio.gather(*(lane() for _ in range(concurrency)))
+            CLIENT_CPU_US["bare"] = (time.process_time() - cpu) / n * 1e6
             return n / (time.perf_counter() - started)
 
     return asyncio.run(main())
@@ -291,11 +305,16 @@ def run_ours(db_url: str, sink_url: str, n: int, *, processes: int, concurrency:
             enqueue(conn, requests_for(sink_url, action_id, range(1, processes + 1)), now=utcnow())
         wait_until(lambda: delivered(engine) == processes, what="warm-up", timeout_s=60)
         batch = requests_for(sink_url, action_id, range(processes + 1, processes + n + 1))
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), [cpu_seconds(w.pid) for w in workers]
         with engine.begin() as conn:
             enqueue(conn, batch, now=utcnow())
         wait_until(lambda: delivered(engine) == processes + n, what="deliveries", timeout_s=600, poll_s=0.05)
-        return n / (time.perf_counter() - started)
+        rate = n / (time.perf_counter() - started)
+        spent = [
+            (cpu_seconds(w.pid) or 0.0) - (before or 0.0) for w, before in zip(workers, cpu, strict=True)
+        ]
+        CLIENT_CPU_US[f"{engine.dialect.name} x{processes}"] = sum(spent) / n * 1e6
+        return rate
     finally:
         for worker in workers:
             worker.send_signal(signal.SIGTERM)
@@ -425,29 +444,48 @@ def main() -> None:
 
     sink_proc, sink_url = start_sink()
     results: dict[str, float] = {}
+    sink_us: dict[str, float] = {}  # sink CPU per delivery: is the sink the bottleneck?
+
+    def measured(key: str, run: Callable[[], float]) -> None:
+        before = cpu_seconds(sink_proc.pid)
+        results[key] = run()
+        after = cpu_seconds(sink_proc.pid)
+        if before is not None and after is not None:
+            sink_us[key] = (after - before) / args.n * 1e6
+        print(f"{key:24} {results[key]:9.0f} deliveries/s", flush=True)
+
     lat: dict[str, tuple[float, float]] = {}
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            results["bare aiohttp loop"] = run_bare(sink_url, args.n, concurrency=args.concurrency)
-            print(f"bare aiohttp loop        {results['bare aiohttp loop']:9.0f} deliveries/s", flush=True)
-            results["ours sqlite x1"] = run_ours(
-                f"sqlite:///{tmp}/bench.db", sink_url, args.n, processes=1, concurrency=args.concurrency
+            measured("bare aiohttp loop", lambda: run_bare(sink_url, args.n, concurrency=args.concurrency))
+            measured(
+                "ours sqlite x1",
+                lambda: run_ours(
+                    f"sqlite:///{tmp}/bench.db", sink_url, args.n, processes=1, concurrency=args.concurrency
+                ),
             )
-            print(f"ours sqlite x1           {results['ours sqlite x1']:9.0f} deliveries/s", flush=True)
             if not args.skip_postgres:
                 for processes in (1, 2):
                     url, drop = fresh_pg()
                     try:
-                        key = f"ours postgresql x{processes}"
-                        results[key] = run_ours(
-                            url, sink_url, args.n, processes=processes, concurrency=args.concurrency
+                        measured(
+                            f"ours postgresql x{processes}",
+                            functools.partial(
+                                run_ours,
+                                url,
+                                sink_url,
+                                args.n,
+                                processes=processes,
+                                concurrency=args.concurrency,
+                            ),
                         )
-                        print(f"{key:24} {results[key]:9.0f} deliveries/s", flush=True)
                     finally:
                         drop()
             if not args.skip_celery:
-                results["celery + redis"] = run_celery(sink_url, args.n, concurrency=args.celery_concurrency)
-                print(f"celery + redis           {results['celery + redis']:9.0f} deliveries/s", flush=True)
+                measured(
+                    "celery + redis",
+                    lambda: run_celery(sink_url, args.n, concurrency=args.celery_concurrency),
+                )
             lat["sqlite in-process"] = latency_sqlite_in_process(
                 f"sqlite:///{tmp}/latency.db", sink_url, rate=args.rate, seconds=args.seconds,
                 concurrency=args.concurrency,
@@ -475,6 +513,14 @@ def main() -> None:
         if celery:
             line += f"  vs celery {rate / celery:5.2f}x (goal >= 5)"
         print(line)
+    if sink_us:
+        busy = {key: results[key] * us / 1e6 for key, us in sink_us.items()}
+        print(
+            f"sink CPU per delivery {min(sink_us.values()):.0f}-{max(sink_us.values()):.0f} us;"
+            f" sink busy at most {max(busy.values()):.0%} of one core ({max(busy, key=busy.__getitem__)})"
+        )
+    if CLIENT_CPU_US:
+        print("sender CPU per delivery: " + ", ".join(f"{k} {v:.0f} us" for k, v in CLIENT_CPU_US.items()))
     for key, (p50, p99) in lat.items():
         print(f"commit -> first attempt at {args.rate}/s, {key:18} p50 {p50:7.1f} ms  p99 {p99:7.1f} ms")
 
