@@ -21,9 +21,10 @@ import hashlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import sqlalchemy as sa
+from sqlalchemy.sql.compiler import SQLCompiler
 
 from contactsync.db import listener as t
 from contactsync.db.engine import create_engine
@@ -150,6 +151,52 @@ _DELETE_FIELDS = sa.delete(t.field_values).where(t.field_values.c.contact_id == 
 _INSERT_FIELDS = sa.insert(t.field_values)
 
 
+_Compiled = tuple[str, tuple[str, ...] | None]
+_COMPILED: dict[tuple[sa.ClauseElement, str, tuple[str, ...]], _Compiled] = {}
+
+
+def _compiled(stmt: sa.ClauseElement, dialect: sa.Dialect, keys: tuple[str, ...]) -> _Compiled:
+    """SQL text of ``stmt`` for ``dialect`` and parameter ``keys``, and the key order if positional."""
+    found = _COMPILED.get((stmt, dialect.name, keys))
+    if found is None:
+        table = getattr(stmt, "table", None)
+        columns = [k for k in keys if table is None or k in table.c]
+        compiled = cast(SQLCompiler, stmt.compile(dialect=dialect, column_keys=columns))
+        order = tuple(compiled.positiontup) if compiled.positional and compiled.positiontup else None
+        found = _COMPILED[(stmt, dialect.name, keys)] = (str(compiled), order)
+    return found
+
+
+def _cursor(conn: sa.Connection) -> Any:
+    return conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+
+
+def _run(conn: sa.Connection, stmt: sa.ClauseElement, params: Mapping[str, Any]) -> tuple[Any, ...] | None:
+    """Execute a statement built once on the driver's cursor, inside ``conn``'s transaction.
+
+    The projection's few statements ran through ``Connection.execute`` at about five times the cost of
+    the statement itself; compiled once per dialect and parameter set, only the driver call is left.
+    Returns the first row (a plain tuple) of a query.
+    """
+    sql, order = _compiled(stmt, conn.dialect, tuple(params))
+    cursor = _cursor(conn)
+    try:
+        cursor.execute(sql, tuple(params[k] for k in order) if order else dict(params))
+        return tuple(cursor.fetchone() or ()) or None if cursor.description else None
+    finally:
+        cursor.close()
+
+
+def _run_many(conn: sa.Connection, stmt: sa.ClauseElement, rows: Sequence[Mapping[str, Any]]) -> None:
+    """:func:`_run` for several rows with the same keys (one ``executemany``)."""
+    sql, order = _compiled(stmt, conn.dialect, tuple(rows[0]))
+    cursor = _cursor(conn)
+    try:
+        cursor.executemany(sql, [tuple(row[k] for k in order) for row in rows] if order else list(rows))
+    finally:
+        cursor.close()
+
+
 def _items(value: Any) -> list[Mapping[str, Any]]:
     """A list section as sent: a JSON list, or PHP's integer-keyed map from a form body."""
     if isinstance(value, Mapping):
@@ -170,8 +217,8 @@ def apply(conn: sa.Connection, data: Mapping[str, Any], *, transactionid: int, n
     contact_id = _text(contact.get("id"))
     if not contact_id:
         raise PayloadError("the SQL projection keys contacts by id; contact.id is empty", path="contact.id")
-    current = conn.execute(_SELECT_CONTACT, {"cid": contact_id}).first()
-    if current is not None and current.last_transactionid >= transactionid:
+    current = _run(conn, _SELECT_CONTACT, {"cid": contact_id})
+    if current is not None and current[0] >= transactionid:
         return False
     values: dict[str, Any] = {
         "email": _text(contact.get("email")),
@@ -185,9 +232,9 @@ def apply(conn: sa.Connection, data: Mapping[str, Any], *, transactionid: int, n
         values["lead_score"] = _text(status.get("score"))
         values["lead_label"] = _text(status.get("label"))
     if current is None:
-        conn.execute(_INSERT_CONTACT, {"contact_id": contact_id, "version": 1, **values})
+        _run(conn, _INSERT_CONTACT, {"contact_id": contact_id, "version": 1, **values})
     else:
-        conn.execute(_UPDATE_CONTACT, {"cid": contact_id, "version": current.version + 1, **values})
+        _run(conn, _UPDATE_CONTACT, {"cid": contact_id, "version": current[1] + 1, **values})
     if "fields" in data and data["fields"] is not None:
         _replace_fields(conn, contact_id, _items(data["fields"]))
     for kind in KINDS:
@@ -197,7 +244,7 @@ def apply(conn: sa.Connection, data: Mapping[str, Any], *, transactionid: int, n
 
 
 def _replace_fields(conn: sa.Connection, contact_id: str, items: Iterable[Mapping[str, Any]]) -> None:
-    conn.execute(_DELETE_FIELDS, {"cid": contact_id})
+    _run(conn, _DELETE_FIELDS, {"cid": contact_id})
     rows: dict[str, dict[str, Any]] = {}
     for item in items:
         field_id = _text(item.get("id"))
@@ -208,7 +255,7 @@ def _replace_fields(conn: sa.Connection, contact_id: str, items: Iterable[Mappin
             "value": _text(item.get("value")),
         }
     if rows:
-        conn.execute(_INSERT_FIELDS, list(rows.values()))
+        _run_many(conn, _INSERT_FIELDS, list(rows.values()))
 
 
 def _merge(
@@ -235,9 +282,9 @@ def _merge(
         if found is None:
             new_rows.append({"contact_id": contact_id, "first_transactionid": transactionid, **row})
         elif extra and row["clicks"] > found.clicks:
-            conn.execute(kind.raise_clicks, {"rid": found.id, "new_clicks": row["clicks"]})
+            _run(conn, kind.raise_clicks, {"rid": found.id, "new_clicks": row["clicks"]})
     if new_rows:
-        conn.execute(kind.insert, new_rows)
+        _run_many(conn, kind.insert, new_rows)
 
 
 class Projection:
