@@ -47,7 +47,7 @@ from contactsync.delivery.attempt import send
 from contactsync.delivery.netguard import NetPolicy, create_connector
 from contactsync.errors import ContactSyncError, TemplateError
 from contactsync.web.app import Web
-from contactsync.web.platform_pages import _first_error, form_text
+from contactsync.web.platform_pages import error_message, form_text
 from contactsync.web.security import Session
 from contactsync.wire.payload import SECTIONS
 
@@ -216,7 +216,7 @@ def routes(web: Web) -> list[BaseRoute]:
             data = automation_input(form)
             out = await web.write(lambda conn: create_automation(conn, _runtime(web), data))
         except (ContactSyncError, PydanticValidationError, ValueError) as exc:
-            message = _first_error(exc) if isinstance(exc, ValueError) else str(exc)
+            message = error_message(exc)
             list_id = form_text(form, "list_id")
             return web.redirect(request, f"/automations/new?list={list_id}", err=message)
         return web.redirect(request, f"/automations/{out.id}", msg="automation created")
@@ -237,7 +237,7 @@ def routes(web: Web) -> list[BaseRoute]:
             data = automation_input(form, list_id=current.list_id)
             await web.write(lambda conn: update_automation(conn, _runtime(web), automation_id, data))
         except (ContactSyncError, ValueError) as exc:
-            message = _first_error(exc) if isinstance(exc, ValueError) else str(exc)
+            message = error_message(exc)
             return web.redirect(request, f"/automations/{automation_id}", err=message)
         return web.redirect(request, f"/automations/{automation_id}", msg="automation saved")
 
@@ -298,7 +298,7 @@ def routes(web: Web) -> list[BaseRoute]:
                 )
             )
         except (ContactSyncError, ValueError) as exc:
-            message = _first_error(exc) if isinstance(exc, ValueError) else str(exc)
+            message = error_message(exc)
             return web.redirect(request, f"/automations/{automation_id}/actions/new", err=message)
         return web.redirect(request, f"/actions/{out.id}", msg="action saved")
 
@@ -318,7 +318,7 @@ def routes(web: Web) -> list[BaseRoute]:
             settings = action_settings(form, base=current.settings)
             await web.write(lambda conn: update_action(conn, _runtime(web), action_id, settings))
         except (ContactSyncError, ValueError) as exc:
-            message = _first_error(exc) if isinstance(exc, ValueError) else str(exc)
+            message = error_message(exc)
             return web.redirect(request, f"/actions/{action_id}", err=message)
         return web.redirect(request, f"/actions/{action_id}", msg="action saved")
 
@@ -356,7 +356,7 @@ def routes(web: Web) -> list[BaseRoute]:
         except ContactSyncError as exc:
             return JSONResponse({"ok": False, "error": template_problem(exc)}, 422)
         except ValueError as exc:
-            return JSONResponse({"ok": False, "error": {"message": _first_error(exc)}}, 422)
+            return JSONResponse({"ok": False, "error": {"message": error_message(exc)}}, 422)
         return JSONResponse({"ok": True, "preview": shown.model_dump()})
 
     async def test_send(request: Request, session: Session) -> Response:
@@ -372,7 +372,7 @@ def routes(web: Web) -> list[BaseRoute]:
         except ContactSyncError as exc:
             return JSONResponse({"ok": False, "error": template_problem(exc)}, 422)
         except ValueError as exc:
-            return JSONResponse({"ok": False, "error": {"message": _first_error(exc)}}, 422)
+            return JSONResponse({"ok": False, "error": {"message": error_message(exc)}}, 422)
         policy = web.extras.get("net_policy")
         if not isinstance(policy, NetPolicy):
             policy = NetPolicy(

@@ -212,14 +212,15 @@ async def _attempt(web: Web, request: Request, work: Any, back: str, ok: str) ->
     """Run a write; on a service error go back with its one-line message instead of a 500."""
     try:
         await web.write(work)
-    except ContactSyncError as exc:
-        return web.redirect(request, back, err=str(exc))
-    except ValueError as exc:  # pydantic input errors
-        return web.redirect(request, back, err=_first_error(exc))
+    except (ContactSyncError, ValueError) as exc:  # service errors and pydantic input errors
+        return web.redirect(request, back, err=error_message(exc))
     return web.redirect(request, back, msg=ok)
 
 
-def _first_error(exc: ValueError) -> str:
+def error_message(exc: Exception) -> str:
+    """One line for the flash message: the first pydantic error with its field path, else the message."""
+    if not isinstance(exc, ValueError):
+        return str(exc)
     errors = getattr(exc, "errors", None)
     if callable(errors):
         try:
