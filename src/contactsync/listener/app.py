@@ -42,7 +42,7 @@ from contactsync.errors import (
     StorageError,
 )
 from contactsync.listener.crm import forwarders
-from contactsync.listener.handlers import Handler, Runner, load_handler
+from contactsync.listener.handlers import Handler, Runner, close_handlers, load_handler
 from contactsync.listener.inbox import Inbox, InboxEntry
 from contactsync.listener.library import REASONS, Limits, error_response, parse, secret_keys
 from contactsync.listener.metrics import ListenerMetrics
@@ -192,13 +192,7 @@ def create_app(
         finally:
             await runner.stop()
             await inbox.close()
-            for handler in chosen.values():
-                aclose = getattr(handler, "aclose", None)
-                if callable(aclose):
-                    await aclose()
-                close = getattr(handler, "close", None)
-                if callable(close):
-                    close()
+            await close_handlers(chosen)
             engine.dispose()
 
     async def not_found(request: Request, exc: Exception) -> Response:

@@ -68,6 +68,17 @@ def load_handler(spec: str) -> Handler:
     return cast(Handler, target)
 
 
+async def close_handlers(handlers: Mapping[str, Handler]) -> None:
+    """Release what handlers hold (e.g. the CRM forwarders' connection pools) when the process stops."""
+    for handler in handlers.values():
+        aclose = getattr(handler, "aclose", None)
+        if callable(aclose):
+            await aclose()
+        close = getattr(handler, "close", None)
+        if callable(close):
+            close()
+
+
 @dataclass(frozen=True, slots=True)
 class Run:
     """One claimed handler run with the raw request it is about."""

@@ -16,7 +16,7 @@ from pathlib import Path
 from contactsync.db.migrate import upgrade
 from contactsync.errors import ConfigError
 from contactsync.listener.app import MIN_TOKEN_CHARS, ListenerApp, build_handlers, create_app, inbox_engine
-from contactsync.listener.handlers import Runner
+from contactsync.listener.handlers import Runner, close_handlers
 from contactsync.listener.library import Limits, parse
 from contactsync.settings import Settings
 
@@ -115,13 +115,7 @@ async def run_handlers(settings: Settings, *, stop: asyncio.Event, poll_interval
         await stop.wait()
     finally:
         await runner.stop()
-        for handler in handlers.values():
-            aclose = getattr(handler, "aclose", None)
-            if callable(aclose):
-                await aclose()
-            close = getattr(handler, "close", None)
-            if callable(close):
-                close()
+        await close_handlers(handlers)
         engine.dispose()
 
 
