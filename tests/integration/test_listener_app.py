@@ -122,12 +122,13 @@ def test_form_post_lands_in_projection_and_duplicates_have_no_effect(listener: L
             "lead_score": "40",
             "lead_label": "Warm",
             "last_transactionid": 7262734018228486144,
-            "version": 1,
+            **{f"{name}_transactionid": 7262734018228486144 for name in t.CONTACT_ATTRIBUTES},
         }
     ]
+    stamps = {"name_transactionid": 7262734018228486144, "value_transactionid": 7262734018228486144}
     assert tables["sync_field_values"] == [
-        {"contact_id": "42", "field_id": "3", "name": "First Name", "value": "Jane"},
-        {"contact_id": "42", "field_id": "4", "name": "City", "value": "Zürich & Co"},
+        {"contact_id": "42", "field_id": "3", "name": "First Name", "value": "Jane", **stamps},
+        {"contact_id": "42", "field_id": "4", "name": "City", "value": "Zürich & Co", **stamps},
     ]
     assert [(r["url"], r["clicks"]) for r in tables["sync_links_clicked"]] == [
         ("https://example.com/a?b=c&d[]=1", 3)
@@ -156,12 +157,14 @@ def test_json_and_get_give_the_same_projection_as_form(listener: Listener, sqlit
     got = listener.http.get(listener.base + target, headers=signed(target, msg_id="1003"))
     assert got.status_code == 200, got.text
     _wait_for(lambda: listener.done(3))
-    contacts = listener.rows(t.contacts, "last_transactionid", "contact_id", "profile_url")
+    stamps = [f"{name}_transactionid" for name in t.CONTACT_ATTRIBUTES]
+    contacts = listener.rows(t.contacts, "last_transactionid", "contact_id", "profile_url", *stamps)
     assert len(contacts) == 3
     assert contacts[0] == contacts[1] == contacts[2]
     for table in (t.field_values, t.links_clicked, t.lead_scores):
         per_contact = {}
-        for row in listener.rows(table, "first_transactionid"):
+        unstamped = ("first_transactionid", "name_transactionid", "value_transactionid")
+        for row in listener.rows(table, *unstamped):
             per_contact.setdefault(row.pop("contact_id"), []).append(row)
         assert per_contact["1"] == per_contact["2"] == per_contact["3"]
 

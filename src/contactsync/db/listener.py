@@ -36,8 +36,13 @@ inbox = sa.Table(
     sa.Column("headers", _TEXT, nullable=False),
     sa.Column("body", _BLOB, nullable=False),
     sa.Column("source_address", sa.String(64), nullable=False, server_default=""),
+    sa.Column("deduplicable", sa.Boolean(), nullable=False, server_default=sa.true()),
 )
-"""Every accepted request, raw, committed before its 2xx; the unique transactionid deduplicates."""
+"""Every accepted request, raw, committed before its 2xx; the unique ``transactionid`` deduplicates.
+
+``transactionid`` holds the entry's idempotency key: the delivery's transactionid, or for a GET that
+carries none its ``webhook-id`` header, else a generated ``local-…`` key (``deduplicable`` false).
+"""
 
 handler_runs = sa.Table(
     "listener_handler_runs",
@@ -56,32 +61,68 @@ handler_runs = sa.Table(
 )
 """One row per (inbox entry, handler): each handler is tracked and retried on its own."""
 
+handler_attempts = sa.Table(
+    "listener_handler_attempts",
+    listener_metadata,
+    sa.Column("id", _ID, primary_key=True, autoincrement=True),
+    sa.Column("run_id", _ID, sa.ForeignKey("listener_handler_runs.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("attempt", sa.Integer(), nullable=False),
+    sa.Column("at_ms", sa.BigInteger(), nullable=False),
+    sa.Column("ok", sa.Boolean(), nullable=False),
+    sa.Column("status", sa.Integer(), nullable=True),
+    sa.Column("duration_ms", sa.Integer(), nullable=False),
+    sa.Column("target", _TEXT, nullable=False),
+    sa.Column("detail", _TEXT, nullable=False),
+    sa.Index("ix_listener_handler_attempts_run", "run_id"),
+)
+"""Each outbound attempt of a handler that calls out (the CRM forwarders): where to, and the answer."""
+
+
+def _stamp(name: str) -> sa.Column[int]:
+    """The transactionid that wrote the attribute ``name`` (NULL: no delivery has carried it yet)."""
+    return sa.Column(f"{name}_transactionid", sa.BigInteger(), nullable=True)
+
+
 contacts = sa.Table(
     "sync_contacts",
     listener_metadata,
     sa.Column("contact_id", sa.String(KEY_LENGTH), primary_key=True),
-    sa.Column("email", sa.String(320), nullable=False, server_default=""),
-    sa.Column("phone", sa.String(64), nullable=False, server_default=""),
+    sa.Column("email", sa.String(320), nullable=True),
+    _stamp("email"),
+    sa.Column("phone", sa.String(64), nullable=True),
+    _stamp("phone"),
     sa.Column("profile_url", _TEXT, nullable=True),
+    _stamp("profile_url"),
     sa.Column("lead_score", sa.String(KEY_LENGTH), nullable=True),
+    _stamp("lead_score"),
     sa.Column("lead_label", sa.String(100), nullable=True),
+    _stamp("lead_label"),
     sa.Column("last_transactionid", sa.BigInteger(), nullable=False),
-    sa.Column("version", sa.Integer(), nullable=False),
     sa.Column("updated_at_ms", sa.BigInteger(), nullable=False),
     sa.Index("ix_sync_contacts_email", "email"),
 )
-"""One row per sender contact; ``version`` counts applied updates, stale ones are not applied."""
+"""One row per sender contact; each attribute is last-writer-wins by the transactionid beside it.
+
+NULL means no delivery has carried the attribute yet; ``""`` that the newest one carrying it sent it
+empty. ``last_transactionid`` is the newest delivery applied to the contact; ``updated_at_ms`` the
+listener's clock when the row last changed (the one column that depends on arrival order).
+"""
+
+CONTACT_ATTRIBUTES = ("email", "phone", "profile_url", "lead_score", "lead_label")
+"""The merged attributes of ``sync_contacts``, each with its ``<name>_transactionid``."""
 
 field_values = sa.Table(
     "sync_field_values",
     listener_metadata,
     sa.Column("contact_id", sa.String(KEY_LENGTH), nullable=False),
     sa.Column("field_id", sa.String(KEY_LENGTH), nullable=False),
-    sa.Column("name", sa.String(255), nullable=False),
-    sa.Column("value", _TEXT, nullable=False),
+    sa.Column("name", sa.String(255), nullable=True),
+    _stamp("name"),
+    sa.Column("value", _TEXT, nullable=True),
+    _stamp("value"),
     sa.PrimaryKeyConstraint("contact_id", "field_id"),
 )
-"""The contact's custom fields as of its last applied update."""
+"""The contact's custom fields by field id; name and value each last-writer-wins, like contacts."""
 
 
 def _activity(name: str, *columns: sa.Column[object], key: tuple[str, ...], doc: str) -> sa.Table:
@@ -156,7 +197,7 @@ lead_scores = _activity(
     doc="lead-score, one row per (contact, score rule, score_date)",
 )
 
-INBOX_TABLES = (inbox, handler_runs)
+INBOX_TABLES = (inbox, handler_runs, handler_attempts)
 PROJECTION_TABLES = (
     contacts,
     field_values,

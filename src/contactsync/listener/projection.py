@@ -1,16 +1,21 @@
 """The SQL projection: synced contacts as normalized tables in the customer's database.
 
-Portable on purpose (SQLite, PostgreSQL, MySQL/MariaDB): instead of dialect-specific upserts, each
-update locks its contact row (``SELECT … FOR UPDATE``; SQLite's ``BEGIN IMMEDIATE`` already holds
-the write lock) and decides in Python, so the rules read the same on every database:
+The tables are a function of the *set* of deliveries received, never of their arrival order
+(listener.md): apply any permutation of the same deliveries, with duplicates and replays, and the
+tables come out the same (``id`` surrogate keys and ``updated_at_ms`` aside).
 
-* a contact is keyed by the sender's contact id; an update whose transactionid is not newer than
-  the last applied one is ignored as a whole (stale, or the same delivery seen again);
-* custom field values are replaced by those of the applied update when it carries the section;
-* activities are facts: one row per natural key, never duplicated; links keep the highest count.
+* **Attributes** (contact email, phone, profile_url, lead status score and label; each custom field's
+  name and value) are last-writer-wins *per attribute*, ordered by transactionid; each stores the
+  transactionid that wrote it. A delivery writes only what it carries: a section not selected or a
+  key a partial delivery lacks leaves the stored value alone; present and empty clears it to ``""``.
+* **Activity** rows are grow-only sets on their natural keys: a late, older delivery still adds its
+  activity. ``first_transactionid`` is the oldest delivery that carried the row, whose text (a name,
+  a score) is the one kept; links keep the highest click count seen.
 
-Inserting a contact that a concurrent process inserted first fails on the primary key; the
-handler runner retries, and the retry sees the row.
+Portable on purpose (SQLite, PostgreSQL, MySQL/MariaDB): each update locks its contact row (``SELECT
+… FOR UPDATE``; SQLite's ``BEGIN IMMEDIATE`` already holds the write lock) and decides in Python, so
+the rules read the same on every database. Inserting a contact that a concurrent process inserted
+first fails on the primary key; the handler runner retries, and the retry sees the row.
 """
 
 from __future__ import annotations
@@ -49,13 +54,19 @@ class _Kind:
     table: sa.Table
     columns: Callable[[Mapping[str, Any]], dict[str, Any]]
     key: tuple[str, ...]
+    wire: tuple[tuple[str, str], ...]
+    """(column, wire key) pairs, to give a stored row back in the payload's terms."""
+    newest: str
+    """The column that orders the section most recent first (its date, or the click count)."""
 
     @functools.cached_property
     def existing(self) -> sa.Select[Any]:
         """Rows of one contact among candidate first-key values (``cid``, ``firsts``)."""
         table = self.table
         extra = [table.c.clicks] if "clicks" in table.c else []
-        return sa.select(*(table.c[k] for k in self.key), table.c.id, *extra).where(
+        return sa.select(
+            *(table.c[k] for k in self.key), table.c.id, table.c.first_transactionid, *extra
+        ).where(
             table.c.contact_id == sa.bindparam("cid"),
             table.c[self.key[0]].in_(sa.bindparam("firsts", expanding=True)),
         )
@@ -65,13 +76,21 @@ class _Kind:
         return sa.insert(self.table)
 
     @functools.cached_property
-    def raise_clicks(self) -> sa.Update:
+    def update(self) -> sa.Update:
+        return sa.update(self.table).where(self.table.c.id == sa.bindparam("rid"))
+
+    @functools.cached_property
+    def of_contact(self) -> sa.Select[Any]:
         table = self.table
         return (
-            sa.update(table)
-            .where(table.c.id == sa.bindparam("rid"))
-            .values(clicks=sa.bindparam("new_clicks"))
+            sa.select(*(table.c[column].label(key) for column, key in self.wire))
+            .where(table.c.contact_id == sa.bindparam("cid"))
+            .order_by(table.c[self.newest].desc(), *(table.c[k] for k in self.key))
         )
+
+    def text_of(self, row: Mapping[str, Any]) -> dict[str, Any]:
+        """The non-key columns a row's oldest delivery decides (names, scores)."""
+        return {k: v for k, v in row.items() if k not in self.key and k != "clicks"}
 
 
 def _named(id_column: str, date_key: str, date_column: str) -> Callable[[Mapping[str, Any]], dict[str, Any]]:
@@ -108,47 +127,143 @@ def _score(item: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-KINDS: tuple[_Kind, ...] = (
-    _Kind(
-        "campaigns-opened",
-        t.campaigns_opened,
-        _named("campaign_id", "open_date", "open_date"),
-        ("campaign_id", "open_date"),
-    ),
-    _Kind("links-clicked", t.links_clicked, _link, ("url_sha256",)),
-    _Kind("pages-visited", t.pages_visited, _page, ("page_sha256", "visit_date")),
-    _Kind(
-        "automation-triggered",
-        t.automations_triggered,
-        _named("automation_id", "trigger_date", "trigger_date"),
-        ("automation_id", "trigger_date"),
-    ),
-    _Kind(
-        "goals-reached",
-        t.goals_reached,
-        _named("goal_id", "reach_date", "reach_date"),
-        ("goal_id", "reach_date"),
-    ),
-    _Kind(
-        "webhooks-triggered",
-        t.webhooks_triggered,
-        _named("webhook_id", "trigger_date", "trigger_date"),
-        ("webhook_id", "trigger_date"),
-    ),
-    _Kind("lead-score", t.lead_scores, _score, ("score_id", "score_date")),
-)
+def _named_kind(section: str, table: sa.Table, id_column: str, date: str) -> _Kind:
+    return _Kind(
+        section,
+        table,
+        _named(id_column, date, date),
+        (id_column, date),
+        ((id_column, "id"), ("name", "name"), (date, date)),
+        date,
+    )
 
+
+KINDS: tuple[_Kind, ...] = (
+    _named_kind("campaigns-opened", t.campaigns_opened, "campaign_id", "open_date"),
+    _Kind(
+        "links-clicked",
+        t.links_clicked,
+        _link,
+        ("url_sha256",),
+        (("url", "url"), ("clicks", "clicks")),
+        "clicks",
+    ),
+    _Kind(
+        "pages-visited",
+        t.pages_visited,
+        _page,
+        ("page_sha256", "visit_date"),
+        (("page", "page"), ("visit_date", "visit_date")),
+        "visit_date",
+    ),
+    _named_kind("automation-triggered", t.automations_triggered, "automation_id", "trigger_date"),
+    _named_kind("goals-reached", t.goals_reached, "goal_id", "reach_date"),
+    _named_kind("webhooks-triggered", t.webhooks_triggered, "webhook_id", "trigger_date"),
+    _Kind(
+        "lead-score",
+        t.lead_scores,
+        _score,
+        ("score_id", "score_date"),
+        (("score_id", "id"), ("name", "name"), ("score", "score"), ("score_date", "score_date")),
+        "score_date",
+    ),
+)
+KIND_OF = {kind.section: kind for kind in KINDS}
+
+
+# --- what a delivery carries (pure) ------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """What one delivery carries for the projection, and only that: absent stays absent."""
+
+    contact_id: str
+    transactionid: int
+    attributes: dict[str, str]
+    """Carried contact attributes by column (``CONTACT_ATTRIBUTES``); ``""`` is present and empty."""
+    fields: dict[str, dict[str, str]]
+    """Custom fields by id: the ``name`` and/or ``value`` the delivery carries."""
+    activity: dict[str, list[dict[str, Any]]]
+    """Activity rows by section, as table columns, one per natural key."""
+
+
+_LEAD_STATUS = (("score", "lead_score"), ("label", "lead_label"))
+
+
+def carried(payload: SyncPayload) -> Delivery | None:
+    """The projection's view of ``payload``; None when it names no contact at all (nothing to project).
+
+    A payload that carries contact data but no ``contact.id`` is a :class:`PayloadError`: the
+    projection keys contacts by the sender's id.
+    """
+    contact = payload.contact
+    present = contact.model_fields_set
+    if contact.id is None:
+        if not present and not contact.model_extra:
+            return None
+        raise PayloadError("the SQL projection keys contacts by id; contact.id is empty", path="contact.id")
+    attributes: dict[str, str] = {
+        key: getattr(contact, key) for key in ("email", "phone", "profile_url") if key in present
+    }
+    status = payload.lead_status
+    if status is not None:
+        for key, column in _LEAD_STATUS:
+            if key in status.model_fields_set:
+                attributes[column] = _text(getattr(status, key))
+    fields: dict[str, dict[str, str]] = {}
+    for item in payload.fields or ():
+        if item.id is None:
+            continue
+        sent = fields.setdefault(str(item.id), {})
+        for key in ("name", "value"):
+            if key in item.model_fields_set:
+                sent[key] = getattr(item, key)
+    activity: dict[str, list[dict[str, Any]]] = {}
+    for kind in KINDS:
+        items = getattr(payload, kind.section.replace("-", "_"))
+        if items:
+            activity[kind.section] = _distinct(kind, (item.to_wire(json_types=True) for item in items))
+    return Delivery(str(contact.id), payload.transactionid, attributes, fields, activity)
+
+
+def _distinct(kind: _Kind, items: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """One row per natural key: the first (most recent) one sent, with the highest click count."""
+    rows: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for item in items:
+        row = kind.columns(item)
+        key = tuple(row[k] for k in kind.key)
+        seen = rows.get(key)
+        if seen is None:
+            rows[key] = row
+        elif row.get("clicks", 0) > seen.get("clicks", 0):
+            seen["clicks"] = row["clicks"]
+    return list(rows.values())
+
+
+def wins(stamp: int | None, transactionid: int) -> bool:
+    """Whether a delivery overwrites an attribute written by ``stamp`` (None: never written)."""
+    return stamp is None or transactionid > stamp
+
+
+# --- applying a delivery to the tables -----------------------------------------------------------------
 
 # Built once: constructing SQL expressions per statement cost more than running them.
+_STAMPS = tuple(t.contacts.c[f"{name}_transactionid"] for name in t.CONTACT_ATTRIBUTES)
 _SELECT_CONTACT = (
-    sa.select(t.contacts.c.last_transactionid, t.contacts.c.version)
+    sa.select(*_STAMPS, t.contacts.c.last_transactionid)
     .where(t.contacts.c.contact_id == sa.bindparam("cid"))
     .with_for_update()
 )
 _INSERT_CONTACT = sa.insert(t.contacts)
 _UPDATE_CONTACT = sa.update(t.contacts).where(t.contacts.c.contact_id == sa.bindparam("cid"))
-_DELETE_FIELDS = sa.delete(t.field_values).where(t.field_values.c.contact_id == sa.bindparam("cid"))
+_SELECT_FIELDS = sa.select(
+    t.field_values.c.field_id, t.field_values.c.name_transactionid, t.field_values.c.value_transactionid
+).where(t.field_values.c.contact_id == sa.bindparam("cid"))
 _INSERT_FIELDS = sa.insert(t.field_values)
+_UPDATE_FIELD = sa.update(t.field_values).where(
+    t.field_values.c.contact_id == sa.bindparam("cid"), t.field_values.c.field_id == sa.bindparam("fid")
+)
 
 
 _Compiled = tuple[str, tuple[str, ...] | None]
@@ -171,18 +286,18 @@ def _cursor(conn: sa.Connection) -> Any:
     return conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
 
 
-def _run(conn: sa.Connection, stmt: sa.ClauseElement, params: Mapping[str, Any]) -> tuple[Any, ...] | None:
+def _run(conn: sa.Connection, stmt: sa.ClauseElement, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
     """Execute a statement built once on the driver's cursor, inside ``conn``'s transaction.
 
     The projection's few statements ran through ``Connection.execute`` at about five times the cost of
     the statement itself; compiled once per dialect and parameter set, only the driver call is left.
-    Returns the first row (a plain tuple) of a query.
+    Returns the rows of a query (plain tuples).
     """
     sql, order = _compiled(stmt, conn.dialect, tuple(params))
     cursor = _cursor(conn)
     try:
         cursor.execute(sql, tuple(params[k] for k in order) if order else dict(params))
-        return tuple(cursor.fetchone() or ()) or None if cursor.description else None
+        return [tuple(row) for row in cursor.fetchall()] if cursor.description else []
     finally:
         cursor.close()
 
@@ -197,98 +312,220 @@ def _run_many(conn: sa.Connection, stmt: sa.ClauseElement, rows: Sequence[Mappin
         cursor.close()
 
 
-def _items(value: Any) -> list[Mapping[str, Any]]:
-    """A list section as sent: a JSON list, or PHP's integer-keyed map from a form body."""
-    if isinstance(value, Mapping):
-        value = list(value.values())
-    if not isinstance(value, Sequence) or isinstance(value, str | bytes):
-        return []
-    return [item for item in value if isinstance(item, Mapping)]
-
-
-def apply(conn: sa.Connection, data: Mapping[str, Any], *, transactionid: int, now_ms: int) -> bool:
-    """Apply one decoded payload (wire structure, section names as keys); False if stale.
+def apply(conn: sa.Connection, delivery: Delivery, *, now_ms: int) -> bool:
+    """Merge one delivery into the tables; True if anything changed (False: stale or seen before).
 
     Runs inside the caller's transaction, so the caller decides when the projection commits.
     """
-    contact = data.get("contact")
-    if not isinstance(contact, Mapping):
-        raise PayloadError("the payload has no contact section", path="contact")
-    contact_id = _text(contact.get("id"))
-    if not contact_id:
-        raise PayloadError("the SQL projection keys contacts by id; contact.id is empty", path="contact.id")
-    current = _run(conn, _SELECT_CONTACT, {"cid": contact_id})
-    if current is not None and current[0] >= transactionid:
+    cid, tid = delivery.contact_id, delivery.transactionid
+    found = _run(conn, _SELECT_CONTACT, {"cid": cid})
+    if not found:
+        row: dict[str, Any] = {"contact_id": cid, "last_transactionid": tid, "updated_at_ms": now_ms}
+        for name, value in delivery.attributes.items():
+            row[name] = value
+            row[f"{name}_transactionid"] = tid
+        _run(conn, _INSERT_CONTACT, row)
+        _merge_fields(conn, delivery)
+        for section, rows in delivery.activity.items():
+            _merge_activity(conn, KIND_OF[section], cid, rows, tid)
+        return True
+    stamps = dict(zip(t.CONTACT_ATTRIBUTES, found[0], strict=False))
+    changes: dict[str, Any] = {}
+    for name, value in delivery.attributes.items():
+        if wins(stamps[name], tid):
+            changes[name] = value
+            changes[f"{name}_transactionid"] = tid
+    if tid > found[0][-1]:
+        changes["last_transactionid"] = tid
+    changed = _merge_fields(conn, delivery)
+    for section, rows in delivery.activity.items():
+        changed = _merge_activity(conn, KIND_OF[section], cid, rows, tid) or changed
+    if changes or changed:
+        _run(conn, _UPDATE_CONTACT, {"cid": cid, **changes, "updated_at_ms": now_ms})
+        return True
+    return False
+
+
+def _merge_fields(conn: sa.Connection, delivery: Delivery) -> bool:
+    if not delivery.fields:
         return False
-    values: dict[str, Any] = {
-        "email": _text(contact.get("email")),
-        "phone": _text(contact.get("phone")),
-        "profile_url": _text(contact.get("profile_url")),
-        "last_transactionid": transactionid,
-        "updated_at_ms": now_ms,
-    }
-    status = data.get("lead-status")
-    if isinstance(status, Mapping):
-        values["lead_score"] = _text(status.get("score"))
-        values["lead_label"] = _text(status.get("label"))
-    if current is None:
-        _run(conn, _INSERT_CONTACT, {"contact_id": contact_id, "version": 1, **values})
-    else:
-        _run(conn, _UPDATE_CONTACT, {"cid": contact_id, "version": current[1] + 1, **values})
-    if "fields" in data and data["fields"] is not None:
-        _replace_fields(conn, contact_id, _items(data["fields"]))
-    for kind in KINDS:
-        if kind.section in data:
-            _merge(conn, kind, contact_id, _items(data[kind.section]), transactionid)
-    return True
-
-
-def _replace_fields(conn: sa.Connection, contact_id: str, items: Iterable[Mapping[str, Any]]) -> None:
-    _run(conn, _DELETE_FIELDS, {"cid": contact_id})
-    rows: dict[str, dict[str, Any]] = {}
-    for item in items:
-        field_id = _text(item.get("id"))
-        rows[field_id] = {
-            "contact_id": contact_id,
-            "field_id": field_id,
-            "name": _text(item.get("name")),
-            "value": _text(item.get("value")),
-        }
-    if rows:
-        _run_many(conn, _INSERT_FIELDS, list(rows.values()))
-
-
-def _merge(
-    conn: sa.Connection, kind: _Kind, contact_id: str, items: Iterable[Mapping[str, Any]], transactionid: int
-) -> None:
-    wanted: dict[tuple[Any, ...], dict[str, Any]] = {}
-    for item in items:
-        row = kind.columns(item)
-        key = tuple(row[k] for k in kind.key)
-        seen = wanted.get(key)
-        if seen is None or row.get("clicks", 0) > seen.get("clicks", 0):
-            wanted[key] = row
-    if not wanted:
-        return
-    table = kind.table
-    existing: dict[tuple[Any, ...], Any] = {}
-    extra = "clicks" in table.c
-    found_rows = conn.execute(kind.existing, {"cid": contact_id, "firsts": sorted({k[0] for k in wanted})})
-    for row_found in found_rows:
-        existing[tuple(row_found[: len(kind.key)])] = row_found
+    cid, tid = delivery.contact_id, delivery.transactionid
+    stamps = {row[0]: row[1:] for row in _run(conn, _SELECT_FIELDS, {"cid": cid})}
     new_rows: list[dict[str, Any]] = []
-    for key, row in wanted.items():
-        found = existing.get(key)
+    updates: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for field_id, sent in delivery.fields.items():
+        stamp = stamps.get(field_id)
+        if stamp is None:
+            new_rows.append(
+                {
+                    "contact_id": cid,
+                    "field_id": field_id,
+                    "name": sent.get("name"),
+                    "name_transactionid": tid if "name" in sent else None,
+                    "value": sent.get("value"),
+                    "value_transactionid": tid if "value" in sent else None,
+                }
+            )
+            continue
+        change: dict[str, Any] = {}
+        for key, value in sent.items():
+            if wins(stamp[0] if key == "name" else stamp[1], tid):
+                change[key] = value
+                change[f"{key}_transactionid"] = tid
+        if change:
+            updates.setdefault(tuple(change), []).append({"cid": cid, "fid": field_id, **change})
+    if new_rows:
+        _run_many(conn, _INSERT_FIELDS, new_rows)
+    for rows in updates.values():
+        _run_many(conn, _UPDATE_FIELD, rows)
+    return bool(new_rows or updates)
+
+
+def _merge_activity(
+    conn: sa.Connection, kind: _Kind, contact_id: str, rows: Sequence[dict[str, Any]], transactionid: int
+) -> bool:
+    """Add the rows not stored yet; an older delivery's text replaces a newer one's; clicks only rise."""
+    existing = {
+        tuple(found[: len(kind.key)]): found
+        for found in conn.execute(
+            kind.existing, {"cid": contact_id, "firsts": sorted({row[kind.key[0]] for row in rows})}
+        )
+    }
+    new_rows: list[dict[str, Any]] = []
+    changed = False
+    for row in rows:
+        found = existing.get(tuple(row[k] for k in kind.key))
         if found is None:
             new_rows.append({"contact_id": contact_id, "first_transactionid": transactionid, **row})
-        elif extra and row["clicks"] > found.clicks:
-            _run(conn, kind.raise_clicks, {"rid": found.id, "new_clicks": row["clicks"]})
+            continue
+        change: dict[str, Any] = {}
+        if transactionid < found.first_transactionid:
+            change = {**kind.text_of(row), "first_transactionid": transactionid}
+        if "clicks" in row and row["clicks"] > found.clicks:
+            change["clicks"] = row["clicks"]
+        if change:
+            _run(conn, kind.update, {"rid": found.id, **change})
+            changed = True
     if new_rows:
         _run_many(conn, kind.insert, new_rows)
+    return changed or bool(new_rows)
+
+
+# --- the converged state of one contact ----------------------------------------------------------------
+
+Stamped = tuple[Any, int | None]
+"""A stored attribute: its value and the transactionid that wrote it (None, None: never carried)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ContactState:
+    """One contact as the projection holds it, optionally with a delivery merged in (same rules)."""
+
+    contact_id: str
+    last_transactionid: int
+    attributes: dict[str, Stamped]
+    fields: dict[str, dict[str, Stamped]]
+    activity: dict[str, list[dict[str, Any]]]
+    """Stored rows by section, in wire keys, most recent first."""
+
+    def merged(self, delivery: Delivery) -> ContactState:
+        """This state with ``delivery`` applied, as :func:`apply` would leave the tables."""
+        tid = delivery.transactionid
+        attributes = dict(self.attributes)
+        for name, value in delivery.attributes.items():
+            if wins(attributes.get(name, (None, None))[1], tid):
+                attributes[name] = (value, tid)
+        fields = {fid: dict(keys) for fid, keys in self.fields.items()}
+        for fid, sent in delivery.fields.items():
+            stored = fields.setdefault(fid, {})
+            for key, value in sent.items():
+                if wins(stored.get(key, (None, None))[1], tid):
+                    stored[key] = (value, tid)
+        activity = {section: list(rows) for section, rows in self.activity.items()}
+        for section, rows in delivery.activity.items():
+            kind = KIND_OF[section]
+            held = activity.setdefault(section, [])
+            keys = {_wire_key(kind, row) for row in held}
+            for row in rows:
+                wire = {key: row[column] for column, key in kind.wire}
+                if _wire_key(kind, wire) not in keys:
+                    held.append(wire)
+        return ContactState(self.contact_id, max(self.last_transactionid, tid), attributes, fields, activity)
+
+    def to_wire(self) -> dict[str, Any]:
+        """The state in the payload's terms; what was never carried is left out, not ``null``."""
+        contact: dict[str, Any] = {"id": self.contact_id}
+        status: dict[str, Any] = {}
+        for name, (value, stamp) in self.attributes.items():
+            if stamp is None:
+                continue
+            if name.startswith("lead_"):
+                status[name.removeprefix("lead_")] = value
+            else:
+                contact[name] = value
+        out: dict[str, Any] = {"transactionid": str(self.last_transactionid), "contact": contact}
+        fields = [
+            {"id": fid, **{key: value for key, (value, stamp) in keys.items() if stamp is not None}}
+            for fid, keys in sorted(self.fields.items(), key=lambda item: _id_order(item[0]))
+        ]
+        if fields:
+            out["fields"] = fields
+        for section, rows in self.activity.items():
+            if rows:
+                out[section] = rows
+        if status:
+            out["lead-status"] = status
+        return out
+
+
+def _id_order(value: str) -> tuple[int, str]:
+    return (int(value), "") if value.isdigit() else (1 << 63, value)
+
+
+def _wire_key(kind: _Kind, wire: Mapping[str, Any]) -> tuple[Any, ...]:
+    columns = dict(kind.wire)
+    return tuple(wire[columns[k]] if k in columns else _sha256(wire[_HASHED[k]]) for k in kind.key)
+
+
+_HASHED = {"url_sha256": "url", "page_sha256": "page"}
+
+_CONTACT_STATE = sa.select(
+    *(t.contacts.c[name] for name in t.CONTACT_ATTRIBUTES), *_STAMPS, t.contacts.c.last_transactionid
+).where(t.contacts.c.contact_id == sa.bindparam("cid"))
+_FIELD_STATE = sa.select(
+    t.field_values.c.field_id,
+    t.field_values.c.name,
+    t.field_values.c.name_transactionid,
+    t.field_values.c.value,
+    t.field_values.c.value_transactionid,
+).where(t.field_values.c.contact_id == sa.bindparam("cid"))
+
+
+def load(conn: sa.Connection, contact_id: str, *, sections: Iterable[str] = ()) -> ContactState | None:
+    """The stored state of one contact (activity only for ``sections``); None if never synced."""
+    found = conn.execute(_CONTACT_STATE, {"cid": contact_id}).first()
+    if found is None:
+        return None
+    count = len(t.CONTACT_ATTRIBUTES)
+    attributes = {name: (found[i], found[count + i]) for i, name in enumerate(t.CONTACT_ATTRIBUTES)}
+    fields: dict[str, dict[str, Stamped]] = {}
+    for fid, name, name_tid, value, value_tid in conn.execute(_FIELD_STATE, {"cid": contact_id}):
+        keys = fields[fid] = {}
+        if name_tid is not None:
+            keys["name"] = (name, name_tid)
+        if value_tid is not None:
+            keys["value"] = (value, value_tid)
+    activity = {
+        section: [
+            dict(row._mapping) for row in conn.execute(KIND_OF[section].of_contact, {"cid": contact_id})
+        ]
+        for section in sections
+    }
+    return ContactState(contact_id, found[-1], attributes, fields, activity)
 
 
 class Projection:
-    """The built-in ``sql`` handler: applies each inbox entry to the projection database."""
+    """The built-in ``sql`` handler: merges each inbox entry into the projection database."""
 
     name = "sql"
 
@@ -310,23 +547,22 @@ class Projection:
         self.apply(payload)
 
     def apply(self, payload: SyncPayload) -> bool:
-        """Project ``payload`` in its own transaction; False if it was stale or already applied."""
-        data = payload.to_wire(json_types=True)
+        """Merge ``payload`` in its own transaction; False if it changed nothing (or names no contact)."""
+        delivery = carried(payload)
+        if delivery is None:
+            return False
         with self._write_lock, self.engine.begin() as conn:
-            return apply(conn, data, transactionid=payload.transactionid, now_ms=self._clock_ms())
+            return apply(conn, delivery, now_ms=self._clock_ms())
 
     def handle_batch(self, payloads: Sequence[SyncPayload]) -> list[Exception | None]:
-        """Project many payloads in one transaction; if one fails, each goes alone so it fails alone."""
+        """Merge many payloads in one transaction; if one fails, each goes alone so it fails alone."""
         now = self._clock_ms()
         try:
+            deliveries = [carried(payload) for payload in payloads]
             with self._write_lock, self.engine.begin() as conn:
-                for payload in payloads:
-                    apply(
-                        conn,
-                        payload.to_wire(json_types=True),
-                        transactionid=payload.transactionid,
-                        now_ms=now,
-                    )
+                for delivery in deliveries:
+                    if delivery is not None:
+                        apply(conn, delivery, now_ms=now)
             return [None] * len(payloads)
         except (PayloadError, sa.exc.SQLAlchemyError):
             pass  # rolled back as a whole: retry one by one below
@@ -339,6 +575,11 @@ class Projection:
             else:
                 errors.append(None)
         return errors
+
+    def state(self, contact_id: str, *, sections: Iterable[str] = ()) -> ContactState | None:
+        """The stored state of one contact (see :func:`load`)."""
+        with self.engine.connect() as conn:
+            return load(conn, contact_id, sections=sections)
 
     def close(self) -> None:
         self.engine.dispose()
