@@ -42,9 +42,18 @@ from contactsync.errors import (
     StorageError,
 )
 from contactsync.listener.crm import forwarders
+from contactsync.listener.getmap import check_mapping
 from contactsync.listener.handlers import Handler, Runner, close_handlers, load_handler
 from contactsync.listener.inbox import Inbox, InboxEntry
-from contactsync.listener.library import REASONS, Limits, error_response, parse, secret_keys
+from contactsync.listener.library import (
+    REASONS,
+    Limits,
+    Parsed,
+    error_response,
+    parse,
+    parse_request,
+    secret_keys,
+)
 from contactsync.listener.metrics import ListenerMetrics
 from contactsync.listener.projection import Projection
 from contactsync.settings import Settings
@@ -84,6 +93,7 @@ class _State:
     metrics: ListenerMetrics
     inbox: Inbox
     clock_s: Callable[[], float]
+    get_mapping: dict[str, str]
 
 
 def _networks(entries: Sequence[str]) -> tuple[Network, ...]:
@@ -138,6 +148,7 @@ def create_app(
         raise ConfigError(f"listener_token must have at least {MIN_TOKEN_CHARS} characters")
     keys = secret_keys(settings.listener_secret)
     networks = _networks(settings.listener_allowed_ips)
+    get_mapping = check_mapping(settings.listener_get_mapping)
     limits = Limits(
         max_body_bytes=settings.listener_max_body_bytes,
         max_input_vars=settings.listener_max_input_vars,
@@ -165,7 +176,14 @@ def create_app(
             engine,
             chosen,
             parse=lambda run: parse(
-                run.body, run.content_type, method=run.method, query=run.query, limits=limits
+                run.body,
+                run.content_type,
+                method=run.method,
+                query=run.query,
+                limits=limits,
+                webhook_id=run.transactionid,
+                received_at_ms=run.received_at_ms,
+                get_mapping=get_mapping,
             ),
             schedule_s=schedule_s,
             poll_interval_s=poll_interval_s,
@@ -185,7 +203,15 @@ def create_app(
         if settings.listener_run_handlers:
             runner.start()
         app.state.listener = _State(
-            settings, settings.listener_token.encode(), keys, networks, limits, metrics, inbox, clock_s
+            settings,
+            settings.listener_token.encode(),
+            keys,
+            networks,
+            limits,
+            metrics,
+            inbox,
+            clock_s,
+            get_mapping,
         )
         try:
             yield
@@ -322,23 +348,34 @@ async def _sync(
         content = raw_path + (b"?" + query.encode("latin-1") if query else b"")
     content_type = headers.get("content-type", "")
     now_s = state.clock_s()
+    now_ms = int(now_s * 1000)
     try:
         if state.keys:
             signing.verify(headers, content, state.keys, now=now_s, tolerance_s=limits.tolerance_s)
-        payload = parse(body, content_type, method=method, query=query, limits=limits)
+        parsed = parse_request(
+            body,
+            content_type,
+            method=method,
+            query=query,
+            limits=limits,
+            webhook_id=headers.get("webhook-id"),
+            received_at_ms=now_ms,
+            get_mapping=state.get_mapping,
+        )
     except (SignatureError, RequestError, PayloadError, PHPFormLimitError) as exc:
         metrics.reject(_reason(exc))
         status, answer = error_response(exc)
         return status, _dumps(answer), None
     entry = InboxEntry(
-        transactionid=str(payload.transactionid),
-        received_at_ms=int(now_s * 1000),
+        transactionid=parsed.key,
+        received_at_ms=now_ms,
         method=method,
         content_type=content_type,
         query=query,
         headers=pydantic_core.to_json(headers).decode(),
         body=body,
         source_address=host or "",
+        deduplicable=parsed.deduplicable,
     )
     try:
         stored = await state.inbox.store(entry)
@@ -346,11 +383,25 @@ async def _sync(
         metrics.reject("storage")
         answer = {"error": "storage_unavailable", "detail": "not stored; retry later"}
         return 503, _dumps(answer), (b"retry-after", b"5")
+    tid = parsed.payload.transactionid
     if stored.duplicate:
         metrics.duplicate()
-        return 200, DUPLICATE % payload.transactionid, None
+        return 200, DUPLICATE % tid if parsed.key == str(tid) else _keyed(parsed, duplicate=True), None
     metrics.accepted()
-    return 200, ACCEPTED % payload.transactionid, None
+    return 200, ACCEPTED % tid if parsed.key == str(tid) else _keyed(parsed, duplicate=False), None
+
+
+def _keyed(parsed: Parsed, *, duplicate: bool) -> bytes:
+    """The answer to a GET stored under its own key (``webhook-id`` or generated)."""
+    return _dumps(
+        {
+            "ok": True,
+            "duplicate": duplicate,
+            "transactionid": str(parsed.payload.transactionid),
+            "key": parsed.key,
+            "deduplicable": parsed.deduplicable,
+        }
+    )
 
 
 class ListenerApp:

@@ -40,6 +40,7 @@ class InboxEntry:
     headers: str
     body: bytes
     source_address: str
+    deduplicable: bool = True
 
     def row(self) -> dict[str, object]:
         return {
@@ -51,6 +52,7 @@ class InboxEntry:
             "headers": self.headers,
             "body": self.body,
             "source_address": self.source_address,
+            "deduplicable": self.deduplicable,
         }
 
 
@@ -257,6 +259,7 @@ _COLUMNS = (
     "headers",
     "body",
     "source_address",
+    "deduplicable",
 )
 _RUN_COLUMNS = ("inbox_id", "handler", "state", "attempts", "next_attempt_at_ms", "received_at_ms")
 
@@ -290,6 +293,7 @@ def _params(fresh: list[InboxEntry]) -> tuple[object, ...]:
             e.headers,
             e.body,
             e.source_address,
+            e.deduplicable,
         )
     )
 

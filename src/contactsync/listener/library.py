@@ -28,10 +28,12 @@ from contactsync.errors import (
     RequestError,
     SignatureError,
 )
-from contactsync.wire import signing
+from contactsync.listener import getmap
+from contactsync.wire import phpform, signing
+from contactsync.wire import transactionid as txid
 from contactsync.wire.payload import SyncPayload
 
-__all__ = ["Limits", "error_response", "parse", "secret_keys", "verify"]
+__all__ = ["Limits", "Parsed", "error_response", "parse", "parse_request", "secret_keys", "verify"]
 
 FORM = "application/x-www-form-urlencoded"
 JSON = "application/json"
@@ -101,6 +103,15 @@ def _no_constant(name: str) -> object:
     raise ValueError(f"{name} is not a JSON number")
 
 
+@dataclass(frozen=True, slots=True)
+class Parsed:
+    """A request's payload and its inbox key: the transactionid, or for a GET without one its own key."""
+
+    payload: SyncPayload
+    key: str
+    deduplicable: bool = True
+
+
 def parse(
     body: bytes | str,
     content_type: str = FORM,
@@ -108,14 +119,56 @@ def parse(
     method: str = "POST",
     query: bytes | str = "",
     limits: Limits = DEFAULT_LIMITS,
+    webhook_id: str | None = None,
+    received_at_ms: int | None = None,
+    get_mapping: Mapping[str, str] | None = None,
 ) -> SyncPayload:
-    """Decode and validate one request into a :class:`SyncPayload` (``query`` without ``?``, for GET)."""
+    """Decode and validate one request into a :class:`SyncPayload` (``query`` without ``?``, for GET).
+
+    A GET without a ``transactionid`` is the customer's own parameters: ``get_mapping`` places them
+    (see :mod:`contactsync.listener.getmap`) and ``webhook_id`` keys and orders it.
+    """
+    return parse_request(
+        body,
+        content_type,
+        method=method,
+        query=query,
+        limits=limits,
+        webhook_id=webhook_id,
+        received_at_ms=received_at_ms,
+        get_mapping=get_mapping,
+    ).payload
+
+
+def parse_request(
+    body: bytes | str,
+    content_type: str = FORM,
+    *,
+    method: str = "POST",
+    query: bytes | str = "",
+    limits: Limits = DEFAULT_LIMITS,
+    webhook_id: str | None = None,
+    received_at_ms: int | None = None,
+    get_mapping: Mapping[str, str] | None = None,
+) -> Parsed:
+    """:func:`parse`, with the key the inbox stores the request under."""
     if method.upper() == "GET":
         raw = query.encode("latin-1") if isinstance(query, str) else query
         _check_utf8(raw)
-        return SyncPayload.from_query(
-            raw, max_input_vars=limits.max_input_vars, max_nesting=limits.max_nesting
+        params = phpform.decode(
+            raw,
+            source="get",
+            max_input_vars=limits.max_input_vars,
+            max_nesting=limits.max_nesting,
+            on_limit="raise",
         )
+        if not getmap.is_plain(params):
+            payload = SyncPayload.from_wire(params)
+            return Parsed(payload, str(payload.transactionid))
+        key, deduplicable = getmap.key_for(webhook_id)
+        when = txid.wall_clock_ms() if received_at_ms is None else received_at_ms
+        plain = getmap.plain_payload(params, key=key, received_at_ms=when, mapping=get_mapping or {})
+        return Parsed(plain, key, deduplicable)
     data = body.encode("utf-8") if isinstance(body, str) else body
     if len(data) > limits.max_body_bytes:
         raise RequestError(
@@ -126,9 +179,10 @@ def parse(
     media = content_type.partition(";")[0].strip().lower()
     if media in ("", FORM):
         _check_utf8(data)
-        return SyncPayload.from_form(
+        payload = SyncPayload.from_form(
             data, max_input_vars=limits.max_input_vars, max_nesting=limits.max_nesting
         )
+        return Parsed(payload, str(payload.transactionid))
     if media == JSON or media.endswith("+json"):
         try:
             text = data.decode("utf-8")
@@ -144,7 +198,8 @@ def parse(
             ) from None
         if not isinstance(decoded, dict):
             raise PayloadError(f"the JSON body must be an object, got {type(decoded).__name__}", path="")
-        return SyncPayload.from_wire(decoded)
+        payload = SyncPayload.from_wire(decoded)
+        return Parsed(payload, str(payload.transactionid))
     raise RequestError(
         f"content type {media!r} is not accepted; send {FORM} or {JSON}",
         status=415,

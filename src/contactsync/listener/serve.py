@@ -16,6 +16,7 @@ from pathlib import Path
 from contactsync.db.migrate import upgrade
 from contactsync.errors import ConfigError
 from contactsync.listener.app import MIN_TOKEN_CHARS, ListenerApp, build_handlers, create_app, inbox_engine
+from contactsync.listener.getmap import check_mapping
 from contactsync.listener.handlers import Runner, close_handlers
 from contactsync.listener.library import Limits, parse
 from contactsync.settings import Settings
@@ -100,11 +101,19 @@ async def run_handlers(settings: Settings, *, stop: asyncio.Event, poll_interval
         max_nesting=settings.listener_max_nesting,
         tolerance_s=settings.listener_tolerance_s,
     )
+    get_mapping = check_mapping(settings.listener_get_mapping)
     runner = Runner(
         engine,
         handlers,
         parse=lambda run: parse(
-            run.body, run.content_type, method=run.method, query=run.query, limits=limits
+            run.body,
+            run.content_type,
+            method=run.method,
+            query=run.query,
+            limits=limits,
+            webhook_id=run.transactionid,
+            received_at_ms=run.received_at_ms,
+            get_mapping=get_mapping,
         ),
         poll_interval_s=poll_interval_s,
         lease_s=settings.listener_handler_lease_s,

@@ -106,7 +106,14 @@ def routes(web: Web) -> list[BaseRoute]:
         decoded: Any
         try:
             payload = parse(
-                row.body, row.content_type, method=row.method, query=row.query, limits=_limits(web)
+                row.body,
+                row.content_type,
+                method=row.method,
+                query=row.query,
+                limits=_limits(web),
+                webhook_id=row.transactionid,
+                received_at_ms=row.received_at_ms,
+                get_mapping=web.settings.listener_get_mapping,
             )
             decoded = payload.to_wire(json_types=True)
             problem = ""

@@ -39,7 +39,14 @@ def accept(
         if secret:
             content = target.encode("latin-1") if method.upper() == "GET" else body
             verify(headers, content, secret, now=now, tolerance_s=limits.tolerance_s)
-        return parse(body, content_type, method=method.upper(), query=query, limits=limits)
+        return parse(
+            body,
+            content_type,
+            method=method.upper(),
+            query=query,
+            limits=limits,
+            webhook_id=headers.get("webhook-id"),
+        )
     except (SignatureError, RequestError, PayloadError, PHPFormLimitError) as exc:
         return error_response(exc)
 
