@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
 
 import httpx
 import pytest
@@ -14,91 +13,34 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from contactsync.db import listener as t
-from contactsync.db.engine import create_engine
-from contactsync.listener.app import create_app
-from contactsync.settings import Settings
 from support import examples, run_php
-from support.listener import SECRET, TOKEN, payload, serve, signed
-
-FORM = "application/x-www-form-urlencoded"
-JSON = "application/json; charset=utf-8"
-
-
-def _wait_for(predicate: Callable[[], bool], timeout_s: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not reached"
-        time.sleep(0.02)
-
-
-class Listener:
-    def __init__(self, base: str, url: str) -> None:
-        self.base = base
-        self.sync = f"{base}/sync/{TOKEN}"
-        self.engine = create_engine(url)
-        self.http = httpx.Client(timeout=30)
-
-    def post(self, body: bytes | str, content_type: str = FORM, **headers: str) -> httpx.Response:
-        return self.http.post(self.sync, content=body, headers={"content-type": content_type, **headers})
-
-    def post_signed(self, body: bytes | str, content_type: str = FORM, msg_id: str = "1") -> httpx.Response:
-        return self.post(body, content_type, **signed(body, msg_id=msg_id))
-
-    def count(self, table: sa.Table) -> int:
-        with self.engine.connect() as conn:
-            return int(conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one())
-
-    def rows(self, table: sa.Table, *skip: str) -> list[dict[str, Any]]:
-        with self.engine.connect() as conn:
-            found = [dict(r._mapping) for r in conn.execute(sa.select(table))]
-        for row in found:
-            for column in ("id", "updated_at_ms", *skip):
-                row.pop(column, None)
-        return sorted(found, key=repr)
-
-    def projected(self) -> dict[str, list[dict[str, Any]]]:
-        return {table.name: self.rows(table) for table in t.PROJECTION_TABLES}
-
-    def done(self, n: int) -> bool:
-        with self.engine.connect() as conn:
-            return (
-                conn.execute(sa.select(sa.func.count()).where(t.handler_runs.c.state == "done")).scalar_one()
-                >= n
-            )
-
-
-def _start(url: str, **overrides: Any) -> Iterator[Listener]:
-    options: dict[str, Any] = {
-        "listener_database_url": url,
-        "listener_token": TOKEN,
-        "listener_secret": SECRET,
-    }
-    options.update(overrides)
-    app = create_app(Settings(**options), poll_interval_s=0.05)
-    with serve(app) as base:
-        listener = Listener(base, url)
-        try:
-            yield listener
-        finally:
-            listener.http.close()
-            listener.engine.dispose()
+from support.listener import (
+    FORM,
+    JSON,
+    TOKEN,
+    Listener,
+    payload,
+    signed,
+    start_listener,
+    wait_for,
+)
 
 
 @pytest.fixture
 def listener(db_url: str) -> Iterator[Listener]:
-    yield from _start(db_url, listener_max_input_vars=500)
+    yield from start_listener(db_url, listener_max_input_vars=500)
 
 
 @pytest.fixture
 def sqlite_listener(sqlite_url: str) -> Iterator[Listener]:
     """The request path is the same on every database: refusals are tested on SQLite only."""
-    yield from _start(sqlite_url, listener_max_input_vars=500)
+    yield from start_listener(sqlite_url, listener_max_input_vars=500)
 
 
 @pytest.fixture
 def open_listener(sqlite_url: str) -> Iterator[Listener]:
     """No secret: what a listener behind only the private URL sees (decoding is reached by anything)."""
-    yield from _start(sqlite_url, listener_secret="", listener_max_input_vars=500)
+    yield from start_listener(sqlite_url, listener_secret="", listener_max_input_vars=500)
 
 
 def test_form_post_lands_in_projection_and_duplicates_have_no_effect(listener: Listener) -> None:
@@ -109,7 +51,7 @@ def test_form_post_lands_in_projection_and_duplicates_have_no_effect(listener: L
     assert first.json() == {"ok": True, "duplicate": False, "transactionid": "7262734018228486144"}
     again = listener.post_signed(body, msg_id=str(sent.transactionid))
     assert again.json()["duplicate"] is True
-    _wait_for(lambda: listener.done(1))
+    wait_for(lambda: listener.done(1))
     assert listener.count(t.inbox) == 1
     assert listener.count(t.handler_runs) == 1
     tables = listener.projected()
@@ -156,7 +98,7 @@ def test_json_and_get_give_the_same_projection_as_form(listener: Listener, sqlit
     target = f"/sync/{TOKEN}?{as_get.to_form()}"
     got = listener.http.get(listener.base + target, headers=signed(target, msg_id="1003"))
     assert got.status_code == 200, got.text
-    _wait_for(lambda: listener.done(3))
+    wait_for(lambda: listener.done(3))
     stamps = [f"{name}_transactionid" for name in t.CONTACT_ATTRIBUTES]
     contacts = listener.rows(t.contacts, "last_transactionid", "contact_id", "profile_url", *stamps)
     assert len(contacts) == 3
@@ -178,7 +120,7 @@ def test_body_from_php_http_build_query_is_accepted_identically(listener: Listen
     )
     assert php_body == sent.to_form().encode()
     assert listener.post_signed(php_body, msg_id="2001").status_code == 200
-    _wait_for(lambda: listener.done(1))
+    wait_for(lambda: listener.done(1))
     assert listener.rows(t.contacts)[0]["contact_id"] == "77"
     assert len(listener.rows(t.field_values)) == 2
 
@@ -287,7 +229,7 @@ def test_rejections_are_counted_in_metrics_under_the_private_path(sqlite_listene
 
 @pytest.mark.parametrize(("allowed", "status"), [(["10.0.0.0/8"], 404), (["10.0.0.0/8", "127.0.0.1"], 200)])
 def test_ip_allow_list(sqlite_url: str, allowed: list[str], status: int) -> None:
-    for lst in _start(sqlite_url, listener_allowed_ips=allowed):
+    for lst in start_listener(sqlite_url, listener_allowed_ips=allowed):
         assert lst.post_signed(payload(5).to_form(), msg_id="5").status_code == status
 
 

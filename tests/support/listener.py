@@ -6,15 +6,23 @@ import asyncio
 import socket
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
+import httpx
+import sqlalchemy as sa
 import uvicorn
 
+from contactsync.db import listener as t
+from contactsync.db.engine import create_engine
+from contactsync.listener.app import create_app
+from contactsync.settings import Settings
 from contactsync.wire import signing
 from contactsync.wire.payload import SyncPayload
 
+FORM = "application/x-www-form-urlencoded"
+JSON = "application/json; charset=utf-8"
 TOKEN = "t0k3n-" + "a" * 40
 SECRET = "whsec_" + "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"  # 24 bytes, base64
 
@@ -88,3 +96,66 @@ def signed(
     """The three ``webhook-*`` headers for ``body`` (or a GET request target)."""
     stamp = int(time.time()) if timestamp is None else timestamp
     return signing.headers(secret, msg_id=msg_id, timestamp=stamp, content=body)
+
+
+def wait_for(predicate: Callable[[], bool], timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached"
+        time.sleep(0.02)
+
+
+class Listener:
+    """A listener app served on 127.0.0.1, with a client and a look into its database."""
+
+    def __init__(self, base: str, url: str) -> None:
+        self.base = base
+        self.sync = f"{base}/sync/{TOKEN}"
+        self.engine = create_engine(url)
+        self.http = httpx.Client(timeout=30)
+
+    def post(self, body: bytes | str, content_type: str = FORM, **headers: str) -> httpx.Response:
+        return self.http.post(self.sync, content=body, headers={"content-type": content_type, **headers})
+
+    def post_signed(self, body: bytes | str, content_type: str = FORM, msg_id: str = "1") -> httpx.Response:
+        return self.post(body, content_type, **signed(body, msg_id=msg_id))
+
+    def count(self, table: sa.Table) -> int:
+        with self.engine.connect() as conn:
+            return int(conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one())
+
+    def rows(self, table: sa.Table, *skip: str) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            found = [dict(r._mapping) for r in conn.execute(sa.select(table))]
+        for row in found:
+            for column in ("id", "updated_at_ms", *skip):
+                row.pop(column, None)
+        return sorted(found, key=repr)
+
+    def projected(self) -> dict[str, list[dict[str, Any]]]:
+        return {table.name: self.rows(table) for table in t.PROJECTION_TABLES}
+
+    def done(self, n: int) -> bool:
+        with self.engine.connect() as conn:
+            return (
+                conn.execute(sa.select(sa.func.count()).where(t.handler_runs.c.state == "done")).scalar_one()
+                >= n
+            )
+
+
+def start_listener(url: str, **overrides: Any) -> Iterator[Listener]:
+    """Serve a listener on ``url`` (signed with ``SECRET``) for the length of a fixture."""
+    options: dict[str, Any] = {
+        "listener_database_url": url,
+        "listener_token": TOKEN,
+        "listener_secret": SECRET,
+    }
+    options.update(overrides)
+    app = create_app(Settings(**options), poll_interval_s=0.05)
+    with serve(app) as base:
+        listener = Listener(base, url)
+        try:
+            yield listener
+        finally:
+            listener.http.close()
+            listener.engine.dispose()
