@@ -133,11 +133,18 @@ class HandlerError(ListenerError):
     """A listener handler failed; ``status``/``headers`` describe an HTTP answer when there was one."""
 
     def __init__(
-        self, message: str, *, status: int | None = None, headers: dict[str, str] | None = None
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        headers: dict[str, str] | None = None,
+        attempt: object = None,
     ) -> None:
         super().__init__(message)
         self.status = status
         self.headers = headers or {}
+        self.attempt = attempt
+        """The outbound attempt that failed, for the handler's attempt log (``handlers.AttemptRecord``)."""
 
 
 class RequestError(ListenerError):

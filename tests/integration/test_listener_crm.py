@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from typing import Any
 
 import httpx
@@ -20,6 +21,7 @@ from contactsync.db.engine import create_engine
 from contactsync.errors import ConfigError, PayloadError
 from contactsync.listener.app import create_app
 from contactsync.listener.crm import CRMConfig, forwarders, request_for
+from contactsync.listener.projection import carried, converged
 from contactsync.settings import Settings
 from contactsync.wire.payload import SyncPayload
 from support.listener import TOKEN, payload, serve
@@ -85,9 +87,16 @@ def _config(base: str, **overrides: Any) -> dict[str, Any]:
     return config
 
 
+def _state(sent: SyncPayload) -> dict[str, Any]:
+    """The converged state of a contact the projection has never seen, after ``sent``."""
+    delivery = carried(sent)
+    assert delivery is not None
+    return converged(None, delivery)
+
+
 def test_request_maps_fields_and_keys_the_upsert() -> None:
     config = CRMConfig.model_validate(_config("https://crm.example", upsert_by="id", key_field="external_id"))
-    url, body = request_for(config, payload(77, contact_id=9))
+    url, body = request_for(config, _state(payload(77, contact_id=9)))
     assert url == "https://crm.example/contacts/9"
     assert json.loads(body) == {
         "email": "jane@example.com",
@@ -101,14 +110,21 @@ def test_request_maps_fields_and_keys_the_upsert() -> None:
     }
     no_email = SyncPayload.from_wire({"transactionid": "1", "contact": {"id": 3}})
     with pytest.raises(PayloadError):
-        request_for(CRMConfig.model_validate(_config("https://crm.example")), no_email)
+        request_for(CRMConfig.model_validate(_config("https://crm.example")), _state(no_email))
+    _, sparse = request_for(config, _state(no_email))
+    assert json.loads(sparse) == {"source": "contactsync", "external_id": 3}  # nothing absent sent as null
 
 
 def test_bad_configs_are_refused() -> None:
+    def state(payload: SyncPayload, sections: Collection[str]) -> None:
+        return None
+
     with pytest.raises(ConfigError):
-        forwarders([{"name": "x", "url": "https://crm.example", "mapping": {"a": "nope.email"}}])
+        forwarders([{"name": "x", "url": "https://crm.example", "mapping": {"a": "nope.email"}}], state=state)
     with pytest.raises(ConfigError):
-        forwarders([{"name": "x", "url": "https://crm.example", "auth_header": "no colon"}])
+        forwarders([{"name": "x", "url": "https://crm.example", "auth_header": "no colon"}], state=state)
+    with pytest.raises(ConfigError, match="needs the SQL projection"):
+        forwarders([{"name": "x", "url": "https://crm.example"}], state=None)
 
 
 @pytest.fixture
@@ -130,12 +146,21 @@ def _runs(url: str, handler: str) -> list[tuple[str, int, str | None]]:
 
 def test_syncs_reach_the_crm_after_it_recovers(crm: tuple[CRM, str], sqlite_url: str) -> None:
     target, base = crm
-    settings = Settings(listener_database_url=sqlite_url, listener_token=TOKEN, listener_crm=[_config(base)])
+    settings = Settings(
+        listener_database_url=sqlite_url,
+        listener_token=TOKEN,
+        listener_crm=[_config(base)],
+        admin_password=ADMIN_PASSWORD,
+    )
     app = create_app(settings, schedule_s=FAST_RETRIES_S, poll_interval_s=0.05)
     with serve(app) as listener, httpx.Client() as client:
         answer = client.post(f"{listener}/sync/{TOKEN}", content=payload(501).to_form())
         assert answer.status_code == 200
         _wait_for(lambda: _runs(sqlite_url, "crm:acme")[0][0] == "done")
+        pages = _admin_pages(listener, "/handlers", "/syncs/501")
+    assert "down for maintenance" in pages["/handlers"]  # the attempt log, beside the handler's state
+    assert f"PUT {base}/contacts/jane%40example.com" in pages["/handlers"]
+    assert "attempt 4" in pages["/syncs/501"]
     assert _runs(sqlite_url, "crm:acme") == [("done", 4, None)]
     assert _runs(sqlite_url, "sql")[0][0] == "done"
     [request] = target.received
@@ -145,6 +170,69 @@ def test_syncs_reach_the_crm_after_it_recovers(crm: tuple[CRM, str], sqlite_url:
     assert request["idempotency"] == "501"
     assert request["body"]["firstname"] == "Jane"
     assert request["body"]["email_key"] == "jane@example.com"
+    attempts = _attempts(sqlite_url)
+    assert [(a["attempt"], a["ok"], a["status"]) for a in attempts] == [
+        (1, False, 500),
+        (2, False, 500),
+        (3, False, 500),
+        (4, True, 200),
+    ]
+    assert attempts[0]["detail"] == "down for maintenance"
+    assert attempts[0]["target"] == f"PUT {base}/contacts/jane%40example.com"
+    assert all(a["duration_ms"] >= 0 for a in attempts)
+
+
+ADMIN_PASSWORD = "correct horse battery staple"
+
+
+def _admin_pages(listener: str, *paths: str) -> dict[str, str]:
+    """The listener admin pages at ``paths``, as a logged-in operator sees them."""
+    with httpx.Client(base_url=f"{listener}/admin", follow_redirects=True) as web:
+        form = web.get("/login").text
+        token = re.search(r'name="csrf_token" value="([^"]+)"', form)
+        assert token is not None
+        web.post("/login", data={"csrf_token": token.group(1), "next": "", "password": ADMIN_PASSWORD})
+        pages = {path: web.get(path) for path in paths}
+    assert all(page.status_code == 200 for page in pages.values())
+    return {path: page.text for path, page in pages.items()}
+
+
+def _attempts(url: str) -> list[dict[str, Any]]:
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(sa.select(t.handler_attempts).order_by(t.handler_attempts.c.id))
+            return [dict(r._mapping) for r in rows]
+    finally:
+        engine.dispose()
+
+
+def test_an_older_retry_after_a_newer_delivery_leaves_the_crm_with_the_newer_values(
+    sqlite_url: str,
+) -> None:
+    target = CRM(failures=1)  # the older delivery's first attempt fails, its retry comes after the newer one
+    with serve(target.app()) as base:
+        settings = Settings(
+            listener_database_url=sqlite_url,
+            listener_token=TOKEN,
+            listener_crm=[_config(base, upsert_by="id", key_field="")],
+        )
+        app = create_app(settings, schedule_s=(0.0, 1.0), poll_interval_s=0.05)
+        older = payload(
+            100, email="old@example.com", extra={"fields": [{"id": 4, "name": "City", "value": "Bern"}]}
+        )
+        newer = payload(
+            200, email="new@example.com", extra={"fields": [{"id": 4, "name": "City", "value": "Basel"}]}
+        )
+        with serve(app) as listener, httpx.Client() as client:
+            assert client.post(f"{listener}/sync/{TOKEN}", content=older.to_form()).status_code == 200
+            _wait_for(lambda: len(_attempts(sqlite_url)) == 1)
+            assert client.post(f"{listener}/sync/{TOKEN}", content=newer.to_form()).status_code == 200
+            _wait_for(lambda: [r[0] for r in _runs(sqlite_url, "crm:acme")] == ["done", "done"])
+    assert [r["idempotency"] for r in target.received] == ["200", "100"]  # the older one's retry came last
+    last = target.received[-1]["body"]
+    assert last["email"] == "new@example.com"
+    assert last["city"] == "Basel"
 
 
 def test_private_addresses_are_refused_unless_allowed(crm: tuple[CRM, str], sqlite_url: str) -> None:

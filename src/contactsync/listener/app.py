@@ -122,15 +122,15 @@ def build_handlers(
 ) -> dict[str, Handler]:
     """The handlers ``settings`` asks for: the SQL projection (unless disabled), the named ones, the CRMs."""
     handlers: dict[str, Handler] = {}
+    projection: Projection | None = None
     if settings.listener_projection:
         url = settings.listener_projection_url or settings.listener_database_url
         shared = url == settings.listener_database_url
-        handlers[Projection.name] = Projection(
-            url, clock_ms=clock_ms, write_lock=write_lock if shared else None
-        )
+        projection = Projection(url, clock_ms=clock_ms, write_lock=write_lock if shared else None)
+        handlers[Projection.name] = projection
     for spec in settings.listener_handlers:
         handlers[spec] = load_handler(spec)
-    for forwarder in forwarders(settings.listener_crm):
+    for forwarder in forwarders(settings.listener_crm, state=projection.converged if projection else None):
         handlers[forwarder.name] = forwarder
     return handlers
 

@@ -1,4 +1,10 @@
-"""The CRM forwarder: each accepted sync becomes one upsert request to the customer's CRM.
+"""The CRM forwarder: each accepted sync becomes one upsert of the contact's converged state.
+
+The body is built from what the SQL projection holds for the contact with this delivery merged in
+(:meth:`~contactsync.listener.projection.Projection.converged`), never from the delivery alone: a
+retried older delivery then sends the newer values the projection already has, and an attribute or
+section the state lacks is left out of the body rather than sent as ``null``. Every attempt is
+recorded (``listener_handler_attempts``: target, status, duration, response excerpt).
 
 Configured per CRM (any number, in ``listener_crm``): method, URL, an auth header, and a field
 mapping from payload paths to the CRM's JSON body. Upserts are keyed by the contact's email or id:
@@ -17,8 +23,9 @@ field by name), ``fields#<id>`` (by id), a whole section (``campaigns-opened``),
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any, Literal
 from urllib.parse import quote
 
@@ -28,9 +35,14 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from contactsync.delivery.attempt import DEFAULT_USER_AGENT, send
 from contactsync.delivery.netguard import NetPolicy, create_connector
 from contactsync.errors import ConfigError, HandlerError, PayloadError
+from contactsync.listener.handlers import AttemptRecord
 from contactsync.wire.payload import SECTIONS, SyncPayload
 
 _TOP = frozenset({"transactionid", "contact", *SECTIONS})
+EXCERPT_BYTES = 2000
+
+StateReader = Callable[[SyncPayload, Collection[str]], Mapping[str, Any] | None]
+"""The converged state of a payload's contact (with the given activity sections), in wire terms."""
 
 
 class CRMConfig(BaseModel):
@@ -88,9 +100,17 @@ def resolve(wire: Mapping[str, Any], path: str) -> Any:
     return value
 
 
-def request_for(config: CRMConfig, payload: SyncPayload) -> tuple[str, bytes]:
-    """The URL and JSON body of the upsert for ``payload`` (pure: tests read it without a network)."""
-    wire = payload.to_wire(json_types=True)
+def sections_of(config: CRMConfig) -> frozenset[str]:
+    """The activity sections a mapping sends (the only ones worth reading from the projection)."""
+    heads = {path.split(".", 1)[0] for path in config.mapping.values() if not path.startswith("=")}
+    return frozenset(heads & set(SECTIONS)) - {"fields", "lead-status"}
+
+
+def request_for(config: CRMConfig, wire: Mapping[str, Any]) -> tuple[str, bytes]:
+    """The URL and JSON body of the upsert for a contact's state (pure: tests read it without a network).
+
+    Targets whose path the state lacks are left out of the body.
+    """
     contact = wire["contact"]
     key = contact.get(config.upsert_by)
     if key in (None, ""):
@@ -98,7 +118,8 @@ def request_for(config: CRMConfig, payload: SyncPayload) -> tuple[str, bytes]:
             f"cannot upsert by {config.upsert_by}: contact.{config.upsert_by} is empty",
             path=f"contact.{config.upsert_by}",
         )
-    body = {target: resolve(wire, path) for target, path in config.mapping.items()}
+    resolved = {target: resolve(wire, path) for target, path in config.mapping.items()}
+    body = {target: value for target, value in resolved.items() if value is not None}
     if config.key_field:
         body[config.key_field] = key
     url = config.url.replace("{key}", quote(str(key), safe=""))
@@ -108,9 +129,11 @@ def request_for(config: CRMConfig, payload: SyncPayload) -> tuple[str, bytes]:
 class CRMForwarder:
     """A handler that upserts each synced contact into one CRM."""
 
-    def __init__(self, config: CRMConfig) -> None:
+    def __init__(self, config: CRMConfig, *, state: StateReader) -> None:
         self.config = config
         self.name = f"crm:{config.name}"
+        self._state = state
+        self._sections = sections_of(config)
         self._policy = NetPolicy(
             allow_private_networks=config.allow_private_networks, allowed_cidrs=tuple(config.allowed_cidrs)
         )
@@ -120,8 +143,11 @@ class CRMForwarder:
             self._headers[name.strip()] = value.strip()
         self._session: aiohttp.ClientSession | None = None
 
-    async def __call__(self, payload: SyncPayload) -> None:
-        url, body = request_for(self.config, payload)
+    async def __call__(self, payload: SyncPayload) -> AttemptRecord:
+        wire = await asyncio.to_thread(self._state, payload, self._sections)
+        if wire is None:
+            raise PayloadError("the delivery names no contact to upsert", path="contact.id")
+        url, body = request_for(self.config, wire)
         if self._session is None:
             connector = create_connector(self._policy, limit=20)
             self._session = aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar())
@@ -135,13 +161,23 @@ class CRMForwarder:
             connect_timeout_s=self.config.connect_timeout_s,
             total_timeout_s=self.config.total_timeout_s,
         )
+        excerpt = result.body[:EXCERPT_BYTES].decode("utf-8", "replace")
+        record = AttemptRecord(
+            ok=result.outcome.succeeded,
+            status=result.status,
+            duration_ms=round(result.duration_s * 1000),
+            target=f"{self.config.method} {url}",
+            detail=result.detail or excerpt,
+        )
         if not result.outcome.succeeded:
-            detail = result.detail or f"HTTP {result.status}: {result.body[:200].decode('utf-8', 'replace')}"
+            detail = result.detail or f"HTTP {result.status}: {excerpt[:200]}"
             raise HandlerError(
                 f"{self.config.method} {url}: {detail}",
                 status=result.status,
                 headers=dict(result.outcome.headers),
+                attempt=record,
             )
+        return record
 
     async def aclose(self) -> None:
         if self._session is not None:
@@ -149,12 +185,22 @@ class CRMForwarder:
             self._session = None
 
 
-def forwarders(configs: list[dict[str, Any]]) -> list[CRMForwarder]:
-    """Forwarders for the ``listener_crm`` setting; a bad entry is a :class:`ConfigError`."""
+def forwarders(configs: list[dict[str, Any]], *, state: StateReader | None) -> list[CRMForwarder]:
+    """Forwarders for the ``listener_crm`` setting; a bad entry is a :class:`ConfigError`.
+
+    ``state`` reads the converged contact from the SQL projection, which forwarders need.
+    """
+    if not configs:
+        return []
+    if state is None:
+        raise ConfigError(
+            "listener_crm needs the SQL projection (listener_projection=true): "
+            "forwarders send the contact's converged state"
+        )
     built = []
     for number, raw in enumerate(configs):
         try:
-            built.append(CRMForwarder(CRMConfig.model_validate(raw)))
+            built.append(CRMForwarder(CRMConfig.model_validate(raw), state=state))
         except ValueError as exc:
             raise ConfigError(f"listener_crm[{number}]: {exc}") from exc
     return built

@@ -25,7 +25,7 @@ from typing import Any, Protocol, cast
 
 import sqlalchemy as sa
 
-from contactsync.db.listener import handler_runs, inbox
+from contactsync.db.listener import handler_attempts, handler_runs, inbox
 from contactsync.delivery.retry import DEFAULT_SCHEDULE_S, Outcome, Verdict, decide
 from contactsync.errors import ConfigError, HandlerError, NotFoundError, WireError
 from contactsync.wire.payload import SyncPayload
@@ -39,10 +39,25 @@ DEFAULT_LEASE_S = 300.0
 ERROR_TEXT_CHARS = 2000
 
 
-class Handler(Protocol):
-    """The customer's "backend service": called once per accepted sync (at least once on retries)."""
+@dataclass(frozen=True, slots=True)
+class AttemptRecord:
+    """One outbound request a handler made (a handler may return one, or raise it on HandlerError)."""
 
-    def __call__(self, payload: SyncPayload, /) -> Awaitable[None] | None: ...
+    ok: bool
+    status: int | None
+    duration_ms: int
+    target: str
+    detail: str
+
+
+class Handler(Protocol):
+    """The customer's "backend service": called once per accepted sync (at least once on retries).
+
+    A handler that calls out may return an :class:`AttemptRecord` (or raise it on a ``HandlerError``),
+    which the runner keeps in the run's attempt log.
+    """
+
+    def __call__(self, payload: SyncPayload, /) -> Awaitable[AttemptRecord | None] | AttemptRecord | None: ...
 
 
 def load_handler(spec: str) -> Handler:
@@ -207,6 +222,7 @@ class Runner:
         """Run a claimed batch and record every outcome in one transaction."""
         batch_handler = getattr(handler, "handle_batch", None)
         outcomes: list[tuple[Run, BaseException | None]] = []
+        records: list[tuple[Run, AttemptRecord]] = []
         if callable(batch_handler):
             payloads: list[SyncPayload] = []
             parsed: list[Run] = []
@@ -224,8 +240,11 @@ class Runner:
                 if self._stopping:
                     await asyncio.to_thread(self._release, runs[position:])
                     break
-                outcomes.append((run, await self._attempt(handler, run)))
-        await asyncio.to_thread(self._record, outcomes)
+                error, record = await self._attempt(handler, run)
+                outcomes.append((run, error))
+                if record is not None:
+                    records.append((run, record))
+        await asyncio.to_thread(self._record, outcomes, records)
         if self._on_result is not None:
             now = self._clock_ms()
             for run, error in outcomes:
@@ -299,22 +318,24 @@ class Runner:
             query = sa.select(handler_runs.c.state).where(handler_runs.c.id == run.id)
             return str(conn.execute(query).scalar_one())
 
-    async def _attempt(self, handler: Handler, run: Run) -> BaseException | None:
+    async def _attempt(self, handler: Handler, run: Run) -> tuple[BaseException | None, AttemptRecord | None]:
+        """Run ``handler`` for ``run``: the error it raised, and the outbound attempt it reported."""
         try:
             payload = self._parse(run)
             if inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(
                 getattr(handler, "__call__", None)  # noqa: B004  (async callable objects)
             ):
-                await cast(Awaitable[None], handler(payload))
+                result: object = await cast(Awaitable[object], handler(payload))
             else:
                 result = await asyncio.to_thread(handler, payload)
                 if inspect.isawaitable(result):
-                    await result
+                    result = await result
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            return exc
-        return None
+            record = getattr(exc, "attempt", None)
+            return exc, record if isinstance(record, AttemptRecord) else None
+        return None, result if isinstance(result, AttemptRecord) else None
 
     def _release(self, runs: Sequence[Run]) -> None:
         """Give back claimed runs not started (on shutdown), so a restart need not wait for the lease."""
@@ -327,10 +348,31 @@ class Runner:
                     .values(attempts=run.attempts - 1, next_attempt_at_ms=now)
                 )
 
-    def _record(self, outcomes: Sequence[tuple[Run, BaseException | None]]) -> None:
+    def _record(
+        self,
+        outcomes: Sequence[tuple[Run, BaseException | None]],
+        records: Sequence[tuple[Run, AttemptRecord]] = (),
+    ) -> None:
         now = self._clock_ms()
         done = [run.id for run, error in outcomes if error is None]
         with self._write_lock, self._engine.begin() as conn:
+            if records:
+                conn.execute(
+                    sa.insert(handler_attempts),
+                    [
+                        {
+                            "run_id": run.id,
+                            "attempt": run.attempts,
+                            "at_ms": now,
+                            "ok": record.ok,
+                            "status": record.status,
+                            "duration_ms": record.duration_ms,
+                            "target": record.target,
+                            "detail": record.detail[:ERROR_TEXT_CHARS],
+                        }
+                        for run, record in records
+                    ],
+                )
             if done:
                 conn.execute(
                     sa.update(handler_runs)

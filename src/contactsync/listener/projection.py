@@ -453,33 +453,54 @@ class ContactState:
         return ContactState(self.contact_id, max(self.last_transactionid, tid), attributes, fields, activity)
 
     def to_wire(self) -> dict[str, Any]:
-        """The state in the payload's terms; what was never carried is left out, not ``null``."""
-        contact: dict[str, Any] = {"id": self.contact_id}
+        """The state in the payload's JSON terms; what was never carried is left out, not ``null``."""
+        contact: dict[str, Any] = {"id": _number(self.contact_id)}
         status: dict[str, Any] = {}
         for name, (value, stamp) in self.attributes.items():
             if stamp is None:
                 continue
-            if name.startswith("lead_"):
-                status[name.removeprefix("lead_")] = value
+            if name == "lead_score":
+                status["score"] = _number(value)
+            elif name == "lead_label":
+                status["label"] = value
             else:
                 contact[name] = value
         out: dict[str, Any] = {"transactionid": str(self.last_transactionid), "contact": contact}
         fields = [
-            {"id": fid, **{key: value for key, (value, stamp) in keys.items() if stamp is not None}}
+            {"id": _number(fid), **{key: value for key, (value, stamp) in keys.items() if stamp is not None}}
             for fid, keys in sorted(self.fields.items(), key=lambda item: _id_order(item[0]))
         ]
         if fields:
             out["fields"] = fields
         for section, rows in self.activity.items():
             if rows:
-                out[section] = rows
+                out[section] = [
+                    {k: _number(v) if k in _NUMBERS else v for k, v in row.items()} for row in rows
+                ]
         if status:
             out["lead-status"] = status
         return out
 
 
+_NUMBERS = frozenset({"id", "clicks", "score"})
+"""Wire keys that are integers in JSON; the tables keep them as the text that was sent."""
+
+
+def _number(value: Any) -> Any:
+    """A stored decimal string as the integer JSON carries; anything else as it is."""
+    if isinstance(value, str) and value.isascii() and value.lstrip("-").isdigit() and len(value) < 19:
+        return int(value)
+    return value
+
+
 def _id_order(value: str) -> tuple[int, str]:
     return (int(value), "") if value.isdigit() else (1 << 63, value)
+
+
+def converged(state: ContactState | None, delivery: Delivery) -> dict[str, Any]:
+    """The contact as the projection holds it with ``delivery`` merged in, in the payload's JSON terms."""
+    base = state or ContactState(delivery.contact_id, delivery.transactionid, {}, {}, {})
+    return base.merged(delivery).to_wire()
 
 
 def _wire_key(kind: _Kind, wire: Mapping[str, Any]) -> tuple[Any, ...]:
@@ -580,6 +601,17 @@ class Projection:
         """The stored state of one contact (see :func:`load`)."""
         with self.engine.connect() as conn:
             return load(conn, contact_id, sections=sections)
+
+    def converged(self, payload: SyncPayload, sections: Iterable[str] = ()) -> dict[str, Any] | None:
+        """The payload's contact as stored with ``payload`` merged in; None if it names no contact.
+
+        Whether or not this handler has applied ``payload`` yet, the answer is the same, so a handler
+        that reads it (the CRM forwarders) never sends older data than the tables will hold.
+        """
+        delivery = carried(payload)
+        if delivery is None:
+            return None
+        return converged(self.state(delivery.contact_id, sections=sections), delivery)
 
     def close(self) -> None:
         self.engine.dispose()

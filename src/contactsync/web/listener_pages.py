@@ -17,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute
 
-from contactsync.db.listener import PROJECTION_TABLES, field_values, handler_runs, inbox
+from contactsync.db.listener import PROJECTION_TABLES, field_values, handler_attempts, handler_runs, inbox
 from contactsync.db.listener import contacts as sync_contacts
 from contactsync.errors import ContactSyncError
 from contactsync.listener.handlers import replay
@@ -85,9 +85,10 @@ def routes(web: Web) -> list[BaseRoute]:
     async def sync_detail(request: Request, session: Session) -> Response:
         tid = request.path_params["transactionid"]
 
-        def load(conn: sa.Connection) -> tuple[Any, list[Any]]:
+        def load(conn: sa.Connection) -> tuple[Any, list[Any], dict[int, list[Any]]]:
             row = conn.execute(sa.select(inbox).where(inbox.c.transactionid == tid)).first()
             runs: list[Any] = []
+            attempts: dict[int, list[Any]] = {}
             if row is not None:
                 runs = list(
                     conn.execute(
@@ -96,9 +97,15 @@ def routes(web: Web) -> list[BaseRoute]:
                         .order_by(handler_runs.c.handler)
                     )
                 )
-            return row, runs
+                for attempt in conn.execute(
+                    sa.select(handler_attempts)
+                    .where(handler_attempts.c.run_id.in_([r.id for r in runs]))
+                    .order_by(handler_attempts.c.id)
+                ):
+                    attempts.setdefault(attempt.run_id, []).append(attempt)
+            return row, runs, attempts
 
-        row, runs = await web.read(load)
+        row, runs, attempts = await web.read(load)
         if row is None:
             return web.render(
                 request, session, "not_found.html", 404, what=f"no sync with transactionid {tid}"
@@ -126,6 +133,7 @@ def routes(web: Web) -> list[BaseRoute]:
             "listener/sync.html",
             s=row,
             runs=runs,
+            attempts=attempts,
             decoded=decoded,
             problem=problem,
             headers=headers,
@@ -210,7 +218,25 @@ def routes(web: Web) -> list[BaseRoute]:
                 .order_by(h.id.desc())
                 .limit(100)
             ).all()
-            return {"counts": counts, "failures": failures}
+            a = handler_attempts.c
+            attempts = conn.execute(
+                sa.select(
+                    h.handler,
+                    a.attempt,
+                    a.at_ms,
+                    a.ok,
+                    a.status,
+                    a.duration_ms,
+                    a.target,
+                    a.detail,
+                    inbox.c.transactionid,
+                )
+                .join(handler_runs, h.id == a.run_id)
+                .join(inbox, inbox.c.id == h.inbox_id)
+                .order_by(a.id.desc())
+                .limit(50)
+            ).all()
+            return {"counts": counts, "failures": failures, "attempts": attempts}
 
         return web.render(request, session, "listener/handlers.html", **await web.read(load))
 
