@@ -246,6 +246,9 @@ def demo_command(
     listener_port: int = typer.Option(
         8001, "--listener-port", help="Listener port (another free one if taken)."
     ),
+    check_only: bool = typer.Option(
+        False, "--check", help="Only check an earlier demo's --dir again: deliveries and projected contents."
+    ),
 ) -> None:
     """Platform + dispatcher + listener in one process on SQLite, with live deliveries; no set-up needed."""
     import asyncio
@@ -253,6 +256,12 @@ def demo_command(
     import webbrowser
 
     from contactsync import demo
+
+    if check_only:
+        if workdir is None:
+            raise fail("--check needs the --dir of an earlier demo")
+        with one_line_errors():
+            _demo_verdict(demo.check(workdir), workdir)
 
     logging.basicConfig(level=logging.ERROR)
     where = workdir or Path(tempfile.mkdtemp(prefix="contactsync-demo-"))
@@ -311,6 +320,11 @@ def demo_command(
         except OSError as exc:
             raise fail(str(exc)) from None
     out.print()
+    _demo_verdict(report, where)
+
+
+def _demo_verdict(report: Any, where: Path) -> None:
+    """Print the demo's final report and exit 0 (all delivered, projected and equal) or 1."""
     verdict = "[bold green]OK[/]" if report.ok else "[bold red]INCOMPLETE[/]"
     out.print(
         f"{verdict} {report.events} events → {report.generated} deliveries generated, "
@@ -320,6 +334,12 @@ def demo_command(
     )
     if report.missing:
         out.print(f"not projected (first 20): {report.missing}", highlight=False)
+    if report.differences:
+        out.print("[bold red]the listener's data differs from the platform's[/] (first 20):")
+        for line in report.differences:
+            out.print(f"  {line}", highlight=False)
+    else:
+        out.print("every contact's projection equals the platform's data", highlight=False)
     out.print(f"demo data kept in {where}", highlight=False)
     raise typer.Exit(0 if report.ok else 1)
 

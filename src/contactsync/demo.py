@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import random
 import secrets
 import signal
 import socket
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -40,6 +41,7 @@ from contactsync.automation.automations import AutomationIn, create_automation
 from contactsync.automation.contacts import ContactIn, upsert_contact
 from contactsync.automation.events import ingest_events
 from contactsync.automation.lists import FieldIn, ListIn, create_account, create_field, create_list
+from contactsync.automation.manual import run_to_completion, start_run
 from contactsync.automation.runtime import Runtime, utc_now
 from contactsync.db.engine import create_engine
 from contactsync.db.listener import contacts as sync_contacts
@@ -47,6 +49,8 @@ from contactsync.db.listener import handler_runs, inbox
 from contactsync.db.migrate import upgrade
 from contactsync.db.platform import deliveries
 from contactsync.delivery.dispatcher import Dispatcher, DispatcherConfig
+from contactsync.demo_check import differences
+from contactsync.errors import ConfigError
 from contactsync.settings import Settings
 from contactsync.wire.payload import SECTIONS
 
@@ -63,6 +67,13 @@ LINKS = (
 )
 GOALS = ((1, "Signed up for webinar"), (2, "Started trial"))
 PROJECTION_HANDLER = "sql"
+
+
+ALL_SECTIONS = [s for s in SECTIONS if s not in {"transactionid", "contact"}]
+MAX_ITEMS = 20
+"""What the demo's POST actions send: every section, the 20 most recent items of each."""
+FACTS_FILE = "demo.json"
+"""Beside the databases: what ``demo --check`` needs to check them again."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -109,10 +120,17 @@ class Report:
     missing: list[int]
     events: int
     elapsed_s: float
+    differences: list[str] = field(default_factory=list)
+    """Where a contact's projection differs from the platform's data (demo_check)."""
 
     @property
     def ok(self) -> bool:
-        return self.generated > 0 and self.delivered == self.generated and not self.missing
+        return (
+            self.generated > 0
+            and self.delivered == self.generated
+            and not self.missing
+            and not self.differences
+        )
 
 
 def free_port(host: str, preferred: int) -> int:
@@ -237,8 +255,8 @@ def seed(engine: sa.Engine, rt: Runtime, *, config: DemoConfig, listener_url: st
             automation_id=form.id,
             settings=SyncActionSettings(
                 url=listener_url,
-                sections=[s for s in SECTIONS if s not in {"transactionid", "contact"}],
-                max_items=20,
+                sections=ALL_SECTIONS,
+                max_items=MAX_ITEMS,
                 headers=[{"name": "X-Demo", "value": "contactsync"}],
             ),
         )
@@ -257,19 +275,44 @@ def seed(engine: sa.Engine, rt: Runtime, *, config: DemoConfig, listener_url: st
                 }
             ),
         )  # fmt: skip
+        # wire keys carry the contact's values as they are (the listener merges them into its copy);
+        # the ad platform's own parameters show what the functions do to them
         template = (
             f"{listener_url}?transactionid=[#TRANSACTIONID#]&contact[id]=[#ID#]"
-            "&contact[email]=[#EMAIL_NORMALIZE EMAIL#]&contact[phone]=[#PHONE_E164 PHONE#]"
-            "&contact[profile_url]=[#PROFILE_URL#]"
-            f"&fields[0][id]={ids['FIRST_NAME']}&fields[0][name]=First+Name"
-            "&fields[0][value]=[#PROPER FIRST_NAME#]"
-            f"&fields[1][id]={ids['CITY']}&fields[1][name]=City&fields[1][value]=[#UPPER CITY#]"
+            "&contact[email]=[#EMAIL#]&contact[phone]=[#PHONE#]&contact[profile_url]=[#PROFILE_URL#]"
+            f"&fields[0][id]={ids['FIRST_NAME']}&fields[0][name]=First+Name&fields[0][value]=[#FIRST_NAME#]"
+            f"&fields[1][id]={ids['CITY']}&fields[1][name]=City&fields[1][value]=[#CITY#]"
             "&lead-status[score]=[#LEAD_SCORE#]&lead-status[label]=[#LEAD_STATUS#]"
+            "&audience_email=[#EMAIL_NORMALIZE EMAIL#]&audience_phone=[#PHONE_E164 PHONE#]"
+            "&greeting=[#PROPER FIRST_NAME#]&region=[#UPPER CITY#]"
         )
         get_action = create_action(
             conn, rt, automation_id=get.id, settings=SyncActionSettings(url=template, method="GET")
         )
-    return Seeded(lst.id, contact_ids, [form.id, get.id], [post.secret, get_action.secret])
+        resync = create_automation(
+            conn,
+            rt,
+            AutomationIn.model_validate(
+                {
+                    "list_id": lst.id,
+                    "name": "Full resync → listener (manual)",
+                    "trigger": {"event": "manual"},
+                    "reentry": {"policy": "always"},
+                }
+            ),
+        )
+        resync_action = create_action(
+            conn,
+            rt,
+            automation_id=resync.id,
+            settings=SyncActionSettings(url=listener_url, sections=ALL_SECTIONS, max_items=MAX_ITEMS),
+        )
+    return Seeded(
+        lst.id,
+        contact_ids,
+        [form.id, get.id, resync.id],
+        [post.secret, get_action.secret, resync_action.secret],
+    )
 
 
 class _Server(uvicorn.Server):
@@ -299,8 +342,11 @@ def progress(platform: sa.Engine, listener: sa.Engine, state: Progress) -> None:
         )
 
 
-def final_report(platform: sa.Engine, listener: sa.Engine, *, events: int, elapsed_s: float) -> Report:
-    """Compare every generated delivery with what the listener stored and projected."""
+def final_report(
+    platform: sa.Engine, listener: sa.Engine, *, events: int, elapsed_s: float, facts: Mapping[str, Any]
+) -> Report:
+    """Compare every generated delivery with what the listener stored, and each contact's projection with
+    the platform's data (``facts``: what :data:`FACTS_FILE` holds)."""
     with platform.connect() as conn:
         rows = conn.execute(sa.select(deliveries.c.transactionid, deliveries.c.state)).all()
     with listener.connect() as conn:
@@ -321,7 +367,29 @@ def final_report(platform: sa.Engine, listener: sa.Engine, *, events: int, elaps
         missing=sorted(generated - done)[:20],
         events=events,
         elapsed_s=elapsed_s,
+        differences=differences(
+            platform,
+            listener,
+            list_id=int(facts["list_id"]),
+            public_base_url=str(facts["public_base_url"]),
+            max_items=int(facts["max_items"]),
+        ),
     )
+
+
+def check(workdir: Path) -> Report:
+    """The final report again for a demo directory (``contactsync demo --check``)."""
+    facts_path = workdir / FACTS_FILE
+    if not facts_path.is_file():
+        raise ConfigError(f"{workdir} holds no demo ({FACTS_FILE} is missing)")
+    facts = json.loads(facts_path.read_text())
+    platform = create_engine(f"sqlite:///{workdir / 'platform.db'}")
+    listener = create_engine(f"sqlite:///{workdir / 'listener.db'}")
+    try:
+        return final_report(platform, listener, events=0, elapsed_s=0.0, facts=facts)
+    finally:
+        platform.dispose()
+        listener.dispose()
 
 
 def settled(state: Progress) -> bool:
@@ -355,6 +423,8 @@ async def run(
     listener_url = f"http://{config.host}:{lport}/sync/{settings.listener_token}"
     seeded = await asyncio.to_thread(seed, platform, rt, config=config, listener_url=listener_url)
     settings = settings.model_copy(update={"listener_secret": " ".join(seeded.secrets)})
+    facts = {"list_id": seeded.list_id, "public_base_url": settings.public_base_url, "max_items": MAX_ITEMS}
+    (config.workdir / FACTS_FILE).write_text(json.dumps(facts))
 
     from contactsync.api.app import create_app as create_platform_app
     from contactsync.listener.app import create_app as create_listener_app
@@ -418,6 +488,10 @@ async def run(
                 live.update(render(state, phase))
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), tick_s)
+            phase = "full resync"
+            live.update(render(state, phase))
+            await asyncio.to_thread(_resync, platform, rt, seeded.automation_ids[-1])
+            dispatcher.wake()
             phase = "draining"
             drain_until = time.monotonic() + config.drain_timeout_s
             while not drained.is_set() and time.monotonic() < drain_until:
@@ -438,11 +512,23 @@ async def run(
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
     report = await asyncio.to_thread(
-        final_report, platform, listener_db, events=state.events, elapsed_s=time.monotonic() - state.started_s
+        final_report,
+        platform,
+        listener_db,
+        events=state.events,
+        elapsed_s=time.monotonic() - state.started_s,
+        facts=facts,
     )
     platform.dispose()
     listener_db.dispose()
     return report
+
+
+def _resync(engine: sa.Engine, rt: Runtime, automation_id: int) -> None:
+    """Sync every contact once more, so the final check compares the platform's data as it is now."""
+    with engine.begin() as conn:
+        run = start_run(conn, rt, automation_id)
+    run_to_completion(engine, rt, run.id)
 
 
 def _fire(engine: sa.Engine, rt: Runtime, events: list[Event]) -> None:

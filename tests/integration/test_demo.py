@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -38,6 +39,17 @@ def test_demo_runs_for_its_duration_and_reports_every_delivery_delivered_and_pro
     assert "Admin password" in output
     assert re.search(r"http://127\.0\.0\.1:\d+/login", output)
     assert (tmp_path / "demo" / "platform.db").exists()
+    assert "every contact's projection equals the platform's data" in output
+
+    # the check compares contents: a projection row altered behind the listener's back fails it
+    check = [str(SCRIPT), "demo", "--check", "--dir", str(tmp_path / "demo")]
+    again = subprocess.run(check, capture_output=True, text=True, timeout=120, env=env, check=False)
+    assert again.returncode == 0, again.stdout + again.stderr
+    with sqlite3.connect(tmp_path / "demo" / "listener.db") as db:
+        db.execute("UPDATE sync_field_values SET value = 'Nowhere' WHERE contact_id = '5' AND name = 'City'")
+    altered = subprocess.run(check, capture_output=True, text=True, timeout=120, env=env, check=False)
+    assert altered.returncode == 1, altered.stdout + altered.stderr
+    assert "contact 5: field 3 (name, value) is ('City', 'Nowhere')" in " ".join(altered.stdout.split())
 
 
 def test_demo_refuses_a_directory_that_already_holds_a_demo(tmp_path: Path) -> None:
