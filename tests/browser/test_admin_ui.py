@@ -214,3 +214,32 @@ def test_condition_builder_writes_the_rule_the_service_stores(page: Any, stack: 
     page.click("#save-automation")
     page.wait_for_selector(".flash.bad")
     assert "does not apply to a number value" in page.locator(".flash.bad").inner_text()
+
+
+def test_a_get_action_says_what_the_listener_maps_and_its_test_send_is_acknowledged(
+    page: Any, stack: Stack
+) -> None:
+    login(page, stack.platform_url)
+    page.goto(stack.platform_url + "/automations")
+    page.click("#new-automation")
+    page.fill("input[name=name]", "Audience pixel (GET)")
+    page.select_option("select[name=trigger]", "manual")
+    page.click("#save-automation")
+    page.wait_for_selector("text=automation created")
+    page.click("#add-action")
+    page.fill("#url", stack.sync_url + "?cid=[#ID#]&town=[#CITY#]&greet=[#PROPER FIRST_NAME#]&src=ads")
+    page.select_option("#method", "GET")
+    page.locator("#template-ok").wait_for(state="visible")
+    page.click("#save-action")
+    page.wait_for_selector("text=action saved")
+    advice = page.locator("#get-advice").inner_text()
+    assert "maps to id" in advice, advice
+    assert "shaped by functions" in advice
+    mapping = page.locator("#get-mapping").inner_text()
+    assert mapping.startswith("CONTACTSYNC_LISTENER_GET_MAPPING=")
+    assert '"cid": "id"' in mapping or '"cid":"id"' in mapping
+
+    page.fill("#contact_id", str(stack.ids["jane"]))
+    page.click("#test-send-button")
+    page.locator("#test-send-meta:not(:empty)").wait_for()
+    assert page.locator("#test-send-meta").inner_text().startswith("Delivered: HTTP 200")

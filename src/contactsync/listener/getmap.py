@@ -22,13 +22,25 @@ import hashlib
 import re
 import uuid
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from contactsync.errors import ConfigError, PayloadError
 from contactsync.wire import transactionid as txid
 from contactsync.wire.payload import SyncPayload
 
-__all__ = ["CONTACT_TARGETS", "PlainKey", "check_mapping", "is_plain", "key_for", "order_id", "plain_payload"]
+__all__ = [
+    "CONTACT_TARGETS",
+    "GetAdvice",
+    "ParameterAdvice",
+    "PlainKey",
+    "advise",
+    "check_mapping",
+    "is_plain",
+    "key_for",
+    "order_id",
+    "plain_payload",
+]
 
 CONTACT_TARGETS = ("id", "email", "phone", "profile_url")
 _STATUS_TARGETS = {"lead_score": "score", "lead_label": "label"}
@@ -122,3 +134,88 @@ def plain_payload(
     data.setdefault("contact", {})
     data["transactionid"] = str(order_id(key, received_at_ms))
     return SyncPayload.from_wire(data)
+
+
+# --- what the platform tells the marketer about a GET template ----------------------------------------
+
+_BUILTIN_TARGETS = {
+    "ID": "id",
+    "EMAIL": "email",
+    "PHONE": "phone",
+    "PROFILE_URL": "profile_url",
+    "LEAD_SCORE": "lead_score",
+    "LEAD_STATUS": "lead_label",
+}
+_PAIR = re.compile(r"([^&=]+)=([^&]*)")
+_ANY_SHORTCODE = re.compile(r"\[#.*?#\]")
+_HIDDEN = re.compile(r"\x00([0-9]+)\x00")
+_ONE_SHORTCODE = re.compile(r"\[#\s*([A-Za-z][A-Za-z0-9_-]*)\s*#\]")
+_FIELD_KEY = re.compile(r"FIELD_([0-9]{1,19})", re.IGNORECASE)
+
+
+@dataclass(frozen=True, slots=True)
+class ParameterAdvice:
+    """One query parameter of a GET template and where a contactsync listener can put it."""
+
+    name: str
+    value: str
+    target: str | None
+    note: str
+
+
+@dataclass(frozen=True, slots=True)
+class GetAdvice:
+    """What a contactsync listener does with a GET template's requests (shown beside the action)."""
+
+    wire: bool
+    """The template sends ``transactionid`` and wire keys: projected as a partial delivery, no mapping."""
+    parameters: tuple[ParameterAdvice, ...]
+    mapping: dict[str, str]
+    keyed: bool
+    """Whether some parameter carries the contact id (without one the projection cannot key the contact)."""
+
+
+def advise(template: str, field_ids: Mapping[str, int]) -> GetAdvice:
+    """The listener mapping a GET template calls for: each parameter whose value is one shortcode of a
+    contact attribute or custom field maps onto it; values shaped by functions stay unmapped."""
+    codes: list[str] = []
+
+    def hide(found: re.Match[str]) -> str:  # a shortcode's own '#' is not the fragment's
+        codes.append(found.group(0))
+        return f"\x00{len(codes) - 1}\x00"
+
+    def shown(text: str) -> str:
+        return _HIDDEN.sub(lambda found: codes[int(found.group(1))], text)
+
+    query = _ANY_SHORTCODE.sub(hide, template).partition("?")[2].partition("#")[0]
+    pairs = [(shown(name), shown(value)) for name, value in _PAIR.findall(query)]
+    if any(name == "transactionid" for name, _ in pairs):
+        return GetAdvice(True, (), {}, True)
+    keys = {key.upper(): fid for key, fid in field_ids.items()}
+    parameters: list[ParameterAdvice] = []
+    taken: dict[str, str] = {}
+    for name, value in pairs:
+        found = _ONE_SHORTCODE.fullmatch(value)
+        field = found.group(1).upper() if found else ""
+        target: str | None = None
+        if field in _BUILTIN_TARGETS:
+            target = _BUILTIN_TARGETS[field]
+        elif field in keys:
+            target = f"field:{keys[field]}"
+        elif _FIELD_KEY.fullmatch(field):
+            target = f"field:{field[6:]}"
+        if target is not None and target in taken:
+            note = f"same value as {taken[target]}, which is the one mapped to {target}"
+            target = None
+        elif target is not None:
+            taken[target] = name
+            note = f"maps to {target}"
+        elif found is None and "[#" in value:
+            note = "shaped by functions or mixed with text: kept in the inbox, not mapped"
+        elif found is None:
+            note = "fixed text: kept in the inbox"
+        else:
+            note = f"{field} has no place in the listener's tables: kept in the inbox"
+        parameters.append(ParameterAdvice(name, value, target, note))
+    mapping = {p.name: p.target for p in parameters if p.target is not None}
+    return GetAdvice(False, tuple(parameters), mapping, "id" in mapping.values())

@@ -46,6 +46,7 @@ from contactsync.db.platform import actions, automations, contacts, deliveries, 
 from contactsync.delivery.attempt import send
 from contactsync.delivery.netguard import NetPolicy, create_connector
 from contactsync.errors import ContactSyncError, TemplateError
+from contactsync.listener.getmap import advise
 from contactsync.web.app import Web
 from contactsync.web.platform_pages import error_message, form_text
 from contactsync.web.security import Session
@@ -269,10 +270,18 @@ def routes(web: Web) -> list[BaseRoute]:
                 sa.select(contacts.c.id, contacts.c.email).where(contacts.c.list_id == automation.list_id)
                 .order_by(contacts.c.id).limit(50)
             ).all()  # fmt: skip
-            return {"automation": automation, "picker": picker(conn, automation.list_id), "sample": sample}
+            field_ids = {f.shortcode_key: f.id for f in list_fields(conn, automation.list_id)}
+            return {
+                "automation": automation,
+                "picker": picker(conn, automation.list_id),
+                "sample": sample,
+                "field_ids": field_ids,
+            }
 
         data = await web.read(load)
         settings = action.settings if action is not None else SyncActionSettings(url="https://")
+        field_ids = data.pop("field_ids")
+        data["get_advice"] = advise(settings.url, field_ids) if settings.method == "GET" else None
         return web.render(
             request,
             session,
