@@ -20,7 +20,10 @@ def test_the_seed_template_maps_its_fields_but_names_no_contact() -> None:
 
 
 def test_advice_maps_single_shortcodes_and_explains_the_rest() -> None:
-    template = "https://x.example/p?cid=[#ID#]&e=[# EMAIL #]&e2=[#EMAIL#]&g=[#PROPER FIRST_NAME#]&s=ads&n=[#FIELD_9#]#top"
+    template = (
+        "https://x.example/p?cid=[#ID#]&e=[# EMAIL #]&e2=[#EMAIL#]"
+        "&g=[#PROPER FIRST_NAME#]&s=ads&n=[#FIELD_9#]#top"
+    )
     advice = advise(template, {"FIRST_NAME": 3})
     assert advice.mapping == {"cid": "id", "e": "email", "n": "field:9"}
     assert advice.keyed
