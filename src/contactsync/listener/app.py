@@ -11,6 +11,7 @@ The health and metrics endpoints live under the private path too (``/sync/<token
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import ipaddress
 import json
@@ -45,6 +46,7 @@ from contactsync.listener.crm import forwarders
 from contactsync.listener.handlers import Handler, Runner, close_handlers, load_handler
 from contactsync.listener.inbox import Inbox, InboxEntry
 from contactsync.listener.library import REASONS, Limits, error_response, parse, secret_keys
+from contactsync.listener.liveness import backlog, report
 from contactsync.listener.metrics import ListenerMetrics
 from contactsync.listener.projection import Projection
 from contactsync.settings import Settings
@@ -84,6 +86,9 @@ class _State:
     metrics: ListenerMetrics
     inbox: Inbox
     clock_s: Callable[[], float]
+    engine: sa.Engine
+    handler_names: list[str]
+    runner: Runner | None  # None when another process runs the handlers
 
 
 def _networks(entries: Sequence[str]) -> tuple[Network, ...]:
@@ -174,6 +179,7 @@ def create_app(
             on_result=metrics.handler_result,
             write_lock=write_lock,
             yield_to=lambda: inbox.busy(),
+            stall_s=settings.listener_handler_stall_s,
         )
 
         def committed(stored: int) -> None:
@@ -185,7 +191,17 @@ def create_app(
         if settings.listener_run_handlers:
             runner.start()
         app.state.listener = _State(
-            settings, settings.listener_token.encode(), keys, networks, limits, metrics, inbox, clock_s
+            settings,
+            settings.listener_token.encode(),
+            keys,
+            networks,
+            limits,
+            metrics,
+            inbox,
+            clock_s,
+            engine,
+            list(chosen),
+            runner if settings.listener_run_handlers else None,
         )
         try:
             yield
@@ -248,10 +264,25 @@ def _guard(request: Request) -> _State | None:
 
 
 async def _health(request: Request) -> Response:
+    """503 while a handler worker here is stalled; each handler's backlog and lag either way."""
     state = _guard(request)
     if state is None:
         return _not_found()
-    return _json(200, {"ok": True, "commits": state.inbox.commits})
+    try:
+        pending = await asyncio.to_thread(backlog, state.engine)
+    except sa.exc.SQLAlchemyError:
+        pending = None
+    runner = state.runner
+    healthy, handlers = report(
+        state.handler_names,
+        workers=runner.workers() if runner is not None else None,
+        pending=pending,
+        now_s=runner.monotonic() if runner is not None else 0.0,
+        now_ms=int(state.clock_s() * 1000),
+        stall_s=state.settings.listener_handler_stall_s,
+    )
+    body = {"ok": healthy, "commits": state.inbox.commits, "handlers": handlers}
+    return _json(200 if healthy else 503, body)
 
 
 async def _metrics(request: Request) -> Response:
