@@ -10,7 +10,7 @@ can catch the package as a whole; third-party exceptions are translated at the b
     ├── ConfigError                settings that cannot work
     │   └── SecretError            a webhook secret that is not ``whsec_`` + base64 of 24–64 bytes
     ├── WireError                  the wire contract (wire/)
-    │   ├── PHPFormLimitError      a form body over PHP's variable or nesting limits
+    │   ├── PHPFormLimitError      a body over the variable or nesting limits (PHP's, on every encoding)
     │   ├── PayloadError           a body that is not a valid SyncPayload (names the key path)
     │   └── SignatureError         a missing, forged or stale webhook signature (``reason`` says which)
     ├── TemplateError              a URL template that does not compile (line, column, suggestions)
@@ -44,13 +44,18 @@ class WireError(ContactSyncError):
 
 
 class PHPFormLimitError(WireError):
-    """A form body PHP would silently truncate (too many variables or nesting too deep)."""
+    """A body PHP would silently truncate (too many variables or nesting too deep).
 
-    def __init__(self, message: str, *, limit: str, value: int, maximum: int) -> None:
+    ``limit`` is PHP's name of the limit (the same for form, query and JSON bodies); ``path`` names
+    the offending key when it is known.
+    """
+
+    def __init__(self, message: str, *, limit: str, value: int, maximum: int, path: str = "") -> None:
         super().__init__(message)
         self.limit = limit
         self.value = value
         self.maximum = maximum
+        self.path = path
 
 
 class PayloadError(WireError):

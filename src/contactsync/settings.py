@@ -44,6 +44,7 @@ class Settings(BaseSettings):
     listener_projection: bool = True
     listener_projection_url: str = ""  # empty: the projection lives in listener_database_url
     listener_handler_lease_s: float = 300.0  # a run claimed by a process that died is retried after this
+    listener_handler_stall_s: float = 60.0  # a handler without progress this long: /health answers 503
     listener_crm: list[dict[str, Any]] = Field(default_factory=list)  # CRM forwarders (listener/crm.py)
     listener_get_mapping: dict[str, str] = Field(default_factory=dict)  # GET parameter → target (getmap.py)
     listener_run_handlers: bool = True  # false: only acknowledge (`contactsync listen --handlers-only`)

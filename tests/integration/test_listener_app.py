@@ -178,6 +178,44 @@ BAD: list[tuple[str, Callable[[Listener], httpx.Response], int, str]] = [
         "invalid_utf8",
     ),
     ("invalid utf-8 in json", lambda lst: lst.post_signed(b'{"a": "\xff"}', JSON), 400, "invalid_utf8"),
+    (
+        "lone surrogate in json",
+        lambda lst: lst.post_signed(payload(1).to_json().replace("jane@", "\\ud800@"), JSON),
+        400,
+        "invalid_utf8",
+    ),
+    (
+        "surrogate encoded in a form",
+        lambda lst: lst.post_signed(payload(1).to_form() + "&contact%5Bemail%5D=%ED%A0%80"),
+        400,
+        "invalid_utf8",
+    ),
+    (
+        "invalid utf-8 in a query",
+        lambda lst: lst.get_signed(payload(1).to_form() + "&x=%C3%28"),
+        400,
+        "invalid_utf8",
+    ),
+    (
+        "too many variables in json",
+        lambda lst: lst.post_signed(payload(1).to_json()[:-1] + ', "x": [' + "1," * 600 + "1]}", JSON),
+        413,
+        "max_input_vars",
+    ),
+    (
+        "nesting 65 in json",
+        lambda lst: lst.post_signed(
+            payload(1).to_json()[:-1] + ', "deep": ' + "[" * 65 + "1" + "]" * 65 + "}", JSON
+        ),
+        400,
+        "max_input_nesting_level",
+    ),
+    (
+        "too many variables in a query",
+        lambda lst: lst.get_signed(payload(1).to_form() + "&x[]=1" * 600),
+        413,
+        "max_input_vars",
+    ),
     ("not json", lambda lst: lst.post_signed(b"{nope", JSON), 400, "invalid_json"),
     ("json array", lambda lst: lst.post_signed(b"[1, 2]", JSON), 422, "invalid_payload"),
     ("json string", lambda lst: lst.post_signed(b'"hello"', JSON), 422, "invalid_payload"),
@@ -253,3 +291,44 @@ def test_fuzzed_bodies_never_get_a_5xx(open_listener: Listener, body: bytes, con
     assert answer.headers["content-type"] == "application/json"
     if answer.status_code != 200:
         assert isinstance(answer.json()["error"], str)
+
+
+def _log_in(http: httpx.Client, base: str, password: str) -> None:
+    form = http.get(f"{base}/admin/login")
+    csrf = form.text.split('name="csrf_token" value="', 1)[1].split('"', 1)[0]
+    answer = http.post(f"{base}/admin/login", data={"csrf_token": csrf, "password": password, "next": ""})
+    assert answer.status_code == 303, answer.text
+
+
+STORED_BY_OLDER_VERSIONS = [
+    ("POST", JSON, "", payload(11).to_json().replace("jane@", "\\ud800@").encode()),
+    ("POST", JSON, "", payload(12).to_json()[:-1].encode() + b', "deep": ' + b"[" * 80 + b"]" * 80 + b"}"),
+    ("POST", FORM, "", payload(13).to_form().encode() + b"&contact%5Bemail%5D=%FF%ED%A0%80"),
+    ("GET", "", payload(14).to_form() + "&x=%ED%A0%80", b""),
+]
+
+
+def test_admin_pages_show_whatever_was_stored(sqlite_url: str) -> None:
+    """Requests accepted before the current rules (a lone surrogate in JSON, say) never break a page."""
+    for lst in start_listener(sqlite_url, admin_password="correct horse"):
+        with lst.engine.begin() as conn:
+            for number, (method, content_type, query, body) in enumerate(STORED_BY_OLDER_VERSIONS, 11):
+                conn.execute(
+                    sa.insert(t.inbox).values(
+                        transactionid=str(number),
+                        received_at_ms=int(time.time() * 1000),
+                        method=method,
+                        content_type=content_type,
+                        query=query,
+                        headers="{}",
+                        body=body,
+                        source_address="127.0.0.1",
+                    )
+                )
+        _log_in(lst.http, lst.base, "correct horse")
+        pages = ["/", "/contacts", "/handlers"] + [f"/syncs/{n}" for n in range(11, 15)]
+        for page in pages:
+            answer = lst.http.get(f"{lst.base}/admin{page}")
+            assert answer.status_code == 200, (page, answer.text[-2000:])
+        detail = lst.http.get(f"{lst.base}/admin/syncs/11").text
+        assert "lone UTF-16 surrogate" in detail

@@ -120,6 +120,10 @@ class Listener:
     def post_signed(self, body: bytes | str, content_type: str = FORM, msg_id: str = "1") -> httpx.Response:
         return self.post(body, content_type, **signed(body, msg_id=msg_id))
 
+    def get_signed(self, query: str, msg_id: str = "1") -> httpx.Response:
+        target = f"/sync/{TOKEN}?{query}"
+        return self.http.get(self.base + target, headers=signed(target, msg_id=msg_id))
+
     def count(self, table: sa.Table) -> int:
         with self.engine.connect() as conn:
             return int(conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one())

@@ -269,12 +269,17 @@ def test_error_counts_further_problems() -> None:
         ("", "not valid JSON"),
         (b"\xff{}", "not valid JSON"),
         ('{"transactionid": NaN}', "NaN is not a JSON number"),
-        ("[" * 100_000, "nested too deeply"),
     ],
 )
 def test_from_json_rejects(body: str | bytes, message: str) -> None:
     with pytest.raises(PayloadError, match=message):
         SyncPayload.from_json(body)
+
+
+def test_from_json_refuses_nesting_beyond_the_limit_as_from_form_does() -> None:
+    with pytest.raises(PHPFormLimitError, match="nests 99999 levels") as caught:
+        SyncPayload.from_json("[" * 100_000)
+    assert caught.value.limit == "max_input_nesting_level"
 
 
 def test_from_wire_rejects_non_maps() -> None:

@@ -14,6 +14,7 @@ from contactsync.delivery.retry import (
     DEFAULT_SCHEDULE_S,
     Outcome,
     Verdict,
+    backoff_s,
     decide,
     retry_after_s,
 )
@@ -203,3 +204,14 @@ def test_decisions_are_always_coherent(
     else:
         assert decision.next_attempt_at is None
     assert decision.disable_endpoint == (status == 410)
+
+
+@settings(max_examples=examples(ci=200, local=60))
+@given(failures=st.integers(1, 10_000), seed=st.integers(0, 2**32))
+def test_backoff_doubles_up_to_its_cap_with_the_schedule_jitter(failures: int, seed: int) -> None:
+    rng = random.Random(seed)
+    wait = backoff_s(failures, rng, base_s=0.1, cap_s=5.0)
+    expected = min(0.1 * 2 ** min(failures - 1, 100), 5.0)
+    assert expected * 0.8 <= wait <= expected * 1.2
+    with pytest.raises(ValueError, match="from 1"):
+        backoff_s(0, rng)

@@ -89,6 +89,17 @@ def jittered(delay_s: float, rng: Rng, *, fraction: float = JITTER_FRACTION) -> 
     return delay_s * (1.0 + rng.uniform(-fraction, fraction))
 
 
+def backoff_s(failures: int, rng: Rng, *, base_s: float = 0.1, cap_s: float = 5.0) -> float:
+    """Wait after the ``failures``-th failure in a row of a database or other local resource.
+
+    Doubles from ``base_s`` up to ``cap_s``, jittered like the schedule: a worker backs off while
+    its database is down, and is back within ``cap_s`` (+20 %) of it returning.
+    """
+    if failures < 1:
+        raise ValueError(f"failures are counted from 1, got {failures}")
+    return jittered(min(base_s * 2.0 ** min(failures - 1, 62), cap_s), rng)
+
+
 def _reason(outcome: Outcome) -> str:
     if outcome.status is None:
         return f"error: {outcome.error or 'unknown'}"

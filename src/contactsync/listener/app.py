@@ -11,6 +11,7 @@ The health and metrics endpoints live under the private path too (``/sync/<token
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import ipaddress
 import json
@@ -54,6 +55,7 @@ from contactsync.listener.library import (
     parse_request,
     secret_keys,
 )
+from contactsync.listener.liveness import backlog, report
 from contactsync.listener.metrics import ListenerMetrics
 from contactsync.listener.projection import Projection
 from contactsync.settings import Settings
@@ -94,6 +96,9 @@ class _State:
     inbox: Inbox
     clock_s: Callable[[], float]
     get_mapping: dict[str, str]
+    engine: sa.Engine
+    handler_names: list[str]
+    runner: Runner | None  # None when another process runs the handlers
 
 
 def _networks(entries: Sequence[str]) -> tuple[Network, ...]:
@@ -192,6 +197,7 @@ def create_app(
             on_result=metrics.handler_result,
             write_lock=write_lock,
             yield_to=lambda: inbox.busy(),
+            stall_s=settings.listener_handler_stall_s,
         )
 
         def committed(stored: int) -> None:
@@ -212,6 +218,9 @@ def create_app(
             inbox,
             clock_s,
             get_mapping,
+            engine,
+            list(chosen),
+            runner if settings.listener_run_handlers else None,
         )
         try:
             yield
@@ -274,10 +283,25 @@ def _guard(request: Request) -> _State | None:
 
 
 async def _health(request: Request) -> Response:
+    """503 while a handler worker here is stalled; each handler's backlog and lag either way."""
     state = _guard(request)
     if state is None:
         return _not_found()
-    return _json(200, {"ok": True, "commits": state.inbox.commits})
+    try:
+        pending = await asyncio.to_thread(backlog, state.engine)
+    except sa.exc.SQLAlchemyError:
+        pending = None
+    runner = state.runner
+    healthy, handlers = report(
+        state.handler_names,
+        workers=runner.workers() if runner is not None else None,
+        pending=pending,
+        now_s=runner.monotonic() if runner is not None else 0.0,
+        now_ms=int(state.clock_s() * 1000),
+        stall_s=state.settings.listener_handler_stall_s,
+    )
+    body = {"ok": healthy, "commits": state.inbox.commits, "handlers": handlers}
+    return _json(200 if healthy else 503, body)
 
 
 async def _metrics(request: Request) -> Response:

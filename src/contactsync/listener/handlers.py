@@ -15,10 +15,12 @@ import asyncio
 import contextlib
 import importlib
 import inspect
+import logging
 import random
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+import time
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib.metadata import entry_points
 from typing import Any, Protocol, cast
@@ -26,9 +28,12 @@ from typing import Any, Protocol, cast
 import sqlalchemy as sa
 
 from contactsync.db.listener import handler_attempts, handler_runs, inbox
-from contactsync.delivery.retry import DEFAULT_SCHEDULE_S, Outcome, Verdict, decide
+from contactsync.delivery.retry import DEFAULT_SCHEDULE_S, Outcome, Verdict, backoff_s, decide
 from contactsync.errors import ConfigError, HandlerError, NotFoundError, WireError
+from contactsync.listener.liveness import Liveness
 from contactsync.wire.payload import SyncPayload
+
+log = logging.getLogger(__name__)
 
 ENTRY_POINT_GROUP = "contactsync.handlers"
 STATE_PENDING = "pending"
@@ -37,6 +42,8 @@ STATE_FAILED = "failed"
 DEFAULT_LEASE_S = 300.0
 """A run claimed by a process that then died becomes due again after this long."""
 ERROR_TEXT_CHARS = 2000
+DEFAULT_STALL_S = 60.0
+"""A worker without progress for this long is reported stalled (503); one without a beat is replaced."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +119,32 @@ class Run:
 Parser = Callable[[Run], SyncPayload]
 """Rebuilds the payload from a stored request (the listener's own decoder and limits)."""
 
+Result = tuple[Run, BaseException | None]
+
+
+@dataclass
+class _Hand:
+    """The runs a worker holds: claimed, being handled now, handled but not yet recorded."""
+
+    claimed: list[Run] = field(default_factory=list)
+    current: tuple[Run, ...] = ()
+    results: list[Result] = field(default_factory=list)
+    records: list[tuple[Run, AttemptRecord]] = field(default_factory=list)
+    """Outbound attempts the handled runs reported, recorded with their results."""
+
+    def take(self, runs: list[Run]) -> None:
+        self.claimed, self.current, self.results, self.records = runs, (), [], []
+
+    def drop(self) -> None:
+        self.take([])
+
+    def left(self, error: BaseException) -> tuple[list[Result], list[Run]]:
+        """After the worker was lost: what to record (its results, ``error`` for the runs it was in
+        the middle of) and what to give back untouched."""
+        seen = {run.id for run, _ in self.results} | {run.id for run in self.current}
+        record = self.results + [(run, error) for run in self.current]
+        return record, [run for run in self.claimed if run.id not in seen]
+
 
 _TAKE = (
     sa.update(handler_runs)
@@ -130,7 +163,13 @@ def _now_ms() -> int:
 
 
 class Runner:
-    """Worker tasks, one per handler, draining due runs from the inbox database."""
+    """Worker tasks, one per handler, draining due runs from the inbox database, and their supervisor.
+
+    A worker survives its database: an error in claiming or recording is logged and retried after
+    a capped backoff, results not yet recorded are kept and recorded first. The supervisor replaces
+    a worker that died or stopped beating for ``stall_s`` (a handler that never returns), recording
+    the run it was stuck in as a failed attempt.
+    """
 
     def __init__(
         self,
@@ -142,7 +181,10 @@ class Runner:
         poll_interval_s: float = 1.0,
         batch_size: int = 100,
         lease_s: float = DEFAULT_LEASE_S,
+        stall_s: float = DEFAULT_STALL_S,
+        backoff_cap_s: float = 5.0,
         clock_ms: Callable[[], int] = _now_ms,
+        monotonic: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
         on_result: Callable[[str, bool, int], None] | None = None,
         write_lock: AbstractContextManager[Any] | None = None,
@@ -159,31 +201,61 @@ class Runner:
         self._poll_interval_s = poll_interval_s
         self._batch_size = batch_size
         self._lease_ms = int(lease_s * 1000)
+        if stall_s <= poll_interval_s + max_defer_s:
+            raise ConfigError(  # an idle worker shows progress once per poll: a shorter threshold flaps
+                f"the handler stall threshold ({stall_s} s) must exceed "
+                f"the poll interval ({poll_interval_s} s) by {max_defer_s} s"
+            )
+        self.stall_s = stall_s
+        self._backoff_cap_s = backoff_cap_s
         self._clock_ms = clock_ms
+        self._monotonic = self.monotonic = monotonic
         self._rng = rng or random.Random()
         self._on_result = on_result
         self._wake = {name: asyncio.Event() for name in self.handlers}
-        self._tasks: list[asyncio.Task[None]] = []
+        started = monotonic()
+        self.liveness = {name: Liveness(beat_s=started, progress_s=started) for name in self.handlers}
+        self._hands = {name: _Hand() for name in self.handlers}
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._supervisor: asyncio.Task[None] | None = None
         self._stopping = False
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        self._tasks = [
-            asyncio.create_task(self._work(name, handler), name=f"handler-{name}")
-            for name, handler in self.handlers.items()
-        ]
+        for name in self.handlers:
+            self._spawn(name)
+        self._supervisor = asyncio.create_task(self._supervise(), name="handler-supervisor")
+
+    def _spawn(self, name: str) -> None:
+        self._hands[name] = _Hand()
+        self._tasks[name] = asyncio.create_task(self._work(name, self.handlers[name]), name=f"handler-{name}")
 
     async def stop(self, *, grace_s: float = 30.0) -> None:
         """Let each worker finish the run in hand (its database work runs in a thread), then stop."""
         self._stopping = True
+        if self._supervisor is not None:
+            self._supervisor.cancel()
+            await asyncio.gather(self._supervisor, return_exceptions=True)
+            self._supervisor = None
         for event in self._wake.values():
             event.set()
-        _, late = await asyncio.wait(self._tasks, timeout=grace_s) if self._tasks else (set(), set())
+        tasks = list(self._tasks.values())
+        _, late = await asyncio.wait(tasks, timeout=grace_s) if tasks else (set(), set())
         for task in late:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._tasks = []
+        for name, outcome in zip(
+            self._tasks, await asyncio.gather(*tasks, return_exceptions=True), strict=True
+        ):
+            if isinstance(outcome, BaseException) and not isinstance(outcome, asyncio.CancelledError):
+                log.error("handler %s worker had failed: %r", name, outcome)
+        self._tasks = {}
+
+    def workers(self) -> dict[str, Liveness]:
+        """Each worker's liveness, as ``/health`` reports it."""
+        for name, task in self._tasks.items():
+            self.liveness[name].alive = not task.done()
+        return self.liveness
 
     def wake(self, _stored: int = 0) -> None:
         """Tell every worker that new runs are due; safe to call from any thread."""
@@ -195,15 +267,90 @@ class Runner:
 
     async def _work(self, name: str, handler: Handler) -> None:
         event = self._wake[name]
+        live = self.liveness[name]
+        hand = self._hands[name]
         while not self._stopping:
             event.clear()
-            await self._defer()
-            runs = await asyncio.to_thread(self.claim, name)
-            if runs:
-                await self._run_batch(name, handler, runs)
+            live.beat(self._monotonic())
+            try:
+                await self._defer()
+                if hand.results:  # recording failed last time: record before claiming more
+                    await self._save(name, hand)
+                runs = await asyncio.to_thread(self.claim, name)
+                self._progressed(name, live)
+                if runs:
+                    hand.take(runs)
+                    await self._run_batch(name, handler, runs, hand)
+            except Exception as exc:  # the database (or a batch handler's bug): back off, then resume
+                failures = live.failed(self._monotonic(), exc)
+                wait_s = backoff_s(failures, self._rng, cap_s=self._backoff_cap_s)
+                if failures == 1:
+                    log.exception("handler %s: worker failed; retrying in %.2f s", name, wait_s)
+                else:
+                    log.warning(
+                        "handler %s: failure %d in a row (%s); retrying in %.2f s",
+                        name,
+                        failures,
+                        exc,
+                        wait_s,
+                    )
+                await self._rest(live, event, wait_s)
+                continue
             if len(runs) < self._batch_size:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(event.wait(), self._poll_interval_s)
+                await self._rest(live, event, self._poll_interval_s)
+
+    def _progressed(self, name: str, live: Liveness) -> None:
+        ended = live.progressed(self._monotonic())
+        if ended:
+            log.warning("handler %s: worker recovered after %d failures in a row", name, ended)
+
+    async def _rest(self, live: Liveness, event: asyncio.Event, wait_s: float) -> None:
+        """Sleep up to ``wait_s``, or until woken (new runs, or stop); a worker at rest is not silent."""
+        live.beat(self._monotonic() + wait_s)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(event.wait(), wait_s)
+
+    async def _supervise(self) -> None:
+        """Replace workers that died or stopped beating; checks a few times per ``stall_s``."""
+        check_s = max(min(self.stall_s / 4, 1.0), 0.01)
+        settling: set[asyncio.Task[None]] = set()
+        while not self._stopping:
+            await asyncio.sleep(check_s)
+            for name, task in list(self._tasks.items()):
+                live = self.liveness[name]
+                silent_s = self._monotonic() - live.beat_s
+                if task.done():
+                    failure = None if task.cancelled() else task.exception()
+                    why = f"worker died: {failure!r}" if failure else "worker was cancelled"
+                elif silent_s > self.stall_s:
+                    why = f"worker stalled: no sign of life for {silent_s:.1f} s"
+                    task.cancel()
+                else:
+                    continue
+                if self._stopping:
+                    return
+                log.error("handler %s: %s; starting a new one", name, why)
+                lost = self._hands[name]
+                live.restarted(self._monotonic(), why)
+                self._spawn(name)
+                # settled aside: a hung thread may hold the database (or its lock) the recording needs
+                settle = asyncio.create_task(self._recover(name, lost, HandlerError(why)))
+                settling.add(settle)
+                settle.add_done_callback(settling.discard)
+
+    async def _recover(self, name: str, lost: _Hand, error: HandlerError) -> None:
+        """Record what a lost worker held: its results, ``error`` for the runs it was stuck in; the
+        runs it had not started go back. If the database refuses, their leases expire instead."""
+        record, untouched = lost.left(error)
+        try:
+            if record:
+                await asyncio.to_thread(self._record, record)
+            if untouched:
+                await asyncio.to_thread(self._release, untouched)
+        except Exception:
+            log.exception(
+                "handler %s: could not settle the runs of the lost worker; their leases will expire", name
+            )
 
     async def _defer(self) -> None:
         """Acknowledgements first: while requests are being stored, wait (at most ``max_defer_s``).
@@ -218,11 +365,10 @@ class Runner:
         while self._yield_to() and not self._stopping and loop.time() < deadline:
             await asyncio.sleep(0.005)
 
-    async def _run_batch(self, name: str, handler: Handler, runs: list[Run]) -> None:
+    async def _run_batch(self, name: str, handler: Handler, runs: list[Run], hand: _Hand) -> None:
         """Run a claimed batch and record every outcome in one transaction."""
+        live = self.liveness[name]
         batch_handler = getattr(handler, "handle_batch", None)
-        outcomes: list[tuple[Run, BaseException | None]] = []
-        records: list[tuple[Run, AttemptRecord]] = []
         if callable(batch_handler):
             payloads: list[SyncPayload] = []
             parsed: list[Run] = []
@@ -231,29 +377,59 @@ class Runner:
                     payloads.append(self._parse(run))
                     parsed.append(run)
                 except Exception as exc:
-                    outcomes.append((run, exc))
+                    hand.results.append((run, exc))
             if payloads:
-                errors = await asyncio.to_thread(batch_handler, payloads)
-                outcomes += list(zip(parsed, errors, strict=True))
+                hand.current = tuple(parsed)
+                try:
+                    errors: list[BaseException | None] = list(
+                        await asyncio.to_thread(batch_handler, payloads)
+                    )
+                except Exception as exc:  # a batch handler's own failure is each run's failure
+                    errors = [exc] * len(parsed)
+                hand.results += list(zip(parsed, errors, strict=True))
+                hand.current = ()
         else:
             for position, run in enumerate(runs):
                 if self._stopping:
                     await asyncio.to_thread(self._release, runs[position:])
+                    hand.claimed = hand.claimed[:position]
                     break
+                hand.current = (run,)
                 error, record = await self._attempt(handler, run)
-                outcomes.append((run, error))
+                hand.results.append((run, error))
                 if record is not None:
-                    records.append((run, record))
-        await asyncio.to_thread(self._record, outcomes, records)
+                    hand.records.append((run, record))
+                hand.current = ()
+                live.beat(self._monotonic())
+        await self._save(name, hand)
+
+    async def _save(self, name: str, hand: _Hand) -> None:
+        """Record the hand's results (kept if the database refuses, to be recorded on the next round)."""
+        results = hand.results
+        await asyncio.to_thread(self._record, results, hand.records)
+        hand.drop()
+        self._progressed(name, self.liveness[name])
         if self._on_result is not None:
             now = self._clock_ms()
-            for run, error in outcomes:
+            for run, error in results:
                 self._on_result(name, error is None, now - run.received_at_ms)
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sa.Connection]:
+        """A write transaction; a connection that failed is discarded, not pooled (a session killed,
+        or left read-only by a failover, would fail every later transaction too)."""
+        with self._write_lock, self._engine.connect() as conn:
+            try:
+                with conn.begin():
+                    yield conn
+            except sa.exc.DBAPIError:
+                conn.invalidate()
+                raise
 
     def claim(self, name: str) -> list[Run]:
         """Lease up to one batch of due runs of ``name`` (optimistically, so processes can share them)."""
         now = self._clock_ms()
-        with self._write_lock, self._engine.begin() as conn:
+        with self._transaction() as conn:
             rows = conn.execute(
                 sa.select(
                     handler_runs.c.id,
@@ -310,7 +486,9 @@ class Runner:
 
     async def execute(self, name: str, handler: Handler, run: Run) -> bool:
         """Run ``handler`` once for ``run`` and record the outcome; True on success."""
-        await self._run_batch(name, handler, [run])
+        hand = _Hand()
+        hand.take([run])
+        await self._run_batch(name, handler, [run], hand)
         return await asyncio.to_thread(self._state, run) == STATE_DONE
 
     def _state(self, run: Run) -> str:
@@ -332,7 +510,7 @@ class Runner:
                     result = await result
         except asyncio.CancelledError:
             raise
-        except Exception as exc:
+        except (Exception, SystemExit) as exc:  # sys.exit() in a handler fails the run, not the process
             record = getattr(exc, "attempt", None)
             return exc, record if isinstance(record, AttemptRecord) else None
         return None, result if isinstance(result, AttemptRecord) else None
@@ -340,7 +518,7 @@ class Runner:
     def _release(self, runs: Sequence[Run]) -> None:
         """Give back claimed runs not started (on shutdown), so a restart need not wait for the lease."""
         now = self._clock_ms()
-        with self._write_lock, self._engine.begin() as conn:
+        with self._transaction() as conn:
             for run in runs:
                 conn.execute(
                     sa.update(handler_runs)
@@ -355,7 +533,7 @@ class Runner:
     ) -> None:
         now = self._clock_ms()
         done = [run.id for run, error in outcomes if error is None]
-        with self._write_lock, self._engine.begin() as conn:
+        with self._transaction() as conn:
             if records:
                 conn.execute(
                     sa.insert(handler_attempts),

@@ -7,7 +7,8 @@ the HTTP status a listener should answer (:func:`error_response` builds the JSON
 * :class:`~contactsync.errors.SignatureError` → 401
 * :class:`~contactsync.errors.RequestError` → its ``status`` (413 too large, 415 content type,
   400 invalid UTF-8 or JSON)
-* :class:`~contactsync.errors.PHPFormLimitError` → 413 (variables) or 400 (nesting)
+* :class:`~contactsync.errors.PHPFormLimitError` → 413 (variables) or 400 (nesting), on every
+  content type, with the ``path`` of the offending key
 * :class:`~contactsync.errors.PayloadError` → 422 with the path of the bad key
 """
 
@@ -29,7 +30,7 @@ from contactsync.errors import (
     SignatureError,
 )
 from contactsync.listener import getmap
-from contactsync.wire import phpform, signing
+from contactsync.wire import jsonbody, phpform, signing
 from contactsync.wire import transactionid as txid
 from contactsync.wire.payload import SyncPayload
 
@@ -84,7 +85,7 @@ def verify(
 _HIGH_ESCAPE = re.compile(rb"%[89a-fA-F][0-9a-fA-F]")
 
 
-def _check_utf8(raw: bytes) -> None:
+def _check_utf8(raw: bytes, what: str = "body") -> None:
     """Form and query bytes, once percent-decoded, must be UTF-8: PHP would not notice, our database would."""
     if raw.isascii() and _HIGH_ESCAPE.search(raw) is None:
         return  # the common case, checked at C speed: no byte above 0x7F, raw or escaped
@@ -93,7 +94,7 @@ def _check_utf8(raw: bytes) -> None:
         decoded.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise RequestError(
-            f"the body is not valid UTF-8 once percent-decoded (byte {exc.start})",
+            f"the {what} is not valid UTF-8 once percent-decoded (byte {exc.start})",
             status=400,
             code="invalid_utf8",
         ) from None
@@ -101,6 +102,51 @@ def _check_utf8(raw: bytes) -> None:
 
 def _no_constant(name: str) -> object:
     raise ValueError(f"{name} is not a JSON number")
+
+
+def _raw(text: bytes | str, *, latin: bool = False) -> bytes:
+    """Bytes of a body or query handed over as text; a lone surrogate in it stays visible, never raises."""
+    if isinstance(text, bytes):
+        return text
+    if latin and not text.isascii():
+        try:
+            return text.encode("latin-1")  # how ASGI servers hand over a query string
+        except UnicodeEncodeError:
+            pass
+    return text.encode("utf-8", "surrogatepass")
+
+
+def _json(data: bytes, limits: Limits) -> dict[str, Any]:
+    """A JSON body as a dict, held to the form path's limits and to real Unicode text (wire/jsonbody)."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise RequestError(
+            f"the JSON body is not valid UTF-8 (byte {exc.start})", status=400, code="invalid_utf8"
+        ) from None
+    try:
+        decoded = json.loads(text, parse_constant=_no_constant)
+    except RecursionError:
+        raise jsonbody.too_deep(data, max_nesting=limits.max_nesting) from None
+    except ValueError as exc:
+        raise RequestError(f"the body is not valid JSON: {exc}", status=400, code="invalid_json") from None
+    if not isinstance(decoded, dict):
+        raise PayloadError(f"the JSON body must be an object, got {type(decoded).__name__}", path="")
+    jsonbody.check_limits(
+        decoded,
+        size_bytes=len(data),
+        max_input_vars=limits.max_input_vars,
+        max_nesting=limits.max_nesting,
+    )
+    broken = jsonbody.lone_surrogate(decoded, data)
+    if broken is not None:
+        raise RequestError(
+            f"{broken} holds a lone UTF-16 surrogate (a \\uD800-\\uDFFF escape without its "
+            "pair), which is not text and cannot be stored as UTF-8",
+            status=400,
+            code="invalid_utf8",
+        )
+    return decoded
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,8 +171,10 @@ def parse(
 ) -> SyncPayload:
     """Decode and validate one request into a :class:`SyncPayload` (``query`` without ``?``, for GET).
 
-    A GET without a ``transactionid`` is the customer's own parameters: ``get_mapping`` places them
-    (see :mod:`contactsync.listener.getmap`) and ``webhook_id`` keys and orders it.
+    Every encoding obeys the same rules: the variable and nesting limits, and UTF-8 text (invalid
+    bytes, or a lone surrogate escaped in JSON, answer 400 ``invalid_utf8``). A GET without a
+    ``transactionid`` is the customer's own parameters: ``get_mapping`` places them (see
+    :mod:`contactsync.listener.getmap`) and ``webhook_id`` keys and orders it.
     """
     return parse_request(
         body,
@@ -153,8 +201,8 @@ def parse_request(
 ) -> Parsed:
     """:func:`parse`, with the key the inbox stores the request under."""
     if method.upper() == "GET":
-        raw = query.encode("latin-1") if isinstance(query, str) else query
-        _check_utf8(raw)
+        raw = _raw(query, latin=True)
+        _check_utf8(raw, "query")
         params = phpform.decode(
             raw,
             source="get",
@@ -169,7 +217,7 @@ def parse_request(
         when = txid.wall_clock_ms() if received_at_ms is None else received_at_ms
         plain = getmap.plain_payload(params, key=key, received_at_ms=when, mapping=get_mapping or {})
         return Parsed(plain, key, deduplicable)
-    data = body.encode("utf-8") if isinstance(body, str) else body
+    data = _raw(body)
     if len(data) > limits.max_body_bytes:
         raise RequestError(
             f"the body has {len(data)} bytes, more than the {limits.max_body_bytes} allowed",
@@ -184,21 +232,7 @@ def parse_request(
         )
         return Parsed(payload, str(payload.transactionid))
     if media == JSON or media.endswith("+json"):
-        try:
-            text = data.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise RequestError(
-                f"the JSON body is not valid UTF-8 (byte {exc.start})", status=400, code="invalid_utf8"
-            ) from None
-        try:
-            decoded = json.loads(text, parse_constant=_no_constant)
-        except (ValueError, RecursionError) as exc:
-            raise RequestError(
-                f"the body is not valid JSON: {exc}", status=400, code="invalid_json"
-            ) from None
-        if not isinstance(decoded, dict):
-            raise PayloadError(f"the JSON body must be an object, got {type(decoded).__name__}", path="")
-        payload = SyncPayload.from_wire(decoded)
+        payload = SyncPayload.from_wire(_json(data, limits))
         return Parsed(payload, str(payload.transactionid))
     raise RequestError(
         f"content type {media!r} is not accepted; send {FORM} or {JSON}",
@@ -222,7 +256,13 @@ def error_response(exc: ContactSyncError) -> tuple[int, dict[str, Any]]:
         return 401, {"error": "signature", "reason": exc.reason, "detail": str(exc)}
     if isinstance(exc, PHPFormLimitError):
         status = 413 if exc.limit == "max_input_vars" else 400
-        return status, {"error": exc.limit, "detail": str(exc), "value": exc.value, "maximum": exc.maximum}
+        return status, {
+            "error": exc.limit,
+            "path": exc.path,
+            "detail": str(exc),
+            "value": exc.value,
+            "maximum": exc.maximum,
+        }
     if isinstance(exc, RequestError):
         return exc.status, {"error": exc.code, "detail": str(exc)}
     if isinstance(exc, PayloadError):

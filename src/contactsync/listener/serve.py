@@ -117,6 +117,7 @@ async def run_handlers(settings: Settings, *, stop: asyncio.Event, poll_interval
         ),
         poll_interval_s=poll_interval_s,
         lease_s=settings.listener_handler_lease_s,
+        stall_s=settings.listener_handler_stall_s,
         clock_ms=clock_ms,
     )
     runner.start()

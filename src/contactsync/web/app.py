@@ -131,7 +131,9 @@ class Web:
             error=request.query_params.get("err", ""),
             **ctx,
         )
-        response = HTMLResponse(page, status)
+        # Stored requests are shown as they came: text that is not Unicode (a lone surrogate kept
+        # from an older version, say) is shown as its escape instead of failing the whole page.
+        response = HTMLResponse(page.encode("utf-8", "backslashreplace"), status)
         if session is not None:
             self.set_cookie(request, response, session)
         response.headers["cache-control"] = "no-store"

@@ -29,7 +29,7 @@ import pydantic_core
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from contactsync.errors import PayloadError
-from contactsync.wire import phpform
+from contactsync.wire import jsonbody, phpform
 from contactsync.wire import transactionid as txid
 
 __all__ = [
@@ -373,10 +373,21 @@ class SyncPayload(BaseModel):
         return cls.from_wire(decoded)
 
     @classmethod
-    def from_json(cls, body: bytes | str) -> Self:
-        """Parse a JSON body (an object) and validate it."""
+    def from_json(
+        cls,
+        body: bytes | str,
+        *,
+        max_input_vars: int = DEFAULT_MAX_INPUT_VARS,
+        max_nesting: int = DEFAULT_MAX_NESTING,
+    ) -> Self:
+        """Parse a JSON body (an object) and validate it, under the same limits as :meth:`from_form`.
+
+        Over a limit it raises :class:`~contactsync.errors.PHPFormLimitError`; a lone surrogate
+        (``"\\ud800"``) is a :class:`~contactsync.errors.PayloadError` naming its key.
+        """
+        raw = body if isinstance(body, bytes) else body.encode("utf-8", "surrogatepass")
         try:
-            data = json.loads(body, parse_constant=_no_constant)
+            data = json.loads(raw, parse_constant=_no_constant)
         except json.JSONDecodeError as exc:
             raise PayloadError(
                 f"the body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
@@ -384,9 +395,15 @@ class SyncPayload(BaseModel):
         except (UnicodeDecodeError, ValueError) as exc:
             raise PayloadError(f"the body is not valid JSON: {exc}") from None
         except RecursionError:
-            raise PayloadError("the body is not valid JSON: nested too deeply") from None
+            raise jsonbody.too_deep(raw, max_nesting=max_nesting) from None
         if not isinstance(data, dict):
             raise PayloadError(f"the JSON body must be an object, got {_kind(data)}")
+        jsonbody.check_limits(
+            data, size_bytes=len(raw), max_input_vars=max_input_vars, max_nesting=max_nesting
+        )
+        broken = jsonbody.lone_surrogate(data, raw)
+        if broken is not None:
+            raise PayloadError(f"{broken} holds a lone UTF-16 surrogate, which is not text", path=broken)
         return cls.from_wire(data)
 
 

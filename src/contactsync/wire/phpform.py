@@ -268,6 +268,7 @@ _MARKERS = (
 )
 _NUMERIC = re.compile(r"-?[1-9][0-9]*|0")
 _SPACE = " \t\n\v\f\r"  # C isspace(): one of these may open an index, so "[\t]" is "[]"
+_PATH_CHARS = 200  # of a variable name named in a limit error
 
 
 def _kept(source: Source, max_input_vars: int) -> int:
@@ -534,6 +535,7 @@ def _decode_py(
                 limit="max_input_vars",
                 value=len(pieces),
                 maximum=max_input_vars,
+                path=pieces[kept][0][:_PATH_CHARS],
             )
         del pieces[kept:]
     top: dict[str | int, Any] = {}
@@ -567,6 +569,7 @@ def _decode_py(
                 limit="max_input_nesting_level",
                 value=depth,
                 maximum=max_nesting,
+                path=name[:_PATH_CHARS],
             )
     return top
 
