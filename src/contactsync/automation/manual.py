@@ -93,7 +93,7 @@ def start_run(conn: sa.Connection, rt: Runtime, automation_id: int) -> ManualRun
         "started_at": now,
         "updated_at": now,
     }
-    insert = insert_on_conflict(conn, manual_runs).values(row).on_conflict_do_nothing()
+    insert = insert_on_conflict(conn.dialect.name, manual_runs).values(row).on_conflict_do_nothing()
     for _ in range(START_ATTEMPTS):
         run_id = conn.execute(insert.returning(manual_runs.c.id)).scalar()
         if run_id is not None:

@@ -18,6 +18,7 @@ order in every transaction, so waits cannot form a cycle.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
@@ -29,21 +30,21 @@ from contactsync.db.platform import reentry_gates
 from contactsync.db.upsert import insert_on_conflict
 
 
-def gate_statement(
-    conn: sa.Connection, reentry: Reentry, rows: list[dict[str, object]], *, now: datetime
-) -> sa.Insert:
-    """The upsert of ``rows`` that admits their contacts under ``reentry`` at ``now``."""
+@functools.cache
+def gate_statement(dialect: str, policy: str) -> sa.Insert:
+    """The upsert that admits a contact under ``policy``, built once per dialect (executed with one
+    parameter set per contact; ``b_cutoff``: entries after it are recent)."""
     g = reentry_gates.c
-    stmt = insert_on_conflict(conn, reentry_gates).values(rows)
+    stmt = insert_on_conflict(dialect, reentry_gates)
     keys = [g.automation_id, g.contact_id]
-    if reentry.policy == "once":
+    if policy == "once":
         decided = stmt.on_conflict_do_nothing(index_elements=keys)
-    elif reentry.policy == "per_hours":
+    elif policy == "per_hours":
         decided = stmt.on_conflict_do_update(
             index_elements=keys,
             set_={"last_entered_at": stmt.excluded.last_entered_at},
             # entered at least N hours ago: the same boundary as "within the last N hours" excludes
-            where=g.last_entered_at <= now - timedelta(hours=reentry.hours or 0),
+            where=g.last_entered_at <= sa.bindparam("b_cutoff", type_=sa.DateTime()),
         )
     else:
         newer = stmt.excluded.last_entered_at
@@ -61,10 +62,13 @@ def admit(
     ids = sorted(set(contact_ids))
     if not ids:
         return []
+    stmt = gate_statement(conn.dialect.name, reentry.policy)
+    extra = {"b_cutoff": now - timedelta(hours=reentry.hours or 0)} if reentry.policy == "per_hours" else {}
     admitted: list[int] = []
     for part in chunked(ids):
-        rows: list[dict[str, object]] = [
-            {"automation_id": automation_id, "contact_id": cid, "last_entered_at": now} for cid in part
+        rows = [
+            {"automation_id": automation_id, "contact_id": cid, "last_entered_at": now, **extra}
+            for cid in part
         ]
-        admitted.extend(conn.execute(gate_statement(conn, reentry, rows, now=now)).scalars())
+        admitted.extend(conn.execute(stmt, rows).scalars())
     return sorted(admitted)

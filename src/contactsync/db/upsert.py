@@ -15,9 +15,10 @@ from contactsync.errors import ConfigError
 ConflictInsert = postgresql.Insert | sqlite.Insert
 
 
-def insert_on_conflict(conn: sa.Connection, table: sa.Table) -> ConflictInsert:
-    """An INSERT into ``table`` that can say what to do when a unique key conflicts."""
-    name = conn.dialect.name
+def insert_on_conflict(dialect: str, table: sa.Table) -> ConflictInsert:
+    """An INSERT into ``table`` that can say what to do when a unique key conflicts (``dialect``:
+    ``conn.dialect.name``, so hot paths can build the statement once per dialect)."""
+    name = dialect
     if name == "postgresql":
         return postgresql.insert(table)
     if name == "sqlite":
