@@ -17,7 +17,13 @@ woken by its in-process signal, as ``contactsync serve`` runs it). Prints delive
 ``ours / bare`` (goal ≥ 0.7) and ``ours / celery`` (goal ≥ 5), p50/p99 latencies, and the CPU per
 delivery of the sink (is it the bottleneck?) and of the senders (where the ratios come from).
 
-Run: ``python bench/delivery.py [--n 20000] [--concurrency 100] [--skip-celery]``.
+Last, the chain latency: N deliveries of one ordered (action, contact) committed together, each
+allowed out only once the previous one is recorded. Wall time / N against one bare round trip
+(aiohttp, one request at a time): a dispatcher that wakes on each recorded delivery stays at a few
+round trips per link; one that waits for its poll interval shows as poll interval / round trip.
+
+Run: ``python bench/delivery.py [--n 20000] [--concurrency 100] [--skip-celery]
+[--only throughput,latency,chain]``.
 """
 
 from __future__ import annotations
@@ -279,7 +285,7 @@ def delivered(engine: Any) -> int:
         )
 
 
-def worker_env(db_url: str, concurrency: int) -> dict[str, str]:
+def worker_env(db_url: str, concurrency: int, *, poll_interval_s: float = 0.5) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CONTACTSYNC_")}
     env.update(
         CONTACTSYNC_DATABASE_URL=db_url,
@@ -287,7 +293,7 @@ def worker_env(db_url: str, concurrency: int) -> dict[str, str]:
         CONTACTSYNC_DISPATCHER_CONCURRENCY=str(concurrency),
         CONTACTSYNC_ENDPOINT_CONCURRENCY=str(concurrency),
         CONTACTSYNC_CLAIM_BATCH_SIZE="200",
-        CONTACTSYNC_POLL_INTERVAL_S="0.5",
+        CONTACTSYNC_POLL_INTERVAL_S=str(poll_interval_s),
     )
     return env
 
@@ -412,6 +418,99 @@ def latency_sqlite_in_process(
         engine.dispose()
 
 
+# --- chain latency: one contact's ordered deliveries ----------------------------------------------
+
+POLL_INTERVAL_DEFAULT_S = 1.0
+"""The chain runs at the settings' default poll interval: what an installation gets."""
+
+
+def bare_round_trip_ms(url: str, *, n: int = 200) -> float:
+    """Mean time of one signed POST and its answer, one at a time on a kept-alive connection."""
+    import aiohttp
+
+    async def main() -> float:
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1)) as session:
+            for warm in (True, False):
+                started = time.perf_counter()
+                for tid in range(1, n + 1):
+                    body = body_of(tid)
+                    async with session.post(url, data=body, headers=signed_headers(tid, body)) as response:
+                        await response.read()
+                if not warm:
+                    return (time.perf_counter() - started) / n * 1000
+        raise AssertionError("unreachable")
+
+    return asyncio.run(main())
+
+
+def chain_requests(url: str, action_id: int, tids: range) -> list[Any]:
+    from dataclasses import replace
+
+    return [
+        replace(r, ordering_key=f"{action_id}:1", contact_id=1) for r in requests_for(url, action_id, tids)
+    ]
+
+
+def run_chain(engine: Any, sink_url: str, action_id: int, n: int) -> float:
+    """Commit a chain of ``n`` ordered deliveries at once; ms per link until the last is delivered."""
+    from contactsync.delivery.outbox import enqueue
+
+    base = delivered(engine)
+    started = time.perf_counter()
+    with engine.begin() as conn:
+        enqueue(conn, chain_requests(sink_url, action_id, range(2_000_000, 2_000_000 + n)), now=utcnow())
+    wait_until(lambda: delivered(engine) == base + n, what="chain", timeout_s=60 + 2 * n, poll_s=0.005)
+    return (time.perf_counter() - started) / n * 1000
+
+
+def chain_pg(db_url: str, sink_url: str, n: int) -> float:
+    from contactsync.delivery.outbox import enqueue
+
+    engine, action_id = prepare_db(db_url)
+    env = worker_env(db_url, 10, poll_interval_s=POLL_INTERVAL_DEFAULT_S)
+    worker = subprocess.Popen([sys.executable, "-m", "contactsync", "worker"], env=env)
+    try:
+        with engine.begin() as conn:
+            enqueue(conn, requests_for(sink_url, action_id, range(1, 2)), now=utcnow())
+        wait_until(lambda: delivered(engine) == 1, what="warm-up", timeout_s=60)
+        return run_chain(engine, sink_url, action_id, n)
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(60)
+        engine.dispose()
+
+
+def chain_sqlite_in_process(db_url: str, sink_url: str, n: int) -> float:
+    from contactsync.delivery.dispatcher import Dispatcher, DispatcherConfig
+    from contactsync.delivery.netguard import NetPolicy
+    from contactsync.delivery.outbox import enqueue
+
+    engine, action_id = prepare_db(db_url)
+    config = DispatcherConfig(
+        concurrency=10, endpoint_concurrency=10, poll_interval_s=POLL_INTERVAL_DEFAULT_S,
+        policy=NetPolicy(allowed_cidrs=("127.0.0.1/32",)),
+    )  # fmt: skip
+    dispatcher = Dispatcher(engine, config=config)
+    thread = threading.Thread(target=lambda: asyncio.run(dispatcher.run()), daemon=True)
+    thread.start()
+    try:
+        with engine.begin() as conn:
+            enqueue(conn, requests_for(sink_url, action_id, range(1, 2)), now=utcnow())
+        dispatcher.wake()
+        wait_until(lambda: delivered(engine) == 1, what="warm-up", timeout_s=60)
+        base = delivered(engine)
+        started = time.perf_counter()
+        with engine.begin() as conn:
+            enqueue(conn, chain_requests(sink_url, action_id, range(2_000_000, 2_000_000 + n)), now=utcnow())
+        dispatcher.wake()  # as the event path does after its commit
+        wait_until(lambda: delivered(engine) == base + n, what="chain", timeout_s=60 + 2 * n, poll_s=0.005)
+        return (time.perf_counter() - started) / n * 1000
+    finally:
+        dispatcher.stop()
+        thread.join(60)
+        engine.dispose()
+
+
 # --- main -----------------------------------------------------------------------------------------
 
 
@@ -440,7 +539,17 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0, help="length of the latency run")
     parser.add_argument("--skip-celery", action="store_true")
     parser.add_argument("--skip-postgres", action="store_true")
+    parser.add_argument("--chain-n", type=int, default=20, help="ordered deliveries in the chain run")
+    parser.add_argument(
+        "--only",
+        default="throughput,latency,chain",
+        help="comma-separated parts to run: throughput, latency, chain",
+    )
     args = parser.parse_args()
+    parts = {p.strip() for p in args.only.split(",") if p.strip()}
+    unknown = parts - {"throughput", "latency", "chain"}
+    if unknown:
+        parser.error(f"--only: unknown part(s) {', '.join(sorted(unknown))}")
 
     sink_proc, sink_url = start_sink()
     results: dict[str, float] = {}
@@ -455,56 +564,88 @@ def main() -> None:
         print(f"{key:24} {results[key]:9.0f} deliveries/s", flush=True)
 
     lat: dict[str, tuple[float, float]] = {}
+    chains: dict[str, float] = {}
+    round_trip_ms = 0.0
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            measured("bare aiohttp loop", lambda: run_bare(sink_url, args.n, concurrency=args.concurrency))
-            measured(
-                "ours sqlite x1",
-                lambda: run_ours(
-                    f"sqlite:///{tmp}/bench.db", sink_url, args.n, processes=1, concurrency=args.concurrency
-                ),
-            )
-            if not args.skip_postgres:
-                for processes in (1, 2):
+            if "throughput" in parts:
+                throughput(args, sink_url, tmp, measured)
+            if "latency" in parts:
+                lat["sqlite in-process"] = latency_sqlite_in_process(
+                    f"sqlite:///{tmp}/latency.db", sink_url, rate=args.rate, seconds=args.seconds,
+                    concurrency=args.concurrency,
+                )  # fmt: skip
+                if not args.skip_postgres:
                     url, drop = fresh_pg()
                     try:
-                        measured(
-                            f"ours postgresql x{processes}",
-                            functools.partial(
-                                run_ours,
-                                url,
-                                sink_url,
-                                args.n,
-                                processes=processes,
-                                concurrency=args.concurrency,
-                            ),
+                        lat["postgresql worker"] = latency_pg(
+                            url, sink_url, rate=args.rate, seconds=args.seconds, concurrency=args.concurrency
                         )
                     finally:
                         drop()
-            if not args.skip_celery:
-                measured(
-                    "celery + redis",
-                    lambda: run_celery(sink_url, args.n, concurrency=args.celery_concurrency),
+            if "chain" in parts:
+                round_trip_ms = bare_round_trip_ms(sink_url)
+                chains["sqlite in-process"] = chain_sqlite_in_process(
+                    f"sqlite:///{tmp}/chain.db", sink_url, args.chain_n
                 )
-            lat["sqlite in-process"] = latency_sqlite_in_process(
-                f"sqlite:///{tmp}/latency.db", sink_url, rate=args.rate, seconds=args.seconds,
-                concurrency=args.concurrency,
-            )  # fmt: skip
-            if not args.skip_postgres:
-                url, drop = fresh_pg()
-                try:
-                    lat["postgresql worker"] = latency_pg(
-                        url, sink_url, rate=args.rate, seconds=args.seconds, concurrency=args.concurrency
-                    )
-                finally:
-                    drop()
+                if not args.skip_postgres:
+                    url, drop = fresh_pg()
+                    try:
+                        chains["postgresql worker"] = chain_pg(url, sink_url, args.chain_n)
+                    finally:
+                        drop()
     finally:
         sink_proc.send_signal(signal.SIGTERM)
         sink_proc.wait(30)
 
+    cpus = os.cpu_count()
+    if results:
+        report_throughput(args, results, sink_us, cpus)
+    for key, (p50, p99) in lat.items():
+        print(f"commit -> first attempt at {args.rate}/s, {key:18} p50 {p50:7.1f} ms  p99 {p99:7.1f} ms")
+    if chains:
+        print(
+            f"chain of {args.chain_n} ordered deliveries for one contact, poll interval"
+            f" {POLL_INTERVAL_DEFAULT_S:g} s; bare round trip {round_trip_ms:.2f} ms"
+        )
+    for key, per_link in chains.items():
+        print(
+            f"chain latency {key:18} {per_link:8.2f} ms per delivery  = {per_link / round_trip_ms:7.1f}x bare"
+        )
+
+
+def throughput(
+    args: argparse.Namespace, sink_url: str, tmp: str, measured: Callable[[str, Callable[[], float]], None]
+) -> None:
+    """Throughput of every contestant (each result goes through ``measured``)."""
+    measured("bare aiohttp loop", lambda: run_bare(sink_url, args.n, concurrency=args.concurrency))
+    measured(
+        "ours sqlite x1",
+        lambda: run_ours(
+            f"sqlite:///{tmp}/bench.db", sink_url, args.n, processes=1, concurrency=args.concurrency
+        ),
+    )
+    if not args.skip_postgres:
+        for processes in (1, 2):
+            url, drop = fresh_pg()
+            try:
+                measured(
+                    f"ours postgresql x{processes}",
+                    functools.partial(
+                        run_ours, url, sink_url, args.n, processes=processes, concurrency=args.concurrency
+                    ),
+                )
+            finally:
+                drop()
+    if not args.skip_celery:
+        measured("celery + redis", lambda: run_celery(sink_url, args.n, concurrency=args.celery_concurrency))
+
+
+def report_throughput(
+    args: argparse.Namespace, results: dict[str, float], sink_us: dict[str, float], cpus: int | None
+) -> None:
     bare = results["bare aiohttp loop"]
     celery = results.get("celery + redis")
-    cpus = os.cpu_count()
     print(f"\nN = {args.n}, concurrency {args.concurrency}, one uvicorn sink on 127.0.0.1, {cpus} CPUs")
     for key, rate in results.items():
         if not key.startswith("ours"):
@@ -521,8 +662,6 @@ def main() -> None:
         )
     if CLIENT_CPU_US:
         print("sender CPU per delivery: " + ", ".join(f"{k} {v:.0f} us" for k, v in CLIENT_CPU_US.items()))
-    for key, (p50, p99) in lat.items():
-        print(f"commit -> first attempt at {args.rate}/s, {key:18} p50 {p50:7.1f} ms  p99 {p99:7.1f} ms")
 
 
 if __name__ == "__main__":

@@ -146,12 +146,12 @@ def automations_run(
     chunk_size: int = typer.Option(1000, "--chunk-size", min=1, help="Contacts per committed chunk."),
 ) -> None:
     """Run a manual pass over every contact of the automation's list (resumes an unfinished run)."""
-    from contactsync.automation.manual import run_to_completion, start_run
+    from contactsync.automation.manual import run_to_completion, start_or_resume
 
     with one_line_errors():
         _settings, engine, rt = _platform()
         with engine.begin() as conn:
-            started = start_run(conn, rt, automation_id)
+            started = start_or_resume(conn, rt, automation_id)
         with bar(f"automation {automation_id}") as progress:
             task = progress.add_task(
                 f"automation {automation_id}", total=started.total, completed=started.scanned

@@ -17,6 +17,8 @@ can catch the package as a whole; third-party exceptions are translated at the b
     ├── StorageError               the database refused or lost a write
     ├── ValidationError            bad input to a service (names the offending field)
     │   └── NotFoundError          an id that does not exist
+    ├── ConflictError              a state that forbids the change now (names what is in the way)
+    │   └── RunInProgressError     a manual run of the automation is still running
     ├── DeliveryError              the dispatcher could not make an attempt
     │   └── BlockedAddressError    an address the network guard refuses (SSRF)
     └── ListenerError              the listener could not accept a request
@@ -120,6 +122,27 @@ class ValidationError(ContactSyncError):
 
 class NotFoundError(ValidationError):
     """An id that does not exist."""
+
+
+class ConflictError(ContactSyncError):
+    """The request is valid but the current state forbids it; ``field`` names what is in the way."""
+
+    def __init__(self, message: str, *, field: str = "") -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class RunInProgressError(ConflictError):
+    """Another manual run of the automation is running; ``run_id`` names it."""
+
+    def __init__(self, run_id: int, automation_id: int) -> None:
+        super().__init__(
+            f"manual run {run_id} of automation {automation_id} is still running;"
+            " cancel it or wait for it to finish before starting another",
+            field="automation_id",
+        )
+        self.run_id = run_id
+        self.automation_id = automation_id
 
 
 class DeliveryError(ContactSyncError):

@@ -201,6 +201,34 @@ def test_ordered_per_contact(engine: sa.Engine) -> None:
     assert [c.transactionid for c in claim(engine, NOW + timedelta(seconds=6))] == [2]
 
 
+@pytest.mark.postgres
+def test_recording_a_finished_ordered_delivery_notifies_the_dispatchers(pg_url: str) -> None:
+    import psycopg
+
+    upgrade(pg_url, side="platform")
+    engine = create_engine(pg_url)
+    listener = psycopg.connect(pg_url.replace("postgresql+psycopg://", "postgresql://"), autocommit=True)
+    try:
+        ordered = [request(i, URL, ordering_key="7:1") for i in (1, 2, 3)]
+        enqueue_many(engine, [*ordered, request(4, URL), request(5, URL)], now=NOW)
+        got = {c.transactionid: c for c in claim(engine)}
+        assert sorted(got) == [1, 4, 5]
+        listener.execute(f"LISTEN {outbox.NOTIFY_CHANNEL}")
+        finish(engine, [finished(got[4], 200, Verdict.DELIVERED)])  # unordered: nobody waits for it
+        finish(engine, [finished(got[1], 500, Verdict.RETRY)])  # its successor still waits
+        finish(engine, [finished(got[5], 500, Verdict.FAILED)])
+        assert list(listener.notifies(timeout=0.5)) == []
+        finish(engine, [finished(got[1], 200, Verdict.DELIVERED)], now=NOW)  # the retry's lease is gone
+        [retry] = claim(engine, NOW + timedelta(seconds=6))
+        finish(engine, [finished(retry, 200, Verdict.DELIVERED)], now=NOW + timedelta(seconds=6))
+        [note] = list(listener.notifies(timeout=5, stop_after=1))
+        assert note.channel == outbox.NOTIFY_CHANNEL
+        assert [c.transactionid for c in claim(engine, NOW + timedelta(seconds=6))] == [2]
+    finally:
+        listener.close()
+        engine.dispose()
+
+
 def test_cancel_replay_and_recover_since(engine: sa.Engine) -> None:
     with engine.begin() as conn:
         action_id = seed_action(conn, now=NOW)

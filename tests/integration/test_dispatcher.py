@@ -481,6 +481,36 @@ def test_json_body_is_sent_as_is(engine: sa.Engine) -> None:
     asyncio.run(main())
 
 
+def test_an_ordered_chain_goes_out_link_by_link_without_waiting_for_a_poll(engine: sa.Engine) -> None:
+    """Each recorded delivery wakes the claim of its successor: with an hour-long poll interval (and
+    flush interval) the chain still completes, in order."""
+    start = datetime.now(UTC).replace(tzinfo=None)
+    links = 5
+
+    async def main() -> None:
+        receiver = Receiver()
+        await receiver.add("ok", lambda r: reply(200))
+        chain = [request(i, receiver.url("ok"), ordering_key="7:1") for i in range(1, links + 1)]
+        enqueue_many(engine, chain, now=start)
+        dispatcher = Dispatcher(engine, config=config(poll_interval_s=3600.0, flush_interval_s=3600.0))
+
+        async def body() -> None:
+            await wait_for(
+                lambda: [r.state for r in rows(engine).values()] == ["delivered"] * links,
+                what="every link of the chain",
+            )
+
+        try:
+            await running(dispatcher, body)
+        finally:
+            await receiver.close()
+        sent = [a.headers["webhook-id"] for a in receiver.arrivals["ok"]]
+        assert sent == [str(i) for i in range(1, links + 1)]
+        assert receiver.max_in_flight["ok"] == 1
+
+    asyncio.run(main())
+
+
 def test_token_bucket_spaces_starts_at_the_rate() -> None:
     from contactsync.delivery.dispatcher import TokenBucket
 

@@ -21,6 +21,7 @@ from contactsync.automation.runtime import Runtime
 from contactsync.db import create_engine
 from contactsync.db import platform as t
 from contactsync.db.migrate import upgrade
+from contactsync.errors import RunInProgressError
 from contactsync.settings import Settings
 from contactsync.wire.transactionid import TransactionIdGenerator
 
@@ -163,11 +164,15 @@ def test_manual_run_enqueues_every_match_once(engine: sa.Engine, strategy: manua
     assert len(_outbox(engine)) == len(expected)
 
 
-def test_start_run_returns_the_running_one(engine: sa.Engine) -> None:
+def test_a_second_start_names_the_running_run_and_start_or_resume_returns_it(engine: sa.Engine) -> None:
     rt = _runtime()
     with engine.begin() as conn:
         first = manual.start_run(conn, rt, 1)
-        assert manual.start_run(conn, rt, 1).id == first.id
+        with pytest.raises(RunInProgressError, match=f"manual run {first.id} of automation 1") as refused:
+            manual.start_run(conn, rt, 1)
+        assert refused.value.run_id == first.id
+        assert manual.start_or_resume(conn, rt, 1).id == first.id
+        assert [r.id for r in manual.list_runs(conn, 1)] == [first.id]
         cancelled = manual.cancel_run(conn, rt, first.id)
     assert cancelled.state == "cancelled"
     with engine.begin() as conn:
@@ -224,7 +229,7 @@ def test_kill_9_mid_run_then_resume_completes_without_duplicates(
     # resume in a new process (new id generator seeded from the database)
     rt = Runtime.create(Settings(), engine=engine, clock=lambda: T0)
     with engine.begin() as conn:
-        resumed = manual.start_run(conn, rt, 1)
+        resumed = manual.start_or_resume(conn, rt, 1)
     assert resumed.id == run.id
     done = manual.run_to_completion(engine, rt, run.id, chunk_size=10)
     assert (done.state, done.scanned) == ("completed", N)

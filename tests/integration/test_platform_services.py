@@ -279,6 +279,44 @@ def test_reentry_always_and_per_hours(world: World) -> None:
     assert len(_deliveries(world)) == 5
 
 
+def test_per_hours_admits_again_exactly_n_hours_after_the_last_entry(world: World) -> None:
+    cid = _contact(world, "a@b.co").contact.id
+    _automation(world, trigger="page.visited", reentry=Reentry(policy="per_hours", hours=2))
+    visit = {"kind": "page.visited", "contact_id": cid, "url": "https://site.test/p"}
+    _ingest(world, visit)
+    world.clock.now = T0 + timedelta(hours=2) - timedelta(microseconds=1)
+    _ingest(world, visit)
+    assert len(_deliveries(world)) == 1  # within the last 2 hours
+    world.clock.now = T0 + timedelta(hours=2)
+    _ingest(world, visit)
+    assert len(_deliveries(world)) == 2  # 2 hours on: not within them any more
+    world.clock.now = T0 + timedelta(hours=3)
+    _ingest(world, visit)
+    assert len(_deliveries(world)) == 2  # counted from the latest entry
+
+
+def test_a_changed_policy_counts_the_entries_made_under_the_old_one(world: World) -> None:
+    cid = _contact(world, "a@b.co").contact.id
+    aid, _ = _automation(world, trigger="page.visited", reentry=Reentry(policy="always"))
+    visit = {"kind": "page.visited", "contact_id": cid, "url": "https://site.test/p"}
+    _ingest(world, visit)
+    world.clock.now = T0 + timedelta(hours=1)
+    _ingest(world, visit)
+    with world.engine.begin() as conn:
+        current = automations.get_automation(conn, aid)
+        fields = current.model_dump(include=set(automations.AutomationIn.model_fields))
+        data = automations.AutomationIn.model_validate(
+            {**fields, "reentry": {"policy": "per_hours", "hours": 2}}
+        )
+        automations.update_automation(conn, world.rt, aid, data)
+    world.clock.now = T0 + timedelta(hours=2)
+    _ingest(world, visit)  # the `always` entry an hour ago is recent
+    assert len(_deliveries(world)) == 2
+    world.clock.now = T0 + timedelta(hours=3)
+    _ingest(world, visit)
+    assert len(_deliveries(world)) == 3
+
+
 def test_contact_updated_trigger_narrowed_to_fields(world: World) -> None:
     with world.engine.begin() as conn:
         auto = automations.create_automation(

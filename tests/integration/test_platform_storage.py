@@ -9,10 +9,11 @@ import pytest
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
 
 from contactsync.db import create_engine, platform_metadata
 from contactsync.db import platform as t
-from contactsync.db.migrate import upgrade, version_table
+from contactsync.db.migrate import alembic_config, upgrade, version_table
 from contactsync.delivery.outbox import OutboxRequest, enqueue
 from contactsync.errors import ConfigError
 
@@ -61,10 +62,9 @@ def test_migrations_match_the_metadata(engine: sa.Engine) -> None:
 
 def test_upgrade_is_idempotent(db_url: str, engine: sa.Engine) -> None:
     upgrade(engine, side="platform")
+    head = ScriptDirectory.from_config(alembic_config("platform")).get_current_head()
     with engine.connect() as conn:
-        assert (
-            conn.execute(sa.text(f"SELECT version_num FROM {version_table('platform')}")).scalar() == "0001"
-        )
+        assert conn.execute(sa.text(f"SELECT version_num FROM {version_table('platform')}")).scalar() == head
 
 
 def test_unknown_side_is_a_config_error() -> None:
@@ -157,3 +157,86 @@ def test_check_constraints_reject_unknown_states_and_roll_back(engine: sa.Engine
         _event_then_bad_delivery(engine)
     with engine.connect() as conn:
         assert conn.execute(sa.select(sa.func.count()).select_from(t.endpoint_events)).scalar() == 0
+
+
+def _automation(conn: sa.Connection, list_id: int) -> int:
+    return int(
+        conn.execute(
+            t.automations.insert()
+            .values(
+                list_id=list_id, name="x", trigger="manual", conditions={}, created_at=NOW, updated_at=NOW
+            )
+            .returning(t.automations.c.id)
+        ).scalar_one()
+    )
+
+
+def _run(conn: sa.Connection, automation_id: int, state: str) -> int:
+    return int(
+        conn.execute(
+            t.manual_runs.insert()
+            .values(automation_id=automation_id, state=state, started_at=NOW, updated_at=NOW)
+            .returning(t.manual_runs.c.id)
+        ).scalar_one()
+    )
+
+
+def test_one_running_run_per_automation_is_a_database_rule(engine: sa.Engine, list_id: int) -> None:
+    with engine.begin() as conn:
+        first, other = _automation(conn, list_id), _automation(conn, list_id)
+        for state in ("completed", "cancelled", "completed", "running"):
+            _run(conn, first, state)
+        _run(conn, other, "running")
+    with (
+        pytest.raises(sa.exc.IntegrityError, match=r"uq_manual_runs_one_running|manual_runs\.automation_id"),
+        engine.begin() as conn,
+    ):
+        _run(conn, first, "running")
+
+
+def test_upgrade_from_0001_fills_the_gates_and_keeps_the_oldest_of_overlapping_runs(db_url: str) -> None:
+    upgrade(db_url, side="platform", revision="0001")
+    engine = create_engine(db_url)
+    later = datetime(2026, 1, 3)
+    try:
+        with engine.begin() as conn:
+            account_id = conn.execute(
+                t.accounts.insert().values(name="a", created_at=NOW).returning(t.accounts.c.id)
+            ).scalar_one()
+            lst = conn.execute(
+                t.lists.insert()
+                .values(account_id=account_id, name="l", created_at=NOW)
+                .returning(t.lists.c.id)
+            ).scalar_one()
+            aid, bid = _automation(conn, lst), _automation(conn, lst)
+            cid = _contact(conn, lst, "a@b.c")
+            for at in (NOW, later, NOW):
+                conn.execute(
+                    t.automation_entries.insert().values(automation_id=aid, contact_id=cid, entered_at=at)
+                )
+            conn.execute(
+                t.automation_entries.insert().values(automation_id=bid, contact_id=cid, entered_at=NOW)
+            )
+            # what concurrent starts left behind before the rule existed
+            runs = [_run(conn, aid, "running") for _ in range(3)] + [_run(conn, bid, "running")]
+        upgrade(engine, side="platform")
+        with engine.connect() as conn:
+            gates = conn.execute(
+                sa.select(t.reentry_gates.c.automation_id, t.reentry_gates.c.last_entered_at).order_by(
+                    t.reentry_gates.c.automation_id
+                )
+            ).all()
+            states = dict(conn.execute(sa.select(t.manual_runs.c.id, t.manual_runs.c.state)).all())
+            finished = conn.execute(
+                sa.select(sa.func.count()).where(t.manual_runs.c.finished_at.is_not(None))
+            ).scalar_one()
+        assert [tuple(g) for g in gates] == [(aid, later), (bid, NOW)]
+        assert states == {
+            runs[0]: "running",
+            runs[1]: "cancelled",
+            runs[2]: "cancelled",
+            runs[3]: "running",
+        }
+        assert finished == 2
+    finally:
+        engine.dispose()

@@ -24,7 +24,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from contactsync.errors import NotFoundError, TemplateError, ValidationError
+from contactsync.errors import ConflictError, NotFoundError, TemplateError, ValidationError
 
 log = logging.getLogger("contactsync.api")
 
@@ -139,6 +139,13 @@ def _validation(_request: Request, exc: Exception) -> JSONResponse:
     return respond(status, error, str(exc), field=exc.field, items=[item])
 
 
+def _conflict(_request: Request, exc: Exception) -> JSONResponse:
+    # valid, but the state forbids it now (a run is running): the message names what is in the way
+    assert isinstance(exc, ConflictError)
+    item = ErrorItem(field=exc.field, message=str(exc), type="conflict")
+    return respond(409, "conflict", str(exc), field=exc.field, items=[item])
+
+
 def _template(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, TemplateError)
     message = f"line {exc.line}, column {exc.column}: {exc.message}"
@@ -180,6 +187,7 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _request_validation)
     app.add_exception_handler(pydantic.ValidationError, _model_validation)
     app.add_exception_handler(ValidationError, _validation)
+    app.add_exception_handler(ConflictError, _conflict)
     app.add_exception_handler(TemplateError, _template)
     app.add_exception_handler(ApiError, _api)
     app.add_exception_handler(StarletteHTTPException, _http)

@@ -2,10 +2,11 @@
 
 For a batch of events: insert the activity, find the active automations whose trigger fired for
 the touched contacts' lists, load those contacts once, evaluate each predicate, apply re-entry
-(``once`` through the unique key of ``automation_entries``), and write one outbox row per entered
-contact and action. Everything happens on the caller's connection, so the outbox rows commit with
-the event or not at all. Should another process have handed out one of the new transactionids (the
-outbox's unique key tells), the insert rolls back to a savepoint and is retried once with fresh ids.
+(one upsert of each contact's gate row, :mod:`~contactsync.automation.reentry`), and write one
+outbox row per entered contact and action. Everything happens on the caller's connection, so the
+outbox rows commit with the event or not at all. Should another process have handed out one of the
+new transactionids (the outbox's unique key tells), the insert rolls back to a savepoint and is
+retried once with fresh ids.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from datetime import datetime, timedelta
 import sqlalchemy as sa
 from pydantic import BaseModel
 
+from contactsync.automation import reentry
 from contactsync.automation.actions import Freezer, payload_options
 from contactsync.automation.activity import (
     CampaignOpened,
@@ -182,16 +184,6 @@ class Entered:
     transactionids: list[int] = field(default_factory=list)
 
 
-def _insert_ignoring_duplicates(conn: sa.Connection, table: sa.Table) -> sa.Insert:
-    if conn.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as pg_insert
-
-        return pg_insert(table).on_conflict_do_nothing()
-    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-
-    return sqlite_insert(table).on_conflict_do_nothing()
-
-
 def _admit(
     conn: sa.Connection,
     compiled: Compiled,
@@ -200,49 +192,27 @@ def _admit(
     now: datetime,
     manual_run_id: int | None,
 ) -> list[int]:
-    """Re-entry policy; returns the contacts that enter now (their entries are written)."""
+    """Re-entry policy, decided by the database (:mod:`.reentry`); returns the contacts that enter now
+    and writes their entries."""
     a = compiled.automation
-    policy = a.reentry.policy
-    admitted = list(contact_ids)
-    if policy == "per_hours":
-        assert a.reentry.hours is not None
-        recent: set[int] = set()
-        for part in chunked(admitted):
-            recent.update(
-                conn.execute(
-                    sa.select(automation_entries.c.contact_id).where(
-                        automation_entries.c.automation_id == a.id,
-                        automation_entries.c.contact_id.in_(part),
-                        automation_entries.c.entered_at > now - timedelta(hours=a.reentry.hours),
-                    )
-                ).scalars()
-            )
-        admitted = [cid for cid in admitted if cid not in recent]
-    if not admitted:
-        return []
-    once_key = 0 if policy == "once" else None
-    out: list[int] = []
+    admitted = reentry.admit(conn, a.id, a.reentry, contact_ids, now=now)
+    # the gate decided; the entries' unique key still refuses a second `once` entry outright
+    once_key = 0 if a.reentry.policy == "once" else None
     for part in chunked(admitted):
-        rows = [
-            {
-                "automation_id": a.id,
-                "contact_id": cid,
-                "entered_at": now,
-                "once_key": once_key,
-                "manual_run_id": manual_run_id,
-            }
-            for cid in part
-        ]
-        if policy == "once":
-            # the unique key decides, whatever raced us: only rows actually inserted come back
-            stmt = _insert_ignoring_duplicates(conn, automation_entries).returning(
-                automation_entries.c.contact_id
-            )
-            out.extend(conn.execute(stmt, rows).scalars())
-        else:
-            conn.execute(automation_entries.insert(), rows)
-            out.extend(part)
-    return sorted(out)
+        conn.execute(
+            automation_entries.insert(),
+            [
+                {
+                    "automation_id": a.id,
+                    "contact_id": cid,
+                    "entered_at": now,
+                    "once_key": once_key,
+                    "manual_run_id": manual_run_id,
+                }
+                for cid in part
+            ],
+        )
+    return admitted
 
 
 def enter(

@@ -1,9 +1,10 @@
 """Manual runs: walk a whole list in id order, chunk by chunk, enqueueing every contact that matches now.
 
-Each chunk is one transaction that writes the chunk's entries and outbox rows *and* advances the
-run's cursor, so a run killed at any point resumes after the last committed chunk: no contact is
-skipped and none is enqueued twice (``once`` automations are also guarded by the entries' unique
-key). Matching uses the SQL compilation of the rules; the Python strategy exists to measure
+At most one run of an automation is running at a time (the database's partial unique index says so,
+whichever process starts it). Each chunk is one transaction that writes the chunk's entries and
+outbox rows *and* advances the run's cursor, so a run killed at any point resumes after the last
+committed chunk: no contact is skipped and none is enqueued twice (re-entry is decided by the
+database too). Matching uses the SQL compilation of the rules; the Python strategy exists to measure
 against (bench) and to cross-check.
 """
 
@@ -22,7 +23,8 @@ from contactsync.automation.events import enter
 from contactsync.automation.runtime import Runtime
 from contactsync.automation.snapshot import activity_needs, field_needs, load_views
 from contactsync.db.platform import contacts, manual_runs
-from contactsync.errors import NotFoundError, ValidationError
+from contactsync.db.upsert import insert_on_conflict
+from contactsync.errors import NotFoundError, RunInProgressError, ValidationError
 
 Strategy = Literal["sql", "python"]
 DEFAULT_CHUNK = 2000
@@ -63,38 +65,61 @@ def list_runs(conn: sa.Connection, automation_id: int) -> list[ManualRunOut]:
     return [ManualRunOut.model_validate(r._asdict()) for r in rows]
 
 
+START_ATTEMPTS = 3
+"""Tries to insert a run when the running one we collided with finished before we could read it."""
+
+
 def start_run(conn: sa.Connection, rt: Runtime, automation_id: int) -> ManualRunOut:
-    """Create a run (or return the one still running for this automation, to be resumed)."""
+    """Create a run of the automation, or raise :class:`RunInProgressError` naming the running one.
+
+    The partial unique index ``uq_manual_runs_one_running`` decides: of concurrent starts (any
+    process, any database) exactly one inserts its row; the others find the conflict and name it.
+    """
     automation = get_automation(conn, automation_id)
     if automation.status != "active":
         raise ValidationError("the automation is paused", field="automation_id")
-    running = conn.execute(
-        sa.select(manual_runs.c.id).where(
-            manual_runs.c.automation_id == automation_id, manual_runs.c.state == "running"
-        )
-    ).scalar()
-    if running is not None:
-        return get_run(conn, int(running))
     total = conn.execute(
         sa.select(sa.func.count()).select_from(contacts).where(contacts.c.list_id == automation.list_id)
     ).scalar_one()
     now = rt.clock()
-    run_id = conn.execute(
-        manual_runs.insert()
-        .values(
-            automation_id=automation_id,
-            state="running",
-            cursor_contact_id=0,
-            total=total,
-            scanned=0,
-            matched=0,
-            enqueued=0,
-            started_at=now,
-            updated_at=now,
+    row = {
+        "automation_id": automation_id,
+        "state": "running",
+        "cursor_contact_id": 0,
+        "total": total,
+        "scanned": 0,
+        "matched": 0,
+        "enqueued": 0,
+        "started_at": now,
+        "updated_at": now,
+    }
+    insert = insert_on_conflict(conn.dialect.name, manual_runs).values(row).on_conflict_do_nothing()
+    for _ in range(START_ATTEMPTS):
+        run_id = conn.execute(insert.returning(manual_runs.c.id)).scalar()
+        if run_id is not None:
+            return get_run(conn, int(run_id))
+        running = running_run(conn, automation_id)
+        if running is not None:
+            raise RunInProgressError(running, automation_id)
+    raise RunInProgressError(-1, automation_id)  # pragma: no cover - runs finishing as fast as we start
+
+
+def running_run(conn: sa.Connection, automation_id: int) -> int | None:
+    """Id of the automation's running run, if one is."""
+    found = conn.execute(
+        sa.select(manual_runs.c.id).where(
+            manual_runs.c.automation_id == automation_id, manual_runs.c.state == "running"
         )
-        .returning(manual_runs.c.id)
-    ).scalar_one()
-    return get_run(conn, int(run_id))
+    ).scalar()
+    return None if found is None else int(found)
+
+
+def start_or_resume(conn: sa.Connection, rt: Runtime, automation_id: int) -> ManualRunOut:
+    """Start a run, or return the running one to be resumed (the CLI and the admin UI: one button)."""
+    try:
+        return start_run(conn, rt, automation_id)
+    except RunInProgressError as exc:
+        return get_run(conn, exc.run_id)
 
 
 def cancel_run(conn: sa.Connection, rt: Runtime, run_id: int) -> ManualRunOut:

@@ -186,6 +186,18 @@ automation_entries = sa.Table(
     sa.Index(None, "contact_id", "automation_id", "entered_at"),
 )
 
+reentry_gates = sa.Table(
+    "reentry_gates",
+    md,
+    # one row per (automation, contact) that ever entered: the row every entry upserts, so the
+    # database serialises concurrent entries of one contact and decides re-entry on committed data
+    _fk("automation_id", "automations.id"),
+    _fk("contact_id", "contacts.id"),
+    sa.Column("last_entered_at", sa.DateTime(), nullable=False),
+    sa.PrimaryKeyConstraint("automation_id", "contact_id"),
+    sa.Index(None, "contact_id"),
+)
+
 manual_runs = sa.Table(
     "manual_runs",
     md,
@@ -203,6 +215,17 @@ manual_runs = sa.Table(
     sa.Column("finished_at", sa.DateTime()),
     sa.CheckConstraint("state IN ('running','completed','cancelled')", name="state"),
     sa.Index(None, "automation_id", "state"),
+)
+
+RUNNING_RUN_INDEX = "uq_manual_runs_one_running"
+_running = sa.text("state = 'running'")
+sa.Index(
+    RUNNING_RUN_INDEX,
+    manual_runs.c.automation_id,
+    unique=True,
+    # at most one running run per automation, whatever races to start one
+    postgresql_where=_running,
+    sqlite_where=_running,
 )
 
 DELIVERY_STATES = ("pending", "in_flight", "delivered", "failed", "cancelled")

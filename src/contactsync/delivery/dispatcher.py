@@ -90,6 +90,7 @@ class Dispatcher:
         self._woken = False
         self._want_slots = False
         self._flush_wanted: asyncio.Event | None = None
+        self._flush_now: asyncio.Event | None = None
         self._stop: asyncio.Event | None = None
         self.attempts_recorded = 0
 
@@ -119,6 +120,7 @@ class Dispatcher:
         self._loop = loop
         self._kick = asyncio.Event()
         self._flush_wanted = asyncio.Event()
+        self._flush_now = asyncio.Event()
         self._stop = stop or asyncio.Event()
         if handle_signals:
             for sig in (signal.SIGTERM, signal.SIGINT):
@@ -276,6 +278,8 @@ class Dispatcher:
                     result = await self._send(session, c, started)
             decision = decide(c.attempt, result.outcome, self._clock(), schedule=c.schedule_s, rng=self._rng)
             self._done.append(Finished(c, result, decision, started))
+            if c.ordering_key is not None and self._flush_now is not None:
+                self._flush_now.set()  # its successor waits for this record: no batching delay
             if self._flush_wanted is not None:
                 self._flush_wanted.set()
         finally:
@@ -324,11 +328,16 @@ class Dispatcher:
     # --- recording -------------------------------------------------------------------------------
 
     async def _flush_loop(self) -> None:
+        """Record finished attempts together after ``flush_interval_s``, or at once when an ordered
+        delivery finished (the next one of its contact is waiting for the record)."""
         assert self._flush_wanted is not None
+        assert self._flush_now is not None
         while True:
             await self._flush_wanted.wait()
             self._flush_wanted.clear()
-            await asyncio.sleep(self.config.flush_interval_s)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._flush_now.wait(), timeout=self.config.flush_interval_s)
+            self._flush_now.clear()
             await self._flush()
 
     async def _flush(self) -> None:
@@ -347,6 +356,8 @@ class Dispatcher:
         for f in batch:
             self._held.pop(f.claimed.id, None)
         self.attempts_recorded += len(recorded)
+        if any(outbox.unblocks_successor(f) for f in recorded):
+            self._poke(True)  # claim the successor now, not at the next poll (NOTIFY tells the others)
         if len(recorded) < len(batch):
             log.warning("%d attempts finished after their lease was lost", len(batch) - len(recorded))
         if self.metrics is not None:

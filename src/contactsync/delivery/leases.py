@@ -54,6 +54,8 @@ class Claimed:
     lease: str
     created_at: datetime
     action_id: int | None = None
+    ordering_key: str | None = None
+    """Set for "ordered per contact" deliveries: the next one of the key waits until this one is done."""
     secrets: tuple[str, ...] = ()
     schedule_s: tuple[float, ...] = DEFAULT_SCHEDULE_S
     connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S
@@ -63,7 +65,7 @@ class Claimed:
 _CLAIM_COLUMNS = (
     deliveries.c.id, deliveries.c.transactionid, deliveries.c.endpoint, deliveries.c.method, deliveries.c.url,
     deliveries.c.headers, deliveries.c.body, deliveries.c.content_type, deliveries.c.attempt_count,
-    deliveries.c.created_at, deliveries.c.action_id,
+    deliveries.c.created_at, deliveries.c.action_id, deliveries.c.ordering_key,
 )  # fmt: skip
 
 
@@ -187,6 +189,7 @@ def claim(
                 lease=lease,
                 created_at=r.created_at,
                 action_id=r.action_id,
+                ordering_key=r.ordering_key,
                 secrets=secrets,
                 schedule_s=schedule,
                 connect_timeout_s=connect_s,

@@ -77,12 +77,14 @@ __all__ = [
     "recover_since",
     "release",
     "replay",
+    "unblocks_successor",
 ]
 
 _VERDICT_EVENT = {Verdict.DELIVERED: "deliver", Verdict.RETRY: "retry", Verdict.FAILED: "fail"}
 
 NOTIFY_CHANNEL = "contactsync_outbox"
-"""PostgreSQL channel notified when deliveries are enqueued or replayed."""
+"""PostgreSQL channel notified when deliveries are enqueued or replayed, and when an ordered delivery
+is done (its successor may go)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -244,7 +246,14 @@ def finish(conn: sa.Connection, done: Sequence[Finished], *, now: datetime) -> l
     # RETURNING this is the driver's executemany: one prepared statement (psycopg pipelines it)
     conn.execute(_INSERT_ATTEMPT, [_attempt_row(f) for f in kept])
     _record_health(conn, kept, now=now)
+    if any(unblocks_successor(f) for f in kept):
+        notify(conn)  # the next delivery of an ordered key is claimable once this commits
     return kept
+
+
+def unblocks_successor(f: Finished) -> bool:
+    """Whether recording ``f`` lets the next delivery of its ordering key go (it left pending/in flight)."""
+    return f.claimed.ordering_key is not None and f.decision.verdict is not Verdict.RETRY
 
 
 def _move_failed(conn: sa.Connection, verdict: Verdict, group: Sequence[Finished], *, now: datetime) -> None:

@@ -45,7 +45,7 @@ from contactsync.automation.runtime import Runtime
 from contactsync.db.platform import actions, automations, contacts, deliveries, lists
 from contactsync.delivery.attempt import send
 from contactsync.delivery.netguard import NetPolicy, create_connector
-from contactsync.errors import ContactSyncError, TemplateError
+from contactsync.errors import ContactSyncError, RunInProgressError, TemplateError
 from contactsync.listener.getmap import advise
 from contactsync.web.app import Web
 from contactsync.web.platform_pages import error_message, form_text
@@ -245,12 +245,16 @@ def routes(web: Web) -> list[BaseRoute]:
     async def run(request: Request, session: Session) -> Response:
         automation_id = int(request.path_params["automation_id"])
         rt = _runtime(web)
+        workers = web.extras.get("run_workers")  # the API process's run threads, when mounted there
         try:
             started = await web.write(lambda conn: start_run(conn, rt, automation_id))
+        except RunInProgressError as exc:
+            if workers is not None and callable(getattr(workers, "ensure", None)):
+                workers.ensure(exc.run_id)  # resumes it, should the server that started it have stopped
+            return web.redirect(request, f"/automations/{automation_id}", err=str(exc))
         except ContactSyncError as exc:
             return web.redirect(request, f"/automations/{automation_id}", err=str(exc))
 
-        workers = web.extras.get("run_workers")  # the API process's run threads, when mounted there
         if workers is not None and callable(getattr(workers, "ensure", None)):
             workers.ensure(started.id)
         else:

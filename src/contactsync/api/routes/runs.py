@@ -3,7 +3,7 @@
 A manual run is started in the request and processed in a background thread of this process
 (:mod:`contactsync.api.background`); its progress is read from the run row. A run left ``running``
 by a stopped server resumes after its last committed chunk when the app starts again, or when its
-progress is read or it is started once more.
+progress is read or a start of it is refused (409: one run per automation at a time).
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from contactsync.automation.preview import Preview, preview
 from contactsync.db.platform import manual_runs
 from contactsync.delivery.attempt import send
 from contactsync.delivery.netguard import NetPolicy, create_connector
-from contactsync.errors import NotFoundError
+from contactsync.errors import NotFoundError, RunInProgressError
 
 router = APIRouter(responses=ERROR_RESPONSES, route_class=UtcRoute)
 
@@ -146,10 +146,18 @@ def _out(run: manual.ManualRunOut) -> RunOut:
 
 @router.post("/automations/{automation_id}/runs", status_code=202, tags=["runs"])
 def start_run(automation_id: Id, ctx: Ctx, caller: Caller) -> RunOut:
-    """Run the automation over every contact of its list that matches now (or resume the unfinished run)."""
-    with ctx.tx() as conn:
-        own_automation(conn, caller, automation_id)
-        run = manual.start_run(conn, ctx.runtime, automation_id)
+    """Run the automation over every contact of its list that matches now.
+
+    One run per automation at a time: while one is running, this answers 409 naming it (and makes
+    sure it is being worked on, should the server that started it have stopped).
+    """
+    try:
+        with ctx.tx() as conn:
+            own_automation(conn, caller, automation_id)
+            run = manual.start_run(conn, ctx.runtime, automation_id)
+    except RunInProgressError as exc:
+        ctx.runs.ensure(exc.run_id)
+        raise
     ctx.runs.ensure(run.id)
     return _out(run)
 
