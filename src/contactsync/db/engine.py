@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from typing import Any
 
 import sqlalchemy as sa
@@ -58,3 +61,20 @@ def create_engine(url: str, *, echo: bool = False, pool_size: int = 10) -> Engin
         )
     except (sa.exc.ArgumentError, ImportError) as exc:
         raise ConfigError(f"cannot use database URL {url!r}: {exc}") from exc
+
+
+@contextlib.contextmanager
+def write_transaction(
+    engine: Engine, lock: AbstractContextManager[Any] | None = None
+) -> Iterator[sa.Connection]:
+    """A transaction under ``lock`` whose connection is discarded, not pooled, if the driver failed.
+
+    A session that was killed, or left read-only by a failover, would fail every later transaction too.
+    """
+    with lock or contextlib.nullcontext(), engine.connect() as conn:
+        try:
+            with conn.begin():
+                yield conn
+        except sa.exc.DBAPIError:
+            conn.invalidate()
+            raise

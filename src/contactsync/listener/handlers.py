@@ -18,7 +18,7 @@ import inspect
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -27,6 +27,7 @@ from typing import Any, Protocol, cast
 
 import sqlalchemy as sa
 
+from contactsync.db.engine import write_transaction
 from contactsync.db.listener import handler_attempts, handler_runs, inbox
 from contactsync.delivery.retry import DEFAULT_SCHEDULE_S, Outcome, Verdict, backoff_s, decide
 from contactsync.errors import ConfigError, HandlerError, NotFoundError, WireError
@@ -414,17 +415,8 @@ class Runner:
             for run, error in results:
                 self._on_result(name, error is None, now - run.received_at_ms)
 
-    @contextlib.contextmanager
-    def _transaction(self) -> Iterator[sa.Connection]:
-        """A write transaction; a connection that failed is discarded, not pooled (a session killed,
-        or left read-only by a failover, would fail every later transaction too)."""
-        with self._write_lock, self._engine.connect() as conn:
-            try:
-                with conn.begin():
-                    yield conn
-            except sa.exc.DBAPIError:
-                conn.invalidate()
-                raise
+    def _transaction(self) -> AbstractContextManager[sa.Connection]:
+        return write_transaction(self._engine, self._write_lock)
 
     def claim(self, name: str) -> list[Run]:
         """Lease up to one batch of due runs of ``name`` (optimistically, so processes can share them)."""

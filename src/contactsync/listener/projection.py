@@ -20,7 +20,6 @@ first fails on the primary key; the handler runner retries, and the retry sees t
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import hashlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -32,7 +31,7 @@ import sqlalchemy as sa
 from sqlalchemy.sql.compiler import SQLCompiler
 
 from contactsync.db import listener as t
-from contactsync.db.engine import create_engine
+from contactsync.db.engine import create_engine, write_transaction
 from contactsync.db.migrate import upgrade
 from contactsync.errors import PayloadError
 from contactsync.wire.payload import SyncPayload
@@ -559,7 +558,7 @@ class Projection:
         write_lock: AbstractContextManager[Any] | None = None,
     ) -> None:
         self.engine = create_engine(url)
-        self._write_lock = write_lock or contextlib.nullcontext()
+        self._write_lock = write_lock
         self._clock_ms = clock_ms
         if migrate:
             upgrade(self.engine, side="listener")
@@ -572,7 +571,7 @@ class Projection:
         delivery = carried(payload)
         if delivery is None:
             return False
-        with self._write_lock, self.engine.begin() as conn:
+        with write_transaction(self.engine, self._write_lock) as conn:
             return apply(conn, delivery, now_ms=self._clock_ms())
 
     def handle_batch(self, payloads: Sequence[SyncPayload]) -> list[Exception | None]:
@@ -580,7 +579,7 @@ class Projection:
         now = self._clock_ms()
         try:
             deliveries = [carried(payload) for payload in payloads]
-            with self._write_lock, self.engine.begin() as conn:
+            with write_transaction(self.engine, self._write_lock) as conn:
                 for delivery in deliveries:
                     if delivery is not None:
                         apply(conn, delivery, now_ms=now)
