@@ -44,7 +44,7 @@ from contactsync.errors import (
 )
 from contactsync.listener.crm import forwarders
 from contactsync.listener.getmap import check_mapping
-from contactsync.listener.handlers import Handler, Runner, close_handlers, load_handler
+from contactsync.listener.handlers import Handler, Run, Runner, close_handlers, load_handler
 from contactsync.listener.inbox import Inbox, InboxEntry
 from contactsync.listener.library import (
     REASONS,
@@ -60,6 +60,7 @@ from contactsync.listener.metrics import ListenerMetrics
 from contactsync.listener.projection import Projection
 from contactsync.settings import Settings
 from contactsync.wire import signing
+from contactsync.wire.payload import SyncPayload
 
 MIN_TOKEN_CHARS = 32
 STORED_HEADERS = frozenset(
@@ -140,6 +141,34 @@ def build_handlers(
     return handlers
 
 
+def limits_of(settings: Settings) -> Limits:
+    """The request limits ``settings`` set (the same for the request path and the handlers)."""
+    return Limits(
+        max_body_bytes=settings.listener_max_body_bytes,
+        max_input_vars=settings.listener_max_input_vars,
+        max_nesting=settings.listener_max_nesting,
+        tolerance_s=settings.listener_tolerance_s,
+    )
+
+
+def stored_parser(limits: Limits, get_mapping: Mapping[str, str]) -> Callable[[Run], SyncPayload]:
+    """How handlers rebuild a payload from its inbox entry: the request path's decoder, limits and mapping."""
+
+    def parse_stored(run: Run) -> SyncPayload:
+        return parse(
+            run.body,
+            run.content_type,
+            method=run.method,
+            query=run.query,
+            limits=limits,
+            webhook_id=run.transactionid,
+            received_at_ms=run.received_at_ms,
+            get_mapping=get_mapping,
+        )
+
+    return parse_stored
+
+
 def create_app(
     settings: Settings,
     *,
@@ -154,12 +183,7 @@ def create_app(
     keys = secret_keys(settings.listener_secret)
     networks = _networks(settings.listener_allowed_ips)
     get_mapping = check_mapping(settings.listener_get_mapping)
-    limits = Limits(
-        max_body_bytes=settings.listener_max_body_bytes,
-        max_input_vars=settings.listener_max_input_vars,
-        max_nesting=settings.listener_max_nesting,
-        tolerance_s=settings.listener_tolerance_s,
-    )
+    limits = limits_of(settings)
 
     def clock_ms() -> int:
         return int(clock_s() * 1000)
@@ -180,16 +204,7 @@ def create_app(
         runner = Runner(
             engine,
             chosen,
-            parse=lambda run: parse(
-                run.body,
-                run.content_type,
-                method=run.method,
-                query=run.query,
-                limits=limits,
-                webhook_id=run.transactionid,
-                received_at_ms=run.received_at_ms,
-                get_mapping=get_mapping,
-            ),
+            parse=stored_parser(limits, get_mapping),
             schedule_s=schedule_s,
             poll_interval_s=poll_interval_s,
             lease_s=settings.listener_handler_lease_s,

@@ -15,10 +15,17 @@ from pathlib import Path
 
 from contactsync.db.migrate import upgrade
 from contactsync.errors import ConfigError
-from contactsync.listener.app import MIN_TOKEN_CHARS, ListenerApp, build_handlers, create_app, inbox_engine
+from contactsync.listener.app import (
+    MIN_TOKEN_CHARS,
+    ListenerApp,
+    build_handlers,
+    create_app,
+    inbox_engine,
+    limits_of,
+    stored_parser,
+)
 from contactsync.listener.getmap import check_mapping
 from contactsync.listener.handlers import Runner, close_handlers
-from contactsync.listener.library import Limits, parse
 from contactsync.settings import Settings
 
 DEFAULT_TOKEN_FILE = Path(".contactsync-listener-token")
@@ -95,26 +102,10 @@ async def run_handlers(settings: Settings, *, stop: asyncio.Event, poll_interval
         return int(time.time() * 1000)
 
     handlers = build_handlers(settings, clock_ms=clock_ms)
-    limits = Limits(
-        max_body_bytes=settings.listener_max_body_bytes,
-        max_input_vars=settings.listener_max_input_vars,
-        max_nesting=settings.listener_max_nesting,
-        tolerance_s=settings.listener_tolerance_s,
-    )
-    get_mapping = check_mapping(settings.listener_get_mapping)
     runner = Runner(
         engine,
         handlers,
-        parse=lambda run: parse(
-            run.body,
-            run.content_type,
-            method=run.method,
-            query=run.query,
-            limits=limits,
-            webhook_id=run.transactionid,
-            received_at_ms=run.received_at_ms,
-            get_mapping=get_mapping,
-        ),
+        parse=stored_parser(limits_of(settings), check_mapping(settings.listener_get_mapping)),
         poll_interval_s=poll_interval_s,
         lease_s=settings.listener_handler_lease_s,
         stall_s=settings.listener_handler_stall_s,
