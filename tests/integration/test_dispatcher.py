@@ -13,19 +13,20 @@ import sqlalchemy as sa
 import standardwebhooks
 from aiohttp import web
 
-from contactsync.db import create_engine
 from contactsync.db import platform as t
-from contactsync.db.migrate import upgrade
 from contactsync.delivery import endpoints as ep
 from contactsync.delivery.dispatcher import Dispatcher, DispatcherConfig
 from contactsync.delivery.endpoints import endpoint_key
 from contactsync.delivery.netguard import NetPolicy
 from support.delivery import (
+    DEFAULT_ACCOUNT,
+    DEFAULT_ACTION,
     OLD_SECRET,
     SECRET,
     FakeClock,
     Receiver,
     enqueue_many,
+    migrated,
     request,
     seed_action,
     wait_for,
@@ -45,10 +46,14 @@ LOOPBACK = NetPolicy(allowed_cidrs=["127.0.0.1/32"])
 
 @pytest.fixture
 def engine(db_url: str) -> Iterator[sa.Engine]:
-    upgrade(db_url, side="platform")
-    eng = create_engine(db_url)
+    eng = migrated(db_url, now=datetime(2026, 1, 1))
     yield eng
     eng.dispose()
+
+
+def key_of(url: str) -> ep.EndpointKey:
+    """The endpoint of ``url`` of the account :func:`migrated` seeds."""
+    return ep.EndpointKey(DEFAULT_ACCOUNT, endpoint_key(url))
 
 
 def config(**kw: Any) -> DispatcherConfig:
@@ -194,7 +199,7 @@ def test_every_outcome(engine: sa.Engine) -> None:
         assert attempts(engine, tids["redirect"])[0].response_headers["location"].startswith("http://169.254")
         assert "aborted" in got[tids["abort"]].last_error
         with engine.connect() as conn:
-            assert ep.disabled(conn) == [endpoint_key(receiver.url("gone"))]
+            assert ep.disabled(conn) == [key_of(receiver.url("gone"))]
         assert len(receiver.arrivals["ok"]) == 1
 
     asyncio.run(main())
@@ -362,7 +367,7 @@ def test_disabled_endpoint_waits_then_resumes(engine: sa.Engine) -> None:
         receiver = Receiver()
         await receiver.add("ok", lambda r: reply(200))
         with engine.begin() as conn:
-            ep.disable(conn, endpoint_key(receiver.url("ok")), reason="maintenance", now=start)
+            ep.disable(conn, key_of(receiver.url("ok")), reason="maintenance", now=start)
         enqueue_many(engine, [request(1, receiver.url("ok"))], now=start)
         dispatcher = Dispatcher(engine, config=config())
 
@@ -370,7 +375,7 @@ def test_disabled_endpoint_waits_then_resumes(engine: sa.Engine) -> None:
             await asyncio.sleep(0.3)
             assert rows(engine)[1].state == "pending"
             with engine.begin() as conn:
-                ep.enable(conn, endpoint_key(receiver.url("ok")), now=start)
+                ep.enable(conn, key_of(receiver.url("ok")), now=start)
             dispatcher.wake()
             await wait_for(lambda: rows(engine)[1].state == "delivered", what="resumed delivery")
 
@@ -460,8 +465,9 @@ def test_json_body_is_sent_as_is(engine: sa.Engine) -> None:
 
         url = receiver.url("ok")
         req = OutboxRequest(
-            transactionid=7, endpoint=endpoint_key(url), method="POST", url=url, body=payload,
-            content_type="application/json",
+            transactionid=7, account_id=DEFAULT_ACCOUNT, action_id=DEFAULT_ACTION,
+            endpoint=endpoint_key(url),
+            method="POST", url=url, body=payload, content_type="application/json",
         )  # fmt: skip
         enqueue_many(engine, [req], now=start)
         dispatcher = Dispatcher(engine, config=config())
@@ -476,7 +482,7 @@ def test_json_body_is_sent_as_is(engine: sa.Engine) -> None:
         [arrival] = receiver.arrivals["ok"]
         assert arrival.body == payload
         assert arrival.headers["Content-Type"] == "application/json"
-        assert "webhook-signature" not in arrival.headers  # no action, no secret
+        assert arrival.headers["webhook-signature"].startswith("v1,")
 
     asyncio.run(main())
 
@@ -508,7 +514,7 @@ def test_rate_limited_endpoint_still_delivers(engine: sa.Engine) -> None:
         receiver = Receiver()
         await receiver.add("ok", lambda r: reply(200))
         with engine.begin() as conn:
-            ep.ensure(conn, [endpoint_key(receiver.url("ok"))])
+            ep.ensure(conn, [key_of(receiver.url("ok"))])
             conn.execute(t.endpoints.update().values(rate_limit_per_s=200.0, max_in_flight=2))
         enqueue_many(engine, [request(i, receiver.url("ok")) for i in range(1, 31)], now=start)
         dispatcher = Dispatcher(engine, config=config(endpoint_concurrency=50))

@@ -9,10 +9,11 @@ import pytest
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
 
 from contactsync.db import create_engine, platform_metadata
 from contactsync.db import platform as t
-from contactsync.db.migrate import upgrade, version_table
+from contactsync.db.migrate import alembic_config, upgrade, version_table
 from contactsync.delivery.outbox import OutboxRequest, enqueue
 from contactsync.errors import ConfigError
 
@@ -25,6 +26,10 @@ def engine(db_url: str) -> Iterator[sa.Engine]:
     eng = create_engine(db_url)
     yield eng
     eng.dispose()
+
+
+def _account(conn: sa.Connection) -> int:
+    return int(conn.execute(sa.select(sa.func.min(t.accounts.c.id))).scalar_one())
 
 
 def _contact(conn: sa.Connection, list_id: int, email: str) -> int:
@@ -63,7 +68,8 @@ def test_upgrade_is_idempotent(db_url: str, engine: sa.Engine) -> None:
     upgrade(engine, side="platform")
     with engine.connect() as conn:
         assert (
-            conn.execute(sa.text(f"SELECT version_num FROM {version_table('platform')}")).scalar() == "0001"
+            conn.execute(sa.text(f"SELECT version_num FROM {version_table('platform')}")).scalar()
+            == ScriptDirectory.from_config(alembic_config("platform")).get_current_head()
         )
 
 
@@ -93,17 +99,19 @@ def test_once_key_admits_a_contact_once_but_null_keys_repeat(engine: sa.Engine, 
         ).scalar_one()
         for _ in range(3):
             conn.execute(
-                t.automation_entries.insert().values(automation_id=aid, contact_id=cid, entered_at=NOW)
+                t.automation_entries.insert().values(
+                    automation_id=aid, account_id=_account(conn), contact_id=cid, entered_at=NOW
+                )
             )
         conn.execute(
             t.automation_entries.insert().values(
-                automation_id=aid, contact_id=cid, entered_at=NOW, once_key=0
+                automation_id=aid, account_id=_account(conn), contact_id=cid, entered_at=NOW, once_key=0
             )
         )
     with pytest.raises(sa.exc.IntegrityError), engine.begin() as conn:
         conn.execute(
             t.automation_entries.insert().values(
-                automation_id=aid, contact_id=cid, entered_at=NOW, once_key=0
+                automation_id=aid, account_id=_account(conn), contact_id=cid, entered_at=NOW, once_key=0
             )
         )
 
@@ -113,10 +121,13 @@ def test_foreign_keys_are_enforced(engine: sa.Engine) -> None:
         _contact(conn, 999_999, "x@y.z")
 
 
-def test_outbox_rows_keep_bytes_and_unique_transactionids(engine: sa.Engine) -> None:
+def test_outbox_rows_keep_bytes_and_unique_transactionids(engine: sa.Engine, list_id: int) -> None:
     body = bytes(range(256))
+    with engine.connect() as conn:
+        account_id = _account(conn)
     req = OutboxRequest(
         transactionid=2**62 + 5,
+        account_id=account_id,
         endpoint="https://example.com:443",
         method="POST",
         url="https://example.com/hook?a=1",
@@ -143,8 +154,19 @@ def test_outbox_rows_keep_bytes_and_unique_transactionids(engine: sa.Engine) -> 
 
 def _event_then_bad_delivery(engine: sa.Engine) -> None:
     with engine.begin() as conn:
-        conn.execute(t.endpoint_events.insert().values(endpoint="e", kind="k", message="m", created_at=NOW))
-        bad = {"transactionid": 1, "endpoint": "e", "method": "GET", "url": "u", "headers": {}, "body": b""}
+        acc = conn.execute(t.accounts.insert().values(name="a", created_at=NOW).returning(t.accounts.c.id))
+        account_id = acc.scalar_one()
+        event = {"account_id": account_id, "endpoint": "e", "kind": "k", "message": "m", "created_at": NOW}
+        conn.execute(t.endpoint_events.insert().values(**event))
+        bad = {
+            "transactionid": 1,
+            "account_id": account_id,
+            "endpoint": "e",
+            "method": "GET",
+            "url": "u",
+            "headers": {},
+            "body": b"",
+        }
         conn.execute(
             t.deliveries.insert().values(
                 **bad, state="bogus", next_attempt_at=NOW, created_at=NOW, updated_at=NOW

@@ -22,8 +22,9 @@ from contactsync import shortcodes
 from contactsync.automation.lists import list_fields
 from contactsync.automation.payload_builder import DateFormat, PayloadOptions, Rendered
 from contactsync.automation.runtime import Runtime
-from contactsync.db.platform import actions, automations, endpoints
-from contactsync.delivery.outbox import OutboxRequest
+from contactsync.db.platform import actions, automations, lists
+from contactsync.delivery import endpoints as endpoint_rows
+from contactsync.delivery.outbox import OutboxRequest, cancel_for_actions
 from contactsync.errors import NotFoundError, TemplateError, ValidationError
 from contactsync.wire.payload import SECTIONS
 from contactsync.wire.signing import generate_secret
@@ -187,10 +188,21 @@ def _list_of_automation(conn: sa.Connection, automation_id: int) -> int:
     return int(found)
 
 
-def _touch_endpoint(conn: sa.Connection, endpoint: str, now: datetime) -> None:
-    updated = conn.execute(endpoints.update().where(endpoints.c.endpoint == endpoint).values(edited_at=now))
-    if updated.rowcount == 0:
-        conn.execute(endpoints.insert().values(endpoint=endpoint, edited_at=now, max_in_flight=10))
+def account_of_automation(conn: sa.Connection, automation_id: int) -> int:
+    """The account owning ``automation_id`` (through its list)."""
+    found = conn.execute(
+        sa.select(lists.c.account_id)
+        .join(automations, automations.c.list_id == lists.c.id)
+        .where(automations.c.id == automation_id)
+    ).scalar()
+    if found is None:
+        raise NotFoundError(f"automation {automation_id} does not exist", field="automation_id")
+    return int(found)
+
+
+def _touch_endpoint(conn: sa.Connection, automation_id: int, endpoint: str, now: datetime) -> None:
+    key = endpoint_rows.EndpointKey(account_of_automation(conn, automation_id), endpoint)
+    endpoint_rows.mark_edited(conn, key, now=now)
 
 
 def _endpoint_for(template: shortcodes.Template, settings: SyncActionSettings) -> str:
@@ -219,7 +231,7 @@ def create_action(
         )
         .returning(actions.c.id)
     ).scalar_one()
-    _touch_endpoint(conn, endpoint, now)
+    _touch_endpoint(conn, automation_id, endpoint, now)
     return get_action(conn, int(action_id))
 
 
@@ -237,7 +249,7 @@ def update_action(
         .where(actions.c.id == action_id)
         .values(settings=settings.model_dump(mode="json"), endpoint=endpoint, updated_at=now)
     )
-    _touch_endpoint(conn, endpoint, now)
+    _touch_endpoint(conn, current.automation_id, endpoint, now)
     return get_action(conn, action_id)
 
 
@@ -272,10 +284,13 @@ def list_actions(conn: sa.Connection, automation_id: int) -> list[ActionOut]:
     return [get_action(conn, int(i)) for i in ids]
 
 
-def delete_action(conn: sa.Connection, action_id: int) -> None:
-    """Delete the action; its queued deliveries stay (their action_id becomes NULL)."""
+def delete_action(conn: sa.Connection, action_id: int, *, now: datetime) -> int:
+    """Delete the action and cancel its pending deliveries (without it they cannot be signed);
+    returns how many were cancelled."""
+    cancelled = cancel_for_actions(conn, [action_id], now=now)
     if conn.execute(actions.delete().where(actions.c.id == action_id)).rowcount == 0:
         raise NotFoundError(f"action {action_id} does not exist", field="action_id")
+    return cancelled
 
 
 def rotate_secret(conn: sa.Connection, rt: Runtime, action_id: int) -> ActionOut:
@@ -314,10 +329,16 @@ class Freezer:
     contact, whatever the number of deliveries, and no copy of the payload model per delivery.
     """
 
-    __slots__ = ("_action", "_headers", "_json", "_not_before", "_ordered", "_post", "_template", "_url_tid")
+    __slots__ = (
+        "_account_id", "_action", "_headers", "_json", "_not_before", "_ordered", "_post", "_template",
+        "_url_tid",
+    )  # fmt: skip
 
-    def __init__(self, action: ActionOut, template: shortcodes.Template, *, now: datetime) -> None:
+    def __init__(
+        self, action: ActionOut, template: shortcodes.Template, *, now: datetime, account_id: int
+    ) -> None:
         s = action.settings
+        self._account_id = account_id
         self._action = action
         self._template = template
         self._post = s.method == "POST"
@@ -360,6 +381,7 @@ class Freezer:
         action = self._action
         return OutboxRequest(
             transactionid=transactionid,
+            account_id=self._account_id,
             endpoint=action.endpoint,
             method="POST" if self._post else "GET",
             url=self._template.render(context, now=now),
@@ -390,9 +412,10 @@ def freeze_request(
     automation_id: int | None,
     contact_id: int | None,
     now: datetime,
+    account_id: int,
 ) -> OutboxRequest:
     """The exact request for one contact, as the outbox stores it (its payload's transactionid)."""
-    return Freezer(action, template, now=now).request(
+    return Freezer(action, template, now=now, account_id=account_id).request(
         rendered,
         transactionid=rendered.transactionid,
         automation_id=automation_id,

@@ -13,6 +13,7 @@ from pydantic import BaseModel, Field
 
 from contactsync.automation.actions import (
     SyncActionSettings,
+    account_of_automation,
     field_keys,
     freeze_request,
     get_action,
@@ -76,6 +77,7 @@ def preview(
         automation_id=action.automation_id,
         contact_id=contact_id,
         now=now,
+        account_id=account_of_automation(conn, action.automation_id),
     )
     headers = {"User-Agent": rt.user_agent, **request.headers}
     if request.method == "POST":

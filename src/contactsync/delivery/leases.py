@@ -20,6 +20,7 @@ import sqlalchemy as sa
 
 from contactsync.db.platform import actions, deliveries, endpoints
 from contactsync.delivery.attempt import DEFAULT_CONNECT_TIMEOUT_S, DEFAULT_TOTAL_TIMEOUT_S
+from contactsync.delivery.endpoints import EndpointKey
 from contactsync.delivery.retry import DEFAULT_SCHEDULE_S
 from contactsync.delivery.states import IN_FLIGHT, NO_LEASE, PENDING, TRANSITIONS, move
 
@@ -42,6 +43,7 @@ class Claimed:
 
     id: int
     transactionid: int
+    account_id: int
     endpoint: str
     method: str
     url: str
@@ -59,11 +61,16 @@ class Claimed:
     connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S
     total_timeout_s: float = DEFAULT_TOTAL_TIMEOUT_S
 
+    @property
+    def endpoint_key(self) -> EndpointKey:
+        """The owning account's endpoint: what its throttles and health are tracked by."""
+        return EndpointKey(self.account_id, self.endpoint)
+
 
 _CLAIM_COLUMNS = (
-    deliveries.c.id, deliveries.c.transactionid, deliveries.c.endpoint, deliveries.c.method, deliveries.c.url,
-    deliveries.c.headers, deliveries.c.body, deliveries.c.content_type, deliveries.c.attempt_count,
-    deliveries.c.created_at, deliveries.c.action_id,
+    deliveries.c.id, deliveries.c.transactionid, deliveries.c.account_id, deliveries.c.endpoint,
+    deliveries.c.method, deliveries.c.url, deliveries.c.headers, deliveries.c.body, deliveries.c.content_type,
+    deliveries.c.attempt_count, deliveries.c.created_at, deliveries.c.action_id,
 )  # fmt: skip
 
 
@@ -86,7 +93,11 @@ def _claimable(lane: Lane | None, *, expired: bool, skip: bool) -> list[sa.Colum
     )
     conds: list[sa.ColumnElement[bool]] = [
         due,
-        d.endpoint.not_in(sa.select(endpoints.c.endpoint).where(endpoints.c.disabled_at.is_not(None))),
+        ~sa.exists().where(
+            endpoints.c.account_id == d.account_id,
+            endpoints.c.endpoint == d.endpoint,
+            endpoints.c.disabled_at.is_not(None),
+        ),
         sa.or_(
             d.ordering_key.is_(None),
             ~sa.exists().where(
@@ -101,7 +112,7 @@ def _claimable(lane: Lane | None, *, expired: bool, skip: bool) -> list[sa.Colum
     elif lane is Lane.RETRY:
         conds.append(d.attempt_count > 0)
     if skip:
-        conds.append(d.endpoint.not_in(sa.bindparam("b_skip", expanding=True)))
+        conds.append(sa.tuple_(d.account_id, d.endpoint).not_in(sa.bindparam("b_skip", expanding=True)))
     return conds
 
 
@@ -144,7 +155,7 @@ def claim(
     lease_s: float,
     limit: int,
     lane: Lane | None = None,
-    skip_endpoints: Sequence[str] = (),
+    skip_endpoints: Sequence[EndpointKey] = (),
 ) -> list[Claimed]:
     """Lease up to ``limit`` due deliveries to ``owner`` for ``lease_s`` seconds (commit to publish).
 
@@ -158,7 +169,7 @@ def claim(
     lease = new_lease(owner)
     params: dict[str, Any] = {"b_now": now, "b_lease": lease, "b_expires": now + timedelta(seconds=lease_s)}
     if skip_endpoints:
-        params["b_skip"] = list(skip_endpoints)
+        params["b_skip"] = [tuple(k) for k in skip_endpoints]
     rows: list[sa.Row[Any]] = []
     # one statement per pass, expired leases first; two passes keep each pick on the
     # (state, next_attempt_at) index instead of one OR
@@ -177,6 +188,7 @@ def claim(
             Claimed(
                 id=r.id,
                 transactionid=r.transactionid,
+                account_id=r.account_id,
                 endpoint=r.endpoint,
                 method=r.method,
                 url=r.url,

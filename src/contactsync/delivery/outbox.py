@@ -48,6 +48,7 @@ from contactsync.delivery.states import (
 )
 
 __all__ = [
+    "ACTION_DELETED",
     "CANCELLED",
     "DELIVERED",
     "FAILED",
@@ -63,6 +64,7 @@ __all__ = [
     "Lane",
     "OutboxRequest",
     "cancel",
+    "cancel_for_actions",
     "claim",
     "count_failed_since",
     "counts_by_state",
@@ -74,6 +76,7 @@ __all__ = [
     "notify",
     "oldest_pending",
     "outcome_label",
+    "pending_for_actions",
     "recover_since",
     "release",
     "replay",
@@ -90,6 +93,8 @@ class OutboxRequest:
     """One request to deliver, exactly as it will go on the wire (minus signature headers)."""
 
     transactionid: int
+    account_id: int
+    """The owning account: who may see, retry or cancel it, and whose endpoint health it counts in."""
     endpoint: str
     method: str
     url: str
@@ -116,6 +121,7 @@ def enqueue(conn: sa.Connection, requests: Sequence[OutboxRequest], *, now: date
         [
             {
                 "transactionid": r.transactionid,
+                "account_id": r.account_id,
                 "action_id": r.action_id,
                 "automation_id": r.automation_id,
                 "contact_id": r.contact_id,
@@ -284,6 +290,7 @@ def _attempt_row(f: Finished) -> dict[str, Any]:
     result = f.result
     return {
         "delivery_id": f.claimed.id,
+        "account_id": f.claimed.account_id,
         "b_delivery": f.claimed.id,
         "started_at": f.started_at,
         "duration_ms": result.duration_s * 1000.0,
@@ -306,15 +313,14 @@ def outcome_label(f: Finished) -> str:
 
 
 def _record_health(conn: sa.Connection, kept: Sequence[Finished], *, now: datetime) -> None:
-    latest: dict[str, bool] = {}
+    latest: dict[endpoint_rows.EndpointKey, bool] = {}
     for f in kept:
-        latest[f.claimed.endpoint] = f.result.outcome.succeeded
+        latest[f.claimed.endpoint_key] = f.result.outcome.succeeded
     endpoint_rows.record_outcomes(conn, latest, now=now)
     for f in kept:
         if f.decision.disable_endpoint:
-            endpoint_rows.disable(
-                conn, f.claimed.endpoint, reason=f"410 Gone from {f.claimed.url}", now=now, kind="gone"
-            )
+            reason = f"410 Gone from {f.claimed.url}"
+            endpoint_rows.disable(conn, f.claimed.endpoint_key, reason=reason, now=now, kind="gone")
 
 
 # --- operator actions ----------------------------------------------------------------------------
@@ -323,6 +329,32 @@ def _record_health(conn: sa.Connection, kept: Sequence[Finished], *, now: dateti
 def cancel(conn: sa.Connection, ids: Sequence[int], *, now: datetime) -> int:
     """Stop pending or failed deliveries for good (an in-flight attempt finishes first)."""
     return move(conn, "cancel", deliveries.c.id.in_(list(ids)), {}, now=now).rowcount if ids else 0
+
+
+ACTION_DELETED = "cancelled: its action was deleted, so it cannot be signed"
+
+
+def cancel_for_actions(conn: sa.Connection, action_ids: Sequence[int], *, now: datetime) -> int:
+    """Cancel the pending deliveries of actions about to be deleted (a delivery is never sent unsigned).
+
+    Call before deleting: once the action is gone its deliveries no longer name it. One still in
+    flight finishes its attempt; should that end in a retry, the dispatcher fails it (no secret).
+    """
+    if not action_ids:
+        return 0
+    where = deliveries.c.action_id.in_(list(action_ids))
+    return int(move(conn, "cancel", where, {"last_error": ACTION_DELETED, **NO_LEASE}, now=now).rowcount)
+
+
+def pending_for_actions(conn: sa.Connection, action_ids: Sequence[int]) -> int:
+    """How many deliveries :func:`cancel_for_actions` would cancel (what the UI asks to confirm)."""
+    if not action_ids:
+        return 0
+    d = deliveries.c
+    query = sa.select(sa.func.count()).where(
+        d.action_id.in_(list(action_ids)), d.state.in_([PENDING, FAILED])
+    )
+    return int(conn.execute(query).scalar_one())
 
 
 def replay(conn: sa.Connection, ids: Sequence[int], *, now: datetime) -> int:

@@ -70,7 +70,7 @@ def update_automation(
 def delete_automation(automation_id: Id, ctx: Ctx, caller: Caller) -> Response:
     with ctx.tx() as conn:
         own_automation(conn, caller, automation_id)
-        svc.delete_automation(conn, automation_id)
+        svc.delete_automation(conn, automation_id, now=ctx.runtime.clock())
     return Response(status_code=204)
 
 
@@ -114,7 +114,7 @@ def update_action(
 def delete_action(action_id: Id, ctx: Ctx, caller: Caller) -> Response:
     with ctx.tx() as conn:
         own_action(conn, caller, action_id)
-        action_svc.delete_action(conn, action_id)
+        action_svc.delete_action(conn, action_id, now=ctx.runtime.clock())
     return Response(status_code=204)
 
 

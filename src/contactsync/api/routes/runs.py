@@ -20,7 +20,6 @@ from contactsync.api.deps import (
     Caller,
     Ctx,
     Id,
-    account_automations,
     own_action,
     own_automation,
     own_contact,
@@ -165,7 +164,7 @@ def _own_run(conn: sa.Connection, caller: Principal, run_id: int) -> None:
     mine = conn.execute(
         sa.select(manual_runs.c.id).where(
             manual_runs.c.id == run_id,
-            manual_runs.c.automation_id.in_(account_automations(caller.account_id)),
+            manual_runs.c.account_id == caller.account_id,
         )
     ).first()
     if mine is None:
