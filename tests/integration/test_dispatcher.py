@@ -15,6 +15,7 @@ from aiohttp import web
 
 from contactsync.db import platform as t
 from contactsync.delivery import endpoints as ep
+from contactsync.delivery import outbox
 from contactsync.delivery.dispatcher import Dispatcher, DispatcherConfig
 from contactsync.delivery.endpoints import endpoint_key
 from contactsync.delivery.netguard import NetPolicy
@@ -561,3 +562,46 @@ def test_send_once_for_the_editors_test_button() -> None:
         assert blocked.error == "blocked"
 
     asyncio.run(main())
+
+
+def test_a_delivery_without_a_secret_fails_and_is_never_sent(engine: sa.Engine) -> None:
+    start = datetime.now(UTC).replace(tzinfo=None)
+
+    async def main() -> None:
+        receiver = Receiver()
+        await receiver.add("ok", lambda r: reply(200))
+        enqueue_many(engine, [request(1, receiver.url("ok"), action_id=None)], now=start)
+        dispatcher = Dispatcher(engine, config=config())
+
+        async def body() -> None:
+            await wait_for(lambda: rows(engine)[1].state == "failed", what="refused delivery")
+
+        try:
+            await running(dispatcher, body)
+        finally:
+            await receiver.close()
+        assert receiver.arrivals.get("ok", []) == []
+        [attempt] = attempts(engine, 1)
+        assert attempt.outcome == "unsigned"
+        assert "no secret to sign it with" in rows(engine)[1].last_error
+        with engine.connect() as conn:  # nothing was sent: the endpoint's health is untouched
+            health = conn.execute(sa.select(t.endpoints.c.failing_since)).scalars().all()
+        assert all(since is None for since in health)
+
+    asyncio.run(main())
+
+
+def test_deleting_an_action_cancels_its_pending_deliveries(engine: sa.Engine) -> None:
+    from contactsync.automation.actions import delete_action
+
+    now = datetime(2026, 3, 1)
+    with engine.begin() as conn:
+        doomed = seed_action(conn, now=now)
+    enqueue_many(engine, [request(i, "http://127.0.0.1:9/x", action_id=doomed) for i in (1, 2, 3)], now=now)
+    enqueue_many(engine, [request(4, "http://127.0.0.1:9/x")], now=now)  # another action's
+    with engine.begin() as conn:
+        assert outbox.pending_for_actions(conn, [doomed]) == 3
+        assert delete_action(conn, doomed, now=now) == 3
+    got = rows(engine)
+    assert [got[i].state for i in (1, 2, 3, 4)] == ["cancelled", "cancelled", "cancelled", "pending"]
+    assert got[1].last_error == outbox.ACTION_DELETED

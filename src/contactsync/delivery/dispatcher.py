@@ -266,6 +266,10 @@ class Dispatcher:
 
     async def _attempt(self, session: aiohttp.ClientSession, c: Claimed, lane: Lane) -> None:
         try:
+            refused = outbox.refuse_unsigned(c, now=self._clock())
+            if refused is not None:  # never sent unsigned
+                self._finished(refused)
+                return
             limits = self._limit_of(c.endpoint_key)
             slots = self._endpoint_slots.get(c.endpoint_key)
             if slots is None:
@@ -280,9 +284,7 @@ class Dispatcher:
                     started = self._clock()
                     result = await self._send(session, c, started)
             decision = decide(c.attempt, result.outcome, self._clock(), schedule=c.schedule_s, rng=self._rng)
-            self._done.append(Finished(c, result, decision, started))
-            if self._flush_wanted is not None:
-                self._flush_wanted.set()
+            self._finished(Finished(c, result, decision, started))
         finally:
             self._in_lane[lane] -= 1
             left = self._in_endpoint[c.endpoint_key] = self._in_endpoint[c.endpoint_key] - 1
@@ -290,6 +292,11 @@ class Dispatcher:
                 self._poke(True)  # its prefetched work has all started: claim more for it
             if self._want_slots and self._free(lane) >= self._min_claim(lane):
                 self._poke()
+
+    def _finished(self, done: Finished) -> None:
+        self._done.append(done)
+        if self._flush_wanted is not None:
+            self._flush_wanted.set()
 
     async def _send(self, session: aiohttp.ClientSession, c: Claimed, started: datetime) -> AttemptResult:
         try:

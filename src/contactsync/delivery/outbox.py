@@ -33,7 +33,7 @@ from contactsync.delivery.leases import (
     new_lease,
     release,
 )
-from contactsync.delivery.retry import Decision, Verdict
+from contactsync.delivery.retry import Decision, Outcome, Verdict
 from contactsync.delivery.states import (
     CANCELLED,
     DELIVERED,
@@ -59,6 +59,7 @@ __all__ = [
     "SETTING_SCHEDULE",
     "SETTING_TOTAL_TIMEOUT",
     "TRANSITIONS",
+    "UNSIGNED",
     "Claimed",
     "Finished",
     "Lane",
@@ -78,6 +79,7 @@ __all__ = [
     "outcome_label",
     "pending_for_actions",
     "recover_since",
+    "refuse_unsigned",
     "release",
     "replay",
 ]
@@ -161,6 +163,24 @@ class Finished:
     result: AttemptResult
     decision: Decision
     started_at: datetime
+
+
+UNSIGNED = "unsigned"
+"""Outcome of a delivery refused before sending: no valid secret to sign it with."""
+
+
+def refuse_unsigned(claimed: Claimed, *, now: datetime) -> Finished | None:
+    """A delivery must never go out unsigned: without a secret (its action deleted, its secret
+    unreadable) it fails at once with that reason, and nothing is sent. ``None`` when it can be signed."""
+    if claimed.secrets:
+        return None
+    reason = (
+        "not sent: its action was deleted, so there is no secret to sign it with"
+        if claimed.action_id is None
+        else "not sent: the action's signing secret cannot be read (wrong or missing secrets key?)"
+    )
+    result = AttemptResult(Outcome(error=UNSIGNED), 0.0, detail=reason)
+    return Finished(claimed, result, Decision(Verdict.FAILED, reason), now)
 
 
 _DELIVER_VALUES: dict[str, Any] = {
@@ -315,7 +335,8 @@ def outcome_label(f: Finished) -> str:
 def _record_health(conn: sa.Connection, kept: Sequence[Finished], *, now: datetime) -> None:
     latest: dict[endpoint_rows.EndpointKey, bool] = {}
     for f in kept:
-        latest[f.claimed.endpoint_key] = f.result.outcome.succeeded
+        if f.result.error != UNSIGNED:  # refused here, never sent: says nothing of the endpoint
+            latest[f.claimed.endpoint_key] = f.result.outcome.succeeded
     endpoint_rows.record_outcomes(conn, latest, now=now)
     for f in kept:
         if f.decision.disable_endpoint:
