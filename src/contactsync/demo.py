@@ -269,7 +269,8 @@ def seed(engine: sa.Engine, rt: Runtime, *, config: DemoConfig, listener_url: st
         get_action = create_action(
             conn, rt, automation_id=get.id, settings=SyncActionSettings(url=template, method="GET")
         )
-    return Seeded(lst.id, contact_ids, [form.id, get.id], [post.secret, get_action.secret])
+    secrets_in_clear = [rt.keyring.open(post.secret), rt.keyring.open(get_action.secret)]
+    return Seeded(lst.id, contact_ids, [form.id, get.id], secrets_in_clear)
 
 
 class _Server(uvicorn.Server):

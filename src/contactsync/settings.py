@@ -30,6 +30,12 @@ class Settings(BaseSettings):
     poll_interval_s: float = 1.0
     admin_password: str = ""
     session_secret: str = ""
+    session_idle_timeout_s: float = 2 * 3600.0  # a session unused this long ends (both admin UIs)
+    session_absolute_timeout_s: float = 12 * 3600.0  # and every session ends this long after sign-in
+    # secrets at rest (db/sealing.py): a base64url key (older ones may follow, comma-separated, for
+    # reading), or a key file; the embedded SQLite default generates ``<database>.key`` beside it
+    secrets_key: str = ""
+    secrets_key_file: str = ""
 
     # listener side
     listener_database_url: str = "sqlite:///contactsync-listener.db"

@@ -54,11 +54,22 @@ def serve_command(
             "note: with PostgreSQL, `contactsync worker` processes can run beside this one", highlight=False
         )
     runtime = Runtime.create(settings, engine=engine)
+    _seal_plaintext(engine, runtime)
     app = create_app(settings, engine=engine, runtime=runtime, run_dispatcher=with_worker)
     try:
         uvicorn.run(app, host=host, port=port, log_level=log_level, lifespan="on")
     finally:
         engine.dispose()
+
+
+def _seal_plaintext(engine: Any, runtime: Any) -> None:
+    """Seal credentials stored before sealing existed (a no-op once everything is sealed)."""
+    from contactsync.db.reseal import reseal
+
+    with engine.begin() as conn:
+        changed = reseal(conn, read=runtime.keyring, write=runtime.keyring)
+    if changed:
+        err.print(f"sealed the credentials of {changed} rows stored in clear", highlight=False)
 
 
 @keys_app.command("create")

@@ -22,6 +22,7 @@ from contactsync import shortcodes
 from contactsync.automation.lists import list_fields
 from contactsync.automation.payload_builder import DateFormat, PayloadOptions, Rendered
 from contactsync.automation.runtime import Runtime
+from contactsync.db import sealing
 from contactsync.db.platform import actions, automations, lists
 from contactsync.delivery import endpoints as endpoint_rows
 from contactsync.delivery.outbox import OutboxRequest, cancel_for_actions
@@ -40,11 +41,24 @@ RESERVED_HEADERS = frozenset(
 """Headers the dispatcher owns; ``webhook-*`` are reserved too."""
 
 
+MAX_HEADER_VALUE = 4096
+
+
 class Header(BaseModel):
+    """An extra request header; its value is a credential more often than not, so it is sealed at rest
+    and shown as a masked hint (sending a hint back unchanged keeps the stored value)."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str = Field(min_length=1, max_length=100)
-    value: str = Field(max_length=4096)
+    value: str = Field(max_length=2 * MAX_HEADER_VALUE, description=f"at most {MAX_HEADER_VALUE} characters")
+
+    @field_validator("value")
+    @classmethod
+    def _length(cls, value: str) -> str:
+        if len(value) > MAX_HEADER_VALUE and not sealing.is_sealed(value):  # sealed: as stored
+            raise ValueError(f"at most {MAX_HEADER_VALUE} characters")
+        return value
 
 
 class SyncActionSettings(BaseModel):
@@ -210,6 +224,73 @@ def _endpoint_for(template: shortcodes.Template, settings: SyncActionSettings) -
     return endpoint_of(template.render({}, now=datetime(2020, 1, 1)))
 
 
+def stored_settings(
+    settings: SyncActionSettings, keyring: sealing.Keyring, *, current: Sequence[Header] = ()
+) -> dict[str, Any]:
+    """The settings as stored: header values sealed. A value equal to the masked hint of the stored
+    value of the same header (what a read returned) keeps that stored value."""
+    merged = with_stored_values(settings, current, keyring)
+    data = settings.model_dump(mode="json")
+    data["headers"] = [
+        {"name": given.name, "value": kept.value if kept.value != given.value else keyring.seal(given.value)}
+        for given, kept in zip(settings.headers, merged.headers, strict=True)
+    ]
+    return data
+
+
+def with_stored_values(
+    settings: SyncActionSettings, current: Sequence[Header], keyring: sealing.Keyring
+) -> SyncActionSettings:
+    """``settings`` whose header values that are the masked hint of the same header's stored value
+    (what a read showed), or that stored value itself, are that stored, sealed value; the others are
+    as given."""
+    stored = {h.name.lower(): h.value for h in current}
+    headers = []
+    for h in settings.headers:
+        kept = stored.get(h.name.lower())
+        same = kept is not None and h.value in (kept, keyring.hint(kept))
+        headers.append(h.model_copy(update={"value": kept}) if same else h)
+    return settings.model_copy(update={"headers": headers})
+
+
+def shown(action: ActionOut, keyring: sealing.Keyring) -> ActionOut:
+    """The action as an ordinary read shows it: the secret and header values as masked hints."""
+    headers = [h.model_copy(update={"value": keyring.hint(h.value)}) for h in action.settings.headers]
+    return action.model_copy(
+        update={
+            "secret": keyring.hint(action.secret),
+            "settings": action.settings.model_copy(update={"headers": headers}),
+        }
+    )
+
+
+class Revealed(BaseModel):
+    """An action's credentials in clear: only an explicit reveal returns this."""
+
+    secret: str
+    previous_secret: str | None = Field(description="still signing alongside until it expires")
+    previous_secret_expires_at: datetime | None
+    headers: list[Header]
+
+
+def reveal(conn: sa.Connection, keyring: sealing.Keyring, action_id: int, *, now: datetime) -> Revealed:
+    """The action's signing secret(s) and header values, opened."""
+    row = conn.execute(sa.select(actions).where(actions.c.id == action_id)).first()
+    if row is None:
+        raise NotFoundError(f"action {action_id} does not exist", field="action_id")
+    previous = row.previous_secret
+    in_force = previous and (row.previous_secret_expires_at is None or row.previous_secret_expires_at > now)
+    return Revealed(
+        secret=keyring.open(row.secret),
+        previous_secret=keyring.open(previous) if in_force else None,
+        previous_secret_expires_at=row.previous_secret_expires_at if in_force else None,
+        headers=[
+            Header(name=h["name"], value=keyring.open(h["value"]))
+            for h in (row.settings or {}).get("headers", [])
+        ],
+    )
+
+
 def create_action(
     conn: sa.Connection, rt: Runtime, *, automation_id: int, settings: SyncActionSettings
 ) -> ActionOut:
@@ -223,8 +304,8 @@ def create_action(
         .values(
             automation_id=automation_id,
             kind="sync_contact",
-            settings=settings.model_dump(mode="json"),
-            secret=generate_secret(),
+            settings=stored_settings(settings, rt.keyring),
+            secret=rt.keyring.seal(generate_secret()),
             endpoint=endpoint,
             created_at=now,
             updated_at=now,
@@ -247,7 +328,11 @@ def update_action(
     conn.execute(
         actions.update()
         .where(actions.c.id == action_id)
-        .values(settings=settings.model_dump(mode="json"), endpoint=endpoint, updated_at=now)
+        .values(
+            settings=stored_settings(settings, rt.keyring, current=current.settings.headers),
+            endpoint=endpoint,
+            updated_at=now,
+        )
     )
     _touch_endpoint(conn, current.automation_id, endpoint, now)
     return get_action(conn, action_id)
@@ -301,7 +386,7 @@ def rotate_secret(conn: sa.Connection, rt: Runtime, action_id: int) -> ActionOut
         actions.update()
         .where(actions.c.id == action_id)
         .values(
-            secret=generate_secret(),
+            secret=rt.keyring.seal(generate_secret()),
             previous_secret=current.secret,
             previous_secret_expires_at=now + SECRET_OVERLAP,
             updated_at=now,

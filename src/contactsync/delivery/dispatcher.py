@@ -243,6 +243,7 @@ class Dispatcher:
                 limit=limit,
                 lane=lane,
                 skip_endpoints=skip,
+                keyring=self.config.keyring,
             )
             stale_before = time.monotonic() - self.config.limits_ttl_s
             wanted = {

@@ -19,10 +19,12 @@ from typing import Any
 import sqlalchemy as sa
 
 from contactsync.db.platform import actions, deliveries, endpoints
+from contactsync.db.sealing import Keyring, is_sealed
 from contactsync.delivery.attempt import DEFAULT_CONNECT_TIMEOUT_S, DEFAULT_TOTAL_TIMEOUT_S
 from contactsync.delivery.endpoints import EndpointKey
 from contactsync.delivery.retry import DEFAULT_SCHEDULE_S
 from contactsync.delivery.states import IN_FLIGHT, NO_LEASE, PENDING, TRANSITIONS, move
+from contactsync.errors import SealedError
 
 SETTING_SCHEDULE = "retry_schedule_s"
 SETTING_CONNECT_TIMEOUT = "connect_timeout_s"
@@ -156,6 +158,7 @@ def claim(
     limit: int,
     lane: Lane | None = None,
     skip_endpoints: Sequence[EndpointKey] = (),
+    keyring: Keyring | None = None,
 ) -> list[Claimed]:
     """Lease up to ``limit`` due deliveries to ``owner`` for ``lease_s`` seconds (commit to publish).
 
@@ -163,6 +166,8 @@ def claim(
     waiting on each other. SQLite: the transaction holds the database's write lock (``BEGIN
     IMMEDIATE``), so claims are serialized — one dispatcher process is the supported set-up there.
     Expired leases (a dispatcher that died mid-attempt) are claimable like pending rows.
+    Sealed secrets and header values are opened with ``keyring``; a delivery whose secret or headers
+    cannot be opened is claimed without secrets, so that it fails instead of going out unsigned.
     """
     if limit <= 0:
         return []
@@ -180,10 +185,13 @@ def claim(
             break
     if not rows:
         return []
-    settings = _action_settings(conn, {r.action_id for r in rows if r.action_id is not None}, now)
+    settings = _action_settings(conn, {r.action_id for r in rows if r.action_id is not None}, now, keyring)
     claimed = []
     for r in rows:
         secrets, schedule, connect_s, total_s = settings.get(r.action_id, _NO_ACTION)
+        headers = _open_headers(r.headers or {}, keyring)
+        if headers is None:
+            headers, secrets = {}, ()
         claimed.append(
             Claimed(
                 id=r.id,
@@ -192,7 +200,7 @@ def claim(
                 endpoint=r.endpoint,
                 method=r.method,
                 url=r.url,
-                headers=dict(r.headers or {}),
+                headers=headers,
                 body=bytes(r.body),
                 content_type=r.content_type,
                 attempt=r.attempt_count + 1,
@@ -213,8 +221,25 @@ _ActionSettings = tuple[tuple[str, ...], tuple[float, ...], float, float]
 _NO_ACTION: _ActionSettings = ((), DEFAULT_SCHEDULE_S, DEFAULT_CONNECT_TIMEOUT_S, DEFAULT_TOTAL_TIMEOUT_S)
 
 
+def _open(value: str, keyring: Keyring | None) -> str | None:
+    """The plaintext of a stored value, or ``None`` when it cannot be opened."""
+    if keyring is None:
+        return None if is_sealed(value) else value
+    try:
+        return keyring.open(value)
+    except SealedError:
+        return None
+
+
+def _open_headers(stored: Mapping[str, str], keyring: Keyring | None) -> dict[str, str] | None:
+    opened = {str(k): _open(str(v), keyring) for k, v in stored.items()}
+    if any(v is None for v in opened.values()):
+        return None
+    return {k: v for k, v in opened.items() if v is not None}
+
+
 def _action_settings(
-    conn: sa.Connection, action_ids: set[int], now: datetime
+    conn: sa.Connection, action_ids: set[int], now: datetime, keyring: Keyring | None
 ) -> dict[int | None, _ActionSettings]:
     """Secrets valid now (two during rotation) and the per-action timeouts and schedule."""
     if not action_ids:
@@ -227,15 +252,15 @@ def _action_settings(
     )
     found: dict[int | None, _ActionSettings] = {}
     for row in rows:
-        secrets = [row.secret]
+        secrets = [_open(row.secret, keyring)]
         if row.previous_secret and (
             row.previous_secret_expires_at is None or row.previous_secret_expires_at > now
         ):
-            secrets.append(row.previous_secret)
+            secrets.append(_open(row.previous_secret, keyring))
         opts = row.settings if isinstance(row.settings, dict) else {}
         schedule = tuple(float(s) for s in opts.get(SETTING_SCHEDULE) or DEFAULT_SCHEDULE_S)
         found[row.id] = (
-            tuple(secrets),
+            tuple(s for s in secrets if s is not None) if secrets[0] is not None else (),
             schedule,
             float(opts.get(SETTING_CONNECT_TIMEOUT) or DEFAULT_CONNECT_TIMEOUT_S),
             float(opts.get(SETTING_TOTAL_TIMEOUT) or DEFAULT_TOTAL_TIMEOUT_S),

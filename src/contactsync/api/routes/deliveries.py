@@ -13,7 +13,16 @@ import sqlalchemy as sa
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict, Field
 
-from contactsync.api.deps import Caller, Ctx, Id, delivery_owned, endpoint_owned, own_delivery, own_endpoint
+from contactsync.api.deps import (
+    ApiContext,
+    Caller,
+    Ctx,
+    Id,
+    delivery_owned,
+    endpoint_owned,
+    own_delivery,
+    own_endpoint,
+)
 from contactsync.api.errors import ERROR_RESPONSES, ApiError
 from contactsync.api.pagination import Cursor, Limit, Page, after, cut
 from contactsync.api.routing import UtcRoute
@@ -71,7 +80,8 @@ class AttemptOut(BaseModel):
 
 class DeliveryDetail(DeliveryOut):
     headers: dict[str, str] = Field(
-        description="static headers of the frozen request (signature added per attempt)"
+        description="static headers of the frozen request (signature added per attempt); values are "
+        "credentials sealed at rest, shown as masked hints (the action's reveal shows them)"
     )
     content_type: str
     body: str
@@ -116,10 +126,10 @@ def get_delivery(delivery_id: Id, ctx: Ctx, caller: Caller) -> DeliveryDetail:
     """The frozen request and every attempt with its response."""
     with ctx.tx() as conn:
         own_delivery(conn, caller, delivery_id)
-        return _detail(conn, delivery_id)
+        return _detail(conn, delivery_id, ctx)
 
 
-def _detail(conn: sa.Connection, delivery_id: int) -> DeliveryDetail:
+def _detail(conn: sa.Connection, delivery_id: int, ctx: ApiContext) -> DeliveryDetail:
     row = conn.execute(sa.select(deliveries).where(deliveries.c.id == delivery_id)).one()
     a = delivery_attempts.c
     attempts = [
@@ -140,7 +150,7 @@ def _detail(conn: sa.Connection, delivery_id: int) -> DeliveryDetail:
     base = DeliveryOut.of(row)
     return DeliveryDetail(
         **base.model_dump(),
-        headers={str(k): str(v) for k, v in (row.headers or {}).items()},
+        headers={str(k): ctx.runtime.keyring.hint(str(v)) for k, v in (row.headers or {}).items()},
         content_type=row.content_type,
         body=_text(row.body),
         attempts=attempts,
@@ -155,7 +165,7 @@ def retry_delivery(delivery_id: Id, ctx: Ctx, caller: Caller) -> DeliveryDetail:
         if not outbox.replay(conn, [delivery_id], now=ctx.runtime.clock()):
             state = conn.execute(sa.select(deliveries.c.state).where(deliveries.c.id == delivery_id)).scalar()
             raise ApiError(409, "conflict", f"a {state} delivery cannot be retried; it is still being sent")
-        detail = _detail(conn, delivery_id)
+        detail = _detail(conn, delivery_id, ctx)
     ctx.wake()
     return detail
 
@@ -168,7 +178,7 @@ def cancel_delivery(delivery_id: Id, ctx: Ctx, caller: Caller) -> DeliveryDetail
         if not outbox.cancel(conn, [delivery_id], now=ctx.runtime.clock()):
             state = conn.execute(sa.select(deliveries.c.state).where(deliveries.c.id == delivery_id)).scalar()
             raise ApiError(409, "conflict", f"a {state} delivery cannot be cancelled")
-        return _detail(conn, delivery_id)
+        return _detail(conn, delivery_id, ctx)
 
 
 # --- endpoints -------------------------------------------------------------------------------------
