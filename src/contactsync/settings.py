@@ -51,4 +51,5 @@ class Settings(BaseSettings):
     listener_projection_url: str = ""  # empty: the projection lives in listener_database_url
     listener_handler_lease_s: float = 300.0  # a run claimed by a process that died is retried after this
     listener_crm: list[dict[str, Any]] = Field(default_factory=list)  # CRM forwarders (listener/crm.py)
+    listener_public_base_url: str = ""  # https://…: the listener UI's cookies are Secure behind a proxy
     listener_run_handlers: bool = True  # false: only acknowledge (`contactsync listen --handlers-only`)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 
 from contactsync.db.metadata import platform_metadata as md
+from contactsync.db.sessions import sessions_table
 
 Id = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 """Primary/foreign key type: BIGINT, but a rowid alias on SQLite so it autoincrements."""
@@ -313,3 +314,6 @@ endpoint_events = sa.Table(
     sa.Index(None, "account_id", "endpoint", "created_at"),
     sqlite_autoincrement=True,  # ids never reused (PostgreSQL's sequences never go back anyway)
 )
+
+admin_sessions = sessions_table(md)
+"""Server-side sessions of the platform's admin UI (db/sessions.py)."""

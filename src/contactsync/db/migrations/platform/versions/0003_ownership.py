@@ -1,4 +1,5 @@
-"""ownership on every row: account_id on the outbox, endpoints, entries and runs; ids never reused
+"""ownership on every row: account_id on the outbox, endpoints, entries and runs; ids never reused;
+server-side admin sessions
 
 Revision ID: 0003
 Revises: 0001
@@ -189,7 +190,24 @@ def _split_endpoints(bind: sa.Connection) -> None:
     bind.execute(events.delete().where(events.c.account_id.is_(None)))
 
 
+def _create_sessions() -> None:
+    op.create_table(
+        "admin_sessions",
+        sa.Column("id", sa.String(length=64), nullable=False),
+        sa.Column("principal", sa.String(length=200), nullable=False),
+        sa.Column("csrf", sa.String(length=64), nullable=False),
+        sa.Column("password_tag", sa.String(length=64), nullable=False),
+        sa.Column("created_at", sa.DateTime(), nullable=False),
+        sa.Column("last_seen_at", sa.DateTime(), nullable=False),
+        sa.Column("expires_at", sa.DateTime(), nullable=False),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_admin_sessions")),
+    )
+    op.create_index(op.f("ix_admin_sessions_principal"), "admin_sessions", ["principal"])
+    op.create_index(op.f("ix_admin_sessions_expires_at"), "admin_sessions", ["expires_at"])
+
+
 def upgrade() -> None:
+    _create_sessions()
     for table in OWNED:
         op.add_column(table, sa.Column("account_id", Id, nullable=True))
     with op.batch_alter_table("endpoints") as batch:
@@ -223,6 +241,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.drop_table("admin_sessions")
     bind = op.get_bind()
     e = endpoints.c
     keep = sa.select(sa.func.min(e.id)).group_by(e.endpoint)
