@@ -28,6 +28,7 @@ class Settings(BaseSettings):
     claim_batch_size: int = 200
     lease_s: float = 60.0
     poll_interval_s: float = 1.0
+    metrics_host: str = "127.0.0.1"  # where `serve --metrics-port` listens (not the public API port)
     admin_password: str = ""
     session_secret: str = ""
     session_idle_timeout_s: float = 2 * 3600.0  # a session unused this long ends (both admin UIs)

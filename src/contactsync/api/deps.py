@@ -42,7 +42,8 @@ class ApiContext:
     """Called after a transaction that may have enqueued deliveries commits (in-process dispatcher)."""
     runs: RunWorkers = field(init=False)
     metrics: DeliveryMetrics = field(init=False)
-    """Served at ``/metrics``; counters move when this app runs the in-process dispatcher."""
+    """Served on the metrics port (``metrics_app``); counters move when this app runs the in-process
+    dispatcher."""
 
     def __post_init__(self) -> None:
         self.runs = RunWorkers(self.engine, self.runtime, on_enqueued=self.wake)
