@@ -35,6 +35,8 @@ class Api:
     engine: sa.Engine
     account_id: int
     key: str
+    app: Any = None
+    """The app under test (its route table)."""
 
     def count(self, table: sa.Table, *where: sa.ColumnElement[bool]) -> int:
         with self.engine.connect() as conn:
@@ -82,7 +84,7 @@ def api_client(
             serve(app) as base_url,
             httpx.Client(base_url=base_url, headers={"Authorization": f"Bearer {key}"}, timeout=60) as client,
         ):
-            yield Api(client, base_url, engine, account_id, key)
+            yield Api(client, base_url, engine, account_id, key, app)
     finally:
         engine.dispose()
 
