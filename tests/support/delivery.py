@@ -327,6 +327,7 @@ def worker_env(db_url: str, **settings: object) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CONTACTSYNC_")}
     env["CONTACTSYNC_DATABASE_URL"] = db_url
     env["CONTACTSYNC_ALLOWED_CIDRS"] = json.dumps(["127.0.0.1/32"])
+    env["CONTACTSYNC_SECRETS_KEY"] = os.environ["CONTACTSYNC_SECRETS_KEY"]  # the tests' (conftest.py)
     for key, value in settings.items():
         env[f"CONTACTSYNC_{key.upper()}"] = str(value)
     return env
