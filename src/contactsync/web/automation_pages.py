@@ -24,6 +24,7 @@ from contactsync.automation.actions import (
     Header,
     SyncActionSettings,
     create_action,
+    delete_action,
     field_keys,
     get_action,
     list_actions,
@@ -49,6 +50,7 @@ from contactsync.db.platform import actions, automations, contacts, deliveries, 
 from contactsync.db.sealing import mask
 from contactsync.delivery.attempt import send
 from contactsync.delivery.netguard import NetPolicy, create_connector
+from contactsync.delivery.outbox import pending_for_actions
 from contactsync.errors import ContactSyncError, TemplateError
 from contactsync.web.app import Web
 from contactsync.web.platform_pages import error_message, form_text
@@ -273,7 +275,13 @@ def routes(web: Web) -> list[BaseRoute]:
                 sa.select(contacts.c.id, contacts.c.email).where(contacts.c.list_id == automation.list_id)
                 .order_by(contacts.c.id).limit(50)
             ).all()  # fmt: skip
-            return {"automation": automation, "picker": picker(conn, automation.list_id), "sample": sample}
+            pending = pending_for_actions(conn, [action.id]) if action is not None else 0
+            return {
+                "automation": automation,
+                "picker": picker(conn, automation.list_id),
+                "sample": sample,
+                "pending": pending,
+            }
 
         data = await web.read(load)
         settings = action.settings if action is not None else SyncActionSettings(url="https://")
@@ -335,6 +343,23 @@ def routes(web: Web) -> list[BaseRoute]:
             message = error_message(exc)
             return web.redirect(request, f"/actions/{action_id}", err=message)
         return web.redirect(request, f"/actions/{action_id}", msg="action saved")
+
+    async def action_delete(request: Request, session: Session) -> Response:
+        """Delete after the owner confirmed the number of pending deliveries it cancels."""
+        action_id = int(request.path_params["action_id"])
+        form = await request.form()
+        if form_text(form, "confirm") != "yes":
+            return web.redirect(request, f"/actions/{action_id}", err="tick the box to confirm the deletion")
+        try:
+            found = await web.read(lambda conn: get_action(conn, action_id))
+            rt = _runtime(web)
+            cancelled = await web.write(lambda conn: delete_action(conn, action_id, now=rt.clock()))
+        except ContactSyncError as exc:
+            return web.redirect(request, f"/actions/{action_id}", err=error_message(exc))
+        note = (
+            f"action {action_id} deleted; {cancelled} pending deliveries cancelled (they could not be signed)"
+        )
+        return web.redirect(request, f"/automations/{found.automation_id}", msg=note)
 
     async def action_rotate(request: Request, session: Session) -> Response:
         action_id = int(request.path_params["action_id"])
@@ -442,6 +467,7 @@ def routes(web: Web) -> list[BaseRoute]:
         web.page("/actions/{action_id:int}", action_show),
         web.page("/actions/{action_id:int}", action_update, methods=["POST"]),
         web.page("/actions/{action_id:int}/rotate", action_rotate, methods=["POST"]),
+        web.page("/actions/{action_id:int}/delete", action_delete, methods=["POST"]),
         web.page("/ui/actions/{action_id:int}/reveal", action_reveal, methods=["POST"]),
         web.page("/ui/validate", validate, methods=["POST"]),
         web.page("/ui/actions/{action_id:int}/preview", preview_json, methods=["POST"]),
