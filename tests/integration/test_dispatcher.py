@@ -605,3 +605,66 @@ def test_deleting_an_action_cancels_its_pending_deliveries(engine: sa.Engine) ->
     got = rows(engine)
     assert [got[i].state for i in (1, 2, 3, 4)] == ["cancelled", "cancelled", "cancelled", "pending"]
     assert got[1].last_error == outbox.ACTION_DELETED
+
+
+def _second_account_action(engine: sa.Engine, now: datetime) -> tuple[int, int]:
+    """Another account with its own list, automation and action: (account id, action id)."""
+    with engine.begin() as conn:
+        account = conn.execute(
+            t.accounts.insert().values(name="other", created_at=now).returning(t.accounts.c.id)
+        ).scalar_one()
+        lst = conn.execute(
+            t.lists.insert().values(account_id=account, name="l", created_at=now).returning(t.lists.c.id)
+        ).scalar_one()
+        automation = conn.execute(
+            t.automations.insert()
+            .values(list_id=lst, name="a", trigger="manual", conditions={}, created_at=now, updated_at=now)
+            .returning(t.automations.c.id)
+        ).scalar_one()
+        action = conn.execute(
+            t.actions.insert()
+            .values(
+                automation_id=automation,
+                settings={},
+                secret=SECRET,
+                endpoint="e",
+                created_at=now,
+                updated_at=now,
+            )
+            .returning(t.actions.c.id)
+        ).scalar_one()
+    return int(account), int(action)
+
+
+def test_a_410_disables_only_the_account_whose_url_answered_it(engine: sa.Engine) -> None:
+    start = datetime.now(UTC).replace(tzinfo=None)
+    other_account, other_action = _second_account_action(engine, start)
+
+    async def main() -> None:
+        receiver = Receiver()
+        await receiver.add("host", lambda r: reply(410 if r.path == "/gone" else 200))
+        gone = receiver.url("host", "/gone")
+        enqueue_many(engine, [request(1, gone)], now=start)  # account 1's URL answers 410
+        dispatcher = Dispatcher(engine, config=config())
+
+        async def body() -> None:
+            await wait_for(lambda: bool(attempts(engine, 1)), what="the 410")
+            later = request(
+                2, receiver.url("host", "/fine"), account_id=other_account, action_id=other_action
+            )
+            enqueue_many(engine, [later], now=start)
+            dispatcher.wake()
+            await wait_for(lambda: rows(engine)[2].state == "delivered", what="the other account's delivery")
+
+        try:
+            await running(dispatcher, body)
+        finally:
+            await receiver.close()
+        with engine.connect() as conn:
+            assert ep.disabled(conn) == [key_of(gone)]  # the same host, but only account 1's endpoint
+            events = conn.execute(
+                sa.select(t.endpoint_events.c.account_id, t.endpoint_events.c.message)
+            ).all()
+        assert [account for account, _ in events] == [DEFAULT_ACCOUNT]
+
+    asyncio.run(main())
