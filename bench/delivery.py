@@ -261,13 +261,14 @@ def prepare_db(url: str) -> tuple[Any, int]:
 
 
 def requests_for(url: str, action_id: int, tids: range) -> list[Any]:
+    """Requests of the bench action (its account is the database's only one: id 1)."""
     from contactsync.delivery.endpoints import endpoint_key
     from contactsync.delivery.outbox import OutboxRequest
 
     endpoint = endpoint_key(url)
     return [
         OutboxRequest(
-            transactionid=tid, endpoint=endpoint, method="POST", url=url, body=body_of(tid),
+            transactionid=tid, account_id=1, endpoint=endpoint, method="POST", url=url, body=body_of(tid),
             content_type="application/x-www-form-urlencoded", headers={"X-Api-Key": "k"}, action_id=action_id,
         )
         for tid in tids

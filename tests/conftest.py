@@ -21,6 +21,10 @@ settings.register_profile(
     print_blob=True,
 )
 settings.load_profile("contactsync")
+# Secrets at rest need a key; the embedded default would write one beside every SQLite file a test
+# opens (or beside ./contactsync.db for a bare Settings()). Tests of the key file itself pass
+# ``secrets_key=""`` explicitly. Child processes (workers, the CLI) inherit the same key.
+os.environ.setdefault("CONTACTSYNC_SECRETS_KEY", "dGVzdHMtb25seS1rZXktdGVzdHMtb25seS1rZXktMDE")
 PG_ADMIN_URL = os.environ.get("CONTACTSYNC_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 MARIADB_ADMIN_URL = os.environ.get("CONTACTSYNC_TEST_MARIADB_URL", "mysql+pymysql://root@127.0.0.1:3306/test")
 

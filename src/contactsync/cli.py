@@ -233,6 +233,15 @@ def _register_api_commands() -> None:
 _register_api_commands()
 
 
+def _register_secrets_commands() -> None:
+    from contactsync.cli_secrets import register as register_secrets
+
+    register_secrets(app)
+
+
+_register_secrets_commands()
+
+
 def main() -> None:
     """Entry point of the ``contactsync`` script."""
     try:

@@ -307,12 +307,8 @@ def seed(engine: sa.Engine, rt: Runtime, *, config: DemoConfig, listener_url: st
             automation_id=resync.id,
             settings=SyncActionSettings(url=listener_url, sections=ALL_SECTIONS, max_items=MAX_ITEMS),
         )
-    return Seeded(
-        lst.id,
-        contact_ids,
-        [form.id, get.id, resync.id],
-        [post.secret, get_action.secret, resync_action.secret],
-    )
+    secrets_in_clear = [rt.keyring.open(a.secret) for a in (post, get_action, resync_action)]
+    return Seeded(lst.id, contact_ids, [form.id, get.id, resync.id], secrets_in_clear)
 
 
 class _Server(uvicorn.Server):

@@ -15,6 +15,7 @@ can catch the package as a whole; third-party exceptions are translated at the b
     │   └── SignatureError         a missing, forged or stale webhook signature (``reason`` says which)
     ├── TemplateError              a URL template that does not compile (line, column, suggestions)
     ├── StorageError               the database refused or lost a write
+    │   └── SealedError            a value sealed at rest that no key of the keyring opens
     ├── ValidationError            bad input to a service (names the offending field)
     │   └── NotFoundError          an id that does not exist
     ├── ConflictError              a state that forbids the change now (names what is in the way)
@@ -110,6 +111,10 @@ class TemplateError(ContactSyncError):
 
 class StorageError(ContactSyncError):
     """The database refused or lost a write."""
+
+
+class SealedError(StorageError):
+    """A value encrypted at rest that no key of the keyring opens (wrong key, or tampered with)."""
 
 
 class ValidationError(ContactSyncError):

@@ -28,8 +28,15 @@ class Settings(BaseSettings):
     claim_batch_size: int = 200
     lease_s: float = 60.0
     poll_interval_s: float = 1.0
+    metrics_host: str = "127.0.0.1"  # where `serve --metrics-port` listens (not the public API port)
     admin_password: str = ""
     session_secret: str = ""
+    session_idle_timeout_s: float = 2 * 3600.0  # a session unused this long ends (both admin UIs)
+    session_absolute_timeout_s: float = 12 * 3600.0  # and every session ends this long after sign-in
+    # secrets at rest (db/sealing.py): a base64url key (older ones may follow, comma-separated, for
+    # reading), or a key file; the embedded SQLite default generates ``<database>.key`` beside it
+    secrets_key: str = ""
+    secrets_key_file: str = ""
 
     # listener side
     listener_database_url: str = "sqlite:///contactsync-listener.db"
@@ -47,4 +54,5 @@ class Settings(BaseSettings):
     listener_handler_stall_s: float = 60.0  # a handler without progress this long: /health answers 503
     listener_crm: list[dict[str, Any]] = Field(default_factory=list)  # CRM forwarders (listener/crm.py)
     listener_get_mapping: dict[str, str] = Field(default_factory=dict)  # GET parameter → target (getmap.py)
+    listener_public_base_url: str = ""  # https://…: the listener UI's cookies are Secure behind a proxy
     listener_run_handlers: bool = True  # false: only acknowledge (`contactsync listen --handlers-only`)

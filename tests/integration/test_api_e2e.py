@@ -7,6 +7,7 @@ and test send performing one real signed attempt.
 from __future__ import annotations
 
 import json
+import socket
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -140,7 +141,13 @@ def test_in_process_dispatcher_delivers_and_test_send_reports(
     db_url: str, receiver: tuple[Receiver, str]
 ) -> None:
     rec, base = receiver
-    with api_client(db_url, run_dispatcher=True, allow_private_networks=True) as api:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        metrics_port = probe.getsockname()[1]
+    with api_client(
+        db_url, run_dispatcher=True, allow_private_networks=True, metrics_port=metrics_port
+    ) as api:
+        assert api.get("/metrics").status_code == 404  # not on the public API port
         s = _setup(api, url=f"{base}/hook")
         contact = api.ok(
             "POST",
@@ -156,7 +163,7 @@ def test_in_process_dispatcher_delivers_and_test_send_reports(
         assert done["attempts"][0]["response_body"] == "thanks"
         deadline = time.monotonic() + 30  # counted just after the attempt's commit
         while 'contactsync_delivery_attempts_total{outcome="success"} 1.0' not in (
-            metrics := httpx.get(f"{api.base_url}/metrics").text
+            metrics := httpx.get(f"http://127.0.0.1:{metrics_port}/metrics").text
         ):
             assert time.monotonic() < deadline, metrics
             time.sleep(0.05)

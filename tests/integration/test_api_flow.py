@@ -196,7 +196,7 @@ def test_secret_rotation_and_action_updates(api: Api) -> None:
     assert api.get(f"/api/automations/{w['automation']['id']}").status_code == 404
 
 
-def test_shared_endpoint_cannot_be_switched_by_one_account(api: Api) -> None:
+def test_endpoints_are_per_account_even_for_the_same_host(api: Api) -> None:
     w = _world(api, contacts=0)
     _, other_key = new_account(api.engine, "other")
     theirs = {"Authorization": f"Bearer {other_key}"}
@@ -210,12 +210,19 @@ def test_shared_endpoint_cannot_be_switched_by_one_account(api: Api) -> None:
         f"/api/automations/{auto['id']}/actions", json={"url": "https://hooks.example.com/b"}, headers=theirs
     )
     assert made.status_code == 201
-    [endpoint] = api.ok("GET", "/api/endpoints")
-    assert endpoint["endpoint"] == w["action"]["endpoint"] == "https://hooks.example.com:443"
-    refused = api.post(f"/api/endpoints/{endpoint['id']}/disable")
-    assert refused.status_code == 409
-    assert refused.json()["error"] == "shared_endpoint"
-    assert api.ok("GET", f"/api/endpoints/{endpoint['id']}")["enabled"] is True
+    [mine] = api.ok("GET", "/api/endpoints")
+    [their_endpoint] = api.client.get("/api/endpoints", headers=theirs).json()
+    assert mine["endpoint"] == their_endpoint["endpoint"] == w["action"]["endpoint"]
+    assert mine["id"] != their_endpoint["id"]
+    assert api.get(f"/api/endpoints/{their_endpoint['id']}").status_code == 404
+    assert api.post(f"/api/endpoints/{their_endpoint['id']}/disable").status_code == 404
+    disabled = api.post(f"/api/endpoints/{mine['id']}/disable")
+    assert disabled.status_code == 200
+    assert disabled.json()["enabled"] is False
+    theirs_now = api.client.get(f"/api/endpoints/{their_endpoint['id']}", headers=theirs).json()
+    assert theirs_now["enabled"] is True
+    assert theirs_now["events"] == []
+    assert api.ok("POST", f"/api/endpoints/{mine['id']}/enable")["enabled"] is True
 
 
 def _run_state(api: Api, run_id: int) -> tuple[str, int]:

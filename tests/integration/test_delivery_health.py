@@ -9,12 +9,11 @@ import pytest
 import sqlalchemy as sa
 from prometheus_client import CollectorRegistry
 
-from contactsync.db import create_engine
 from contactsync.db import platform as t
-from contactsync.db.migrate import upgrade
 from contactsync.delivery import endpoints as ep
 from contactsync.delivery import health
 from contactsync.delivery.metrics import DeliveryMetrics
+from support.delivery import migrated
 
 NOW = datetime(2026, 3, 10, 12, 0, 0)
 DAY = timedelta(days=1)
@@ -44,18 +43,17 @@ def test_rule(
 
 @pytest.fixture
 def engine(db_url: str) -> Iterator[sa.Engine]:
-    upgrade(db_url, side="platform")
-    eng = create_engine(db_url)
+    eng = migrated(db_url, now=datetime(2026, 1, 1))
     yield eng
     eng.dispose()
 
 
 def test_sweep_disables_notifies_and_counts(engine: sa.Engine) -> None:
     names = {
-        "failing": "https://a.test:443",
-        "recent": "https://b.test:443",
-        "edited": "https://c.test:443",
-        "healthy": "https://d.test:443",
+        "failing": ep.EndpointKey(1, "https://a.test:443"),
+        "recent": ep.EndpointKey(1, "https://b.test:443"),
+        "edited": ep.EndpointKey(1, "https://c.test:443"),
+        "healthy": ep.EndpointKey(1, "https://d.test:443"),
     }
     with engine.begin() as conn:
         ep.record_outcomes(conn, {names["failing"]: False, names["edited"]: False}, now=NOW - 6 * DAY)

@@ -9,25 +9,23 @@ from datetime import datetime, timedelta
 import pytest
 import sqlalchemy as sa
 
-from contactsync.db import create_engine
 from contactsync.db import platform as t
-from contactsync.db.migrate import upgrade
 from contactsync.delivery import endpoints as ep
 from contactsync.delivery import outbox
 from contactsync.delivery.attempt import AttemptResult
 from contactsync.delivery.outbox import Claimed, Finished, Lane
 from contactsync.delivery.retry import Decision, Outcome, Verdict
-from support.delivery import OLD_SECRET, SECRET, enqueue_many, request, seed_action
+from support.delivery import OLD_SECRET, SECRET, enqueue_many, migrated, request, seed_action
 
 NOW = datetime(2026, 3, 1, 12, 0, 0)
 URL = "http://127.0.0.1:9/hook"
 ENDPOINT = "http://127.0.0.1:9"
+KEY = ep.EndpointKey(1, ENDPOINT)
 
 
 @pytest.fixture
 def engine(db_url: str) -> Iterator[sa.Engine]:
-    upgrade(db_url, side="platform")
-    eng = create_engine(db_url)
+    eng = migrated(db_url, now=datetime(2026, 1, 1))
     yield eng
     eng.dispose()
 
@@ -142,11 +140,11 @@ def test_disabled_endpoint_waits_and_resumes(engine: sa.Engine) -> None:
     other = "http://127.0.0.2:9/x"
     enqueue_many(engine, [request(1, URL), request(2, other)], now=NOW)
     with engine.begin() as conn:
-        assert ep.disable(conn, ENDPOINT, reason="owner asked", now=NOW)
-        assert not ep.disable(conn, ENDPOINT, reason="again", now=NOW)
+        assert ep.disable(conn, KEY, reason="owner asked", now=NOW)
+        assert not ep.disable(conn, KEY, reason="again", now=NOW)
     assert [c.transactionid for c in claim(engine)] == [2]
     with engine.begin() as conn:
-        assert ep.enable(conn, ENDPOINT, now=NOW)
+        assert ep.enable(conn, KEY, now=NOW)
         assert ep.disabled(conn) == []
         kinds = list(
             conn.execute(sa.select(t.endpoint_events.c.kind).order_by(t.endpoint_events.c.id)).scalars()
@@ -160,7 +158,7 @@ def test_410_disables_the_endpoint(engine: sa.Engine) -> None:
     [c1] = claim(engine, limit=1)
     finish(engine, [finished(c1, 410, Verdict.RETRY, disable_endpoint=True)])
     with engine.connect() as conn:
-        assert ep.disabled(conn) == [ENDPOINT]
+        assert ep.disabled(conn) == [KEY]
         row = conn.execute(sa.select(t.endpoints).where(t.endpoints.c.endpoint == ENDPOINT)).one()
     assert row.failing_since == NOW
     assert row.disabled_reason.startswith("410 Gone")
@@ -205,8 +203,7 @@ def test_ordered_per_contact(engine: sa.Engine) -> None:
 def test_recording_a_finished_ordered_delivery_notifies_the_dispatchers(pg_url: str) -> None:
     import psycopg
 
-    upgrade(pg_url, side="platform")
-    engine = create_engine(pg_url)
+    engine = migrated(pg_url, now=NOW)
     listener = psycopg.connect(pg_url.replace("postgresql+psycopg://", "postgresql://"), autocommit=True)
     try:
         ordered = [request(i, URL, ordering_key="7:1") for i in (1, 2, 3)]
@@ -285,8 +282,7 @@ def test_action_secrets_and_settings_come_with_the_claim(engine: sa.Engine) -> N
 
 
 def test_postgres_claimers_skip_each_others_locks(pg_url: str) -> None:
-    upgrade(pg_url, side="platform")
-    engine = create_engine(pg_url)
+    engine = migrated(pg_url, now=NOW)
     try:
         enqueue_many(engine, [request(i, URL) for i in range(1, 11)], now=NOW)
         holding = threading.Event()

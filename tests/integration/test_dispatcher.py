@@ -13,19 +13,21 @@ import sqlalchemy as sa
 import standardwebhooks
 from aiohttp import web
 
-from contactsync.db import create_engine
 from contactsync.db import platform as t
-from contactsync.db.migrate import upgrade
 from contactsync.delivery import endpoints as ep
+from contactsync.delivery import outbox
 from contactsync.delivery.dispatcher import Dispatcher, DispatcherConfig
 from contactsync.delivery.endpoints import endpoint_key
 from contactsync.delivery.netguard import NetPolicy
 from support.delivery import (
+    DEFAULT_ACCOUNT,
+    DEFAULT_ACTION,
     OLD_SECRET,
     SECRET,
     FakeClock,
     Receiver,
     enqueue_many,
+    migrated,
     request,
     seed_action,
     wait_for,
@@ -45,10 +47,14 @@ LOOPBACK = NetPolicy(allowed_cidrs=["127.0.0.1/32"])
 
 @pytest.fixture
 def engine(db_url: str) -> Iterator[sa.Engine]:
-    upgrade(db_url, side="platform")
-    eng = create_engine(db_url)
+    eng = migrated(db_url, now=datetime(2026, 1, 1))
     yield eng
     eng.dispose()
+
+
+def key_of(url: str) -> ep.EndpointKey:
+    """The endpoint of ``url`` of the account :func:`migrated` seeds."""
+    return ep.EndpointKey(DEFAULT_ACCOUNT, endpoint_key(url))
 
 
 def config(**kw: Any) -> DispatcherConfig:
@@ -194,7 +200,7 @@ def test_every_outcome(engine: sa.Engine) -> None:
         assert attempts(engine, tids["redirect"])[0].response_headers["location"].startswith("http://169.254")
         assert "aborted" in got[tids["abort"]].last_error
         with engine.connect() as conn:
-            assert ep.disabled(conn) == [endpoint_key(receiver.url("gone"))]
+            assert ep.disabled(conn) == [key_of(receiver.url("gone"))]
         assert len(receiver.arrivals["ok"]) == 1
 
     asyncio.run(main())
@@ -362,7 +368,7 @@ def test_disabled_endpoint_waits_then_resumes(engine: sa.Engine) -> None:
         receiver = Receiver()
         await receiver.add("ok", lambda r: reply(200))
         with engine.begin() as conn:
-            ep.disable(conn, endpoint_key(receiver.url("ok")), reason="maintenance", now=start)
+            ep.disable(conn, key_of(receiver.url("ok")), reason="maintenance", now=start)
         enqueue_many(engine, [request(1, receiver.url("ok"))], now=start)
         dispatcher = Dispatcher(engine, config=config())
 
@@ -370,7 +376,7 @@ def test_disabled_endpoint_waits_then_resumes(engine: sa.Engine) -> None:
             await asyncio.sleep(0.3)
             assert rows(engine)[1].state == "pending"
             with engine.begin() as conn:
-                ep.enable(conn, endpoint_key(receiver.url("ok")), now=start)
+                ep.enable(conn, key_of(receiver.url("ok")), now=start)
             dispatcher.wake()
             await wait_for(lambda: rows(engine)[1].state == "delivered", what="resumed delivery")
 
@@ -460,8 +466,9 @@ def test_json_body_is_sent_as_is(engine: sa.Engine) -> None:
 
         url = receiver.url("ok")
         req = OutboxRequest(
-            transactionid=7, endpoint=endpoint_key(url), method="POST", url=url, body=payload,
-            content_type="application/json",
+            transactionid=7, account_id=DEFAULT_ACCOUNT, action_id=DEFAULT_ACTION,
+            endpoint=endpoint_key(url),
+            method="POST", url=url, body=payload, content_type="application/json",
         )  # fmt: skip
         enqueue_many(engine, [req], now=start)
         dispatcher = Dispatcher(engine, config=config())
@@ -476,7 +483,7 @@ def test_json_body_is_sent_as_is(engine: sa.Engine) -> None:
         [arrival] = receiver.arrivals["ok"]
         assert arrival.body == payload
         assert arrival.headers["Content-Type"] == "application/json"
-        assert "webhook-signature" not in arrival.headers  # no action, no secret
+        assert arrival.headers["webhook-signature"].startswith("v1,")
 
     asyncio.run(main())
 
@@ -538,7 +545,7 @@ def test_rate_limited_endpoint_still_delivers(engine: sa.Engine) -> None:
         receiver = Receiver()
         await receiver.add("ok", lambda r: reply(200))
         with engine.begin() as conn:
-            ep.ensure(conn, [endpoint_key(receiver.url("ok"))])
+            ep.ensure(conn, [key_of(receiver.url("ok"))])
             conn.execute(t.endpoints.update().values(rate_limit_per_s=200.0, max_in_flight=2))
         enqueue_many(engine, [request(i, receiver.url("ok")) for i in range(1, 31)], now=start)
         dispatcher = Dispatcher(engine, config=config(endpoint_concurrency=50))
@@ -583,5 +590,111 @@ def test_send_once_for_the_editors_test_button() -> None:
         [arrival] = receiver.arrivals["ok"]
         standardwebhooks.Webhook(SECRET).verify(arrival.body, arrival.headers, json_parse=False)
         assert blocked.error == "blocked"
+
+    asyncio.run(main())
+
+
+def test_a_delivery_without_a_secret_fails_and_is_never_sent(engine: sa.Engine) -> None:
+    start = datetime.now(UTC).replace(tzinfo=None)
+
+    async def main() -> None:
+        receiver = Receiver()
+        await receiver.add("ok", lambda r: reply(200))
+        enqueue_many(engine, [request(1, receiver.url("ok"), action_id=None)], now=start)
+        dispatcher = Dispatcher(engine, config=config())
+
+        async def body() -> None:
+            await wait_for(lambda: rows(engine)[1].state == "failed", what="refused delivery")
+
+        try:
+            await running(dispatcher, body)
+        finally:
+            await receiver.close()
+        assert receiver.arrivals.get("ok", []) == []
+        [attempt] = attempts(engine, 1)
+        assert attempt.outcome == "unsigned"
+        assert "no secret to sign it with" in rows(engine)[1].last_error
+        with engine.connect() as conn:  # nothing was sent: the endpoint's health is untouched
+            health = conn.execute(sa.select(t.endpoints.c.failing_since)).scalars().all()
+        assert all(since is None for since in health)
+
+    asyncio.run(main())
+
+
+def test_deleting_an_action_cancels_its_pending_deliveries(engine: sa.Engine) -> None:
+    from contactsync.automation.actions import delete_action
+
+    now = datetime(2026, 3, 1)
+    with engine.begin() as conn:
+        doomed = seed_action(conn, now=now)
+    enqueue_many(engine, [request(i, "http://127.0.0.1:9/x", action_id=doomed) for i in (1, 2, 3)], now=now)
+    enqueue_many(engine, [request(4, "http://127.0.0.1:9/x")], now=now)  # another action's
+    with engine.begin() as conn:
+        assert outbox.pending_for_actions(conn, [doomed]) == 3
+        assert delete_action(conn, doomed, now=now) == 3
+    got = rows(engine)
+    assert [got[i].state for i in (1, 2, 3, 4)] == ["cancelled", "cancelled", "cancelled", "pending"]
+    assert got[1].last_error == outbox.ACTION_DELETED
+
+
+def _second_account_action(engine: sa.Engine, now: datetime) -> tuple[int, int]:
+    """Another account with its own list, automation and action: (account id, action id)."""
+    with engine.begin() as conn:
+        account = conn.execute(
+            t.accounts.insert().values(name="other", created_at=now).returning(t.accounts.c.id)
+        ).scalar_one()
+        lst = conn.execute(
+            t.lists.insert().values(account_id=account, name="l", created_at=now).returning(t.lists.c.id)
+        ).scalar_one()
+        automation = conn.execute(
+            t.automations.insert()
+            .values(list_id=lst, name="a", trigger="manual", conditions={}, created_at=now, updated_at=now)
+            .returning(t.automations.c.id)
+        ).scalar_one()
+        action = conn.execute(
+            t.actions.insert()
+            .values(
+                automation_id=automation,
+                settings={},
+                secret=SECRET,
+                endpoint="e",
+                created_at=now,
+                updated_at=now,
+            )
+            .returning(t.actions.c.id)
+        ).scalar_one()
+    return int(account), int(action)
+
+
+def test_a_410_disables_only_the_account_whose_url_answered_it(engine: sa.Engine) -> None:
+    start = datetime.now(UTC).replace(tzinfo=None)
+    other_account, other_action = _second_account_action(engine, start)
+
+    async def main() -> None:
+        receiver = Receiver()
+        await receiver.add("host", lambda r: reply(410 if r.path == "/gone" else 200))
+        gone = receiver.url("host", "/gone")
+        enqueue_many(engine, [request(1, gone)], now=start)  # account 1's URL answers 410
+        dispatcher = Dispatcher(engine, config=config())
+
+        async def body() -> None:
+            await wait_for(lambda: bool(attempts(engine, 1)), what="the 410")
+            later = request(
+                2, receiver.url("host", "/fine"), account_id=other_account, action_id=other_action
+            )
+            enqueue_many(engine, [later], now=start)
+            dispatcher.wake()
+            await wait_for(lambda: rows(engine)[2].state == "delivered", what="the other account's delivery")
+
+        try:
+            await running(dispatcher, body)
+        finally:
+            await receiver.close()
+        with engine.connect() as conn:
+            assert ep.disabled(conn) == [key_of(gone)]  # the same host, but only account 1's endpoint
+            events = conn.execute(
+                sa.select(t.endpoint_events.c.account_id, t.endpoint_events.c.message)
+            ).all()
+        assert [account for account, _ in events] == [DEFAULT_ACCOUNT]
 
     asyncio.run(main())

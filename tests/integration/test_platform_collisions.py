@@ -127,6 +127,7 @@ def test_manual_run_retries_with_fresh_ids_after_a_clash(db_url: str) -> None:
         conn.execute(
             t.deliveries.insert().values(
                 transactionid=first.ids.last,
+                account_id=conn.execute(sa.select(sa.func.min(t.accounts.c.id))).scalar_one(),
                 endpoint="https://h.test:443",
                 method="GET",
                 url="https://h.test/",

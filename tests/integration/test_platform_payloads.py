@@ -113,12 +113,12 @@ def test_spliced_transactionid_gives_the_bytes_of_a_fresh_build(engine: sa.Engin
         updated_at=T0,
     )
     template = act.validate_settings(settings, [], country_code="1")
-    freezer = act.Freezer(action, template, now=T0)
+    freezer = act.Freezer(action, template, now=T0, account_id=1)
     options = PayloadOptions(sections=SECTIONS)
     with engine.connect() as conn:
         placeholder = build(conn, [1], options=options, transactionids={1: 1})[1]
         fresh = build(conn, [1], options=options, transactionids={1: 2**62 + 17})[1]
     spliced = freezer.request(placeholder, transactionid=2**62 + 17, automation_id=1, contact_id=1, now=T0)
-    direct = act.freeze_request(action, template, fresh, automation_id=1, contact_id=1, now=T0)
+    direct = act.freeze_request(action, template, fresh, automation_id=1, contact_id=1, now=T0, account_id=1)
     assert spliced == direct
     assert spliced.url == f"https://h.test/?t={2**62 + 17}"

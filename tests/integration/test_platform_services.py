@@ -386,13 +386,13 @@ def test_preview_rotation_and_capacity_warnings(world: World, php: str) -> None:
     _, action_id = _automation(world, headers=[{"name": "X-Api-Key", "value": "k1"}])
     with world.engine.begin() as conn:
         before = act.get_action(conn, action_id)
-        assert before.secret.startswith("whsec_")
+        assert world.rt.keyring.open(before.secret).startswith("whsec_")  # sealed at rest
         assert before.warnings  # 100 items per full section exceed 1000 PHP variables
         shown = preview.preview(conn, world.rt, action_id, cid)
         rotated = act.rotate_secret(conn, world.rt, action_id)
         two = preview.preview(conn, world.rt, action_id, cid)
     assert shown.method == "POST"
-    assert shown.headers["X-Api-Key"] == "k1"
+    assert shown.headers["X-Api-Key"] == "••••••••"  # a credential: masked unless revealed
     assert shown.headers["Content-Type"] == "application/x-www-form-urlencoded"
     assert shown.headers["webhook-signature"].count("v1,") == 1
     assert two.headers["webhook-signature"].count("v1,") == 2

@@ -28,6 +28,10 @@ def engine(db_url: str) -> Iterator[sa.Engine]:
     eng.dispose()
 
 
+def _account(conn: sa.Connection) -> int:
+    return int(conn.execute(sa.select(sa.func.min(t.accounts.c.id))).scalar_one())
+
+
 def _contact(conn: sa.Connection, list_id: int, email: str) -> int:
     row = conn.execute(
         t.contacts.insert()
@@ -93,17 +97,19 @@ def test_once_key_admits_a_contact_once_but_null_keys_repeat(engine: sa.Engine, 
         ).scalar_one()
         for _ in range(3):
             conn.execute(
-                t.automation_entries.insert().values(automation_id=aid, contact_id=cid, entered_at=NOW)
+                t.automation_entries.insert().values(
+                    automation_id=aid, account_id=_account(conn), contact_id=cid, entered_at=NOW
+                )
             )
         conn.execute(
             t.automation_entries.insert().values(
-                automation_id=aid, contact_id=cid, entered_at=NOW, once_key=0
+                automation_id=aid, account_id=_account(conn), contact_id=cid, entered_at=NOW, once_key=0
             )
         )
     with pytest.raises(sa.exc.IntegrityError), engine.begin() as conn:
         conn.execute(
             t.automation_entries.insert().values(
-                automation_id=aid, contact_id=cid, entered_at=NOW, once_key=0
+                automation_id=aid, account_id=_account(conn), contact_id=cid, entered_at=NOW, once_key=0
             )
         )
 
@@ -113,10 +119,13 @@ def test_foreign_keys_are_enforced(engine: sa.Engine) -> None:
         _contact(conn, 999_999, "x@y.z")
 
 
-def test_outbox_rows_keep_bytes_and_unique_transactionids(engine: sa.Engine) -> None:
+def test_outbox_rows_keep_bytes_and_unique_transactionids(engine: sa.Engine, list_id: int) -> None:
     body = bytes(range(256))
+    with engine.connect() as conn:
+        account_id = _account(conn)
     req = OutboxRequest(
         transactionid=2**62 + 5,
+        account_id=account_id,
         endpoint="https://example.com:443",
         method="POST",
         url="https://example.com/hook?a=1",
@@ -143,8 +152,19 @@ def test_outbox_rows_keep_bytes_and_unique_transactionids(engine: sa.Engine) -> 
 
 def _event_then_bad_delivery(engine: sa.Engine) -> None:
     with engine.begin() as conn:
-        conn.execute(t.endpoint_events.insert().values(endpoint="e", kind="k", message="m", created_at=NOW))
-        bad = {"transactionid": 1, "endpoint": "e", "method": "GET", "url": "u", "headers": {}, "body": b""}
+        acc = conn.execute(t.accounts.insert().values(name="a", created_at=NOW).returning(t.accounts.c.id))
+        account_id = acc.scalar_one()
+        event = {"account_id": account_id, "endpoint": "e", "kind": "k", "message": "m", "created_at": NOW}
+        conn.execute(t.endpoint_events.insert().values(**event))
+        bad = {
+            "transactionid": 1,
+            "account_id": account_id,
+            "endpoint": "e",
+            "method": "GET",
+            "url": "u",
+            "headers": {},
+            "body": b"",
+        }
         conn.execute(
             t.deliveries.insert().values(
                 **bad, state="bogus", next_attempt_at=NOW, created_at=NOW, updated_at=NOW
@@ -171,11 +191,19 @@ def _automation(conn: sa.Connection, list_id: int) -> int:
     )
 
 
-def _run(conn: sa.Connection, automation_id: int, state: str) -> int:
+def _run(conn: sa.Connection, automation_id: int, state: str, *, owned: bool = True) -> int:
+    """A manual run row; ``owned=False`` for the schema before runs carried their account (0001)."""
+    values: dict[str, object] = {"automation_id": automation_id, "state": state}
+    if owned:
+        values["account_id"] = conn.execute(
+            sa.select(t.lists.c.account_id)
+            .join(t.automations, t.automations.c.list_id == t.lists.c.id)
+            .where(t.automations.c.id == automation_id)
+        ).scalar_one()
     return int(
         conn.execute(
             t.manual_runs.insert()
-            .values(automation_id=automation_id, state=state, started_at=NOW, updated_at=NOW)
+            .values(**values, started_at=NOW, updated_at=NOW)
             .returning(t.manual_runs.c.id)
         ).scalar_one()
     )
@@ -218,7 +246,8 @@ def test_upgrade_from_0001_fills_the_gates_and_keeps_the_oldest_of_overlapping_r
                 t.automation_entries.insert().values(automation_id=bid, contact_id=cid, entered_at=NOW)
             )
             # what concurrent starts left behind before the rule existed
-            runs = [_run(conn, aid, "running") for _ in range(3)] + [_run(conn, bid, "running")]
+            runs = [_run(conn, aid, "running", owned=False) for _ in range(3)]
+            runs.append(_run(conn, bid, "running", owned=False))
         upgrade(engine, side="platform")
         with engine.connect() as conn:
             gates = conn.execute(

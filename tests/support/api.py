@@ -35,6 +35,8 @@ class Api:
     engine: sa.Engine
     account_id: int
     key: str
+    app: Any = None
+    """The app under test (its route table)."""
 
     def count(self, table: sa.Table, *where: sa.ColumnElement[bool]) -> int:
         with self.engine.connect() as conn:
@@ -64,18 +66,25 @@ def new_account(engine: sa.Engine, name: str = "acme") -> tuple[int, str]:
 
 
 @contextmanager
-def api_client(db_url: str, *, run_dispatcher: bool = False, **settings: Any) -> Iterator[Api]:
+def api_client(
+    db_url: str, *, run_dispatcher: bool = False, metrics_port: int | None = None, **settings: Any
+) -> Iterator[Api]:
     """A migrated database, an app over it and a client with a valid key."""
     upgrade(db_url)
     engine = create_engine(db_url)
     account_id, key = new_account(engine)
-    app = create_app(Settings(database_url=db_url, **settings), engine=engine, run_dispatcher=run_dispatcher)
+    app = create_app(
+        Settings(database_url=db_url, **settings),
+        engine=engine,
+        run_dispatcher=run_dispatcher,
+        metrics_port=metrics_port,
+    )
     try:
         with (
             serve(app) as base_url,
             httpx.Client(base_url=base_url, headers={"Authorization": f"Bearer {key}"}, timeout=60) as client,
         ):
-            yield Api(client, base_url, engine, account_id, key)
+            yield Api(client, base_url, engine, account_id, key, app)
     finally:
         engine.dispose()
 

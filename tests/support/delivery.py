@@ -19,6 +19,9 @@ from contactsync.db import platform as t
 from contactsync.delivery.outbox import OutboxRequest, enqueue
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+DEFAULT_ACCOUNT = 1
+DEFAULT_ACTION = 1
+"""What :func:`migrated` seeds and :func:`request` uses unless told otherwise."""
 OLD_SECRET = "whsec_" + "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVphYmNkZWY="
 
 
@@ -32,10 +35,12 @@ def seed_action(
     previous_secret: str | None = None,
     previous_secret_expires_at: datetime | None = None,
 ) -> int:
-    """An account, list, automation and sync action; returns the action id."""
-    account_id = conn.execute(
-        t.accounts.insert().values(name="acme", created_at=now).returning(t.accounts.c.id)
-    ).scalar_one()
+    """A list, automation and sync action of the first account (created if need be); the action id."""
+    account_id = conn.execute(sa.select(sa.func.min(t.accounts.c.id))).scalar()
+    if account_id is None:
+        account_id = conn.execute(
+            t.accounts.insert().values(name="acme", created_at=now).returning(t.accounts.c.id)
+        ).scalar_one()
     list_id = conn.execute(
         t.lists.insert().values(account_id=account_id, name="l", created_at=now).returning(t.lists.c.id)
     ).scalar_one()
@@ -73,17 +78,19 @@ def request(
     tid: int,
     url: str,
     *,
-    action_id: int | None = None,
+    action_id: int | None = DEFAULT_ACTION,
+    account_id: int = DEFAULT_ACCOUNT,
     body: bytes | None = None,
     method: str = "POST",
     ordering_key: str | None = None,
     contact_id: int | None = None,
 ) -> OutboxRequest:
-    """A form-encoded outbox request numbered ``tid``."""
+    """A form-encoded outbox request numbered ``tid`` (of the action :func:`migrated` seeds, by default)."""
     from contactsync.delivery.endpoints import endpoint_key
 
     return OutboxRequest(
         transactionid=tid,
+        account_id=account_id,
         endpoint=endpoint_key(url),
         method=method,
         url=url,
@@ -94,6 +101,18 @@ def request(
         contact_id=contact_id,
         ordering_key=ordering_key,
     )
+
+
+def migrated(url: str, *, now: datetime) -> sa.Engine:
+    """A platform database at ``url``, migrated, with account 1 and its signing action 1."""
+    from contactsync.db import create_engine
+    from contactsync.db.migrate import upgrade
+
+    upgrade(url, side="platform")
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        assert seed_action(conn, now=now) == DEFAULT_ACTION
+    return engine
 
 
 def enqueue_many(engine: sa.Engine, requests: list[OutboxRequest], *, now: datetime) -> None:
@@ -308,6 +327,7 @@ def worker_env(db_url: str, **settings: object) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CONTACTSYNC_")}
     env["CONTACTSYNC_DATABASE_URL"] = db_url
     env["CONTACTSYNC_ALLOWED_CIDRS"] = json.dumps(["127.0.0.1/32"])
+    env["CONTACTSYNC_SECRETS_KEY"] = os.environ["CONTACTSYNC_SECRETS_KEY"]  # the tests' (conftest.py)
     for key, value in settings.items():
         env[f"CONTACTSYNC_{key.upper()}"] = str(value)
     return env

@@ -9,12 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 from collections.abc import AsyncIterator
 from typing import Any
 
 import sqlalchemy as sa
+import uvicorn
 from fastapi import APIRouter, FastAPI, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.routing import Route
 
 from contactsync import __version__
 from contactsync.api import errors
@@ -23,16 +28,20 @@ from contactsync.api.limits import BodyLimit
 from contactsync.api.routes import automations, contacts, deliveries, events, keys, lists, runs
 from contactsync.automation.runtime import Runtime
 from contactsync.db.engine import create_engine
+from contactsync.errors import ConfigError
 from contactsync.settings import Settings
 
 API_PREFIX = "/api"
 
 
-def _lifespan(ctx: ApiContext, *, run_dispatcher: bool, owns_engine: bool) -> Any:
+def _lifespan(ctx: ApiContext, *, run_dispatcher: bool, owns_engine: bool, metrics_port: int | None) -> Any:
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         task: asyncio.Task[None] | None = None
         dispatcher = None
+        metrics_server = None
+        if metrics_port is not None:
+            metrics_server, metrics_thread = await _serve_metrics(ctx, metrics_port)
         if run_dispatcher:
             from contactsync.delivery.dispatcher import Dispatcher, DispatcherConfig
 
@@ -50,20 +59,40 @@ def _lifespan(ctx: ApiContext, *, run_dispatcher: bool, owns_engine: bool) -> An
                 dispatcher.stop()
                 await task
             await asyncio.to_thread(ctx.runs.stop)
+            if metrics_server is not None:
+                metrics_server.should_exit = True
+                await asyncio.to_thread(metrics_thread.join)
             if owns_engine:
                 ctx.engine.dispose()
 
     return lifespan
 
 
-def _metrics_endpoint(ctx: ApiContext) -> Any:
-    def metrics() -> Response:
-        """Prometheus metrics (delivery.md "Observability"); gauges are read from the database now."""
-        with ctx.engine.connect() as conn:
+def metrics_app(ctx: ApiContext) -> Starlette:
+    """Prometheus metrics (delivery.md "Observability") as an app of their own: served on a separate
+    port (``--metrics-port``, 127.0.0.1 by default), never on the public API port (accounts.md)."""
+
+    def metrics(_request: Request) -> Response:
+        with ctx.engine.connect() as conn:  # gauges are read from the database now
             ctx.metrics.refresh(conn, now=ctx.runtime.clock())
         return Response(generate_latest(ctx.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    return metrics
+    return Starlette(routes=[Route("/metrics", metrics)])
+
+
+async def _serve_metrics(ctx: ApiContext, port: int) -> tuple[uvicorn.Server, threading.Thread]:
+    """The metrics app on its own uvicorn server, in a thread of its own (signals stay the API's)."""
+    config = uvicorn.Config(
+        metrics_app(ctx), host=ctx.settings.metrics_host, port=port, lifespan="off", log_level="warning"
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=lambda: asyncio.run(server.serve()), name="metrics", daemon=True)
+    thread.start()
+    while not server.started:
+        if not thread.is_alive():
+            raise ConfigError(f"cannot serve metrics on {ctx.settings.metrics_host}:{port}")
+        await asyncio.sleep(0.01)
+    return server, thread
 
 
 def create_app(
@@ -72,12 +101,13 @@ def create_app(
     engine: sa.Engine | None = None,
     runtime: Runtime | None = None,
     run_dispatcher: bool = False,
+    metrics_port: int | None = None,
 ) -> FastAPI:
     """The API app for ``settings`` (schema must be migrated; ``contactsync serve`` does it).
 
     ``engine`` and ``runtime`` default to ones built from settings; ``run_dispatcher`` runs one
     dispatcher in the app's event loop (the embedded SQLite set-up), woken after every commit that
-    queues deliveries.
+    queues deliveries. ``metrics_port`` serves Prometheus metrics on a port of their own.
     """
     owns_engine = engine is None
     engine = engine if engine is not None else create_engine(settings.database_url)
@@ -92,7 +122,9 @@ def create_app(
         openapi_url=f"{API_PREFIX}/openapi.json",
         docs_url=f"{API_PREFIX}/docs",
         redoc_url=None,
-        lifespan=_lifespan(ctx, run_dispatcher=run_dispatcher, owns_engine=owns_engine),
+        lifespan=_lifespan(
+            ctx, run_dispatcher=run_dispatcher, owns_engine=owns_engine, metrics_port=metrics_port
+        ),
     )
     app.state.contactsync = ctx
     errors.install(app)
@@ -101,7 +133,6 @@ def create_app(
     for module in (lists, contacts, events, automations, runs, deliveries, keys):
         api.include_router(module.router)
     app.include_router(api)
-    app.add_api_route("/metrics", _metrics_endpoint(ctx), include_in_schema=False)
     if settings.admin_password:  # the admin UI (contactsync.web) at /, behind its own login
         from contactsync.web import create_web_app
 

@@ -38,6 +38,11 @@ def serve_command(
         help="Run one delivery dispatcher in this process (the embedded SQLite set-up).",
     ),
     log_level: str = typer.Option("info", "--log-level", help="uvicorn log level."),
+    metrics_port: int | None = typer.Option(
+        None,
+        "--metrics-port",
+        help="Serve Prometheus /metrics on CONTACTSYNC_METRICS_HOST (127.0.0.1):PORT, never on the API port.",
+    ),
 ) -> None:
     """Migrate the platform schema, then serve the REST API (/api, OpenAPI at /api/openapi.json).
 
@@ -54,11 +59,24 @@ def serve_command(
             "note: with PostgreSQL, `contactsync worker` processes can run beside this one", highlight=False
         )
     runtime = Runtime.create(settings, engine=engine)
-    app = create_app(settings, engine=engine, runtime=runtime, run_dispatcher=with_worker)
+    _seal_plaintext(engine, runtime)
+    app = create_app(
+        settings, engine=engine, runtime=runtime, run_dispatcher=with_worker, metrics_port=metrics_port
+    )
     try:
         uvicorn.run(app, host=host, port=port, log_level=log_level, lifespan="on")
     finally:
         engine.dispose()
+
+
+def _seal_plaintext(engine: Any, runtime: Any) -> None:
+    """Seal credentials stored before sealing existed (a no-op once everything is sealed)."""
+    from contactsync.db.reseal import reseal
+
+    with engine.begin() as conn:
+        changed = reseal(conn, read=runtime.keyring, write=runtime.keyring)
+    if changed:
+        err.print(f"sealed the credentials of {changed} rows stored in clear", highlight=False)
 
 
 @keys_app.command("create")

@@ -1,7 +1,8 @@
 """What every route needs: the app's context, a transaction, the caller's account, and ownership checks.
 
 One account's key never sees another account's rows: every id is checked against the caller's
-account, and a foreign id answers 404 exactly like a missing one (no probing for ids).
+account on the row it names (``account_id`` on the row itself or on its list), never through ids
+that may since have been deleted, and a foreign id answers 404 exactly like a missing one.
 """
 
 from __future__ import annotations
@@ -41,7 +42,8 @@ class ApiContext:
     """Called after a transaction that may have enqueued deliveries commits (in-process dispatcher)."""
     runs: RunWorkers = field(init=False)
     metrics: DeliveryMetrics = field(init=False)
-    """Served at ``/metrics``; counters move when this app runs the in-process dispatcher."""
+    """Served on the metrics port (``metrics_app``); counters move when this app runs the in-process
+    dispatcher."""
 
     def __post_init__(self) -> None:
         self.runs = RunWorkers(self.engine, self.runtime, on_enqueued=self.wake)
@@ -103,16 +105,15 @@ def account_actions(account_id: int) -> sa.Select[int]:
 
 
 def delivery_owned(account_id: int) -> sa.ColumnElement[bool]:
-    """A delivery belongs to the account of its automation, or of its contact when that is gone."""
-    d = deliveries.c
-    by_contact = sa.select(contacts.c.id).where(contacts.c.list_id.in_(account_lists(account_id)))
-    return sa.or_(d.automation_id.in_(account_automations(account_id)), d.contact_id.in_(by_contact))
+    """A delivery is its own row's account's, whatever became of its action, automation or contact."""
+    owned: sa.ColumnElement[bool] = deliveries.c.account_id == account_id
+    return owned
 
 
 def endpoint_owned(account_id: int) -> sa.ColumnElement[bool]:
-    """An endpoint is the account's when one of its actions points at it."""
-    used = sa.select(actions.c.endpoint).where(actions.c.id.in_(account_actions(account_id)))
-    return endpoints.c.endpoint.in_(used)
+    """Endpoints are per account."""
+    owned: sa.ColumnElement[bool] = endpoints.c.account_id == account_id
+    return owned
 
 
 def _check(conn: sa.Connection, query: sa.Select[int], what: str, ident: int, fld: str) -> None:

@@ -22,8 +22,10 @@ from contactsync import shortcodes
 from contactsync.automation.lists import list_fields
 from contactsync.automation.payload_builder import DateFormat, PayloadOptions, Rendered
 from contactsync.automation.runtime import Runtime
-from contactsync.db.platform import actions, automations, endpoints
-from contactsync.delivery.outbox import OutboxRequest
+from contactsync.db import sealing
+from contactsync.db.platform import actions, automations, lists
+from contactsync.delivery import endpoints as endpoint_rows
+from contactsync.delivery.outbox import OutboxRequest, cancel_for_actions
 from contactsync.errors import NotFoundError, TemplateError, ValidationError
 from contactsync.wire.payload import SECTIONS
 from contactsync.wire.signing import generate_secret
@@ -39,11 +41,24 @@ RESERVED_HEADERS = frozenset(
 """Headers the dispatcher owns; ``webhook-*`` are reserved too."""
 
 
+MAX_HEADER_VALUE = 4096
+
+
 class Header(BaseModel):
+    """An extra request header; its value is a credential more often than not, so it is sealed at rest
+    and shown as a masked hint (sending a hint back unchanged keeps the stored value)."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str = Field(min_length=1, max_length=100)
-    value: str = Field(max_length=4096)
+    value: str = Field(max_length=2 * MAX_HEADER_VALUE, description=f"at most {MAX_HEADER_VALUE} characters")
+
+    @field_validator("value")
+    @classmethod
+    def _length(cls, value: str) -> str:
+        if len(value) > MAX_HEADER_VALUE and not sealing.is_sealed(value):  # sealed: as stored
+            raise ValueError(f"at most {MAX_HEADER_VALUE} characters")
+        return value
 
 
 class SyncActionSettings(BaseModel):
@@ -187,15 +202,93 @@ def _list_of_automation(conn: sa.Connection, automation_id: int) -> int:
     return int(found)
 
 
-def _touch_endpoint(conn: sa.Connection, endpoint: str, now: datetime) -> None:
-    updated = conn.execute(endpoints.update().where(endpoints.c.endpoint == endpoint).values(edited_at=now))
-    if updated.rowcount == 0:
-        conn.execute(endpoints.insert().values(endpoint=endpoint, edited_at=now, max_in_flight=10))
+def account_of_automation(conn: sa.Connection, automation_id: int) -> int:
+    """The account owning ``automation_id`` (through its list)."""
+    found = conn.execute(
+        sa.select(lists.c.account_id)
+        .join(automations, automations.c.list_id == lists.c.id)
+        .where(automations.c.id == automation_id)
+    ).scalar()
+    if found is None:
+        raise NotFoundError(f"automation {automation_id} does not exist", field="automation_id")
+    return int(found)
+
+
+def _touch_endpoint(conn: sa.Connection, automation_id: int, endpoint: str, now: datetime) -> None:
+    key = endpoint_rows.EndpointKey(account_of_automation(conn, automation_id), endpoint)
+    endpoint_rows.mark_edited(conn, key, now=now)
 
 
 def _endpoint_for(template: shortcodes.Template, settings: SyncActionSettings) -> str:
     # scheme, host and port are literal text in a valid template: render with an empty context
     return endpoint_of(template.render({}, now=datetime(2020, 1, 1)))
+
+
+def stored_settings(
+    settings: SyncActionSettings, keyring: sealing.Keyring, *, current: Sequence[Header] = ()
+) -> dict[str, Any]:
+    """The settings as stored: header values sealed. A value equal to the masked hint of the stored
+    value of the same header (what a read returned) keeps that stored value."""
+    merged = with_stored_values(settings, current, keyring)
+    data = settings.model_dump(mode="json")
+    data["headers"] = [
+        {"name": given.name, "value": kept.value if kept.value != given.value else keyring.seal(given.value)}
+        for given, kept in zip(settings.headers, merged.headers, strict=True)
+    ]
+    return data
+
+
+def with_stored_values(
+    settings: SyncActionSettings, current: Sequence[Header], keyring: sealing.Keyring
+) -> SyncActionSettings:
+    """``settings`` whose header values that are the masked hint of the same header's stored value
+    (what a read showed), or that stored value itself, are that stored, sealed value; the others are
+    as given."""
+    stored = {h.name.lower(): h.value for h in current}
+    headers = []
+    for h in settings.headers:
+        kept = stored.get(h.name.lower())
+        same = kept is not None and h.value in (kept, keyring.hint(kept))
+        headers.append(h.model_copy(update={"value": kept}) if same else h)
+    return settings.model_copy(update={"headers": headers})
+
+
+def shown(action: ActionOut, keyring: sealing.Keyring) -> ActionOut:
+    """The action as an ordinary read shows it: the secret and header values as masked hints."""
+    headers = [h.model_copy(update={"value": keyring.hint(h.value)}) for h in action.settings.headers]
+    return action.model_copy(
+        update={
+            "secret": keyring.hint(action.secret),
+            "settings": action.settings.model_copy(update={"headers": headers}),
+        }
+    )
+
+
+class Revealed(BaseModel):
+    """An action's credentials in clear: only an explicit reveal returns this."""
+
+    secret: str
+    previous_secret: str | None = Field(description="still signing alongside until it expires")
+    previous_secret_expires_at: datetime | None
+    headers: list[Header]
+
+
+def reveal(conn: sa.Connection, keyring: sealing.Keyring, action_id: int, *, now: datetime) -> Revealed:
+    """The action's signing secret(s) and header values, opened."""
+    row = conn.execute(sa.select(actions).where(actions.c.id == action_id)).first()
+    if row is None:
+        raise NotFoundError(f"action {action_id} does not exist", field="action_id")
+    previous = row.previous_secret
+    in_force = previous and (row.previous_secret_expires_at is None or row.previous_secret_expires_at > now)
+    return Revealed(
+        secret=keyring.open(row.secret),
+        previous_secret=keyring.open(previous) if in_force else None,
+        previous_secret_expires_at=row.previous_secret_expires_at if in_force else None,
+        headers=[
+            Header(name=h["name"], value=keyring.open(h["value"]))
+            for h in (row.settings or {}).get("headers", [])
+        ],
+    )
 
 
 def create_action(
@@ -211,15 +304,15 @@ def create_action(
         .values(
             automation_id=automation_id,
             kind="sync_contact",
-            settings=settings.model_dump(mode="json"),
-            secret=generate_secret(),
+            settings=stored_settings(settings, rt.keyring),
+            secret=rt.keyring.seal(generate_secret()),
             endpoint=endpoint,
             created_at=now,
             updated_at=now,
         )
         .returning(actions.c.id)
     ).scalar_one()
-    _touch_endpoint(conn, endpoint, now)
+    _touch_endpoint(conn, automation_id, endpoint, now)
     return get_action(conn, int(action_id))
 
 
@@ -235,9 +328,13 @@ def update_action(
     conn.execute(
         actions.update()
         .where(actions.c.id == action_id)
-        .values(settings=settings.model_dump(mode="json"), endpoint=endpoint, updated_at=now)
+        .values(
+            settings=stored_settings(settings, rt.keyring, current=current.settings.headers),
+            endpoint=endpoint,
+            updated_at=now,
+        )
     )
-    _touch_endpoint(conn, endpoint, now)
+    _touch_endpoint(conn, current.automation_id, endpoint, now)
     return get_action(conn, action_id)
 
 
@@ -272,10 +369,13 @@ def list_actions(conn: sa.Connection, automation_id: int) -> list[ActionOut]:
     return [get_action(conn, int(i)) for i in ids]
 
 
-def delete_action(conn: sa.Connection, action_id: int) -> None:
-    """Delete the action; its queued deliveries stay (their action_id becomes NULL)."""
+def delete_action(conn: sa.Connection, action_id: int, *, now: datetime) -> int:
+    """Delete the action and cancel its pending deliveries (without it they cannot be signed);
+    returns how many were cancelled."""
+    cancelled = cancel_for_actions(conn, [action_id], now=now)
     if conn.execute(actions.delete().where(actions.c.id == action_id)).rowcount == 0:
         raise NotFoundError(f"action {action_id} does not exist", field="action_id")
+    return cancelled
 
 
 def rotate_secret(conn: sa.Connection, rt: Runtime, action_id: int) -> ActionOut:
@@ -286,7 +386,7 @@ def rotate_secret(conn: sa.Connection, rt: Runtime, action_id: int) -> ActionOut
         actions.update()
         .where(actions.c.id == action_id)
         .values(
-            secret=generate_secret(),
+            secret=rt.keyring.seal(generate_secret()),
             previous_secret=current.secret,
             previous_secret_expires_at=now + SECRET_OVERLAP,
             updated_at=now,
@@ -314,10 +414,16 @@ class Freezer:
     contact, whatever the number of deliveries, and no copy of the payload model per delivery.
     """
 
-    __slots__ = ("_action", "_headers", "_json", "_not_before", "_ordered", "_post", "_template", "_url_tid")
+    __slots__ = (
+        "_account_id", "_action", "_headers", "_json", "_not_before", "_ordered", "_post", "_template",
+        "_url_tid",
+    )  # fmt: skip
 
-    def __init__(self, action: ActionOut, template: shortcodes.Template, *, now: datetime) -> None:
+    def __init__(
+        self, action: ActionOut, template: shortcodes.Template, *, now: datetime, account_id: int
+    ) -> None:
         s = action.settings
+        self._account_id = account_id
         self._action = action
         self._template = template
         self._post = s.method == "POST"
@@ -360,6 +466,7 @@ class Freezer:
         action = self._action
         return OutboxRequest(
             transactionid=transactionid,
+            account_id=self._account_id,
             endpoint=action.endpoint,
             method="POST" if self._post else "GET",
             url=self._template.render(context, now=now),
@@ -390,9 +497,10 @@ def freeze_request(
     automation_id: int | None,
     contact_id: int | None,
     now: datetime,
+    account_id: int,
 ) -> OutboxRequest:
     """The exact request for one contact, as the outbox stores it (its payload's transactionid)."""
-    return Freezer(action, template, now=now).request(
+    return Freezer(action, template, now=now, account_id=account_id).request(
         rendered,
         transactionid=rendered.transactionid,
         automation_id=automation_id,

@@ -33,6 +33,7 @@ from contactsync.automation.rules import (
 )
 from contactsync.automation.runtime import Runtime
 from contactsync.db.platform import actions, automations, fields, lead_status_thresholds, lists
+from contactsync.delivery.outbox import cancel_for_actions
 from contactsync.errors import NotFoundError, ValidationError
 
 MAX_DEPTH = 10
@@ -175,10 +176,14 @@ def list_automations(conn: sa.Connection, *, list_id: int | None = None) -> list
     return [automation_from_row(r) for r in conn.execute(query)]
 
 
-def delete_automation(conn: sa.Connection, automation_id: int) -> None:
-    """Delete with its actions, entries and runs (cascade); queued deliveries stay."""
+def delete_automation(conn: sa.Connection, automation_id: int, *, now: datetime) -> int:
+    """Delete with its actions, entries and runs (cascade); the actions' pending deliveries are
+    cancelled (they could not be signed any more). Returns how many were cancelled."""
+    ids = conn.execute(sa.select(actions.c.id).where(actions.c.automation_id == automation_id)).scalars()
+    cancelled = cancel_for_actions(conn, list(ids), now=now)
     if conn.execute(automations.delete().where(automations.c.id == automation_id)).rowcount == 0:
         raise NotFoundError(f"automation {automation_id} does not exist", field="automation_id")
+    return cancelled
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,6 +201,8 @@ class Compiled:
     field_types: Mapping[int, str]
     thresholds: Thresholds
     actions: tuple[CompiledAction, ...]
+    account_id: int
+    """The owning account, stamped on its entries and deliveries."""
 
 
 def compile_automation(conn: sa.Connection, rt: Runtime, automation: AutomationOut) -> Compiled:
@@ -211,7 +218,7 @@ def compile_many(conn: sa.Connection, rt: Runtime, autos: Sequence[AutomationOut
     defs: dict[int, list[sa.Row[Any]]] = defaultdict(list)
     for row in conn.execute(sa.select(fields).where(fields.c.list_id.in_(list_ids)).order_by(fields.c.id)):
         defs[row.list_id].append(row)
-    account_of = dict(
+    account_of: dict[int, int] = dict(
         conn.execute(sa.select(lists.c.id, lists.c.account_id).where(lists.c.id.in_(list_ids))).all()
     )
     levels: dict[int, list[tuple[int, str]]] = defaultdict(list)
@@ -241,5 +248,5 @@ def compile_many(conn: sa.Connection, rt: Runtime, autos: Sequence[AutomationOut
             template = validate_settings(action.settings, keys, country_code=rt.default_country_code)
             compiled.append(CompiledAction(action, template))
         predicate = compile_predicate(a.conditions, field_types=types, thresholds=thresholds)
-        out.append(Compiled(a, predicate, types, thresholds, tuple(compiled)))
+        out.append(Compiled(a, predicate, types, thresholds, tuple(compiled), account_of[a.list_id]))
     return out

@@ -204,6 +204,7 @@ def _admit(
             [
                 {
                     "automation_id": a.id,
+                    "account_id": compiled.account_id,
                     "contact_id": cid,
                     "entered_at": now,
                     "once_key": once_key,
@@ -266,7 +267,7 @@ def enter_many(
         for ca in c.actions:
             options = payload_options(ca.action.settings, rt)
             rendered = built[options]
-            freezer = Freezer(ca.action, ca.template, now=now)
+            freezer = Freezer(ca.action, ca.template, now=now, account_id=c.account_id)
             shared = bodies[(options, ca.action.settings.method, ca.action.settings.content_type)]
             for cid in ids:
                 one = rendered.get(cid)

@@ -17,6 +17,7 @@ from typing import Literal
 import sqlalchemy as sa
 from pydantic import BaseModel
 
+from contactsync.automation.actions import account_of_automation
 from contactsync.automation.automations import Compiled, compile_automation, get_automation
 from contactsync.automation.compile_sql import compile_sql
 from contactsync.automation.events import enter
@@ -84,6 +85,7 @@ def start_run(conn: sa.Connection, rt: Runtime, automation_id: int) -> ManualRun
     now = rt.clock()
     row = {
         "automation_id": automation_id,
+        "account_id": account_of_automation(conn, automation_id),
         "state": "running",
         "cursor_contact_id": 0,
         "total": total,

@@ -13,6 +13,7 @@ from pydantic import BaseModel, Field
 
 from contactsync.automation.actions import (
     SyncActionSettings,
+    account_of_automation,
     field_keys,
     freeze_request,
     get_action,
@@ -23,6 +24,7 @@ from contactsync.automation.contacts import get_contact
 from contactsync.automation.payload_builder import build
 from contactsync.automation.runtime import Runtime
 from contactsync.db.platform import actions, automations
+from contactsync.db.sealing import mask
 from contactsync.errors import ValidationError
 from contactsync.shortcodes import MAX_URL_BYTES
 from contactsync.wire import phpform, signing
@@ -50,8 +52,11 @@ def preview(
     contact_id: int,
     *,
     settings: SyncActionSettings | None = None,
+    reveal: bool = False,
 ) -> Preview:
-    """Render the request for ``contact_id``; ``settings`` previews unsaved edits of the action."""
+    """Render the request for ``contact_id``; ``settings`` previews unsaved edits of the action.
+
+    Extra header values are credentials: masked hints unless ``reveal`` (a test send needs them)."""
     action = get_action(conn, action_id)
     if settings is not None:
         action = action.model_copy(update={"settings": settings})
@@ -76,8 +81,10 @@ def preview(
         automation_id=action.automation_id,
         contact_id=contact_id,
         now=now,
+        account_id=account_of_automation(conn, action.automation_id),
     )
-    headers = {"User-Agent": rt.user_agent, **request.headers}
+    extra = {k: rt.keyring.open(v) for k, v in request.headers.items()}
+    headers = {"User-Agent": rt.user_agent, **(extra if reveal else {k: mask(v) for k, v in extra.items()})}
     if request.method == "POST":
         headers["Content-Type"] = request.content_type
         signed: bytes | str = request.body
@@ -85,7 +92,12 @@ def preview(
         signed = signing.request_target(request.url)
     timestamp = int(now.replace(tzinfo=UTC).timestamp())
     headers.update(
-        signing.headers(_secrets(conn, action_id, now), msg_id=str(tid), timestamp=timestamp, content=signed)
+        signing.headers(
+            [rt.keyring.open(s) for s in _secrets(conn, action_id, now)],
+            msg_id=str(tid),
+            timestamp=timestamp,
+            content=signed,
+        )
     )
     url_bytes = len(request.url.encode("utf-8"))
     warnings = list(template.warnings(request.url))

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import sqlalchemy as sa
 
 from contactsync import __version__
 from contactsync.db.platform import deliveries
+from contactsync.db.sealing import Keyring, keyring_from_settings
 from contactsync.settings import Settings
 from contactsync.wire.transactionid import SEQUENCE_BITS, TransactionIdGenerator, wall_clock_ms
 
@@ -33,6 +34,8 @@ class Runtime:
     public_base_url: str = "http://127.0.0.1:8000"
     default_country_code: str = "1"
     user_agent: str = f"contactsync/{__version__}"
+    keyring: Keyring = field(default_factory=Keyring.ephemeral)
+    """Seals customers' credentials at rest (db/sealing.py)."""
 
     @classmethod
     def create(
@@ -43,6 +46,7 @@ class Runtime:
         clock: Callable[[], datetime] = utc_now,
         clock_ms: Callable[[], int] = wall_clock_ms,
         sequence_offset: int | None = None,
+        keyring: Keyring | None = None,
     ) -> Runtime:
         """A runtime for ``settings``; with ``engine``, ids start above the largest one stored.
 
@@ -65,4 +69,5 @@ class Runtime:
             ),
             public_base_url=settings.public_base_url,
             default_country_code=settings.default_country_code,
+            keyring=keyring or keyring_from_settings(settings),
         )

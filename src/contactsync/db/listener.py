@@ -12,6 +12,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
 
 from contactsync.db.metadata import listener_metadata
+from contactsync.db.sessions import sessions_table
 
 _ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 """Auto-increment surrogate keys: SQLite only auto-increments an INTEGER PRIMARY KEY."""
@@ -219,3 +220,7 @@ def create_inbox_tables(engine: sa.Engine) -> None:
 def create_projection_tables(engine: sa.Engine) -> None:
     """Create the projection tables if missing, in the listener's or the customer's database."""
     listener_metadata.create_all(engine, tables=list(PROJECTION_TABLES))
+
+
+admin_sessions = sessions_table(listener_metadata)
+"""Server-side sessions of the listener's admin UI (db/sessions.py)."""

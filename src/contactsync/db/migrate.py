@@ -43,11 +43,39 @@ def upgrade(engine_or_url: sa.Engine | str, *, side: str = "platform", revision:
     cfg = alembic_config(side)
     engine = create_engine(engine_or_url) if isinstance(engine_or_url, str) else engine_or_url
     try:
-        with engine.begin() as conn:
-            cfg.attributes["connection"] = conn
-            command.upgrade(cfg, revision)
+        with engine.connect() as conn:
+            sqlite = conn.dialect.name == "sqlite"
+            if sqlite:
+                _sqlite_foreign_keys(conn, on=False)
+            try:
+                with conn.begin():
+                    cfg.attributes["connection"] = conn
+                    command.upgrade(cfg, revision)
+                    if sqlite:
+                        _check_foreign_keys(conn, side)
+            finally:
+                if sqlite:
+                    _sqlite_foreign_keys(conn, on=True)
     except sa.exc.SQLAlchemyError as exc:
         raise StorageError(f"migrating the {side} schema failed: {exc}") from exc
     finally:
         if isinstance(engine_or_url, str):
             engine.dispose()
+
+
+def _sqlite_foreign_keys(conn: sa.Connection, *, on: bool) -> None:
+    """Switch SQLite's foreign keys outside any transaction (the pragma is a no-op inside one).
+
+    A migration rebuilding a table drops the old one; with foreign keys on, that drop would first
+    delete its rows and cascade into every table referencing it (SQLite's documented procedure for
+    schema changes turns them off, and checks them before committing).
+    """
+    driver = conn.connection.driver_connection
+    assert driver is not None
+    driver.execute(f"PRAGMA foreign_keys={'ON' if on else 'OFF'}")
+
+
+def _check_foreign_keys(conn: sa.Connection, side: str) -> None:
+    broken = conn.exec_driver_sql("PRAGMA foreign_key_check").all()
+    if broken:
+        raise StorageError(f"migrating the {side} schema left {len(broken)} broken references: {broken[:5]}")

@@ -2,7 +2,12 @@
 
 SQLAlchemy Core only. Every timestamp is a naive UTC ``DateTime()`` produced by an injected clock
 (never a server default), so tests and both databases agree to the microsecond. Ids are 64-bit on
-PostgreSQL and SQLite's ``INTEGER PRIMARY KEY`` (the rowid) on SQLite.
+PostgreSQL and SQLite's ``INTEGER PRIMARY KEY AUTOINCREMENT`` on SQLite: an id is never handed out
+twice, so a reference kept after a delete can never point at someone else's new row.
+
+Ownership (spec/accounts.md): the outbox, attempts, endpoints, their events, entries and manual runs
+carry ``account_id`` themselves; lists do too, and what hangs off a list (fields, contacts, activity,
+automations, actions) is deleted with it by a ``CASCADE`` chain, so no row outlives its owner.
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 
 from contactsync.db.metadata import platform_metadata as md
+from contactsync.db.sessions import sessions_table
 
 Id = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 """Primary/foreign key type: BIGINT, but a rowid alias on SQLite so it autoincrements."""
@@ -25,12 +31,18 @@ def _fk(
     return sa.Column(name, Id, sa.ForeignKey(target, ondelete=ondelete), nullable=nullable)
 
 
+def _owner() -> sa.Column[int]:
+    """The owning account, on the row itself (deleting the account deletes the row)."""
+    return _fk("account_id", "accounts.id")
+
+
 accounts = sa.Table(
     "accounts",
     md,
     _pk(),
     sa.Column("name", sa.String(200), nullable=False),
     sa.Column("created_at", sa.DateTime(), nullable=False),
+    sqlite_autoincrement=True,  # ids never reused (PostgreSQL's sequences never go back anyway)
 )
 
 lead_status_thresholds = sa.Table(
@@ -41,6 +53,7 @@ lead_status_thresholds = sa.Table(
     sa.Column("min_score", sa.Integer(), nullable=False),
     sa.Column("label", sa.String(100), nullable=False),
     sa.UniqueConstraint("account_id", "min_score"),
+    sqlite_autoincrement=True,  # ids never reused (PostgreSQL's sequences never go back anyway)
 )
 
 api_keys = sa.Table(
@@ -54,6 +67,7 @@ api_keys = sa.Table(
     sa.Column("created_at", sa.DateTime(), nullable=False),
     sa.Column("last_used_at", sa.DateTime()),
     sa.Column("revoked_at", sa.DateTime()),
+    sqlite_autoincrement=True,  # ids never reused (PostgreSQL's sequences never go back anyway)
 )
 
 lists = sa.Table(
@@ -64,6 +78,7 @@ lists = sa.Table(
     sa.Column("name", sa.String(200), nullable=False),
     sa.Column("created_at", sa.DateTime(), nullable=False),
     sa.Index(None, "account_id"),
+    sqlite_autoincrement=True,  # ids never reused (PostgreSQL's sequences never go back anyway)
 )
 
 fields = sa.Table(
@@ -78,6 +93,7 @@ fields = sa.Table(
     sa.Column("created_at", sa.DateTime(), nullable=False),
     sa.UniqueConstraint("list_id", "shortcode_key"),
     sa.CheckConstraint("type IN ('text','number','date','email','phone','choice')", name="type"),
+    sqlite_autoincrement=True,  # ids never reused (PostgreSQL's sequences never go back anyway)
 )
 
 contacts = sa.Table(
@@ -97,6 +113,7 @@ contacts = sa.Table(
     sa.UniqueConstraint("list_id", "email_key"),
     # manual runs walk a list in id order, chunk by chunk
     sa.Index(None, "list_id", "id"),
+    sqlite_autoincrement=True,  # ids never reused (PostgreSQL's sequences never go back anyway)
 )
 
 field_values = sa.Table(
@@ -130,6 +147,7 @@ activities = sa.Table(
     sa.Column("occurred_at", sa.DateTime(), nullable=False),
     sa.CheckConstraint("kind IN " + repr(ACTIVITY_KINDS), name="kind"),
     sa.Index(None, "contact_id", "kind", "occurred_at"),
+    sqlite_autoincrement=True,  # ids never reused (PostgreSQL's sequences never go back anyway)
 )
 
 automations = sa.Table(
@@ -152,6 +170,7 @@ automations = sa.Table(
     sa.CheckConstraint("reentry IN ('once','always','per_hours')", name="reentry"),
     sa.CheckConstraint("status IN ('active','paused')", name="status"),
     sa.Index(None, "list_id", "trigger", "status"),
+    sqlite_autoincrement=True,  # ids never reused (PostgreSQL's sequences never go back anyway)
 )
 
 actions = sa.Table(
@@ -169,12 +188,14 @@ actions = sa.Table(
     sa.Column("created_at", sa.DateTime(), nullable=False),
     sa.Column("updated_at", sa.DateTime(), nullable=False),
     sa.Index(None, "automation_id"),
+    sqlite_autoincrement=True,  # ids never reused (PostgreSQL's sequences never go back anyway)
 )
 
 automation_entries = sa.Table(
     "automation_entries",
     md,
     _pk(),
+    _owner(),
     _fk("automation_id", "automations.id"),
     _fk("contact_id", "contacts.id"),
     sa.Column("entered_at", sa.DateTime(), nullable=False),
@@ -184,6 +205,7 @@ automation_entries = sa.Table(
     sa.Column("manual_run_id", Id),
     sa.UniqueConstraint("automation_id", "contact_id", "once_key"),
     sa.Index(None, "contact_id", "automation_id", "entered_at"),
+    sqlite_autoincrement=True,  # ids never reused (PostgreSQL's sequences never go back anyway)
 )
 
 reentry_gates = sa.Table(
@@ -202,6 +224,7 @@ manual_runs = sa.Table(
     "manual_runs",
     md,
     _pk(),
+    _owner(),
     _fk("automation_id", "automations.id"),
     sa.Column("state", sa.String(16), nullable=False, default="running"),
     # last contact id whose chunk is committed; a resumed run continues after it
@@ -215,6 +238,7 @@ manual_runs = sa.Table(
     sa.Column("finished_at", sa.DateTime()),
     sa.CheckConstraint("state IN ('running','completed','cancelled')", name="state"),
     sa.Index(None, "automation_id", "state"),
+    sqlite_autoincrement=True,  # ids never reused (PostgreSQL's sequences never go back anyway)
 )
 
 RUNNING_RUN_INDEX = "uq_manual_runs_one_running"
@@ -235,6 +259,7 @@ deliveries = sa.Table(
     md,
     sa.Column("id", Id, primary_key=True, autoincrement=True),
     sa.Column("transactionid", sa.BigInteger(), nullable=False, unique=True),
+    _owner(),
     _fk("action_id", "actions.id", nullable=True, ondelete="SET NULL"),
     sa.Column("automation_id", Id),
     sa.Column("contact_id", Id),
@@ -259,6 +284,8 @@ deliveries = sa.Table(
     sa.Index(None, "state", "next_attempt_at"),
     sa.Index(None, "action_id", "state", "created_at"),
     sa.Index(None, "ordering_key", "transactionid"),
+    sa.Index(None, "account_id", "id"),
+    sqlite_autoincrement=True,  # ids never reused (PostgreSQL's sequences never go back anyway)
 )
 
 delivery_attempts = sa.Table(
@@ -266,6 +293,7 @@ delivery_attempts = sa.Table(
     md,
     _pk(),
     _fk("delivery_id", "deliveries.id"),
+    _owner(),
     sa.Column("number", sa.Integer(), nullable=False),
     sa.Column("started_at", sa.DateTime(), nullable=False),
     sa.Column("duration_ms", sa.Float(), nullable=False, default=0.0),
@@ -275,13 +303,15 @@ delivery_attempts = sa.Table(
     sa.Column("error", sa.Text()),
     sa.Column("outcome", sa.String(32), nullable=False),
     sa.UniqueConstraint("delivery_id", "number"),
+    sqlite_autoincrement=True,  # ids never reused (PostgreSQL's sequences never go back anyway)
 )
 
 endpoints = sa.Table(
     "endpoints",
     md,
     _pk(),
-    sa.Column("endpoint", sa.String(300), nullable=False, unique=True),
+    _owner(),
+    sa.Column("endpoint", sa.String(300), nullable=False),
     sa.Column("disabled_at", sa.DateTime()),
     sa.Column("disabled_reason", sa.Text()),
     sa.Column("failing_since", sa.DateTime()),
@@ -290,14 +320,23 @@ endpoints = sa.Table(
     sa.Column("edited_at", sa.DateTime()),
     sa.Column("max_in_flight", sa.Integer(), nullable=False, default=10),
     sa.Column("rate_limit_per_s", sa.Float()),
+    # health is per account: one account's 410 or failures never hold another's deliveries
+    sa.UniqueConstraint("account_id", "endpoint"),
+    sqlite_autoincrement=True,  # ids never reused (PostgreSQL's sequences never go back anyway)
 )
 
 endpoint_events = sa.Table(
     "endpoint_events",
     md,
     _pk(),
-    sa.Column("endpoint", sa.String(300), nullable=False, index=True),
+    _owner(),
+    sa.Column("endpoint", sa.String(300), nullable=False),
     sa.Column("kind", sa.String(32), nullable=False),
     sa.Column("message", sa.Text(), nullable=False),
     sa.Column("created_at", sa.DateTime(), nullable=False),
+    sa.Index(None, "account_id", "endpoint", "created_at"),
+    sqlite_autoincrement=True,  # ids never reused (PostgreSQL's sequences never go back anyway)
 )
+
+admin_sessions = sessions_table(md)
+"""Server-side sessions of the platform's admin UI (db/sessions.py)."""

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
+from contactsync.db.sealing import Keyring, keyring_from_settings
 from contactsync.delivery import endpoints as endpoint_rows
 from contactsync.delivery.attempt import DEFAULT_USER_AGENT
 from contactsync.delivery.netguard import NetPolicy
@@ -48,6 +49,8 @@ class DispatcherConfig:
     limits_ttl_s: float = 30.0
     user_agent: str = DEFAULT_USER_AGENT
     policy: NetPolicy = field(default_factory=NetPolicy)
+    keyring: Keyring | None = None
+    """Opens the sealed secrets and header values; without it only values never sealed can be sent."""
     listen: bool = True
     """Wake on PostgreSQL ``NOTIFY`` (ignored on SQLite, where :meth:`Dispatcher.wake` is the signal)."""
 
@@ -57,6 +60,7 @@ class DispatcherConfig:
             concurrency=settings.dispatcher_concurrency,
             endpoint_concurrency=settings.endpoint_concurrency,
             batch_size=settings.claim_batch_size,
+            keyring=keyring_from_settings(settings),
             lease_s=settings.lease_s,
             poll_interval_s=settings.poll_interval_s,
             policy=NetPolicy(

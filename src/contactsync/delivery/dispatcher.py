@@ -30,6 +30,7 @@ from contactsync.delivery import endpoints as endpoint_rows
 from contactsync.delivery import health, outbox
 from contactsync.delivery.attempt import AttemptResult, attempt_headers, send
 from contactsync.delivery.config import DispatcherConfig, default_owner, utcnow
+from contactsync.delivery.endpoints import EndpointKey
 from contactsync.delivery.metrics import DeliveryMetrics
 from contactsync.delivery.netguard import create_connector
 from contactsync.delivery.outbox import Claimed, Finished, Lane
@@ -77,10 +78,11 @@ class Dispatcher:
         self._in_lane = {Lane.FIRST: 0, Lane.RETRY: 0}
         self._lane_slots = {lane: asyncio.Semaphore(n) for lane, n in self._capacity.items()}
         self._global_slots = asyncio.Semaphore(self.config.concurrency)
-        self._in_endpoint: dict[str, int] = {}
-        self._endpoint_slots: dict[str, asyncio.Semaphore] = {}
-        self._buckets: dict[str, TokenBucket] = {}
-        self._limits: dict[str, tuple[float, endpoint_rows.Limits]] = {}
+        # throttles are per account and endpoint (EndpointKey), like endpoint health
+        self._in_endpoint: dict[EndpointKey, int] = {}
+        self._endpoint_slots: dict[EndpointKey, asyncio.Semaphore] = {}
+        self._buckets: dict[EndpointKey, TokenBucket] = {}
+        self._limits: dict[EndpointKey, tuple[float, endpoint_rows.Limits]] = {}
         self._held: dict[int, Claimed] = {}
         self._done: list[Finished] = []
         self._tasks: set[asyncio.Task[None]] = set()
@@ -219,20 +221,20 @@ class Dispatcher:
         total_free = self._held_limit(self.config.concurrency) - sum(self._in_lane.values())
         return min(self._held_limit(self._capacity[lane]) - self._in_lane[lane], total_free)
 
-    def _saturated(self) -> list[str]:
+    def _saturated(self) -> list[EndpointKey]:
         return sorted(
             e for e, n in self._in_endpoint.items() if n >= self._held_limit(self._limit_of(e).max_in_flight)
         )
 
-    def _limit_of(self, endpoint: str) -> endpoint_rows.Limits:
+    def _limit_of(self, endpoint: EndpointKey) -> endpoint_rows.Limits:
         cached = self._limits.get(endpoint)
         if cached is None:
             return endpoint_rows.Limits(max_in_flight=self.config.endpoint_concurrency)
         return cached[1]
 
     def _claim_sync(
-        self, lane: Lane, limit: int, skip: list[str]
-    ) -> tuple[list[Claimed], dict[str, endpoint_rows.Limits]]:
+        self, lane: Lane, limit: int, skip: list[EndpointKey]
+    ) -> tuple[list[Claimed], dict[EndpointKey, endpoint_rows.Limits]]:
         """Claim a batch and look up the throttles of endpoints not seen lately (worker thread)."""
         with self.engine.begin() as conn:
             batch = outbox.claim(
@@ -243,9 +245,12 @@ class Dispatcher:
                 limit=limit,
                 lane=lane,
                 skip_endpoints=skip,
+                keyring=self.config.keyring,
             )
             stale_before = time.monotonic() - self.config.limits_ttl_s
-            wanted = {c.endpoint for c in batch if self._limits.get(c.endpoint, (-1e18,))[0] < stale_before}
+            wanted = {
+                c.endpoint_key for c in batch if self._limits.get(c.endpoint_key, (-1e18,))[0] < stale_before
+            }
             found = endpoint_rows.limits(conn, wanted) if wanted else {}
         for name, lim in found.items():
             if lim.max_in_flight == endpoint_rows.DEFAULT_MAX_IN_FLIGHT:  # not tuned: the process setting
@@ -254,7 +259,8 @@ class Dispatcher:
 
     def _start(self, session: aiohttp.ClientSession, claimed: Claimed, lane: Lane) -> None:
         self._in_lane[lane] += 1
-        self._in_endpoint[claimed.endpoint] = self._in_endpoint.get(claimed.endpoint, 0) + 1
+        key = claimed.endpoint_key
+        self._in_endpoint[key] = self._in_endpoint.get(key, 0) + 1
         task = asyncio.create_task(self._attempt(session, claimed, lane))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -263,32 +269,39 @@ class Dispatcher:
 
     async def _attempt(self, session: aiohttp.ClientSession, c: Claimed, lane: Lane) -> None:
         try:
-            limits = self._limit_of(c.endpoint)
-            slots = self._endpoint_slots.get(c.endpoint)
+            refused = outbox.refuse_unsigned(c, now=self._clock())
+            if refused is not None:  # never sent unsigned
+                self._finished(refused)
+                return
+            limits = self._limit_of(c.endpoint_key)
+            slots = self._endpoint_slots.get(c.endpoint_key)
             if slots is None:
-                slots = self._endpoint_slots[c.endpoint] = asyncio.Semaphore(limits.max_in_flight)
+                slots = self._endpoint_slots[c.endpoint_key] = asyncio.Semaphore(limits.max_in_flight)
             async with slots:
                 if limits.rate_limit_per_s:
-                    bucket = self._buckets.get(c.endpoint)
+                    bucket = self._buckets.get(c.endpoint_key)
                     if bucket is None or bucket.rate_per_s != limits.rate_limit_per_s:
-                        bucket = self._buckets[c.endpoint] = TokenBucket(limits.rate_limit_per_s)
+                        bucket = self._buckets[c.endpoint_key] = TokenBucket(limits.rate_limit_per_s)
                     await bucket.acquire()
                 async with self._lane_slots[lane], self._global_slots:
                     started = self._clock()
                     result = await self._send(session, c, started)
             decision = decide(c.attempt, result.outcome, self._clock(), schedule=c.schedule_s, rng=self._rng)
-            self._done.append(Finished(c, result, decision, started))
-            if c.ordering_key is not None and self._flush_now is not None:
-                self._flush_now.set()  # its successor waits for this record: no batching delay
-            if self._flush_wanted is not None:
-                self._flush_wanted.set()
+            self._finished(Finished(c, result, decision, started))
         finally:
             self._in_lane[lane] -= 1
-            left = self._in_endpoint[c.endpoint] = self._in_endpoint[c.endpoint] - 1
-            if left == self._limit_of(c.endpoint).max_in_flight:
+            left = self._in_endpoint[c.endpoint_key] = self._in_endpoint[c.endpoint_key] - 1
+            if left == self._limit_of(c.endpoint_key).max_in_flight:
                 self._poke(True)  # its prefetched work has all started: claim more for it
             if self._want_slots and self._free(lane) >= self._min_claim(lane):
                 self._poke()
+
+    def _finished(self, done: Finished) -> None:
+        self._done.append(done)
+        if done.claimed.ordering_key is not None and self._flush_now is not None:
+            self._flush_now.set()  # its successor waits for this record: no batching delay
+        if self._flush_wanted is not None:
+            self._flush_wanted.set()
 
     async def _send(self, session: aiohttp.ClientSession, c: Claimed, started: datetime) -> AttemptResult:
         try:

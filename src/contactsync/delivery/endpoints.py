@@ -1,4 +1,8 @@
-"""Endpoints: one row per scheme+host+port, carrying its health and whether deliveries to it wait.
+"""Endpoints: one row per account and scheme+host+port, carrying its health and whether deliveries wait.
+
+Endpoints are per account (spec/accounts.md): a 410 or days of failure from one account's URL hold
+that account's deliveries only, and its throttles apply to that account's deliveries only. An
+:class:`EndpointKey` names one.
 
 A disabled endpoint's deliveries are not dropped; the claim query skips them until the endpoint is
 enabled again. Every disable/enable leaves an ``endpoint_events`` row (the owner's notification and
@@ -11,7 +15,7 @@ import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
@@ -33,6 +37,21 @@ def endpoint_key(url: str) -> str:
     return f"{parsed.scheme}://{parsed.raw_host.lower()}:{parsed.port}"
 
 
+class EndpointKey(NamedTuple):
+    """One account's endpoint: what health, throttles and notifications are tracked by."""
+
+    account_id: int
+    endpoint: str
+
+
+def _key_is(key: EndpointKey) -> sa.ColumnElement[bool]:
+    return sa.and_(endpoints.c.account_id == key.account_id, endpoints.c.endpoint == key.endpoint)
+
+
+def _keys_in(keys: Iterable[EndpointKey]) -> sa.ColumnElement[bool]:
+    return sa.tuple_(endpoints.c.account_id, endpoints.c.endpoint).in_([tuple(k) for k in keys])
+
+
 @dataclass(frozen=True, slots=True)
 class Limits:
     """Per-endpoint throttles the dispatcher applies (per dispatcher process)."""
@@ -41,35 +60,41 @@ class Limits:
     rate_limit_per_s: float | None = None
 
 
-def ensure(conn: sa.Connection, names: Iterable[str], *, max_in_flight: int = DEFAULT_MAX_IN_FLIGHT) -> None:
+def ensure(
+    conn: sa.Connection, keys: Iterable[EndpointKey], *, max_in_flight: int = DEFAULT_MAX_IN_FLIGHT
+) -> None:
     """Create missing endpoint rows; safe against a concurrent dispatcher doing the same."""
-    wanted = sorted(set(names))
+    wanted = sorted(set(keys))
     if not wanted:
         return
-    rows = [{"endpoint": n, "max_in_flight": max_in_flight} for n in wanted]
+    rows = [
+        {"account_id": k.account_id, "endpoint": k.endpoint, "max_in_flight": max_in_flight} for k in wanted
+    ]
     dialect = conn.dialect.name
     if dialect in ("postgresql", "sqlite"):
         insert = postgresql.insert(endpoints) if dialect == "postgresql" else sqlite.insert(endpoints)
-        conn.execute(insert.on_conflict_do_nothing(index_elements=["endpoint"]), rows)
+        conn.execute(insert.on_conflict_do_nothing(index_elements=["account_id", "endpoint"]), rows)
         return
-    have = set(
-        conn.execute(sa.select(endpoints.c.endpoint).where(endpoints.c.endpoint.in_(wanted))).scalars()
-    )
-    missing = [r for r in rows if r["endpoint"] not in have]
+    e = endpoints.c
+    have = {
+        EndpointKey(*r) for r in conn.execute(sa.select(e.account_id, e.endpoint).where(_keys_in(wanted)))
+    }
+    missing = [r for r, k in zip(rows, wanted, strict=True) if k not in have]
     if missing:
         conn.execute(endpoints.insert(), missing)
 
 
-def limits(conn: sa.Connection, names: Iterable[str]) -> dict[str, Limits]:
-    """The throttles of ``names`` (defaults for endpoints without a row)."""
-    wanted = sorted(set(names))
-    found = {n: Limits() for n in wanted}
+def limits(conn: sa.Connection, keys: Iterable[EndpointKey]) -> dict[EndpointKey, Limits]:
+    """The throttles of ``keys`` (defaults for endpoints without a row)."""
+    wanted = sorted(set(keys))
+    found = {k: Limits() for k in wanted}
     if wanted:
         e = endpoints.c
         for row in conn.execute(
-            sa.select(e.endpoint, e.max_in_flight, e.rate_limit_per_s).where(e.endpoint.in_(wanted))
+            sa.select(e.account_id, e.endpoint, e.max_in_flight, e.rate_limit_per_s).where(_keys_in(wanted))
         ):
-            found[row.endpoint] = Limits(max(int(row.max_in_flight), 1), row.rate_limit_per_s or None)
+            key = EndpointKey(row.account_id, row.endpoint)
+            found[key] = Limits(max(int(row.max_in_flight), 1), row.rate_limit_per_s or None)
     return found
 
 
@@ -78,7 +103,7 @@ HEALTH_WRITE_INTERVAL_S = 1.0
 dispatcher would otherwise update (and on PostgreSQL row-lock) the same row, serializing them."""
 
 
-def record_outcomes(conn: sa.Connection, latest: Mapping[str, bool], *, now: datetime) -> None:
+def record_outcomes(conn: sa.Connection, latest: Mapping[EndpointKey, bool], *, now: datetime) -> None:
     """Note each endpoint's latest attempt (``True`` = 2xx): success clears ``failing_since``."""
     if not latest:
         return
@@ -86,16 +111,16 @@ def record_outcomes(conn: sa.Connection, latest: Mapping[str, bool], *, now: dat
     fresh = now - timedelta(seconds=HEALTH_WRITE_INTERVAL_S)
     # a plain read first: rows that need no write are not touched (no lock, no ensure)
     seen = {
-        row.endpoint: row
+        EndpointKey(row.account_id, row.endpoint): row
         for row in conn.execute(
-            sa.select(e.endpoint, e.failing_since, e.last_success_at).where(e.endpoint.in_(sorted(latest)))
+            sa.select(e.account_id, e.endpoint, e.failing_since, e.last_success_at).where(_keys_in(latest))
         )
     }
     missing = [n for n in latest if n not in seen]
     if missing:
         ensure(conn, missing)
     ok = [
-        {"b_endpoint": n}
+        {"b_account": n.account_id, "b_endpoint": n.endpoint}
         for n, success in latest.items()
         if success
         and (
@@ -105,8 +130,10 @@ def record_outcomes(conn: sa.Connection, latest: Mapping[str, bool], *, now: dat
             or seen[n].last_success_at < fresh
         )
     ]
-    bad = [{"b_endpoint": n} for n, success in latest.items() if not success]
-    where = e.endpoint == sa.bindparam("b_endpoint")
+    bad = [
+        {"b_account": n.account_id, "b_endpoint": n.endpoint} for n, success in latest.items() if not success
+    ]
+    where = sa.and_(e.account_id == sa.bindparam("b_account"), e.endpoint == sa.bindparam("b_endpoint"))
     if ok:
         conn.execute(endpoints.update().where(where).values(last_success_at=now, failing_since=None), ok)
     if bad:
@@ -117,57 +144,63 @@ def record_outcomes(conn: sa.Connection, latest: Mapping[str, bool], *, now: dat
         conn.execute(endpoints.update().where(where).values(**values), bad)
 
 
-def add_event(conn: sa.Connection, endpoint: str, *, kind: str, message: str, now: datetime) -> None:
-    """An owner-visible event about ``endpoint`` (UI banner, notification feed)."""
+def add_event(conn: sa.Connection, key: EndpointKey, *, kind: str, message: str, now: datetime) -> None:
+    """An event about one account's endpoint for that account (UI banner, notification feed)."""
     conn.execute(
-        endpoint_events.insert().values(endpoint=endpoint, kind=kind, message=message, created_at=now)
+        endpoint_events.insert().values(
+            account_id=key.account_id, endpoint=key.endpoint, kind=kind, message=message, created_at=now
+        )
     )
 
 
 def disable(
-    conn: sa.Connection, endpoint: str, *, reason: str, now: datetime, kind: str = "disabled"
+    conn: sa.Connection, key: EndpointKey, *, reason: str, now: datetime, kind: str = "disabled"
 ) -> bool:
-    """Stop delivering to ``endpoint`` (its deliveries wait); ``False`` if it already was disabled."""
-    ensure(conn, [endpoint])
-    e = endpoints.c
+    """Stop delivering to ``key`` (its deliveries wait); ``False`` if it already was disabled."""
+    ensure(conn, [key])
     moved = conn.execute(
         endpoints.update()
-        .where(e.endpoint == endpoint, e.disabled_at.is_(None))
+        .where(_key_is(key), endpoints.c.disabled_at.is_(None))
         .values(disabled_at=now, disabled_reason=reason)
     ).rowcount
     if not moved:
         return False
-    add_event(conn, endpoint, kind=kind, message=reason, now=now)
-    log.warning("endpoint disabled", extra={"endpoint": endpoint, "reason": reason, "kind": kind})
+    add_event(conn, key, kind=kind, message=reason, now=now)
+    log.warning(
+        "endpoint disabled",
+        extra={"account_id": key.account_id, "endpoint": key.endpoint, "reason": reason, "kind": kind},
+    )
     return True
 
 
-def enable(conn: sa.Connection, endpoint: str, *, now: datetime, edited: bool = False) -> bool:
-    """Resume deliveries to ``endpoint``; its failure streak starts afresh. ``False`` if it was enabled."""
-    ensure(conn, [endpoint])
-    e = endpoints.c
+def enable(conn: sa.Connection, key: EndpointKey, *, now: datetime, edited: bool = False) -> bool:
+    """Resume deliveries to ``key``; its failure streak starts afresh. ``False`` if it was enabled."""
+    ensure(conn, [key])
     values: dict[str, Any] = {"disabled_at": None, "disabled_reason": None, "failing_since": None}
     if edited:
         values["edited_at"] = now
     moved = conn.execute(
-        endpoints.update().where(e.endpoint == endpoint, e.disabled_at.is_not(None)).values(**values)
+        endpoints.update().where(_key_is(key), endpoints.c.disabled_at.is_not(None)).values(**values)
     )
     if not moved.rowcount:
         return False
-    add_event(conn, endpoint, kind="enabled", message="deliveries resumed", now=now)
-    log.info("endpoint enabled", extra={"endpoint": endpoint})
+    add_event(conn, key, kind="enabled", message="deliveries resumed", now=now)
+    log.info("endpoint enabled", extra={"account_id": key.account_id, "endpoint": key.endpoint})
     return True
 
 
-def mark_edited(conn: sa.Connection, endpoint: str, *, now: datetime) -> None:
+def mark_edited(conn: sa.Connection, key: EndpointKey, *, now: datetime) -> None:
     """Record that the owner changed the action's URL or settings: no auto-disable for 48 h."""
-    ensure(conn, [endpoint])
-    conn.execute(endpoints.update().where(endpoints.c.endpoint == endpoint).values(edited_at=now))
+    ensure(conn, [key])
+    conn.execute(endpoints.update().where(_key_is(key)).values(edited_at=now))
 
 
-def disabled(conn: sa.Connection) -> list[str]:
-    """The endpoints currently disabled."""
+def disabled(conn: sa.Connection) -> list[EndpointKey]:
+    """The endpoints currently disabled, every account's (the operator's view)."""
     e = endpoints.c
-    return list(
-        conn.execute(sa.select(e.endpoint).where(e.disabled_at.is_not(None)).order_by(e.endpoint)).scalars()
+    rows = conn.execute(
+        sa.select(e.account_id, e.endpoint)
+        .where(e.disabled_at.is_not(None))
+        .order_by(e.account_id, e.endpoint)
     )
+    return [EndpointKey(*r) for r in rows]

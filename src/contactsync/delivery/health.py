@@ -45,13 +45,13 @@ def sweep(
     metrics: DeliveryMetrics | None = None,
     failure_window: timedelta = FAILURE_WINDOW,
     edit_grace: timedelta = EDIT_GRACE,
-) -> list[str]:
-    """Disable every endpoint the rule condemns; returns their names."""
+) -> list[endpoint_rows.EndpointKey]:
+    """Disable every endpoint the rule condemns (each account's on its own); returns them."""
     e = endpoints.c
     rows = conn.execute(
-        sa.select(e.endpoint, e.failing_since, e.edited_at, e.disabled_at)
+        sa.select(e.account_id, e.endpoint, e.failing_since, e.edited_at, e.disabled_at)
         .where(e.disabled_at.is_(None), e.failing_since <= now - failure_window)
-        .order_by(e.endpoint)
+        .order_by(e.account_id, e.endpoint)
     ).all()
     disabled = []
     for row in rows:
@@ -66,8 +66,9 @@ def sweep(
             continue
         days = (now - row.failing_since).total_seconds() / 86400
         reason = f"no successful delivery for {days:.1f} days (since {row.failing_since:%Y-%m-%d %H:%M} UTC)"
-        if endpoint_rows.disable(conn, row.endpoint, reason=reason, now=now, kind=AUTO_DISABLED):
-            disabled.append(row.endpoint)
+        key = endpoint_rows.EndpointKey(row.account_id, row.endpoint)
+        if endpoint_rows.disable(conn, key, reason=reason, now=now, kind=AUTO_DISABLED):
+            disabled.append(key)
             if metrics is not None:
                 metrics.endpoint_disables.labels(AUTO_DISABLED).inc()
     return disabled

@@ -19,9 +19,12 @@ from typing import Any
 import sqlalchemy as sa
 
 from contactsync.db.platform import actions, deliveries, endpoints
+from contactsync.db.sealing import Keyring, is_sealed
 from contactsync.delivery.attempt import DEFAULT_CONNECT_TIMEOUT_S, DEFAULT_TOTAL_TIMEOUT_S
+from contactsync.delivery.endpoints import EndpointKey
 from contactsync.delivery.retry import DEFAULT_SCHEDULE_S
 from contactsync.delivery.states import IN_FLIGHT, NO_LEASE, PENDING, TRANSITIONS, move
+from contactsync.errors import SealedError
 
 SETTING_SCHEDULE = "retry_schedule_s"
 SETTING_CONNECT_TIMEOUT = "connect_timeout_s"
@@ -42,6 +45,7 @@ class Claimed:
 
     id: int
     transactionid: int
+    account_id: int
     endpoint: str
     method: str
     url: str
@@ -61,11 +65,16 @@ class Claimed:
     connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S
     total_timeout_s: float = DEFAULT_TOTAL_TIMEOUT_S
 
+    @property
+    def endpoint_key(self) -> EndpointKey:
+        """The owning account's endpoint: what its throttles and health are tracked by."""
+        return EndpointKey(self.account_id, self.endpoint)
+
 
 _CLAIM_COLUMNS = (
-    deliveries.c.id, deliveries.c.transactionid, deliveries.c.endpoint, deliveries.c.method, deliveries.c.url,
-    deliveries.c.headers, deliveries.c.body, deliveries.c.content_type, deliveries.c.attempt_count,
-    deliveries.c.created_at, deliveries.c.action_id, deliveries.c.ordering_key,
+    deliveries.c.id, deliveries.c.transactionid, deliveries.c.account_id, deliveries.c.endpoint,
+    deliveries.c.method, deliveries.c.url, deliveries.c.headers, deliveries.c.body, deliveries.c.content_type,
+    deliveries.c.attempt_count, deliveries.c.created_at, deliveries.c.action_id, deliveries.c.ordering_key,
 )  # fmt: skip
 
 
@@ -88,7 +97,11 @@ def _claimable(lane: Lane | None, *, expired: bool, skip: bool) -> list[sa.Colum
     )
     conds: list[sa.ColumnElement[bool]] = [
         due,
-        d.endpoint.not_in(sa.select(endpoints.c.endpoint).where(endpoints.c.disabled_at.is_not(None))),
+        ~sa.exists().where(
+            endpoints.c.account_id == d.account_id,
+            endpoints.c.endpoint == d.endpoint,
+            endpoints.c.disabled_at.is_not(None),
+        ),
         sa.or_(
             d.ordering_key.is_(None),
             ~sa.exists().where(
@@ -103,7 +116,7 @@ def _claimable(lane: Lane | None, *, expired: bool, skip: bool) -> list[sa.Colum
     elif lane is Lane.RETRY:
         conds.append(d.attempt_count > 0)
     if skip:
-        conds.append(d.endpoint.not_in(sa.bindparam("b_skip", expanding=True)))
+        conds.append(sa.tuple_(d.account_id, d.endpoint).not_in(sa.bindparam("b_skip", expanding=True)))
     return conds
 
 
@@ -146,7 +159,8 @@ def claim(
     lease_s: float,
     limit: int,
     lane: Lane | None = None,
-    skip_endpoints: Sequence[str] = (),
+    skip_endpoints: Sequence[EndpointKey] = (),
+    keyring: Keyring | None = None,
 ) -> list[Claimed]:
     """Lease up to ``limit`` due deliveries to ``owner`` for ``lease_s`` seconds (commit to publish).
 
@@ -154,13 +168,15 @@ def claim(
     waiting on each other. SQLite: the transaction holds the database's write lock (``BEGIN
     IMMEDIATE``), so claims are serialized — one dispatcher process is the supported set-up there.
     Expired leases (a dispatcher that died mid-attempt) are claimable like pending rows.
+    Sealed secrets and header values are opened with ``keyring``; a delivery whose secret or headers
+    cannot be opened is claimed without secrets, so that it fails instead of going out unsigned.
     """
     if limit <= 0:
         return []
     lease = new_lease(owner)
     params: dict[str, Any] = {"b_now": now, "b_lease": lease, "b_expires": now + timedelta(seconds=lease_s)}
     if skip_endpoints:
-        params["b_skip"] = list(skip_endpoints)
+        params["b_skip"] = [tuple(k) for k in skip_endpoints]
     rows: list[sa.Row[Any]] = []
     # one statement per pass, expired leases first; two passes keep each pick on the
     # (state, next_attempt_at) index instead of one OR
@@ -171,18 +187,22 @@ def claim(
             break
     if not rows:
         return []
-    settings = _action_settings(conn, {r.action_id for r in rows if r.action_id is not None}, now)
+    settings = _action_settings(conn, {r.action_id for r in rows if r.action_id is not None}, now, keyring)
     claimed = []
     for r in rows:
         secrets, schedule, connect_s, total_s = settings.get(r.action_id, _NO_ACTION)
+        headers = _open_headers(r.headers or {}, keyring)
+        if headers is None:
+            headers, secrets = {}, ()
         claimed.append(
             Claimed(
                 id=r.id,
                 transactionid=r.transactionid,
+                account_id=r.account_id,
                 endpoint=r.endpoint,
                 method=r.method,
                 url=r.url,
-                headers=dict(r.headers or {}),
+                headers=headers,
                 body=bytes(r.body),
                 content_type=r.content_type,
                 attempt=r.attempt_count + 1,
@@ -204,8 +224,25 @@ _ActionSettings = tuple[tuple[str, ...], tuple[float, ...], float, float]
 _NO_ACTION: _ActionSettings = ((), DEFAULT_SCHEDULE_S, DEFAULT_CONNECT_TIMEOUT_S, DEFAULT_TOTAL_TIMEOUT_S)
 
 
+def _open(value: str, keyring: Keyring | None) -> str | None:
+    """The plaintext of a stored value, or ``None`` when it cannot be opened."""
+    if keyring is None:
+        return None if is_sealed(value) else value
+    try:
+        return keyring.open(value)
+    except SealedError:
+        return None
+
+
+def _open_headers(stored: Mapping[str, str], keyring: Keyring | None) -> dict[str, str] | None:
+    opened = {str(k): _open(str(v), keyring) for k, v in stored.items()}
+    if any(v is None for v in opened.values()):
+        return None
+    return {k: v for k, v in opened.items() if v is not None}
+
+
 def _action_settings(
-    conn: sa.Connection, action_ids: set[int], now: datetime
+    conn: sa.Connection, action_ids: set[int], now: datetime, keyring: Keyring | None
 ) -> dict[int | None, _ActionSettings]:
     """Secrets valid now (two during rotation) and the per-action timeouts and schedule."""
     if not action_ids:
@@ -218,15 +255,15 @@ def _action_settings(
     )
     found: dict[int | None, _ActionSettings] = {}
     for row in rows:
-        secrets = [row.secret]
+        secrets = [_open(row.secret, keyring)]
         if row.previous_secret and (
             row.previous_secret_expires_at is None or row.previous_secret_expires_at > now
         ):
-            secrets.append(row.previous_secret)
+            secrets.append(_open(row.previous_secret, keyring))
         opts = row.settings if isinstance(row.settings, dict) else {}
         schedule = tuple(float(s) for s in opts.get(SETTING_SCHEDULE) or DEFAULT_SCHEDULE_S)
         found[row.id] = (
-            tuple(secrets),
+            tuple(s for s in secrets if s is not None) if secrets[0] is not None else (),
             schedule,
             float(opts.get(SETTING_CONNECT_TIMEOUT) or DEFAULT_CONNECT_TIMEOUT_S),
             float(opts.get(SETTING_TOTAL_TIMEOUT) or DEFAULT_TOTAL_TIMEOUT_S),

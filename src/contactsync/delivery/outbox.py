@@ -33,7 +33,7 @@ from contactsync.delivery.leases import (
     new_lease,
     release,
 )
-from contactsync.delivery.retry import Decision, Verdict
+from contactsync.delivery.retry import Decision, Outcome, Verdict
 from contactsync.delivery.states import (
     CANCELLED,
     DELIVERED,
@@ -48,6 +48,7 @@ from contactsync.delivery.states import (
 )
 
 __all__ = [
+    "ACTION_DELETED",
     "CANCELLED",
     "DELIVERED",
     "FAILED",
@@ -58,11 +59,13 @@ __all__ = [
     "SETTING_SCHEDULE",
     "SETTING_TOTAL_TIMEOUT",
     "TRANSITIONS",
+    "UNSIGNED",
     "Claimed",
     "Finished",
     "Lane",
     "OutboxRequest",
     "cancel",
+    "cancel_for_actions",
     "claim",
     "count_failed_since",
     "counts_by_state",
@@ -74,7 +77,9 @@ __all__ = [
     "notify",
     "oldest_pending",
     "outcome_label",
+    "pending_for_actions",
     "recover_since",
+    "refuse_unsigned",
     "release",
     "replay",
     "unblocks_successor",
@@ -92,6 +97,8 @@ class OutboxRequest:
     """One request to deliver, exactly as it will go on the wire (minus signature headers)."""
 
     transactionid: int
+    account_id: int
+    """The owning account: who may see, retry or cancel it, and whose endpoint health it counts in."""
     endpoint: str
     method: str
     url: str
@@ -118,6 +125,7 @@ def enqueue(conn: sa.Connection, requests: Sequence[OutboxRequest], *, now: date
         [
             {
                 "transactionid": r.transactionid,
+                "account_id": r.account_id,
                 "action_id": r.action_id,
                 "automation_id": r.automation_id,
                 "contact_id": r.contact_id,
@@ -157,6 +165,24 @@ class Finished:
     result: AttemptResult
     decision: Decision
     started_at: datetime
+
+
+UNSIGNED = "unsigned"
+"""Outcome of a delivery refused before sending: no valid secret to sign it with."""
+
+
+def refuse_unsigned(claimed: Claimed, *, now: datetime) -> Finished | None:
+    """A delivery must never go out unsigned: without a secret (its action deleted, its secret
+    unreadable) it fails at once with that reason, and nothing is sent. ``None`` when it can be signed."""
+    if claimed.secrets:
+        return None
+    reason = (
+        "not sent: its action was deleted, so there is no secret to sign it with"
+        if claimed.action_id is None
+        else "not sent: the action's signing secret cannot be read (wrong or missing secrets key?)"
+    )
+    result = AttemptResult(Outcome(error=UNSIGNED), 0.0, detail=reason)
+    return Finished(claimed, result, Decision(Verdict.FAILED, reason), now)
 
 
 _DELIVER_VALUES: dict[str, Any] = {
@@ -293,6 +319,7 @@ def _attempt_row(f: Finished) -> dict[str, Any]:
     result = f.result
     return {
         "delivery_id": f.claimed.id,
+        "account_id": f.claimed.account_id,
         "b_delivery": f.claimed.id,
         "started_at": f.started_at,
         "duration_ms": result.duration_s * 1000.0,
@@ -315,15 +342,15 @@ def outcome_label(f: Finished) -> str:
 
 
 def _record_health(conn: sa.Connection, kept: Sequence[Finished], *, now: datetime) -> None:
-    latest: dict[str, bool] = {}
+    latest: dict[endpoint_rows.EndpointKey, bool] = {}
     for f in kept:
-        latest[f.claimed.endpoint] = f.result.outcome.succeeded
+        if f.result.error != UNSIGNED:  # refused here, never sent: says nothing of the endpoint
+            latest[f.claimed.endpoint_key] = f.result.outcome.succeeded
     endpoint_rows.record_outcomes(conn, latest, now=now)
     for f in kept:
         if f.decision.disable_endpoint:
-            endpoint_rows.disable(
-                conn, f.claimed.endpoint, reason=f"410 Gone from {f.claimed.url}", now=now, kind="gone"
-            )
+            reason = f"410 Gone from {f.claimed.url}"
+            endpoint_rows.disable(conn, f.claimed.endpoint_key, reason=reason, now=now, kind="gone")
 
 
 # --- operator actions ----------------------------------------------------------------------------
@@ -332,6 +359,32 @@ def _record_health(conn: sa.Connection, kept: Sequence[Finished], *, now: dateti
 def cancel(conn: sa.Connection, ids: Sequence[int], *, now: datetime) -> int:
     """Stop pending or failed deliveries for good (an in-flight attempt finishes first)."""
     return move(conn, "cancel", deliveries.c.id.in_(list(ids)), {}, now=now).rowcount if ids else 0
+
+
+ACTION_DELETED = "cancelled: its action was deleted, so it cannot be signed"
+
+
+def cancel_for_actions(conn: sa.Connection, action_ids: Sequence[int], *, now: datetime) -> int:
+    """Cancel the pending deliveries of actions about to be deleted (a delivery is never sent unsigned).
+
+    Call before deleting: once the action is gone its deliveries no longer name it. One still in
+    flight finishes its attempt; should that end in a retry, the dispatcher fails it (no secret).
+    """
+    if not action_ids:
+        return 0
+    where = deliveries.c.action_id.in_(list(action_ids))
+    return int(move(conn, "cancel", where, {"last_error": ACTION_DELETED, **NO_LEASE}, now=now).rowcount)
+
+
+def pending_for_actions(conn: sa.Connection, action_ids: Sequence[int]) -> int:
+    """How many deliveries :func:`cancel_for_actions` would cancel (what the UI asks to confirm)."""
+    if not action_ids:
+        return 0
+    d = deliveries.c
+    query = sa.select(sa.func.count()).where(
+        d.action_id.in_(list(action_ids)), d.state.in_([PENDING, FAILED])
+    )
+    return int(conn.execute(query).scalar_one())
 
 
 def replay(conn: sa.Connection, ids: Sequence[int], *, now: datetime) -> int:

@@ -27,6 +27,8 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from contactsync import __version__
+from contactsync.db.listener import admin_sessions as listener_sessions
+from contactsync.db.platform import admin_sessions as platform_sessions
 from contactsync.settings import Settings
 from contactsync.web.security import (
     CSRF_FIELD,
@@ -37,6 +39,7 @@ from contactsync.web.security import (
     SessionCodec,
     csrf_ok,
 )
+from contactsync.web.sessions import SessionStore, password_tag
 
 HERE = Path(__file__).parent
 Side = Literal["platform", "listener"]
@@ -86,6 +89,9 @@ class Web:
     limiter: LoginLimiter
     env: Environment
     clock_s: Callable[[], float]
+    sessions: SessionStore
+    secure_cookies: bool
+    """Cookies are ``Secure`` when the public base URL is https, whatever scheme reached uvicorn."""
     extras: dict[str, Any] = field(default_factory=dict)
     """Side-specific collaborators (platform: ``runtime``, ``on_enqueue``, ``net_policy``)."""
 
@@ -134,20 +140,20 @@ class Web:
         # Stored requests are shown as they came: text that is not Unicode (a lone surrogate kept
         # from an older version, say) is shown as its escape instead of failing the whole page.
         response = HTMLResponse(page.encode("utf-8", "backslashreplace"), status)
-        if session is not None:
-            self.set_cookie(request, response, session)
+        if session is not None and not session.id:  # a visitor's signed cookie (its CSRF token)
+            self.set_cookie(request, response, self.codec.dump(session), max_age_s=self.codec.max_age_s)
         response.headers["cache-control"] = "no-store"
         return response
 
-    def set_cookie(self, request: Request, response: Response, session: Session) -> None:
+    def set_cookie(self, request: Request, response: Response, value: str, *, max_age_s: float) -> None:
         response.set_cookie(
             self.cookie_name,
-            self.codec.dump(session),
-            max_age=int(self.codec.max_age_s),
+            value,
+            max_age=int(max_age_s),
             path=request.scope.get("root_path", "") or "/",
             httponly=True,
             samesite="lax",
-            secure=request.url.scheme == "https",
+            secure=self.secure_cookies or request.url.scheme == "https",
         )
 
     @staticmethod
@@ -159,8 +165,15 @@ class Web:
             url += ("&" if "?" in url else "?") + note
         return RedirectResponse(url, status_code=303)
 
-    def session_of(self, request: Request) -> Session | None:
-        return self.codec.load(request.cookies.get(self.cookie_name))
+    async def session_of(self, request: Request) -> Session | None:
+        """The signed-in session (server-side) or the visitor's signed one; ``None`` if neither."""
+        cookie = request.cookies.get(self.cookie_name)
+        if not cookie:
+            return None
+        if "." not in cookie:  # a session token (random, URL-safe base64: never a dot)
+            return await run_in_threadpool(self.sessions.load, cookie)
+        visitor = self.codec.load(cookie)
+        return visitor if visitor is not None and not visitor.authenticated else None
 
     # --- routing ---------------------------------------------------------------------------------
 
@@ -168,7 +181,7 @@ class Web:
         """A route that needs a logged-in session, and the CSRF token on anything but GET."""
 
         async def endpoint(request: Request) -> Response:
-            session = self.session_of(request)
+            session = await self.session_of(request)
             if session is None or not session.authenticated:
                 if request.method == "GET" and not path.startswith("/ui/"):
                     target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
@@ -205,7 +218,7 @@ def _safe_next(target: str) -> str:
 
 def _auth_routes(web: Web) -> list[BaseRoute]:
     async def login_form(request: Request) -> Response:
-        session = web.session_of(request)
+        session = await web.session_of(request)
         if session is not None and session.authenticated:
             return web.redirect(request, "/")
         return web.render(
@@ -213,7 +226,7 @@ def _auth_routes(web: Web) -> list[BaseRoute]:
         )
 
     async def login(request: Request) -> Response:
-        session = web.session_of(request)
+        session = await web.session_of(request)
         form = await request.form()
         offered = form.get(CSRF_FIELD)
         if not csrf_ok(session, offered if isinstance(offered, str) else None):
@@ -244,12 +257,15 @@ def _auth_routes(web: Web) -> list[BaseRoute]:
         base = request.scope.get("root_path", "").rstrip("/")
         dest = _safe_next(target if isinstance(target, str) and target else base + "/")
         response = RedirectResponse(dest, status_code=303)
-        web.set_cookie(request, response, web.codec.new(user="admin"))
+        token, _ = await run_in_threadpool(web.sessions.create, "admin")
+        web.set_cookie(request, response, token, max_age_s=web.sessions.absolute_s)
         return response
 
     async def logout(request: Request, session: Session) -> Response:
+        await run_in_threadpool(web.sessions.end, session)  # a copy of the cookie stops working too
         response = web.redirect(request, "/login")
-        web.set_cookie(request, response, web.codec.new())
+        visitor = web.codec.new()
+        web.set_cookie(request, response, web.codec.dump(visitor), max_age_s=web.codec.max_age_s)
         return response
 
     return [
@@ -282,6 +298,7 @@ def create_web_app(
     from contactsync.web import filters
 
     filters.install(env)
+    public_url = settings.public_base_url if side == "platform" else settings.listener_public_base_url
     web = Web(
         settings=settings,
         engine=engine,
@@ -291,6 +308,15 @@ def create_web_app(
         limiter=LoginLimiter(clock_s=clock_s),
         env=env,
         clock_s=clock_s,
+        sessions=SessionStore(
+            engine=engine,
+            table=platform_sessions if side == "platform" else listener_sessions,
+            clock_s=clock_s,
+            idle_s=settings.session_idle_timeout_s,
+            absolute_s=settings.session_absolute_timeout_s,
+            password_tag=password_tag(settings.admin_password),
+        ),
+        secure_cookies=public_url.startswith("https://"),
         extras=dict(extras),
     )
     routes: list[BaseRoute] = [Mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")]

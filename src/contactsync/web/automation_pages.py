@@ -24,12 +24,16 @@ from contactsync.automation.actions import (
     Header,
     SyncActionSettings,
     create_action,
+    delete_action,
     field_keys,
     get_action,
     list_actions,
+    reveal,
     rotate_secret,
+    shown,
     update_action,
     validate_settings,
+    with_stored_values,
 )
 from contactsync.automation.automations import (
     AutomationIn,
@@ -43,8 +47,10 @@ from contactsync.automation.preview import preview
 from contactsync.automation.rules import BUILTIN_SUBJECTS, TRIGGERS
 from contactsync.automation.runtime import Runtime
 from contactsync.db.platform import actions, automations, contacts, deliveries, lists
+from contactsync.db.sealing import mask
 from contactsync.delivery.attempt import send
 from contactsync.delivery.netguard import NetPolicy, create_connector
+from contactsync.delivery.outbox import pending_for_actions
 from contactsync.errors import ContactSyncError, RunInProgressError, TemplateError
 from contactsync.listener.getmap import advise
 from contactsync.web.app import Web
@@ -275,11 +281,13 @@ def routes(web: Web) -> list[BaseRoute]:
                 .order_by(contacts.c.id).limit(50)
             ).all()  # fmt: skip
             field_ids = {f.shortcode_key: f.id for f in list_fields(conn, automation.list_id)}
+            pending = pending_for_actions(conn, [action.id]) if action is not None else 0
             return {
                 "automation": automation,
                 "picker": picker(conn, automation.list_id),
                 "sample": sample,
                 "field_ids": field_ids,
+                "pending": pending,
             }
 
         data = await web.read(load)
@@ -321,7 +329,17 @@ def routes(web: Web) -> list[BaseRoute]:
             action = await web.read(lambda conn: get_action(conn, action_id))
         except ContactSyncError as exc:
             return web.render(request, session, "not_found.html", 404, what=str(exc))
-        return await action_form(request, session, action, action.automation_id)
+        return await action_form(request, session, shown(action, _runtime(web).keyring), action.automation_id)
+
+    async def action_reveal(request: Request, session: Session) -> Response:
+        """The secret(s) and header values in clear, for the page's Reveal button (POST with CSRF)."""
+        action_id = int(request.path_params["action_id"])
+        rt = _runtime(web)
+        try:
+            found = await web.read(lambda conn: reveal(conn, rt.keyring, action_id, now=rt.clock()))
+        except ContactSyncError as exc:
+            return JSONResponse({"ok": False, "error": {"message": str(exc)}}, 404)
+        return JSONResponse({"ok": True, **found.model_dump(mode="json")})
 
     async def action_update(request: Request, session: Session) -> Response:
         action_id = int(request.path_params["action_id"])
@@ -334,6 +352,23 @@ def routes(web: Web) -> list[BaseRoute]:
             message = error_message(exc)
             return web.redirect(request, f"/actions/{action_id}", err=message)
         return web.redirect(request, f"/actions/{action_id}", msg="action saved")
+
+    async def action_delete(request: Request, session: Session) -> Response:
+        """Delete after the owner confirmed the number of pending deliveries it cancels."""
+        action_id = int(request.path_params["action_id"])
+        form = await request.form()
+        if form_text(form, "confirm") != "yes":
+            return web.redirect(request, f"/actions/{action_id}", err="tick the box to confirm the deletion")
+        try:
+            found = await web.read(lambda conn: get_action(conn, action_id))
+            rt = _runtime(web)
+            cancelled = await web.write(lambda conn: delete_action(conn, action_id, now=rt.clock()))
+        except ContactSyncError as exc:
+            return web.redirect(request, f"/actions/{action_id}", err=error_message(exc))
+        note = (
+            f"action {action_id} deleted; {cancelled} pending deliveries cancelled (they could not be signed)"
+        )
+        return web.redirect(request, f"/automations/{found.automation_id}", msg=note)
 
     async def action_rotate(request: Request, session: Session) -> Response:
         action_id = int(request.path_params["action_id"])
@@ -362,15 +397,18 @@ def routes(web: Web) -> list[BaseRoute]:
         try:
             contact_id = int(form_text(form, "contact_id"))
             current = await web.read(lambda conn: get_action(conn, action_id))
-            settings = action_settings(form, base=current.settings)
-            shown = await web.read(
-                lambda conn: preview(conn, _runtime(web), action_id, contact_id, settings=settings)
+            rt = _runtime(web)
+            settings = with_stored_values(
+                action_settings(form, base=current.settings), current.settings.headers, rt.keyring
+            )
+            rendered = await web.read(
+                lambda conn: preview(conn, rt, action_id, contact_id, settings=settings)
             )
         except ContactSyncError as exc:
             return JSONResponse({"ok": False, "error": template_problem(exc)}, 422)
         except ValueError as exc:
             return JSONResponse({"ok": False, "error": {"message": error_message(exc)}}, 422)
-        return JSONResponse({"ok": True, "preview": shown.model_dump()})
+        return JSONResponse({"ok": True, "preview": rendered.model_dump()})
 
     async def test_send(request: Request, session: Session) -> Response:
         action_id = int(request.path_params["action_id"])
@@ -378,9 +416,12 @@ def routes(web: Web) -> list[BaseRoute]:
         try:
             contact_id = int(form_text(form, "contact_id"))
             current = await web.read(lambda conn: get_action(conn, action_id))
-            settings = action_settings(form, base=current.settings)
-            shown = await web.read(
-                lambda conn: preview(conn, _runtime(web), action_id, contact_id, settings=settings)
+            rt = _runtime(web)
+            settings = with_stored_values(
+                action_settings(form, base=current.settings), current.settings.headers, rt.keyring
+            )
+            sent = await web.read(
+                lambda conn: preview(conn, rt, action_id, contact_id, settings=settings, reveal=True)
             )
         except ContactSyncError as exc:
             return JSONResponse({"ok": False, "error": template_problem(exc)}, 422)
@@ -396,20 +437,22 @@ def routes(web: Web) -> list[BaseRoute]:
             result = await asyncio.wait_for(
                 send(
                     client,
-                    method=shown.method,
-                    url=shown.url,
-                    headers=shown.headers,
-                    body=shown.body.encode("utf-8") if shown.method == "POST" else None,
+                    method=sent.method,
+                    url=sent.url,
+                    headers=sent.headers,
+                    body=sent.body.encode("utf-8") if sent.method == "POST" else None,
                     policy=policy,
                     connect_timeout_s=settings.connect_timeout_s,
                     total_timeout_s=settings.timeout_s,
                 ),
                 timeout=settings.timeout_s + 5,
             )
+        secret = {h.name for h in settings.headers}
+        masked = {k: mask(v) if k in secret else v for k, v in sent.headers.items()}
         return JSONResponse(
             {
                 "ok": True,
-                "request": shown.model_dump(),
+                "request": sent.model_copy(update={"headers": masked}).model_dump(),
                 "response": {
                     "status": result.status,
                     "error": result.detail or result.error,
@@ -433,6 +476,8 @@ def routes(web: Web) -> list[BaseRoute]:
         web.page("/actions/{action_id:int}", action_show),
         web.page("/actions/{action_id:int}", action_update, methods=["POST"]),
         web.page("/actions/{action_id:int}/rotate", action_rotate, methods=["POST"]),
+        web.page("/actions/{action_id:int}/delete", action_delete, methods=["POST"]),
+        web.page("/ui/actions/{action_id:int}/reveal", action_reveal, methods=["POST"]),
         web.page("/ui/validate", validate, methods=["POST"]),
         web.page("/ui/actions/{action_id:int}/preview", preview_json, methods=["POST"]),
         web.page("/ui/actions/{action_id:int}/test-send", test_send, methods=["POST"]),

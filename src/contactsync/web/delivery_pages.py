@@ -15,6 +15,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute
 
+from contactsync.db import sealing
 from contactsync.db.platform import DELIVERY_STATES, actions, automations, deliveries, delivery_attempts
 from contactsync.delivery import outbox
 from contactsync.web.app import Web
@@ -116,7 +117,12 @@ def routes(web: Web) -> list[BaseRoute]:
             return web.render(
                 request, session, "not_found.html", 404, what=f"delivery {delivery_id} does not exist"
             )
-        return web.render(request, session, "platform/delivery.html", d=row, attempts=attempts)
+        # frozen header values are customers' credentials, sealed at rest: never shown here
+        headers = {str(k): sealing.MASK if sealing.is_sealed(str(v)) else sealing.mask(str(v))
+                   for k, v in (row.headers or {}).items()}  # fmt: skip
+        return web.render(
+            request, session, "platform/delivery.html", d=row, headers=headers, attempts=attempts
+        )
 
     async def retry(request: Request, session: Session) -> Response:
         delivery_id = int(request.path_params["delivery_id"])

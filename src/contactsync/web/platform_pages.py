@@ -16,7 +16,7 @@ from starlette.routing import BaseRoute
 
 from contactsync.automation.contacts import get_contact
 from contactsync.automation.lists import FieldIn, ListIn, create_field, create_list, list_fields
-from contactsync.db.platform import accounts, activities, contacts, deliveries, lists
+from contactsync.db.platform import accounts, activities, contacts, deliveries, endpoints, lists
 from contactsync.delivery import endpoints as endpoint_rows
 from contactsync.errors import ContactSyncError
 from contactsync.web import stats
@@ -56,8 +56,18 @@ def routes(web: Web) -> list[BaseRoute]:
 
     async def enable_endpoint(request: Request, session: Session) -> Response:
         form = await request.form()
-        name = form_text(form, "endpoint")
-        done = await web.write(lambda conn: endpoint_rows.enable(conn, name, now=utcnow()))
+        raw = form_text(form, "endpoint_id")
+        endpoint_id = int(raw) if raw.isdigit() and len(raw) < 19 else 0
+
+        def enable(conn: sa.Connection) -> tuple[str, bool]:
+            e = endpoints.c
+            row = conn.execute(sa.select(e.account_id, e.endpoint).where(e.id == endpoint_id)).first()
+            if row is None:
+                return f"endpoint {raw or '(none)'}", False
+            key = endpoint_rows.EndpointKey(row.account_id, row.endpoint)
+            return f"{row.endpoint} (account {row.account_id})", endpoint_rows.enable(conn, key, now=utcnow())
+
+        name, done = await web.write(enable)
         wake = web.extras.get("on_enqueue")
         if callable(wake):
             wake()

@@ -1,7 +1,7 @@
-"""Admin UI security: argon2 password check, signed session cookie, CSRF tokens, login rate limit.
+"""Admin UI security: argon2 password check, signed visitor cookie, CSRF tokens, login rate limit.
 
-The session lives entirely in an HMAC-signed cookie (no server state), so any number of app
-processes share it when they share ``session_secret``. Every session — even before login —
+Signed-in sessions are server-side (:mod:`contactsync.web.sessions`). Before sign-in, the visitor's
+session lives in an HMAC-signed cookie (no server state). Every session — even before login —
 carries a CSRF token; every form and JSON call must echo it, which makes a cross-site POST
 useless even if ``SameSite`` were ignored. Time comes in as a parameter so tests stay exact.
 """
@@ -67,6 +67,8 @@ class Session:
     csrf: str
     user: str = ""
     expires_s: float = 0.0
+    id: str = ""
+    """The server-side session's key (signed in); empty for the signed cookie of a visitor."""
 
     @property
     def authenticated(self) -> bool:

@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 
-from contactsync.db.platform import deliveries, delivery_attempts, endpoint_events, endpoints
+from contactsync.db.platform import accounts, deliveries, delivery_attempts, endpoint_events, endpoints
 from contactsync.delivery import outbox
 from contactsync.web import charts
 
@@ -81,16 +81,20 @@ def dashboard(conn: sa.Connection, *, now: datetime, window_min: int = WINDOW_MI
 
 
 def troubled_endpoints(conn: sa.Connection) -> list[dict[str, object]]:
-    """Endpoints disabled or in a failure streak, with how many deliveries wait for each."""
+    """Every account's endpoints disabled or in a failure streak, with how many deliveries wait for each
+    (the operator's view: endpoints are per account)."""
     e = endpoints.c
     d = deliveries.c
     waiting = (
         sa.select(sa.func.count())
-        .where(d.endpoint == e.endpoint, d.state.in_(["pending", "in_flight"]))
+        .where(d.account_id == e.account_id, d.endpoint == e.endpoint, d.state.in_(["pending", "in_flight"]))
         .scalar_subquery()
     )
     rows = conn.execute(
         sa.select(
+            e.id,
+            e.account_id,
+            accounts.c.name.label("account"),
             e.endpoint,
             e.disabled_at,
             e.disabled_reason,
@@ -98,7 +102,8 @@ def troubled_endpoints(conn: sa.Connection) -> list[dict[str, object]]:
             e.last_success_at,
             waiting.label("waiting"),
         )
+        .join(accounts, accounts.c.id == e.account_id)
         .where(sa.or_(e.disabled_at.is_not(None), e.failing_since.is_not(None)))
-        .order_by(e.disabled_at.is_(None), e.endpoint)
+        .order_by(e.disabled_at.is_(None), e.endpoint, e.account_id)
     )
     return [dict(r._mapping) for r in rows]

@@ -17,6 +17,8 @@ from contactsync.automation import automations as svc
 from contactsync.db.platform import automations as automations_table
 from contactsync.delivery import outbox
 
+CANCELLED_HEADER = "Cancelled-Deliveries"
+
 router = APIRouter(tags=["automations"], responses=ERROR_RESPONSES, route_class=UtcRoute)
 
 
@@ -68,10 +70,11 @@ def update_automation(
 
 @router.delete("/automations/{automation_id}", status_code=204)
 def delete_automation(automation_id: Id, ctx: Ctx, caller: Caller) -> Response:
+    """Delete with its actions; their pending deliveries are cancelled (``Cancelled-Deliveries``)."""
     with ctx.tx() as conn:
         own_automation(conn, caller, automation_id)
-        svc.delete_automation(conn, automation_id)
-    return Response(status_code=204)
+        cancelled = svc.delete_automation(conn, automation_id, now=ctx.runtime.clock())
+    return Response(status_code=204, headers={CANCELLED_HEADER: str(cancelled)})
 
 
 # --- actions ---------------------------------------------------------------------------------------
@@ -81,24 +84,30 @@ def delete_automation(automation_id: Id, ctx: Ctx, caller: Caller) -> Response:
 def create_action(
     automation_id: Id, body: action_svc.SyncActionSettings, ctx: Ctx, caller: Caller
 ) -> action_svc.ActionOut:
-    """Validate (template with line/column, scheme, sections, headers) and store; a secret is generated."""
+    """Validate (template with line/column, scheme, sections, headers) and store; a secret is generated.
+
+    The secret and header values are sealed at rest: reads show masked hints (``POST .../reveal``
+    shows them); sending a header's hint back unchanged keeps its value."""
     with ctx.tx() as conn:
         own_automation(conn, caller, automation_id)
-        return action_svc.create_action(conn, ctx.runtime, automation_id=automation_id, settings=body)
+        made = action_svc.create_action(conn, ctx.runtime, automation_id=automation_id, settings=body)
+        return action_svc.shown(made, ctx.runtime.keyring)
 
 
 @router.get("/automations/{automation_id}/actions", tags=["actions"])
 def list_actions(automation_id: Id, ctx: Ctx, caller: Caller) -> list[action_svc.ActionOut]:
     with ctx.tx() as conn:
         own_automation(conn, caller, automation_id)
-        return action_svc.list_actions(conn, automation_id)
+        return [
+            action_svc.shown(a, ctx.runtime.keyring) for a in action_svc.list_actions(conn, automation_id)
+        ]
 
 
 @router.get("/actions/{action_id}", tags=["actions"])
 def get_action(action_id: Id, ctx: Ctx, caller: Caller) -> action_svc.ActionOut:
     with ctx.tx() as conn:
         own_action(conn, caller, action_id)
-        return action_svc.get_action(conn, action_id)
+        return action_svc.shown(action_svc.get_action(conn, action_id), ctx.runtime.keyring)
 
 
 @router.put("/actions/{action_id}", tags=["actions"])
@@ -107,15 +116,18 @@ def update_action(
 ) -> action_svc.ActionOut:
     with ctx.tx() as conn:
         own_action(conn, caller, action_id)
-        return action_svc.update_action(conn, ctx.runtime, action_id, body)
+        updated = action_svc.update_action(conn, ctx.runtime, action_id, body)
+        return action_svc.shown(updated, ctx.runtime.keyring)
 
 
 @router.delete("/actions/{action_id}", status_code=204, tags=["actions"])
 def delete_action(action_id: Id, ctx: Ctx, caller: Caller) -> Response:
+    """Delete the action; its pending deliveries are cancelled (they could not be signed any more),
+    how many is in the ``Cancelled-Deliveries`` header."""
     with ctx.tx() as conn:
         own_action(conn, caller, action_id)
-        action_svc.delete_action(conn, action_id)
-    return Response(status_code=204)
+        cancelled = action_svc.delete_action(conn, action_id, now=ctx.runtime.clock())
+    return Response(status_code=204, headers={CANCELLED_HEADER: str(cancelled)})
 
 
 @router.post("/actions/{action_id}/rotate-secret", tags=["actions"])
@@ -123,7 +135,15 @@ def rotate_secret(action_id: Id, ctx: Ctx, caller: Caller) -> action_svc.ActionO
     """A new secret now; the previous one keeps signing alongside for 24 hours."""
     with ctx.tx() as conn:
         own_action(conn, caller, action_id)
-        return action_svc.rotate_secret(conn, ctx.runtime, action_id)
+        return action_svc.shown(action_svc.rotate_secret(conn, ctx.runtime, action_id), ctx.runtime.keyring)
+
+
+@router.post("/actions/{action_id}/reveal", tags=["actions"])
+def reveal(action_id: Id, ctx: Ctx, caller: Caller) -> action_svc.Revealed:
+    """The signing secret(s) and header values in clear; every other read shows masked hints."""
+    with ctx.tx() as conn:
+        own_action(conn, caller, action_id)
+        return action_svc.reveal(conn, ctx.runtime.keyring, action_id, now=ctx.runtime.clock())
 
 
 class RecoverIn(BaseModel):

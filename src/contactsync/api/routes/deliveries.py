@@ -14,22 +14,22 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict, Field
 
 from contactsync.api.deps import (
+    ApiContext,
     Caller,
     Ctx,
     Id,
-    account_actions,
     delivery_owned,
     endpoint_owned,
     own_delivery,
     own_endpoint,
 )
 from contactsync.api.errors import ERROR_RESPONSES, ApiError
-from contactsync.api.keys import Principal
 from contactsync.api.pagination import Cursor, Limit, Page, after, cut
 from contactsync.api.routing import UtcRoute
-from contactsync.db.platform import actions, deliveries, delivery_attempts, endpoint_events, endpoints
+from contactsync.db.platform import deliveries, delivery_attempts, endpoint_events, endpoints
 from contactsync.delivery import endpoints as endpoint_rows
 from contactsync.delivery import outbox
+from contactsync.delivery.endpoints import EndpointKey
 
 router = APIRouter(responses=ERROR_RESPONSES, route_class=UtcRoute)
 
@@ -80,7 +80,8 @@ class AttemptOut(BaseModel):
 
 class DeliveryDetail(DeliveryOut):
     headers: dict[str, str] = Field(
-        description="static headers of the frozen request (signature added per attempt)"
+        description="static headers of the frozen request (signature added per attempt); values are "
+        "credentials sealed at rest, shown as masked hints (the action's reveal shows them)"
     )
     content_type: str
     body: str
@@ -125,10 +126,10 @@ def get_delivery(delivery_id: Id, ctx: Ctx, caller: Caller) -> DeliveryDetail:
     """The frozen request and every attempt with its response."""
     with ctx.tx() as conn:
         own_delivery(conn, caller, delivery_id)
-        return _detail(conn, delivery_id)
+        return _detail(conn, delivery_id, ctx)
 
 
-def _detail(conn: sa.Connection, delivery_id: int) -> DeliveryDetail:
+def _detail(conn: sa.Connection, delivery_id: int, ctx: ApiContext) -> DeliveryDetail:
     row = conn.execute(sa.select(deliveries).where(deliveries.c.id == delivery_id)).one()
     a = delivery_attempts.c
     attempts = [
@@ -149,7 +150,7 @@ def _detail(conn: sa.Connection, delivery_id: int) -> DeliveryDetail:
     base = DeliveryOut.of(row)
     return DeliveryDetail(
         **base.model_dump(),
-        headers={str(k): str(v) for k, v in (row.headers or {}).items()},
+        headers={str(k): ctx.runtime.keyring.hint(str(v)) for k, v in (row.headers or {}).items()},
         content_type=row.content_type,
         body=_text(row.body),
         attempts=attempts,
@@ -164,7 +165,7 @@ def retry_delivery(delivery_id: Id, ctx: Ctx, caller: Caller) -> DeliveryDetail:
         if not outbox.replay(conn, [delivery_id], now=ctx.runtime.clock()):
             state = conn.execute(sa.select(deliveries.c.state).where(deliveries.c.id == delivery_id)).scalar()
             raise ApiError(409, "conflict", f"a {state} delivery cannot be retried; it is still being sent")
-        detail = _detail(conn, delivery_id)
+        detail = _detail(conn, delivery_id, ctx)
     ctx.wake()
     return detail
 
@@ -177,7 +178,7 @@ def cancel_delivery(delivery_id: Id, ctx: Ctx, caller: Caller) -> DeliveryDetail
         if not outbox.cancel(conn, [delivery_id], now=ctx.runtime.clock()):
             state = conn.execute(sa.select(deliveries.c.state).where(deliveries.c.id == delivery_id)).scalar()
             raise ApiError(409, "conflict", f"a {state} delivery cannot be cancelled")
-        return _detail(conn, delivery_id)
+        return _detail(conn, delivery_id, ctx)
 
 
 # --- endpoints -------------------------------------------------------------------------------------
@@ -220,7 +221,11 @@ def _endpoints(conn: sa.Connection, where: sa.ColumnElement[bool]) -> list[Endpo
     d = deliveries.c
     waiting = (
         sa.select(sa.func.count())
-        .where(d.endpoint == endpoints.c.endpoint, d.state.in_(["pending", "in_flight"]))
+        .where(
+            d.account_id == endpoints.c.account_id,
+            d.endpoint == endpoints.c.endpoint,
+            d.state.in_(["pending", "in_flight"]),
+        )
         .scalar_subquery()
     )
     rows = conn.execute(sa.select(endpoints, waiting.label("waiting")).where(where).order_by(endpoints.c.id))
@@ -229,7 +234,7 @@ def _endpoints(conn: sa.Connection, where: sa.ColumnElement[bool]) -> list[Endpo
 
 @router.get("/endpoints", tags=["endpoints"])
 def list_endpoints(ctx: Ctx, caller: Caller) -> list[EndpointOut]:
-    """Health of every endpoint the account's actions point at."""
+    """Health of the account's endpoints (its own: another account's failures never show here)."""
     with ctx.tx() as conn:
         return _endpoints(conn, endpoint_owned(caller.account_id))
 
@@ -243,22 +248,11 @@ def get_endpoint(endpoint_id: Id, ctx: Ctx, caller: Caller) -> EndpointDetail:
         e = endpoint_events.c
         rows = conn.execute(
             sa.select(e.kind, e.message, e.created_at)
-            .where(e.endpoint == name)
+            .where(e.account_id == caller.account_id, e.endpoint == name)
             .order_by(e.created_at.desc(), e.id.desc())
             .limit(20)
         )
         return EndpointDetail(**base.model_dump(), events=[EndpointEventOut(**r._asdict()) for r in rows])
-
-
-def _sole_user(conn: sa.Connection, caller: Principal, name: str) -> None:
-    """Endpoint health is shared by every action pointing at it: only its sole account may switch it."""
-    shared = conn.execute(
-        sa.select(actions.c.id)
-        .where(actions.c.endpoint == name, actions.c.id.not_in(account_actions(caller.account_id)))
-        .limit(1)
-    ).first()
-    if shared is not None:
-        raise ApiError(409, "shared_endpoint", f"{name} is also used by another account; ask the operator")
 
 
 @router.post("/endpoints/{endpoint_id}/disable", tags=["endpoints"])
@@ -266,9 +260,8 @@ def disable_endpoint(endpoint_id: Id, ctx: Ctx, caller: Caller, body: DisableIn 
     """Hold deliveries to this endpoint (they wait, nothing is dropped)."""
     reason = (body or DisableIn()).reason
     with ctx.tx() as conn:
-        name = own_endpoint(conn, caller, endpoint_id)
-        _sole_user(conn, caller, name)
-        endpoint_rows.disable(conn, name, reason=reason, now=ctx.runtime.clock(), kind="disabled")
+        key = EndpointKey(caller.account_id, own_endpoint(conn, caller, endpoint_id))
+        endpoint_rows.disable(conn, key, reason=reason, now=ctx.runtime.clock(), kind="disabled")
         return _endpoints(conn, endpoints.c.id == endpoint_id)[0]
 
 
@@ -276,9 +269,8 @@ def disable_endpoint(endpoint_id: Id, ctx: Ctx, caller: Caller, body: DisableIn 
 def enable_endpoint(endpoint_id: Id, ctx: Ctx, caller: Caller) -> EndpointOut:
     """Resume deliveries to this endpoint; its failure streak starts afresh."""
     with ctx.tx() as conn:
-        name = own_endpoint(conn, caller, endpoint_id)
-        _sole_user(conn, caller, name)
-        if endpoint_rows.enable(conn, name, now=ctx.runtime.clock()):
+        key = EndpointKey(caller.account_id, own_endpoint(conn, caller, endpoint_id))
+        if endpoint_rows.enable(conn, key, now=ctx.runtime.clock()):
             outbox.notify(conn)
         out = _endpoints(conn, endpoints.c.id == endpoint_id)[0]
     ctx.wake()

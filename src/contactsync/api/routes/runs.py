@@ -20,7 +20,6 @@ from contactsync.api.deps import (
     Caller,
     Ctx,
     Id,
-    account_automations,
     own_action,
     own_automation,
     own_contact,
@@ -32,6 +31,7 @@ from contactsync.automation import manual
 from contactsync.automation.actions import SyncActionSettings, get_action
 from contactsync.automation.preview import Preview, preview
 from contactsync.db.platform import manual_runs
+from contactsync.db.sealing import mask
 from contactsync.delivery.attempt import send
 from contactsync.delivery.netguard import NetPolicy, create_connector
 from contactsync.errors import NotFoundError, RunInProgressError
@@ -107,8 +107,10 @@ async def test_send(action_id: Id, body: TestSendIn, ctx: Ctx, caller: Caller) -
         outcome = "gone"
     else:
         outcome = f"http_{status // 100}xx"
+    secret = {h.name for h in settings.headers}  # credentials: shown masked, like every read
+    shown = {k: mask(v) if k in secret else v for k, v in request.headers.items()}
     return TestSendOut(
-        request=request,
+        request=request.model_copy(update={"headers": shown}),
         response=TestResponse(
             status=status,
             outcome=outcome,
@@ -126,7 +128,9 @@ def _prepare(
     with ctx.tx() as conn:
         own_action(conn, caller, action_id)
         own_contact(conn, caller, contact_id)
-        return preview(conn, ctx.runtime, action_id, contact_id), get_action(conn, action_id).settings
+        return preview(conn, ctx.runtime, action_id, contact_id, reveal=True), get_action(
+            conn, action_id
+        ).settings
 
 
 # --- manual runs -----------------------------------------------------------------------------------
@@ -173,7 +177,7 @@ def _own_run(conn: sa.Connection, caller: Principal, run_id: int) -> None:
     mine = conn.execute(
         sa.select(manual_runs.c.id).where(
             manual_runs.c.id == run_id,
-            manual_runs.c.automation_id.in_(account_automations(caller.account_id)),
+            manual_runs.c.account_id == caller.account_id,
         )
     ).first()
     if mine is None:

@@ -29,11 +29,20 @@
   // --- secret reveal --------------------------------------------------------------------------
   const reveal = document.getElementById("reveal-secret");
   if (reveal) {
-    reveal.addEventListener("click", function () {
+    // the page carries only a masked hint; the secret is fetched on an explicit click, never kept
+    reveal.addEventListener("click", async function () {
       const secret = document.getElementById("secret");
-      const shown = secret.textContent === secret.dataset.secret;
-      secret.textContent = shown ? "whsec_••••••••" : secret.dataset.secret;
-      reveal.textContent = shown ? "Reveal" : "Hide";
+      if (secret.textContent !== secret.dataset.hint) {
+        secret.textContent = secret.dataset.hint;
+        reveal.textContent = "Reveal";
+        return;
+      }
+      const form = document.getElementById("action-form");
+      const got = await post("/ui/actions/" + form.dataset.action + "/reveal", {});
+      if (got.ok) {
+        secret.textContent = got.secret;
+        reveal.textContent = "Hide";
+      }
     });
   }
 

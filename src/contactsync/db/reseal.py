@@ -1,0 +1,80 @@
+"""Re-encrypting every secret at rest: key rotation, and sealing values stored before sealing existed.
+
+The values: each action's secret, previous secret and extra header values, and the header values of
+every frozen request in the outbox. One transaction, walked in id order in chunks; a value already
+sealed under the writing keyring's primary key is left alone, so running it twice is harmless.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import sqlalchemy as sa
+
+from contactsync.db.platform import actions, deliveries
+from contactsync.db.sealing import Keyring
+
+CHUNK = 1000
+
+
+def _again(value: str, read: Keyring, write: Keyring) -> str | None:
+    """``value`` sealed under ``write``'s primary key, or ``None`` when it already is."""
+    return None if write.current(value) else write.seal(read.open(value))
+
+
+def _headers(headers: Mapping[str, Any], read: Keyring, write: Keyring) -> dict[str, str] | None:
+    changed = False
+    out = {}
+    for name, value in headers.items():
+        again = _again(str(value), read, write)
+        changed |= again is not None
+        out[str(name)] = again if again is not None else str(value)
+    return out if changed else None
+
+
+def _action(row: Any, read: Keyring, write: Keyring) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for column in ("secret", "previous_secret"):
+        value = getattr(row, column)
+        again = _again(value, read, write) if value else None
+        if again is not None:
+            values[column] = again
+    settings = dict(row.settings or {})
+    headers = list(settings.get("headers") or [])
+    resealed = [(h, _again(str(h["value"]), read, write)) for h in headers]
+    if any(again is not None for _, again in resealed):
+        settings["headers"] = [
+            {**h, "value": again if again is not None else h["value"]} for h, again in resealed
+        ]
+        values["settings"] = settings
+    return values
+
+
+def reseal(conn: sa.Connection, *, read: Keyring, write: Keyring) -> int:
+    """Seal every stored secret under ``write``'s primary key (opening with ``read``); how many rows
+    changed. Raises :class:`~contactsync.errors.SealedError` if ``read`` cannot open one (nothing is
+    then written: the caller's transaction rolls back)."""
+    changed = 0
+    a = actions.c
+    found = conn.execute(sa.select(a.id, a.secret, a.previous_secret, a.settings).order_by(a.id)).all()
+    for action in found:
+        values = _action(action, read, write)
+        if values:
+            conn.execute(actions.update().where(a.id == action.id).values(**values))
+            changed += 1
+    d = deliveries.c
+    after = 0
+    while True:
+        rows = conn.execute(sa.select(d.id, d.headers).where(d.id > after).order_by(d.id).limit(CHUNK)).all()
+        if not rows:
+            return changed
+        updates = []
+        for row in rows:
+            headers = _headers(row.headers or {}, read, write)
+            if headers is not None:
+                updates.append({"b_id": row.id, "headers": headers})
+        if updates:
+            conn.execute(deliveries.update().where(d.id == sa.bindparam("b_id")), updates)
+            changed += len(updates)
+        after = rows[-1].id

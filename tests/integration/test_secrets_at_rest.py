@@ -1,0 +1,174 @@
+"""Secrets at rest on SQLite and PostgreSQL: nothing a customer entered as a credential is stored in
+clear, reads show masked hints, an explicit reveal shows it, and a key rotation leaves the old key
+opening nothing while every action still signs correctly."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import stat
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from aiohttp import web
+from typer.testing import CliRunner
+
+from contactsync.cli import app as cli
+from contactsync.db import create_engine, platform_metadata, sealing
+from contactsync.db import platform as t
+from contactsync.db.reseal import reseal
+from contactsync.delivery.dispatcher import Dispatcher, DispatcherConfig
+from contactsync.delivery.netguard import NetPolicy
+from contactsync.errors import SealedError
+from contactsync.settings import Settings
+from contactsync.wire import signing
+from support.api import Api, api_client
+from support.delivery import Receiver, wait_for
+
+HEADER_VALUE = "Bearer header-credential-5f1e2d3c4b5a"
+LOOPBACK = NetPolicy(allow_private_networks=True)
+
+
+def _world(api: Api, url: str) -> dict[str, Any]:
+    lst = api.ok("POST", "/api/lists", 201, json={"name": "L"})
+    automation = api.ok(
+        "POST",
+        "/api/automations",
+        201,
+        json={"list_id": lst["id"], "name": "new", "trigger": {"event": "contact.created"}},
+    )
+    action = api.ok(
+        "POST",
+        f"/api/automations/{automation['id']}/actions",
+        201,
+        json={"url": url, "headers": [{"name": "Authorization", "value": HEADER_VALUE}]},
+    )
+    api.ok("POST", f"/api/lists/{lst['id']}/contacts", 201, json={"email": "jane@example.com"})
+    return {"list": lst, "automation": automation, "action": action}
+
+
+def _stored_bytes(engine: sa.Engine, db_url: str) -> bytes:
+    """Everything the database holds, as raw bytes: the SQLite files, or every PostgreSQL row as text."""
+    if engine.dialect.name == "sqlite":
+        path = Path(db_url.split(":///", 1)[1])
+        return b"".join(p.read_bytes() for p in (path, Path(f"{path}-wal")) if p.exists())
+    out = []
+    with engine.connect() as conn:
+        for table in platform_metadata.sorted_tables:
+            rows = conn.exec_driver_sql(f'SELECT CAST(x AS text) FROM "{table.name}" AS x').scalars()
+            out.extend(str(r).encode() for r in rows)
+            for column in table.columns:
+                if isinstance(column.type, sa.LargeBinary):
+                    out.extend(bytes(v) for v in conn.execute(sa.select(column)).scalars() if v)
+    return b"\n".join(out)
+
+
+def test_credentials_are_sealed_at_rest_masked_on_read_and_revealed_on_demand(db_url: str) -> None:
+    with api_client(db_url) as api:
+        world = _world(api, "https://hooks.example.com/in")
+        action_id = world["action"]["id"]
+        revealed = api.ok("POST", f"/api/actions/{action_id}/reveal")
+        assert revealed["secret"].startswith("whsec_")
+        assert revealed["headers"] == [{"name": "Authorization", "value": HEADER_VALUE}]
+        read = api.ok("GET", f"/api/actions/{action_id}")
+        assert read["secret"] == sealing.mask(revealed["secret"]) != revealed["secret"]
+        [header] = read["settings"]["headers"]
+        assert header["value"] == sealing.mask(HEADER_VALUE)
+        # a read sent back unchanged keeps the stored value; a new value replaces it
+        api.ok("PUT", f"/api/actions/{action_id}", json=read["settings"])
+        assert api.ok("POST", f"/api/actions/{action_id}/reveal")["headers"][0]["value"] == HEADER_VALUE
+        [delivery] = api.ok("GET", "/api/deliveries")["items"]
+        detail = api.ok("GET", f"/api/deliveries/{delivery['id']}")
+        assert detail["headers"]["Authorization"] == sealing.mask(HEADER_VALUE)
+        for response in (api.get("/api/automations/1/actions"), api.get(f"/api/deliveries/{delivery['id']}")):
+            assert HEADER_VALUE not in response.text
+            assert revealed["secret"] not in response.text
+        stored = _stored_bytes(api.engine, db_url)
+    secret_key = revealed["secret"].removeprefix("whsec_")
+    for plaintext in (HEADER_VALUE, "header-credential-5f1e2d3c4b5a", revealed["secret"], secret_key):
+        assert plaintext.encode() not in stored, plaintext
+    assert b"https://hooks.example.com/in" in stored  # the search does see what is stored in clear
+
+
+def _sealed_values(engine: sa.Engine) -> list[str]:
+    with engine.connect() as conn:
+        found = list(conn.execute(sa.select(t.actions.c.secret)).scalars())
+        for settings in conn.execute(sa.select(t.actions.c.settings)).scalars():
+            found.extend(h["value"] for h in settings.get("headers", []))
+        for headers in conn.execute(sa.select(t.deliveries.c.headers)).scalars():
+            found.extend(headers.values())
+    return found
+
+
+def test_after_a_key_rotation_the_old_key_opens_nothing_and_actions_still_sign(db_url: str) -> None:
+    old_key, new_key = sealing.generate_key(), sealing.generate_key()
+    old, new = sealing.Keyring.of([old_key]), sealing.Keyring.of([new_key])
+
+    async def main() -> None:
+        receiver = Receiver()
+
+        async def ok(_request: web.Request) -> web.Response:
+            return web.Response(status=200, text="ok")
+
+        await receiver.add("in", ok)
+        with api_client(db_url, secrets_key=old_key) as api:
+            world = _world(api, receiver.url("in"))
+            action_id = world["action"]["id"]
+            secret = api.ok("POST", f"/api/actions/{action_id}/reveal")["secret"]
+            with api.engine.begin() as conn:
+                assert reseal(conn, read=old, write=new) == 2  # the action and its delivery
+            engine = create_engine(db_url)
+        try:
+            values = _sealed_values(engine)
+            assert values
+            assert all(sealing.is_sealed(v) for v in values)
+            for value in values:
+                with pytest.raises(SealedError):
+                    old.open(value)
+            assert {new.open(v) for v in values} >= {HEADER_VALUE, secret}
+            stop = asyncio.Event()
+            dispatcher = Dispatcher(engine, config=DispatcherConfig(policy=LOOPBACK, keyring=new))
+            task = asyncio.create_task(dispatcher.run(stop=stop))
+            try:
+                await wait_for(lambda: bool(receiver.arrivals.get("in")), what="the signed delivery")
+            finally:
+                stop.set()
+                await task
+        finally:
+            engine.dispose()
+            await receiver.close()
+        [arrival] = receiver.arrivals["in"]
+        assert arrival.headers["Authorization"] == HEADER_VALUE
+        lowered = {k.lower(): v for k, v in arrival.headers.items()}
+        signing.verify(lowered, arrival.body, secret, now=int(lowered["webhook-timestamp"]))
+
+    asyncio.run(main())
+
+
+def test_embedded_default_key_file_is_created_0600_and_rotate_key_replaces_it(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'platform.db'}"
+    settings = Settings(database_url=url, secrets_key="")
+    keyring = sealing.keyring_from_settings(settings)
+    path = tmp_path / "platform.db.key"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    before = path.read_text()
+    assert sealing.keyring_from_settings(settings).primary_id == keyring.primary_id  # read, not regenerated
+    with api_client(url, secrets_key="") as api:
+        _world(api, "https://hooks.example.com/in")
+    env = {**os.environ, "CONTACTSYNC_DATABASE_URL": url, "CONTACTSYNC_SECRETS_KEY": ""}
+    result = CliRunner().invoke(cli, ["secrets", "rotate-key"], env=env)
+    assert result.exit_code == 0, result.output
+    assert path.read_text() != before
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert not (tmp_path / "platform.db.key.new").exists()
+    engine = create_engine(url)
+    try:
+        rotated = sealing.keyring_from_settings(settings)
+        for value in _sealed_values(engine):
+            rotated.open(value)
+            with pytest.raises(SealedError):
+                keyring.open(value)
+    finally:
+        engine.dispose()
