@@ -30,6 +30,7 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
+from contactsync.automation.actions import account_of_automation
 from contactsync.db import platform as t
 from support.delivery import CountingReceiver
 from support.platform import Installation, installation
@@ -289,7 +290,14 @@ def test_a_start_while_a_run_is_running_is_a_409_naming_it(
     with inst.engine.begin() as conn:  # a run left running, as if its server stopped mid-way
         run_id = conn.execute(
             t.manual_runs.insert()
-            .values(automation_id=aid, state="running", total=3, started_at=_now(), updated_at=_now())
+            .values(
+                automation_id=aid,
+                account_id=account_of_automation(conn, aid),
+                state="running",
+                total=3,
+                started_at=_now(),
+                updated_at=_now(),
+            )
             .returning(t.manual_runs.c.id)
         ).scalar_one()
     with inst.client(1) as client:
