@@ -84,19 +84,25 @@ def test_preview_shows_the_exact_body(page: Any, stack: Stack) -> None:
     assert "PHP variables" in meta
 
 
+def _new_manual_automation(page: Any, stack: Stack, name: str, *, reentry: str = "") -> int:
+    """Create an automation with the manual trigger through the form; its id."""
+    page.goto(stack.platform_url + "/automations")
+    page.click("#new-automation")
+    page.fill("input[name=name]", name)
+    page.select_option("select[name=trigger]", "manual")
+    if reentry:
+        page.check(f"input[name=reentry][value={reentry}]")
+    page.click("#save-automation")
+    page.wait_for_selector("text=automation created")
+    return int(re.search(r"/automations/(\d+)", page.url).group(1))  # type: ignore[union-attr]
+
+
 def test_journey_create_action_test_send_deliver_retry_and_listener_shows_the_contact(
     page: Any, stack: Stack
 ) -> None:
     login(page, stack.platform_url)
     # a new automation with a sync action, through the forms
-    page.goto(stack.platform_url + "/automations")
-    page.click("#new-automation")
-    page.fill("input[name=name]", "Sync customers to the CRM")
-    page.select_option("select[name=trigger]", "manual")
-    page.check("input[name=reentry][value=always]")
-    page.click("#save-automation")
-    page.wait_for_selector("text=automation created")
-    automation_id = int(re.search(r"/automations/(\d+)", page.url).group(1))  # type: ignore[union-attr]
+    automation_id = _new_manual_automation(page, stack, "Sync customers to the CRM", reentry="always")
     page.click("#add-action")
     page.fill("#url", stack.sync_url + "?city=[#UPPER CITY#]")
     page.locator("#template-ok").wait_for(state="visible")
@@ -224,12 +230,7 @@ def test_a_get_action_says_what_the_listener_maps_and_its_test_send_is_acknowled
     page: Any, stack: Stack
 ) -> None:
     login(page, stack.platform_url)
-    page.goto(stack.platform_url + "/automations")
-    page.click("#new-automation")
-    page.fill("input[name=name]", "Audience pixel (GET)")
-    page.select_option("select[name=trigger]", "manual")
-    page.click("#save-automation")
-    page.wait_for_selector("text=automation created")
+    _new_manual_automation(page, stack, "Audience pixel (GET)")
     page.click("#add-action")
     page.fill("#url", stack.sync_url + "?cid=[#ID#]&town=[#CITY#]&greet=[#PROPER FIRST_NAME#]&src=ads")
     page.select_option("#method", "GET")
