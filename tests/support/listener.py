@@ -28,7 +28,10 @@ SECRET = "whsec_" + "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"  # 24 bytes, base64
 
 
 def free_socket() -> socket.socket:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    """A bound listening socket for uvicorn. The protocol is named: asyncio turns Nagle off only on sockets
+    whose ``proto`` is TCP, and with it on, a response written in two parts waited 40 ms for the client's
+    delayed ACK (what uvicorn binds itself, from an address, always says TCP)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     return sock
