@@ -25,15 +25,7 @@ from contactsync.listener.projection import KINDS, load
 from contactsync.wire.payload import SECTIONS
 
 ACTIVITY_SECTIONS = tuple(kind.section for kind in KINDS)
-_NATURAL_KEYS: dict[str, tuple[str, ...]] = {
-    "campaigns-opened": ("id", "open_date"),
-    "links-clicked": ("url",),
-    "pages-visited": ("page", "visit_date"),
-    "automation-triggered": ("id", "trigger_date"),
-    "goals-reached": ("id", "reach_date"),
-    "webhooks-triggered": ("id", "trigger_date"),
-    "lead-score": ("id", "score_date"),
-}
+_NATURAL_KEYS = {kind.section: kind.natural_wire_keys for kind in KINDS}
 MAX_REPORTED = 20
 
 

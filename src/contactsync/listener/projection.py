@@ -45,6 +45,10 @@ def _sha256(value: str) -> str:
     return hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()
 
 
+_HASHED = {"url_sha256": "url", "page_sha256": "page"}
+"""Key columns that hold the SHA-256 of a text column (URLs of any length stay unique)."""
+
+
 @dataclass(frozen=True)
 class _Kind:
     """How one list section of the payload maps onto its activity table (statements built once)."""
@@ -86,6 +90,12 @@ class _Kind:
             .where(table.c.contact_id == sa.bindparam("cid"))
             .order_by(table.c[self.newest].desc(), *(table.c[k] for k in self.key))
         )
+
+    @functools.cached_property
+    def natural_wire_keys(self) -> tuple[str, ...]:
+        """The natural key in the payload's terms (a hashed column stands for the text it hashes)."""
+        columns = dict(self.wire)
+        return tuple(columns.get(column) or _HASHED[column] for column in self.key)
 
     def text_of(self, row: Mapping[str, Any]) -> dict[str, Any]:
         """The non-key columns a row's oldest delivery decides (names, scores)."""
@@ -318,31 +328,27 @@ def apply(conn: sa.Connection, delivery: Delivery, *, now_ms: int) -> bool:
     """
     cid, tid = delivery.contact_id, delivery.transactionid
     found = _run(conn, _SELECT_CONTACT, {"cid": cid})
+    changes: dict[str, Any] = {}
     if not found:
         row: dict[str, Any] = {"contact_id": cid, "last_transactionid": tid, "updated_at_ms": now_ms}
         for name, value in delivery.attributes.items():
             row[name] = value
             row[f"{name}_transactionid"] = tid
         _run(conn, _INSERT_CONTACT, row)
-        _merge_fields(conn, delivery)
-        for section, rows in delivery.activity.items():
-            _merge_activity(conn, KIND_OF[section], cid, rows, tid)
-        return True
-    stamps = dict(zip(t.CONTACT_ATTRIBUTES, found[0], strict=False))
-    changes: dict[str, Any] = {}
-    for name, value in delivery.attributes.items():
-        if wins(stamps[name], tid):
-            changes[name] = value
-            changes[f"{name}_transactionid"] = tid
-    if tid > found[0][-1]:
-        changes["last_transactionid"] = tid
+    else:
+        stamps = dict(zip(t.CONTACT_ATTRIBUTES, found[0], strict=False))
+        for name, value in delivery.attributes.items():
+            if wins(stamps[name], tid):
+                changes[name] = value
+                changes[f"{name}_transactionid"] = tid
+        if tid > found[0][-1]:
+            changes["last_transactionid"] = tid
     changed = _merge_fields(conn, delivery)
     for section, rows in delivery.activity.items():
         changed = _merge_activity(conn, KIND_OF[section], cid, rows, tid) or changed
-    if changes or changed:
+    if found and (changes or changed):
         _run(conn, _UPDATE_CONTACT, {"cid": cid, **changes, "updated_at_ms": now_ms})
-        return True
-    return False
+    return not found or bool(changes) or changed
 
 
 def _merge_fields(conn: sa.Connection, delivery: Delivery) -> bool:
@@ -444,10 +450,11 @@ class ContactState:
         for section, rows in delivery.activity.items():
             kind = KIND_OF[section]
             held = activity.setdefault(section, [])
-            keys = {_wire_key(kind, row) for row in held}
+            natural = kind.natural_wire_keys
+            keys = {tuple(row[k] for k in natural) for row in held}
             for row in rows:
                 wire = {key: row[column] for column, key in kind.wire}
-                if _wire_key(kind, wire) not in keys:
+                if tuple(wire[k] for k in natural) not in keys:
                     held.append(wire)
         return ContactState(self.contact_id, max(self.last_transactionid, tid), attributes, fields, activity)
 
@@ -501,13 +508,6 @@ def converged(state: ContactState | None, delivery: Delivery) -> dict[str, Any]:
     base = state or ContactState(delivery.contact_id, delivery.transactionid, {}, {}, {})
     return base.merged(delivery).to_wire()
 
-
-def _wire_key(kind: _Kind, wire: Mapping[str, Any]) -> tuple[Any, ...]:
-    columns = dict(kind.wire)
-    return tuple(wire[columns[k]] if k in columns else _sha256(wire[_HASHED[k]]) for k in kind.key)
-
-
-_HASHED = {"url_sha256": "url", "page_sha256": "page"}
 
 _CONTACT_STATE = sa.select(
     *(t.contacts.c[name] for name in t.CONTACT_ATTRIBUTES), *_STAMPS, t.contacts.c.last_transactionid
