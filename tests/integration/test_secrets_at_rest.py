@@ -24,7 +24,7 @@ from contactsync.delivery.netguard import NetPolicy
 from contactsync.errors import SealedError
 from contactsync.settings import Settings
 from contactsync.wire import signing
-from support.api import Api, api_client
+from support.api import Api, api_client, automation_with_action
 from support.delivery import Receiver, wait_for
 
 HEADER_VALUE = "Bearer header-credential-5f1e2d3c4b5a"
@@ -32,19 +32,8 @@ LOOPBACK = NetPolicy(allow_private_networks=True)
 
 
 def _world(api: Api, url: str) -> dict[str, Any]:
-    lst = api.ok("POST", "/api/lists", 201, json={"name": "L"})
-    automation = api.ok(
-        "POST",
-        "/api/automations",
-        201,
-        json={"list_id": lst["id"], "name": "new", "trigger": {"event": "contact.created"}},
-    )
-    action = api.ok(
-        "POST",
-        f"/api/automations/{automation['id']}/actions",
-        201,
-        json={"url": url, "headers": [{"name": "Authorization", "value": HEADER_VALUE}]},
-    )
+    headers = [{"name": "Authorization", "value": HEADER_VALUE}]
+    lst, automation, action = automation_with_action(api, url, headers=headers)
     api.ok("POST", f"/api/lists/{lst['id']}/contacts", 201, json={"email": "jane@example.com"})
     return {"list": lst, "automation": automation, "action": action}
 

@@ -8,26 +8,14 @@ from urllib.parse import unquote
 
 import httpx
 
-from support.api import api_client
+from support.api import api_client, automation_with_action
 
 PASSWORD = "an operator's password"
 
 
 def test_the_ui_confirms_with_the_count_and_cancels_the_pending_deliveries(db_url: str) -> None:
     with api_client(db_url, admin_password=PASSWORD, session_secret="s") as api:
-        lst = api.ok("POST", "/api/lists", 201, json={"name": "L"})
-        automation = api.ok(
-            "POST",
-            "/api/automations",
-            201,
-            json={"list_id": lst["id"], "name": "new", "trigger": {"event": "contact.created"}},
-        )
-        action = api.ok(
-            "POST",
-            f"/api/automations/{automation['id']}/actions",
-            201,
-            json={"url": "https://h.example.com/in"},
-        )
+        lst, _, action = automation_with_action(api, "https://h.example.com/in")
         for email in ("a@x.com", "b@x.com"):
             api.ok("POST", f"/api/lists/{lst['id']}/contacts", 201, json={"email": email})
         with httpx.Client(base_url=api.base_url, timeout=30) as ui:

@@ -56,6 +56,26 @@ class Api:
         return response.json() if response.content else None
 
 
+def automation_with_action(
+    api: Api, url: str, *, headers: list[dict[str, str]] | None = None
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """A list, an automation on ``contact.created`` and its sync action to ``url``, through the API."""
+    lst = api.ok("POST", "/api/lists", 201, json={"name": "L"})
+    automation = api.ok(
+        "POST",
+        "/api/automations",
+        201,
+        json={"list_id": lst["id"], "name": "new", "trigger": {"event": "contact.created"}},
+    )
+    action = api.ok(
+        "POST",
+        f"/api/automations/{automation['id']}/actions",
+        201,
+        json={"url": url, "headers": headers or []},
+    )
+    return lst, automation, action
+
+
 def new_account(engine: sa.Engine, name: str = "acme") -> tuple[int, str]:
     """An account and a fresh API key for it."""
     now = datetime.now(UTC).replace(tzinfo=None)
