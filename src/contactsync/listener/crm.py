@@ -36,6 +36,7 @@ from contactsync.delivery.attempt import DEFAULT_USER_AGENT, send
 from contactsync.delivery.netguard import NetPolicy, create_connector
 from contactsync.errors import ConfigError, HandlerError, PayloadError
 from contactsync.listener.handlers import AttemptRecord
+from contactsync.listener.projection import KIND_OF
 from contactsync.wire.payload import SECTIONS, SyncPayload
 
 _TOP = frozenset({"transactionid", "contact", *SECTIONS})
@@ -103,7 +104,7 @@ def resolve(wire: Mapping[str, Any], path: str) -> Any:
 def sections_of(config: CRMConfig) -> frozenset[str]:
     """The activity sections a mapping sends (the only ones worth reading from the projection)."""
     heads = {path.split(".", 1)[0] for path in config.mapping.values() if not path.startswith("=")}
-    return frozenset(heads & set(SECTIONS)) - {"fields", "lead-status"}
+    return frozenset(heads & KIND_OF.keys())
 
 
 def request_for(config: CRMConfig, wire: Mapping[str, Any]) -> tuple[str, bytes]:
