@@ -20,6 +20,7 @@ can catch the package as a whole; third-party exceptions are translated at the b
     │   └── NotFoundError          an id that does not exist
     ├── ConflictError              a state that forbids the change now (names what is in the way)
     │   └── RunInProgressError     a manual run of the automation is still running
+    ├── PermissionDeniedError      the caller's role does not allow the change (names the role needed)
     ├── DeliveryError              the dispatcher could not make an attempt
     │   └── BlockedAddressError    an address the network guard refuses (SSRF)
     └── ListenerError              the listener could not accept a request
@@ -135,6 +136,14 @@ class ConflictError(ContactSyncError):
     def __init__(self, message: str, *, field: str = "") -> None:
         super().__init__(message)
         self.field = field
+
+
+class PermissionDeniedError(ContactSyncError):
+    """The caller is known but its role does not allow this; ``needed`` names the role that would."""
+
+    def __init__(self, message: str, *, needed: str = "") -> None:
+        super().__init__(message)
+        self.needed = needed
 
 
 class RunInProgressError(ConflictError):

@@ -80,7 +80,7 @@ def server(env: dict[str, str]) -> Iterator[str]:
 
 
 def test_keys_and_serve_with_worker(env: dict[str, str], server: str) -> None:
-    key = _cli(env, "keys", "create", "--name", "ops").strip()
+    key = _cli(env, "keys", "create", "--name", "ops", "--role", "owner").strip()
     assert key.startswith("csk_")
     listed = _cli(env, "keys", "list")
     assert "ops" in listed

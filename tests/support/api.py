@@ -76,12 +76,12 @@ def automation_with_action(
     return lst, automation, action
 
 
-def new_account(engine: sa.Engine, name: str = "acme") -> tuple[int, str]:
-    """An account and a fresh API key for it."""
+def new_account(engine: sa.Engine, name: str = "acme", *, role: str = "owner") -> tuple[int, str]:
+    """An account and a fresh API key for it (an owner's, unless ``role`` says otherwise)."""
     now = datetime.now(UTC).replace(tzinfo=None)
     with engine.begin() as conn:
         account_id = create_account(conn, name=name, now=now)
-        key = create_key(conn, account_id=account_id, name="tests", now=now).key
+        key = create_key(conn, account_id=account_id, name="tests", role=role, now=now).key
     return account_id, key
 
 

@@ -25,7 +25,7 @@ from contactsync import __version__
 from contactsync.api import errors
 from contactsync.api.deps import ApiContext
 from contactsync.api.limits import BodyLimit
-from contactsync.api.routes import automations, contacts, deliveries, events, keys, lists, runs
+from contactsync.api.routes import automations, contacts, deliveries, events, keys, lists, people, runs
 from contactsync.automation.runtime import Runtime
 from contactsync.db.engine import create_engine
 from contactsync.errors import ConfigError
@@ -130,7 +130,7 @@ def create_app(
     errors.install(app)
     app.add_middleware(BodyLimit)
     api = APIRouter(prefix=API_PREFIX)
-    for module in (lists, contacts, events, automations, runs, deliveries, keys):
+    for module in (lists, contacts, events, automations, runs, deliveries, keys, people):
         api.include_router(module.router)
     app.include_router(api)
     if settings.admin_password:  # the admin UI (contactsync.web) at /, behind its own login

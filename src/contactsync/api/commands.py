@@ -85,23 +85,40 @@ def keys_create(
     account: int | None = typer.Option(
         None, "--account", help="Account id (default: the only account, created on first use)."
     ),
+    role: str = typer.Option(
+        "editor", "--role", help="viewer, editor or owner (owner: members, keys, reveal)."
+    ),
+    operator: bool = typer.Option(
+        False,
+        "--operator",
+        help="An operator key: no account; manages accounts and users (/api/accounts, /api/users).",
+    ),
 ) -> None:
     """Create a key and print it once; only its SHA-256 digest is stored."""
     from contactsync.api import keys
     from contactsync.automation.runtime import utc_now
+    from contactsync.tenancy.audit import Actor, record
+    from contactsync.tenancy.roles import OPERATOR, ROLES
 
+    if not operator and role not in ROLES:
+        raise typer.BadParameter(f"must be one of {', '.join(ROLES)}", param_hint="--role")
     _settings, engine = _engine()
     try:
         with engine.begin() as conn:
             now = utc_now()
-            account_id = account if account is not None else keys.default_account(conn, now=now)
-            created = keys.create_key(conn, account_id=account_id, name=name[:200], now=now)
+            account_id = None
+            if not operator:
+                account_id = account if account is not None else keys.default_account(conn, now=now)
+            created = keys.create_key(
+                conn, account_id=account_id, name=name[:200], role=OPERATOR if operator else role, now=now
+            )
+            detail = {"name": created.name, "role": created.role}
+            record(conn, Actor.cli(), "key.create", account_id=account_id, target_type="key",
+                   target_id=created.id, now=now, detail=detail)  # fmt: skip
     finally:
         engine.dispose()
-    err.print(
-        f"key {created.id} ({created.prefix}) for account {created.account_id}: shown once, store it now",
-        highlight=False,
-    )
+    whose = "the operator" if operator else f"account {created.account_id} ({created.role})"
+    err.print(f"key {created.id} ({created.prefix}) for {whose}: shown once, store it now", highlight=False)
     typer.echo(created.key)
 
 
@@ -116,12 +133,13 @@ def keys_list() -> None:
             found = keys.list_keys(conn)
     finally:
         engine.dispose()
-    table = Table("id", "prefix", "account", "name", "created", "last used", "revoked")
+    table = Table("id", "prefix", "account", "role", "name", "created", "last used", "revoked")
     for k in found:
         table.add_row(
             str(k.id),
             k.prefix,
-            str(k.account_id),
+            "" if k.account_id is None else str(k.account_id),
+            k.role,
             k.name,
             f"{k.created_at:%Y-%m-%d %H:%M}",
             f"{k.last_used_at:%Y-%m-%d %H:%M}" if k.last_used_at else "",
@@ -135,11 +153,15 @@ def keys_revoke(key_id: int = typer.Argument(..., help="Id from `keys list`.")) 
     """Revoke a key at once."""
     from contactsync.api import keys
     from contactsync.automation.runtime import utc_now
+    from contactsync.tenancy.audit import Actor, record
 
     _settings, engine = _engine()
     try:
         with engine.begin() as conn:
-            revoked = keys.revoke_key(conn, key_id, now=utc_now())
+            now = utc_now()
+            revoked = keys.revoke_key(conn, key_id, now=now)
+            record(conn, Actor.cli(), "key.revoke", account_id=revoked.account_id, target_type="key",
+                   target_id=key_id, now=now, detail={"name": revoked.name})  # fmt: skip
     finally:
         engine.dispose()
     typer.echo(f"revoked key {revoked.id} ({revoked.prefix})")

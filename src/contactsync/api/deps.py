@@ -1,4 +1,7 @@
-"""What every route needs: the app's context, a transaction, the caller's account, and ownership checks.
+"""What every route needs: the app's context, a transaction, the caller's role, and ownership checks.
+
+Each route names the role it needs (``Viewer``, ``Editor``, ``Owner``, ``Operator``); the role
+matrix test reads them from the route table, so a route without one cannot go unnoticed.
 
 One account's key never sees another account's rows: every id is checked against the caller's
 account on the row it names (``account_id`` on the row itself or on its list), never through ids
@@ -25,6 +28,8 @@ from contactsync.db.platform import actions, automations, contacts, deliveries, 
 from contactsync.delivery.metrics import DeliveryMetrics
 from contactsync.errors import NotFoundError
 from contactsync.settings import Settings
+from contactsync.tenancy.audit import record
+from contactsync.tenancy.roles import OPERATOR, Role
 
 MAX_ID = 2**63 - 1
 Id = Annotated[int, Path(ge=1, le=MAX_ID)]
@@ -73,20 +78,94 @@ _bearer = HTTPBearer(
 )
 
 
-def principal(
+def key_holder(
     ctx: Ctx, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
-) -> keys.Principal:
-    """The caller's account; 401 for a missing, malformed, unknown or revoked key."""
+) -> keys.KeyHolder:
+    """Whoever holds the presented key; 401 for a missing, malformed, unknown or revoked key, or
+    one of a suspended account."""
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise ApiError(401, "unauthorized", "an API key is required: Authorization: Bearer <key>")
     with ctx.tx() as conn:
         found = keys.authenticate(conn, credentials.credentials, now=ctx.runtime.clock())
     if found is None:
-        raise ApiError(401, "unauthorized", "unknown or revoked API key")
+        raise ApiError(401, "unauthorized", "unknown or revoked API key, or its account is suspended")
     return found
 
 
-Caller = Annotated[keys.Principal, Depends(principal)]
+Holder = Annotated[keys.KeyHolder, Depends(key_holder)]
+
+
+class _Needs:
+    """A route's authorization: the role it needs (a dependency; the role table reads ``needed``)."""
+
+    def __init__(self, needed: str) -> None:
+        self.needed = needed
+
+    def __repr__(self) -> str:
+        return f"needs({self.needed})"
+
+
+class _AccountRole(_Needs):
+    def __init__(self, needed: Role) -> None:
+        super().__init__(needed.value)
+        self.role = needed
+
+    def __call__(self, holder: Holder) -> keys.Principal:
+        if holder.account_id is None:
+            raise ApiError(
+                403, "forbidden", "an operator key manages accounts and users; use an account's key here"
+            )
+        role = Role(holder.role)
+        if not role.allows(self.role):
+            raise ApiError(403, "forbidden", f"this needs the {self.role} role; the key is {role}")
+        return keys.Principal(account_id=holder.account_id, role=role, actor=holder.actor)
+
+
+class _OperatorRole(_Needs):
+    def __init__(self) -> None:
+        super().__init__(OPERATOR)
+
+    def __call__(self, holder: Holder) -> keys.KeyHolder:
+        if holder.role != OPERATOR:
+            raise ApiError(403, "forbidden", "this needs an operator key")
+        return holder
+
+
+Viewer = Annotated[keys.Principal, Depends(_AccountRole(Role.VIEWER))]
+"""Reads of the caller's account."""
+Editor = Annotated[keys.Principal, Depends(_AccountRole(Role.EDITOR))]
+"""Changes to lists, contacts, automations, actions and deliveries."""
+Owner = Annotated[keys.Principal, Depends(_AccountRole(Role.OWNER))]
+"""Members, API keys, secret reveal."""
+Operator = Annotated[keys.KeyHolder, Depends(_OperatorRole())]
+"""Accounts and users of the installation."""
+
+
+def needed_role(dependency: object) -> str | None:
+    """The role a dependency stands for (``viewer`` … ``operator``), or None when it is not one."""
+    return dependency.needed if isinstance(dependency, _Needs) else None
+
+
+def audit(
+    conn: sa.Connection,
+    ctx: ApiContext,
+    caller: keys.Principal,
+    action: str,
+    target_type: str,
+    target_id: int | str | None = None,
+    **detail: object,
+) -> None:
+    """The audit row of a change the caller made in its account (in the change's transaction)."""
+    record(
+        conn,
+        caller.actor,
+        action,
+        account_id=caller.account_id,
+        target_type=target_type,
+        target_id=target_id,
+        now=ctx.runtime.clock(),
+        detail=detail,
+    )
 
 
 # --- ownership: SQL fragments and checks ---------------------------------------------------------

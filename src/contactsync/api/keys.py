@@ -3,6 +3,9 @@
 A key is ``csk_<prefix>_<secret>`` with 256 bits of randomness in the secret, so a fast hash is
 enough (there is nothing to brute-force, unlike a password); the prefix finds the row without
 scanning, and the digest comparison is constant-time. Revoked keys stay listed for audit.
+
+A key carries a role in its account (``viewer``, ``editor`` or ``owner``), or is an operator key:
+no account, installation-wide, for accounts and users only. A suspended account's keys are refused.
 """
 
 from __future__ import annotations
@@ -18,7 +21,9 @@ import sqlalchemy as sa
 from pydantic import BaseModel, Field
 
 from contactsync.db.platform import accounts, api_keys
-from contactsync.errors import NotFoundError
+from contactsync.errors import NotFoundError, ValidationError
+from contactsync.tenancy.audit import Actor
+from contactsync.tenancy.roles import OPERATOR, ROLES, Role
 
 KEY_SCHEME = "csk"
 PREFIX_BYTES = 6
@@ -31,7 +36,8 @@ class KeyOut(BaseModel):
     """A key as listed: never the key itself."""
 
     id: int
-    account_id: int
+    account_id: int | None = Field(description="none for an operator key")
+    role: str = Field(description="viewer, editor or owner in its account; operator for an operator key")
     name: str
     prefix: str = Field(description="public part of the key, shown in listings to tell keys apart")
     created_at: datetime
@@ -43,12 +49,27 @@ class CreatedKey(KeyOut):
     key: str = Field(description="the bearer key; shown only in this response, store it now")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
+class KeyHolder:
+    """Whoever presented a valid key: its account (none for an operator key) and role."""
+
+    key_id: int
+    account_id: int | None
+    role: str
+    label: str
+
+    @property
+    def actor(self) -> Actor:
+        return Actor(kind="key", id=self.key_id, label=self.label)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Principal:
-    """Who is calling: the account a valid key belongs to."""
+    """A caller acting in an account with a role (an account key, or a signed-in member)."""
 
     account_id: int
-    key_id: int
+    role: Role
+    actor: Actor
 
 
 def digest(key: str) -> str:
@@ -69,18 +90,27 @@ def _out(row: sa.Row[tuple[object, ...]]) -> KeyOut:
 def create_key(
     conn: sa.Connection,
     *,
-    account_id: int,
+    account_id: int | None,
     name: str,
     now: datetime,
+    role: str = Role.EDITOR.value,
     token_hex: Callable[[int], str] = secrets.token_hex,
 ) -> CreatedKey:
-    """Store a new key for ``account_id``; the returned ``key`` is the only copy in clear."""
-    if conn.execute(sa.select(accounts.c.id).where(accounts.c.id == account_id)).first() is None:
+    """Store a new key for ``account_id`` with ``role`` (an operator key: ``account_id=None`` and
+    ``role="operator"``); the returned ``key`` is the only copy in clear."""
+    if (role == OPERATOR) != (account_id is None):
+        raise ValidationError("an operator key has no account, and every other key has one", field="role")
+    if role != OPERATOR and role not in ROLES:
+        raise ValidationError(f"role must be one of {', '.join(ROLES)}, not {role!r}", field="role")
+    found = sa.select(accounts.c.id).where(accounts.c.id == account_id)
+    if account_id is not None and conn.execute(found).first() is None:
         raise NotFoundError(f"account {account_id} does not exist", field="account_id")
     prefix, key = new_key(token_hex)
     row = conn.execute(
         api_keys.insert()
-        .values(account_id=account_id, name=name, prefix=prefix, key_hash=digest(key), created_at=now)
+        .values(
+            account_id=account_id, role=role, name=name, prefix=prefix, key_hash=digest(key), created_at=now
+        )
         .returning(*api_keys.c)
     ).one()
     return CreatedKey(**_out(row).model_dump(), key=key)
@@ -107,18 +137,28 @@ def revoke_key(conn: sa.Connection, key_id: int, *, now: datetime, account_id: i
     return _out(conn.execute(sa.select(api_keys).where(api_keys.c.id == key_id)).one())
 
 
-def authenticate(conn: sa.Connection, key: str, *, now: datetime) -> Principal | None:
-    """The principal of a valid, unrevoked key, or None for anything else."""
+def authenticate(conn: sa.Connection, key: str, *, now: datetime) -> KeyHolder | None:
+    """The holder of a valid, unrevoked key of an account that is not suspended; None otherwise."""
     scheme, _, rest = key.partition("_")
     prefix, _, secret = rest.partition("_")
     if scheme != KEY_SCHEME or not prefix or not secret or len(key) > 200:
         return None
-    row = conn.execute(sa.select(api_keys).where(api_keys.c.prefix == prefix)).first()
+    k = api_keys.c
+    row = conn.execute(
+        sa.select(k.id, k.account_id, k.role, k.name, k.prefix, k.key_hash, k.revoked_at, k.last_used_at,
+                  accounts.c.suspended_at)
+        .select_from(api_keys.outerjoin(accounts, accounts.c.id == k.account_id))
+        .where(k.prefix == prefix)
+    ).first()  # fmt: skip
     if row is None or row.revoked_at is not None or not hmac.compare_digest(row.key_hash, digest(key)):
         return None
+    if row.suspended_at is not None:
+        return None
     if row.last_used_at is None or now - row.last_used_at >= LAST_USED_RESOLUTION:
-        conn.execute(api_keys.update().where(api_keys.c.id == row.id).values(last_used_at=now))
-    return Principal(account_id=int(row.account_id), key_id=int(row.id))
+        conn.execute(api_keys.update().where(k.id == row.id).values(last_used_at=now))
+    account_id = None if row.account_id is None else int(row.account_id)
+    label = f"key {row.prefix} ({row.name})"
+    return KeyHolder(key_id=int(row.id), account_id=account_id, role=str(row.role), label=label)
 
 
 def default_account(conn: sa.Connection, *, now: datetime, name: str = "default") -> int:

@@ -42,6 +42,54 @@ accounts = sa.Table(
     _pk(),
     sa.Column("name", sa.String(200), nullable=False),
     sa.Column("created_at", sa.DateTime(), nullable=False),
+    sa.Column("suspended_at", sa.DateTime()),
+    # set while the operator has suspended the account: its keys and members are refused and its
+    # deliveries wait (the claim skips them) until it is reactivated
+    sqlite_autoincrement=True,  # ids never reused (PostgreSQL's sequences never go back anyway)
+)
+
+users = sa.Table(
+    "users",
+    md,
+    _pk(),
+    sa.Column("email", sa.String(320), nullable=False, unique=True),
+    # lower-cased: one person, one row, however they type it
+    sa.Column("password_hash", sa.Text(), nullable=False),
+    sa.Column("operator", sa.Boolean(), nullable=False, default=False),
+    sa.Column("created_at", sa.DateTime(), nullable=False),
+    sa.Column("disabled_at", sa.DateTime()),
+    sqlite_autoincrement=True,  # ids never reused (PostgreSQL's sequences never go back anyway)
+)
+
+memberships = sa.Table(
+    "memberships",
+    md,
+    _pk(),
+    _owner(),
+    _fk("user_id", "users.id"),
+    sa.Column("role", sa.String(16), nullable=False),
+    sa.Column("created_at", sa.DateTime(), nullable=False),
+    sa.UniqueConstraint("account_id", "user_id"),
+    sa.Index(None, "user_id"),
+    sqlite_autoincrement=True,  # ids never reused (PostgreSQL's sequences never go back anyway)
+)
+
+audit_log = sa.Table(
+    "audit_log",
+    md,
+    _pk(),
+    sa.Column("at", sa.DateTime(), nullable=False),
+    sa.Column("account_id", Id),
+    # the account the change was made in (none for installation-wide changes such as a new user);
+    # no foreign key, so the record outlives what it names
+    sa.Column("actor_kind", sa.String(16), nullable=False),
+    sa.Column("actor_id", Id),
+    sa.Column("actor_label", sa.String(320), nullable=False),
+    sa.Column("action", sa.String(64), nullable=False),
+    sa.Column("target_type", sa.String(32), nullable=False),
+    sa.Column("target_id", sa.String(64)),
+    sa.Column("detail", sa.JSON(), nullable=False, default=dict),
+    sa.Index(None, "account_id", "id"),
     sqlite_autoincrement=True,  # ids never reused (PostgreSQL's sequences never go back anyway)
 )
 
@@ -60,7 +108,9 @@ api_keys = sa.Table(
     "api_keys",
     md,
     _pk(),
-    _fk("account_id", "accounts.id"),
+    _fk("account_id", "accounts.id", nullable=True),
+    # none for an operator key (installation-wide: accounts and users, no account's data)
+    sa.Column("role", sa.String(16), nullable=False),
     sa.Column("name", sa.String(200), nullable=False),
     sa.Column("prefix", sa.String(32), nullable=False, unique=True),
     sa.Column("key_hash", sa.Text(), nullable=False),

@@ -2,7 +2,8 @@
 
 The cookie holds a random token; the row is keyed by its SHA-256, so a copy of the database does not
 yield a usable cookie. Deleting the row ends the session at once (logout); ``principal`` names who
-is signed in (today the single operator, ``admin``; user ids later), ``password_tag`` the password it
+is signed in (``user:<id>`` on the platform, ``admin`` on the listener), ``account_id`` the account
+they are working in, ``password_tag`` the password it
 signed in with, so changing the password ends every session made with the old one.
 """
 
@@ -25,6 +26,8 @@ def sessions_table(metadata: sa.MetaData) -> sa.Table:
         sa.Column("created_at", sa.DateTime(), nullable=False),
         sa.Column("last_seen_at", sa.DateTime(), nullable=False),
         sa.Column("expires_at", sa.DateTime(), nullable=False),
+        sa.Column("account_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite")),
+        # the account the person is working in (platform side; the account switcher changes it)
         sa.Index(None, "principal"),
         sa.Index(None, "expires_at"),
     )

@@ -18,7 +18,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from contactsync.db.platform import actions, deliveries, endpoints
+from contactsync.db.platform import accounts, actions, deliveries, endpoints
 from contactsync.db.sealing import Keyring, is_sealed
 from contactsync.delivery.attempt import DEFAULT_CONNECT_TIMEOUT_S, DEFAULT_TOTAL_TIMEOUT_S
 from contactsync.delivery.endpoints import EndpointKey
@@ -102,6 +102,8 @@ def _claimable(lane: Lane | None, *, expired: bool, skip: bool) -> list[sa.Colum
             endpoints.c.endpoint == d.endpoint,
             endpoints.c.disabled_at.is_not(None),
         ),
+        # a suspended account's deliveries wait, untouched, until it is reactivated
+        ~sa.exists().where(accounts.c.id == d.account_id, accounts.c.suspended_at.is_not(None)),
         sa.or_(
             d.ordering_key.is_(None),
             ~sa.exists().where(

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from contactsync.api import imports
-from contactsync.api.deps import ApiContext, Caller, Ctx, Id, own_contact, own_list
+from contactsync.api.deps import ApiContext, Ctx, Editor, Id, Viewer, audit, own_contact, own_list
 from contactsync.api.errors import ERROR_RESPONSES
 from contactsync.api.keys import Principal
 from contactsync.api.pagination import Cursor, Limit, Page, after, cut
@@ -48,13 +48,15 @@ class ContactPatch(BaseModel):
 UPSERT_ATTEMPTS = 3
 
 
-def _save(ctx: ApiContext, data: svc.ContactIn) -> UpsertOut:
-    """Upsert in one transaction; when a concurrent upsert of the same email wins the unique key,
-    try again: the retry finds that row and updates it (what the client meant by "upsert")."""
+def _save(ctx: ApiContext, caller: Principal, data: svc.ContactIn, action: str) -> UpsertOut:
+    """Upsert in one transaction, audited in it; when a concurrent upsert of the same email wins the
+    unique key, try again: the retry finds that row and updates it (what the client meant by "upsert")."""
     for attempt in range(1, UPSERT_ATTEMPTS + 1):
         try:
             with ctx.tx() as conn:
                 result, fired = save_contact(conn, ctx.runtime, data)
+                audit(conn, ctx, caller, action, "contact", result.contact.id, created=result.created,
+                      changed_fields=result.changed_fields)  # fmt: skip
             break
         except sa.exc.IntegrityError:
             if attempt == UPSERT_ATTEMPTS:
@@ -72,12 +74,12 @@ def _save(ctx: ApiContext, data: svc.ContactIn) -> UpsertOut:
 
 @router.post("/lists/{list_id}/contacts", responses={201: {"model": UpsertOut, "description": "Created"}})
 def upsert_contact(
-    list_id: Id, body: imports.ContactRow, ctx: Ctx, caller: Caller, response: Response
+    list_id: Id, body: imports.ContactRow, ctx: Ctx, caller: Editor, response: Response
 ) -> UpsertOut:
     """Create the contact, or update the one with this email (any case) in the list."""
     with ctx.tx() as conn:
         own_list(conn, caller, list_id)
-    out = _save(ctx, body.to_input(list_id))
+    out = _save(ctx, caller, body.to_input(list_id), "contact.upsert")
     response.status_code = 201 if out.created else 200
     return out
 
@@ -86,7 +88,7 @@ def upsert_contact(
 def list_contacts(
     list_id: Id,
     ctx: Ctx,
-    caller: Caller,
+    caller: Viewer,
     email: str | None = Query(default=None, max_length=320, description="exact email, any case"),
     cursor: Cursor = None,
     limit: Limit = 50,
@@ -114,7 +116,7 @@ class ContactDetail(svc.ContactOut):
 
 
 @router.get("/contacts/{contact_id}")
-def get_contact(contact_id: Id, ctx: Ctx, caller: Caller) -> ContactDetail:
+def get_contact(contact_id: Id, ctx: Ctx, caller: Viewer) -> ContactDetail:
     """The contact, its field values, lead status and the automations it went through."""
     with ctx.tx() as conn:
         own_contact(conn, caller, contact_id)
@@ -128,19 +130,20 @@ def get_contact(contact_id: Id, ctx: Ctx, caller: Caller) -> ContactDetail:
 
 
 @router.patch("/contacts/{contact_id}")
-def patch_contact(contact_id: Id, body: ContactPatch, ctx: Ctx, caller: Caller) -> UpsertOut:
+def patch_contact(contact_id: Id, body: ContactPatch, ctx: Ctx, caller: Editor) -> UpsertOut:
     with ctx.tx() as conn:
         own_contact(conn, caller, contact_id)
         current = svc.get_contact(conn, contact_id)
     data = svc.ContactIn(list_id=current.list_id, email=current.email, **body.model_dump())
-    return _save(ctx, data)
+    return _save(ctx, caller, data, "contact.update")
 
 
 @router.delete("/contacts/{contact_id}", status_code=204)
-def delete_contact(contact_id: Id, ctx: Ctx, caller: Caller) -> Response:
+def delete_contact(contact_id: Id, ctx: Ctx, caller: Editor) -> Response:
     with ctx.tx() as conn:
         own_contact(conn, caller, contact_id)
         svc.delete_contact(conn, contact_id)
+        audit(conn, ctx, caller, "contact.delete", "contact", contact_id)
     return Response(status_code=204)
 
 
@@ -156,7 +159,7 @@ _IMPORT_BODY = {
 
 
 @router.post("/lists/{list_id}/contacts/import", openapi_extra=_IMPORT_BODY)
-async def import_contacts(list_id: Id, request: Request, ctx: Ctx, caller: Caller) -> imports.ImportResult:
+async def import_contacts(list_id: Id, request: Request, ctx: Ctx, caller: Editor) -> imports.ImportResult:
     """Upsert many contacts from CSV (header row, ``email`` column) or NDJSON; all rows or none."""
     body = await request.body()
     return await run_in_threadpool(
@@ -184,6 +187,7 @@ def _import(
                 result.unchanged += 1
             result.entries += fired.entries
             result.deliveries += len(fired.transactionids)
+        audit(conn, ctx, caller, "contact.import", "list", list_id, **result.model_dump())
     if result.deliveries:
         ctx.wake()
     return result

@@ -15,9 +15,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from contactsync.api.deps import (
     ApiContext,
-    Caller,
     Ctx,
+    Editor,
     Id,
+    Viewer,
+    audit,
     delivery_owned,
     endpoint_owned,
     own_delivery,
@@ -91,7 +93,7 @@ class DeliveryDetail(DeliveryOut):
 @router.get("/deliveries", tags=["deliveries"])
 def list_deliveries(
     ctx: Ctx,
-    caller: Caller,
+    caller: Viewer,
     state: State | None = None,
     action_id: int | None = Query(default=None, ge=1, le=MAX_ID),
     automation_id: int | None = Query(default=None, ge=1, le=MAX_ID),
@@ -122,7 +124,7 @@ def list_deliveries(
 
 
 @router.get("/deliveries/{delivery_id}", tags=["deliveries"])
-def get_delivery(delivery_id: Id, ctx: Ctx, caller: Caller) -> DeliveryDetail:
+def get_delivery(delivery_id: Id, ctx: Ctx, caller: Viewer) -> DeliveryDetail:
     """The frozen request and every attempt with its response."""
     with ctx.tx() as conn:
         own_delivery(conn, caller, delivery_id)
@@ -158,26 +160,28 @@ def _detail(conn: sa.Connection, delivery_id: int, ctx: ApiContext) -> DeliveryD
 
 
 @router.post("/deliveries/{delivery_id}/retry", tags=["deliveries"])
-def retry_delivery(delivery_id: Id, ctx: Ctx, caller: Caller) -> DeliveryDetail:
+def retry_delivery(delivery_id: Id, ctx: Ctx, caller: Editor) -> DeliveryDetail:
     """Send a failed, cancelled or delivered delivery again now (same transactionid and body)."""
     with ctx.tx() as conn:
         own_delivery(conn, caller, delivery_id)
         if not outbox.replay(conn, [delivery_id], now=ctx.runtime.clock()):
             state = conn.execute(sa.select(deliveries.c.state).where(deliveries.c.id == delivery_id)).scalar()
             raise ApiError(409, "conflict", f"a {state} delivery cannot be retried; it is still being sent")
+        audit(conn, ctx, caller, "delivery.retry", "delivery", delivery_id)
         detail = _detail(conn, delivery_id, ctx)
     ctx.wake()
     return detail
 
 
 @router.post("/deliveries/{delivery_id}/cancel", tags=["deliveries"])
-def cancel_delivery(delivery_id: Id, ctx: Ctx, caller: Caller) -> DeliveryDetail:
+def cancel_delivery(delivery_id: Id, ctx: Ctx, caller: Editor) -> DeliveryDetail:
     """Stop a pending or failed delivery for good."""
     with ctx.tx() as conn:
         own_delivery(conn, caller, delivery_id)
         if not outbox.cancel(conn, [delivery_id], now=ctx.runtime.clock()):
             state = conn.execute(sa.select(deliveries.c.state).where(deliveries.c.id == delivery_id)).scalar()
             raise ApiError(409, "conflict", f"a {state} delivery cannot be cancelled")
+        audit(conn, ctx, caller, "delivery.cancel", "delivery", delivery_id)
         return _detail(conn, delivery_id, ctx)
 
 
@@ -233,14 +237,14 @@ def _endpoints(conn: sa.Connection, where: sa.ColumnElement[bool]) -> list[Endpo
 
 
 @router.get("/endpoints", tags=["endpoints"])
-def list_endpoints(ctx: Ctx, caller: Caller) -> list[EndpointOut]:
+def list_endpoints(ctx: Ctx, caller: Viewer) -> list[EndpointOut]:
     """Health of the account's endpoints (its own: another account's failures never show here)."""
     with ctx.tx() as conn:
         return _endpoints(conn, endpoint_owned(caller.account_id))
 
 
 @router.get("/endpoints/{endpoint_id}", tags=["endpoints"])
-def get_endpoint(endpoint_id: Id, ctx: Ctx, caller: Caller) -> EndpointDetail:
+def get_endpoint(endpoint_id: Id, ctx: Ctx, caller: Viewer) -> EndpointDetail:
     """Health, waiting deliveries and the latest disable/enable notifications."""
     with ctx.tx() as conn:
         name = own_endpoint(conn, caller, endpoint_id)
@@ -256,22 +260,24 @@ def get_endpoint(endpoint_id: Id, ctx: Ctx, caller: Caller) -> EndpointDetail:
 
 
 @router.post("/endpoints/{endpoint_id}/disable", tags=["endpoints"])
-def disable_endpoint(endpoint_id: Id, ctx: Ctx, caller: Caller, body: DisableIn | None = None) -> EndpointOut:
+def disable_endpoint(endpoint_id: Id, ctx: Ctx, caller: Editor, body: DisableIn | None = None) -> EndpointOut:
     """Hold deliveries to this endpoint (they wait, nothing is dropped)."""
     reason = (body or DisableIn()).reason
     with ctx.tx() as conn:
         key = EndpointKey(caller.account_id, own_endpoint(conn, caller, endpoint_id))
         endpoint_rows.disable(conn, key, reason=reason, now=ctx.runtime.clock(), kind="disabled")
+        audit(conn, ctx, caller, "endpoint.disable", "endpoint", endpoint_id, reason=reason)
         return _endpoints(conn, endpoints.c.id == endpoint_id)[0]
 
 
 @router.post("/endpoints/{endpoint_id}/enable", tags=["endpoints"])
-def enable_endpoint(endpoint_id: Id, ctx: Ctx, caller: Caller) -> EndpointOut:
+def enable_endpoint(endpoint_id: Id, ctx: Ctx, caller: Editor) -> EndpointOut:
     """Resume deliveries to this endpoint; its failure streak starts afresh."""
     with ctx.tx() as conn:
         key = EndpointKey(caller.account_id, own_endpoint(conn, caller, endpoint_id))
         if endpoint_rows.enable(conn, key, now=ctx.runtime.clock()):
             outbox.notify(conn)
+        audit(conn, ctx, caller, "endpoint.enable", "endpoint", endpoint_id)
         out = _endpoints(conn, endpoints.c.id == endpoint_id)[0]
     ctx.wake()
     return out

@@ -6,7 +6,7 @@ import sqlalchemy as sa
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
-from contactsync.api.deps import Caller, Ctx, account_lists
+from contactsync.api.deps import Ctx, Editor, account_lists, audit
 from contactsync.api.errors import ERROR_RESPONSES
 from contactsync.api.routing import UtcRoute
 from contactsync.automation.activity import Event
@@ -32,11 +32,21 @@ class IngestOut(BaseModel):
 
 
 @router.post("/events", status_code=202)
-def ingest(body: EventBatch, ctx: Ctx, caller: Caller) -> IngestOut:
+def ingest(body: EventBatch, ctx: Ctx, caller: Editor) -> IngestOut:
     """Store a batch of activity events (all or none) and run the automations they trigger."""
     with ctx.tx() as conn:
         _own_subjects(conn, caller.account_id, body)
         fired = ingest_events(conn, ctx.runtime, body.events)
+        audit(
+            conn,
+            ctx,
+            caller,
+            "events.ingest",
+            "events",
+            None,
+            accepted=len(body.events),
+            entries=fired.entries,
+        )
     if fired.transactionids:
         ctx.wake()
     return IngestOut(

@@ -8,7 +8,7 @@ import sqlalchemy as sa
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
-from contactsync.api.deps import Caller, Ctx, Id, own_list
+from contactsync.api.deps import Ctx, Editor, Id, Viewer, audit, own_list
 from contactsync.api.errors import ERROR_RESPONSES
 from contactsync.api.pagination import Cursor, Limit, Page, after, cut
 from contactsync.api.routing import UtcRoute
@@ -38,14 +38,16 @@ class ThresholdsBody(_In):
 
 
 @router.post("/lists", status_code=201)
-def create_list(body: ListCreate, ctx: Ctx, caller: Caller) -> svc.ListOut:
+def create_list(body: ListCreate, ctx: Ctx, caller: Editor) -> svc.ListOut:
     with ctx.tx() as conn:
         data = svc.ListIn(account_id=caller.account_id, name=body.name)
-        return svc.create_list(conn, data, now=ctx.runtime.clock())
+        made = svc.create_list(conn, data, now=ctx.runtime.clock())
+        audit(conn, ctx, caller, "list.create", "list", made.id, name=made.name)
+        return made
 
 
 @router.get("/lists")
-def list_lists(ctx: Ctx, caller: Caller, cursor: Cursor = None, limit: Limit = 50) -> Page[svc.ListOut]:
+def list_lists(ctx: Ctx, caller: Viewer, cursor: Cursor = None, limit: Limit = 50) -> Page[svc.ListOut]:
     t = lists_table.c
     with ctx.tx() as conn:
         rows = conn.execute(
@@ -59,22 +61,24 @@ def list_lists(ctx: Ctx, caller: Caller, cursor: Cursor = None, limit: Limit = 5
 
 
 @router.get("/lists/{list_id}")
-def get_list(list_id: Id, ctx: Ctx, caller: Caller) -> svc.ListOut:
+def get_list(list_id: Id, ctx: Ctx, caller: Viewer) -> svc.ListOut:
     with ctx.tx() as conn:
         own_list(conn, caller, list_id)
         return svc.get_list(conn, list_id)
 
 
 @router.post("/lists/{list_id}/fields", status_code=201)
-def create_field(list_id: Id, body: FieldCreate, ctx: Ctx, caller: Caller) -> svc.FieldOut:
+def create_field(list_id: Id, body: FieldCreate, ctx: Ctx, caller: Editor) -> svc.FieldOut:
     with ctx.tx() as conn:
         own_list(conn, caller, list_id)
         data = svc.FieldIn(list_id=list_id, **body.model_dump())
-        return svc.create_field(conn, data, now=ctx.runtime.clock())
+        made = svc.create_field(conn, data, now=ctx.runtime.clock())
+        audit(conn, ctx, caller, "field.create", "field", made.id, list_id=list_id, name=made.name)
+        return made
 
 
 @router.get("/lists/{list_id}/fields")
-def list_fields(list_id: Id, ctx: Ctx, caller: Caller) -> list[svc.FieldOut]:
+def list_fields(list_id: Id, ctx: Ctx, caller: Viewer) -> list[svc.FieldOut]:
     with ctx.tx() as conn:
         own_list(conn, caller, list_id)
         return svc.list_fields(conn, list_id)
@@ -85,14 +89,15 @@ class ThresholdsOut(BaseModel):
 
 
 @router.get("/lead-status-thresholds")
-def get_thresholds(ctx: Ctx, caller: Caller) -> ThresholdsOut:
+def get_thresholds(ctx: Ctx, caller: Viewer) -> ThresholdsOut:
     with ctx.tx() as conn:
         found = svc.get_thresholds(conn, caller.account_id)
     return ThresholdsOut(thresholds=[svc.Threshold(min_score=m, label=label) for m, label in found])
 
 
 @router.put("/lead-status-thresholds")
-def set_thresholds(body: ThresholdsBody, ctx: Ctx, caller: Caller) -> ThresholdsOut:
+def set_thresholds(body: ThresholdsBody, ctx: Ctx, caller: Editor) -> ThresholdsOut:
     with ctx.tx() as conn:
         found = svc.set_thresholds(conn, caller.account_id, body.thresholds)
+        audit(conn, ctx, caller, "lead_status.update", "account", caller.account_id, thresholds=len(found))
     return ThresholdsOut(thresholds=[svc.Threshold(min_score=m, label=label) for m, label in found])

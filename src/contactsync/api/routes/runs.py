@@ -17,9 +17,11 @@ from starlette.concurrency import run_in_threadpool
 from contactsync.api.deps import (
     MAX_ID,
     ApiContext,
-    Caller,
     Ctx,
+    Editor,
     Id,
+    Viewer,
+    audit,
     own_action,
     own_automation,
     own_contact,
@@ -47,7 +49,7 @@ class PreviewIn(BaseModel):
 
 
 @router.post("/actions/{action_id}/preview", tags=["actions"])
-def preview_action(action_id: Id, body: PreviewIn, ctx: Ctx, caller: Caller) -> Preview:
+def preview_action(action_id: Id, body: PreviewIn, ctx: Ctx, caller: Viewer) -> Preview:
     """The exact request the action would send for the contact now, its size, PHP counts and warnings."""
     with ctx.tx() as conn:
         own_action(conn, caller, action_id)
@@ -78,7 +80,7 @@ class TestSendOut(BaseModel):
 
 
 @router.post("/actions/{action_id}/test-send", tags=["actions"])
-async def test_send(action_id: Id, body: TestSendIn, ctx: Ctx, caller: Caller) -> TestSendOut:
+async def test_send(action_id: Id, body: TestSendIn, ctx: Ctx, caller: Editor) -> TestSendOut:
     """One real, signed attempt now, through the dispatcher's network guard; nothing is queued or retried."""
     request, settings = await run_in_threadpool(_prepare, ctx, caller, action_id, body.contact_id)
     policy = NetPolicy(
@@ -128,6 +130,7 @@ def _prepare(
     with ctx.tx() as conn:
         own_action(conn, caller, action_id)
         own_contact(conn, caller, contact_id)
+        audit(conn, ctx, caller, "action.test_send", "action", action_id, contact_id=contact_id)
         return preview(conn, ctx.runtime, action_id, contact_id, reveal=True), get_action(
             conn, action_id
         ).settings
@@ -149,7 +152,7 @@ def _out(run: manual.ManualRunOut) -> RunOut:
 
 
 @router.post("/automations/{automation_id}/runs", status_code=202, tags=["runs"])
-def start_run(automation_id: Id, ctx: Ctx, caller: Caller) -> RunOut:
+def start_run(automation_id: Id, ctx: Ctx, caller: Editor) -> RunOut:
     """Run the automation over every contact of its list that matches now.
 
     One run per automation at a time: while one is running, this answers 409 naming it (and makes
@@ -159,6 +162,7 @@ def start_run(automation_id: Id, ctx: Ctx, caller: Caller) -> RunOut:
         with ctx.tx() as conn:
             own_automation(conn, caller, automation_id)
             run = manual.start_run(conn, ctx.runtime, automation_id)
+            audit(conn, ctx, caller, "run.start", "run", run.id, automation_id=automation_id)
     except RunInProgressError as exc:
         ctx.runs.ensure(exc.run_id)
         raise
@@ -167,7 +171,7 @@ def start_run(automation_id: Id, ctx: Ctx, caller: Caller) -> RunOut:
 
 
 @router.get("/automations/{automation_id}/runs", tags=["runs"])
-def list_runs(automation_id: Id, ctx: Ctx, caller: Caller) -> list[RunOut]:
+def list_runs(automation_id: Id, ctx: Ctx, caller: Viewer) -> list[RunOut]:
     with ctx.tx() as conn:
         own_automation(conn, caller, automation_id)
         return [_out(r) for r in manual.list_runs(conn, automation_id)]
@@ -185,7 +189,7 @@ def _own_run(conn: sa.Connection, caller: Principal, run_id: int) -> None:
 
 
 @router.get("/runs/{run_id}", tags=["runs"])
-def get_run(run_id: Id, ctx: Ctx, caller: Caller) -> RunOut:
+def get_run(run_id: Id, ctx: Ctx, caller: Viewer) -> RunOut:
     """Progress: contacts scanned of the list's total, matched, enqueued; state."""
     with ctx.tx() as conn:
         _own_run(conn, caller, run_id)
@@ -196,8 +200,10 @@ def get_run(run_id: Id, ctx: Ctx, caller: Caller) -> RunOut:
 
 
 @router.post("/runs/{run_id}/cancel", tags=["runs"])
-def cancel_run(run_id: Id, ctx: Ctx, caller: Caller) -> RunOut:
+def cancel_run(run_id: Id, ctx: Ctx, caller: Editor) -> RunOut:
     """Stop after the current chunk; deliveries already queued stay queued."""
     with ctx.tx() as conn:
         _own_run(conn, caller, run_id)
-        return _out(manual.cancel_run(conn, ctx.runtime, run_id))
+        cancelled = manual.cancel_run(conn, ctx.runtime, run_id)
+        audit(conn, ctx, caller, "run.cancel", "run", run_id)
+        return _out(cancelled)
