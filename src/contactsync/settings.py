@@ -29,7 +29,8 @@ class Settings(BaseSettings):
     lease_s: float = 60.0
     poll_interval_s: float = 1.0
     metrics_host: str = "127.0.0.1"  # where `serve --metrics-port` listens (not the public API port)
-    admin_password: str = ""
+    admin_password: str = ""  # bootstraps the platform's operator (and is the listener UI's password)
+    admin_email: str = "admin@localhost"  # the operator's sign-in when the admin password creates them
     session_secret: str = ""
     session_idle_timeout_s: float = 2 * 3600.0  # a session unused this long ends (both admin UIs)
     session_absolute_timeout_s: float = 12 * 3600.0  # and every session ends this long after sign-in

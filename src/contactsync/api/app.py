@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import threading
 from collections.abc import AsyncIterator
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -95,6 +96,22 @@ async def _serve_metrics(ctx: ApiContext, port: int) -> tuple[uvicorn.Server, th
     return server, thread
 
 
+def bootstrap_operator(settings: Settings, engine: sa.Engine, *, now: datetime) -> None:
+    """On an installation without an operator, ``CONTACTSYNC_ADMIN_PASSWORD`` makes one, who signs in
+    as ``CONTACTSYNC_ADMIN_EMAIL``; later changes of the password go through ``contactsync users``."""
+    from contactsync.tenancy import people
+    from contactsync.tenancy.audit import Actor, record
+
+    with engine.begin() as conn:
+        made = people.bootstrap_operator(
+            conn, email=settings.admin_email, password=settings.admin_password, now=now
+        )
+        if made is not None:
+            actor = Actor(kind="cli", id=None, label="CONTACTSYNC_ADMIN_PASSWORD")
+            record(conn, actor, "user.bootstrap_operator", account_id=None, target_type="user",
+                   target_id=made.id, now=now, detail={"email": made.email})  # fmt: skip
+
+
 def create_app(
     settings: Settings,
     *,
@@ -134,6 +151,7 @@ def create_app(
         api.include_router(module.router)
     app.include_router(api)
     if settings.admin_password:  # the admin UI (contactsync.web) at /, behind its own login
+        bootstrap_operator(settings, engine, now=ctx.runtime.clock())
         from contactsync.web import create_web_app
 
         web = create_web_app(
