@@ -1,0 +1,89 @@
+"""The role matrix on SQLite and PostgreSQL: every API route, read from the app's route table, called by
+A's owner, editor and viewer keys, B's owner key, an operator key and nobody, answers what its role
+says: 401 without a key, 403 below the role or for the wrong kind of key, 404 for another account's
+ids (its own collection otherwise), success for whoever may."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from support.roles import (
+    CALLERS,
+    READ_ONLY_POSTS,
+    TABLE,
+    ApiRoute,
+    World,
+    api_routes,
+    expected,
+    open_world,
+    succeeded,
+)
+
+
+@pytest.fixture(
+    scope="module", params=[pytest.param("sqlite"), pytest.param("postgresql", marks=pytest.mark.postgres)]
+)
+def world(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    """One app and its accounts per database, shared by the module (each call makes its own targets)."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path_factory.mktemp('roles') / 'platform.db'}"
+    else:
+        url = str(request.getfixturevalue("pg_module_url"))
+    with open_world(url) as w:
+        yield w
+
+
+@pytest.fixture(scope="module")
+def routes(world: World) -> list[ApiRoute]:
+    return api_routes(world.api.app)
+
+
+def test_every_route_needs_exactly_one_role(routes: list[ApiRoute]) -> None:
+    wrong = [(r.method, r.path, r.roles) for r in routes if len(r.roles) != 1]
+    assert not wrong, f"routes without exactly one of Viewer/Editor/Owner/Operator: {wrong}"
+
+
+def spec_role(method: str, path: str) -> str:
+    """The role spec/accounts.md ("People") gives a route, written down apart from the code: the
+    operator runs accounts and users; owners manage members, API keys, secrets and read the audit log;
+    editors change things; viewers read."""
+    if path.startswith(("/api/accounts", "/api/users")):
+        return "operator"
+    if path.startswith(("/api/keys", "/api/members", "/api/audit")) or path.endswith("/reveal"):
+        return "owner"
+    if method == "GET" or (method, path) in READ_ONLY_POSTS:
+        return "viewer"
+    return "editor"
+
+
+def test_every_route_needs_the_role_the_spec_gives_it(routes: list[ApiRoute]) -> None:
+    """The matrix checks that each route enforces the role it names; this, that it names the right one."""
+    wrong = [
+        (r.method, r.path, r.roles, spec_role(r.method, r.path))
+        for r in routes
+        if r.roles != (spec_role(r.method, r.path),)
+    ]
+    assert not wrong, wrong
+
+
+def test_every_route_is_in_the_table(routes: list[ApiRoute]) -> None:
+    """A new route fails here until the table says how to call it; a removed one, until it goes."""
+    served = {(r.method, r.path) for r in routes}
+    assert sorted(served - TABLE.keys()) == [], "add these routes to support.roles.TABLE"
+    assert sorted(TABLE.keys() - served) == [], "these routes of support.roles.TABLE are gone"
+
+
+@pytest.mark.parametrize("caller", CALLERS)
+def test_role_matrix(world: World, routes: list[ApiRoute], caller: str) -> None:
+    wrong = []
+    for route in routes:
+        call = TABLE[route.method, route.path](world)
+        response = world.send(caller, call)
+        want = expected(route, caller, call)
+        ok = succeeded(route, response) if want is None else response.status_code == want
+        if not ok:
+            got = f"{response.status_code} {response.text[:200]}"
+            wrong.append(f"{call.method} {call.path}: want {want or '2xx'}, got {got}")
+    assert not wrong, f"{caller}:\n" + "\n".join(wrong)
