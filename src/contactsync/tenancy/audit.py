@@ -84,9 +84,9 @@ class AuditFilter:
     account_id: int | None
     """None: every account (the operator's view)."""
     actor: str = ""
-    """A substring of the actor's label (an email, a key name or prefix)."""
+    """A substring of the actor's label (an email, a key name or prefix), in any case."""
     action: str = ""
-    """An action, or its prefix (``automation.`` for every automation change)."""
+    """An action, or its prefix (``automation.`` for every automation change), in any case."""
     target_type: str = ""
     target_id: str = ""
     since: datetime | None = None
@@ -102,11 +102,9 @@ def entries(
     if where.account_id is not None:
         query = query.where(a.account_id == where.account_id)
     if where.actor:
-        query = query.where(a.actor_label.contains(where.actor, autoescape=True))
-    if where.action:
-        query = query.where(
-            sa.or_(a.action == where.action, a.action.startswith(where.action, autoescape=True))
-        )
+        query = query.where(a.actor_label.icontains(where.actor, autoescape=True))
+    if where.action:  # LIKE ignores case on SQLite but not on PostgreSQL: say which, on both
+        query = query.where(a.action.istartswith(where.action, autoescape=True))
     if where.target_type:
         query = query.where(a.target_type == where.target_type)
     if where.target_id:

@@ -334,9 +334,11 @@ def remove_member(user_id: Id, ctx: Ctx, caller: Owner) -> people.MemberOut:
 def audit_log(
     ctx: Ctx,
     caller: Owner,
-    actor: str = Query(default="", max_length=320, description="part of the actor's email or key name"),
+    actor: str = Query(
+        default="", max_length=320, description="part of the actor's email or key name (any case)"
+    ),
     action: str = Query(
-        default="", max_length=64, description="an action, or a prefix such as `automation.`"
+        default="", max_length=64, description="an action, or a prefix such as `automation.` (any case)"
     ),
     target_type: str = Query(default="", max_length=32),
     target_id: str = Query(default="", max_length=64),
