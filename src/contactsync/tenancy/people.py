@@ -19,6 +19,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from pydantic import BaseModel
 
 from contactsync.db.platform import accounts, admin_sessions, memberships, users
+from contactsync.delivery.outbox import notify
 from contactsync.errors import ConflictError, NotFoundError, ValidationError
 from contactsync.tenancy.roles import Role
 
@@ -235,7 +236,8 @@ def set_suspended(conn: sa.Connection, account_id: int, *, suspended: bool, now:
     """Suspend (keys refused, members' sessions ended, deliveries held) or reactivate an account.
 
     Deliveries are not touched: the claim skips a suspended account's rows, so they wait exactly as
-    they were and go out in order once it is reactivated.
+    they were and go out in order once it is reactivated (which wakes the dispatchers listening on
+    PostgreSQL at commit, as an enqueue does; the caller wakes an in-process one).
     """
     account = get_account(conn, account_id)
     if suspended and account.suspended_at is None:
@@ -249,6 +251,7 @@ def set_suspended(conn: sa.Connection, account_id: int, *, suspended: bool, now:
         )
     elif not suspended and account.suspended_at is not None:
         conn.execute(accounts.update().where(accounts.c.id == account_id).values(suspended_at=None))
+        notify(conn)
     return get_account(conn, account_id)
 
 
