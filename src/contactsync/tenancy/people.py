@@ -94,18 +94,24 @@ def _user_out(row: sa.Row[tuple[object, ...]]) -> UserOut:
 
 
 def create_user(
-    conn: sa.Connection, *, email: str, password: str | None, now: datetime, operator: bool = False
+    conn: sa.Connection,
+    *,
+    email: str,
+    password: str | None,
+    now: datetime,
+    operator: bool = False,
+    hashed: bool = False,
 ) -> tuple[UserOut, str | None]:
-    """A new user; without ``password`` one is made up and returned (the only copy in clear)."""
+    """A new user; without ``password`` one is made up and returned (the only copy in clear).
+
+    ``hashed``: ``password`` is an argon2 hash already (the configured admin password may be one);
+    anything else is hashed, whatever it looks like.
+    """
     address = normalize_email(email)
     if conn.execute(sa.select(users.c.id).where(users.c.email == address)).first() is not None:
         raise ConflictError(f"a user with email {address} exists", field="email")
     generated = None if password else one_time_password()
-    stored = (
-        password
-        if password and password.startswith("$argon2")
-        else hash_password(password or generated or "")
-    )
+    stored = password if hashed and password else hash_password(password or generated or "")
     row = conn.execute(
         users.insert()
         .values(email=address, password_hash=stored, operator=operator, created_at=now)
@@ -194,7 +200,8 @@ def bootstrap_operator(conn: sa.Connection, *, email: str, password: str, now: d
     found = find_user(conn, email)
     if found is not None:
         return set_operator(conn, found.id, operator=True)
-    user, _ = create_user(conn, email=email, password=password, now=now, operator=True)
+    hashed = password.startswith("$argon2")
+    user, _ = create_user(conn, email=email, password=password, now=now, operator=True, hashed=hashed)
     return user
 
 
