@@ -168,6 +168,8 @@ def set_password(conn: sa.Connection, user_id: int, password: str | None) -> str
 def set_disabled(conn: sa.Connection, user_id: int, *, disabled: bool, now: datetime) -> UserOut:
     """Disable (sessions end, sign-in refused) or re-enable a user."""
     user = get_user(conn, user_id)
+    if disabled and user.operator:
+        _lock_operators(conn)
     if disabled and user.operator and _operators(conn, active_only=True) <= 1 and user.disabled_at is None:
         raise ConflictError("the last active operator cannot be disabled", field="user_id")
     conn.execute(users.update().where(users.c.id == user_id).values(disabled_at=(now if disabled else None)))
@@ -178,11 +180,19 @@ def set_disabled(conn: sa.Connection, user_id: int, *, disabled: bool, now: date
 
 def set_operator(conn: sa.Connection, user_id: int, *, operator: bool) -> UserOut:
     user = get_user(conn, user_id)
+    if user.operator and not operator:
+        _lock_operators(conn)
     if user.operator and not operator and _operators(conn, active_only=True) <= 1:
         raise ConflictError("the last active operator cannot stop being one", field="user_id")
     conn.execute(users.update().where(users.c.id == user_id).values(operator=operator))
     end_sessions(conn, user_id)
     return get_user(conn, user_id)
+
+
+def _lock_operators(conn: sa.Connection) -> None:
+    """Take the operators' rows (PostgreSQL; SQLite's writers are serial already), so that two
+    operators disabled at once cannot both pass the last-operator check."""
+    conn.execute(sa.select(users.c.id).where(users.c.operator.is_(True)).with_for_update()).all()
 
 
 def _operators(conn: sa.Connection, *, active_only: bool) -> int:
@@ -276,6 +286,15 @@ def list_members(conn: sa.Connection, account_id: int) -> list[MemberOut]:
     return [MemberOut.model_validate(r._asdict()) for r in rows]
 
 
+def _lock_account(conn: sa.Connection, account_id: int) -> None:
+    """Take the account's row (PostgreSQL; SQLite's writers are serial already) before changing who
+    owns it: two owners demoted or removed at once then decide one after the other, and the second
+    sees the first's change, so the last-owner rule holds."""
+    query = sa.select(accounts.c.id).where(accounts.c.id == account_id).with_for_update()
+    if conn.execute(query).first() is None:
+        raise NotFoundError(f"account {account_id} does not exist", field="account_id")
+
+
 def _member(conn: sa.Connection, account_id: int, user_id: int) -> MemberOut:
     for member in list_members(conn, account_id):
         if member.user_id == user_id:
@@ -311,6 +330,7 @@ def _owners(conn: sa.Connection, account_id: int) -> int:
 
 def change_role(conn: sa.Connection, account_id: int, user_id: int, role: Role) -> MemberOut:
     """A member's new role; the account's last owner cannot be demoted (someone must manage it)."""
+    _lock_account(conn, account_id)
     member = _member(conn, account_id, user_id)
     if member.role is Role.OWNER and role is not Role.OWNER and _owners(conn, account_id) <= 1:
         raise ConflictError(
@@ -325,6 +345,7 @@ def change_role(conn: sa.Connection, account_id: int, user_id: int, role: Role) 
 
 def remove_member(conn: sa.Connection, account_id: int, user_id: int) -> MemberOut:
     """Remove a member; their sessions in this account end now."""
+    _lock_account(conn, account_id)
     member = _member(conn, account_id, user_id)
     if member.role is Role.OWNER and _owners(conn, account_id) <= 1:
         raise ConflictError(
