@@ -3,7 +3,9 @@ owner's members; one-time passwords; the last owner; and sessions that end with 
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -17,6 +19,7 @@ from contactsync.api.keys import create_key
 from contactsync.db import platform as t
 from contactsync.settings import Settings
 from contactsync.tenancy import people
+from contactsync.tenancy.roles import Role
 from support.api import Api, api_client
 from support.people import live_sessions, plant_session
 
@@ -355,3 +358,50 @@ def test_the_admin_password_bootstraps_the_operator_once(inst: Installation, has
     )
     assert [u["email"] for u in ok(inst.ops, "GET", "/api/users")] == ["root@example.com"]
     assert inst.sign_in("root@example.com", secret) is not None
+
+
+def test_two_owners_demoted_at_once_leave_one(inst: Installation) -> None:
+    """The last-owner rule holds against a concurrent change: while one owner's demotion is under way
+    (its transaction open), demoting the other waits for it and then finds the last owner."""
+    made = ok(inst.ops, "POST", "/api/accounts", 201, json={"name": "A", "owner_email": "ann@example.com"})
+    account_id, ann = made["account"]["id"], made["owner"]["member"]["user_id"]
+    bob = ok(
+        inst.ops,
+        "POST",
+        f"/api/accounts/{account_id}/members",
+        201,
+        json={"email": "bob@example.com", "role": "owner"},
+    )
+    key = ok(inst.ops, "POST", f"/api/accounts/{account_id}/keys", 201, json={"name": "k", "role": "owner"})[
+        "key"
+    ]
+    with inst.client(key) as owner, ThreadPoolExecutor(1) as pool:
+        with inst.api.engine.begin() as conn:
+            people.change_role(conn, account_id, ann, Role.EDITOR)
+            other = pool.submit(
+                owner.patch, f"/api/members/{bob['member']['user_id']}", json={"role": "viewer"}
+            )
+            with contextlib.suppress(TimeoutError):
+                other.result(timeout=2)  # without a lock it is done by now, and wrongly so
+        assert other.result().status_code == 409, other.result().text
+        roles = {m["email"]: m["role"] for m in ok(owner, "GET", "/api/members")}
+    assert roles == {"ann@example.com": "editor", "bob@example.com": "owner"}
+
+
+def test_two_operators_disabled_at_once_leave_one(inst: Installation) -> None:
+    first, second = (
+        ok(inst.ops, "POST", "/api/users", 201, json={"email": f"op{n}@example.com", "operator": True})[
+            "user"
+        ]["id"]
+        for n in (1, 2)
+    )
+    now = datetime.now(UTC).replace(tzinfo=None)
+    with ThreadPoolExecutor(1) as pool:
+        with inst.api.engine.begin() as conn:
+            people.set_disabled(conn, first, disabled=True, now=now)
+            other = pool.submit(inst.ops.post, f"/api/users/{second}/disable")
+            with contextlib.suppress(TimeoutError):
+                other.result(timeout=2)  # without a lock it is done by now, and wrongly so
+        assert other.result().status_code == 409, other.result().text
+    active = [u["email"] for u in ok(inst.ops, "GET", "/api/users") if u["disabled_at"] is None]
+    assert active == ["op2@example.com"]
