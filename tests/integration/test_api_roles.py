@@ -87,3 +87,27 @@ def test_role_matrix(world: World, routes: list[ApiRoute], caller: str) -> None:
             got = f"{response.status_code} {response.text[:200]}"
             wrong.append(f"{call.method} {call.path}: want {want or '2xx'}, got {got}")
     assert not wrong, f"{caller}:\n" + "\n".join(wrong)
+
+
+def test_a_body_naming_the_other_accounts_contact_answers_404(world: World) -> None:
+    """B's own action, previewed or test-sent for A's contact: 404, and nothing leaves for B's URL."""
+    lst = world.ok("POST", "/api/lists", caller="other", json={"name": "b"})
+    automation = {"list_id": lst["id"], "name": "b", "trigger": {"event": "manual"}}
+    made = world.ok("POST", "/api/automations", caller="other", json=automation)
+    action = world.ok(
+        "POST", f"/api/automations/{made['id']}/actions", caller="other", json={"url": world.hook_url}
+    )
+    mine = world.ok(
+        "POST", f"/api/lists/{lst['id']}/contacts", caller="other", json={"email": "b@example.com"}
+    )
+    for verb in ("preview", "test-send"):
+        path = f"/api/actions/{action['id']}/{verb}"
+        sent = len(world.receiver.got)
+        theirs = world.clients["other"].post(path, json={"contact_id": world.ids["contact"]})
+        assert theirs.status_code == 404, theirs.text
+        assert theirs.json()["field"] == "contact_id"
+        assert len(world.receiver.got) == sent
+        assert world.ok("POST", path, caller="other", json={"contact_id": mine["contact"]["id"]})
+    assert len(world.receiver.got) == sent + 1  # B's own contact's test send
+    moved = {**automation, "list_id": world.ids["list"]}
+    assert world.clients["other"].put(f"/api/automations/{made['id']}", json=moved).status_code in (404, 422)

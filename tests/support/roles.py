@@ -120,6 +120,8 @@ class World:
 
     api: Api
     hook_url: str
+    receiver: Receiver
+    """What arrived at ``hook_url`` (test sends; nothing dispatches the queued deliveries)."""
     keys: dict[str, Key]
     clients: dict[str, httpx.Client]
     ids: dict[str, int] = field(default_factory=dict)
@@ -459,7 +461,9 @@ def open_world(db_url: str, **settings: Any) -> Iterator[World]:
             clients[caller] = stack.enter_context(
                 httpx.Client(base_url=api.base_url, headers=headers, timeout=60)
             )
-        w = World(api=api, hook_url=hook, keys=keys, clients=clients, ids={"a": api.account_id})
+        w = World(
+            api=api, hook_url=hook, receiver=receiver, keys=keys, clients=clients, ids={"a": api.account_id}
+        )
         w.ids["list"] = w.ok("POST", "/api/lists", json={"name": "shared"})["id"]
         w.ok("POST", f"/api/lists/{w.ids['list']}/fields", json={"name": "Plan"})
         automation = {"list_id": w.ids["list"], "name": "new", "trigger": {"event": "contact.created"}}
