@@ -38,6 +38,8 @@ CALLERS = ("owner", "editor", "viewer", "other", "operator", "anonymous")
 
 @dataclass(frozen=True, slots=True)
 class ApiRoute:
+    """One operation (method and path template) of the app's route table."""
+
     method: str
     path: str
     roles: tuple[str, ...]
@@ -130,10 +132,6 @@ class World:
     @property
     def engine(self) -> sa.Engine:
         return self.api.engine
-
-    @property
-    def account_a(self) -> int:
-        return self.api.account_id
 
     def name(self, what: str) -> str:
         return f"{what}-{next(self._n)}"
