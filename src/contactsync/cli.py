@@ -242,6 +242,13 @@ def _register_secrets_commands() -> None:
 _register_secrets_commands()
 
 
+def _register_retention_commands() -> None:
+    import contactsync.cli_retention  # noqa: F401  (adds `db prune` to the `db` group)
+
+
+_register_retention_commands()
+
+
 def main() -> None:
     """Entry point of the ``contactsync`` script."""
     try:
