@@ -65,10 +65,16 @@ def _day(conn: sa.Connection, now: datetime, day: int, ids: dict[str, int]) -> N
     an endpoint switched off and on."""
     contact = conn.execute(
         t.contacts.insert()
-        .values(list_id=ids["list"], email=f"c{day}@example.com", email_key=f"c{day}@example.com",
-                status="active", created_at=now, updated_at=now)
+        .values(
+            list_id=ids["list"],
+            email=f"c{day}@example.com",
+            email_key=f"c{day}@example.com",
+            status="active",
+            created_at=now,
+            updated_at=now,
+        )
         .returning(t.contacts.c.id)
-    ).scalar_one()  # fmt: skip
+    ).scalar_one()
     conn.execute(
         t.activities.insert(),
         [
@@ -134,8 +140,15 @@ def test_sixty_days_of_platform_history_stay_bounded(engine: sa.Engine) -> None:
             _day(conn, now, day, ids)
         prune(engine, POLICY, side="platform", now=now, batch=7, pause_s=0)
         with engine.connect() as conn:
-            for table in (t.deliveries, t.delivery_attempts, t.activities, t.automation_entries,
-                          t.manual_runs, t.audit_log, t.endpoint_events):  # fmt: skip
+            for table in (
+                t.deliveries,
+                t.delivery_attempts,
+                t.activities,
+                t.automation_entries,
+                t.manual_runs,
+                t.audit_log,
+                t.endpoint_events,
+            ):
                 n = conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one()
                 peaks[table.name] = max(peaks.get(table.name, 0), n)
     now = START + timedelta(days=DAYS - 1)
@@ -146,8 +159,12 @@ def test_sixty_days_of_platform_history_stay_bounded(engine: sa.Engine) -> None:
             oldest = _oldest(conn, d.updated_at, d.state == state)
             assert oldest >= now - timedelta(days=days), state
         assert conn.execute(sa.select(d.state).where(d.transactionid == 1)).scalar_one() == "pending"
-        for column, days in ((t.activities.c.occurred_at, 20), (t.automation_entries.c.entered_at, 10),
-                             (t.audit_log.c.at, 10), (t.endpoint_events.c.created_at, 10)):  # fmt: skip
+        for column, days in (
+            (t.activities.c.occurred_at, 20),
+            (t.automation_entries.c.entered_at, 10),
+            (t.audit_log.c.at, 10),
+            (t.endpoint_events.c.created_at, 10),
+        ):
             assert _oldest(conn, column) >= now - timedelta(days=days), column
         runs = t.manual_runs.c
         assert _oldest(conn, runs.started_at, runs.state == "completed") >= now - timedelta(days=10)

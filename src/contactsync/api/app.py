@@ -10,13 +10,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
 import uvicorn
 from fastapi import APIRouter, FastAPI, Response
+from fastapi.routing import APIRoute
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -33,6 +34,16 @@ from contactsync.errors import ConfigError
 from contactsync.settings import Settings
 
 API_PREFIX = "/api"
+ROUTERS = (lists, contacts, events, automations, runs, deliveries, keys, people)
+
+
+def operations() -> Iterator[tuple[str, APIRoute]]:
+    """Every API operation with its full path: the route table the role, audit and plan tests walk
+    (FastAPI resolves included routers lazily, so ``app.routes`` does not list them)."""
+    for module in ROUTERS:
+        for route in module.router.routes:
+            if isinstance(route, APIRoute):
+                yield API_PREFIX + route.path, route
 
 
 def _lifespan(ctx: ApiContext, *, run_dispatcher: bool, owns_engine: bool, metrics_port: int | None) -> Any:
@@ -147,7 +158,7 @@ def create_app(
     errors.install(app)
     app.add_middleware(BodyLimit)
     api = APIRouter(prefix=API_PREFIX)
-    for module in (lists, contacts, events, automations, runs, deliveries, keys, people):
+    for module in ROUTERS:
         api.include_router(module.router)
     app.include_router(api)
     if settings.admin_password:  # the admin UI (contactsync.web) at /, behind its own login
