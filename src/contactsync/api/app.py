@@ -17,6 +17,7 @@ from typing import Any
 import sqlalchemy as sa
 import uvicorn
 from fastapi import APIRouter, FastAPI, Response
+from fastapi.responses import HTMLResponse
 from fastapi.routing import APIRoute
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
@@ -123,6 +124,27 @@ def bootstrap_operator(settings: Settings, engine: sa.Engine, *, now: datetime) 
                    target_id=made.id, now=now, detail={"email": made.email})  # fmt: skip
 
 
+def _serve_docs(app: FastAPI) -> None:
+    """``/api/docs``: Swagger UI from the ``swagger-ui-bundle-v2`` package, so the page works on an
+    installation without internet access (FastAPI's default page loads its script from a CDN)."""
+    from fastapi.openapi.docs import get_swagger_ui_html
+    from fastapi.staticfiles import StaticFiles
+    from swagger_ui_bundle import swagger_ui_path  # type: ignore[import-untyped]
+
+    assets = f"{API_PREFIX}/docs/assets"
+    app.mount(assets, StaticFiles(directory=str(swagger_ui_path)), name="docs-assets")
+
+    @app.get(f"{API_PREFIX}/docs", include_in_schema=False)
+    def docs() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url=f"{API_PREFIX}/openapi.json",
+            title="contactsync platform API",
+            swagger_js_url=f"{assets}/swagger-ui-bundle.js",
+            swagger_css_url=f"{assets}/swagger-ui.css",
+            swagger_favicon_url=f"{assets}/favicon-32x32.png",
+        )
+
+
 def create_app(
     settings: Settings,
     *,
@@ -148,7 +170,7 @@ def create_app(
         description="Contacts, marketing activity, automations and the Sync Contact to Third Party action. "
         "Authenticate with `Authorization: Bearer <API key>`.",
         openapi_url=f"{API_PREFIX}/openapi.json",
-        docs_url=f"{API_PREFIX}/docs",
+        docs_url=None,  # served below with Swagger UI's assets from an installed package, not a CDN
         redoc_url=None,
         lifespan=_lifespan(
             ctx, run_dispatcher=run_dispatcher, owns_engine=owns_engine, metrics_port=metrics_port
@@ -161,6 +183,7 @@ def create_app(
     for module in ROUTERS:
         api.include_router(module.router)
     app.include_router(api)
+    _serve_docs(app)
     if settings.admin_password:  # the admin UI (contactsync.web) at /, behind its own login
         bootstrap_operator(settings, engine, now=ctx.runtime.clock())
         from contactsync.web import create_web_app
