@@ -286,6 +286,8 @@ manual_runs = sa.Table(
     sa.Column("started_at", sa.DateTime(), nullable=False),
     sa.Column("updated_at", sa.DateTime(), nullable=False),
     sa.Column("finished_at", sa.DateTime()),
+    # a resend on purpose: every contact that matches enters, whatever the re-entry policy says
+    sa.Column("ignore_reentry", sa.Boolean(), nullable=False, server_default=sa.false()),
     sa.CheckConstraint("state IN ('running','completed','cancelled')", name="state"),
     sa.Index(None, "automation_id", "state"),
     sqlite_autoincrement=True,  # ids never reused (PostgreSQL's sequences never go back anyway)
