@@ -14,7 +14,7 @@ import json
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -67,14 +67,19 @@ def bar(description: str) -> Progress:
     )
 
 
-def _platform() -> tuple[Any, Any, Any]:
+@contextmanager
+def _platform() -> Iterator[tuple[Any, Any, Any]]:
+    """Settings, an engine and a runtime; the engine is disposed however the command ends."""
     from contactsync.automation.runtime import Runtime
     from contactsync.db.engine import create_engine
     from contactsync.settings import Settings
 
     settings = Settings()
     engine = create_engine(settings.database_url)
-    return settings, engine, Runtime.create(settings, engine=engine)
+    try:
+        yield settings, engine, Runtime.create(settings, engine=engine)
+    finally:
+        engine.dispose()
 
 
 # --- db ------------------------------------------------------------------------------------------
@@ -126,23 +131,22 @@ def import_command(
     content_type = "text/csv" if kind == "csv" else "application/x-ndjson"
     with one_line_errors():
         rows = imports.parse(body, content_type)
-        _settings, engine, rt = _platform()
-        counts = {"created": 0, "updated": 0, "unchanged": 0, "deliveries": 0}
-        with bar("importing") as progress, engine.begin() as conn:
-            account_id = account_of_list(conn, list_id)
-            task = progress.add_task("importing", total=len(rows))
-            for i, row in enumerate(rows):
-                try:
-                    saved, fired = save_contact(conn, rt, row.to_input(list_id))
-                except ContactSyncError as exc:
-                    raise type(exc)(f"row {i + 1}: {exc}") from exc
-                key = "created" if saved.created else "updated" if saved.changed else "unchanged"
-                counts[key] += 1
-                counts["deliveries"] += len(fired.transactionids)
-                progress.advance(task)
-            record(conn, Actor.cli(), "contact.import", account_id=account_id, target_type="list",
-                   target_id=list_id, now=rt.clock(), detail={"rows": len(rows), **counts})  # fmt: skip
-        engine.dispose()
+        with _platform() as (_settings, engine, rt):
+            counts = {"created": 0, "updated": 0, "unchanged": 0, "deliveries": 0}
+            with bar("importing") as progress, engine.begin() as conn:
+                account_id = account_of_list(conn, list_id)
+                task = progress.add_task("importing", total=len(rows))
+                for i, row in enumerate(rows):
+                    try:
+                        saved, fired = save_contact(conn, rt, row.to_input(list_id))
+                    except ContactSyncError as exc:
+                        raise type(exc)(f"row {i + 1}: {exc}") from exc
+                    key = "created" if saved.created else "updated" if saved.changed else "unchanged"
+                    counts[key] += 1
+                    counts["deliveries"] += len(fired.transactionids)
+                    progress.advance(task)
+                record(conn, Actor.cli(), "contact.import", account_id=account_id, target_type="list",
+                       target_id=list_id, now=rt.clock(), detail={"rows": len(rows), **counts})  # fmt: skip
     out.print_json(json.dumps({"rows": len(rows), **counts}))
 
 
@@ -160,8 +164,7 @@ def automations_run(
     from contactsync.errors import RunInProgressError
     from contactsync.tenancy.audit import Actor, record
 
-    with one_line_errors():
-        _settings, engine, rt = _platform()
+    with one_line_errors(), _platform() as (_settings, engine, rt):
         with engine.begin() as conn:  # the run's chunks commit apart: its start is the audited change
             try:
                 started, resumed = start_run(conn, rt, automation_id), False
@@ -179,7 +182,6 @@ def automations_run(
                 progress.update(task, completed=run.scanned, total=max(run.total, run.scanned))
 
             done = run_to_completion(engine, rt, started.id, chunk_size=chunk_size, on_progress=step)
-        engine.dispose()
     out.print_json(done.model_dump_json())
     if done.state != "completed":
         raise typer.Exit(1)
@@ -238,8 +240,7 @@ def deliveries_retry(
     from contactsync.tenancy.audit import Actor, record
 
     wanted = sorted(set(ids))
-    with one_line_errors():
-        _settings, engine, _rt = _platform()
+    with one_line_errors(), _platform() as (_settings, engine, _rt):
         with engine.connect() as conn:
             by_account = _by_account(conn, wanted)
 
@@ -251,7 +252,6 @@ def deliveries_retry(
                        detail={"ids": named[:AUDITED_IDS], "requested": len(named)})  # fmt: skip
 
         moved = _replay_in_chunks(engine, wanted, "retrying", audit)
-        engine.dispose()
     out.print_json(json.dumps({"requested": len(wanted), "queued": moved}))
     if moved < len(wanted):
         err.print("some deliveries were pending or in flight already, or do not exist", highlight=False)
@@ -268,11 +268,8 @@ def deliveries_recover(
     from contactsync.db.platform import deliveries
     from contactsync.tenancy.audit import Actor, record
 
-    with one_line_errors():
-        _settings, engine, _rt = _platform()
-        naive = (
-            since.replace(tzinfo=None) if since.tzinfo is None else since.astimezone().replace(tzinfo=None)
-        )
+    with one_line_errors(), _platform() as (_settings, engine, _rt):
+        naive = since if since.tzinfo is None else since.astimezone(UTC).replace(tzinfo=None)
         d = deliveries.c
         with engine.connect() as conn:
             account_id = account_of_automation(conn, get_action(conn, action_id).automation_id)
@@ -290,7 +287,6 @@ def deliveries_recover(
                    target_id=action_id, now=now, detail=detail)  # fmt: skip
 
         moved = _replay_in_chunks(engine, ids, f"recovering action {action_id}", audit)
-        engine.dispose()
     out.print_json(json.dumps({"failed": len(ids), "queued": moved}))
 
 
