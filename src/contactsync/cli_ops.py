@@ -346,7 +346,7 @@ def demo_command(
         grid.add_row("Operator email", f"[bold]{escape(settings.admin_email)}[/]")
         grid.add_row("Operator password", f"[bold]{escape(settings.admin_password)}[/]")
         grid.add_row("Platform API docs", f"{base}/api/docs")
-        grid.add_row("Listener admin UI", f"{lbase}/admin/login (the operator password alone, no email)")
+        grid.add_row("Listener admin UI", f"{lbase}/admin/login (same password, no email)")
         grid.add_row("Listener private URL", listener_url)
         grid.add_row("Data", str(where))
         stop = f"for {duration:g} s" if duration else "until Ctrl-C"

@@ -43,7 +43,7 @@ def test_demo_runs_for_its_duration_and_reports_every_delivery_delivered_and_pro
     assert re.search(r"Operator email\s+admin@localhost", output), output
     password = re.search(r"Operator password\s+(\S+)", output)
     assert password, output
-    assert "the operator password alone, no email" in output
+    assert "(same password, no email)" in output
     engine = create_engine(f"sqlite:///{tmp_path / 'demo' / 'platform.db'}")
     with engine.connect() as conn:
         operator = people.authenticate(conn, "admin@localhost", password.group(1))
