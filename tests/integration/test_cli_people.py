@@ -438,6 +438,29 @@ def test_every_mutating_command_writes_one_audit_row(
     assert row.detail["rows"] >= 1  # the action's secret, and the deliveries' frozen signing secrets
 
 
+def test_serve_sealing_credentials_stored_in_clear_is_audited_once(
+    cli: Cli, platform: dict[str, Any]
+) -> None:
+    from contactsync.api.commands import seal_plaintext
+    from contactsync.db.platform import actions
+
+    rt = Runtime.create(Settings(database_url=cli.env["CONTACTSYNC_DATABASE_URL"]), engine=cli.engine)
+    with cli.engine.begin() as conn:  # as stored before sealing existed
+        conn.execute(actions.update().values(secret="whsec_" + "A" * 32))
+    before = cli.last_audit_id()
+    seal_plaintext(cli.engine, rt)
+    (row,) = cli.audit_since(before)
+    assert (row.action, row.account_id, row.target_type, row.actor_kind) == (
+        "secrets.seal",
+        None,
+        "installation",
+        "cli",
+    )
+    assert row.detail == {"rows": 1}
+    seal_plaintext(cli.engine, rt)  # nothing left in clear: no change, no row
+    assert cli.last_audit_id() == row.id
+
+
 @pytest.mark.parametrize(
     "command",
     [

@@ -60,7 +60,7 @@ def serve_command(
             "note: with PostgreSQL, `contactsync worker` processes can run beside this one", highlight=False
         )
     runtime = Runtime.create(settings, engine=engine)
-    _seal_plaintext(engine, runtime)
+    seal_plaintext(engine, runtime)
     app = create_app(
         settings, engine=engine, runtime=runtime, run_dispatcher=with_worker, metrics_port=metrics_port
     )
@@ -70,7 +70,7 @@ def serve_command(
         engine.dispose()
 
 
-def _seal_plaintext(engine: Any, runtime: Any) -> None:
+def seal_plaintext(engine: Any, runtime: Any) -> None:
     """Seal credentials stored before sealing existed (a no-op once everything is sealed)."""
     from contactsync.db.reseal import reseal
     from contactsync.tenancy.audit import Actor, record
