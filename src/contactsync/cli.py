@@ -249,6 +249,15 @@ def _register_retention_commands() -> None:
 _register_retention_commands()
 
 
+def _register_people_commands() -> None:
+    from contactsync.cli_people import register as register_people
+
+    register_people(app)
+
+
+_register_people_commands()
+
+
 def main() -> None:
     """Entry point of the ``contactsync`` script."""
     try:
