@@ -157,6 +157,13 @@ def import_command(
 def automations_run(
     automation_id: int = typer.Argument(..., help="Automation id."),
     chunk_size: int = typer.Option(1000, "--chunk-size", min=1, help="Contacts per committed chunk."),
+    ignore_reentry: bool = typer.Option(
+        False,
+        "--ignore-reentry",
+        help="Resend on purpose: every contact that matches enters, even one a `once` automation let in "
+        "before (asks for confirmation with the count unless --yes).",
+    ),
+    yes: bool = typer.Option(False, "--yes", help="Do not ask before a resend."),
 ) -> None:
     """Run a manual pass over every contact of the automation's list (resumes an unfinished run)."""
     from contactsync.automation.actions import account_of_automation
@@ -165,12 +172,25 @@ def automations_run(
     from contactsync.tenancy.audit import Actor, record
 
     with one_line_errors(), _platform() as (_settings, engine, rt):
+        if ignore_reentry and not yes:
+            from contactsync.automation.explain import dry_run
+
+            with engine.connect() as conn:
+                preview = dry_run(conn, rt, automation_id, ignore_reentry=True)
+            typer.confirm(
+                f"resend to the {preview.would_enter} of {preview.total} contacts that match now "
+                f"(re-entry ignored)?",
+                abort=True,
+                err=True,
+            )
         with engine.begin() as conn:  # the run's chunks commit apart: its start is the audited change
             try:
-                started, resumed = start_run(conn, rt, automation_id), False
+                started = start_run(conn, rt, automation_id, ignore_reentry=ignore_reentry)
+                resumed = False
             except RunInProgressError as exc:
                 started, resumed = get_run(conn, exc.run_id), True
-            record(conn, Actor.cli(), "run.start", account_id=account_of_automation(conn, automation_id),
+            action = "run.resend" if started.ignore_reentry else "run.start"
+            record(conn, Actor.cli(), action, account_id=account_of_automation(conn, automation_id),
                    target_type="run", target_id=started.id, now=rt.clock(),
                    detail={"automation_id": automation_id, "resumed": resumed})  # fmt: skip
         with bar(f"automation {automation_id}") as progress:

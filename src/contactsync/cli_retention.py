@@ -26,6 +26,7 @@ def db_prune(
     from contactsync.db.migrate import upgrade
     from contactsync.db.retention import Retention, prune
     from contactsync.settings import Settings
+    from contactsync.tenancy.audit import Actor, record
 
     settings = Settings()
     sides = {"platform": settings.database_url, "listener": settings.listener_database_url}
@@ -41,6 +42,17 @@ def db_prune(
             try:
                 upgrade(engine, side=name)
                 report = prune(engine, policy, side=name, now=utc_now(), dry_run=dry_run)
+                if name == "platform" and report.total and not dry_run:
+                    with engine.begin() as conn:  # history deleted by hand is a change someone made
+                        record(
+                            conn,
+                            Actor.cli(),
+                            "retention.prune",
+                            account_id=None,
+                            target_type="installation",
+                            now=utc_now(),
+                            detail=report.rows,
+                        )
             finally:
                 engine.dispose()
             for kind, rows in report.rows.items():
