@@ -211,6 +211,7 @@ def world(
         }
         _seed(api, ids)
         with api.engine.connect() as conn:
+            ids["busy_contact"] = ids["contact"] + 1  # the first generated contact: it has activity
             ids["delivery"] = int(
                 conn.execute(
                     sa.text("SELECT max(id) FROM deliveries WHERE account_id = :a"), {"a": api.account_id}
@@ -240,6 +241,7 @@ FILTERS = {
     "/api/audit": [{}, {"action": "list."}, {"actor": "seed"}],
     "/api/lists/{list_id}/contacts": [{}, {"email": "c77@example.com"}],
     "/api/automations/{automation_id}/explain": [{"contact_id": "{contact}"}],
+    "/api/contacts/{contact_id}/activity": [{}, {"kind": "page_visit"}],
 }
 PATH_IDS = {
     "list_id": "list",
