@@ -242,6 +242,22 @@ def _register_secrets_commands() -> None:
 _register_secrets_commands()
 
 
+def _register_retention_commands() -> None:
+    import contactsync.cli_retention  # noqa: F401  (adds `db prune` to the `db` group)
+
+
+_register_retention_commands()
+
+
+def _register_people_commands() -> None:
+    from contactsync.cli_people import register as register_people
+
+    register_people(app)
+
+
+_register_people_commands()
+
+
 def main() -> None:
     """Entry point of the ``contactsync`` script."""
     try:

@@ -3,22 +3,26 @@
 
 Conventions shared with the rest of the CLI: settings come from ``CONTACTSYNC_*`` variables, long
 work shows a Rich progress bar on stderr, errors print as one ``error: …`` line on stderr with exit
-code 1 (usage errors exit 2), and stdout carries only the result, so scripts can parse it.
+code 1 (usage errors exit 2), and stdout carries only the result, so scripts can parse it. A command
+that changes data writes one audit row (actor ``cli:<os user>``) in the transaction of its change,
+or of its first chunk when it commits in chunks.
 """
 
 from __future__ import annotations
 
 import json
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
+import sqlalchemy as sa
 import typer
 from rich.console import Console, Group
 from rich.live import Live
+from rich.markup import escape
 from rich.panel import Panel
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -63,14 +67,19 @@ def bar(description: str) -> Progress:
     )
 
 
-def _platform() -> tuple[Any, Any, Any]:
+@contextmanager
+def _platform() -> Iterator[tuple[Any, Any, Any]]:
+    """Settings, an engine and a runtime; the engine is disposed however the command ends."""
     from contactsync.automation.runtime import Runtime
     from contactsync.db.engine import create_engine
     from contactsync.settings import Settings
 
     settings = Settings()
     engine = create_engine(settings.database_url)
-    return settings, engine, Runtime.create(settings, engine=engine)
+    try:
+        yield settings, engine, Runtime.create(settings, engine=engine)
+    finally:
+        engine.dispose()
 
 
 # --- db ------------------------------------------------------------------------------------------
@@ -109,6 +118,8 @@ def import_command(
 
     from contactsync.api import imports
     from contactsync.automation.events import save_contact
+    from contactsync.automation.lists import account_of_list
+    from contactsync.tenancy.audit import Actor, record
 
     kind = fmt if fmt != "auto" else ("ndjson" if file.suffix.lower() in {".ndjson", ".jsonl"} else "csv")
     if kind not in {"csv", "ndjson"}:
@@ -120,20 +131,22 @@ def import_command(
     content_type = "text/csv" if kind == "csv" else "application/x-ndjson"
     with one_line_errors():
         rows = imports.parse(body, content_type)
-        _settings, engine, rt = _platform()
-        counts = {"created": 0, "updated": 0, "unchanged": 0, "deliveries": 0}
-        with bar("importing") as progress, engine.begin() as conn:
-            task = progress.add_task("importing", total=len(rows))
-            for i, row in enumerate(rows):
-                try:
-                    saved, fired = save_contact(conn, rt, row.to_input(list_id))
-                except ContactSyncError as exc:
-                    raise type(exc)(f"row {i + 1}: {exc}") from exc
-                key = "created" if saved.created else "updated" if saved.changed else "unchanged"
-                counts[key] += 1
-                counts["deliveries"] += len(fired.transactionids)
-                progress.advance(task)
-        engine.dispose()
+        with _platform() as (_settings, engine, rt):
+            counts = {"created": 0, "updated": 0, "unchanged": 0, "deliveries": 0}
+            with bar("importing") as progress, engine.begin() as conn:
+                account_id = account_of_list(conn, list_id)
+                task = progress.add_task("importing", total=len(rows))
+                for i, row in enumerate(rows):
+                    try:
+                        saved, fired = save_contact(conn, rt, row.to_input(list_id))
+                    except ContactSyncError as exc:
+                        raise type(exc)(f"row {i + 1}: {exc}") from exc
+                    key = "created" if saved.created else "updated" if saved.changed else "unchanged"
+                    counts[key] += 1
+                    counts["deliveries"] += len(fired.transactionids)
+                    progress.advance(task)
+                record(conn, Actor.cli(), "contact.import", account_id=account_id, target_type="list",
+                       target_id=list_id, now=rt.clock(), detail={"rows": len(rows), **counts})  # fmt: skip
     out.print_json(json.dumps({"rows": len(rows), **counts}))
 
 
@@ -144,14 +157,42 @@ def import_command(
 def automations_run(
     automation_id: int = typer.Argument(..., help="Automation id."),
     chunk_size: int = typer.Option(1000, "--chunk-size", min=1, help="Contacts per committed chunk."),
+    ignore_reentry: bool = typer.Option(
+        False,
+        "--ignore-reentry",
+        help="Resend on purpose: every contact that matches enters, even one a `once` automation let in "
+        "before (asks for confirmation with the count unless --yes).",
+    ),
+    yes: bool = typer.Option(False, "--yes", help="Do not ask before a resend."),
 ) -> None:
     """Run a manual pass over every contact of the automation's list (resumes an unfinished run)."""
-    from contactsync.automation.manual import run_to_completion, start_or_resume
+    from contactsync.automation.actions import account_of_automation
+    from contactsync.automation.manual import get_run, run_to_completion, start_run
+    from contactsync.errors import RunInProgressError
+    from contactsync.tenancy.audit import Actor, record
 
-    with one_line_errors():
-        _settings, engine, rt = _platform()
-        with engine.begin() as conn:
-            started = start_or_resume(conn, rt, automation_id)
+    with one_line_errors(), _platform() as (_settings, engine, rt):
+        if ignore_reentry and not yes:
+            from contactsync.automation.explain import dry_run
+
+            with engine.connect() as conn:
+                preview = dry_run(conn, rt, automation_id, ignore_reentry=True)
+            typer.confirm(
+                f"resend to the {preview.would_enter} of {preview.total} contacts that match now "
+                f"(re-entry ignored)?",
+                abort=True,
+                err=True,
+            )
+        with engine.begin() as conn:  # the run's chunks commit apart: its start is the audited change
+            try:
+                started = start_run(conn, rt, automation_id, ignore_reentry=ignore_reentry)
+                resumed = False
+            except RunInProgressError as exc:
+                started, resumed = get_run(conn, exc.run_id), True
+            action = "run.resend" if started.ignore_reentry else "run.start"
+            record(conn, Actor.cli(), action, account_id=account_of_automation(conn, automation_id),
+                   target_type="run", target_id=started.id, now=rt.clock(),
+                   detail={"automation_id": automation_id, "resumed": resumed})  # fmt: skip
         with bar(f"automation {automation_id}") as progress:
             task = progress.add_task(
                 f"automation {automation_id}", total=started.total, completed=started.scanned
@@ -161,7 +202,6 @@ def automations_run(
                 progress.update(task, completed=run.scanned, total=max(run.total, run.scanned))
 
             done = run_to_completion(engine, rt, started.id, chunk_size=chunk_size, on_progress=step)
-        engine.dispose()
     out.print_json(done.model_dump_json())
     if done.state != "completed":
         raise typer.Exit(1)
@@ -170,19 +210,46 @@ def automations_run(
 # --- deliveries ----------------------------------------------------------------------------------
 
 
-def _replay_in_chunks(engine: Any, ids: list[int], label: str) -> int:
+def _replay_in_chunks(
+    engine: Any, ids: list[int], label: str, audit: Callable[[sa.Connection, datetime], None]
+) -> int:
+    """Replay ``ids`` a chunk per transaction (progress, short transactions on large backlogs).
+
+    ``audit`` writes the command's audit row in the first chunk's transaction: nothing is committed
+    before the log names it, as a manual run's start names the chunks that follow.
+    """
     from contactsync.automation.runtime import utc_now
     from contactsync.delivery import outbox
 
     moved = 0
     with bar(label) as progress:
         task = progress.add_task(label, total=len(ids))
-        for start in range(0, len(ids), RETRY_CHUNK):
+        for start in range(0, max(len(ids), 1), RETRY_CHUNK):
             part = ids[start : start + RETRY_CHUNK]
             with engine.begin() as conn:
-                moved += outbox.replay(conn, part, now=utc_now())
+                now = utc_now()
+                if start == 0:
+                    audit(conn, now)
+                moved += outbox.replay(conn, part, now=now)
             progress.advance(task, len(part))
     return moved
+
+
+def _by_account(conn: sa.Connection, ids: list[int]) -> dict[int, list[int]]:
+    """The existing deliveries among ``ids``, by account."""
+    from contactsync.db.platform import deliveries
+
+    d = deliveries.c
+    found: dict[int, list[int]] = {}
+    for start in range(0, len(ids), RETRY_CHUNK):
+        part = ids[start : start + RETRY_CHUNK]
+        for delivery_id, account_id in conn.execute(sa.select(d.id, d.account_id).where(d.id.in_(part))):
+            found.setdefault(account_id, []).append(delivery_id)
+    return {account: sorted(named) for account, named in found.items()}
+
+
+AUDITED_IDS = 100
+"""At most this many delivery ids are named in an audit row (with the count of all of them)."""
 
 
 @deliveries_app.command("retry")
@@ -190,12 +257,23 @@ def deliveries_retry(
     ids: Annotated[list[int], typer.Argument(help="Delivery ids (failed, cancelled or delivered).")],
 ) -> None:
     """Send deliveries again now, with a fresh retry schedule (same transactionid and body)."""
-    with one_line_errors():
-        _settings, engine, _rt = _platform()
-        moved = _replay_in_chunks(engine, sorted(set(ids)), "retrying")
-        engine.dispose()
-    out.print_json(json.dumps({"requested": len(set(ids)), "queued": moved}))
-    if moved < len(set(ids)):
+    from contactsync.tenancy.audit import Actor, record
+
+    wanted = sorted(set(ids))
+    with one_line_errors(), _platform() as (_settings, engine, _rt):
+        with engine.connect() as conn:
+            by_account = _by_account(conn, wanted)
+
+        def audit(conn: sa.Connection, now: datetime) -> None:
+            """One row per account whose deliveries are named (one, but for an operator's sweep)."""
+            for account_id, named in sorted(by_account.items()):
+                record(conn, Actor.cli(), "delivery.retry", account_id=account_id, target_type="delivery",
+                       target_id=named[0] if len(named) == 1 else None, now=now,
+                       detail={"ids": named[:AUDITED_IDS], "requested": len(named)})  # fmt: skip
+
+        moved = _replay_in_chunks(engine, wanted, "retrying", audit)
+    out.print_json(json.dumps({"requested": len(wanted), "queued": moved}))
+    if moved < len(wanted):
         err.print("some deliveries were pending or in flight already, or do not exist", highlight=False)
         raise typer.Exit(1)
 
@@ -206,17 +284,15 @@ def deliveries_recover(
     action_id: int = typer.Option(..., "--action", "-a", help="Action whose failed deliveries to retry."),
 ) -> None:
     """Retry every failed delivery of one action created since a moment (delivery.md "recover")."""
-    import sqlalchemy as sa
-
+    from contactsync.automation.actions import account_of_automation, get_action
     from contactsync.db.platform import deliveries
+    from contactsync.tenancy.audit import Actor, record
 
-    with one_line_errors():
-        _settings, engine, _rt = _platform()
-        naive = (
-            since.replace(tzinfo=None) if since.tzinfo is None else since.astimezone().replace(tzinfo=None)
-        )
+    with one_line_errors(), _platform() as (_settings, engine, _rt):
+        naive = since if since.tzinfo is None else since.astimezone(UTC).replace(tzinfo=None)
         d = deliveries.c
         with engine.connect() as conn:
+            account_id = account_of_automation(conn, get_action(conn, action_id).automation_id)
             ids = list(
                 conn.execute(
                     sa.select(d.id)
@@ -224,8 +300,13 @@ def deliveries_recover(
                     .order_by(d.id)
                 ).scalars()
             )
-        moved = _replay_in_chunks(engine, ids, f"recovering action {action_id}")
-        engine.dispose()
+
+        def audit(conn: sa.Connection, now: datetime) -> None:
+            detail = {"failed": len(ids), "since": str(naive)}
+            record(conn, Actor.cli(), "action.recover", account_id=account_id, target_type="action",
+                   target_id=action_id, now=now, detail=detail)  # fmt: skip
+
+        moved = _replay_in_chunks(engine, ids, f"recovering action {action_id}", audit)
     out.print_json(json.dumps({"failed": len(ids), "queued": moved}))
 
 
@@ -282,9 +363,10 @@ def demo_command(
         lbase = listener_url.split("/sync/", 1)[0]
         grid = Table.grid(padding=(0, 2))
         grid.add_row("Platform admin UI", f"{base}/login")
-        grid.add_row("Admin password", f"[bold]{settings.admin_password}[/]")
+        grid.add_row("Operator email", f"[bold]{escape(settings.admin_email)}[/]")
+        grid.add_row("Operator password", f"[bold]{escape(settings.admin_password)}[/]")
         grid.add_row("Platform API docs", f"{base}/api/docs")
-        grid.add_row("Listener admin UI", f"{lbase}/admin/login (same password)")
+        grid.add_row("Listener admin UI", f"{lbase}/admin/login (same password, no email)")
         grid.add_row("Listener private URL", listener_url)
         grid.add_row("Data", str(where))
         stop = f"for {duration:g} s" if duration else "until Ctrl-C"

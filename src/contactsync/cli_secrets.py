@@ -32,11 +32,13 @@ def rotate_key_command(
     ),
 ) -> None:
     """Re-encrypt every action secret and header value (outbox included) under a new key."""
+    from contactsync.automation.runtime import utc_now
     from contactsync.db import sealing
     from contactsync.db.engine import create_engine
     from contactsync.db.migrate import upgrade
     from contactsync.db.reseal import reseal
     from contactsync.settings import Settings
+    from contactsync.tenancy.audit import Actor, record
 
     settings = Settings()
     old = sealing.keyring_from_settings(settings)
@@ -50,6 +52,8 @@ def rotate_key_command(
         upgrade(engine, side="platform")
         with engine.begin() as conn:
             changed = reseal(conn, read=old, write=new)
+            record(conn, Actor.cli(), "secrets.rotate_key", account_id=None, target_type="installation",
+                   now=utc_now(), detail={"rows": changed, "key_file": path is not None})  # fmt: skip
     finally:
         engine.dispose()
     if path is not None:

@@ -38,6 +38,17 @@ class Settings(BaseSettings):
     # reading), or a key file; the embedded SQLite default generates ``<database>.key`` beside it
     secrets_key: str = ""
     secrets_key_file: str = ""
+    # retention (db/retention.py): days each kind of history is kept, 0 = forever; pruned in small
+    # batches by the dispatcher (platform) and the listener's handlers every retention_interval_s
+    retention_delivered_days: float = 30.0  # delivered and cancelled deliveries, with their attempts
+    retention_failed_days: float = 90.0  # failed deliveries (a replay makes them pending again)
+    retention_endpoint_events_days: float = 90.0
+    retention_entries_days: float = 365.0  # automation entries (re-entry itself is decided by gates)
+    retention_runs_days: float = 90.0  # finished manual runs
+    retention_audit_days: float = 365.0
+    retention_activities_days: float = 0.0  # rules look back over activity: kept unless set
+    retention_inbox_days: float = 14.0  # listener inbox entries whose handlers all finished
+    retention_interval_s: float = 3600.0
 
     # listener side
     listener_database_url: str = "sqlite:///contactsync-listener.db"

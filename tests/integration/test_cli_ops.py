@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -157,9 +158,59 @@ def test_automations_run_then_retry_and_recover(platform: dict[str, Any], tmp_pa
         ["deliveries", "retry"],
         ["deliveries", "recover"],
         ["db", "upgrade"],
+        ["db", "prune"],
     ],
 )
 def test_every_command_has_help(command: list[str]) -> None:
     result = run(*command, "--help")
     assert result.exit_code == 0
     assert "Usage" in result.output
+
+
+def test_resend_ignores_reentry_after_asking(platform: dict[str, Any], tmp_path: Path) -> None:
+    people = tmp_path / "p.csv"
+    people.write_text("email,City\n" + "".join(f"r{i}@example.com,Town\n" for i in range(4)))
+    assert run("import", str(people), "--list", str(platform["list"])).exit_code == 0
+    automation = str(platform["automation"])
+    assert json.loads(run("automations", "run", automation).stdout)["enqueued"] == 4
+    assert json.loads(run("automations", "run", automation).stdout)["enqueued"] == 0  # `once`
+    declined = CliRunner().invoke(app, ["automations", "run", automation, "--ignore-reentry"], input="n\n")
+    assert declined.exit_code == 1
+    assert "resend to the 4 of 4 contacts" in declined.stderr
+    resent = run("automations", "run", automation, "--ignore-reentry", "--yes")
+    assert resent.exit_code == 0, resent.output
+    summary = json.loads(resent.stdout)
+    assert summary["enqueued"] == 4
+    assert summary["ignore_reentry"] is True
+    with platform["engine"].connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(deliveries)).scalar_one() == 8
+        audited = conn.execute(sa.text("SELECT action FROM audit_log WHERE action LIKE 'run.%' ORDER BY id"))
+        assert list(audited.scalars()) == ["run.start", "run.start", "run.resend"]
+
+
+def test_db_prune_dry_run_then_prune(platform: dict[str, Any], env: dict[str, str], monkeypatch: Any) -> None:
+    engine = platform["engine"]
+    with engine.begin() as conn:  # two delivered deliveries, one of them finished 40 days ago
+        for tid, age in ((1, 40), (2, 1)):
+            conn.execute(
+                sa.text(
+                    "INSERT INTO deliveries (transactionid, account_id, endpoint, method, url, headers, "
+                    "body, content_type, state, attempt_count, next_attempt_at, created_at, updated_at) "
+                    "VALUES (:t, 1, 'https://crm.example', 'GET', 'https://crm.example/in', '{}', X'', '', "
+                    "'delivered', 1, :at, :at, :at)"
+                ),
+                {"t": tid, "at": datetime.now(UTC).replace(tzinfo=None) - timedelta(days=age)},
+            )
+    monkeypatch.setenv("CONTACTSYNC_RETENTION_DELIVERED_DAYS", "30")
+    counted = run("db", "prune", "--dry-run", "--side", "platform")
+    assert counted.exit_code == 0, counted.output
+    assert "deliveries.delivered" in counted.stdout
+    with engine.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(deliveries)).scalar_one() == 2
+    pruned = run("db", "prune", "--side", "platform")
+    assert pruned.exit_code == 0, pruned.output
+    with engine.connect() as conn:
+        left = conn.execute(sa.select(deliveries.c.transactionid)).scalars().all()
+        audited = conn.execute(sa.text("SELECT action FROM audit_log WHERE action = 'retention.prune'")).all()
+    assert left == [2]
+    assert len(audited) == 1

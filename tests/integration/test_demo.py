@@ -11,6 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from contactsync.db.engine import create_engine
+from contactsync.tenancy import people
+
 pytestmark = pytest.mark.slow
 
 SCRIPT = Path(sys.executable).with_name("contactsync")
@@ -36,7 +39,17 @@ def test_demo_runs_for_its_duration_and_reports_every_delivery_delivered_and_pro
     assert events > 0
     assert generated > 0
     assert generated == delivered == projected
-    assert "Admin password" in output
+    # the platform UI signs the operator in with the printed email and password; the listener's, the password
+    assert re.search(r"Operator email\s+admin@localhost", output), output
+    password = re.search(r"Operator password\s+(\S+)", output)
+    assert password, output
+    assert "(same password, no email)" in output
+    engine = create_engine(f"sqlite:///{tmp_path / 'demo' / 'platform.db'}")
+    with engine.connect() as conn:
+        operator = people.authenticate(conn, "admin@localhost", password.group(1))
+    engine.dispose()
+    assert operator is not None
+    assert operator.operator
     assert re.search(r"http://127\.0\.0\.1:\d+/login", output)
     assert (tmp_path / "demo" / "platform.db").exists()
     assert "every contact's projection equals the platform's data" in output

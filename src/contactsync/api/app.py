@@ -10,13 +10,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
 import uvicorn
 from fastapi import APIRouter, FastAPI, Response
+from fastapi.responses import HTMLResponse
+from fastapi.routing import APIRoute
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -33,6 +35,16 @@ from contactsync.errors import ConfigError
 from contactsync.settings import Settings
 
 API_PREFIX = "/api"
+ROUTERS = (lists, contacts, events, automations, runs, deliveries, keys, people)
+
+
+def operations() -> Iterator[tuple[str, APIRoute]]:
+    """Every API operation with its full path: the route table the role, audit and plan tests walk
+    (FastAPI resolves included routers lazily, so ``app.routes`` does not list them)."""
+    for module in ROUTERS:
+        for route in module.router.routes:
+            if isinstance(route, APIRoute):
+                yield API_PREFIX + route.path, route
 
 
 def _lifespan(ctx: ApiContext, *, run_dispatcher: bool, owns_engine: bool, metrics_port: int | None) -> Any:
@@ -112,6 +124,27 @@ def bootstrap_operator(settings: Settings, engine: sa.Engine, *, now: datetime) 
                    target_id=made.id, now=now, detail={"email": made.email})  # fmt: skip
 
 
+def _serve_docs(app: FastAPI) -> None:
+    """``/api/docs``: Swagger UI from the ``swagger-ui-bundle-v2`` package, so the page works on an
+    installation without internet access (FastAPI's default page loads its script from a CDN)."""
+    from fastapi.openapi.docs import get_swagger_ui_html
+    from fastapi.staticfiles import StaticFiles
+    from swagger_ui_bundle import swagger_ui_path  # type: ignore[import-untyped]
+
+    assets = f"{API_PREFIX}/docs/assets"
+    app.mount(assets, StaticFiles(directory=str(swagger_ui_path)), name="docs-assets")
+
+    @app.get(f"{API_PREFIX}/docs", include_in_schema=False)
+    def docs() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url=f"{API_PREFIX}/openapi.json",
+            title="contactsync platform API",
+            swagger_js_url=f"{assets}/swagger-ui-bundle.js",
+            swagger_css_url=f"{assets}/swagger-ui.css",
+            swagger_favicon_url=f"{assets}/favicon-32x32.png",
+        )
+
+
 def create_app(
     settings: Settings,
     *,
@@ -137,7 +170,7 @@ def create_app(
         description="Contacts, marketing activity, automations and the Sync Contact to Third Party action. "
         "Authenticate with `Authorization: Bearer <API key>`.",
         openapi_url=f"{API_PREFIX}/openapi.json",
-        docs_url=f"{API_PREFIX}/docs",
+        docs_url=None,  # served below with Swagger UI's assets from an installed package, not a CDN
         redoc_url=None,
         lifespan=_lifespan(
             ctx, run_dispatcher=run_dispatcher, owns_engine=owns_engine, metrics_port=metrics_port
@@ -147,9 +180,10 @@ def create_app(
     errors.install(app)
     app.add_middleware(BodyLimit)
     api = APIRouter(prefix=API_PREFIX)
-    for module in (lists, contacts, events, automations, runs, deliveries, keys, people):
+    for module in ROUTERS:
         api.include_router(module.router)
     app.include_router(api)
+    _serve_docs(app)
     if settings.admin_password:  # the admin UI (contactsync.web) at /, behind its own login
         bootstrap_operator(settings, engine, now=ctx.runtime.clock())
         from contactsync.web import create_web_app

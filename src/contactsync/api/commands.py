@@ -18,7 +18,8 @@ out = Console()
 err = Console(stderr=True)
 
 
-def _engine() -> tuple[Any, Any]:
+def migrated_engine() -> tuple[Any, Any]:
+    """Settings and an engine on the platform database, migrated to the newest schema."""
     from contactsync.db.engine import create_engine
     from contactsync.db.migrate import upgrade
     from contactsync.settings import Settings
@@ -53,13 +54,13 @@ def serve_command(
     from contactsync.api.app import create_app
     from contactsync.automation.runtime import Runtime
 
-    settings, engine = _engine()
+    settings, engine = migrated_engine()
     if with_worker and engine.dialect.name != "sqlite":
         err.print(
             "note: with PostgreSQL, `contactsync worker` processes can run beside this one", highlight=False
         )
     runtime = Runtime.create(settings, engine=engine)
-    _seal_plaintext(engine, runtime)
+    seal_plaintext(engine, runtime)
     app = create_app(
         settings, engine=engine, runtime=runtime, run_dispatcher=with_worker, metrics_port=metrics_port
     )
@@ -69,12 +70,16 @@ def serve_command(
         engine.dispose()
 
 
-def _seal_plaintext(engine: Any, runtime: Any) -> None:
+def seal_plaintext(engine: Any, runtime: Any) -> None:
     """Seal credentials stored before sealing existed (a no-op once everything is sealed)."""
     from contactsync.db.reseal import reseal
+    from contactsync.tenancy.audit import Actor, record
 
     with engine.begin() as conn:
         changed = reseal(conn, read=runtime.keyring, write=runtime.keyring)
+        if changed:
+            record(conn, Actor.cli(), "secrets.seal", account_id=None, target_type="installation",
+                   now=runtime.clock(), detail={"rows": changed})  # fmt: skip
     if changed:
         err.print(f"sealed the credentials of {changed} rows stored in clear", highlight=False)
 
@@ -102,7 +107,7 @@ def keys_create(
 
     if not operator and role not in ROLES:
         raise typer.BadParameter(f"must be one of {', '.join(ROLES)}", param_hint="--role")
-    _settings, engine = _engine()
+    _settings, engine = migrated_engine()
     try:
         with engine.begin() as conn:
             now = utc_now()
@@ -127,7 +132,7 @@ def keys_list() -> None:
     """Every key with its prefix, account, creation, last use and revocation."""
     from contactsync.api import keys
 
-    _settings, engine = _engine()
+    _settings, engine = migrated_engine()
     try:
         with engine.connect() as conn:
             found = keys.list_keys(conn)
@@ -155,7 +160,7 @@ def keys_revoke(key_id: int = typer.Argument(..., help="Id from `keys list`.")) 
     from contactsync.automation.runtime import utc_now
     from contactsync.tenancy.audit import Actor, record
 
-    _settings, engine = _engine()
+    _settings, engine = migrated_engine()
     try:
         with engine.begin() as conn:
             now = utc_now()

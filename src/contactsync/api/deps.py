@@ -24,7 +24,7 @@ from contactsync.api import keys
 from contactsync.api.background import RunWorkers
 from contactsync.api.errors import ApiError
 from contactsync.automation.runtime import Runtime
-from contactsync.db.platform import actions, automations, contacts, deliveries, endpoints, lists
+from contactsync.db.platform import actions, automations, contacts, deliveries, endpoints, fields, lists
 from contactsync.delivery.metrics import DeliveryMetrics
 from contactsync.errors import NotFoundError
 from contactsync.settings import Settings
@@ -203,6 +203,13 @@ def _check(conn: sa.Connection, query: sa.Select[int], what: str, ident: int, fl
 def own_list(conn: sa.Connection, caller: keys.Principal, list_id: int, *, field: str = "list_id") -> None:
     q = sa.select(lists.c.id).where(lists.c.id == list_id, lists.c.account_id == caller.account_id)
     _check(conn, q, "list", list_id, field)
+
+
+def own_field(conn: sa.Connection, caller: keys.Principal, field_id: int) -> None:
+    q = sa.select(fields.c.id).where(
+        fields.c.id == field_id, fields.c.list_id.in_(account_lists(caller.account_id))
+    )
+    _check(conn, q, "field", field_id, "field_id")
 
 
 def own_contact(

@@ -198,7 +198,11 @@ def install(app: FastAPI) -> None:
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorBody, "description": "Malformed body"},
-    401: {"model": ErrorBody, "description": "Missing, unknown or revoked API key"},
+    401: {"model": ErrorBody, "description": "Missing, unknown or revoked API key, or a suspended account's"},
+    403: {
+        "model": ErrorBody,
+        "description": "The key's role does not allow this (the message names the role needed)",
+    },
     404: {"model": ErrorBody, "description": "An id that does not exist (or belongs to another account)"},
     409: {"model": ErrorBody, "description": "A concurrent change conflicted, or a state that forbids it"},
     413: {"model": ErrorBody, "description": "The request body is too large"},

@@ -34,6 +34,7 @@ from contactsync.automation.automations import Compiled, automation_from_row, co
 from contactsync.automation.contacts import ContactIn, UpsertResult, upsert_contact
 from contactsync.automation.payload_builder import PayloadOptions, Rendered, build
 from contactsync.automation.predicate import compile_prefilter
+from contactsync.automation.rules import Reentry
 from contactsync.automation.runtime import Runtime
 from contactsync.automation.snapshot import (
     activity_needs,
@@ -51,6 +52,10 @@ class FireResult(BaseModel):
 
     entries: int = 0
     transactionids: list[int] = []
+
+
+EVERY_TIME = Reentry(policy="always")
+"""The gate of a resend on purpose: everyone who matches enters, and the gate records it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,13 +196,16 @@ def _admit(
     *,
     now: datetime,
     manual_run_id: int | None,
+    ignore_reentry: bool = False,
 ) -> list[int]:
     """Re-entry policy, decided by the database (:mod:`.reentry`); returns the contacts that enter now
-    and writes their entries."""
+    and writes their entries. ``ignore_reentry`` lets everyone in (a resend on purpose); the gates
+    still record the entry, so the policy holds again afterwards."""
     a = compiled.automation
-    admitted = reentry.admit(conn, a.id, a.reentry, contact_ids, now=now)
+    policy = EVERY_TIME if ignore_reentry else a.reentry
+    admitted = reentry.admit(conn, a.id, policy, contact_ids, now=now)
     # the gate decided; the entries' unique key still refuses a second `once` entry outright
-    once_key = 0 if a.reentry.policy == "once" else None
+    once_key = 0 if policy.policy == "once" else None
     for part in chunked(admitted):
         conn.execute(
             automation_entries.insert(),
@@ -224,9 +232,18 @@ def enter(
     *,
     now: datetime,
     manual_run_id: int | None = None,
+    ignore_reentry: bool = False,
 ) -> Entered:
-    """Let matching contacts into the automation (re-entry permitting) and enqueue its actions."""
-    return enter_many(conn, rt, [(compiled, contact_ids)], now=now, manual_run_id=manual_run_id)
+    """Let matching contacts into the automation (re-entry permitting, unless ``ignore_reentry``)
+    and enqueue its actions."""
+    return enter_many(
+        conn,
+        rt,
+        [(compiled, contact_ids)],
+        now=now,
+        manual_run_id=manual_run_id,
+        ignore_reentry=ignore_reentry,
+    )
 
 
 def enter_many(
@@ -236,13 +253,16 @@ def enter_many(
     *,
     now: datetime,
     manual_run_id: int | None = None,
+    ignore_reentry: bool = False,
 ) -> Entered:
     """:func:`enter` for several automations at once: payloads are built once per distinct action
     options for all the contacts that need them, then stamped with each delivery's transactionid."""
     admitted: list[tuple[Compiled, list[int]]] = []
     for compiled, ids in groups:
         if ids:
-            got = _admit(conn, compiled, ids, now=now, manual_run_id=manual_run_id)
+            got = _admit(
+                conn, compiled, ids, now=now, manual_run_id=manual_run_id, ignore_reentry=ignore_reentry
+            )
             if got:
                 admitted.append((compiled, got))
     if not admitted:

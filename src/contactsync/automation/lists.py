@@ -19,7 +19,8 @@ from contactsync.db.platform import accounts, fields, lead_status_thresholds, li
 from contactsync.errors import NotFoundError, ValidationError
 from contactsync.shortcodes import BUILTIN_FIELDS, shortcode_key
 
-_BY_ID = re.compile(r"FIELD_[0-9]+")
+BY_ID_KEY = re.compile(r"FIELD_[0-9]+")
+"""The key every field also answers to (``FIELD_<id>``): no field may take one as its own."""
 
 FieldType = Literal["text", "number", "date", "email", "phone", "choice"]
 
@@ -103,7 +104,7 @@ def create_field(conn: sa.Connection, data: FieldIn, *, now: datetime) -> FieldO
         key = shortcode_key(data.name, taken=taken)
     else:
         key = data.shortcode_key.upper()
-        if key in taken or key in BUILTIN_FIELDS or _BY_ID.fullmatch(key):
+        if key in taken or key in BUILTIN_FIELDS or BY_ID_KEY.fullmatch(key):
             raise ValidationError(
                 f"shortcode key {key!r} is already used in this list", field="shortcode_key"
             )

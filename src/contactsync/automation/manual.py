@@ -40,6 +40,7 @@ class ManualRunOut(BaseModel):
     scanned: int
     matched: int
     enqueued: int
+    ignore_reentry: bool = False
     started_at: datetime
     updated_at: datetime
     finished_at: datetime | None
@@ -70,8 +71,13 @@ START_ATTEMPTS = 3
 """Tries to insert a run when the running one we collided with finished before we could read it."""
 
 
-def start_run(conn: sa.Connection, rt: Runtime, automation_id: int) -> ManualRunOut:
+def start_run(
+    conn: sa.Connection, rt: Runtime, automation_id: int, *, ignore_reentry: bool = False
+) -> ManualRunOut:
     """Create a run of the automation, or raise :class:`RunInProgressError` naming the running one.
+
+    ``ignore_reentry``: a resend on purpose — every contact that matches enters, even one a ``once``
+    automation already let in (someone who lost their copy of the data wants everyone again).
 
     The partial unique index ``uq_manual_runs_one_running`` decides: of concurrent starts (any
     process, any database) exactly one inserts its row; the others find the conflict and name it.
@@ -92,6 +98,7 @@ def start_run(conn: sa.Connection, rt: Runtime, automation_id: int) -> ManualRun
         "scanned": 0,
         "matched": 0,
         "enqueued": 0,
+        "ignore_reentry": ignore_reentry,
         "started_at": now,
         "updated_at": now,
     }
@@ -208,7 +215,9 @@ def run_chunk(
     values: dict[str, object] = {"updated_at": now}
     if count and upto is not None:
         matched = match_range(conn, compiled, run.cursor_contact_id, upto, now=now, strategy=strategy)
-        entered = enter(conn, rt, compiled, matched, now=now, manual_run_id=run_id)
+        entered = enter(
+            conn, rt, compiled, matched, now=now, manual_run_id=run_id, ignore_reentry=run.ignore_reentry
+        )
         values.update(
             cursor_contact_id=upto,
             scanned=run.scanned + count,

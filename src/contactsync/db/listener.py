@@ -59,6 +59,15 @@ handler_runs = sa.Table(
     sa.Column("last_error", _TEXT, nullable=True),
     sa.UniqueConstraint("inbox_id", "handler"),
     sa.Index("ix_listener_handler_runs_due", "handler", "state", "next_attempt_at_ms"),
+    # what is still to do (metrics, the admin page): a few rows, however long the history
+    sa.Index(
+        "ix_listener_handler_runs_unfinished",
+        "handler",
+        "state",
+        "received_at_ms",
+        sqlite_where=sa.text("state != 'done'"),
+        postgresql_where=sa.text("state != 'done'"),
+    ),
 )
 """One row per (inbox entry, handler): each handler is tracked and retried on its own."""
 

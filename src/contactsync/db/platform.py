@@ -286,6 +286,8 @@ manual_runs = sa.Table(
     sa.Column("started_at", sa.DateTime(), nullable=False),
     sa.Column("updated_at", sa.DateTime(), nullable=False),
     sa.Column("finished_at", sa.DateTime()),
+    # a resend on purpose: every contact that matches enters, whatever the re-entry policy says
+    sa.Column("ignore_reentry", sa.Boolean(), nullable=False, server_default=sa.false()),
     sa.CheckConstraint("state IN ('running','completed','cancelled')", name="state"),
     sa.Index(None, "automation_id", "state"),
     sqlite_autoincrement=True,  # ids never reused (PostgreSQL's sequences never go back anyway)
@@ -335,6 +337,12 @@ deliveries = sa.Table(
     sa.Index(None, "action_id", "state", "created_at"),
     sa.Index(None, "ordering_key", "transactionid"),
     sa.Index(None, "account_id", "id"),
+    # the daily views: a contact's or an automation's deliveries, a state's, newest first
+    sa.Index(None, "contact_id", "id"),
+    sa.Index(None, "automation_id", "id"),
+    sa.Index(None, "state", "id"),
+    # retention: finished deliveries by when they finished (db/retention.py)
+    sa.Index(None, "state", "updated_at", "id"),
     sqlite_autoincrement=True,  # ids never reused (PostgreSQL's sequences never go back anyway)
 )
 
@@ -353,6 +361,7 @@ delivery_attempts = sa.Table(
     sa.Column("error", sa.Text()),
     sa.Column("outcome", sa.String(32), nullable=False),
     sa.UniqueConstraint("delivery_id", "number"),
+    sa.Index(None, "started_at"),
     sqlite_autoincrement=True,  # ids never reused (PostgreSQL's sequences never go back anyway)
 )
 

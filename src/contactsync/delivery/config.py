@@ -8,6 +8,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
+from contactsync.db.retention import Retention
 from contactsync.db.sealing import Keyring, keyring_from_settings
 from contactsync.delivery import endpoints as endpoint_rows
 from contactsync.delivery.attempt import DEFAULT_USER_AGENT
@@ -53,6 +54,9 @@ class DispatcherConfig:
     """Opens the sealed secrets and header values; without it only values never sealed can be sent."""
     listen: bool = True
     """Wake on PostgreSQL ``NOTIFY`` (ignored on SQLite, where :meth:`Dispatcher.wake` is the signal)."""
+    retention: Retention | None = None
+    """Prune the platform's history (db/retention.py) every ``retention_interval_s``; None: never."""
+    retention_interval_s: float = 3600.0
 
     @classmethod
     def from_settings(cls, settings: Settings, **overrides: Any) -> DispatcherConfig:
@@ -63,6 +67,8 @@ class DispatcherConfig:
             keyring=keyring_from_settings(settings),
             lease_s=settings.lease_s,
             poll_interval_s=settings.poll_interval_s,
+            retention=Retention.from_settings(settings),
+            retention_interval_s=settings.retention_interval_s,
             policy=NetPolicy(
                 allow_private_networks=settings.allow_private_networks,
                 allowed_cidrs=tuple(settings.allowed_cidrs),

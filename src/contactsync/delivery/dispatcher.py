@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 import aiohttp
 import sqlalchemy as sa
 
+from contactsync.db import retention
 from contactsync.delivery import endpoints as endpoint_rows
 from contactsync.delivery import health, outbox
 from contactsync.delivery.attempt import AttemptResult, attempt_headers, send
@@ -139,6 +140,16 @@ class Dispatcher:
         ]
         if self.config.listen and self.engine.dialect.name == "postgresql":
             helpers.append(asyncio.create_task(self._listen_loop(), name="listen"))
+        if self.config.retention is not None:
+            pruning = retention.keep_pruning(
+                self.engine,
+                self.config.retention,
+                side="platform",
+                interval_s=self.config.retention_interval_s,
+                clock=self._clock,
+                stop=self._stop,
+            )
+            helpers.append(asyncio.create_task(pruning, name="retention"))
         try:
             await self._claim_loop(session)
         finally:

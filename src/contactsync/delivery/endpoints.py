@@ -98,6 +98,23 @@ def limits(conn: sa.Connection, keys: Iterable[EndpointKey]) -> dict[EndpointKey
     return found
 
 
+def set_limits(
+    conn: sa.Connection,
+    key: EndpointKey,
+    *,
+    max_in_flight: int,
+    rate_limit_per_s: float | None,
+    now: datetime,
+) -> None:
+    """The owner's throttles for one endpoint (dispatchers pick them up within their limits cache's
+    lifetime); ``rate_limit_per_s=None`` sends as fast as ``max_in_flight`` allows."""
+    conn.execute(
+        endpoints.update()
+        .where(_key_is(key))
+        .values(max_in_flight=max_in_flight, rate_limit_per_s=rate_limit_per_s, edited_at=now)
+    )
+
+
 HEALTH_WRITE_INTERVAL_S = 1.0
 """A healthy endpoint's ``last_success_at`` is rewritten at most this often: every flush of every
 dispatcher would otherwise update (and on PostgreSQL row-lock) the same row, serializing them."""

@@ -33,6 +33,7 @@ from starlette.types import Receive, Scope, Send
 
 from contactsync.db.engine import create_engine
 from contactsync.db.migrate import upgrade
+from contactsync.db.retention import Retention
 from contactsync.delivery.retry import DEFAULT_SCHEDULE_S
 from contactsync.errors import (
     ConfigError,
@@ -213,6 +214,8 @@ def create_app(
             write_lock=write_lock,
             yield_to=lambda: inbox.busy(),
             stall_s=settings.listener_handler_stall_s,
+            retention=Retention.from_settings(settings),
+            retention_interval_s=settings.retention_interval_s,
         )
 
         def committed(stored: int) -> None:

@@ -27,8 +27,10 @@ from typing import Any, Protocol, cast
 
 import sqlalchemy as sa
 
+from contactsync.db import retention
 from contactsync.db.engine import write_transaction
 from contactsync.db.listener import handler_attempts, handler_runs, inbox
+from contactsync.db.retention import Retention
 from contactsync.delivery.retry import DEFAULT_SCHEDULE_S, Outcome, Verdict, backoff_s, decide
 from contactsync.errors import ConfigError, HandlerError, NotFoundError, WireError
 from contactsync.listener.liveness import Liveness
@@ -191,8 +193,14 @@ class Runner:
         write_lock: AbstractContextManager[Any] | None = None,
         yield_to: Callable[[], bool] | None = None,
         max_defer_s: float = 0.25,
+        retention: Retention | None = None,
+        retention_interval_s: float = 3600.0,
     ) -> None:
         self._engine = engine
+        self._retention = retention
+        self._retention_interval_s = retention_interval_s
+        self._pruner: asyncio.Task[None] | None = None
+        self._prune_stop = asyncio.Event()
         self._yield_to = yield_to
         self._max_defer_s = max_defer_s
         self._write_lock = write_lock or contextlib.nullcontext()
@@ -227,6 +235,17 @@ class Runner:
         for name in self.handlers:
             self._spawn(name)
         self._supervisor = asyncio.create_task(self._supervise(), name="handler-supervisor")
+        if self._retention is not None:  # finished inbox entries older than their horizon
+            pruning = retention.keep_pruning(
+                self._engine,
+                self._retention,
+                side="listener",
+                interval_s=self._retention_interval_s,
+                clock=lambda: datetime.fromtimestamp(self._clock_ms() / 1000, UTC).replace(tzinfo=None),
+                stop=self._prune_stop,
+                lock=lambda: self._write_lock,
+            )
+            self._pruner = asyncio.create_task(pruning, name="retention")
 
     def _spawn(self, name: str) -> None:
         self._hands[name] = _Hand()
@@ -235,6 +254,10 @@ class Runner:
     async def stop(self, *, grace_s: float = 30.0) -> None:
         """Let each worker finish the run in hand (its database work runs in a thread), then stop."""
         self._stopping = True
+        self._prune_stop.set()
+        if self._pruner is not None:
+            await self._pruner  # returns after the batch in hand
+            self._pruner = None
         if self._supervisor is not None:
             self._supervisor.cancel()
             await asyncio.gather(self._supervisor, return_exceptions=True)

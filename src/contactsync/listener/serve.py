@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from contactsync.db.migrate import upgrade
+from contactsync.db.retention import Retention
 from contactsync.errors import ConfigError
 from contactsync.listener.app import (
     MIN_TOKEN_CHARS,
@@ -110,6 +111,8 @@ async def run_handlers(settings: Settings, *, stop: asyncio.Event, poll_interval
         lease_s=settings.listener_handler_lease_s,
         stall_s=settings.listener_handler_stall_s,
         clock_ms=clock_ms,
+        retention=Retention.from_settings(settings),
+        retention_interval_s=settings.retention_interval_s,
     )
     runner.start()
     try:

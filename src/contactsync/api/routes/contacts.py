@@ -7,6 +7,7 @@ automations and the resulting outbox rows commit with the contact.
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Literal
 
 import sqlalchemy as sa
 from fastapi import APIRouter, Query, Request, Response
@@ -21,6 +22,7 @@ from contactsync.api.pagination import Cursor, Limit, Page, after, cut
 from contactsync.api.routing import UtcRoute
 from contactsync.automation import contacts as svc
 from contactsync.automation.events import entries_by_automation, save_contact
+from contactsync.db.platform import activities
 from contactsync.db.platform import contacts as contacts_table
 from contactsync.errors import ValidationError
 
@@ -127,6 +129,49 @@ def get_contact(contact_id: Id, ctx: Ctx, caller: Viewer) -> ContactDetail:
         key=lambda e: (e.entered_at, e.automation_id),
     )
     return ContactDetail(**contact.model_dump(), entries=entries)
+
+
+class ActivityOut(BaseModel):
+    id: int
+    kind: str = Field(
+        description="campaign_open, link_click, page_visit, goal, automation, webhook, lead_score"
+    )
+    ref_id: int | None = Field(description="campaign, goal, automation, webhook or score id, by kind")
+    name: str
+    url: str
+    value: int | None = Field(description="lead-score change")
+    occurred_at: datetime
+
+
+ActivityKind = Literal[
+    "campaign_open", "link_click", "page_visit", "goal", "automation", "webhook", "lead_score"
+]
+
+
+@router.get("/contacts/{contact_id}/activity")
+def contact_activity(
+    contact_id: Id,
+    ctx: Ctx,
+    caller: Viewer,
+    kind: ActivityKind | None = None,
+    cursor: Cursor = None,
+    limit: Limit = 50,
+) -> Page[ActivityOut]:
+    """The contact's marketing activity, newest first; ``kind`` narrows it to one kind."""
+    a = activities.c
+    query = (
+        sa.select(a.id, a.kind, a.ref_id, a.name, a.url, a.value, a.occurred_at)
+        .where(a.contact_id == contact_id, after(a.id, cursor, descending=True))
+        .order_by(a.id.desc())
+        .limit(limit + 1)
+    )
+    if kind is not None:
+        query = query.where(a.kind == kind)
+    with ctx.tx() as conn:
+        own_contact(conn, caller, contact_id)
+        rows = conn.execute(query).all()
+    n, nxt = cut([r.id for r in rows], limit)
+    return Page(items=[ActivityOut.model_validate(r._asdict()) for r in rows[:n]], next_cursor=nxt)
 
 
 @router.patch("/contacts/{contact_id}")

@@ -215,6 +215,17 @@ class EndpointDetail(EndpointOut):
     )
 
 
+class LimitsIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    max_in_flight: int = Field(
+        ge=1, le=1000, description="requests in flight at once (per dispatcher process)"
+    )
+    rate_limit_per_s: float | None = Field(
+        default=None, gt=0, le=100_000, description="requests per second at most; null: no rate limit"
+    )
+
+
 class DisableIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -257,6 +268,17 @@ def get_endpoint(endpoint_id: Id, ctx: Ctx, caller: Viewer) -> EndpointDetail:
             .limit(20)
         )
         return EndpointDetail(**base.model_dump(), events=[EndpointEventOut(**r._asdict()) for r in rows])
+
+
+@router.put("/endpoints/{endpoint_id}/limits", tags=["endpoints"])
+def set_limits(endpoint_id: Id, body: LimitsIn, ctx: Ctx, caller: Editor) -> EndpointOut:
+    """How hard deliveries may press this endpoint: in-flight cap and rate limit (per dispatcher
+    process; dispatchers pick a change up within 30 s)."""
+    with ctx.tx() as conn:
+        key = EndpointKey(caller.account_id, own_endpoint(conn, caller, endpoint_id))
+        endpoint_rows.set_limits(conn, key, **body.model_dump(), now=ctx.runtime.clock())
+        audit(conn, ctx, caller, "endpoint.limits", "endpoint", endpoint_id, **body.model_dump())
+        return _endpoints(conn, endpoints.c.id == endpoint_id)[0]
 
 
 @router.post("/endpoints/{endpoint_id}/disable", tags=["endpoints"])

@@ -1,4 +1,5 @@
-"""Preview, test send and manual runs: what an owner does before and after switching an automation on.
+"""Preview, test send, explain, dry run and manual runs: what an owner does before and after switching an
+automation on, and to find out why a contact did or did not sync.
 
 A manual run is started in the request and processed in a background thread of this process
 (:mod:`contactsync.api.background`); its progress is read from the run row. A run left ``running``
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 import aiohttp
 import sqlalchemy as sa
-from fastapi import APIRouter
+from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict, Field, computed_field
 from starlette.concurrency import run_in_threadpool
 
@@ -29,7 +30,7 @@ from contactsync.api.deps import (
 from contactsync.api.errors import ERROR_RESPONSES
 from contactsync.api.keys import Principal
 from contactsync.api.routing import UtcRoute
-from contactsync.automation import manual
+from contactsync.automation import explain, manual
 from contactsync.automation.actions import SyncActionSettings, get_action
 from contactsync.automation.preview import Preview, preview
 from contactsync.db.platform import manual_runs
@@ -151,23 +152,56 @@ def _out(run: manual.ManualRunOut) -> RunOut:
     return RunOut.model_validate(run.model_dump())
 
 
+class RunIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    ignore_reentry: bool = Field(
+        default=False,
+        description="a resend on purpose: every contact that matches enters, even one a `once` "
+        "automation already let in (check the count with GET .../dry-run?ignore_reentry=true first)",
+    )
+
+
 @router.post("/automations/{automation_id}/runs", status_code=202, tags=["runs"])
-def start_run(automation_id: Id, ctx: Ctx, caller: Editor) -> RunOut:
+def start_run(automation_id: Id, ctx: Ctx, caller: Editor, body: RunIn | None = None) -> RunOut:
     """Run the automation over every contact of its list that matches now.
 
     One run per automation at a time: while one is running, this answers 409 naming it (and makes
     sure it is being worked on, should the server that started it have stopped).
     """
+    force = body is not None and body.ignore_reentry
     try:
         with ctx.tx() as conn:
             own_automation(conn, caller, automation_id)
-            run = manual.start_run(conn, ctx.runtime, automation_id)
-            audit(conn, ctx, caller, "run.start", "run", run.id, automation_id=automation_id)
+            run = manual.start_run(conn, ctx.runtime, automation_id, ignore_reentry=force)
+            action = "run.resend" if force else "run.start"
+            audit(conn, ctx, caller, action, "run", run.id, automation_id=automation_id)
     except RunInProgressError as exc:
         ctx.runs.ensure(exc.run_id)
         raise
     ctx.runs.ensure(run.id)
     return _out(run)
+
+
+@router.get("/automations/{automation_id}/dry-run", tags=["runs"])
+def dry_run(automation_id: Id, ctx: Ctx, caller: Viewer, ignore_reentry: bool = False) -> explain.DryRun:
+    """What a manual run would do now: contacts matching, those re-entry lets in, a sample. Nothing
+    is entered or sent."""
+    with ctx.tx() as conn:
+        own_automation(conn, caller, automation_id)
+        return explain.dry_run(conn, ctx.runtime, automation_id, ignore_reentry=ignore_reentry)
+
+
+@router.get("/automations/{automation_id}/explain", tags=["runs"])
+def explain_contact(
+    automation_id: Id, ctx: Ctx, caller: Viewer, contact_id: int = Query(ge=1, le=MAX_ID)
+) -> explain.Explanation:
+    """Why the contact did or did not sync: every condition with the contact's value and result, the
+    re-entry gate, the actions' delays and the deliveries made so far."""
+    with ctx.tx() as conn:
+        own_automation(conn, caller, automation_id)
+        own_contact(conn, caller, contact_id)
+        return explain.explain(conn, ctx.runtime, automation_id, contact_id)
 
 
 @router.get("/automations/{automation_id}/runs", tags=["runs"])
