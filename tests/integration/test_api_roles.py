@@ -90,7 +90,8 @@ def test_role_matrix(world: World, routes: list[ApiRoute], caller: str) -> None:
 
 
 def test_a_body_naming_the_other_accounts_contact_answers_404(world: World) -> None:
-    """B's own action, previewed or test-sent for A's contact: 404, and nothing leaves for B's URL."""
+    """B's own action, previewed or test-sent for A's contact: 404, and nothing leaves for B's URL;
+    B's own automation explained for A's contact: 404."""
     lst = world.ok("POST", "/api/lists", caller="other", json={"name": "b"})
     automation = {"list_id": lst["id"], "name": "b", "trigger": {"event": "manual"}}
     made = world.ok("POST", "/api/automations", caller="other", json=automation)
@@ -109,5 +110,9 @@ def test_a_body_naming_the_other_accounts_contact_answers_404(world: World) -> N
         assert len(world.receiver.got) == sent
         assert world.ok("POST", path, caller="other", json={"contact_id": mine["contact"]["id"]})
     assert len(world.receiver.got) == sent + 1  # B's own contact's test send
+    explained = world.clients["other"].get(
+        f"/api/automations/{made['id']}/explain", params={"contact_id": world.ids["contact"]}
+    )
+    assert explained.status_code == 404, explained.text
     moved = {**automation, "list_id": world.ids["list"]}
     assert world.clients["other"].put(f"/api/automations/{made['id']}", json=moved).status_code in (404, 422)

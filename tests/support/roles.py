@@ -29,7 +29,7 @@ from contactsync.tenancy.roles import OPERATOR, Role
 from support.api import Api, Receiver, api_client, new_account
 from support.listener import serve
 
-DOCS = {"/api/openapi.json", "/api/docs"}
+DOCS = {"/api/openapi.json", "/api/docs", "/api/docs/assets"}
 """Routes under /api that are not operations of the API (public, no role)."""
 
 CALLERS = ("owner", "editor", "viewer", "other", "operator", "anonymous")
@@ -76,11 +76,9 @@ def api_routes(app: Any) -> list[ApiRoute]:
     routes = []
     for route in iter_route_contexts(app.routes):
         path = str(route.path)
-        if not path.startswith("/api"):
+        if not path.startswith("/api") or path in DOCS:
             continue
-        if not isinstance(route.original_route, APIRoute):
-            assert path in DOCS, f"{path} is under /api but is not an API route"
-            continue
+        assert isinstance(route.original_route, APIRoute), f"{path} is under /api but is not an API route"
         roles = tuple(_roles(route.dependant))
         status = route.status_code
         routes += [ApiRoute(method, path, roles, status) for method in sorted(route.methods)]
@@ -104,6 +102,7 @@ class Call:
     path: str
     template: str
     json: Any = None
+    params: dict[str, Any] = field(default_factory=dict)
     content: bytes | None = None
     headers: dict[str, str] = field(default_factory=dict)
     names_a: bool = False
@@ -141,7 +140,12 @@ class World:
 
     def send(self, caller: str, call: Call) -> httpx.Response:
         return self.clients[caller].request(
-            call.method, call.path, json=call.json, content=call.content, headers=call.headers
+            call.method,
+            call.path,
+            json=call.json,
+            params=call.params,
+            content=call.content,
+            headers=call.headers,
         )
 
     def ok(self, method: str, path: str, *, caller: str = "owner", **kw: Any) -> Any:
@@ -151,41 +155,48 @@ class World:
 
     # --- fresh targets, made with A's owner key (the operator's for accounts and users) -------------
 
-    def contact(self) -> int:
+    def new_contact(self) -> int:
         """A new contact of A's list; its automation queues one delivery for it."""
         made = self.ok("POST", f"/api/lists/{self.ids['list']}/contacts", json={"email": self.email()})
         return int(made["contact"]["id"])
 
-    def delivery(self, *, cancelled: bool = False) -> int:
-        contact = self.contact()
+    def new_delivery(self, *, cancelled: bool = False) -> int:
+        contact = self.new_contact()
         [found] = self.ok("GET", "/api/deliveries", params={"contact_id": contact})["items"]
         if cancelled:
             self.ok("POST", f"/api/deliveries/{found['id']}/cancel")
         return int(found["id"])
 
-    def automation(self) -> int:
+    def new_list(self) -> int:
+        return int(self.ok("POST", "/api/lists", json={"name": self.name("list")})["id"])
+
+    def new_field(self) -> int:
+        path = f"/api/lists/{self.ids['list']}/fields"
+        return int(self.ok("POST", path, json={"name": self.name("field")})["id"])
+
+    def new_automation(self) -> int:
         body = {"list_id": self.ids["list"], "name": self.name("automation"), "trigger": {"event": "manual"}}
         return int(self.ok("POST", "/api/automations", json=body)["id"])
 
-    def action(self) -> int:
+    def new_action(self) -> int:
         path = f"/api/automations/{self.ids['scratch']}/actions"
         return int(self.ok("POST", path, json={"url": self.hook_url})["id"])
 
-    def key(self) -> int:
+    def new_key(self) -> int:
         return int(self.ok("POST", "/api/keys", json={"name": self.name("key")})["id"])
 
-    def member(self, role: str = "viewer") -> int:
+    def new_member(self, role: str = "viewer") -> int:
         added = self.ok("POST", "/api/members", json={"email": self.email(), "role": role})
         return int(added["member"]["user_id"])
 
-    def account(self, *, suspended: bool = False) -> int:
+    def new_account(self, *, suspended: bool = False) -> int:
         made = self.ok("POST", "/api/accounts", caller="operator", json={"name": self.name("account")})
         account_id = int(made["account"]["id"])
         if suspended:
             self.ok("POST", f"/api/accounts/{account_id}/suspend", caller="operator")
         return account_id
 
-    def user(self) -> int:
+    def new_user(self) -> int:
         made = self.ok("POST", "/api/users", caller="operator", json={"email": self.email()})
         return int(made["user"]["id"])
 
@@ -218,6 +229,7 @@ def _call(method: str, template: str, *, names_a: bool = False, **kw: Any) -> Bu
             path=path,
             template=template,
             json=body(w) if callable(body) else body,
+            params=kw.get("params", lambda _w: {})(w),
             content=kw.get("content", lambda _w: None)(w),
             headers=kw.get("headers", {}),
             names_a=names_a or "{" in template,
@@ -227,7 +239,7 @@ def _call(method: str, template: str, *, names_a: bool = False, **kw: Any) -> Bu
 
 
 def _fresh(kind: str, **kw: Any) -> Callable[[World], int]:
-    return lambda w: int(getattr(w, kind)(**kw))
+    return lambda w: int(getattr(w, f"new_{kind}")(**kw))
 
 
 _SINCE = {"since": "2020-01-01T00:00:00Z"}
@@ -238,10 +250,14 @@ TABLE: dict[tuple[str, str], Builder] = {
     ("POST", "/api/lists"): _call("POST", "/api/lists", json=lambda w: {"name": w.name("list")}),
     ("GET", "/api/lists"): _call("GET", "/api/lists"),
     ("GET", "/api/lists/{list_id}"): _call("GET", "/api/lists/{list_id}"),
+    ("PATCH", "/api/lists/{list_id}"): _call("PATCH", "/api/lists/{list_id}", json={"name": "shared"}),
+    ("DELETE", "/api/lists/{list_id}"): _call("DELETE", "/api/lists/{list_id}", list_id=_fresh("list")),
     ("POST", "/api/lists/{list_id}/fields"): _call(
         "POST", "/api/lists/{list_id}/fields", json=lambda w: {"name": w.name("field")}
     ),
     ("GET", "/api/lists/{list_id}/fields"): _call("GET", "/api/lists/{list_id}/fields"),
+    ("PATCH", "/api/fields/{field_id}"): _call("PATCH", "/api/fields/{field_id}", json={"name": "Plan"}),
+    ("DELETE", "/api/fields/{field_id}"): _call("DELETE", "/api/fields/{field_id}", field_id=_fresh("field")),
     ("GET", "/api/lead-status-thresholds"): _call("GET", "/api/lead-status-thresholds"),
     ("PUT", "/api/lead-status-thresholds"): _call("PUT", "/api/lead-status-thresholds", json=_THRESHOLDS),
     # contacts and events
@@ -250,6 +266,7 @@ TABLE: dict[tuple[str, str], Builder] = {
     ),
     ("GET", "/api/lists/{list_id}/contacts"): _call("GET", "/api/lists/{list_id}/contacts"),
     ("GET", "/api/contacts/{contact_id}"): _call("GET", "/api/contacts/{contact_id}"),
+    ("GET", "/api/contacts/{contact_id}/activity"): _call("GET", "/api/contacts/{contact_id}/activity"),
     ("PATCH", "/api/contacts/{contact_id}"): _call(
         "PATCH", "/api/contacts/{contact_id}", json={"phone": "+1 555 0100"}
     ),
@@ -326,6 +343,12 @@ TABLE: dict[tuple[str, str], Builder] = {
         "POST", "/api/automations/{automation_id}/runs", automation_id=_fresh("automation")
     ),
     ("GET", "/api/automations/{automation_id}/runs"): _call("GET", "/api/automations/{automation_id}/runs"),
+    ("GET", "/api/automations/{automation_id}/dry-run"): _call(
+        "GET", "/api/automations/{automation_id}/dry-run"
+    ),
+    ("GET", "/api/automations/{automation_id}/explain"): _call(
+        "GET", "/api/automations/{automation_id}/explain", params=lambda w: {"contact_id": w.ids["contact"]}
+    ),
     ("GET", "/api/runs/{run_id}"): _call("GET", "/api/runs/{run_id}"),
     ("POST", "/api/runs/{run_id}/cancel"): _call("POST", "/api/runs/{run_id}/cancel"),
     # deliveries and endpoints
@@ -339,6 +362,9 @@ TABLE: dict[tuple[str, str], Builder] = {
     ),
     ("GET", "/api/endpoints"): _call("GET", "/api/endpoints"),
     ("GET", "/api/endpoints/{endpoint_id}"): _call("GET", "/api/endpoints/{endpoint_id}"),
+    ("PUT", "/api/endpoints/{endpoint_id}/limits"): _call(
+        "PUT", "/api/endpoints/{endpoint_id}/limits", json={"max_in_flight": 10}
+    ),
     ("POST", "/api/endpoints/{endpoint_id}/disable"): _call("POST", "/api/endpoints/{endpoint_id}/disable"),
     ("POST", "/api/endpoints/{endpoint_id}/enable"): _call("POST", "/api/endpoints/{endpoint_id}/enable"),
     # the account's keys and members, its audit log
@@ -463,14 +489,14 @@ def open_world(db_url: str, **settings: Any) -> Iterator[World]:
             api=api, hook_url=hook, receiver=receiver, keys=keys, clients=clients, ids={"a": api.account_id}
         )
         w.ids["list"] = w.ok("POST", "/api/lists", json={"name": "shared"})["id"]
-        w.ok("POST", f"/api/lists/{w.ids['list']}/fields", json={"name": "Plan"})
+        w.ids["field"] = w.ok("POST", f"/api/lists/{w.ids['list']}/fields", json={"name": "Plan"})["id"]
         automation = {"list_id": w.ids["list"], "name": "new", "trigger": {"event": "contact.created"}}
         w.ids["automation"] = w.ok("POST", "/api/automations", json=automation)["id"]
         w.ids["action"] = w.ok("POST", f"/api/automations/{w.ids['automation']}/actions", json={"url": hook})[
             "id"
         ]
-        w.ids["scratch"] = w.automation()
-        w.ids["contact"] = w.contact()
+        w.ids["scratch"] = w.new_automation()
+        w.ids["contact"] = w.new_contact()
         [delivery] = w.ok("GET", "/api/deliveries")["items"]
         w.ids["delivery"] = delivery["id"]
         [endpoint] = w.ok("GET", "/api/endpoints")
