@@ -91,7 +91,8 @@ def routes(web: Web) -> list[BaseRoute]:
             problem = "Wrong password."
         if not principal:
             web.limiter.failed(client)
-            return web.render(request, session, "login.html", 401, next=next_, problem=problem)
+            email = _text(form, "email")
+            return web.render(request, session, "login.html", 401, next=next_, problem=problem, email=email)
         web.limiter.succeeded(client)
         if user is not None and account_id is None and not user.operator:
             return web.render(request, session, "login.html", 403, next=next_, problem=NO_ACCOUNT)
