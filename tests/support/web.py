@@ -51,7 +51,7 @@ class Ui:
     def get(self, path: str, **kw: Any) -> httpx.Response:
         return self.client.get(path, **kw)
 
-    def post(self, path: str, data: dict[str, str] | None = None, **kw: Any) -> httpx.Response:
+    def post(self, path: str, data: dict[str, Any] | None = None, **kw: Any) -> httpx.Response:
         """A form POST carrying the CSRF token (JSON with ``json=``, the token in its header)."""
         if "json" in kw:
             return self.client.post(path, headers={"X-CSRF-Token": self.csrf}, **kw)
