@@ -202,3 +202,14 @@ def test_the_operator_outside_every_account_lands_on_the_operator_page(db_url: s
             assert home.headers["location"] == "/operator"
             assert operator.get("/operator").status_code == 200
             assert operator.post("/lists", {"name": "where?"}).status_code == 403
+
+
+def test_a_form_naming_an_unknown_field_is_a_form_error_not_a_404(api: Api) -> None:
+    lst = api.ok("POST", "/api/lists", 201, json={"name": "L"})
+    person(api.engine, "ed@example.com", account_id=api.account_id, role="editor")
+    with closing(sign_in(api.base_url, "ed@example.com")) as ui:
+        form = {"list_id": str(lst["id"]), "name": "n", "trigger": "contact.updated", "trigger_fields": "999"}
+        answer = ui.post("/automations/new", form)
+        assert answer.status_code == 303
+        assert "the list has no field 999" in unquote(answer.headers["location"])
+        assert ui.post("/automations/new", {**form, "list_id": "999999"}).status_code == 404

@@ -241,6 +241,9 @@ def routes(web: Web) -> list[BaseRoute]:
     async def create(request: Request, session: Session) -> Response:
         form = await request.form()
         who = session.who
+        raw = form_text(form, "list_id")
+        if raw.isdigit() and len(raw) < 19:  # another account's list answers 404, not a form error
+            await web.read(lambda conn: own_list(conn, who.principal, int(raw)))
 
         def work(conn: sa.Connection, data: AutomationIn) -> Any:
             own_list(conn, who.principal, data.list_id)
@@ -251,8 +254,6 @@ def routes(web: Web) -> list[BaseRoute]:
         try:
             data = automation_input(form)
             out = await web.write(lambda conn: work(conn, data))
-        except NotFoundError:
-            raise
         except (ContactSyncError, PydanticValidationError, ValueError) as exc:
             message = error_message(exc)
             list_id = form_text(form, "list_id")
@@ -276,6 +277,7 @@ def routes(web: Web) -> list[BaseRoute]:
         who = session.who
 
         def work(conn: sa.Connection, data: AutomationIn) -> None:
+            own_automation(conn, who.principal, automation_id)
             saved = update_automation(conn, _runtime(web), automation_id, data)
             who.record(conn, "automation.update", "automation", automation_id, now=utcnow(), name=saved.name)
 
@@ -287,7 +289,7 @@ def routes(web: Web) -> list[BaseRoute]:
         try:
             data = automation_input(form, list_id=current.list_id)
             await web.write(lambda conn: work(conn, data))
-        except (ContactSyncError, ValueError) as exc:
+        except (ContactSyncError, ValueError) as exc:  # a condition's unknown field, too
             message = error_message(exc)
             return web.redirect(request, f"/automations/{automation_id}", err=message)
         return web.redirect(request, f"/automations/{automation_id}", msg="automation saved")
@@ -372,6 +374,7 @@ def routes(web: Web) -> list[BaseRoute]:
         await web.read(lambda conn: own_automation(conn, who.principal, automation_id))
 
         def work(conn: sa.Connection, settings: SyncActionSettings) -> Any:
+            own_automation(conn, who.principal, automation_id)
             made = create_action(conn, _runtime(web), automation_id=automation_id, settings=settings)
             who.record(conn, "action.create", "action", made.id, now=utcnow(), automation_id=automation_id)
             return made
@@ -411,6 +414,7 @@ def routes(web: Web) -> list[BaseRoute]:
         current = await web.read(lambda conn: mine(conn, session, action_id))
 
         def work(conn: sa.Connection, settings: SyncActionSettings) -> None:
+            own_action(conn, who.principal, action_id)
             update_action(conn, _runtime(web), action_id, settings)
             who.record(conn, "action.update", "action", action_id, now=utcnow())
 
