@@ -27,13 +27,54 @@ app.add_typer(wire_app, name="wire")
 err_console = Console(stderr=True)
 
 
+USES_DATABASE = {
+    **dict.fromkeys(
+        ("serve", "worker", "keys", "import", "automations", "deliveries", "accounts", "users", "secrets"),
+        ("platform",),
+    ),
+    "db": ("platform", "listener"),
+    "listen": ("listener",),
+}
+"""Which database each command works on: named on stderr before it starts, so a command run from
+another directory (a relative SQLite path) cannot quietly use another file than the server."""
+
+
+def describe_database(url: str) -> str:
+    """``url`` as a person checks it: a SQLite file's absolute path (and whether it exists yet), any
+    other URL without its password."""
+    from pathlib import Path
+
+    import sqlalchemy as sa
+
+    parsed = sa.engine.make_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        return parsed.render_as_string(hide_password=True)
+    if not parsed.database or parsed.database == ":memory:":
+        return "SQLite in memory"
+    path = Path(parsed.database).resolve()
+    return f"{path}" + ("" if path.exists() else " (not created yet)")
+
+
 @app.callback()
 def _root(
+    ctx: typer.Context,
     version: bool = typer.Option(False, "--version", help="Print the version and exit."),
 ) -> None:
     if version:
         typer.echo(__version__)
         raise typer.Exit()
+    sides = USES_DATABASE.get(ctx.invoked_subcommand or "", ())
+    if not sides or {"--help", "-h"} & set(sys.argv):
+        return
+    from contactsync.settings import Settings
+
+    try:
+        settings = Settings()
+        urls = {"platform": settings.database_url, "listener": settings.listener_database_url}
+        for side in sides:
+            typer.echo(f"{side} database: {describe_database(urls[side])}", err=True)
+    except Exception:
+        return
 
 
 @app.command("render")

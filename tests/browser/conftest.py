@@ -32,11 +32,17 @@ from contactsync.db.engine import create_engine
 from contactsync.db.migrate import upgrade
 from contactsync.delivery.dispatcher import Dispatcher, DispatcherConfig
 from contactsync.settings import Settings
+from contactsync.tenancy import people
+from contactsync.tenancy.roles import Role
 from support import IN_CI
 
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 PASSWORD = "correct horse battery staple"
+OPERATOR = "admin@localhost"
+"""The operator CONTACTSYNC_ADMIN_PASSWORD bootstraps (the default admin email); signs in with PASSWORD."""
+OWNER = "owner@example.com"
+"""An owner of the seeded account, who signs in with PASSWORD too."""
 XSS_NAME = '<script>window.__xss = 1</script><img src=x onerror="window.__xss = 2">'
 XSS_EMAIL = "<script>alert(1)</script>@evil.test"
 
@@ -109,6 +115,8 @@ def _seed(engine: sa.Engine, rt: Runtime, sync_url: str) -> dict[str, int]:
             automation_id=auto.id,
             settings=SyncActionSettings(url=sync_url + "?first=[#FIRST_NAME#]"),
         )
+        people.create_user(conn, email=OWNER, password=PASSWORD, now=now)
+        people.add_member(conn, account, email=OWNER, role=Role.OWNER, now=now)
     return {
         "list": lst.id,
         "field": first.id,
@@ -244,9 +252,12 @@ def page(browser: Any, request: pytest.FixtureRequest) -> Iterator[Any]:
     assert not dialogs, f"a script ran and opened a dialog: {dialogs}"
 
 
-def login(page: Any, base: str) -> None:
+def login(page: Any, base: str, email: str = OPERATOR, password: str = PASSWORD) -> None:
+    """Sign in (the platform asks for an email; the listener only for its admin password)."""
     page.goto(base + "/login")
-    page.fill("input[name=password]", PASSWORD)
+    if page.locator("input[name=email]").count():
+        page.fill("input[name=email]", email)
+    page.fill("input[name=password]", password)
     page.click("button[type=submit]")
     page.wait_for_selector("text=Log out")
 

@@ -11,7 +11,7 @@ import pytest
 import sqlalchemy as sa
 from playwright.sync_api import expect
 
-from conftest import PASSWORD, Stack, login
+from conftest import OPERATOR, PASSWORD, Stack, login
 from contactsync.automation.actions import get_action, payload_options
 from contactsync.automation.payload_builder import build
 from contactsync.db.listener import inbox
@@ -33,9 +33,11 @@ def wait_until(check: Any, *, timeout_s: float = 20.0) -> Any:
 def test_login_refuses_a_wrong_password_then_accepts_the_right_one(page: Any, stack: Stack) -> None:
     page.goto(stack.platform_url + "/deliveries")
     assert "/login" in page.url
+    page.fill("input[name=email]", OPERATOR)
     page.fill("input[name=password]", "wrong")
     page.click("button[type=submit]")
-    assert page.locator("text=Wrong password.").is_visible()
+    assert page.locator("text=Wrong email or password.").is_visible()
+    page.fill("input[name=email]", OPERATOR)
     page.fill("input[name=password]", PASSWORD)
     page.click("button[type=submit]")
     page.wait_for_selector("h1:has-text('Deliveries')")  # back where the login started

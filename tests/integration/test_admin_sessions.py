@@ -1,23 +1,29 @@
 """Server-side sessions of both admin UIs, over real HTTP: a copied cookie stops working after logout
-and after a password change; idle and absolute timeouts; ``Secure`` follows the public base URL."""
+and after a password change (the listener's admin password; a platform user's own); idle and absolute
+timeouts; ``Secure`` follows the public base URL."""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
+from datetime import datetime
 from typing import Any
 
 import httpx
 import pytest
 
+from contactsync.automation.lists import create_account
 from contactsync.db import create_engine
 from contactsync.db.migrate import upgrade
 from contactsync.settings import Settings
+from contactsync.tenancy import people
 from contactsync.web import create_web_app
 from support.listener import serve
+from support.web import csrf_of, person
 
 PASSWORD = "correct horse battery staple"
+EMAIL = "owner@example.com"
 
 
 class Clock:
@@ -33,6 +39,12 @@ def ui(db_url: str, side: str, clock: Clock, **settings: Any) -> Iterator[str]:
     """The admin UI of ``side`` over a migrated database at ``db_url``, served on 127.0.0.1."""
     upgrade(db_url, side=side)
     engine = create_engine(db_url)
+    if side == "platform":  # an owner of an account, who signs in with EMAIL and PASSWORD
+        with engine.begin() as conn:
+            fresh = people.find_user(conn, EMAIL) is None
+            account_id = create_account(conn, name="acme", now=datetime(2027, 1, 1)) if fresh else None
+        if account_id is not None:
+            person(engine, EMAIL, account_id=account_id, role="owner", password=PASSWORD)
     options = {
         "admin_password": PASSWORD,
         "database_url": db_url,
@@ -48,11 +60,13 @@ def ui(db_url: str, side: str, clock: Clock, **settings: Any) -> Iterator[str]:
 
 
 def login(base: str, password: str = PASSWORD) -> httpx.Client:
+    """Sign in to either side (the platform asks for the email too; the listener ignores it)."""
     client = httpx.Client(base_url=base, timeout=30)
     page = client.get("/login")
     csrf = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
     assert csrf is not None
-    done = client.post("/login", data={"csrf_token": csrf.group(1), "password": password, "next": "/"})
+    form = {"csrf_token": csrf.group(1), "email": EMAIL, "password": password, "next": "/"}
+    done = client.post("/login", data=form)
     assert done.status_code == 303, done.text
     return client
 
@@ -64,9 +78,7 @@ def signed_in(base: str, cookies: dict[str, str]) -> bool:
 
 
 def _csrf(client: httpx.Client) -> str:
-    found = re.search(r'data-csrf="([^"]+)"', client.get("/").text)
-    assert found is not None
-    return found.group(1)
+    return csrf_of(client.get("/").text)
 
 
 @pytest.mark.parametrize("side", ["platform", "listener"])
@@ -79,14 +91,28 @@ def test_a_copied_cookie_stops_working_after_logout(db_url: str, side: str) -> N
         assert not signed_in(base, copied)
 
 
-def test_a_copied_cookie_stops_working_after_a_password_change(sqlite_url: str) -> None:
+def test_a_copied_cookie_stops_working_after_the_admin_password_changes(sqlite_url: str) -> None:
     clock = Clock()
-    with ui(sqlite_url, "platform", clock) as base, closing(login(base)) as client:
+    with ui(sqlite_url, "listener", clock) as base, closing(login(base)) as client:
         copied = dict(client.cookies)
         assert signed_in(base, copied)
-    with ui(sqlite_url, "platform", clock, admin_password="a new password") as base:
+    with ui(sqlite_url, "listener", clock, admin_password="a new password") as base:
         assert not signed_in(base, copied)
         login(base, "a new password").close()
+
+
+def test_a_users_new_password_ends_their_other_sessions_but_not_this_one(db_url: str) -> None:
+    with ui(db_url, "platform", Clock()) as base, closing(login(base)) as here, closing(login(base)) as there:
+        elsewhere = dict(there.cookies)
+        csrf = _csrf(here)
+        wrong = here.post("/me/password", data={"csrf_token": csrf, "current": "not it", "new": "x" * 12})
+        assert wrong.status_code == 400
+        assert signed_in(base, elsewhere)
+        changed = here.post("/me/password", data={"csrf_token": csrf, "current": PASSWORD, "new": "n" * 12})
+        assert changed.status_code == 303, changed.text
+        assert not signed_in(base, elsewhere)
+        assert here.get("/").status_code == 200  # this browser got a fresh session
+        login(base, "n" * 12).close()
 
 
 def test_sessions_end_when_idle_and_after_the_absolute_timeout(sqlite_url: str) -> None:
@@ -121,7 +147,7 @@ def test_cookies_are_secure_when_the_public_url_is_https(sqlite_url: str, side: 
             visitor = page.headers["set-cookie"]
             done = client.post(
                 "/login",
-                data={"csrf_token": csrf.group(1), "password": PASSWORD},
+                data={"csrf_token": csrf.group(1), "email": EMAIL, "password": PASSWORD},
                 headers={"Cookie": visitor.split(";", 1)[0]},
             )
             assert done.status_code == 303

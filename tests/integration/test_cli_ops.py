@@ -38,7 +38,7 @@ def run(*args: str) -> Any:
 
 def one_line_error(result: Any) -> str:
     assert result.exit_code == 1, result.output
-    lines = result.stderr.strip().splitlines()
+    lines = [line for line in result.stderr.strip().splitlines() if " database: " not in line]
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("error: ")
     assert "Traceback" not in result.output
@@ -214,3 +214,12 @@ def test_db_prune_dry_run_then_prune(platform: dict[str, Any], env: dict[str, st
         audited = conn.execute(sa.text("SELECT action FROM audit_log WHERE action = 'retention.prune'")).all()
     assert left == [2]
     assert len(audited) == 1
+
+
+def test_commands_name_the_database_they_use(env: dict[str, str], tmp_path: Path) -> None:
+    listed = run("keys", "list")
+    assert listed.exit_code == 0, listed.output
+    assert f"platform database: {tmp_path / 'platform.db'}" in listed.stderr
+    both = run("db", "upgrade")
+    assert f"listener database: {tmp_path / 'listener.db'}" in both.stderr
+    assert " database: " not in run("render", "--template", "https://x.test/").stderr

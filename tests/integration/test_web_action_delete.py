@@ -3,12 +3,14 @@ confirmation, and they end ``cancelled`` (over real HTTP, SQLite and PostgreSQL)
 
 from __future__ import annotations
 
-import re
+from contextlib import closing
 from urllib.parse import unquote
 
-import httpx
+import sqlalchemy as sa
 
+from contactsync.db.platform import audit_log
 from support.api import api_client, automation_with_action
+from support.web import sign_in
 
 PASSWORD = "an operator's password"
 
@@ -18,18 +20,18 @@ def test_the_ui_confirms_with_the_count_and_cancels_the_pending_deliveries(db_ur
         lst, _, action = automation_with_action(api, "https://h.example.com/in")
         for email in ("a@x.com", "b@x.com"):
             api.ok("POST", f"/api/lists/{lst['id']}/contacts", 201, json={"email": email})
-        with httpx.Client(base_url=api.base_url, timeout=30) as ui:
-            form = ui.get("/login")
-            csrf = re.search(r'name="csrf_token" value="([^"]+)"', form.text).group(1)  # type: ignore[union-attr]
-            assert ui.post("/login", data={"csrf_token": csrf, "password": PASSWORD}).status_code == 303
+        with closing(sign_in(api.base_url, "admin@localhost", PASSWORD)) as ui:  # the bootstrapped operator
             page = ui.get(f"/actions/{action['id']}")
             assert "cancel its 2 pending deliveries" in page.text
-            csrf = re.search(r'data-csrf="([^"]+)"', page.text).group(1)  # type: ignore[union-attr]
-            unconfirmed = ui.post(f"/actions/{action['id']}/delete", data={"csrf_token": csrf})
+            unconfirmed = ui.post(f"/actions/{action['id']}/delete")
             assert "confirm" in unquote(unconfirmed.headers["location"])
             assert api.get(f"/api/actions/{action['id']}").status_code == 200
-            done = ui.post(f"/actions/{action['id']}/delete", data={"csrf_token": csrf, "confirm": "yes"})
+            done = ui.post(f"/actions/{action['id']}/delete", {"confirm": "yes"})
             assert "2 pending deliveries cancelled" in unquote(done.headers["location"])
         assert api.get(f"/api/actions/{action['id']}").status_code == 404
         states = {d["state"] for d in api.ok("GET", "/api/deliveries")["items"]}
         assert states == {"cancelled"}
+        a = audit_log.c
+        row = sa.select(a.actor_label, a.detail).where(a.action == "action.delete", a.actor_kind == "user")
+        with api.engine.connect() as conn:
+            assert [tuple(r) for r in conn.execute(row)] == [("admin@localhost", {"cancelled": 2})]

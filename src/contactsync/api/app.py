@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import threading
 from collections.abc import AsyncIterator, Iterator
 from datetime import datetime
@@ -33,6 +34,8 @@ from contactsync.automation.runtime import Runtime
 from contactsync.db.engine import create_engine
 from contactsync.errors import ConfigError
 from contactsync.settings import Settings
+
+log = logging.getLogger("contactsync.api")
 
 API_PREFIX = "/api"
 ROUTERS = (lists, contacts, events, automations, runs, deliveries, keys, people)
@@ -64,9 +67,14 @@ def _lifespan(ctx: ApiContext, *, run_dispatcher: bool, owns_engine: bool, metri
             ctx.wake_hooks.append(dispatcher.wake)
             task = asyncio.create_task(dispatcher.run(), name="dispatcher")
         await asyncio.to_thread(ctx.runs.resume_all)
+        watch = None if run_dispatcher else asyncio.create_task(_warn_when_nothing_sends(ctx), name="stall")
         try:
             yield
         finally:
+            if watch is not None:
+                watch.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watch
             if dispatcher is not None and task is not None:
                 ctx.wake_hooks.remove(dispatcher.wake)
                 dispatcher.stop()
@@ -79,6 +87,28 @@ def _lifespan(ctx: ApiContext, *, run_dispatcher: bool, owns_engine: bool, metri
                 ctx.engine.dispose()
 
     return lifespan
+
+
+STALL_CHECK_S = 60.0
+
+
+async def _warn_when_nothing_sends(ctx: ApiContext) -> None:
+    """Without an in-process dispatcher, say in the log (every minute, while it lasts) when
+    deliveries are due and no ``contactsync worker`` is alive to send them."""
+    from contactsync.delivery.presence import stall
+
+    def check() -> object:
+        with ctx.engine.connect() as conn:
+            return stall(conn, now=ctx.runtime.clock())
+
+    while True:
+        await asyncio.sleep(STALL_CHECK_S)
+        try:
+            found = await asyncio.to_thread(check)
+        except sa.exc.SQLAlchemyError:
+            continue
+        if found is not None:
+            log.warning("%s", found)
 
 
 def metrics_app(ctx: ApiContext) -> Starlette:

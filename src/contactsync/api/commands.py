@@ -59,6 +59,12 @@ def serve_command(
         err.print(
             "note: with PostgreSQL, `contactsync worker` processes can run beside this one", highlight=False
         )
+    elif not with_worker:
+        err.print(
+            "note: this server queues deliveries; `contactsync worker` (or serve --with-worker) sends them "
+            "— the log warns if they wait with no worker running",
+            highlight=False,
+        )
     runtime = Runtime.create(settings, engine=engine)
     seal_plaintext(engine, runtime)
     app = create_app(

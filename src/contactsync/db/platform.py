@@ -397,5 +397,14 @@ endpoint_events = sa.Table(
     sqlite_autoincrement=True,  # ids never reused (PostgreSQL's sequences never go back anyway)
 )
 
+dispatchers = sa.Table(
+    "dispatchers",
+    md,
+    # one row per running dispatcher process, refreshed every few seconds: "is anything sending?"
+    sa.Column("owner", sa.String(100), primary_key=True),
+    sa.Column("started_at", sa.DateTime(), nullable=False),
+    sa.Column("last_seen_at", sa.DateTime(), nullable=False),
+)
+
 admin_sessions = sessions_table(md)
 """Server-side sessions of the platform's admin UI (db/sessions.py)."""

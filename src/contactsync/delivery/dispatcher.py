@@ -28,7 +28,7 @@ import sqlalchemy as sa
 
 from contactsync.db import retention
 from contactsync.delivery import endpoints as endpoint_rows
-from contactsync.delivery import health, outbox
+from contactsync.delivery import health, outbox, presence
 from contactsync.delivery.attempt import AttemptResult, attempt_headers, send
 from contactsync.delivery.config import DispatcherConfig, default_owner, utcnow
 from contactsync.delivery.endpoints import EndpointKey
@@ -423,9 +423,11 @@ class Dispatcher:
 
     async def _housekeeping_loop(self) -> None:
         last_health = -float("inf")
+        started_at = self._clock()
         while True:
             now_s = time.monotonic()
             try:
+                await self._db(self._beat_sync, started_at)
                 if now_s - last_health >= self.config.health_interval_s:
                     last_health = now_s
                     await self._db(self._health_sync)
@@ -434,6 +436,10 @@ class Dispatcher:
             except sa.exc.SQLAlchemyError:
                 log.exception("housekeeping failed")
             await asyncio.sleep(min(self.config.metrics_interval_s, self.config.health_interval_s))
+
+    def _beat_sync(self, started_at: datetime) -> None:
+        with self.engine.begin() as conn:
+            presence.beat(conn, self.config.owner, started_at=started_at, now=self._clock())
 
     def _health_sync(self) -> None:
         with self.engine.begin() as conn:
@@ -475,6 +481,10 @@ class Dispatcher:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await self._flush()
+        try:
+            await self._db(self._gone_sync)
+        except sa.exc.SQLAlchemyError:
+            log.warning("could not note this dispatcher's stop; it is forgotten after a minute anyway")
         left = list(self._held.values())
         if left:
             try:
@@ -482,6 +492,10 @@ class Dispatcher:
             except sa.exc.SQLAlchemyError:
                 log.exception("releasing %d leases failed; they will expire", len(left))
             self._held.clear()
+
+    def _gone_sync(self) -> None:
+        with self.engine.begin() as conn:
+            presence.gone(conn, self.config.owner)
 
     def _release_sync(self, left: list[Claimed]) -> None:
         with self.engine.begin() as conn:

@@ -5,13 +5,17 @@ are relative to wherever it is mounted (``root_path``). Every page but the login
 signed session; every POST needs the session's CSRF token; every response carries a strict
 Content-Security-Policy (scripts and styles only from our own ``static/``), so a contact value that
 contains markup is inert twice over: Jinja2 escapes it, and the browser would refuse to run it.
+
+On the platform, people sign in as users and work in one account at a time; every page declares
+what it needs (:data:`~contactsync.web.identity.NEEDS`), which :class:`Page` keeps for the role
+matrix test, and an id of another account answers 404 exactly like a missing one.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 from urllib.parse import quote
@@ -29,7 +33,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from contactsync import __version__
 from contactsync.db.listener import admin_sessions as listener_sessions
 from contactsync.db.platform import admin_sessions as platform_sessions
+from contactsync.errors import ConfigError, NotFoundError
 from contactsync.settings import Settings
+from contactsync.tenancy.roles import OPERATOR
+from contactsync.web.identity import NEEDS, identify
 from contactsync.web.security import (
     CSRF_FIELD,
     CSRF_HEADER,
@@ -39,7 +46,7 @@ from contactsync.web.security import (
     SessionCodec,
     csrf_ok,
 )
-from contactsync.web.sessions import SessionStore, password_tag
+from contactsync.web.sessions import USERS_TAG, SessionStore, password_tag
 
 HERE = Path(__file__).parent
 Side = Literal["platform", "listener"]
@@ -77,6 +84,15 @@ class SecurityHeaders:
         await self.app(scope, receive, send_with_headers)
 
 
+class Page(Route):
+    """A page or form of the admin UI: needs a signed-in session, and on the platform ``role``
+    (one of :data:`~contactsync.web.identity.NEEDS`), which tests read from the route table."""
+
+    def __init__(self, path: str, endpoint: Callable[..., Any], *, methods: Sequence[str], role: str | None):
+        super().__init__(path, endpoint, methods=list(methods))
+        self.role = role
+
+
 @dataclass
 class Web:
     """Everything a page handler needs; built once per app by :func:`create_web_app`."""
@@ -85,7 +101,8 @@ class Web:
     engine: sa.Engine
     side: Side
     codec: SessionCodec
-    password: PasswordCheck
+    password: PasswordCheck | None
+    """The listener's admin password (the platform signs users in instead)."""
     limiter: LoginLimiter
     env: Environment
     clock_s: Callable[[], float]
@@ -94,6 +111,8 @@ class Web:
     """Cookies are ``Secure`` when the public base URL is https, whatever scheme reached uvicorn."""
     extras: dict[str, Any] = field(default_factory=dict)
     """Side-specific collaborators (platform: ``runtime``, ``on_enqueue``, ``net_policy``)."""
+    pages: list[Page] = field(default_factory=list)
+    """Every page and form made by :meth:`page`, with the role it needs."""
 
     @property
     def cookie_name(self) -> str:
@@ -132,6 +151,7 @@ class Web:
             csrf=session.csrf if session else "",
             csrf_field=CSRF_FIELD,
             authenticated=bool(session and session.authenticated),
+            me=session.identity if session is not None else None,
             version=__version__,
             flash=request.query_params.get("msg", ""),
             error=request.query_params.get("err", ""),
@@ -165,20 +185,52 @@ class Web:
             url += ("&" if "?" in url else "?") + note
         return RedirectResponse(url, status_code=303)
 
+    def denied(self, request: Request, session: Session, message: str) -> Response:
+        """403: the signed-in person may not do this here (HTML, or JSON for the page's scripts)."""
+        if _wants_json(request):
+            return JSONResponse({"ok": False, "error": "forbidden", "detail": message}, 403)
+        return self.render(request, session, "forbidden.html", 403, message=message)
+
+    def not_found(self, request: Request, session: Session, what: str) -> Response:
+        """404, the same for a missing id and for another account's."""
+        if _wants_json(request):
+            return JSONResponse({"ok": False, "error": {"message": what}}, 404)
+        return self.render(request, session, "not_found.html", 404, what=what)
+
     async def session_of(self, request: Request) -> Session | None:
-        """The signed-in session (server-side) or the visitor's signed one; ``None`` if neither."""
+        """The signed-in session (server-side) or the visitor's signed one; ``None`` if neither.
+
+        On the platform a signed-in session also carries who it is now; one whose person may no
+        longer work where it points (removed, suspended, disabled) ends here and counts as none.
+        """
         cookie = request.cookies.get(self.cookie_name)
         if not cookie:
             return None
         if "." not in cookie:  # a session token (random, URL-safe base64: never a dot)
-            return await run_in_threadpool(self.sessions.load, cookie)
+            return await run_in_threadpool(self._signed_in, cookie)
         visitor = self.codec.load(cookie)
         return visitor if visitor is not None and not visitor.authenticated else None
 
+    def _signed_in(self, token: str) -> Session | None:
+        session = self.sessions.load(token)
+        if session is None or self.side != "platform":
+            return session
+        with self.engine.connect() as conn:
+            who = identify(conn, session.user, session.account_id)
+        if who is None:
+            self.sessions.end(session)
+            return None
+        return replace(session, identity=who)
+
     # --- routing ---------------------------------------------------------------------------------
 
-    def page(self, path: str, handler: Handler, *, methods: Sequence[str] = ("GET",)) -> Route:
-        """A route that needs a logged-in session, and the CSRF token on anything but GET."""
+    def page(
+        self, path: str, handler: Handler, *, methods: Sequence[str] = ("GET",), role: str | None = None
+    ) -> Page:
+        """A route that needs a logged-in session, the CSRF token on anything but GET, and on the
+        platform the ``role`` it declares (every platform page declares one)."""
+        if self.side == "platform" and role not in NEEDS:
+            raise ConfigError(f"platform page {path} must declare the role it needs, one of {NEEDS}")
 
         async def endpoint(request: Request) -> Response:
             session = await self.session_of(request)
@@ -189,9 +241,30 @@ class Web:
                 return JSONResponse({"error": "login_required"}, 401)
             if request.method != "GET" and not await _csrf_in(request, session):
                 return forbidden(request)
-            return await handler(request, session)
+            if role is not None:
+                refused = self._authorize(request, session, role)
+                if refused is not None:
+                    return refused
+            try:
+                return await handler(request, session)
+            except NotFoundError as exc:  # a missing id, or another account's
+                return self.not_found(request, session, str(exc))
 
-        return Route(path, endpoint, methods=list(methods))
+        route = Page(path, endpoint, methods=methods, role=role)
+        self.pages.append(route)
+        return route
+
+    def _authorize(self, request: Request, session: Session, needed: str) -> Response | None:
+        who = session.who
+        if who.may(needed):
+            return None
+        if needed == OPERATOR:
+            return self.denied(request, session, "This page is for the installation's operator.")
+        if who.account_id is None:  # the operator, outside every account
+            if request.method == "GET" and not _wants_json(request):
+                return self.redirect(request, "/operator")
+            return self.denied(request, session, "Choose an account first (the switcher at the top).")
+        return self.denied(request, session, f"Your role in {who.account_name} is {who.role}; ask an owner.")
 
 
 async def _csrf_in(request: Request, session: Session) -> bool:
@@ -205,74 +278,33 @@ async def _csrf_in(request: Request, session: Session) -> bool:
     return csrf_ok(session, offered)
 
 
+def _wants_json(request: Request) -> bool:
+    """Calls of the page's scripts (``/ui/``, the CSRF header, ``Accept: json``) get JSON answers."""
+    path, root = request.scope["path"], request.scope.get("root_path", "")
+    inside = path[len(root) :] if root and path.startswith(root) else path  # below the mount point
+    return (
+        inside.startswith("/ui/")
+        or request.headers.get(CSRF_HEADER) is not None
+        or "json" in request.headers.get("accept", "")
+    )
+
+
 def forbidden(request: Request) -> Response:
     if request.headers.get(CSRF_HEADER) is not None or "json" in request.headers.get("accept", ""):
         return JSONResponse({"error": "csrf", "detail": "missing or wrong CSRF token"}, 403)
     return HTMLResponse("<h1>403 Forbidden</h1><p>Missing or wrong CSRF token. Reload the page.</p>", 403)
 
 
-def _safe_next(target: str) -> str:
-    """Only same-app paths: never redirect a login to another host."""
-    return target if target.startswith("/") and not target.startswith("//") and "\\" not in target else "/"
-
-
-def _auth_routes(web: Web) -> list[BaseRoute]:
-    async def login_form(request: Request) -> Response:
-        session = await web.session_of(request)
-        if session is not None and session.authenticated:
-            return web.redirect(request, "/")
-        return web.render(
-            request, session or web.codec.new(), "login.html", next=request.query_params.get("next", "")
-        )
-
-    async def login(request: Request) -> Response:
-        session = await web.session_of(request)
-        form = await request.form()
-        offered = form.get(CSRF_FIELD)
-        if not csrf_ok(session, offered if isinstance(offered, str) else None):
-            return forbidden(request)
-        assert session is not None
-        client = request.client.host if request.client else "?"
-        wait_s = web.limiter.blocked(client)
-        if wait_s:
-            response = web.render(
-                request,
-                session,
-                "login.html",
-                429,
-                next="",
-                problem=f"Too many attempts; wait {int(wait_s)} s.",
-            )
-            response.headers["retry-after"] = str(int(wait_s))
-            return response
-        password = form.get("password")
-        ok = isinstance(password, str) and await run_in_threadpool(web.password.verify, password)
-        if not ok:
-            web.limiter.failed(client)
-            return web.render(
-                request, session, "login.html", 401, next=form.get("next", ""), problem="Wrong password."
-            )
-        web.limiter.succeeded(client)
-        target = form.get("next")
-        base = request.scope.get("root_path", "").rstrip("/")
-        dest = _safe_next(target if isinstance(target, str) and target else base + "/")
-        response = RedirectResponse(dest, status_code=303)
-        token, _ = await run_in_threadpool(web.sessions.create, "admin")
-        web.set_cookie(request, response, token, max_age_s=web.sessions.absolute_s)
-        return response
-
-    async def logout(request: Request, session: Session) -> Response:
-        await run_in_threadpool(web.sessions.end, session)  # a copy of the cookie stops working too
-        response = web.redirect(request, "/login")
-        visitor = web.codec.new()
-        web.set_cookie(request, response, web.codec.dump(visitor), max_age_s=web.codec.max_age_s)
-        return response
-
-    return [
-        Route("/login", login_form, methods=["GET"]),
-        Route("/login", login, methods=["POST"]),
-        web.page("/logout", logout, methods=["POST"]),
-    ]
+def page_table(app: ASGIApp) -> list[Page]:
+    """Every :class:`Page` of the admin UI in ``app`` (the UI itself, or an app it is mounted on)."""
+    found: list[Page] = []
+    inner = app.app if isinstance(app, SecurityHeaders) else app
+    for route in getattr(inner, "routes", []):
+        if isinstance(route, Page):
+            found.append(route)
+        elif isinstance(route, Mount) and route.app is not None:
+            found += page_table(route.app)
+    return found
 
 
 def create_web_app(
@@ -287,7 +319,9 @@ def create_web_app(
 
     Platform extras: ``runtime`` (:class:`~contactsync.automation.runtime.Runtime`), ``on_enqueue``
     (called after retries/recoveries so an in-process dispatcher claims at once) and ``net_policy``
-    (for test sends). Raises :class:`~contactsync.errors.ConfigError` without an admin password.
+    (for test sends). People sign in to the platform's UI as users (``CONTACTSYNC_ADMIN_PASSWORD``
+    bootstraps the operator through the API app); the listener's UI raises
+    :class:`~contactsync.errors.ConfigError` without an admin password.
     """
     env = Environment(
         loader=FileSystemLoader(str(HERE / "templates")),
@@ -304,7 +338,7 @@ def create_web_app(
         engine=engine,
         side=side,
         codec=SessionCodec(settings.session_secret, purpose=side, clock_s=clock_s),
-        password=PasswordCheck(settings.admin_password),
+        password=PasswordCheck(settings.admin_password) if side == "listener" else None,
         limiter=LoginLimiter(clock_s=clock_s),
         env=env,
         clock_s=clock_s,
@@ -314,17 +348,26 @@ def create_web_app(
             clock_s=clock_s,
             idle_s=settings.session_idle_timeout_s,
             absolute_s=settings.session_absolute_timeout_s,
-            password_tag=password_tag(settings.admin_password),
+            password_tag=USERS_TAG if side == "platform" else password_tag(settings.admin_password),
         ),
         secure_cookies=public_url.startswith("https://"),
         extras=dict(extras),
     )
     routes: list[BaseRoute] = [Mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")]
-    routes += _auth_routes(web)
-    if side == "platform":
-        from contactsync.web import automation_pages, delivery_pages, platform_pages
+    from contactsync.web import auth
 
-        routes += platform_pages.routes(web) + automation_pages.routes(web) + delivery_pages.routes(web)
+    routes += auth.routes(web)
+    if side == "platform":
+        from contactsync.web import (
+            automation_pages,
+            delivery_pages,
+            operator_pages,
+            people_pages,
+            platform_pages,
+        )
+
+        for module in (platform_pages, automation_pages, delivery_pages, people_pages, operator_pages):
+            routes += module.routes(web)
     else:
         from contactsync.web import listener_pages
 

@@ -2,7 +2,9 @@
 
 Saving goes through the automation services (which validate everything); the JSON endpoints under
 ``/ui/`` back the form's live template validation, preview and test send. A test send is one real
-attempt of the previewed request through the dispatcher's guarded connection pool, not recorded.
+attempt of the previewed request through the dispatcher's guarded connection pool, not recorded as
+a delivery (but audited, as the API does). Every automation, action, list and contact named is
+checked against the signed-in user's account first: another account's answers 404.
 """
 
 from __future__ import annotations
@@ -20,6 +22,14 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute
 
 from contactsync import shortcodes
+from contactsync.api.deps import (
+    account_automations,
+    account_lists,
+    own_action,
+    own_automation,
+    own_contact,
+    own_list,
+)
 from contactsync.automation.actions import (
     Header,
     SyncActionSettings,
@@ -51,10 +61,10 @@ from contactsync.db.sealing import mask
 from contactsync.delivery.attempt import send
 from contactsync.delivery.netguard import NetPolicy, create_connector
 from contactsync.delivery.outbox import pending_for_actions
-from contactsync.errors import ContactSyncError, RunInProgressError, TemplateError
+from contactsync.errors import ContactSyncError, NotFoundError, RunInProgressError, TemplateError
 from contactsync.listener.getmap import advise
 from contactsync.web.app import Web
-from contactsync.web.platform_pages import error_message, form_text
+from contactsync.web.platform_pages import EDITOR, OWNER, VIEWER, error_message, form_text, utcnow
 from contactsync.web.security import Session
 from contactsync.wire.payload import SECTIONS
 
@@ -156,26 +166,35 @@ def picker(conn: sa.Connection, list_id: int) -> dict[str, Any]:
 
 def routes(web: Web) -> list[BaseRoute]:
     async def index(request: Request, session: Session) -> Response:
+        account_id = session.who.principal.account_id
+
         def load(conn: sa.Connection) -> dict[str, Any]:
             a = automations.c
             per: dict[int, int] = dict(
                 conn.execute(
-                    sa.select(actions.c.automation_id, sa.func.count()).group_by(actions.c.automation_id)
+                    sa.select(actions.c.automation_id, sa.func.count())
+                    .where(actions.c.automation_id.in_(account_automations(account_id)))
+                    .group_by(actions.c.automation_id)
                 ).all()
             )
+            d = deliveries.c
             sent: dict[int, int] = dict(
                 conn.execute(
-                    sa.select(deliveries.c.automation_id, sa.func.count()).group_by(
-                        deliveries.c.automation_id
-                    )
+                    sa.select(d.automation_id, sa.func.count())
+                    .where(d.account_id == account_id)
+                    .group_by(d.automation_id)
                 ).all()
             )
             rows = conn.execute(
                 sa.select(a.id, a.name, a.trigger, a.status, a.reentry, lists.c.name.label("list_name"))
                 .join(lists, lists.c.id == a.list_id)
+                .where(lists.c.account_id == account_id)
                 .order_by(a.id)
             ).all()
-            all_lists = conn.execute(sa.select(lists.c.id, lists.c.name).order_by(lists.c.id)).all()
+            all_lists = conn.execute(
+                sa.select(lists.c.id, lists.c.name).where(lists.c.id.in_(account_lists(account_id)))
+                .order_by(lists.c.id)
+            ).all()  # fmt: skip
             return {"rows": rows, "actions": per, "sent": sent, "lists": all_lists}
 
         return web.render(
@@ -213,15 +232,28 @@ def routes(web: Web) -> list[BaseRoute]:
 
     async def new(request: Request, session: Session) -> Response:
         list_id = request.query_params.get("list", "")
-        if not list_id.isdigit():
+        if not list_id.isdigit() or len(list_id) >= 19:
             return web.redirect(request, "/automations", err="choose a list for the new automation")
+        caller = session.who.principal
+        await web.read(lambda conn: own_list(conn, caller, int(list_id)))
         return await editor(request, session, None, int(list_id))
 
     async def create(request: Request, session: Session) -> Response:
         form = await request.form()
+        who = session.who
+        raw = form_text(form, "list_id")
+        if raw.isdigit() and len(raw) < 19:  # another account's list answers 404, not a form error
+            await web.read(lambda conn: own_list(conn, who.principal, int(raw)))
+
+        def work(conn: sa.Connection, data: AutomationIn) -> Any:
+            own_list(conn, who.principal, data.list_id)
+            made = create_automation(conn, _runtime(web), data)
+            who.record(conn, "automation.create", "automation", made.id, now=utcnow(), name=made.name)
+            return made
+
         try:
             data = automation_input(form)
-            out = await web.write(lambda conn: create_automation(conn, _runtime(web), data))
+            out = await web.write(lambda conn: work(conn, data))
         except (ContactSyncError, PydanticValidationError, ValueError) as exc:
             message = error_message(exc)
             list_id = form_text(form, "list_id")
@@ -230,20 +262,34 @@ def routes(web: Web) -> list[BaseRoute]:
 
     async def show(request: Request, session: Session) -> Response:
         automation_id = int(request.path_params["automation_id"])
-        try:
-            automation = await web.read(lambda conn: get_automation(conn, automation_id))
-        except ContactSyncError as exc:
-            return web.render(request, session, "not_found.html", 404, what=str(exc))
+        caller = session.who.principal
+
+        def load(conn: sa.Connection) -> Any:
+            own_automation(conn, caller, automation_id)
+            return get_automation(conn, automation_id)
+
+        automation = await web.read(load)
         return await editor(request, session, automation, automation.list_id)
 
     async def update(request: Request, session: Session) -> Response:
         automation_id = int(request.path_params["automation_id"])
         form = await request.form()
+        who = session.who
+
+        def work(conn: sa.Connection, data: AutomationIn) -> None:
+            own_automation(conn, who.principal, automation_id)
+            saved = update_automation(conn, _runtime(web), automation_id, data)
+            who.record(conn, "automation.update", "automation", automation_id, now=utcnow(), name=saved.name)
+
+        def load(conn: sa.Connection) -> Any:
+            own_automation(conn, who.principal, automation_id)
+            return get_automation(conn, automation_id)
+
+        current = await web.read(load)
         try:
-            current = await web.read(lambda conn: get_automation(conn, automation_id))
             data = automation_input(form, list_id=current.list_id)
-            await web.write(lambda conn: update_automation(conn, _runtime(web), automation_id, data))
-        except (ContactSyncError, ValueError) as exc:
+            await web.write(lambda conn: work(conn, data))
+        except (ContactSyncError, ValueError) as exc:  # a condition's unknown field, too
             message = error_message(exc)
             return web.redirect(request, f"/automations/{automation_id}", err=message)
         return web.redirect(request, f"/automations/{automation_id}", msg="automation saved")
@@ -252,8 +298,18 @@ def routes(web: Web) -> list[BaseRoute]:
         automation_id = int(request.path_params["automation_id"])
         rt = _runtime(web)
         workers = web.extras.get("run_workers")  # the API process's run threads, when mounted there
+        who = session.who
+
+        def start(conn: sa.Connection) -> Any:
+            own_automation(conn, who.principal, automation_id)
+            run = start_run(conn, rt, automation_id)
+            who.record(conn, "run.start", "run", run.id, now=utcnow(), automation_id=automation_id)
+            return run
+
         try:
-            started = await web.write(lambda conn: start_run(conn, rt, automation_id))
+            started = await web.write(start)
+        except NotFoundError:
+            raise
         except RunInProgressError as exc:
             if workers is not None and callable(getattr(workers, "ensure", None)):
                 workers.ensure(exc.run_id)  # resumes it, should the server that started it have stopped
@@ -274,7 +330,10 @@ def routes(web: Web) -> list[BaseRoute]:
     async def action_form(
         request: Request, session: Session, action: Any, automation_id: int, status: int = 200
     ) -> Response:
+        caller = session.who.principal
+
         def load(conn: sa.Connection) -> dict[str, Any]:
+            own_automation(conn, caller, automation_id)
             automation = get_automation(conn, automation_id)
             sample = conn.execute(
                 sa.select(contacts.c.id, contacts.c.email).where(contacts.c.list_id == automation.list_id)
@@ -311,13 +370,18 @@ def routes(web: Web) -> list[BaseRoute]:
     async def action_create(request: Request, session: Session) -> Response:
         automation_id = int(request.path_params["automation_id"])
         form = await request.form()
+        who = session.who
+        await web.read(lambda conn: own_automation(conn, who.principal, automation_id))
+
+        def work(conn: sa.Connection, settings: SyncActionSettings) -> Any:
+            own_automation(conn, who.principal, automation_id)
+            made = create_action(conn, _runtime(web), automation_id=automation_id, settings=settings)
+            who.record(conn, "action.create", "action", made.id, now=utcnow(), automation_id=automation_id)
+            return made
+
         try:
             settings = action_settings(form)
-            out = await web.write(
-                lambda conn: create_action(
-                    conn, _runtime(web), automation_id=automation_id, settings=settings
-                )
-            )
+            out = await web.write(lambda conn: work(conn, settings))
         except (ContactSyncError, ValueError) as exc:
             message = error_message(exc)
             return web.redirect(request, f"/automations/{automation_id}/actions/new", err=message)
@@ -325,29 +389,38 @@ def routes(web: Web) -> list[BaseRoute]:
 
     async def action_show(request: Request, session: Session) -> Response:
         action_id = int(request.path_params["action_id"])
-        try:
-            action = await web.read(lambda conn: get_action(conn, action_id))
-        except ContactSyncError as exc:
-            return web.render(request, session, "not_found.html", 404, what=str(exc))
+        action = await web.read(lambda conn: mine(conn, session, action_id))
         return await action_form(request, session, shown(action, _runtime(web).keyring), action.automation_id)
 
     async def action_reveal(request: Request, session: Session) -> Response:
         """The secret(s) and header values in clear, for the page's Reveal button (POST with CSRF)."""
         action_id = int(request.path_params["action_id"])
         rt = _runtime(web)
-        try:
-            found = await web.read(lambda conn: reveal(conn, rt.keyring, action_id, now=rt.clock()))
-        except ContactSyncError as exc:
-            return JSONResponse({"ok": False, "error": {"message": str(exc)}}, 404)
+        who = session.who
+
+        def work(conn: sa.Connection) -> Any:
+            own_action(conn, who.principal, action_id)
+            found = reveal(conn, rt.keyring, action_id, now=rt.clock())
+            who.record(conn, "action.reveal", "action", action_id, now=utcnow())
+            return found
+
+        found = await web.write(work)
         return JSONResponse({"ok": True, **found.model_dump(mode="json")})
 
     async def action_update(request: Request, session: Session) -> Response:
         action_id = int(request.path_params["action_id"])
         form = await request.form()
+        who = session.who
+        current = await web.read(lambda conn: mine(conn, session, action_id))
+
+        def work(conn: sa.Connection, settings: SyncActionSettings) -> None:
+            own_action(conn, who.principal, action_id)
+            update_action(conn, _runtime(web), action_id, settings)
+            who.record(conn, "action.update", "action", action_id, now=utcnow())
+
         try:
-            current = await web.read(lambda conn: get_action(conn, action_id))
             settings = action_settings(form, base=current.settings)
-            await web.write(lambda conn: update_action(conn, _runtime(web), action_id, settings))
+            await web.write(lambda conn: work(conn, settings))
         except (ContactSyncError, ValueError) as exc:
             message = error_message(exc)
             return web.redirect(request, f"/actions/{action_id}", err=message)
@@ -357,12 +430,22 @@ def routes(web: Web) -> list[BaseRoute]:
         """Delete after the owner confirmed the number of pending deliveries it cancels."""
         action_id = int(request.path_params["action_id"])
         form = await request.form()
+        found = await web.read(lambda conn: mine(conn, session, action_id))
         if form_text(form, "confirm") != "yes":
             return web.redirect(request, f"/actions/{action_id}", err="tick the box to confirm the deletion")
+        who = session.who
+        rt = _runtime(web)
+
+        def work(conn: sa.Connection) -> int:
+            own_action(conn, who.principal, action_id)
+            cancelled = delete_action(conn, action_id, now=rt.clock())
+            who.record(conn, "action.delete", "action", action_id, now=utcnow(), cancelled=cancelled)
+            return cancelled
+
         try:
-            found = await web.read(lambda conn: get_action(conn, action_id))
-            rt = _runtime(web)
-            cancelled = await web.write(lambda conn: delete_action(conn, action_id, now=rt.clock()))
+            cancelled = await web.write(work)
+        except NotFoundError:
+            raise
         except ContactSyncError as exc:
             return web.redirect(request, f"/actions/{action_id}", err=error_message(exc))
         note = (
@@ -372,17 +455,27 @@ def routes(web: Web) -> list[BaseRoute]:
 
     async def action_rotate(request: Request, session: Session) -> Response:
         action_id = int(request.path_params["action_id"])
-        await web.write(lambda conn: rotate_secret(conn, _runtime(web), action_id))
+        who = session.who
+
+        def work(conn: sa.Connection) -> None:
+            own_action(conn, who.principal, action_id)
+            rotate_secret(conn, _runtime(web), action_id)
+            who.record(conn, "action.rotate_secret", "action", action_id, now=utcnow())
+
+        await web.write(work)
         return web.redirect(
             request, f"/actions/{action_id}", msg="secret rotated; the old one stays valid for 24 hours"
         )
 
     async def validate(request: Request, session: Session) -> Response:
         body = await _json_body(request)
-        list_id = int(body.get("list_id") or 0)
+        raw = str(body.get("list_id") or 0)
+        list_id = int(raw) if raw.isdigit() and len(raw) < 19 else 0
         template = str(body.get("url", ""))
+        caller = session.who.principal
 
         def check(conn: sa.Connection) -> dict[str, Any]:
+            own_list(conn, caller, list_id)
             try:
                 validate_settings(SyncActionSettings(url=template or " "), field_keys(conn, list_id))
             except ContactSyncError as exc:
@@ -394,16 +487,22 @@ def routes(web: Web) -> list[BaseRoute]:
     async def preview_json(request: Request, session: Session) -> Response:
         action_id = int(request.path_params["action_id"])
         form = await request.form()
+        current = await web.read(lambda conn: mine(conn, session, action_id))
+        caller = session.who.principal
+
+        def render(conn: sa.Connection, contact_id: int, settings: SyncActionSettings) -> Any:
+            own_contact(conn, caller, contact_id)
+            return preview(conn, rt, action_id, contact_id, settings=settings)
+
         try:
             contact_id = int(form_text(form, "contact_id"))
-            current = await web.read(lambda conn: get_action(conn, action_id))
             rt = _runtime(web)
             settings = with_stored_values(
                 action_settings(form, base=current.settings), current.settings.headers, rt.keyring
             )
-            rendered = await web.read(
-                lambda conn: preview(conn, rt, action_id, contact_id, settings=settings)
-            )
+            rendered = await web.read(lambda conn: render(conn, contact_id, settings))
+        except NotFoundError:
+            raise
         except ContactSyncError as exc:
             return JSONResponse({"ok": False, "error": template_problem(exc)}, 422)
         except ValueError as exc:
@@ -413,16 +512,24 @@ def routes(web: Web) -> list[BaseRoute]:
     async def test_send(request: Request, session: Session) -> Response:
         action_id = int(request.path_params["action_id"])
         form = await request.form()
+        current = await web.read(lambda conn: mine(conn, session, action_id))
+        who = session.who
+
+        def prepare(conn: sa.Connection, contact_id: int, settings: SyncActionSettings) -> Any:
+            own_contact(conn, who.principal, contact_id)
+            made = preview(conn, rt, action_id, contact_id, settings=settings, reveal=True)
+            who.record(conn, "action.test_send", "action", action_id, now=utcnow(), contact_id=contact_id)
+            return made
+
         try:
             contact_id = int(form_text(form, "contact_id"))
-            current = await web.read(lambda conn: get_action(conn, action_id))
             rt = _runtime(web)
             settings = with_stored_values(
                 action_settings(form, base=current.settings), current.settings.headers, rt.keyring
             )
-            sent = await web.read(
-                lambda conn: preview(conn, rt, action_id, contact_id, settings=settings, reveal=True)
-            )
+            sent = await web.write(lambda conn: prepare(conn, contact_id, settings))
+        except NotFoundError:
+            raise
         except ContactSyncError as exc:
             return JSONResponse({"ok": False, "error": template_problem(exc)}, 422)
         except ValueError as exc:
@@ -465,23 +572,31 @@ def routes(web: Web) -> list[BaseRoute]:
         )
 
     return [
-        web.page("/automations", index),
-        web.page("/automations/new", new),
-        web.page("/automations/new", create, methods=["POST"]),
-        web.page("/automations/{automation_id:int}", show),
-        web.page("/automations/{automation_id:int}", update, methods=["POST"]),
-        web.page("/automations/{automation_id:int}/run", run, methods=["POST"]),
-        web.page("/automations/{automation_id:int}/actions/new", action_new),
-        web.page("/automations/{automation_id:int}/actions/new", action_create, methods=["POST"]),
-        web.page("/actions/{action_id:int}", action_show),
-        web.page("/actions/{action_id:int}", action_update, methods=["POST"]),
-        web.page("/actions/{action_id:int}/rotate", action_rotate, methods=["POST"]),
-        web.page("/actions/{action_id:int}/delete", action_delete, methods=["POST"]),
-        web.page("/ui/actions/{action_id:int}/reveal", action_reveal, methods=["POST"]),
-        web.page("/ui/validate", validate, methods=["POST"]),
-        web.page("/ui/actions/{action_id:int}/preview", preview_json, methods=["POST"]),
-        web.page("/ui/actions/{action_id:int}/test-send", test_send, methods=["POST"]),
+        web.page("/automations", index, role=VIEWER),
+        web.page("/automations/new", new, role=EDITOR),
+        web.page("/automations/new", create, methods=["POST"], role=EDITOR),
+        web.page("/automations/{automation_id:int}", show, role=VIEWER),
+        web.page("/automations/{automation_id:int}", update, methods=["POST"], role=EDITOR),
+        web.page("/automations/{automation_id:int}/run", run, methods=["POST"], role=EDITOR),
+        web.page("/automations/{automation_id:int}/actions/new", action_new, role=EDITOR),
+        web.page(
+            "/automations/{automation_id:int}/actions/new", action_create, methods=["POST"], role=EDITOR
+        ),
+        web.page("/actions/{action_id:int}", action_show, role=VIEWER),
+        web.page("/actions/{action_id:int}", action_update, methods=["POST"], role=EDITOR),
+        web.page("/actions/{action_id:int}/rotate", action_rotate, methods=["POST"], role=EDITOR),
+        web.page("/actions/{action_id:int}/delete", action_delete, methods=["POST"], role=EDITOR),
+        web.page("/ui/actions/{action_id:int}/reveal", action_reveal, methods=["POST"], role=OWNER),
+        web.page("/ui/validate", validate, methods=["POST"], role=VIEWER),
+        web.page("/ui/actions/{action_id:int}/preview", preview_json, methods=["POST"], role=VIEWER),
+        web.page("/ui/actions/{action_id:int}/test-send", test_send, methods=["POST"], role=EDITOR),
     ]
+
+
+def mine(conn: sa.Connection, session: Session, action_id: int) -> Any:
+    """The action, when it is the signed-in user's account's (NotFoundError otherwise)."""
+    own_action(conn, session.who.principal, action_id)
+    return get_action(conn, action_id)
 
 
 async def _json_body(request: Request) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 State changes go through :mod:`contactsync.delivery.outbox` (``replay``, ``recover_since``,
 ``cancel``); after one, the in-process dispatcher (if any) is woken so the operator sees it move.
+Only the signed-in user's account's deliveries are listed or touched; each change is audited.
 """
 
 from __future__ import annotations
@@ -15,16 +16,17 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute
 
+from contactsync.api.deps import account_automations, delivery_owned, own_action, own_delivery
 from contactsync.db import sealing
 from contactsync.db.platform import DELIVERY_STATES, actions, automations, deliveries, delivery_attempts
 from contactsync.delivery import outbox
 from contactsync.web.app import Web
-from contactsync.web.platform_pages import PAGE_SIZE, form_text, page_number, utcnow
+from contactsync.web.platform_pages import EDITOR, PAGE_SIZE, VIEWER, form_text, page_number, utcnow
 from contactsync.web.security import Session
 
 
 def _int(text: str | None) -> int | None:
-    return int(text) if text and text.strip().isdigit() else None
+    return int(text) if text and text.strip().isdigit() and len(text.strip()) < 19 else None
 
 
 def parse_since(text: str) -> datetime | None:
@@ -51,13 +53,14 @@ def routes(web: Web) -> list[BaseRoute]:
         contact_id = _int(qp.get("contact"))
         automation_id = _int(qp.get("automation"))
         page = page_number(request)
+        account_id = session.who.principal.account_id
 
         def load(conn: sa.Connection) -> tuple[list[Any], list[Any]]:
             d = deliveries.c
             query = sa.select(
                 d.id, d.transactionid, d.state, d.method, d.url, d.action_id, d.contact_id,
                 d.attempt_count, d.last_status, d.last_error, d.created_at, d.next_attempt_at,
-            )  # fmt: skip
+            ).where(delivery_owned(account_id))  # fmt: skip
             if state in DELIVERY_STATES:
                 query = query.where(d.state == state)
             if action_id is not None:
@@ -72,6 +75,7 @@ def routes(web: Web) -> list[BaseRoute]:
             acts = conn.execute(
                 sa.select(actions.c.id, automations.c.name)
                 .join(automations, automations.c.id == actions.c.automation_id)
+                .where(automations.c.id.in_(account_automations(account_id)))
                 .order_by(actions.c.id)
             ).all()
             return list(rows), list(acts)
@@ -102,9 +106,11 @@ def routes(web: Web) -> list[BaseRoute]:
 
     async def detail(request: Request, session: Session) -> Response:
         delivery_id = int(request.path_params["delivery_id"])
+        caller = session.who.principal
 
         def load(conn: sa.Connection) -> tuple[Any, list[Any]]:
-            row = conn.execute(sa.select(deliveries).where(deliveries.c.id == delivery_id)).first()
+            own_delivery(conn, caller, delivery_id)
+            row = conn.execute(sa.select(deliveries).where(deliveries.c.id == delivery_id)).one()
             attempts = conn.execute(
                 sa.select(delivery_attempts)
                 .where(delivery_attempts.c.delivery_id == delivery_id)
@@ -113,10 +119,6 @@ def routes(web: Web) -> list[BaseRoute]:
             return row, list(attempts)
 
         row, attempts = await web.read(load)
-        if row is None:
-            return web.render(
-                request, session, "not_found.html", 404, what=f"delivery {delivery_id} does not exist"
-            )
         # frozen header values are customers' credentials, sealed at rest: never shown here
         headers = {str(k): sealing.MASK if sealing.is_sealed(str(v)) else sealing.mask(str(v))
                    for k, v in (row.headers or {}).items()}  # fmt: skip
@@ -126,7 +128,16 @@ def routes(web: Web) -> list[BaseRoute]:
 
     async def retry(request: Request, session: Session) -> Response:
         delivery_id = int(request.path_params["delivery_id"])
-        moved = await web.write(lambda conn: outbox.replay(conn, [delivery_id], now=utcnow()))
+        who = session.who
+
+        def work(conn: sa.Connection) -> int:
+            own_delivery(conn, who.principal, delivery_id)
+            moved = outbox.replay(conn, [delivery_id], now=utcnow())
+            if moved:
+                who.record(conn, "delivery.retry", "delivery", delivery_id, now=utcnow())
+            return moved
+
+        moved = await web.write(work)
         wake()
         if not moved:
             return web.redirect(
@@ -138,7 +149,16 @@ def routes(web: Web) -> list[BaseRoute]:
 
     async def cancel(request: Request, session: Session) -> Response:
         delivery_id = int(request.path_params["delivery_id"])
-        moved = await web.write(lambda conn: outbox.cancel(conn, [delivery_id], now=utcnow()))
+        who = session.who
+
+        def work(conn: sa.Connection) -> int:
+            own_delivery(conn, who.principal, delivery_id)
+            moved = outbox.cancel(conn, [delivery_id], now=utcnow())
+            if moved:
+                who.record(conn, "delivery.cancel", "delivery", delivery_id, now=utcnow())
+            return moved
+
+        moved = await web.write(work)
         note = (
             {"msg": "cancelled"} if moved else {"err": "only pending or failed deliveries can be cancelled"}
         )
@@ -152,9 +172,17 @@ def routes(web: Web) -> list[BaseRoute]:
             return web.redirect(
                 request, "/deliveries", err="recover needs an action and a start time (YYYY-MM-DD HH:MM)"
             )
-        count = await web.write(
-            lambda conn: outbox.recover_since(conn, action_id=action_id, since=since, now=utcnow())
-        )
+        who = session.who
+
+        def work(conn: sa.Connection) -> int:
+            own_action(conn, who.principal, action_id, field="action_id")
+            count = outbox.recover_since(conn, action_id=action_id, since=since, now=utcnow())
+            who.record(
+                conn, "action.recover", "action", action_id, now=utcnow(), requeued=count, since=str(since)
+            )
+            return count
+
+        count = await web.write(work)
         wake()
         return web.redirect(
             request,
@@ -163,9 +191,9 @@ def routes(web: Web) -> list[BaseRoute]:
         )
 
     return [
-        web.page("/deliveries", index),
-        web.page("/deliveries/recover", recover, methods=["POST"]),
-        web.page("/deliveries/{delivery_id:int}", detail),
-        web.page("/deliveries/{delivery_id:int}/retry", retry, methods=["POST"]),
-        web.page("/deliveries/{delivery_id:int}/cancel", cancel, methods=["POST"]),
+        web.page("/deliveries", index, role=VIEWER),
+        web.page("/deliveries/recover", recover, methods=["POST"], role=EDITOR),
+        web.page("/deliveries/{delivery_id:int}", detail, role=VIEWER),
+        web.page("/deliveries/{delivery_id:int}/retry", retry, methods=["POST"], role=EDITOR),
+        web.page("/deliveries/{delivery_id:int}/cancel", cancel, methods=["POST"], role=EDITOR),
     ]

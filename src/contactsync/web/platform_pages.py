@@ -1,7 +1,10 @@
 """Platform pages: dashboard, contacts (search, detail with fields and timeline), lists and fields, API keys.
 
 Handlers read and write through the automation, delivery and API-key services; the only SQL here
-is read-only listing and search that no service offers.
+is read-only listing and search that no service offers. Everything is the signed-in user's account's:
+queries are restricted to it, and ids are checked against it with the API's ownership checks
+(:mod:`contactsync.api.deps`), so another account's id answers 404 like a missing one. Every change
+records its audit row in its own transaction.
 """
 
 from __future__ import annotations
@@ -14,14 +17,20 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute
 
+from contactsync.api.deps import account_lists, own_contact, own_endpoint, own_list
+from contactsync.api.keys import create_key, list_keys, revoke_key
 from contactsync.automation.contacts import get_contact
 from contactsync.automation.lists import FieldIn, ListIn, create_field, create_list, list_fields
-from contactsync.db.platform import accounts, activities, contacts, deliveries, endpoints, lists
+from contactsync.db.platform import activities, contacts, deliveries, lists
 from contactsync.delivery import endpoints as endpoint_rows
-from contactsync.errors import ContactSyncError
+from contactsync.delivery import outbox
+from contactsync.errors import ContactSyncError, NotFoundError
+from contactsync.tenancy.roles import ROLES, Role
 from contactsync.web import stats
 from contactsync.web.app import Web
 from contactsync.web.security import Session
+
+VIEWER, EDITOR, OWNER = Role.VIEWER.value, Role.EDITOR.value, Role.OWNER.value
 
 PAGE_SIZE = 50
 TIMELINE_ITEMS = 200
@@ -41,55 +50,58 @@ def form_text(form: Any, name: str) -> str:
     return value.strip() if isinstance(value, str) else ""
 
 
-def default_account(conn: sa.Connection, now: datetime) -> int:
-    """The account new lists go into: the first one (created on first use of an empty database)."""
-    from contactsync.automation.lists import create_account
-
-    found = conn.execute(sa.select(accounts.c.id).order_by(accounts.c.id).limit(1)).scalar()
-    return int(found) if found is not None else create_account(conn, name="Default", now=now)
-
-
 def routes(web: Web) -> list[BaseRoute]:
+    def wake() -> None:
+        hook = web.extras.get("on_enqueue")
+        if callable(hook):
+            hook()
+
     async def dashboard(request: Request, session: Session) -> Response:
-        data = await web.read(lambda conn: stats.dashboard(conn, now=utcnow()))
+        account_id = session.who.principal.account_id
+        data = await web.read(lambda conn: stats.dashboard(conn, account_id=account_id, now=utcnow()))
         return web.render(request, session, "platform/dashboard.html", d=data)
 
     async def enable_endpoint(request: Request, session: Session) -> Response:
         form = await request.form()
         raw = form_text(form, "endpoint_id")
         endpoint_id = int(raw) if raw.isdigit() and len(raw) < 19 else 0
+        who = session.who
 
         def enable(conn: sa.Connection) -> tuple[str, bool]:
-            e = endpoints.c
-            row = conn.execute(sa.select(e.account_id, e.endpoint).where(e.id == endpoint_id)).first()
-            if row is None:
-                return f"endpoint {raw or '(none)'}", False
-            key = endpoint_rows.EndpointKey(row.account_id, row.endpoint)
-            return f"{row.endpoint} (account {row.account_id})", endpoint_rows.enable(conn, key, now=utcnow())
+            caller = who.principal
+            name = own_endpoint(conn, caller, endpoint_id)
+            key = endpoint_rows.EndpointKey(caller.account_id, name)
+            done = endpoint_rows.enable(conn, key, now=utcnow())
+            if done:
+                outbox.notify(conn)
+            who.record(conn, "endpoint.enable", "endpoint", endpoint_id, now=utcnow())
+            return name, done
 
         name, done = await web.write(enable)
-        wake = web.extras.get("on_enqueue")
-        if callable(wake):
-            wake()
+        wake()
         return web.redirect(request, "/", msg=f"{name} enabled" if done else f"{name} was not disabled")
 
     async def contact_list(request: Request, session: Session) -> Response:
         q = request.query_params.get("q", "").strip()
         list_id = request.query_params.get("list", "")
         page = page_number(request)
+        account_id = session.who.principal.account_id
 
         def load(conn: sa.Connection) -> tuple[list[Any], list[Any]]:
             c = contacts.c
-            query = sa.select(c.id, c.list_id, c.email, c.phone, c.status, c.lead_score, c.updated_at)
+            query = sa.select(c.id, c.list_id, c.email, c.phone, c.status, c.lead_score, c.updated_at).where(
+                c.list_id.in_(account_lists(account_id))
+            )
             if q:
                 like = f"%{q.lower()}%"
                 query = query.where(sa.or_(c.email_key.like(like), c.phone.like(f"%{q}%")))
-            if list_id.isdigit():
+            if list_id.isdigit() and len(list_id) < 19:
                 query = query.where(c.list_id == int(list_id))
             rows = conn.execute(
                 query.order_by(c.id.desc()).limit(PAGE_SIZE + 1).offset((page - 1) * PAGE_SIZE)
             )
-            return list(rows), list(conn.execute(sa.select(lists.c.id, lists.c.name).order_by(lists.c.id)))
+            mine = sa.select(lists.c.id, lists.c.name).where(lists.c.account_id == account_id)
+            return list(rows), list(conn.execute(mine.order_by(lists.c.id)))
 
         rows, all_lists = await web.read(load)
         return web.render(
@@ -106,8 +118,10 @@ def routes(web: Web) -> list[BaseRoute]:
 
     async def contact_detail(request: Request, session: Session) -> Response:
         contact_id = int(request.path_params["contact_id"])
+        caller = session.who.principal
 
         def load(conn: sa.Connection) -> dict[str, Any]:
+            own_contact(conn, caller, contact_id)
             contact = get_contact(conn, contact_id)
             a = activities.c
             timeline = conn.execute(
@@ -119,28 +133,30 @@ def routes(web: Web) -> list[BaseRoute]:
             d = deliveries.c
             sent = conn.execute(
                 sa.select(d.id, d.transactionid, d.state, d.method, d.url, d.attempt_count, d.created_at)
-                .where(d.contact_id == contact_id)
+                .where(d.contact_id == contact_id, d.account_id == caller.account_id)
                 .order_by(d.id.desc())
                 .limit(50)
             ).all()
             list_name = conn.execute(sa.select(lists.c.name).where(lists.c.id == contact.list_id)).scalar()
             return {"contact": contact, "timeline": timeline, "deliveries": sent, "list_name": list_name}
 
-        try:
-            data = await web.read(load)
-        except ContactSyncError as exc:
-            return web.render(request, session, "not_found.html", 404, what=str(exc))
-        return web.render(request, session, "platform/contact.html", **data)
+        return web.render(request, session, "platform/contact.html", **await web.read(load))
 
     async def list_index(request: Request, session: Session) -> Response:
+        account_id = session.who.principal.account_id
+
         def load(conn: sa.Connection) -> list[dict[str, Any]]:
             out = []
+            c = contacts.c
             counts: dict[int, int] = dict(
                 conn.execute(
-                    sa.select(contacts.c.list_id, sa.func.count()).group_by(contacts.c.list_id)
+                    sa.select(c.list_id, sa.func.count())
+                    .where(c.list_id.in_(account_lists(account_id)))
+                    .group_by(c.list_id)
                 ).all()
             )
-            for row in conn.execute(sa.select(lists).order_by(lists.c.id)):
+            mine = sa.select(lists).where(lists.c.account_id == account_id).order_by(lists.c.id)
+            for row in conn.execute(mine):
                 out.append(
                     {"list": row, "fields": list_fields(conn, row.id), "contacts": int(counts.get(row.id, 0))}
                 )
@@ -151,10 +167,12 @@ def routes(web: Web) -> list[BaseRoute]:
     async def list_create(request: Request, session: Session) -> Response:
         form = await request.form()
         name = form_text(form, "name")
+        who = session.who
 
         def create(conn: sa.Connection) -> None:
             now = utcnow()
-            create_list(conn, ListIn(account_id=default_account(conn, now), name=name), now=now)
+            made = create_list(conn, ListIn(account_id=who.principal.account_id, name=name), now=now)
+            who.record(conn, "list.create", "list", made.id, now=now, name=made.name)
 
         return await _attempt(web, request, create, "/lists", f"list {name!r} created")
 
@@ -163,8 +181,10 @@ def routes(web: Web) -> list[BaseRoute]:
         list_id = int(request.path_params["list_id"])
         choices = [c.strip() for c in form_text(form, "choices").split(",") if c.strip()]
         key = form_text(form, "shortcode_key") or None
+        who = session.who
 
         def create(conn: sa.Connection) -> None:
+            own_list(conn, who.principal, list_id)
             data = FieldIn(
                 list_id=list_id,
                 name=form_text(form, "name"),
@@ -172,56 +192,71 @@ def routes(web: Web) -> list[BaseRoute]:
                 shortcode_key=key,
                 choices=choices,
             )
-            create_field(conn, data, now=utcnow())
+            now = utcnow()
+            made = create_field(conn, data, now=now)
+            who.record(conn, "field.create", "field", made.id, now=now, list_id=list_id, name=made.name)
 
         return await _attempt(web, request, create, "/lists", "field added")
 
     async def key_index(request: Request, session: Session) -> Response:
-        from contactsync.api.keys import list_keys
-
-        keys = await web.read(lambda conn: list_keys(conn))
-        return web.render(request, session, "platform/keys.html", keys=keys, created=None)
+        account_id = session.who.principal.account_id
+        keys = await web.read(lambda conn: list_keys(conn, account_id=account_id))
+        return web.render(request, session, "platform/keys.html", keys=keys, created=None, roles=ROLES)
 
     async def key_create(request: Request, session: Session) -> Response:
-        from contactsync.api.keys import create_key, list_keys
-
         form = await request.form()
         name = form_text(form, "name") or "unnamed"
+        role = form_text(form, "role") or Role.EDITOR.value
+        who = session.who
 
         def create(conn: sa.Connection) -> Any:
             now = utcnow()
-            return create_key(conn, account_id=default_account(conn, now), name=name[:200], now=now)
+            account_id = who.principal.account_id
+            made = create_key(conn, account_id=account_id, name=name[:200], role=role, now=now)
+            who.record(conn, "key.create", "key", made.id, now=now, name=made.name, role=made.role)
+            return made
 
-        created = await web.write(create)
-        keys = await web.read(lambda conn: list_keys(conn))
-        return web.render(request, session, "platform/keys.html", keys=keys, created=created)
+        try:
+            created = await web.write(create)
+        except NotFoundError:
+            raise
+        except ContactSyncError as exc:
+            return web.redirect(request, "/keys", err=error_message(exc))
+        keys = await web.read(lambda conn: list_keys(conn, account_id=created.account_id))
+        return web.render(request, session, "platform/keys.html", keys=keys, created=created, roles=ROLES)
 
     async def key_revoke(request: Request, session: Session) -> Response:
-        from contactsync.api.keys import revoke_key
-
         key_id = int(request.path_params["key_id"])
-        return await _attempt(
-            web, request, lambda conn: revoke_key(conn, key_id, now=utcnow()), "/keys", "key revoked"
-        )
+        who = session.who
+
+        def revoke(conn: sa.Connection) -> None:
+            now = utcnow()
+            done = revoke_key(conn, key_id, now=now, account_id=who.principal.account_id)
+            who.record(conn, "key.revoke", "key", key_id, now=now, name=done.name)
+
+        return await _attempt(web, request, revoke, "/keys", "key revoked")
 
     return [
-        web.page("/", dashboard),
-        web.page("/endpoints/enable", enable_endpoint, methods=["POST"]),
-        web.page("/contacts", contact_list),
-        web.page("/contacts/{contact_id:int}", contact_detail),
-        web.page("/lists", list_index),
-        web.page("/lists", list_create, methods=["POST"]),
-        web.page("/lists/{list_id:int}/fields", field_create, methods=["POST"]),
-        web.page("/keys", key_index),
-        web.page("/keys", key_create, methods=["POST"]),
-        web.page("/keys/{key_id:int}/revoke", key_revoke, methods=["POST"]),
+        web.page("/", dashboard, role=VIEWER),
+        web.page("/endpoints/enable", enable_endpoint, methods=["POST"], role=EDITOR),
+        web.page("/contacts", contact_list, role=VIEWER),
+        web.page("/contacts/{contact_id:int}", contact_detail, role=VIEWER),
+        web.page("/lists", list_index, role=VIEWER),
+        web.page("/lists", list_create, methods=["POST"], role=EDITOR),
+        web.page("/lists/{list_id:int}/fields", field_create, methods=["POST"], role=EDITOR),
+        web.page("/keys", key_index, role=OWNER),
+        web.page("/keys", key_create, methods=["POST"], role=OWNER),
+        web.page("/keys/{key_id:int}/revoke", key_revoke, methods=["POST"], role=OWNER),
     ]
 
 
 async def _attempt(web: Web, request: Request, work: Any, back: str, ok: str) -> Response:
-    """Run a write; on a service error go back with its one-line message instead of a 500."""
+    """Run a write; on a service error go back with its one-line message instead of a 500 (a missing
+    or another account's id still answers 404)."""
     try:
         await web.write(work)
+    except NotFoundError:
+        raise
     except (ContactSyncError, ValueError) as exc:  # service errors and pydantic input errors
         return web.redirect(request, back, err=error_message(exc))
     return web.redirect(request, back, msg=ok)

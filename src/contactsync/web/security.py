@@ -16,11 +16,15 @@ import secrets
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
 from contactsync.errors import ConfigError
+
+if TYPE_CHECKING:
+    from contactsync.web.identity import Identity
 
 SESSION_MAX_AGE_S = 12 * 3600
 LOGIN_ATTEMPTS_PER_WINDOW = 5
@@ -69,10 +73,21 @@ class Session:
     expires_s: float = 0.0
     id: str = ""
     """The server-side session's key (signed in); empty for the signed cookie of a visitor."""
+    account_id: int | None = None
+    """The account a platform user works in (the account switcher changes it)."""
+    identity: Identity | None = None
+    """Who is signed in to the platform, read afresh on every request; None on the listener."""
 
     @property
     def authenticated(self) -> bool:
         return bool(self.user)
+
+    @property
+    def who(self) -> Identity:
+        """The platform user of this session (only platform pages ask)."""
+        if self.identity is None:
+            raise RuntimeError("no platform user in this session")
+        return self.identity
 
 
 class SessionCodec:

@@ -1,7 +1,10 @@
 """Server-side sessions of the admin UIs: a signed-in cookie is a random token naming a database row.
 
-Logout deletes the row, so a copied cookie stops working at once; so does changing the admin
-password (each row remembers a tag of the password it was made with). A session also ends after
+Logout deletes the row, so a copied cookie stops working at once. On the listener, so does changing
+the admin password (each row remembers a tag of the password it was made with). On the platform,
+people sign in as users and whatever ends their access (a new password, removal, suspension,
+disabling) deletes their rows (:mod:`contactsync.tenancy.people`); their rows carry the constant
+:data:`USERS_TAG` and the account the user works in. A session also ends after
 ``idle_s`` without use and ``absolute_s`` after sign-in, whichever comes first. Before sign-in the
 login form's CSRF token still rides in the stateless signed cookie (:class:`SessionCodec`): nothing
 is stored for a visitor who has not signed in.
@@ -27,6 +30,10 @@ def _hash(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8", "replace")).hexdigest()
 
 
+USERS_TAG = "users"
+"""The platform's tag: its sessions are ended by name, not by a change of one shared password."""
+
+
 def password_tag(configured: str) -> str:
     """A tag of the configured admin password (or hash): it changes when the password does."""
     return hashlib.sha256(b"contactsync-admin-password\0" + configured.encode()).hexdigest()
@@ -46,8 +53,9 @@ class SessionStore:
     def _now(self) -> datetime:
         return datetime.fromtimestamp(self.clock_s(), UTC).replace(tzinfo=None)
 
-    def create(self, principal: str) -> tuple[str, Session]:
-        """A new signed-in session: the cookie token (shown once) and the session."""
+    def create(self, principal: str, *, account_id: int | None = None) -> tuple[str, Session]:
+        """A new signed-in session (working in ``account_id``): the cookie token (shown once) and the
+        session."""
         token = secrets.token_urlsafe(32)
         now = self._now()
         expires = now + timedelta(seconds=self.absolute_s)
@@ -56,6 +64,7 @@ class SessionStore:
             user=principal,
             expires_s=self.clock_s() + self.absolute_s,
             id=_hash(token),
+            account_id=account_id,
         )
         with self.engine.begin() as conn:
             conn.execute(self.table.delete().where(self.table.c.expires_at < now))  # purge the stale
@@ -68,6 +77,7 @@ class SessionStore:
                     created_at=now,
                     last_seen_at=now,
                     expires_at=expires,
+                    account_id=account_id,
                 )
             )
         return token, session
@@ -91,7 +101,15 @@ class SessionStore:
             with self.engine.begin() as conn:
                 conn.execute(self.table.update().where(c.id == key).values(last_seen_at=now))
         expires_s = row.expires_at.replace(tzinfo=UTC).timestamp()
-        return Session(csrf=row.csrf, user=row.principal, expires_s=expires_s, id=key)
+        account_id = None if row.account_id is None else int(row.account_id)
+        return Session(csrf=row.csrf, user=row.principal, expires_s=expires_s, id=key, account_id=account_id)
+
+    def switch(self, session: Session, account_id: int) -> None:
+        """Work in ``account_id`` from the next request on (the caller checked the role there)."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                self.table.update().where(self.table.c.id == session.id).values(account_id=account_id)
+            )
 
     def end(self, session: Session) -> None:
         """End ``session`` now (logout)."""

@@ -26,6 +26,11 @@
     return response.json();
   }
 
+  // --- account switcher: switch as soon as another account is chosen (the button stays for no-JS)
+  document.querySelectorAll("select[data-autosubmit]").forEach(function (select) {
+    select.addEventListener("change", function () { if (select.value) select.form.submit(); });
+  });
+
   // --- secret reveal --------------------------------------------------------------------------
   const reveal = document.getElementById("reveal-secret");
   if (reveal) {
