@@ -325,6 +325,8 @@ def update_action(
     template = validate_settings(settings, field_keys(conn, list_id), country_code=rt.default_country_code)
     now = rt.clock()
     endpoint = _endpoint_for(template, settings)
+    if endpoint != current.endpoint:
+        _no_credentials_to(endpoint, settings, current.settings.headers, rt.keyring)
     conn.execute(
         actions.update()
         .where(actions.c.id == action_id)
@@ -336,6 +338,22 @@ def update_action(
     )
     _touch_endpoint(conn, current.automation_id, endpoint, now)
     return get_action(conn, action_id)
+
+
+def _no_credentials_to(
+    endpoint: str, settings: SyncActionSettings, current: Sequence[Header], keyring: sealing.Keyring
+) -> None:
+    """A stored header value (kept by sending back its masked hint) never follows the action to
+    another endpoint: whoever moves it must type the credential in, which an editor who cannot
+    reveal it does not know — otherwise moving the URL would hand the secret to any host."""
+    kept = with_stored_values(settings, current, keyring)
+    for given, merged in zip(settings.headers, kept.headers, strict=True):
+        if merged.value is not given.value:
+            raise ValidationError(
+                f"header {given.name}: enter its value again; a stored credential is not sent to a new "
+                f"endpoint ({endpoint})",
+                field="headers",
+            )
 
 
 def get_action(conn: sa.Connection, action_id: int) -> ActionOut:
