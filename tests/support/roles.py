@@ -407,6 +407,15 @@ TABLE: dict[tuple[str, str], Builder] = {
         account_id="a",
         json=lambda w: {"name": w.name("key"), "role": "viewer"},
     ),
+    ("GET", "/api/accounts/{account_id}/keys"): _call(
+        "GET", "/api/accounts/{account_id}/keys", account_id="a"
+    ),
+    ("DELETE", "/api/accounts/{account_id}/keys/{key_id}"): _call(
+        "DELETE", "/api/accounts/{account_id}/keys/{key_id}", account_id="a", key_id=_fresh("key")
+    ),
+    ("GET", "/api/accounts/{account_id}/audit"): _call(
+        "GET", "/api/accounts/{account_id}/audit", account_id="a"
+    ),
     ("GET", "/api/users"): _call("GET", "/api/users"),
     ("POST", "/api/users"): _call("POST", "/api/users", json=lambda w: {"email": w.email()}),
     ("GET", "/api/users/{user_id}"): _call("GET", "/api/users/{user_id}", user_id=_fresh("user")),

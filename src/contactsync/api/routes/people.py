@@ -217,6 +217,45 @@ def create_account_key(account_id: Id, body: KeyIn, ctx: Ctx, holder: Operator) 
     return made
 
 
+@router.get("/accounts/{account_id}/keys")
+def list_account_keys(account_id: Id, ctx: Ctx, holder: Operator) -> list[key_svc.KeyOut]:
+    with ctx.tx() as conn:
+        people.get_account(conn, account_id)
+        return key_svc.list_keys(conn, account_id=account_id)
+
+
+@router.delete("/accounts/{account_id}/keys/{key_id}")
+def revoke_account_key(account_id: Id, key_id: Id, ctx: Ctx, holder: Operator) -> key_svc.KeyOut:
+    """Revoke one of the account's keys (a leaked key, an owner who cannot be reached)."""
+    with ctx.tx() as conn:
+        people.get_account(conn, account_id)
+        revoked = key_svc.revoke_key(conn, key_id, now=ctx.runtime.clock(), account_id=account_id)
+        _operator_audit(
+            conn, ctx, holder, "key.revoke", ("key", key_id), account_id=account_id, name=revoked.name
+        )
+    return revoked
+
+
+@router.get("/accounts/{account_id}/audit")
+def account_audit(
+    account_id: Id,
+    ctx: Ctx,
+    holder: Operator,
+    action: str = Query(default="", max_length=64, description="an action, or a prefix such as `key.`"),
+    cursor: Cursor = None,
+    limit: Limit = 50,
+) -> Page[AuditEntry]:
+    """The account's audit log, for the operator (its owners read it at /api/audit)."""
+    before = min(int(cursor), 2**63 - 1) if cursor else None
+    with ctx.tx() as conn:
+        people.get_account(conn, account_id)
+        found = entries(
+            conn, AuditFilter(account_id=account_id, action=action), before_id=before, limit=limit + 1
+        )
+    n, nxt = cut([e.id for e in found], limit)
+    return Page(items=list(found[:n]), next_cursor=nxt)
+
+
 # --- users (operator) ------------------------------------------------------------------------------
 
 
