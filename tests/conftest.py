@@ -14,6 +14,9 @@ from hypothesis import HealthCheck, settings
 
 from support import IN_CI
 
+pytest_plugins = ["support.roles"]
+"""Fixtures shared by modules: ``world`` (an app with accounts and keys per database)."""
+
 settings.register_profile(
     "contactsync",
     deadline=None,

@@ -4,7 +4,6 @@ owner its own rows only."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
@@ -23,21 +22,8 @@ from support.roles import (
     World,
     allowed_callers,
     api_routes,
-    open_world,
     succeeded,
 )
-
-
-@pytest.fixture(
-    scope="module", params=[pytest.param("sqlite"), pytest.param("postgresql", marks=pytest.mark.postgres)]
-)
-def world(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path_factory.mktemp('audit') / 'platform.db'}"
-    else:
-        url = str(request.getfixturevalue("pg_module_url"))
-    with open_world(url) as w:
-        yield w
 
 
 @pytest.fixture(scope="module")

@@ -5,8 +5,6 @@ ids (its own collection otherwise), success for whoever may."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
 from support.roles import (
@@ -17,22 +15,8 @@ from support.roles import (
     World,
     api_routes,
     expected,
-    open_world,
     succeeded,
 )
-
-
-@pytest.fixture(
-    scope="module", params=[pytest.param("sqlite"), pytest.param("postgresql", marks=pytest.mark.postgres)]
-)
-def world(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    """One app and its accounts per database, shared by the module (each call makes its own targets)."""
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path_factory.mktemp('roles') / 'platform.db'}"
-    else:
-        url = str(request.getfixturevalue("pg_module_url"))
-    with open_world(url) as w:
-        yield w
 
 
 @pytest.fixture(scope="module")

@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import httpx
+import pytest
 import sqlalchemy as sa
 from fastapi.routing import APIRoute, iter_route_contexts
 
@@ -511,4 +512,17 @@ def open_world(db_url: str, **settings: Any) -> Iterator[World]:
         [endpoint] = w.ok("GET", "/api/endpoints")
         w.ids["endpoint"] = endpoint["id"]
         w.ids["run"] = w.ok("POST", f"/api/automations/{w.ids['scratch']}/runs")["id"]
+        yield w
+
+
+@pytest.fixture(
+    scope="module", params=[pytest.param("sqlite"), pytest.param("postgresql", marks=pytest.mark.postgres)]
+)
+def world(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    """One app and its accounts per database, shared by a module (each call makes its own targets)."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path_factory.mktemp('world') / 'platform.db'}"
+    else:
+        url = str(request.getfixturevalue("pg_module_url"))
+    with open_world(url) as w:
         yield w

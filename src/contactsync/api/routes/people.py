@@ -246,14 +246,9 @@ def account_audit(
     limit: Limit = 50,
 ) -> Page[AuditEntry]:
     """The account's audit log, for the operator (its owners read it at /api/audit)."""
-    before = min(int(cursor), 2**63 - 1) if cursor else None
     with ctx.tx() as conn:
         people.get_account(conn, account_id)
-        found = entries(
-            conn, AuditFilter(account_id=account_id, action=action), before_id=before, limit=limit + 1
-        )
-    n, nxt = cut([e.id for e in found], limit)
-    return Page(items=list(found[:n]), next_cursor=nxt)
+    return _audit_page(ctx, AuditFilter(account_id=account_id, action=action), cursor, limit)
 
 
 # --- users (operator) ------------------------------------------------------------------------------
@@ -396,6 +391,11 @@ def audit_log(
         since=_naive(since),
         until=_naive(until),
     )
+    return _audit_page(ctx, where, cursor, limit)
+
+
+def _audit_page(ctx: ApiContext, where: AuditFilter, cursor: str | None, limit: int) -> Page[AuditEntry]:
+    """One page of the log, newest first (the cursor is the last id of the previous page)."""
     before = min(int(cursor), 2**63 - 1) if cursor else None
     with ctx.tx() as conn:
         found = entries(conn, where, before_id=before, limit=limit + 1)
