@@ -49,6 +49,14 @@ class Settings(BaseSettings):
     retention_activities_days: float = 0.0  # rules look back over activity: kept unless set
     retention_inbox_days: float = 14.0  # listener inbox entries whose handlers all finished
     retention_interval_s: float = 3600.0
+    # e-mail to account owners when an endpoint is disabled or failing for a day (delivery/notify.py);
+    # empty host: no e-mail
+    smtp_host: str = ""
+    smtp_port: int = 25
+    smtp_from: str = "contactsync@localhost"
+    smtp_username: str = ""
+    smtp_password: str = ""
+    smtp_starttls: bool = False
 
     # listener side
     listener_database_url: str = "sqlite:///contactsync-listener.db"

@@ -13,6 +13,7 @@ from contactsync.db.sealing import Keyring, keyring_from_settings
 from contactsync.delivery import endpoints as endpoint_rows
 from contactsync.delivery.attempt import DEFAULT_USER_AGENT
 from contactsync.delivery.netguard import NetPolicy
+from contactsync.delivery.notify import Mailer
 from contactsync.settings import Settings
 
 
@@ -57,6 +58,8 @@ class DispatcherConfig:
     retention: Retention | None = None
     """Prune the platform's history (db/retention.py) every ``retention_interval_s``; None: never."""
     retention_interval_s: float = 3600.0
+    mailer: Mailer | None = None
+    """Tells account owners by e-mail when an endpoint stops receiving (every health interval)."""
 
     @classmethod
     def from_settings(cls, settings: Settings, **overrides: Any) -> DispatcherConfig:
@@ -69,6 +72,7 @@ class DispatcherConfig:
             poll_interval_s=settings.poll_interval_s,
             retention=Retention.from_settings(settings),
             retention_interval_s=settings.retention_interval_s,
+            mailer=Mailer.from_settings(settings),
             policy=NetPolicy(
                 allow_private_networks=settings.allow_private_networks,
                 allowed_cidrs=tuple(settings.allowed_cidrs),

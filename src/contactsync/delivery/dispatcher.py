@@ -28,7 +28,7 @@ import sqlalchemy as sa
 
 from contactsync.db import retention
 from contactsync.delivery import endpoints as endpoint_rows
-from contactsync.delivery import health, outbox, presence
+from contactsync.delivery import health, notify, outbox, presence
 from contactsync.delivery.attempt import AttemptResult, attempt_headers, send
 from contactsync.delivery.config import DispatcherConfig, default_owner, utcnow
 from contactsync.delivery.endpoints import EndpointKey
@@ -431,6 +431,10 @@ class Dispatcher:
                 if now_s - last_health >= self.config.health_interval_s:
                     last_health = now_s
                     await self._db(self._health_sync)
+                    if self.config.mailer is not None:  # e-mail waits on the network: not a db thread
+                        await asyncio.to_thread(
+                            notify.notify, self.engine, self.config.mailer, now=self._clock()
+                        )
                 if self.metrics is not None:
                     await self._db(self._metrics_sync)
             except sa.exc.SQLAlchemyError:

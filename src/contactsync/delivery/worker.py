@@ -35,8 +35,8 @@ def run_one(settings: Settings, *, metrics_port: int | None = None, index: int =
     if metrics_port is not None:
         start_http_server(metrics_port, addr="127.0.0.1", registry=registry)
     config = DispatcherConfig.from_settings(settings, owner=f"{default_owner()}#{index}")
-    if index:  # one pruner per worker group is plenty (more would only wait on each other's rows)
-        config = replace(config, retention=None)
+    if index:  # one pruner and notifier per worker group (more would wait on each other or mail twice)
+        config = replace(config, retention=None, mailer=None)
     try:
         asyncio.run(Dispatcher(engine, config=config, metrics=metrics).run(handle_signals=True))
     finally:
