@@ -207,7 +207,6 @@ lead_scores = _activity(
     doc="lead-score, one row per (contact, score rule, score_date)",
 )
 
-INBOX_TABLES = (inbox, handler_runs, handler_attempts)
 PROJECTION_TABLES = (
     contacts,
     field_values,
@@ -219,16 +218,6 @@ PROJECTION_TABLES = (
     webhooks_triggered,
     lead_scores,
 )
-
-
-def create_inbox_tables(engine: sa.Engine) -> None:
-    """Create the inbox and handler-run tables if missing (tests and ``listen`` on a fresh file)."""
-    listener_metadata.create_all(engine, tables=list(INBOX_TABLES))
-
-
-def create_projection_tables(engine: sa.Engine) -> None:
-    """Create the projection tables if missing, in the listener's or the customer's database."""
-    listener_metadata.create_all(engine, tables=list(PROJECTION_TABLES))
 
 
 admin_sessions = sessions_table(listener_metadata)

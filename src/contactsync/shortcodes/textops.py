@@ -35,10 +35,6 @@ def proper(value: str) -> str:
     return "".join(out)
 
 
-def _squish(value: str) -> str:
-    return " ".join(value.split())
-
-
 def squish(value: str) -> str:
     """Strip both ends and collapse every inner whitespace run (Unicode spaces too) to one space."""
     return " ".join(value.split())
