@@ -506,7 +506,9 @@ def test_every_change_writes_one_audit_row_naming_its_actor(db_url: str) -> None
                 assert len(written) == 1, (path, written)
                 row = written[0]
                 assert (row.actor_id, row.actor_label) == (w.user_ids[persona], w.emails[persona]), path
-                if role != OPERATOR:  # a change in the account the person works in
+                if path == "/me/password":  # the person's own, not the account's they work in
+                    assert row.account_id is None, (path, row)
+                elif role != OPERATOR:  # a change in the account the person works in
                     assert row.account_id == w.ids["account"], (path, row)
                 checked.append(row.action)
         finally:

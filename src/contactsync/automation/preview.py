@@ -1,7 +1,9 @@
 """Preview: the exact request an action would send for a chosen contact, with size and PHP warnings.
 
 Nothing is written: the request is rendered as the event path would freeze it (a fresh
-transactionid, the signature headers of "now"), so what the owner sees is what the listener gets.
+transactionid, the headers of "now"), so what the owner sees is what the listener gets — except the
+signature, which only a test send computes: a signed request for a URL and body of the reader's
+choosing is a forged webhook the customer's listener would accept, and a viewer may preview.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from pydantic import BaseModel, Field
 from contactsync.automation.actions import (
     SyncActionSettings,
     account_of_automation,
+    endpoint_of,
     field_keys,
     freeze_request,
     get_action,
@@ -24,11 +27,12 @@ from contactsync.automation.contacts import get_contact
 from contactsync.automation.payload_builder import build
 from contactsync.automation.runtime import Runtime
 from contactsync.db.platform import actions, automations
-from contactsync.db.sealing import mask
+from contactsync.db.sealing import is_sealed, mask
 from contactsync.errors import ValidationError
 from contactsync.shortcodes import MAX_URL_BYTES
 from contactsync.wire import phpform, signing
 
+UNSIGNED = "v1,(computed with the action's secret when the request is sent)"
 MAX_INPUT_VARS = 1000
 MAX_NESTING = 64
 
@@ -56,8 +60,11 @@ def preview(
 ) -> Preview:
     """Render the request for ``contact_id``; ``settings`` previews unsaved edits of the action.
 
-    Extra header values are credentials: masked hints unless ``reveal`` (a test send needs them)."""
+    Extra header values are credentials: masked hints unless ``reveal`` (a test send needs them); the
+    signature is computed only with ``reveal``. Unsaved settings that move the action to another
+    endpoint may not carry its stored credentials there."""
     action = get_action(conn, action_id)
+    stored_endpoint = action.endpoint
     if settings is not None:
         action = action.model_copy(update={"settings": settings})
     list_id = conn.execute(
@@ -69,6 +76,14 @@ def preview(
     template = validate_settings(
         action.settings, field_keys(conn, list_id), country_code=rt.default_country_code
     )
+    if settings is not None and endpoint_of(template.render({}, now=datetime(2020, 1, 1))) != stored_endpoint:
+        for header in settings.headers:
+            if is_sealed(header.value):  # a stored value kept by its hint
+                raise ValidationError(
+                    f"header {header.name}: enter its value again; a stored credential is not sent to a new "
+                    "endpoint",
+                    field="headers",
+                )
     now = rt.clock()
     tid = rt.ids.next()
     rendered = build(
@@ -91,14 +106,17 @@ def preview(
     else:
         signed = signing.request_target(request.url)
     timestamp = int(now.replace(tzinfo=UTC).timestamp())
-    headers.update(
-        signing.headers(
-            [rt.keyring.open(s) for s in _secrets(conn, action_id, now)],
-            msg_id=str(tid),
-            timestamp=timestamp,
-            content=signed,
+    if reveal:
+        keys = [rt.keyring.open(s) for s in _secrets(conn, action_id, now)]
+        headers.update(signing.headers(keys, msg_id=str(tid), timestamp=timestamp, content=signed))
+    else:
+        headers.update(
+            {
+                signing.HEADER_ID: str(tid),
+                signing.HEADER_TIMESTAMP: str(timestamp),
+                signing.HEADER_SIGNATURE: UNSIGNED,
+            }
         )
-    )
     url_bytes = len(request.url.encode("utf-8"))
     warnings = list(template.warnings(request.url))
     if request.method == "POST" and action.settings.content_type == "form":

@@ -20,7 +20,7 @@ from pydantic import BaseModel
 
 from contactsync.db.platform import accounts, admin_sessions, memberships, users
 from contactsync.delivery.outbox import notify
-from contactsync.errors import ConflictError, NotFoundError, ValidationError
+from contactsync.errors import ConfigError, ConflictError, NotFoundError, ValidationError
 from contactsync.tenancy.roles import Role
 
 MAX_EMAIL = 320
@@ -75,8 +75,10 @@ def normalize_email(text: str) -> str:
     return email
 
 
-def hash_password(password: str) -> str:
-    if len(password) < MIN_PASSWORD:
+def hash_password(password: str, *, check: bool = True) -> str:
+    """The argon2 hash; ``check=False`` skips the length rule (an operator's configured admin password,
+    which installations set before the rule existed)."""
+    if check and len(password) < MIN_PASSWORD:
         raise ValidationError(f"a password needs at least {MIN_PASSWORD} characters", field="password")
     return _hasher.hash(password)
 
@@ -101,22 +103,30 @@ def create_user(
     now: datetime,
     operator: bool = False,
     hashed: bool = False,
+    strict: bool = True,
 ) -> tuple[UserOut, str | None]:
     """A new user; without ``password`` one is made up and returned (the only copy in clear).
 
     ``hashed``: ``password`` is an argon2 hash already (the configured admin password may be one);
-    anything else is hashed, whatever it looks like.
+    anything else is hashed, whatever it looks like. ``strict=False`` accepts a password shorter than
+    the rule (only the configured admin password, set before the rule existed).
     """
     address = normalize_email(email)
     if conn.execute(sa.select(users.c.id).where(users.c.email == address)).first() is not None:
         raise ConflictError(f"a user with email {address} exists", field="email")
-    generated = None if password else one_time_password()
-    stored = password if hashed and password else hash_password(password or generated or "")
-    row = conn.execute(
-        users.insert()
-        .values(email=address, password_hash=stored, operator=operator, created_at=now)
-        .returning(*users.c)
-    ).one()
+    generated = one_time_password() if password is None else None
+    if hashed and password:
+        stored = password
+    else:
+        stored = hash_password(password if password is not None else generated or "", check=strict)
+    try:
+        row = conn.execute(
+            users.insert()
+            .values(email=address, password_hash=stored, operator=operator, created_at=now)
+            .returning(*users.c)
+        ).one()
+    except sa.exc.IntegrityError as exc:  # the same email added at the same moment elsewhere
+        raise ConflictError(f"a user with email {address} exists", field="email") from exc
     return _user_out(row), generated
 
 
@@ -153,16 +163,25 @@ def authenticate(conn: sa.Connection, email: str, password: str) -> UserOut | No
 
 
 def set_password(conn: sa.Connection, user_id: int, password: str | None) -> str | None:
-    """A new password (made up when ``None``, and returned) and every session of the user ended."""
+    """A new password (made up when ``None``, and returned) and every session of the user ended; an
+    empty or short one is refused (never quietly replaced by one nobody is shown)."""
     get_user(conn, user_id)
-    generated = None if password else one_time_password()
+    generated = one_time_password() if password is None else None
     conn.execute(
         users.update()
         .where(users.c.id == user_id)
-        .values(password_hash=hash_password(password or generated or ""))
+        .values(password_hash=hash_password(password if password is not None else generated or ""))
     )
     end_sessions(conn, user_id)
     return generated
+
+
+def set_password_hash(conn: sa.Connection, user_id: int, password_hash: str) -> None:
+    """Store a password hashed beforehand (outside the transaction: argon2 is slow) and end every
+    session of the user."""
+    get_user(conn, user_id)
+    conn.execute(users.update().where(users.c.id == user_id).values(password_hash=password_hash))
+    end_sessions(conn, user_id)
 
 
 def set_disabled(conn: sa.Connection, user_id: int, *, disabled: bool, now: datetime) -> UserOut:
@@ -207,11 +226,18 @@ def bootstrap_operator(conn: sa.Connection, *, email: str, password: str, now: d
     password itself or its argon2 hash); ``None`` when there is one already or no password."""
     if not password or _operators(conn, active_only=False):
         return None
-    found = find_user(conn, email)
-    if found is not None:
-        return set_operator(conn, found.id, operator=True)
+    if find_user(conn, email) is not None:
+        # never promote an existing user: any account owner may have created this one (adding a
+        # member by email), and would become the installation's operator
+        raise ConfigError(
+            f"CONTACTSYNC_ADMIN_EMAIL {email!r} belongs to an existing user, who is not made the operator: "
+            "choose an email no user has, or make a trusted user the operator with "
+            "`contactsync users create EMAIL --operator`"
+        )
     hashed = password.startswith("$argon2")
-    user, _ = create_user(conn, email=email, password=password, now=now, operator=True, hashed=hashed)
+    user, _ = create_user(
+        conn, email=email, password=password, now=now, operator=True, hashed=hashed, strict=False
+    )
     return user
 
 
@@ -316,9 +342,14 @@ def add_member(
     )
     if conn.execute(exists).first() is not None:
         raise ConflictError(f"{user.email} is already a member", field="email")
-    conn.execute(
-        memberships.insert().values(account_id=account_id, user_id=user.id, role=role.value, created_at=now)
-    )
+    try:
+        conn.execute(
+            memberships.insert().values(
+                account_id=account_id, user_id=user.id, role=role.value, created_at=now
+            )
+        )
+    except sa.exc.IntegrityError as exc:  # added at the same moment elsewhere
+        raise ConflictError(f"{user.email} is already a member", field="email") from exc
     return _member(conn, account_id, user.id), password
 
 

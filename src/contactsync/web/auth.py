@@ -19,7 +19,7 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from contactsync.errors import NotFoundError, ValidationError
-from contactsync.tenancy import people
+from contactsync.tenancy import audit, people
 from contactsync.web.app import Web, forbidden
 from contactsync.web.identity import SIGNED_IN, first_place
 from contactsync.web.security import CSRF_FIELD, Session, csrf_ok
@@ -141,24 +141,41 @@ def _platform_routes(web: Web) -> list[BaseRoute]:
         return web.render(request, session, "platform/password.html")
 
     async def password_change(request: Request, session: Session) -> Response:
-        """A new password for the signed-in user; every other session of theirs ends."""
+        """A new password for the signed-in user; every other session of theirs ends. The current
+        password is checked (argon2, slow) before any transaction and under the login rate limit, so
+        guesses neither hold the database's write lock nor run unbounded."""
         form = await request.form()
         current, new = _text(form, "current"), _text(form, "new")
         who = session.who
+        limited = f"password:{who.user_id}"
+        wait_s = web.limiter.blocked(limited)
+        if wait_s:
+            problem = f"Too many attempts; wait {int(wait_s)} s."
+            return web.render(request, session, "platform/password.html", 429, problem=problem)
+        known = await web.read(lambda conn: people.authenticate(conn, who.email, current))
+        if known is None:
+            web.limiter.failed(limited)
+            wrong = "The current password is wrong."
+            return web.render(request, session, "platform/password.html", 400, problem=wrong)
+        web.limiter.succeeded(limited)
+        try:
+            hashed = await run_in_threadpool(people.hash_password, new)
+        except ValidationError as exc:
+            return web.render(request, session, "platform/password.html", 400, problem=str(exc))
 
-        def change(conn: sa.Connection) -> str:
-            if people.authenticate(conn, who.email, current) is None:
-                return "The current password is wrong."
-            try:
-                people.set_password(conn, who.user_id, new)  # ends every session of the user
-            except ValidationError as exc:
-                return str(exc)
-            who.record(conn, "user.password", "user", who.user_id, now=utcnow())
-            return ""
+        def change(conn: sa.Connection) -> None:
+            people.set_password_hash(conn, who.user_id, hashed)  # ends every session of the user
+            audit.record(
+                conn,
+                who.actor,
+                "user.password",
+                account_id=None,  # the person's, not the account's they happen to work in
+                target_type="user",
+                target_id=who.user_id,
+                now=utcnow(),
+            )
 
-        problem = await web.write(change)
-        if problem:
-            return web.render(request, session, "platform/password.html", 400, problem=problem)
+        await web.write(change)
         response = web.redirect(request, "/", msg="Password changed; your other sessions have ended")
         principal = people.principal_of(who.user_id)
         token, _ = await run_in_threadpool(
