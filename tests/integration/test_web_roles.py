@@ -146,6 +146,25 @@ CALLS: dict[tuple[str, str], tuple[str, Callable[[World], Call]]] = {
         VIEWER,
         _get(lambda w: f"/contacts/{w.ids['contact']}", names_a=True),
     ),
+    ("GET", "/contacts/new"): (EDITOR, _get(lambda w: f"/contacts/new?list={w.ids['list']}", names_a=True)),
+    ("POST", "/contacts/new"): (
+        EDITOR,
+        lambda w: Call(
+            "/contacts/new", {"list_id": w.ids["list"], "email": f"ui{w.n()}@example.com"}, names_a=True
+        ),
+    ),
+    ("POST", "/contacts/{contact_id:int}"): (
+        EDITOR,
+        lambda w: Call(
+            f"/contacts/{w.ids['contact']}",
+            {"phone": "+1 555 0100", "status": "subscribed", f"field:{w.ids['field']}": "Paris"},
+            names_a=True,
+        ),
+    ),
+    ("POST", "/contacts/{contact_id:int}/delete"): (
+        EDITOR,
+        lambda w: Call(f"/contacts/{w.contact()}/delete", {"confirm": "yes"}, names_a=True),
+    ),
     ("GET", "/lists"): (VIEWER, _get(lambda w: "/lists")),
     ("POST", "/lists"): (EDITOR, lambda w: Call("/lists", {"name": f"list {w.n()}"})),
     ("POST", "/lists/{list_id:int}/fields"): (
@@ -382,6 +401,8 @@ def world(db_url: str) -> Iterator[World]:
         ids = {"account": a, "list": lst["id"], "automation": auto["id"], "action": action["id"],
                "editable": editable["id"], "editable_action": editable_action["id"]}  # fmt: skip
         w = World(api, hook, ids, emails, user_ids)
+        city = {"name": "City", "type": "text", "shortcode_key": "CITY"}
+        w.ids["field"] = api.ok("POST", f"/api/lists/{lst['id']}/fields", 201, json=city)["id"]
         w.ids["contact"] = w.contact()
         w.ids["delivery"] = w.delivery("delivered")
         with api.engine.begin() as conn:

@@ -360,6 +360,7 @@ def create_web_app(
     if side == "platform":
         from contactsync.web import (
             automation_pages,
+            contact_pages,
             delivery_pages,
             operator_pages,
             people_pages,
@@ -367,6 +368,8 @@ def create_web_app(
         )
 
         for module in (platform_pages, automation_pages, delivery_pages, people_pages, operator_pages):
+            routes += module.routes(web)
+        for module in (contact_pages,):
             routes += module.routes(web)
     else:
         from contactsync.web import listener_pages
