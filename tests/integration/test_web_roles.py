@@ -89,6 +89,15 @@ class World:
         body = {"list_id": self.ids["list"], "name": f"a{self.n()}", "trigger": {"event": "manual"}}
         return int(self.api.ok("POST", "/api/automations", 201, json=body)["id"])
 
+    def spare_list(self) -> int:
+        """A list no automation uses (it may be deleted)."""
+        return int(self.api.ok("POST", "/api/lists", 201, json={"name": f"spare {self.n()}"})["id"])
+
+    def field(self) -> int:
+        """A field of A's list nothing uses (it may be deleted)."""
+        body = {"name": f"Spare {self.n()}", "type": "text"}
+        return int(self.api.ok("POST", f"/api/lists/{self.ids['list']}/fields", 201, json=body)["id"])
+
     def member(self) -> int:
         made = self.api.ok("POST", "/api/members", 201, json={"email": f"m{self.n()}@example.com"})
         return int(made["member"]["user_id"])
@@ -172,6 +181,22 @@ CALLS: dict[tuple[str, str], tuple[str, Callable[[World], Call]]] = {
         lambda w: Call(
             f"/lists/{w.ids['list']}/fields", {"name": f"Field {w.n()}", "type": "text"}, names_a=True
         ),
+    ),
+    ("POST", "/lists/{list_id:int}/rename"): (
+        EDITOR,
+        lambda w: Call(f"/lists/{w.ids['list']}/rename", {"name": "Customers"}, names_a=True),
+    ),
+    ("POST", "/lists/{list_id:int}/delete"): (
+        EDITOR,
+        lambda w: Call(f"/lists/{w.spare_list()}/delete", {"confirm": "yes"}, names_a=True),
+    ),
+    ("POST", "/fields/{field_id:int}"): (
+        EDITOR,
+        lambda w: Call(f"/fields/{w.ids['field']}", {"name": "City", "shortcode_key": "CITY"}, names_a=True),
+    ),
+    ("POST", "/fields/{field_id:int}/delete"): (
+        EDITOR,
+        lambda w: Call(f"/fields/{w.field()}/delete", {"confirm": "yes"}, names_a=True),
     ),
     ("GET", "/keys"): (OWNER, _get(lambda w: "/keys")),
     ("POST", "/keys"): (OWNER, lambda w: Call("/keys", {"name": f"ui key {w.n()}", "role": "viewer"})),
