@@ -229,10 +229,27 @@ CALLS: dict[tuple[str, str], tuple[str, Callable[[World], Call]]] = {
             names_a=True,
         ),
     ),
+    ("GET", "/automations/{automation_id:int}/run"): (
+        EDITOR,
+        _get(lambda w: f"/automations/{w.ids['editable']}/run", names_a=True),
+    ),
     ("POST", "/automations/{automation_id:int}/run"): (
         EDITOR,
-        lambda w: Call(f"/automations/{w.automation()}/run", {}, names_a=True),
+        lambda w: Call(f"/automations/{w.automation()}/run", {"confirm": "yes"}, names_a=True),
     ),
+    ("GET", "/automations/{automation_id:int}/resend"): (
+        EDITOR,
+        _get(lambda w: f"/automations/{w.ids['editable']}/resend", names_a=True),
+    ),
+    ("POST", "/automations/{automation_id:int}/resend"): (
+        EDITOR,
+        lambda w: Call(f"/automations/{w.automation()}/resend", {"confirm": "yes"}, names_a=True),
+    ),
+    ("POST", "/automations/{automation_id:int}/delete"): (
+        EDITOR,
+        lambda w: Call(f"/automations/{w.automation()}/delete", {"confirm": "yes"}, names_a=True),
+    ),
+    ("GET", "/runs/{run_id:int}"): (VIEWER, _get(lambda w: f"/runs/{w.ids['run']}", names_a=True)),
     ("GET", "/automations/{automation_id:int}/actions/new"): (
         EDITOR,
         _get(lambda w: f"/automations/{w.ids['editable']}/actions/new", names_a=True),
@@ -429,6 +446,7 @@ def world(db_url: str) -> Iterator[World]:
         city = {"name": "City", "type": "text", "shortcode_key": "CITY"}
         w.ids["field"] = api.ok("POST", f"/api/lists/{lst['id']}/fields", 201, json=city)["id"]
         w.ids["contact"] = w.contact()
+        w.ids["run"] = api.ok("POST", f"/api/automations/{editable['id']}/runs", 202)["id"]
         w.ids["delivery"] = w.delivery("delivered")
         with api.engine.begin() as conn:
             key = endpoint_rows.EndpointKey(a, endpoint_rows.endpoint_key(hook))

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
 from typing import Any
 
 import aiohttp
@@ -52,7 +51,7 @@ from contactsync.automation.automations import (
     update_automation,
 )
 from contactsync.automation.lists import list_fields
-from contactsync.automation.manual import list_runs, run_to_completion, start_run
+from contactsync.automation.manual import list_runs
 from contactsync.automation.preview import preview
 from contactsync.automation.rules import BUILTIN_SUBJECTS, TRIGGERS
 from contactsync.automation.runtime import Runtime
@@ -61,7 +60,7 @@ from contactsync.db.sealing import mask
 from contactsync.delivery.attempt import send
 from contactsync.delivery.netguard import NetPolicy, create_connector
 from contactsync.delivery.outbox import pending_for_actions
-from contactsync.errors import ContactSyncError, NotFoundError, RunInProgressError, TemplateError
+from contactsync.errors import ContactSyncError, NotFoundError, TemplateError
 from contactsync.listener.getmap import advise
 from contactsync.web.app import Web
 from contactsync.web.platform_pages import EDITOR, OWNER, VIEWER, error_message, form_text, utcnow
@@ -215,7 +214,13 @@ def routes(web: Web) -> list[BaseRoute]:
             acts = list_actions(conn, automation.id) if automation is not None else []
             runs = list_runs(conn, automation.id)[-5:] if automation is not None else []
             fields = list_fields(conn, list_id)
-            return {"fields_json": [f.model_dump() for f in fields], "acts": acts, "runs": runs}
+            pending = pending_for_actions(conn, [act.id for act in acts])
+            return {
+                "fields_json": [f.model_dump() for f in fields],
+                "acts": acts,
+                "runs": runs,
+                "pending": pending,
+            }
 
         return web.render(
             request,
@@ -295,39 +300,6 @@ def routes(web: Web) -> list[BaseRoute]:
             message = error_message(exc)
             return web.redirect(request, f"/automations/{automation_id}", err=message)
         return web.redirect(request, f"/automations/{automation_id}", msg="automation saved")
-
-    async def run(request: Request, session: Session) -> Response:
-        automation_id = int(request.path_params["automation_id"])
-        rt = runtime_of(web)
-        workers = web.extras.get("run_workers")  # the API process's run threads, when mounted there
-        who = session.who
-
-        def start(conn: sa.Connection) -> Any:
-            own_automation(conn, who.principal, automation_id)
-            run = start_run(conn, rt, automation_id)
-            who.record(conn, "run.start", "run", run.id, now=utcnow(), automation_id=automation_id)
-            return run
-
-        try:
-            started = await web.write(start)
-        except NotFoundError:
-            raise
-        except RunInProgressError as exc:
-            if workers is not None and callable(getattr(workers, "ensure", None)):
-                workers.ensure(exc.run_id)  # resumes it, should the server that started it have stopped
-            return web.redirect(request, f"/automations/{automation_id}", err=str(exc))
-        except ContactSyncError as exc:
-            return web.redirect(request, f"/automations/{automation_id}", err=str(exc))
-
-        if workers is not None and callable(getattr(workers, "ensure", None)):
-            workers.ensure(started.id)
-        else:
-
-            def work() -> None:
-                run_to_completion(web.engine, rt, started.id, on_progress=lambda _run: wake(web))
-
-            threading.Thread(target=work, name=f"manual-run-{started.id}", daemon=True).start()
-        return web.redirect(request, f"/automations/{automation_id}", msg=f"manual run {started.id} started")
 
     async def action_form(
         request: Request, session: Session, action: Any, automation_id: int, status: int = 200
@@ -581,7 +553,6 @@ def routes(web: Web) -> list[BaseRoute]:
         web.page("/automations/new", create, methods=["POST"], role=EDITOR),
         web.page("/automations/{automation_id:int}", show, role=VIEWER),
         web.page("/automations/{automation_id:int}", update, methods=["POST"], role=EDITOR),
-        web.page("/automations/{automation_id:int}/run", run, methods=["POST"], role=EDITOR),
         web.page("/automations/{automation_id:int}/actions/new", action_new, role=EDITOR),
         web.page(
             "/automations/{automation_id:int}/actions/new", action_create, methods=["POST"], role=EDITOR
