@@ -198,6 +198,25 @@ CALLS: dict[tuple[str, str], tuple[str, Callable[[World], Call]]] = {
         EDITOR,
         lambda w: Call(f"/fields/{w.field()}/delete", {"confirm": "yes"}, names_a=True),
     ),
+    ("GET", "/endpoints"): (VIEWER, _get(lambda w: "/endpoints")),
+    ("POST", "/endpoints/disable"): (
+        EDITOR,
+        lambda w: Call(
+            "/endpoints/disable", {"endpoint_id": w.ids["endpoint"], "reason": "maintenance"}, names_a=True
+        ),
+    ),
+    ("POST", "/endpoints/limits"): (
+        EDITOR,
+        lambda w: Call(
+            "/endpoints/limits",
+            {"endpoint_id": w.ids["endpoint"], "max_in_flight": "5", "rate_limit_per_s": ""},
+            names_a=True,
+        ),
+    ),
+    ("POST", "/lead-status"): (
+        EDITOR,
+        lambda w: Call("/lead-status", {"min_score": ["0", "20", "50"], "label": ["Cold", "Warm", "Hot"]}),
+    ),
     ("GET", "/keys"): (OWNER, _get(lambda w: "/keys")),
     ("POST", "/keys"): (OWNER, lambda w: Call("/keys", {"name": f"ui key {w.n()}", "role": "viewer"})),
     ("POST", "/keys/{key_id:int}/revoke"): (

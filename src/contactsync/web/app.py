@@ -362,6 +362,7 @@ def create_web_app(
             automation_pages,
             contact_pages,
             delivery_pages,
+            endpoint_pages,
             list_pages,
             operator_pages,
             people_pages,
@@ -371,7 +372,7 @@ def create_web_app(
 
         for module in (platform_pages, automation_pages, delivery_pages, people_pages, operator_pages):
             routes += module.routes(web)
-        for module in (contact_pages, list_pages, run_pages):
+        for module in (contact_pages, list_pages, run_pages, endpoint_pages):
             routes += module.routes(web)
     else:
         from contactsync.web import listener_pages

@@ -77,7 +77,8 @@ def routes(web: Web) -> list[BaseRoute]:
 
         name, done = await web.write(enable)
         wake()
-        return web.redirect(request, "/", msg=f"{name} enabled" if done else f"{name} was not disabled")
+        back = "/endpoints" if form_text(form, "back") == "endpoints" else "/"
+        return web.redirect(request, back, msg=f"{name} enabled" if done else f"{name} was not disabled")
 
     async def contact_list(request: Request, session: Session) -> Response:
         q = request.query_params.get("q", "").strip()
