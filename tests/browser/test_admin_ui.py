@@ -133,7 +133,9 @@ def test_journey_create_action_test_send_deliver_retry_and_listener_shows_the_co
 
     # a manual run queues one delivery per contact; the dispatcher sends them
     page.goto(f"{stack.platform_url}/automations/{automation_id}")
-    page.click("text=Run over the whole list now")
+    page.click("#run-over-list")
+    expect(page.locator("#dry-would-enter")).to_have_text("2")  # the dry run's count comes first
+    page.click("#start")
     page.wait_for_selector("text=manual run")
 
     def delivered() -> list[int]:

@@ -89,6 +89,15 @@ class World:
         body = {"list_id": self.ids["list"], "name": f"a{self.n()}", "trigger": {"event": "manual"}}
         return int(self.api.ok("POST", "/api/automations", 201, json=body)["id"])
 
+    def spare_list(self) -> int:
+        """A list no automation uses (it may be deleted)."""
+        return int(self.api.ok("POST", "/api/lists", 201, json={"name": f"spare {self.n()}"})["id"])
+
+    def field(self) -> int:
+        """A field of A's list nothing uses (it may be deleted)."""
+        body = {"name": f"Spare {self.n()}", "type": "text"}
+        return int(self.api.ok("POST", f"/api/lists/{self.ids['list']}/fields", 201, json=body)["id"])
+
     def member(self) -> int:
         made = self.api.ok("POST", "/api/members", 201, json={"email": f"m{self.n()}@example.com"})
         return int(made["member"]["user_id"])
@@ -146,6 +155,25 @@ CALLS: dict[tuple[str, str], tuple[str, Callable[[World], Call]]] = {
         VIEWER,
         _get(lambda w: f"/contacts/{w.ids['contact']}", names_a=True),
     ),
+    ("GET", "/contacts/new"): (EDITOR, _get(lambda w: f"/contacts/new?list={w.ids['list']}", names_a=True)),
+    ("POST", "/contacts/new"): (
+        EDITOR,
+        lambda w: Call(
+            "/contacts/new", {"list_id": w.ids["list"], "email": f"ui{w.n()}@example.com"}, names_a=True
+        ),
+    ),
+    ("POST", "/contacts/{contact_id:int}"): (
+        EDITOR,
+        lambda w: Call(
+            f"/contacts/{w.ids['contact']}",
+            {"phone": "+1 555 0100", "status": "subscribed", f"field:{w.ids['field']}": "Paris"},
+            names_a=True,
+        ),
+    ),
+    ("POST", "/contacts/{contact_id:int}/delete"): (
+        EDITOR,
+        lambda w: Call(f"/contacts/{w.contact()}/delete", {"confirm": "yes"}, names_a=True),
+    ),
     ("GET", "/lists"): (VIEWER, _get(lambda w: "/lists")),
     ("POST", "/lists"): (EDITOR, lambda w: Call("/lists", {"name": f"list {w.n()}"})),
     ("POST", "/lists/{list_id:int}/fields"): (
@@ -153,6 +181,41 @@ CALLS: dict[tuple[str, str], tuple[str, Callable[[World], Call]]] = {
         lambda w: Call(
             f"/lists/{w.ids['list']}/fields", {"name": f"Field {w.n()}", "type": "text"}, names_a=True
         ),
+    ),
+    ("POST", "/lists/{list_id:int}/rename"): (
+        EDITOR,
+        lambda w: Call(f"/lists/{w.ids['list']}/rename", {"name": "Customers"}, names_a=True),
+    ),
+    ("POST", "/lists/{list_id:int}/delete"): (
+        EDITOR,
+        lambda w: Call(f"/lists/{w.spare_list()}/delete", {"confirm": "yes"}, names_a=True),
+    ),
+    ("POST", "/fields/{field_id:int}"): (
+        EDITOR,
+        lambda w: Call(f"/fields/{w.ids['field']}", {"name": "City", "shortcode_key": "CITY"}, names_a=True),
+    ),
+    ("POST", "/fields/{field_id:int}/delete"): (
+        EDITOR,
+        lambda w: Call(f"/fields/{w.field()}/delete", {"confirm": "yes"}, names_a=True),
+    ),
+    ("GET", "/endpoints"): (VIEWER, _get(lambda w: "/endpoints")),
+    ("POST", "/endpoints/disable"): (
+        EDITOR,
+        lambda w: Call(
+            "/endpoints/disable", {"endpoint_id": w.ids["endpoint"], "reason": "maintenance"}, names_a=True
+        ),
+    ),
+    ("POST", "/endpoints/limits"): (
+        EDITOR,
+        lambda w: Call(
+            "/endpoints/limits",
+            {"endpoint_id": w.ids["endpoint"], "max_in_flight": "5", "rate_limit_per_s": ""},
+            names_a=True,
+        ),
+    ),
+    ("POST", "/lead-status"): (
+        EDITOR,
+        lambda w: Call("/lead-status", {"min_score": ["0", "20", "50"], "label": ["Cold", "Warm", "Hot"]}),
     ),
     ("GET", "/keys"): (OWNER, _get(lambda w: "/keys")),
     ("POST", "/keys"): (OWNER, lambda w: Call("/keys", {"name": f"ui key {w.n()}", "role": "viewer"})),
@@ -185,10 +248,27 @@ CALLS: dict[tuple[str, str], tuple[str, Callable[[World], Call]]] = {
             names_a=True,
         ),
     ),
+    ("GET", "/automations/{automation_id:int}/run"): (
+        EDITOR,
+        _get(lambda w: f"/automations/{w.ids['editable']}/run", names_a=True),
+    ),
     ("POST", "/automations/{automation_id:int}/run"): (
         EDITOR,
-        lambda w: Call(f"/automations/{w.automation()}/run", {}, names_a=True),
+        lambda w: Call(f"/automations/{w.automation()}/run", {"confirm": "yes"}, names_a=True),
     ),
+    ("GET", "/automations/{automation_id:int}/resend"): (
+        EDITOR,
+        _get(lambda w: f"/automations/{w.ids['editable']}/resend", names_a=True),
+    ),
+    ("POST", "/automations/{automation_id:int}/resend"): (
+        EDITOR,
+        lambda w: Call(f"/automations/{w.automation()}/resend", {"confirm": "yes"}, names_a=True),
+    ),
+    ("POST", "/automations/{automation_id:int}/delete"): (
+        EDITOR,
+        lambda w: Call(f"/automations/{w.automation()}/delete", {"confirm": "yes"}, names_a=True),
+    ),
+    ("GET", "/runs/{run_id:int}"): (VIEWER, _get(lambda w: f"/runs/{w.ids['run']}", names_a=True)),
     ("GET", "/automations/{automation_id:int}/actions/new"): (
         EDITOR,
         _get(lambda w: f"/automations/{w.ids['editable']}/actions/new", names_a=True),
@@ -382,7 +462,10 @@ def world(db_url: str) -> Iterator[World]:
         ids = {"account": a, "list": lst["id"], "automation": auto["id"], "action": action["id"],
                "editable": editable["id"], "editable_action": editable_action["id"]}  # fmt: skip
         w = World(api, hook, ids, emails, user_ids)
+        city = {"name": "City", "type": "text", "shortcode_key": "CITY"}
+        w.ids["field"] = api.ok("POST", f"/api/lists/{lst['id']}/fields", 201, json=city)["id"]
         w.ids["contact"] = w.contact()
+        w.ids["run"] = api.ok("POST", f"/api/automations/{editable['id']}/runs", 202)["id"]
         w.ids["delivery"] = w.delivery("delivered")
         with api.engine.begin() as conn:
             key = endpoint_rows.EndpointKey(a, endpoint_rows.endpoint_key(hook))

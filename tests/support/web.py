@@ -74,3 +74,15 @@ def sign_in(base: str, email: str, password: str = PASSWORD, *, expect: int = 30
     assert done.status_code == expect, done.text[:2000]
     csrf = csrf_of(client.get("/me/password").text) if expect == 303 else ""
     return Ui(client, csrf)
+
+
+def audit_actions(engine: sa.Engine, prefix: str = "") -> list[tuple[str, str, str | None, dict[str, Any]]]:
+    """``(action, actor label, target id, detail)`` of the people's audit rows, oldest first."""
+    from contactsync.db.platform import audit_log
+
+    a = audit_log.c
+    query = sa.select(a.action, a.actor_label, a.target_id, a.detail).where(
+        a.actor_kind == "user", a.action.startswith(prefix)
+    )
+    with engine.connect() as conn:
+        return [(r.action, r.actor_label, r.target_id, r.detail) for r in conn.execute(query.order_by(a.id))]

@@ -360,13 +360,19 @@ def create_web_app(
     if side == "platform":
         from contactsync.web import (
             automation_pages,
+            contact_pages,
             delivery_pages,
+            endpoint_pages,
+            list_pages,
             operator_pages,
             people_pages,
             platform_pages,
+            run_pages,
         )
 
         for module in (platform_pages, automation_pages, delivery_pages, people_pages, operator_pages):
+            routes += module.routes(web)
+        for module in (contact_pages, list_pages, run_pages, endpoint_pages):
             routes += module.routes(web)
     else:
         from contactsync.web import listener_pages

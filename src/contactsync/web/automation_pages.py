@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
 from typing import Any
 
 import aiohttp
@@ -52,7 +51,7 @@ from contactsync.automation.automations import (
     update_automation,
 )
 from contactsync.automation.lists import list_fields
-from contactsync.automation.manual import list_runs, run_to_completion, start_run
+from contactsync.automation.manual import list_runs
 from contactsync.automation.preview import preview
 from contactsync.automation.rules import BUILTIN_SUBJECTS, TRIGGERS
 from contactsync.automation.runtime import Runtime
@@ -61,7 +60,7 @@ from contactsync.db.sealing import mask
 from contactsync.delivery.attempt import send
 from contactsync.delivery.netguard import NetPolicy, create_connector
 from contactsync.delivery.outbox import pending_for_actions
-from contactsync.errors import ContactSyncError, NotFoundError, RunInProgressError, TemplateError
+from contactsync.errors import ContactSyncError, NotFoundError, TemplateError
 from contactsync.listener.getmap import advise
 from contactsync.web.app import Web
 from contactsync.web.platform_pages import EDITOR, OWNER, VIEWER, error_message, form_text, utcnow
@@ -73,7 +72,8 @@ OPERATORS = ("eq", "ne", "contains", "not_contains", "starts_with", "ends_with",
 ACTIVITY_KINDS = ("campaign_open", "link_click", "page_visit", "goal", "automation", "webhook")
 
 
-def _runtime(web: Web) -> Runtime:
+def runtime_of(web: Web) -> Runtime:
+    """The services' runtime: the one the app was given, else one made once for this UI."""
     rt = web.extras.get("runtime")
     if not isinstance(rt, Runtime):
         rt = Runtime.create(web.settings, engine=web.engine)
@@ -81,7 +81,8 @@ def _runtime(web: Web) -> Runtime:
     return rt
 
 
-def _wake(web: Web) -> None:
+def wake(web: Web) -> None:
+    """Tell an in-process dispatcher that deliveries were queued (it claims them at once)."""
     hook = web.extras.get("on_enqueue")
     if callable(hook):
         hook()
@@ -213,7 +214,13 @@ def routes(web: Web) -> list[BaseRoute]:
             acts = list_actions(conn, automation.id) if automation is not None else []
             runs = list_runs(conn, automation.id)[-5:] if automation is not None else []
             fields = list_fields(conn, list_id)
-            return {"fields_json": [f.model_dump() for f in fields], "acts": acts, "runs": runs}
+            pending = pending_for_actions(conn, [act.id for act in acts])
+            return {
+                "fields_json": [f.model_dump() for f in fields],
+                "acts": acts,
+                "runs": runs,
+                "pending": pending,
+            }
 
         return web.render(
             request,
@@ -247,7 +254,7 @@ def routes(web: Web) -> list[BaseRoute]:
 
         def work(conn: sa.Connection, data: AutomationIn) -> Any:
             own_list(conn, who.principal, data.list_id)
-            made = create_automation(conn, _runtime(web), data)
+            made = create_automation(conn, runtime_of(web), data)
             who.record(conn, "automation.create", "automation", made.id, now=utcnow(), name=made.name)
             return made
 
@@ -278,7 +285,7 @@ def routes(web: Web) -> list[BaseRoute]:
 
         def work(conn: sa.Connection, data: AutomationIn) -> None:
             own_automation(conn, who.principal, automation_id)
-            saved = update_automation(conn, _runtime(web), automation_id, data)
+            saved = update_automation(conn, runtime_of(web), automation_id, data)
             who.record(conn, "automation.update", "automation", automation_id, now=utcnow(), name=saved.name)
 
         def load(conn: sa.Connection) -> Any:
@@ -293,39 +300,6 @@ def routes(web: Web) -> list[BaseRoute]:
             message = error_message(exc)
             return web.redirect(request, f"/automations/{automation_id}", err=message)
         return web.redirect(request, f"/automations/{automation_id}", msg="automation saved")
-
-    async def run(request: Request, session: Session) -> Response:
-        automation_id = int(request.path_params["automation_id"])
-        rt = _runtime(web)
-        workers = web.extras.get("run_workers")  # the API process's run threads, when mounted there
-        who = session.who
-
-        def start(conn: sa.Connection) -> Any:
-            own_automation(conn, who.principal, automation_id)
-            run = start_run(conn, rt, automation_id)
-            who.record(conn, "run.start", "run", run.id, now=utcnow(), automation_id=automation_id)
-            return run
-
-        try:
-            started = await web.write(start)
-        except NotFoundError:
-            raise
-        except RunInProgressError as exc:
-            if workers is not None and callable(getattr(workers, "ensure", None)):
-                workers.ensure(exc.run_id)  # resumes it, should the server that started it have stopped
-            return web.redirect(request, f"/automations/{automation_id}", err=str(exc))
-        except ContactSyncError as exc:
-            return web.redirect(request, f"/automations/{automation_id}", err=str(exc))
-
-        if workers is not None and callable(getattr(workers, "ensure", None)):
-            workers.ensure(started.id)
-        else:
-
-            def work() -> None:
-                run_to_completion(web.engine, rt, started.id, on_progress=lambda _run: _wake(web))
-
-            threading.Thread(target=work, name=f"manual-run-{started.id}", daemon=True).start()
-        return web.redirect(request, f"/automations/{automation_id}", msg=f"manual run {started.id} started")
 
     async def action_form(
         request: Request, session: Session, action: Any, automation_id: int, status: int = 200
@@ -375,7 +349,7 @@ def routes(web: Web) -> list[BaseRoute]:
 
         def work(conn: sa.Connection, settings: SyncActionSettings) -> Any:
             own_automation(conn, who.principal, automation_id)
-            made = create_action(conn, _runtime(web), automation_id=automation_id, settings=settings)
+            made = create_action(conn, runtime_of(web), automation_id=automation_id, settings=settings)
             who.record(conn, "action.create", "action", made.id, now=utcnow(), automation_id=automation_id)
             return made
 
@@ -390,12 +364,14 @@ def routes(web: Web) -> list[BaseRoute]:
     async def action_show(request: Request, session: Session) -> Response:
         action_id = int(request.path_params["action_id"])
         action = await web.read(lambda conn: mine(conn, session, action_id))
-        return await action_form(request, session, shown(action, _runtime(web).keyring), action.automation_id)
+        return await action_form(
+            request, session, shown(action, runtime_of(web).keyring), action.automation_id
+        )
 
     async def action_reveal(request: Request, session: Session) -> Response:
         """The secret(s) and header values in clear, for the page's Reveal button (POST with CSRF)."""
         action_id = int(request.path_params["action_id"])
-        rt = _runtime(web)
+        rt = runtime_of(web)
         who = session.who
 
         def work(conn: sa.Connection) -> Any:
@@ -415,7 +391,7 @@ def routes(web: Web) -> list[BaseRoute]:
 
         def work(conn: sa.Connection, settings: SyncActionSettings) -> None:
             own_action(conn, who.principal, action_id)
-            update_action(conn, _runtime(web), action_id, settings)
+            update_action(conn, runtime_of(web), action_id, settings)
             who.record(conn, "action.update", "action", action_id, now=utcnow())
 
         try:
@@ -434,7 +410,7 @@ def routes(web: Web) -> list[BaseRoute]:
         if form_text(form, "confirm") != "yes":
             return web.redirect(request, f"/actions/{action_id}", err="tick the box to confirm the deletion")
         who = session.who
-        rt = _runtime(web)
+        rt = runtime_of(web)
 
         def work(conn: sa.Connection) -> int:
             own_action(conn, who.principal, action_id)
@@ -459,7 +435,7 @@ def routes(web: Web) -> list[BaseRoute]:
 
         def work(conn: sa.Connection) -> None:
             own_action(conn, who.principal, action_id)
-            rotate_secret(conn, _runtime(web), action_id)
+            rotate_secret(conn, runtime_of(web), action_id)
             who.record(conn, "action.rotate_secret", "action", action_id, now=utcnow())
 
         await web.write(work)
@@ -496,7 +472,7 @@ def routes(web: Web) -> list[BaseRoute]:
 
         try:
             contact_id = int(form_text(form, "contact_id"))
-            rt = _runtime(web)
+            rt = runtime_of(web)
             settings = with_stored_values(
                 action_settings(form, base=current.settings), current.settings.headers, rt.keyring
             )
@@ -523,7 +499,7 @@ def routes(web: Web) -> list[BaseRoute]:
 
         try:
             contact_id = int(form_text(form, "contact_id"))
-            rt = _runtime(web)
+            rt = runtime_of(web)
             settings = with_stored_values(
                 action_settings(form, base=current.settings), current.settings.headers, rt.keyring
             )
@@ -577,7 +553,6 @@ def routes(web: Web) -> list[BaseRoute]:
         web.page("/automations/new", create, methods=["POST"], role=EDITOR),
         web.page("/automations/{automation_id:int}", show, role=VIEWER),
         web.page("/automations/{automation_id:int}", update, methods=["POST"], role=EDITOR),
-        web.page("/automations/{automation_id:int}/run", run, methods=["POST"], role=EDITOR),
         web.page("/automations/{automation_id:int}/actions/new", action_new, role=EDITOR),
         web.page(
             "/automations/{automation_id:int}/actions/new", action_create, methods=["POST"], role=EDITOR

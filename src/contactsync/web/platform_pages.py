@@ -1,4 +1,4 @@
-"""Platform pages: dashboard, contacts (search, detail with fields and timeline), lists and fields, API keys.
+"""Platform pages: dashboard, contacts (search; one contact: contact_pages), lists and fields, API keys.
 
 Handlers read and write through the automation, delivery and API-key services; the only SQL here
 is read-only listing and search that no service offers. Everything is the signed-in user's account's:
@@ -17,11 +17,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute
 
-from contactsync.api.deps import account_lists, own_contact, own_endpoint, own_list
+from contactsync.api.deps import account_lists, own_endpoint, own_list
 from contactsync.api.keys import create_key, list_keys, revoke_key
-from contactsync.automation.contacts import get_contact
 from contactsync.automation.lists import FieldIn, ListIn, create_field, create_list, list_fields
-from contactsync.db.platform import activities, contacts, deliveries, lists
+from contactsync.db.platform import contacts, lists
 from contactsync.delivery import endpoints as endpoint_rows
 from contactsync.delivery import outbox
 from contactsync.errors import ContactSyncError, NotFoundError
@@ -33,7 +32,6 @@ from contactsync.web.security import Session
 VIEWER, EDITOR, OWNER = Role.VIEWER.value, Role.EDITOR.value, Role.OWNER.value
 
 PAGE_SIZE = 50
-TIMELINE_ITEMS = 200
 
 
 def utcnow() -> datetime:
@@ -79,7 +77,8 @@ def routes(web: Web) -> list[BaseRoute]:
 
         name, done = await web.write(enable)
         wake()
-        return web.redirect(request, "/", msg=f"{name} enabled" if done else f"{name} was not disabled")
+        back = "/endpoints" if form_text(form, "back") == "endpoints" else "/"
+        return web.redirect(request, back, msg=f"{name} enabled" if done else f"{name} was not disabled")
 
     async def contact_list(request: Request, session: Session) -> Response:
         q = request.query_params.get("q", "").strip()
@@ -115,32 +114,6 @@ def routes(web: Web) -> list[BaseRoute]:
             list_id=list_id,
             lists=all_lists,
         )
-
-    async def contact_detail(request: Request, session: Session) -> Response:
-        contact_id = int(request.path_params["contact_id"])
-        caller = session.who.principal
-
-        def load(conn: sa.Connection) -> dict[str, Any]:
-            own_contact(conn, caller, contact_id)
-            contact = get_contact(conn, contact_id)
-            a = activities.c
-            timeline = conn.execute(
-                sa.select(a.kind, a.ref_id, a.name, a.url, a.value, a.occurred_at)
-                .where(a.contact_id == contact_id)
-                .order_by(a.occurred_at.desc(), a.id.desc())
-                .limit(TIMELINE_ITEMS)
-            ).all()
-            d = deliveries.c
-            sent = conn.execute(
-                sa.select(d.id, d.transactionid, d.state, d.method, d.url, d.attempt_count, d.created_at)
-                .where(d.contact_id == contact_id, d.account_id == caller.account_id)
-                .order_by(d.id.desc())
-                .limit(50)
-            ).all()
-            list_name = conn.execute(sa.select(lists.c.name).where(lists.c.id == contact.list_id)).scalar()
-            return {"contact": contact, "timeline": timeline, "deliveries": sent, "list_name": list_name}
-
-        return web.render(request, session, "platform/contact.html", **await web.read(load))
 
     async def list_index(request: Request, session: Session) -> Response:
         account_id = session.who.principal.account_id
@@ -240,7 +213,6 @@ def routes(web: Web) -> list[BaseRoute]:
         web.page("/", dashboard, role=VIEWER),
         web.page("/endpoints/enable", enable_endpoint, methods=["POST"], role=EDITOR),
         web.page("/contacts", contact_list, role=VIEWER),
-        web.page("/contacts/{contact_id:int}", contact_detail, role=VIEWER),
         web.page("/lists", list_index, role=VIEWER),
         web.page("/lists", list_create, methods=["POST"], role=EDITOR),
         web.page("/lists/{list_id:int}/fields", field_create, methods=["POST"], role=EDITOR),
