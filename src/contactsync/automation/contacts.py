@@ -243,6 +243,14 @@ def get_contact(conn: sa.Connection, contact_id: int, *, field: str = "contact_i
     )
 
 
+def find_contact(conn: sa.Connection, *, list_id: int, email: str) -> int | None:
+    """Id of the contact with this email (any case) in the list."""
+    found = conn.execute(
+        sa.select(contacts.c.id).where(contacts.c.list_id == list_id, contacts.c.email_key == email.lower())
+    ).scalar()
+    return None if found is None else int(found)
+
+
 def delete_contact(conn: sa.Connection, contact_id: int) -> None:
     """Delete the contact with its values and activity (cascades); deliveries already queued stay."""
     if conn.execute(contacts.delete().where(contacts.c.id == contact_id)).rowcount == 0:
