@@ -186,3 +186,39 @@ def test_explain_refuses_contacts_outside_the_automation(api: Api) -> None:
     assert answer.json()["field"] == "contact_id"
     missing = api.get(f"/api/automations/{world['automation']}/explain", params={"contact_id": 10**12})
     assert missing.status_code == 404
+
+
+def test_the_verdict_blames_the_condition_that_decides(api: Api) -> None:
+    """A failed leaf an OR group makes up for is not the reason; the failing AND branch is."""
+    lst = api.ok("POST", "/api/lists", 201, json={"name": "L"})
+    city = api.ok("POST", f"/api/lists/{lst['id']}/fields", 201, json={"name": "City"})
+    plan = api.ok("POST", f"/api/lists/{lst['id']}/fields", 201, json={"name": "Plan"})
+    either = [
+        {"type": "field", "subject": f"field:{city['id']}", "op": "eq", "value": town}
+        for town in ("Lyon", "Paris")
+    ]
+    conditions = {
+        "type": "group",
+        "op": "and",
+        "conditions": [
+            {"type": "group", "op": "or", "conditions": either},
+            {"type": "field", "subject": f"field:{plan['id']}", "op": "eq", "value": "pro"},
+        ],
+    }
+    automation = api.ok(
+        "POST",
+        "/api/automations",
+        201,
+        json={"list_id": lst["id"], "name": "Pro", "trigger": {"event": "manual"}, "conditions": conditions},
+    )
+    made = api.ok(
+        "POST",
+        f"/api/lists/{lst['id']}/contacts",
+        201,
+        json={"email": "z@example.com", "fields": {"City": "Paris", "Plan": "free"}},
+    )
+    got = api.ok(
+        "GET", f"/api/automations/{automation['id']}/explain", params={"contact_id": made["contact"]["id"]}
+    )
+    assert "Plan eq 'pro'" in got["verdict"]
+    assert "Lyon" not in got["verdict"]

@@ -163,6 +163,21 @@ def _steps(
     yield Step(path=path, depth=depth, kind=kind, test=_words(node, names), actual=actual, result=result)
 
 
+def _deciding(node: Condition | None, by_path: dict[str, Step], path: str) -> Step | None:
+    """The failing leaf that decides a failed tree: inside a failed AND its first failed child, inside a
+    failed OR (every child failed) its first child — never a leaf an OR group makes up for."""
+    step = by_path.get(path)
+    if node is None or step is None or step.result:
+        return None
+    if not isinstance(node, Group):
+        return step
+    for i, child in enumerate(node.conditions):
+        found = _deciding(child, by_path, f"{path}.{i}".lstrip("."))
+        if found is not None:
+            return found
+    return None
+
+
 def _gate(conn: sa.Connection, c: Compiled, contact_id: int, now: datetime) -> Gate:
     policy, hours = c.automation.reentry.policy, c.automation.reentry.hours
     g = reentry_gates.c
@@ -207,7 +222,7 @@ def explain(conn: sa.Connection, rt: Runtime, automation_id: int, contact_id: in
     if not active:
         verdict = "the automation is paused: no contact enters it"
     elif not matches:
-        first = next((s for s in steps if s.kind != "group" and not s.result), None)
+        first = _deciding(automation.conditions, {step.path: step for step in steps}, "")
         verdict = "the conditions do not hold"
         if first is not None:
             verdict += f": {first.test} (the contact has {first.actual!r})"
