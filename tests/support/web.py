@@ -74,3 +74,12 @@ def sign_in(base: str, email: str, password: str = PASSWORD, *, expect: int = 30
     assert done.status_code == expect, done.text[:2000]
     csrf = csrf_of(client.get("/me/password").text) if expect == 303 else ""
     return Ui(client, csrf)
+
+
+def listener_sign_in(base: str, password: str) -> httpx.Client:
+    """Sign in to a listener's admin UI (``base`` ends with its mount point, ``/admin``)."""
+    client = httpx.Client(base_url=base, timeout=60)
+    form = client.get("/login")
+    done = client.post("/login", data={"csrf_token": csrf_of(form.text), "password": password, "next": ""})
+    assert done.status_code == 303, done.text[:2000]
+    return client
