@@ -86,3 +86,12 @@ def audit_actions(engine: sa.Engine, prefix: str = "") -> list[tuple[str, str, s
     )
     with engine.connect() as conn:
         return [(r.action, r.actor_label, r.target_id, r.detail) for r in conn.execute(query.order_by(a.id))]
+
+
+def listener_sign_in(base: str, password: str) -> httpx.Client:
+    """Sign in to a listener's admin UI (``base`` ends with its mount point, ``/admin``)."""
+    client = httpx.Client(base_url=base, timeout=60)
+    form = client.get("/login")
+    done = client.post("/login", data={"csrf_token": csrf_of(form.text), "password": password, "next": ""})
+    assert done.status_code == 303, done.text[:2000]
+    return client

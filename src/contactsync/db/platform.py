@@ -163,8 +163,17 @@ contacts = sa.Table(
     sa.UniqueConstraint("list_id", "email_key"),
     # manual runs walk a list in id order, chunk by chunk
     sa.Index(None, "list_id", "id"),
+    # the admin UI's search by exact phone (db/search.py)
+    sa.Index(None, "list_id", "phone"),
     sqlite_autoincrement=True,  # ids never reused (PostgreSQL's sequences never go back anyway)
 )
+
+CONTACT_SEARCH_INDEX = "ix_contacts_list_id_email_key_c"
+POSTGRESQL_ONLY_INDEXES = frozenset({CONTACT_SEARCH_INDEX})
+sa.Index(CONTACT_SEARCH_INDEX, contacts.c.list_id, contacts.c.email_key).ddl_if(dialect="postgresql")
+"""Search by email prefix compares code points (db/search.py); a PostgreSQL database's collation may
+not, so migration 0008 builds this index with ``email_key COLLATE "C"`` (PostgreSQL reflects it as the
+plain column it is, in another collation). SQLite's unique (list_id, email_key) already serves it."""
 
 field_values = sa.Table(
     "field_values",
@@ -337,6 +346,8 @@ deliveries = sa.Table(
     sa.Index(None, "action_id", "state", "created_at"),
     sa.Index(None, "ordering_key", "transactionid"),
     sa.Index(None, "account_id", "id"),
+    # an account's deliveries in one state, to one endpoint: the dashboard's capped counts
+    sa.Index(None, "account_id", "state", "endpoint", "id"),
     # the daily views: a contact's or an automation's deliveries, a state's, newest first
     sa.Index(None, "contact_id", "id"),
     sa.Index(None, "automation_id", "id"),

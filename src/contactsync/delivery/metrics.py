@@ -13,6 +13,8 @@ from datetime import datetime
 import sqlalchemy as sa
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from contactsync.db.counting import CAP, capped, matching
+from contactsync.db.platform import DELIVERY_STATES, deliveries
 from contactsync.delivery import endpoints as endpoint_rows
 from contactsync.delivery import outbox
 
@@ -26,7 +28,7 @@ class DeliveryMetrics:
         self.registry = registry
         self.queue_depth = Gauge(
             "deliveries_queue_depth",
-            "Deliveries by state.",
+            f"Deliveries by state, counted up to {CAP} ({CAP + 1}: more).",
             ["state"],
             namespace=namespace,
             registry=registry,
@@ -54,7 +56,7 @@ class DeliveryMetrics:
         )
         self.oldest_pending_age = Gauge(
             "deliveries_oldest_pending_age_seconds",
-            "Age of the oldest delivery not yet delivered, failed or cancelled.",
+            "How long the longest-waiting pending or in-flight delivery has been due (0: none overdue).",
             namespace=namespace,
             registry=registry,
         )
@@ -89,9 +91,13 @@ class DeliveryMetrics:
             self.deliveries.labels(label).inc(n)
 
     def refresh(self, conn: sa.Connection, *, now: datetime) -> None:
-        """Update the gauges that come from the database (queue depth, oldest pending, disabled)."""
-        for state, count in outbox.counts_by_state(conn).items():
-            self.queue_depth.labels(state).set(count)
-        oldest = outbox.oldest_pending(conn)
+        """Update the gauges that come from the database (queue depth, oldest pending, disabled), each
+        through an index and a bounded read: a scrape costs the same at any outbox size."""
+        d = deliveries.c
+        for state in DELIVERY_STATES:
+            self.queue_depth.labels(state).set(
+                capped(conn, matching(deliveries, d.state == state, by=d.id)).n
+            )
+        oldest = outbox.oldest_due(conn)
         self.oldest_pending_age.set(max((now - oldest).total_seconds(), 0.0) if oldest else 0.0)
         self.disabled_endpoints.set(len(endpoint_rows.disabled(conn)))

@@ -75,7 +75,7 @@ __all__ = [
     "new_lease",
     "next_due",
     "notify",
-    "oldest_pending",
+    "oldest_due",
     "outcome_label",
     "pending_for_actions",
     "recover_since",
@@ -432,12 +432,17 @@ def counts_by_state(conn: sa.Connection) -> dict[str, int]:
     return {state: int(found.get(state, 0)) for state in (PENDING, IN_FLIGHT, DELIVERED, FAILED, CANCELLED)}
 
 
-def oldest_pending(conn: sa.Connection) -> datetime | None:
-    """Creation time of the oldest delivery not yet finished."""
+def oldest_due(conn: sa.Connection, *, account_id: int | None = None) -> datetime | None:
+    """When the longest-waiting unfinished delivery (of one account, or of all) became due: the first
+    row of the (state, next_attempt_at) index for each unfinished state, whatever the outbox's size."""
     d = deliveries.c
-    return conn.execute(
-        sa.select(sa.func.min(d.created_at)).where(d.state.in_([PENDING, IN_FLIGHT]))
-    ).scalar()
+    found = []
+    for state in (PENDING, IN_FLIGHT):
+        query = sa.select(d.next_attempt_at).where(d.state == state).order_by(d.next_attempt_at).limit(1)
+        if account_id is not None:
+            query = query.where(d.account_id == account_id)
+        found.append(conn.execute(query).scalar())
+    return min((at for at in found if at is not None), default=None)
 
 
 def next_due(conn: sa.Connection) -> datetime | None:

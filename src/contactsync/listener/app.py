@@ -29,7 +29,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount, Route
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from contactsync.db.engine import create_engine
 from contactsync.db.migrate import upgrade
@@ -247,6 +247,10 @@ def create_app(
             await inbox.close()
             await close_handlers(chosen)
             engine.dispose()
+            if admin is not None:
+                from contactsync.web import close_web_app
+
+                close_web_app(admin)  # the admin UI's own connection pools
 
     async def not_found(request: Request, exc: Exception) -> Response:
         if isinstance(exc, HTTPException) and exc.status_code == 405:
@@ -257,10 +261,12 @@ def create_app(
         Route("/sync/{token}/health", _health, methods=["GET"]),
         Route("/sync/{token}/metrics", _metrics, methods=["GET"]),
     ]
+    admin: ASGIApp | None = None
     if settings.admin_password:  # the admin UI (contactsync.web), behind its own login
         from contactsync.web import create_listener_web_app
 
-        routes.append(Mount("/admin", app=create_listener_web_app(settings)))
+        admin = create_listener_web_app(settings)
+        routes.append(Mount("/admin", app=admin))
     inner = Starlette(routes=routes, exception_handlers={404: not_found, 405: not_found}, lifespan=lifespan)
     return ListenerApp(inner, settings.listener_token)
 

@@ -391,4 +391,16 @@ def create_listener_web_app(settings: Settings, *, clock_s: Callable[[], float] 
     if settings.listener_projection_url:
         extras["projection_engine"] = create_engine(settings.listener_projection_url)
     engine = create_engine(settings.listener_database_url)
-    return create_web_app(settings, engine=engine, side="listener", clock_s=clock_s, **extras)
+    owned = [engine, *extras.values()]
+    return create_web_app(
+        settings, engine=engine, side="listener", clock_s=clock_s, owned_engines=owned, **extras
+    )
+
+
+def close_web_app(app: ASGIApp) -> None:
+    """Close the connection pools a UI app opened itself (:func:`create_listener_web_app`'s), when the
+    app it is mounted on shuts down."""
+    inner = app.app if isinstance(app, SecurityHeaders) else app
+    web = getattr(getattr(inner, "state", None), "web", None)
+    for engine in web.extras.get("owned_engines", []) if isinstance(web, Web) else []:
+        engine.dispose()

@@ -22,7 +22,6 @@ from starlette.routing import BaseRoute
 
 from contactsync import shortcodes
 from contactsync.api.deps import (
-    account_automations,
     account_lists,
     own_action,
     own_automation,
@@ -55,6 +54,7 @@ from contactsync.automation.manual import list_runs
 from contactsync.automation.preview import preview
 from contactsync.automation.rules import BUILTIN_SUBJECTS, TRIGGERS
 from contactsync.automation.runtime import Runtime
+from contactsync.db.counting import capped, matching, total
 from contactsync.db.platform import actions, automations, contacts, deliveries, lists
 from contactsync.db.sealing import mask
 from contactsync.delivery.attempt import send
@@ -62,6 +62,7 @@ from contactsync.delivery.netguard import NetPolicy, create_connector
 from contactsync.delivery.outbox import pending_for_actions
 from contactsync.errors import ContactSyncError, NotFoundError, TemplateError
 from contactsync.listener.getmap import advise
+from contactsync.web import paging
 from contactsync.web.app import Web
 from contactsync.web.platform_pages import EDITOR, OWNER, VIEWER, error_message, form_text, utcnow
 from contactsync.web.security import Session
@@ -167,36 +168,40 @@ def picker(conn: sa.Connection, list_id: int) -> dict[str, Any]:
 
 def routes(web: Web) -> list[BaseRoute]:
     async def index(request: Request, session: Session) -> Response:
+        """The account's automations, newest first, each with a capped count of its deliveries."""
         account_id = session.who.principal.account_id
+        at = paging.seek(request)
 
         def load(conn: sa.Connection) -> dict[str, Any]:
             a = automations.c
+            mine = (
+                sa.select(a.id, a.name, a.trigger, a.status, a.reentry, lists.c.name.label("list_name"))
+                .join(lists, lists.c.id == a.list_id)
+                .where(lists.c.account_id == account_id)
+            )
+            found = paging.window(
+                lambda seek, n: conn.execute(paging.past(mine, a.id, seek, n)).all(), at, key=lambda r: r.id
+            )
+            shown = [r.id for r in found.rows]
             per: dict[int, int] = dict(
                 conn.execute(
                     sa.select(actions.c.automation_id, sa.func.count())
-                    .where(actions.c.automation_id.in_(account_automations(account_id)))
+                    .where(actions.c.automation_id.in_(shown))
                     .group_by(actions.c.automation_id)
                 ).all()
             )
             d = deliveries.c
-            sent: dict[int, int] = dict(
-                conn.execute(
-                    sa.select(d.automation_id, sa.func.count())
-                    .where(d.account_id == account_id)
-                    .group_by(d.automation_id)
-                ).all()
-            )
-            rows = conn.execute(
-                sa.select(a.id, a.name, a.trigger, a.status, a.reentry, lists.c.name.label("list_name"))
-                .join(lists, lists.c.id == a.list_id)
-                .where(lists.c.account_id == account_id)
-                .order_by(a.id)
-            ).all()
+            sent = {
+                i: capped(
+                    conn, matching(deliveries, d.automation_id == i, d.account_id == account_id, by=d.id)
+                )
+                for i in shown
+            }
             all_lists = conn.execute(
                 sa.select(lists.c.id, lists.c.name).where(lists.c.id.in_(account_lists(account_id)))
                 .order_by(lists.c.id)
             ).all()  # fmt: skip
-            return {"rows": rows, "actions": per, "sent": sent, "lists": all_lists}
+            return {"rows": found.rows, "page": found, "actions": per, "sent": sent, "lists": all_lists}
 
         return web.render(
             request, session, "platform/automations.html", triggers=TRIGGERS, **await web.read(load)
@@ -314,7 +319,14 @@ def routes(web: Web) -> list[BaseRoute]:
                 .order_by(contacts.c.id).limit(50)
             ).all()  # fmt: skip
             field_ids = {f.shortcode_key: f.id for f in list_fields(conn, automation.list_id)}
-            pending = pending_for_actions(conn, [action.id]) if action is not None else 0
+            d = deliveries.c  # what deleting it cancels (pending_for_actions's states), counted up to a cap
+            pending = total(
+                capped(
+                    conn, matching(deliveries, d.action_id == action.id, d.state == state, by=d.created_at)
+                )
+                for state in ("pending", "failed")
+                if action is not None
+            )
             return {
                 "automation": automation,
                 "picker": picker(conn, automation.list_id),

@@ -1,5 +1,8 @@
 """Delivery pages: the outbox filtered by state/action/contact, a delivery with its attempts, retry, recover.
 
+The list is paged by id ("older" carries the last id shown), so a deep page reads one page of an index;
+a state's page reads the account's (state, endpoint) ranges of its own index, one per endpoint.
+
 State changes go through :mod:`contactsync.delivery.outbox` (``replay``, ``recover_since``,
 ``cancel``); after one, the in-process dispatcher (if any) is woken so the operator sees it move.
 Only the signed-in user's account's deliveries are listed or touched; each change is audited.
@@ -9,7 +12,6 @@ from __future__ import annotations
 
 from datetime import datetime
 from typing import Any
-from urllib.parse import urlencode
 
 import sqlalchemy as sa
 from starlette.requests import Request
@@ -20,9 +22,13 @@ from contactsync.api.deps import account_automations, delivery_owned, own_action
 from contactsync.db import sealing
 from contactsync.db.platform import DELIVERY_STATES, actions, automations, deliveries, delivery_attempts
 from contactsync.delivery import outbox
+from contactsync.web import paging
 from contactsync.web.app import Web
-from contactsync.web.platform_pages import EDITOR, PAGE_SIZE, VIEWER, form_text, page_number, utcnow
+from contactsync.web.paging import Window
+from contactsync.web.platform_pages import EDITOR, VIEWER, form_text, utcnow
 from contactsync.web.security import Session
+
+MAX_ENDPOINTS = 100
 
 
 def _int(text: str | None) -> int | None:
@@ -40,6 +46,23 @@ def parse_since(text: str) -> datetime | None:
     return None
 
 
+def endpoints_in(conn: sa.Connection, account_id: int, state: str) -> list[str] | None:
+    """The endpoints an account has deliveries in ``state`` for, one seek each in the (account_id,
+    state, endpoint, id) index (None past :data:`MAX_ENDPOINTS`): a state's page then reads one range
+    of that index per endpoint, in id order, however big other accounts or other states are."""
+    d = deliveries.c
+    found: list[str] = []
+    while len(found) <= MAX_ENDPOINTS:
+        after = d.endpoint > found[-1] if found else sa.true()
+        name = conn.execute(
+            sa.select(sa.func.min(d.endpoint)).where(d.account_id == account_id, d.state == state, after)
+        ).scalar()
+        if name is None:
+            return found
+        found.append(name)
+    return None
+
+
 def routes(web: Web) -> list[BaseRoute]:
     def wake() -> None:
         hook = web.extras.get("on_enqueue")
@@ -47,59 +70,60 @@ def routes(web: Web) -> list[BaseRoute]:
             hook()
 
     async def index(request: Request, session: Session) -> Response:
+        """Newest first, by state, action, contact or automation; paged by id, never by offset."""
         qp = request.query_params
         state = qp.get("state", "")
+        state = state if state in DELIVERY_STATES else ""
         action_id = _int(qp.get("action"))
         contact_id = _int(qp.get("contact"))
         automation_id = _int(qp.get("automation"))
-        page = page_number(request)
+        at = paging.seek(request)
         account_id = session.who.principal.account_id
 
-        def load(conn: sa.Connection) -> tuple[list[Any], list[Any]]:
+        def load(conn: sa.Connection) -> tuple[Window[Any], list[Any]]:
             d = deliveries.c
             query = sa.select(
                 d.id, d.transactionid, d.state, d.method, d.url, d.action_id, d.contact_id,
                 d.attempt_count, d.last_status, d.last_error, d.created_at, d.next_attempt_at,
             ).where(delivery_owned(account_id))  # fmt: skip
-            if state in DELIVERY_STATES:
-                query = query.where(d.state == state)
-            if action_id is not None:
-                query = query.where(d.action_id == action_id)
-            if contact_id is not None:
-                query = query.where(d.contact_id == contact_id)
-            if automation_id is not None:
-                query = query.where(d.automation_id == automation_id)
-            rows = conn.execute(
-                query.order_by(d.id.desc()).limit(PAGE_SIZE + 1).offset((page - 1) * PAGE_SIZE)
-            )
+            for column, value in (
+                (d.state, state or None),
+                (d.action_id, action_id),
+                (d.contact_id, contact_id),
+                (d.automation_id, automation_id),
+            ):
+                if value is not None:
+                    query = query.where(column == value)
+            params = {"state": state, "action": action_id, "contact": contact_id, "automation": automation_id}
+            spread = endpoints_in(conn, account_id, state) if state and contact_id is None else None
+
+            def fetch(seek: paging.Seek, n: int) -> list[Any]:
+                if spread is None:
+                    return list(conn.execute(paging.past(query, d.id, seek, n)).all())
+                per_endpoint = [paging.past(query.where(d.endpoint == e), d.id, seek, n) for e in spread]
+                return paging.nearest(paging.union(conn, per_endpoint), n, key=lambda r: r.id, at=seek)
+
+            found = paging.window(fetch, at, key=lambda r: r.id, params=params)
             acts = conn.execute(
                 sa.select(actions.c.id, automations.c.name)
                 .join(automations, automations.c.id == actions.c.automation_id)
                 .where(automations.c.id.in_(account_automations(account_id)))
                 .order_by(actions.c.id)
             ).all()
-            return list(rows), list(acts)
+            return found, list(acts)
 
-        rows, acts = await web.read(load)
-        params = urlencode(
-            {
-                k: qp.get(k, "")
-                for k in ("state", "action", "contact", "automation")
-                if qp.get(k, "") or k == "state"
-            }
-        )
+        found, acts = await web.read(load)
         return web.render(
             request,
             session,
             "platform/deliveries.html",
-            rows=rows[:PAGE_SIZE],
-            more=len(rows) > PAGE_SIZE,
-            page=page,
-            params=params,
+            rows=found.rows,
+            page=found,
             states=DELIVERY_STATES,
             state=state,
             action_id=action_id,
             contact_id=contact_id,
+            automation_id=automation_id,
             actions=acts,
             now=utcnow(),
         )

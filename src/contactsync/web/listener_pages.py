@@ -4,6 +4,10 @@ The inbox and handler runs are read from the listener database; the projection m
 customer's own database (``listener_projection_url``), read through its own engine. Decoding a
 stored request uses the listener's own :func:`~contactsync.listener.library.parse` and limits, so
 the page shows exactly what the handlers received.
+
+However long the history, a page reads what it shows: lists are paged by id ("older" carries the last
+one shown), totals are capped counts ("10,000+"), handler figures come from the (handler, state)
+indexes, and failures from the partial index of unfinished runs.
 """
 
 from __future__ import annotations
@@ -17,16 +21,27 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute
 
-from contactsync.db.listener import PROJECTION_TABLES, field_values, handler_attempts, handler_runs, inbox
+from contactsync.db.counting import CAP, capped, matching
+from contactsync.db.listener import (
+    KEY_LENGTH,
+    PROJECTION_TABLES,
+    field_values,
+    handler_attempts,
+    handler_runs,
+    inbox,
+)
 from contactsync.db.listener import contacts as sync_contacts
 from contactsync.errors import ContactSyncError
 from contactsync.listener.handlers import replay
 from contactsync.listener.library import Limits, parse
+from contactsync.web import paging
 from contactsync.web.app import Web
-from contactsync.web.platform_pages import PAGE_SIZE, form_text, page_number
+from contactsync.web.platform_pages import form_text
 from contactsync.web.security import Session
 
 ACTIVITY_TABLES = tuple(t for t in PROJECTION_TABLES if t.name not in {"sync_contacts", "sync_field_values"})
+MAX_HANDLERS = 100
+"""Handler names read from the runs' index, one seek each (a listener runs a handful)."""
 
 
 def _limits(web: Web) -> Limits:
@@ -52,35 +67,37 @@ def routes(web: Web) -> list[BaseRoute]:
         return await run_in_threadpool(work)
 
     async def recent(request: Request, session: Session) -> Response:
-        page = page_number(request)
+        at = paging.seek(request)
 
         def load(conn: sa.Connection) -> dict[str, Any]:
             i = inbox.c
-            rows = conn.execute(
-                sa.select(
-                    i.id, i.transactionid, i.received_at_ms, i.method, i.content_type, i.source_address,
-                    sa.func.length(i.body).label("size"), i.query,
-                )
-                .order_by(i.id.desc())
-                .limit(PAGE_SIZE + 1)
-                .offset((page - 1) * PAGE_SIZE)
-            ).all()  # fmt: skip
+            query = sa.select(
+                i.id, i.transactionid, i.received_at_ms, i.method, i.content_type, i.source_address,
+                sa.func.length(i.body).label("size"), i.query,
+            )  # fmt: skip
+            found = paging.window(
+                lambda seek, n: conn.execute(paging.past(query, i.id, seek, n)).all(), at, key=lambda r: r.id
+            )
             h = handler_runs.c
             states: dict[int, dict[str, str]] = {}
-            ids = [r.id for r in rows]
+            ids = [r.id for r in found.rows]
             if ids:
                 for inbox_id, name, state in conn.execute(
                     sa.select(h.inbox_id, h.handler, h.state).where(h.inbox_id.in_(ids))
                 ):
                     states.setdefault(inbox_id, {})[name] = state
-            total = conn.execute(sa.select(sa.func.count()).select_from(inbox)).scalar_one()
-            return {"rows": rows[:PAGE_SIZE], "more": len(rows) > PAGE_SIZE, "states": states, "total": total}
+            return {
+                "rows": found.rows,
+                "page": found,
+                "states": states,
+                "total": capped(conn, matching(inbox, by=i.id)),
+            }
 
         data = await web.read(load)
         projected = await read_projection(
-            lambda conn: conn.execute(sa.select(sa.func.count()).select_from(sync_contacts)).scalar_one()
+            lambda conn: capped(conn, matching(sync_contacts, by=sync_contacts.c.contact_id))
         )
-        return web.render(request, session, "listener/recent.html", page=page, projected=projected, **data)
+        return web.render(request, session, "listener/recent.html", projected=projected, **data)
 
     async def sync_detail(request: Request, session: Session) -> Response:
         tid = request.path_params["transactionid"]
@@ -140,30 +157,24 @@ def routes(web: Web) -> list[BaseRoute]:
         )
 
     async def contact_list(request: Request, session: Session) -> Response:
-        q = request.query_params.get("q", "").strip()
-        page = page_number(request)
+        """By contact id, highest first; ``q`` finds a contact id or an email exactly (both indexed)."""
+        q = request.query_params.get("q", "").strip()[:320]
+        at = paging.seek(request, numeric=False, max_len=KEY_LENGTH)
 
-        def load(conn: sa.Connection) -> list[Any]:
+        def load(conn: sa.Connection) -> paging.Window[Any]:
             c = sync_contacts.c
             query = sa.select(sync_contacts)
             if q:
-                query = query.where(sa.or_(c.email.like(f"%{q}%"), c.contact_id == q))
-            return list(
-                conn.execute(
-                    query.order_by(c.updated_at_ms.desc()).limit(PAGE_SIZE + 1).offset((page - 1) * PAGE_SIZE)
-                )
+                query = query.where(sa.or_(c.contact_id == q, c.email == q))
+            return paging.window(
+                lambda seek, n: conn.execute(paging.past(query, c.contact_id, seek, n, value=str)).all(),
+                at,
+                key=lambda r: r.contact_id,
+                params={"q": q},
             )
 
-        rows = await read_projection(load)
-        return web.render(
-            request,
-            session,
-            "listener/contacts.html",
-            rows=rows[:PAGE_SIZE],
-            more=len(rows) > PAGE_SIZE,
-            page=page,
-            q=q,
-        )
+        found = await read_projection(load)
+        return web.render(request, session, "listener/contacts.html", rows=found.rows, page=found, q=q)
 
     async def contact_detail(request: Request, session: Session) -> Response:
         contact_id = request.path_params["contact_id"]
@@ -202,25 +213,36 @@ def routes(web: Web) -> list[BaseRoute]:
         return web.render(request, session, "listener/contact.html", **data)
 
     async def handlers_page(request: Request, session: Session) -> Response:
+        at_failures = paging.seek(request, prefix="failures_")
+        at_attempts = paging.seek(request, prefix="attempts_")
+
         def load(conn: sa.Connection) -> dict[str, Any]:
             h = handler_runs.c
-            counts: dict[str, dict[str, int]] = {}
-            for name, state, n in conn.execute(
-                sa.select(h.handler, h.state, sa.func.count()).group_by(h.handler, h.state)
-            ):
-                counts.setdefault(name, {})[state] = int(n)
-            failures = conn.execute(
-                sa.select(
-                    h.handler, h.state, h.attempts, h.last_error, h.next_attempt_at_ms, inbox.c.transactionid
-                )
-                .join(inbox, inbox.c.id == h.inbox_id)
-                .where(h.last_error.is_not(None))
-                .order_by(h.id.desc())
-                .limit(100)
-            ).all()
+            counts: dict[str, dict[str, Any]] = {}
+            for name in handler_names(conn):
+                counts[name] = {
+                    state: capped(
+                        conn,
+                        matching(handler_runs, h.handler == name, h.state == state, by=h.next_attempt_at_ms),
+                    )
+                    for state in ("pending", "done", "failed")
+                }
+                counts[name]["oldest_ms"] = conn.execute(  # the partial index of unfinished runs
+                    sa.select(sa.func.min(h.received_at_ms)).where(
+                        h.handler == name, h.state == "pending", h.state != "done"
+                    )
+                ).scalar()
+            failures = paging.window(
+                lambda seek, n: unresolved(conn, list(counts), seek, n),
+                at_failures,
+                key=lambda r: r.id,
+                params=_kept(request, "attempts_"),
+                prefix="failures_",
+            )
             a = handler_attempts.c
-            attempts = conn.execute(
+            calls = (
                 sa.select(
+                    a.id,
                     h.handler,
                     a.attempt,
                     a.at_ms,
@@ -233,12 +255,23 @@ def routes(web: Web) -> list[BaseRoute]:
                 )
                 .join(handler_runs, h.id == a.run_id)
                 .join(inbox, inbox.c.id == h.inbox_id)
-                .order_by(a.id.desc())
-                .limit(50)
-            ).all()
-            return {"counts": counts, "failures": failures, "attempts": attempts}
+            )
+            attempts = paging.window(
+                lambda seek, n: conn.execute(paging.past(calls, a.id, seek, n)).all(),
+                at_attempts,
+                key=lambda r: r.id,
+                params=_kept(request, "failures_"),
+                prefix="attempts_",
+            )
+            return {
+                "counts": counts,
+                "failures": failures.rows,
+                "failures_page": failures,
+                "attempts": attempts.rows,
+                "attempts_page": attempts,
+            }
 
-        return web.render(request, session, "listener/handlers.html", **await web.read(load))
+        return web.render(request, session, "listener/handlers.html", cap=CAP, **await web.read(load))
 
     async def replay_run(request: Request, session: Session) -> Response:
         form = await request.form()
@@ -260,3 +293,49 @@ def routes(web: Web) -> list[BaseRoute]:
         web.page("/handlers", handlers_page),
         web.page("/replay", replay_run, methods=["POST"]),
     ]
+
+
+def unresolved(conn: sa.Connection, names: list[str], at: paging.Seek, n: int) -> list[Any]:
+    """Runs not done whose last attempt failed, past ``at`` by id: per handler and state, from the
+    partial index of unfinished runs (a backlog's worth of rows, never the history)."""
+    h = handler_runs.c
+    columns = (
+        h.id,
+        h.handler,
+        h.state,
+        h.attempts,
+        h.last_error,
+        h.next_attempt_at_ms,
+        inbox.c.transactionid,
+    )
+    branches = [
+        paging.past(
+            sa.select(*columns)
+            .join(inbox, inbox.c.id == h.inbox_id)
+            .where(h.handler == name, h.state == state, h.state != "done", h.last_error.is_not(None)),
+            h.id,
+            at,
+            n,
+        )
+        for name in names
+        for state in ("pending", "failed")
+    ]
+    return paging.nearest(paging.union(conn, branches), n, key=lambda r: r.id, at=at)
+
+
+def handler_names(conn: sa.Connection) -> list[str]:
+    """The handlers that have runs, one index seek each (no scan of the runs, however many)."""
+    h = handler_runs.c
+    names: list[str] = []
+    while len(names) < MAX_HANDLERS:
+        after = h.handler > names[-1] if names else h.handler > ""
+        name = conn.execute(sa.select(sa.func.min(h.handler)).where(after)).scalar()
+        if name is None:
+            break
+        names.append(name)
+    return names
+
+
+def _kept(request: Request, prefix: str) -> dict[str, str]:
+    """The query parameters of another list's place on the page (kept in this list's links)."""
+    return {k: v for k, v in request.query_params.items() if k.startswith(prefix)}

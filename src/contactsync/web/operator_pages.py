@@ -5,7 +5,7 @@ Only the installation's operator sees them. Suspending an account ends its membe
 once and holds its deliveries until it is reactivated (the operator's own sessions are kept, and the
 operator may still enter it). A one-time password (a new account's new owner, a reset) is shown on
 the page that answers the form and never again. Each change is audited in the account it concerns,
-or installation-wide for a user.
+or installation-wide for a user. Accounts and users are listed newest first, each paged by id.
 """
 
 from __future__ import annotations
@@ -17,12 +17,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute
 
-from contactsync.db.platform import memberships
+from contactsync.db.platform import accounts, memberships, users
 from contactsync.errors import ConflictError, NotFoundError, ValidationError
 from contactsync.tenancy import people
 from contactsync.tenancy.audit import record
 from contactsync.tenancy.roles import OPERATOR, Role
-from contactsync.web import stats
+from contactsync.web import paging, stats
 from contactsync.web.app import Web
 from contactsync.web.platform_pages import form_text, utcnow
 from contactsync.web.security import Session
@@ -37,15 +37,43 @@ def routes(web: Web) -> list[BaseRoute]:
     async def overview(
         request: Request, session: Session, *, status: int = 200, shown: Any = None, problem: str = ""
     ) -> Response:
+        get = request.method == "GET"
+        at_accounts = paging.seek(request, prefix="accounts_") if get else paging.Seek()
+        at_users = paging.seek(request, prefix="users_") if get else paging.Seek()
+
+        def cursors(prefix: str) -> dict[str, str]:  # one list's place, kept in the other's links
+            return {k: v for k, v in request.query_params.items() if k.startswith(prefix)} if get else {}
+
         def load(conn: sa.Connection) -> dict[str, Any]:
-            m = memberships.c
+            a, u, m = accounts.c, users.c, memberships.c
+            everyone = sa.select(u.id, u.email, u.operator, u.created_at, u.disabled_at)  # no password hash
+            shown_accounts = paging.window(
+                lambda seek, n: conn.execute(paging.past(sa.select(accounts), a.id, seek, n)).all(),
+                at_accounts,
+                key=lambda r: r.id,
+                params=cursors("users_"),
+                prefix="accounts_",
+            )
+            shown_users = paging.window(
+                lambda seek, n: conn.execute(paging.past(everyone, u.id, seek, n)).all(),
+                at_users,
+                key=lambda r: r.id,
+                params=cursors("accounts_"),
+                prefix="users_",
+            )
             counts: dict[int, int] = dict(
-                conn.execute(sa.select(m.account_id, sa.func.count()).group_by(m.account_id)).all()
+                conn.execute(
+                    sa.select(m.account_id, sa.func.count())
+                    .where(m.account_id.in_([r.id for r in shown_accounts.rows]))
+                    .group_by(m.account_id)
+                ).all()
             )
             return {
-                "accounts": people.list_accounts(conn),
+                "accounts": shown_accounts.rows,
+                "accounts_page": shown_accounts,
                 "members": counts,
-                "users": people.list_users(conn),
+                "users": shown_users.rows,
+                "users_page": shown_users,
                 "endpoints": stats.troubled_endpoints(conn, account_id=None),
                 "events": stats.endpoint_news(conn, account_id=None, limit=20),
             }

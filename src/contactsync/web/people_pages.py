@@ -3,8 +3,9 @@
 Members go through :mod:`contactsync.tenancy.people`: adding someone new creates the user with a
 one-time password, shown once on the page that answers the form and never again; removing a member
 ends their sessions in the account at once; the last owner can neither leave nor be demoted (the
-service says so, and the page shows it). The audit page reads the account's log newest first,
-filtered and paged by id (an "older" link), so it stays fast however long the log grows.
+service says so, and the page shows it). Members are listed newest first, paged by id. The audit
+page reads the account's log newest first, filtered and paged by id (an "older" link), so it stays
+fast however long the log grows.
 """
 
 from __future__ import annotations
@@ -18,10 +19,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute
 
+from contactsync.db.platform import memberships, users
 from contactsync.errors import ConflictError, NotFoundError, ValidationError
 from contactsync.tenancy import people
 from contactsync.tenancy.audit import AuditFilter, entries
 from contactsync.tenancy.roles import ROLES, parse_role
+from contactsync.web import paging
 from contactsync.web.app import Web
 from contactsync.web.delivery_pages import parse_since
 from contactsync.web.platform_pages import OWNER, form_text, utcnow
@@ -36,13 +39,27 @@ def routes(web: Web) -> list[BaseRoute]:
         request: Request, session: Session, *, status: int = 200, added: Any = None, problem: str = ""
     ) -> Response:
         account_id = session.who.principal.account_id
-        members = await web.read(lambda conn: people.list_members(conn, account_id))
+        at = paging.seek(request) if request.method == "GET" else paging.Seek()
+
+        def load(conn: sa.Connection) -> paging.Window[Any]:
+            m, u = memberships.c, users.c
+            mine = (
+                sa.select(m.id, m.user_id, u.email, m.role, m.created_at)
+                .join(users, u.id == m.user_id)
+                .where(m.account_id == account_id)
+            )
+            return paging.window(
+                lambda seek, n: conn.execute(paging.past(mine, m.id, seek, n)).all(), at, key=lambda r: r.id
+            )
+
+        found = await web.read(load)
         return web.render(
             request,
             session,
             "platform/members.html",
             status,
-            members=members,
+            members=found.rows,
+            page=found,
             roles=ROLES,
             added=added,
             problem=problem,

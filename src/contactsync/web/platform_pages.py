@@ -5,6 +5,11 @@ is read-only listing and search that no service offers. Everything is the signed
 queries are restricted to it, and ids are checked against it with the API's ownership checks
 (:mod:`contactsync.api.deps`), so another account's id answers 404 like a missing one. Every change
 records its audit row in its own transaction.
+
+Every list is paged by id (:mod:`contactsync.web.paging`), each list of the account read through its
+own (list_id, id) index range and merged, and a search reads index ranges of email keys or phones
+(:mod:`contactsync.db.search`): no page reads more rows than it shows, however many contacts there are.
+Counts that could be large are capped ("10,000+").
 """
 
 from __future__ import annotations
@@ -17,30 +22,36 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute
 
-from contactsync.api.deps import account_lists, own_endpoint, own_list
-from contactsync.api.keys import create_key, list_keys, revoke_key
+from contactsync.api.deps import own_endpoint, own_list
+from contactsync.api.keys import create_key, revoke_key
 from contactsync.automation.lists import FieldIn, ListIn, create_field, create_list, list_fields
-from contactsync.db.platform import contacts, lists
+from contactsync.db import search
+from contactsync.db.counting import CAP, capped, matching
+from contactsync.db.platform import api_keys, contacts, lists
+from contactsync.db.retention import Retention
 from contactsync.delivery import endpoints as endpoint_rows
 from contactsync.delivery import outbox
 from contactsync.errors import ContactSyncError, NotFoundError
 from contactsync.tenancy.roles import ROLES, Role
-from contactsync.web import stats
+from contactsync.web import paging, stats
 from contactsync.web.app import Web
+from contactsync.web.paging import IN_ORDER, NEWEST_FIRST, Seek, Window
 from contactsync.web.security import Session
 
 VIEWER, EDITOR, OWNER = Role.VIEWER.value, Role.EDITOR.value, Role.OWNER.value
 
-PAGE_SIZE = 50
+PAGE_SIZE = paging.SIZE
+CONTACT_COLUMNS = [contacts.c[name] for name in search.COLUMNS]
 
 
 def utcnow() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
 
 
-def page_number(request: Request) -> int:
-    raw = request.query_params.get("page", "1")
-    return max(int(raw), 1) if raw.isdigit() else 1
+def id_param(request: Request, name: str) -> int | None:
+    """A query parameter naming an id, or None when it is absent or not one."""
+    raw = request.query_params.get(name, "").strip()
+    return int(raw) if raw.isdigit() and len(raw) <= paging.MAX_ID_DIGITS else None
 
 
 def form_text(form: Any, name: str) -> str:
@@ -57,7 +68,8 @@ def routes(web: Web) -> list[BaseRoute]:
     async def dashboard(request: Request, session: Session) -> Response:
         account_id = session.who.principal.account_id
         data = await web.read(lambda conn: stats.dashboard(conn, account_id=account_id, now=utcnow()))
-        return web.render(request, session, "platform/dashboard.html", d=data)
+        kept = stats.retention_text(Retention.from_settings(web.settings))
+        return web.render(request, session, "platform/dashboard.html", d=data, retention=kept, cap=CAP)
 
     async def enable_endpoint(request: Request, session: Session) -> Response:
         form = await request.form()
@@ -81,61 +93,74 @@ def routes(web: Web) -> list[BaseRoute]:
         return web.redirect(request, back, msg=f"{name} enabled" if done else f"{name} was not disabled")
 
     async def contact_list(request: Request, session: Session) -> Response:
-        q = request.query_params.get("q", "").strip()
-        list_id = request.query_params.get("list", "")
-        page = page_number(request)
+        """Newest first; with ``q``, the contacts whose email starts with it (or whose phone is it),
+        in email order."""
+        q = request.query_params.get("q", "").strip()[:320]
+        chosen = id_param(request, "list")
         account_id = session.who.principal.account_id
+        at = paging.seek(request, IN_ORDER if q else NEWEST_FIRST)
 
-        def load(conn: sa.Connection) -> tuple[list[Any], list[Any]]:
-            c = contacts.c
-            query = sa.select(c.id, c.list_id, c.email, c.phone, c.status, c.lead_score, c.updated_at).where(
-                c.list_id.in_(account_lists(account_id))
-            )
+        def load(conn: sa.Connection) -> tuple[Window[Any], list[Any]]:
+            mine = conn.execute(
+                sa.select(lists.c.id, lists.c.name)
+                .where(lists.c.account_id == account_id)
+                .order_by(lists.c.id)
+            ).all()
+            searched = [r.id for r in mine if chosen is None or r.id == chosen]
+            params = {"q": q, "list": chosen}
             if q:
-                like = f"%{q.lower()}%"
-                query = query.where(sa.or_(c.email_key.like(like), c.phone.like(f"%{q}%")))
-            if list_id.isdigit() and len(list_id) < 19:
-                query = query.where(c.list_id == int(list_id))
-            rows = conn.execute(
-                query.order_by(c.id.desc()).limit(PAGE_SIZE + 1).offset((page - 1) * PAGE_SIZE)
-            )
-            mine = sa.select(lists.c.id, lists.c.name).where(lists.c.account_id == account_id)
-            return list(rows), list(conn.execute(mine.order_by(lists.c.id)))
+                found = paging.window(
+                    lambda seek, n: _search(conn, searched, q, seek, n),
+                    at,
+                    key=lambda r: r.id,
+                    params=params,
+                    direction=IN_ORDER,
+                )
+            else:
+                found = paging.window(
+                    lambda seek, n: _newest_contacts(conn, searched, seek, n),
+                    at,
+                    key=lambda r: r.id,
+                    params=params,
+                )
+            return found, list(mine)
 
-        rows, all_lists = await web.read(load)
+        found, all_lists = await web.read(load)
         return web.render(
             request,
             session,
             "platform/contacts.html",
-            rows=rows[:PAGE_SIZE],
-            more=len(rows) > PAGE_SIZE,
-            page=page,
+            page=found,
             q=q,
-            list_id=list_id,
+            list_id=str(chosen) if chosen is not None else "",
             lists=all_lists,
         )
 
     async def list_index(request: Request, session: Session) -> Response:
+        """The account's lists, newest first, with their fields and a capped count of contacts."""
         account_id = session.who.principal.account_id
+        at = paging.seek(request)
 
-        def load(conn: sa.Connection) -> list[dict[str, Any]]:
-            out = []
-            c = contacts.c
-            counts: dict[int, int] = dict(
-                conn.execute(
-                    sa.select(c.list_id, sa.func.count())
-                    .where(c.list_id.in_(account_lists(account_id)))
-                    .group_by(c.list_id)
-                ).all()
-            )
-            mine = sa.select(lists).where(lists.c.account_id == account_id).order_by(lists.c.id)
-            for row in conn.execute(mine):
-                out.append(
-                    {"list": row, "fields": list_fields(conn, row.id), "contacts": int(counts.get(row.id, 0))}
-                )
-            return out
+        def load(conn: sa.Connection) -> Window[dict[str, Any]]:
+            def fetch(seek: Seek, n: int) -> list[dict[str, Any]]:
+                mine = sa.select(lists).where(lists.c.account_id == account_id)
+                rows = conn.execute(paging.past(mine, lists.c.id, seek, n)).all()
+                return [
+                    {
+                        "id": row.id,
+                        "list": row,
+                        "fields": list_fields(conn, row.id),
+                        "contacts": capped(
+                            conn, matching(contacts, contacts.c.list_id == row.id, by=contacts.c.id)
+                        ),
+                    }
+                    for row in rows
+                ]
 
-        return web.render(request, session, "platform/lists.html", items=await web.read(load))
+            return paging.window(fetch, at, key=lambda item: item["id"])
+
+        found = await web.read(load)
+        return web.render(request, session, "platform/lists.html", items=found.rows, page=found)
 
     async def list_create(request: Request, session: Session) -> Response:
         form = await request.form()
@@ -171,10 +196,22 @@ def routes(web: Web) -> list[BaseRoute]:
 
         return await _attempt(web, request, create, "/lists", "field added")
 
+    def keys_page(conn: sa.Connection, account_id: int, at: Seek) -> Window[Any]:
+        k = api_keys.c
+        mine = sa.select(k.id, k.name, k.role, k.prefix, k.created_at, k.last_used_at, k.revoked_at).where(
+            k.account_id == account_id
+        )
+        return paging.window(
+            lambda seek, n: conn.execute(paging.past(mine, k.id, seek, n)).all(), at, key=lambda r: r.id
+        )
+
     async def key_index(request: Request, session: Session) -> Response:
         account_id = session.who.principal.account_id
-        keys = await web.read(lambda conn: list_keys(conn, account_id=account_id))
-        return web.render(request, session, "platform/keys.html", keys=keys, created=None, roles=ROLES)
+        at = paging.seek(request)
+        found = await web.read(lambda conn: keys_page(conn, account_id, at))
+        return web.render(
+            request, session, "platform/keys.html", keys=found.rows, page=found, created=None, roles=ROLES
+        )
 
     async def key_create(request: Request, session: Session) -> Response:
         form = await request.form()
@@ -195,8 +232,10 @@ def routes(web: Web) -> list[BaseRoute]:
             raise
         except ContactSyncError as exc:
             return web.redirect(request, "/keys", err=error_message(exc))
-        keys = await web.read(lambda conn: list_keys(conn, account_id=created.account_id))
-        return web.render(request, session, "platform/keys.html", keys=keys, created=created, roles=ROLES)
+        found = await web.read(lambda conn: keys_page(conn, created.account_id, Seek()))
+        return web.render(
+            request, session, "platform/keys.html", keys=found.rows, page=found, created=created, roles=ROLES
+        )
 
     async def key_revoke(request: Request, session: Session) -> Response:
         key_id = int(request.path_params["key_id"])
@@ -220,6 +259,31 @@ def routes(web: Web) -> list[BaseRoute]:
         web.page("/keys", key_create, methods=["POST"], role=OWNER),
         web.page("/keys/{key_id:int}/revoke", key_revoke, methods=["POST"], role=OWNER),
     ]
+
+
+def _newest_contacts(conn: sa.Connection, list_ids: list[int], at: Seek, n: int) -> list[Any]:
+    """The ``n`` contacts of ``list_ids`` past ``at`` by id: one (list_id, id) index range per list."""
+    c = contacts.c
+    per_list = [paging.past(sa.select(*CONTACT_COLUMNS).where(c.list_id == i), c.id, at, n) for i in list_ids]
+    return paging.nearest(paging.union(conn, per_list), n, key=lambda r: r.id, at=at)
+
+
+def _search(conn: sa.Connection, list_ids: list[int], q: str, at: Seek, n: int) -> list[Any]:
+    """The ``n`` contacts of ``list_ids`` matching ``q`` past ``at`` in (email_key, list_id) order."""
+    position = None
+    if at.past is not None:  # the contact the link names: where its page ended
+        c = contacts.c
+        mark = conn.execute(
+            sa.select(c.email_key, c.list_id).where(c.id == int(at.past), c.list_id.in_(list_ids))
+        ).first()
+        if mark is None:
+            return []
+        position = (mark.email_key, mark.list_id)
+    branches = search.branches(
+        list_ids, q, conn.dialect.name, position=position, backward=at.backward, limit=n
+    )
+    rows = paging.union(conn, branches)
+    return paging.nearest(rows, n, key=lambda r: (r.email_key, r.list_id), at=at, descending=False)
 
 
 async def _attempt(web: Web, request: Request, work: Any, back: str, ok: str) -> Response:

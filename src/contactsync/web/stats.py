@@ -2,7 +2,12 @@
 
 Reads only (the outbox module owns every write). An account's dashboard counts its own rows only;
 the operator's page lists the troubled endpoints of every account. Buckets are computed in Python
-from one bounded query so SQLite and PostgreSQL give the same minutes without dialect date functions.
+from one bounded query (the last hour's attempts, through their ``started_at`` index) so SQLite and
+PostgreSQL give the same minutes without dialect date functions.
+
+Nothing here reads a whole table: deliveries by state and those waiting on an endpoint are capped
+counts (:mod:`contactsync.db.counting`, "10,000+"), and the longest wait is the first row of the
+(state, next_attempt_at) index.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 
+from contactsync.db.counting import Count, capped, matching, total
 from contactsync.db.platform import (
     DELIVERY_STATES,
     accounts,
@@ -21,6 +27,9 @@ from contactsync.db.platform import (
     endpoint_events,
     endpoints,
 )
+from contactsync.db.retention import Retention
+from contactsync.delivery import presence
+from contactsync.delivery.outbox import oldest_due
 from contactsync.web import charts
 
 WINDOW_MIN = 60
@@ -29,15 +38,21 @@ MAX_ATTEMPTS_READ = 200_000
 
 @dataclass(frozen=True, slots=True)
 class Dashboard:
-    states: dict[str, int]
+    states: dict[str, Count]
     attempts_chart: str
     latency_chart: str
     attempts_in_window: int
+    attempts_capped: bool
+    """More attempts than :data:`MAX_ATTEMPTS_READ` in the window: the figures are of the newest."""
     success_rate: float | None
-    oldest_pending: datetime | None
-    oldest_pending_age_s: float | None
+    oldest_due: datetime | None
+    """When the longest-waiting pending or in-flight delivery became due."""
+    waited_s: float | None
+    """How long it has waited since (0 while nothing is overdue)."""
     endpoints: list[dict[str, object]]
     events: list[dict[str, object]]
+    stall: str | None
+    """Why nothing is sending (deliveries due and no dispatcher alive), or None."""
 
 
 def _minute(at: datetime) -> datetime:
@@ -73,26 +88,41 @@ def dashboard(
     labels = [m.strftime("%H:%M") for m in minutes]
     latency = [latency_sum[i] / latency_n[i] if latency_n[i] else None for i in range(window_min)]
     d = deliveries.c
-    oldest = conn.execute(
-        sa.select(sa.func.min(d.created_at)).where(
-            d.account_id == account_id, d.state.in_(["pending", "in_flight"])
-        )
-    ).scalar()
-    found: dict[str, int] = dict(
-        conn.execute(
-            sa.select(d.state, sa.func.count()).where(d.account_id == account_id).group_by(d.state)
-        ).all()
-    )
+    oldest = oldest_due(conn, account_id=account_id)
+    stalled = presence.stall(conn, now=now)
     return Dashboard(
-        states={state: int(found.get(state, 0)) for state in DELIVERY_STATES},
+        states={
+            state: capped(
+                conn,
+                matching(deliveries, d.account_id == account_id, d.state == state, by=(d.endpoint, d.id)),
+            )
+            for state in DELIVERY_STATES
+        },
         attempts_chart=charts.stacked_bars(labels, dict(counts), title="Attempts per minute by outcome"),
         latency_chart=charts.line(labels, latency, title="Mean attempt latency per minute", unit="ms"),
         attempts_in_window=len(rows),
+        attempts_capped=len(rows) >= MAX_ATTEMPTS_READ,
         success_rate=ok / len(rows) if rows else None,
-        oldest_pending=oldest,
-        oldest_pending_age_s=(now - oldest).total_seconds() if oldest else None,
+        oldest_due=oldest,
+        waited_s=max((now - oldest).total_seconds(), 0.0) if oldest else None,
         endpoints=troubled_endpoints(conn, account_id=account_id),
         events=endpoint_news(conn, account_id=account_id),
+        stall=str(stalled) if stalled is not None else None,
+    )
+
+
+def retention_text(retention: Retention) -> str:
+    """What the history keeps, in a sentence for the dashboard."""
+
+    def kept(days: float) -> str:
+        return "forever" if days <= 0 else f"{days:g} days"
+
+    r = retention
+    return (
+        f"Delivered and cancelled deliveries are kept {kept(r.delivered_days)}, failed ones "
+        f"{kept(r.failed_days)} (each with its attempts); endpoint events {kept(r.endpoint_events_days)}, "
+        f"automation entries {kept(r.entries_days)}, finished manual runs {kept(r.runs_days)}, "
+        f"the audit log {kept(r.audit_days)}, marketing activity {kept(r.activities_days)}."
     )
 
 
@@ -105,15 +135,10 @@ def endpoint_news(conn: sa.Connection, *, account_id: int | None, limit: int = 1
 
 
 def troubled_endpoints(conn: sa.Connection, *, account_id: int | None) -> list[dict[str, object]]:
-    """Endpoints disabled or in a failure streak, with how many deliveries wait for each: one
-    account's, or with None every account's (the operator's view: endpoints are per account)."""
+    """Endpoints disabled or in a failure streak, with how many deliveries wait for each (a capped
+    count): one account's, or with None every account's (the operator's view: endpoints are per account)."""
     e = endpoints.c
     d = deliveries.c
-    waiting = (
-        sa.select(sa.func.count())
-        .where(d.account_id == e.account_id, d.endpoint == e.endpoint, d.state.in_(["pending", "in_flight"]))
-        .scalar_subquery()
-    )
     query = (
         sa.select(
             e.id,
@@ -124,7 +149,6 @@ def troubled_endpoints(conn: sa.Connection, *, account_id: int | None) -> list[d
             e.disabled_reason,
             e.failing_since,
             e.last_success_at,
-            waiting.label("waiting"),
         )
         .join(accounts, accounts.c.id == e.account_id)
         .where(sa.or_(e.disabled_at.is_not(None), e.failing_since.is_not(None)))
@@ -132,4 +156,20 @@ def troubled_endpoints(conn: sa.Connection, *, account_id: int | None) -> list[d
     )
     if account_id is not None:
         query = query.where(e.account_id == account_id)
-    return [dict(r._mapping) for r in conn.execute(query)]
+    found = []
+    for row in conn.execute(query):
+        waiting = total(
+            capped(
+                conn,
+                matching(
+                    deliveries,
+                    d.account_id == row.account_id,
+                    d.state == state,
+                    d.endpoint == row.endpoint,
+                    by=d.id,
+                ),
+            )
+            for state in ("pending", "in_flight")
+        )
+        found.append({**row._mapping, "waiting": waiting})
+    return found
