@@ -30,6 +30,8 @@ from contactsync.errors import NotFoundError
 
 SAMPLE = 20
 DELIVERIES_SHOWN = 20
+DELIVERIES_SCANNED = 500
+"""The contact's most recent deliveries looked through for the automation's."""
 
 
 class Step(BaseModel):
@@ -233,12 +235,15 @@ def explain(conn: sa.Connection, rt: Runtime, automation_id: int, contact_id: in
     else:
         verdict = f"it would enter the next time {_TRIGGERS[automation.trigger.event]}"
     d = deliveries.c
-    sent = conn.execute(
-        sa.select(d.id, d.transactionid, d.state, d.created_at, d.action_id)
-        .where(d.contact_id == contact_id, d.automation_id == automation_id)
+    # through the contact's deliveries (a handful), never the automation's (possibly millions): the
+    # planner would otherwise walk (automation_id, id) when the automation is busy
+    recent = conn.execute(
+        sa.select(d.id, d.transactionid, d.state, d.created_at, d.action_id, d.automation_id)
+        .where(d.contact_id == contact_id)
         .order_by(d.id.desc())
-        .limit(DELIVERIES_SHOWN)
+        .limit(DELIVERIES_SCANNED)
     ).all()
+    sent = [r for r in recent if r.automation_id == automation_id][:DELIVERIES_SHOWN]
     return Explanation(
         automation_id=automation_id,
         contact_id=contact_id,
@@ -250,7 +255,16 @@ def explain(conn: sa.Connection, rt: Runtime, automation_id: int, contact_id: in
         delays_s=[ca.action.settings.delay_s for ca in c.actions],
         would_enter=would,
         verdict=verdict,
-        deliveries=[ShownDelivery(**{**r._asdict(), "transactionid": str(r.transactionid)}) for r in sent],
+        deliveries=[
+            ShownDelivery(
+                id=r.id,
+                transactionid=str(r.transactionid),
+                state=r.state,
+                created_at=r.created_at,
+                action_id=r.action_id,
+            )
+            for r in sent
+        ],
     )
 
 

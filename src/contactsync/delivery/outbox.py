@@ -19,6 +19,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
+from contactsync.db.counting import Count, capped, matching
 from contactsync.db.platform import deliveries, delivery_attempts
 from contactsync.delivery import endpoints as endpoint_rows
 from contactsync.delivery.attempt import AttemptResult
@@ -376,15 +377,16 @@ def cancel_for_actions(conn: sa.Connection, action_ids: Sequence[int], *, now: d
     return int(move(conn, "cancel", where, {"last_error": ACTION_DELETED, **NO_LEASE}, now=now).rowcount)
 
 
-def pending_for_actions(conn: sa.Connection, action_ids: Sequence[int]) -> int:
-    """How many deliveries :func:`cancel_for_actions` would cancel (what the UI asks to confirm)."""
+def pending_for_actions(conn: sa.Connection, action_ids: Sequence[int]) -> Count:
+    """How many deliveries :func:`cancel_for_actions` would cancel (what the UI asks to confirm),
+    counted up to a cap: a backlog of millions shows "10,000+" instead of being read whole."""
     if not action_ids:
-        return 0
+        return Count(0)
     d = deliveries.c
-    query = sa.select(sa.func.count()).where(
-        d.action_id.in_(list(action_ids)), d.state.in_([PENDING, FAILED])
+    wanted = matching(
+        deliveries, d.action_id.in_(list(action_ids)), d.state.in_([PENDING, FAILED]), by=d.action_id
     )
-    return int(conn.execute(query).scalar_one())
+    return capped(conn, wanted)
 
 
 def replay(conn: sa.Connection, ids: Sequence[int], *, now: datetime) -> int:

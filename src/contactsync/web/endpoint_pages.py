@@ -21,6 +21,7 @@ from contactsync.api.deps import own_endpoint
 from contactsync.api.routes.deliveries import DisableIn, LimitsIn
 from contactsync.api.routes.lists import ThresholdsBody
 from contactsync.automation.lists import Threshold, get_thresholds, set_thresholds
+from contactsync.db.counting import capped, matching, total
 from contactsync.db.platform import deliveries, endpoints
 from contactsync.delivery import endpoints as endpoint_rows
 from contactsync.errors import ContactSyncError, ValidationError
@@ -35,17 +36,27 @@ BLANK_THRESHOLD_ROWS = 3
 
 
 def account_endpoints(conn: sa.Connection, account_id: int) -> list[dict[str, Any]]:
-    """The account's endpoints with their health and how many deliveries wait for each."""
+    """The account's endpoints with their health and how many deliveries wait for each (counted up
+    to a cap, through the (account_id, state, endpoint, id) index: a backlog is never read whole)."""
     e, d = endpoints.c, deliveries.c
-    waiting = (
-        sa.select(sa.func.count())
-        .where(d.account_id == e.account_id, d.endpoint == e.endpoint, d.state.in_(["pending", "in_flight"]))
-        .scalar_subquery()
-    )
-    rows = conn.execute(
-        sa.select(endpoints, waiting.label("waiting")).where(e.account_id == account_id).order_by(e.endpoint)
-    )
-    return [dict(r._mapping) for r in rows]
+    rows = conn.execute(sa.select(endpoints).where(e.account_id == account_id).order_by(e.endpoint)).all()
+    out = []
+    for row in rows:
+        counts = [
+            capped(
+                conn,
+                matching(
+                    deliveries,
+                    d.account_id == account_id,
+                    d.state == state,
+                    d.endpoint == row.endpoint,
+                    by=d.id,
+                ),
+            )
+            for state in ("pending", "in_flight")
+        ]
+        out.append({**row._mapping, "waiting": total(counts)})
+    return out
 
 
 def threshold_rows(form: Any) -> list[Threshold]:

@@ -17,33 +17,15 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute
 
-from contactsync.api.deps import account_lists, own_field, own_list
+from contactsync.api.deps import own_field, own_list
 from contactsync.api.routes.lists import FieldPatch, ListPatch
 from contactsync.automation import editing
-from contactsync.automation.lists import list_fields
-from contactsync.db.platform import contacts, lists
 from contactsync.errors import ContactSyncError, NotFoundError
+from contactsync.web import paging
 from contactsync.web.app import Web
 from contactsync.web.forms import Problem, explain_error, typed_of
-from contactsync.web.platform_pages import EDITOR, form_text, utcnow
+from contactsync.web.platform_pages import EDITOR, form_text, lists_window, utcnow
 from contactsync.web.security import Session
-
-
-def lists_overview(conn: sa.Connection, account_id: int) -> list[dict[str, Any]]:
-    """The account's lists with their fields and contact counts (the lists page)."""
-    c = contacts.c
-    counts: dict[int, int] = dict(
-        conn.execute(
-            sa.select(c.list_id, sa.func.count())
-            .where(c.list_id.in_(account_lists(account_id)))
-            .group_by(c.list_id)
-        ).all()
-    )
-    mine = sa.select(lists).where(lists.c.account_id == account_id).order_by(lists.c.id)
-    return [
-        {"list": row, "fields": list_fields(conn, row.id), "contacts": int(counts.get(row.id, 0))}
-        for row in conn.execute(mine)
-    ]
 
 
 def field_patch(form: Any, current: Any) -> FieldPatch:
@@ -70,8 +52,10 @@ def routes(web: Web) -> list[BaseRoute]:
         field, message = explain_error(exc)
         problem = Problem(form_id, message, field, typed_of(form))
         account_id = session.who.principal.account_id
-        items = await web.read(lambda conn: lists_overview(conn, account_id))
-        return web.render(request, session, "platform/lists.html", 422, items=items, problem=problem)
+        found = await web.read(lambda conn: lists_window(conn, account_id, paging.seek(request)))
+        return web.render(
+            request, session, "platform/lists.html", 422, items=found.rows, page=found, problem=problem
+        )
 
     async def attempt(
         request: Request, session: Session, form: Any, form_id: str, work: Any, ok: str

@@ -59,6 +59,26 @@ def form_text(form: Any, name: str) -> str:
     return value.strip() if isinstance(value, str) else ""
 
 
+def lists_window(conn: sa.Connection, account_id: int, at: Any) -> Window[dict[str, Any]]:
+    """One page of the account's lists (newest first) with their fields and capped contact counts:
+    the lists page, and the same page again beside a refused edit."""
+
+    def fetch(seek: Seek, n: int) -> list[dict[str, Any]]:
+        mine = sa.select(lists).where(lists.c.account_id == account_id)
+        rows = conn.execute(paging.past(mine, lists.c.id, seek, n)).all()
+        return [
+            {
+                "id": row.id,
+                "list": row,
+                "fields": list_fields(conn, row.id),
+                "contacts": capped(conn, matching(contacts, contacts.c.list_id == row.id, by=contacts.c.id)),
+            }
+            for row in rows
+        ]
+
+    return paging.window(fetch, at, key=lambda item: item["id"])
+
+
 def routes(web: Web) -> list[BaseRoute]:
     def wake() -> None:
         hook = web.extras.get("on_enqueue")
@@ -140,26 +160,7 @@ def routes(web: Web) -> list[BaseRoute]:
         """The account's lists, newest first, with their fields and a capped count of contacts."""
         account_id = session.who.principal.account_id
         at = paging.seek(request)
-
-        def load(conn: sa.Connection) -> Window[dict[str, Any]]:
-            def fetch(seek: Seek, n: int) -> list[dict[str, Any]]:
-                mine = sa.select(lists).where(lists.c.account_id == account_id)
-                rows = conn.execute(paging.past(mine, lists.c.id, seek, n)).all()
-                return [
-                    {
-                        "id": row.id,
-                        "list": row,
-                        "fields": list_fields(conn, row.id),
-                        "contacts": capped(
-                            conn, matching(contacts, contacts.c.list_id == row.id, by=contacts.c.id)
-                        ),
-                    }
-                    for row in rows
-                ]
-
-            return paging.window(fetch, at, key=lambda item: item["id"])
-
-        found = await web.read(load)
+        found = await web.read(lambda conn: lists_window(conn, account_id, at))
         return web.render(request, session, "platform/lists.html", items=found.rows, page=found)
 
     async def list_create(request: Request, session: Session) -> Response:
