@@ -11,14 +11,12 @@ import pytest
 import sqlalchemy as sa
 from typer.testing import CliRunner
 
-from contactsync.automation.actions import SyncActionSettings, create_action
-from contactsync.automation.automations import AutomationIn, create_automation
-from contactsync.automation.lists import FieldIn, ListIn, create_account, create_field, create_list
 from contactsync.automation.runtime import Runtime
 from contactsync.cli import app
 from contactsync.db.engine import create_engine
 from contactsync.db.platform import contacts, deliveries
 from contactsync.settings import Settings
+from support.platform import manual_automation
 
 
 @pytest.fixture
@@ -49,23 +47,8 @@ def one_line_error(result: Any) -> str:
 def platform(env: dict[str, str]) -> dict[str, Any]:
     assert run("db", "upgrade").exit_code == 0
     engine = create_engine(env["CONTACTSYNC_DATABASE_URL"])
-    rt = Runtime.create(Settings(), engine=engine)
-    with engine.begin() as conn:
-        account = create_account(conn, name="CLI", now=rt.clock())
-        lst = create_list(conn, ListIn(account_id=account, name="Buyers"), now=rt.clock())
-        create_field(conn, FieldIn(list_id=lst.id, name="City"), now=rt.clock())
-        auto = create_automation(
-            conn,
-            rt,
-            AutomationIn(list_id=lst.id, name="All", trigger={"event": "manual"}),  # type: ignore[arg-type]
-        )
-        action = create_action(
-            conn,
-            rt,
-            automation_id=auto.id,
-            settings=SyncActionSettings(url="https://crm.example/in?c=[#CITY#]"),
-        )
-    yield {"engine": engine, "list": lst.id, "automation": auto.id, "action": action.id}
+    made = manual_automation(engine, Runtime.create(Settings(), engine=engine))
+    yield {"engine": engine, **made}
     engine.dispose()
 
 

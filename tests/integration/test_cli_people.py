@@ -14,9 +14,6 @@ import pytest
 import sqlalchemy as sa
 from typer.testing import CliRunner, Result
 
-from contactsync.automation.actions import SyncActionSettings, create_action
-from contactsync.automation.automations import AutomationIn, create_automation
-from contactsync.automation.lists import FieldIn, ListIn, create_account, create_field, create_list
 from contactsync.automation.runtime import Runtime, utc_now
 from contactsync.cli import app
 from contactsync.db.engine import create_engine
@@ -25,6 +22,7 @@ from contactsync.db.platform import admin_sessions, audit_log, deliveries
 from contactsync.settings import Settings
 from contactsync.tenancy import people
 from contactsync.tenancy.audit import AuditEntry, AuditFilter, entries
+from support.platform import manual_automation
 
 
 class Cli:
@@ -360,22 +358,7 @@ def test_set_password_disable_and_enable_end_sessions(cli: Cli) -> None:
 @pytest.fixture
 def platform(cli: Cli) -> dict[str, Any]:
     rt = Runtime.create(Settings(database_url=cli.env["CONTACTSYNC_DATABASE_URL"]), engine=cli.engine)
-    with cli.engine.begin() as conn:
-        account = create_account(conn, name="CLI", now=rt.clock())
-        lst = create_list(conn, ListIn(account_id=account, name="Buyers"), now=rt.clock())
-        create_field(conn, FieldIn(list_id=lst.id, name="City"), now=rt.clock())
-        auto = create_automation(
-            conn,
-            rt,
-            AutomationIn(list_id=lst.id, name="All", trigger={"event": "manual"}),  # type: ignore[arg-type]
-        )
-        action = create_action(
-            conn,
-            rt,
-            automation_id=auto.id,
-            settings=SyncActionSettings(url="https://crm.example/in?c=[#CITY#]"),
-        )
-    return {"account": account, "list": lst.id, "automation": auto.id, "action": action.id}
+    return manual_automation(cli.engine, rt)
 
 
 def test_every_mutating_command_writes_one_audit_row(

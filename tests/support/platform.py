@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import sqlalchemy as sa
@@ -108,3 +109,27 @@ def installation(
             _wait_until_serving(proc, base, logs[-1])
             apis.append(base)
         yield Installation(apis, key, account_id, engine, logs)
+
+
+def manual_automation(engine: sa.Engine, rt: Any) -> dict[str, int]:
+    """An account with a list (a City field), a manual automation and its sync action, through the
+    services: what the CLI tests run their commands against."""
+    from contactsync.automation.actions import SyncActionSettings, create_action
+    from contactsync.automation.automations import AutomationIn, create_automation
+    from contactsync.automation.lists import FieldIn, ListIn, create_account, create_field, create_list
+    from contactsync.automation.rules import TriggerSpec
+
+    with engine.begin() as conn:
+        account = create_account(conn, name="CLI", now=rt.clock())
+        lst = create_list(conn, ListIn(account_id=account, name="Buyers"), now=rt.clock())
+        create_field(conn, FieldIn(list_id=lst.id, name="City"), now=rt.clock())
+        auto = create_automation(
+            conn, rt, AutomationIn(list_id=lst.id, name="All", trigger=TriggerSpec(event="manual"))
+        )
+        action = create_action(
+            conn,
+            rt,
+            automation_id=auto.id,
+            settings=SyncActionSettings(url="https://crm.example/in?c=[#CITY#]"),
+        )
+    return {"account": account, "list": lst.id, "automation": auto.id, "action": action.id}
