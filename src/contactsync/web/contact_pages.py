@@ -94,6 +94,12 @@ def _problem(form_id: str, exc: Exception, form: Any) -> Problem:
     return Problem(form_id, message, input_name(field), typed_of(form))
 
 
+def _own_contact(conn: sa.Connection, who: Any, contact_id: int) -> ContactOut:
+    """The contact, if it is the signed-in account's (404 otherwise)."""
+    own_contact(conn, who.principal, contact_id)
+    return get_contact(conn, contact_id)
+
+
 def routes(web: Web) -> list[BaseRoute]:
     async def detail(
         request: Request, session: Session, *, status: int = 200, problem: Problem | None = None
@@ -208,11 +214,7 @@ def routes(web: Web) -> list[BaseRoute]:
         who = session.who
         rt = runtime_of(web)
 
-        def current(conn: sa.Connection) -> ContactOut:
-            own_contact(conn, who.principal, contact_id)
-            return get_contact(conn, contact_id)
-
-        found = await web.read(current)
+        found = await web.read(lambda conn: _own_contact(conn, who, contact_id))
 
         def work(conn: sa.Connection) -> int:
             own_contact(conn, who.principal, contact_id)
@@ -239,11 +241,7 @@ def routes(web: Web) -> list[BaseRoute]:
         form = await request.form()
         who = session.who
 
-        def current(conn: sa.Connection) -> ContactOut:
-            own_contact(conn, who.principal, contact_id)
-            return get_contact(conn, contact_id)
-
-        found = await web.read(current)
+        found = await web.read(lambda conn: _own_contact(conn, who, contact_id))
         if form_text(form, "confirm") != "yes":
             return web.redirect(
                 request, f"/contacts/{contact_id}", err="tick the box to confirm the deletion"
