@@ -1,4 +1,9 @@
-"""Engine factory: SQLite by default (WAL, foreign keys, busy timeout), PostgreSQL or MariaDB by URL."""
+"""Engine factory: SQLite by default (WAL, foreign keys, busy timeout), PostgreSQL or MariaDB by URL.
+
+PostgreSQL connections run with JIT off: every statement here reads an index's worth of rows, but
+the planner's cost estimates for correlated sub-queries over large tables cross JIT's threshold and
+each execution then spends milliseconds compiling (measured: 7 ms of a manual-run chunk's 36 ms).
+"""
 
 from __future__ import annotations
 
@@ -56,8 +61,14 @@ def create_engine(url: str, *, echo: bool = False, pool_size: int = 10) -> Engin
             sa.event.listen(engine, "connect", _sqlite_pragmas)
             sa.event.listen(engine, "begin", _sqlite_begin)
             return engine
+        connect_args = {"options": "-c jit=off"} if url.startswith("postgresql") else {}
         return sa.create_engine(
-            url, echo=echo, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
+            url,
+            echo=echo,
+            pool_size=pool_size,
+            max_overflow=pool_size,
+            pool_pre_ping=True,
+            connect_args=connect_args,
         )
     except (sa.exc.ArgumentError, ImportError) as exc:
         raise ConfigError(f"cannot use database URL {url!r}: {exc}") from exc
