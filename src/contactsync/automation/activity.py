@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from contactsync.automation.rules import Int64
+from contactsync.db.bulk import insert_rows
 from contactsync.db.platform import activities, contacts
 from contactsync.errors import NotFoundError
 
@@ -165,19 +166,19 @@ def insert_activities(
 
 def record_entries(conn: sa.Connection, rows: Sequence[tuple[int, int, str]], *, now: datetime) -> None:
     """ "Automation triggered" activity for ``(contact_id, automation_id, automation_name)`` rows."""
-    if rows:
-        conn.execute(
-            activities.insert(),
-            [
-                {
-                    "contact_id": cid,
-                    "kind": "automation",
-                    "ref_id": aid,
-                    "name": name,
-                    "url": "",
-                    "value": None,
-                    "occurred_at": now,
-                }
-                for cid, aid, name in rows
-            ],
-        )
+    insert_rows(
+        conn,
+        activities,
+        [
+            {
+                "contact_id": cid,
+                "kind": "automation",
+                "ref_id": aid,
+                "name": name,
+                "url": "",
+                "value": None,
+                "occurred_at": now,
+            }
+            for cid, aid, name in rows
+        ],
+    )

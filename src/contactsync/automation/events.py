@@ -43,6 +43,7 @@ from contactsync.automation.snapshot import (
     load_activities,
     load_contacts,
 )
+from contactsync.db.bulk import insert_rows
 from contactsync.db.platform import automation_entries, automations, contacts
 from contactsync.delivery.outbox import OutboxRequest, enqueue
 
@@ -206,21 +207,21 @@ def _admit(
     admitted = reentry.admit(conn, a.id, policy, contact_ids, now=now)
     # the gate decided; the entries' unique key still refuses a second `once` entry outright
     once_key = 0 if policy.policy == "once" else None
-    for part in chunked(admitted):
-        conn.execute(
-            automation_entries.insert(),
-            [
-                {
-                    "automation_id": a.id,
-                    "account_id": compiled.account_id,
-                    "contact_id": cid,
-                    "entered_at": now,
-                    "once_key": once_key,
-                    "manual_run_id": manual_run_id,
-                }
-                for cid in part
-            ],
-        )
+    insert_rows(
+        conn,
+        automation_entries,
+        [
+            {
+                "automation_id": a.id,
+                "account_id": compiled.account_id,
+                "contact_id": cid,
+                "entered_at": now,
+                "once_key": once_key,
+                "manual_run_id": manual_run_id,
+            }
+            for cid in admitted
+        ],
+    )
     return admitted
 
 

@@ -26,16 +26,24 @@ import sqlalchemy as sa
 
 from contactsync.automation.rules import Reentry
 from contactsync.automation.snapshot import chunked
+from contactsync.db.bulk import IDS, insert_per_id
 from contactsync.db.platform import reentry_gates
-from contactsync.db.upsert import insert_on_conflict
+from contactsync.db.upsert import ConflictInsert, insert_on_conflict
 
 
 @functools.cache
 def gate_statement(dialect: str, policy: str) -> sa.Insert:
-    """The upsert that admits a contact under ``policy``, built once per dialect (executed with one
-    parameter set per contact; ``b_cutoff``: entries after it are recent)."""
+    """The upsert that admits contacts under ``policy``, built once per dialect (``b_cutoff``: entries
+    after it are recent). On PostgreSQL one execution admits every id of the ``ids`` array
+    (:func:`~contactsync.db.bulk.insert_per_id`); elsewhere it runs with one parameter set per contact."""
     g = reentry_gates.c
-    stmt = insert_on_conflict(dialect, reentry_gates)
+    stmt: ConflictInsert
+    if dialect == "postgresql":
+        stmt = insert_per_id(
+            reentry_gates, "contact_id", {"automation_id": sa.BigInteger(), "last_entered_at": sa.DateTime()}
+        )
+    else:
+        stmt = insert_on_conflict(dialect, reentry_gates)
     keys = [g.automation_id, g.contact_id]
     if policy == "once":
         decided = stmt.on_conflict_do_nothing(index_elements=keys)
@@ -64,6 +72,9 @@ def admit(
         return []
     stmt = gate_statement(conn.dialect.name, reentry.policy)
     extra = {"b_cutoff": now - timedelta(hours=reentry.hours or 0)} if reentry.policy == "per_hours" else {}
+    if conn.dialect.name == "postgresql":
+        params = {IDS: ids, "automation_id": automation_id, "last_entered_at": now, **extra}
+        return sorted(conn.execute(stmt, params).scalars())
     admitted: list[int] = []
     for part in chunked(ids):
         rows = [

@@ -19,6 +19,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
+from contactsync.db.bulk import insert_rows
 from contactsync.db.counting import Count, capped, matching
 from contactsync.db.platform import deliveries, delivery_attempts
 from contactsync.delivery import endpoints as endpoint_rows
@@ -114,15 +115,16 @@ class OutboxRequest:
 
 
 def enqueue(conn: sa.Connection, requests: Sequence[OutboxRequest], *, now: datetime) -> None:
-    """Insert pending deliveries in the caller's transaction (one multi-row INSERT).
+    """Insert pending deliveries in the caller's transaction (one COPY on PostgreSQL).
 
     The caller commits: the rows become visible together with the event that produced them, or
     not at all. A duplicate transactionid violates the unique key and aborts the transaction.
     """
     if not requests:
         return
-    conn.execute(
-        deliveries.insert(),
+    insert_rows(
+        conn,
+        deliveries,
         [
             {
                 "transactionid": r.transactionid,
