@@ -240,3 +240,26 @@ def test_kill_9_mid_run_then_resume_completes_without_duplicates(
     with engine.connect() as conn:
         entries = conn.execute(sa.select(sa.func.count()).select_from(t.automation_entries)).scalar_one()
     assert entries == len(rows)
+
+
+def test_an_edit_during_the_run_applies_from_the_next_chunk(engine: sa.Engine) -> None:
+    """The next chunk may have been scanned ahead under the old rule: it is scanned again."""
+    rt = _runtime()
+    with engine.begin() as conn:
+        run = manual.start_run(conn, rt, 1)
+        current = automations.get_automation(conn, 1)
+    everyone = Group.model_validate(
+        {"op": "and", "conditions": [{"type": "field", "subject": "lead_score", "op": "gte", "value": 0}]}
+    )
+
+    def edit_after_first_chunk(state: manual.ManualRunOut) -> None:
+        if state.scanned == 30:
+            with engine.begin() as conn:
+                fields = current.model_dump(include=set(automations.AutomationIn.model_fields))
+                data = automations.AutomationIn(**{**fields, "conditions": everyone})
+                automations.update_automation(conn, rt, 1, data)
+
+    done = manual.run_to_completion(engine, rt, run.id, chunk_size=30, on_progress=edit_after_first_chunk)
+    assert (done.state, done.scanned) == ("completed", N)
+    enqueued = [cid for cid, _ in _outbox(engine)]
+    assert enqueued == sorted({c for c in _expected(engine) if c <= 30} | set(range(31, N + 1)))

@@ -11,6 +11,8 @@ against (bench) and to cross-check.
 from __future__ import annotations
 
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal
 
@@ -18,7 +20,7 @@ import sqlalchemy as sa
 from pydantic import BaseModel
 
 from contactsync.automation.actions import account_of_automation
-from contactsync.automation.automations import Compiled, compile_automation, get_automation
+from contactsync.automation.automations import AutomationOut, Compiled, compile_automation, get_automation
 from contactsync.automation.compile_sql import compile_sql
 from contactsync.automation.events import enter
 from contactsync.automation.runtime import Runtime
@@ -203,6 +205,37 @@ def _next_window(conn: sa.Connection, list_id: int, after: int, size: int) -> tu
     return int(count), None if last is None else int(last)
 
 
+@dataclass(frozen=True, slots=True)
+class Window:
+    """The next chunk of a run, scanned: which contacts follow ``after`` and which of them match at
+    ``now`` under ``automation`` as it was then."""
+
+    automation: AutomationOut
+    after: int
+    count: int
+    upto: int | None
+    matched: list[int]
+    now: datetime
+
+
+def scan_window(
+    conn: sa.Connection,
+    compiled: Compiled,
+    after: int,
+    size: int,
+    *,
+    now: datetime,
+    strategy: Strategy,
+) -> Window:
+    """Find and match the chunk after ``after`` (reads only)."""
+    a = compiled.automation
+    count, upto = _next_window(conn, a.list_id, after, size)
+    matched = []
+    if count and upto is not None:
+        matched = match_range(conn, compiled, after, upto, now=now, strategy=strategy)
+    return Window(a, after, count, upto, matched, now)
+
+
 def run_chunk(
     conn: sa.Connection,
     rt: Runtime,
@@ -210,9 +243,16 @@ def run_chunk(
     *,
     chunk_size: int | None = None,
     strategy: Strategy = "sql",
+    scanned: Window | None = None,
+    on_window: Callable[[Window], None] | None = None,
 ) -> ManualRunOut:
     """Process the next chunk of a run in the caller's transaction (commit it to make progress);
-    ``chunk_size`` defaults to the database's (:func:`chunk_for`)."""
+    ``chunk_size`` defaults to the database's (:func:`chunk_for`).
+
+    ``scanned``: the chunk already scanned ahead of time, used if it is still the run's next one and
+    the automation has not changed since; ``on_window`` hears of this chunk's window before its
+    contacts are entered (so the caller can scan the following one meanwhile).
+    """
     chunk_size = chunk_size if chunk_size is not None else chunk_for(conn.dialect.name)
     if chunk_size < 1:
         raise ValidationError(f"chunk_size must be at least 1, got {chunk_size}", field="chunk_size")
@@ -221,21 +261,32 @@ def run_chunk(
         return run
     automation = get_automation(conn, run.automation_id)
     compiled = compile_automation(conn, rt, automation)
-    count, upto = _next_window(conn, automation.list_id, run.cursor_contact_id, chunk_size)
-    now = rt.clock()
+    window = scanned
+    if window is None or window.after != run.cursor_contact_id or window.automation != automation:
+        window = scan_window(
+            conn, compiled, run.cursor_contact_id, chunk_size, now=rt.clock(), strategy=strategy
+        )
+    if on_window is not None:
+        on_window(window)
+    now = window.now
     values: dict[str, object] = {"updated_at": now}
-    if count and upto is not None:
-        matched = match_range(conn, compiled, run.cursor_contact_id, upto, now=now, strategy=strategy)
+    if window.count and window.upto is not None:
         entered = enter(
-            conn, rt, compiled, matched, now=now, manual_run_id=run_id, ignore_reentry=run.ignore_reentry
+            conn,
+            rt,
+            compiled,
+            window.matched,
+            now=now,
+            manual_run_id=run_id,
+            ignore_reentry=run.ignore_reentry,
         )
         values.update(
-            cursor_contact_id=upto,
-            scanned=run.scanned + count,
-            matched=run.matched + len(matched),
+            cursor_contact_id=window.upto,
+            scanned=run.scanned + window.count,
+            matched=run.matched + len(window.matched),
             enqueued=run.enqueued + len(entered.transactionids),
         )
-    if count < chunk_size:
+    if window.count < chunk_size:
         values.update(state="completed", finished_at=now)
     conn.execute(manual_runs.update().where(manual_runs.c.id == run_id).values(**values))
     return get_run(conn, run_id)
@@ -250,11 +301,46 @@ def run_to_completion(
     strategy: Strategy = "sql",
     on_progress: Callable[[ManualRunOut], None] | None = None,
 ) -> ManualRunOut:
-    """Run (or resume) a manual run chunk by chunk, one committed transaction per chunk."""
-    while True:
-        with engine.begin() as conn:
-            run = run_chunk(conn, rt, run_id, chunk_size=chunk_size, strategy=strategy)
-        if on_progress is not None:
-            on_progress(run)
-        if run.state != "running":
-            return run
+    """Run (or resume) a manual run chunk by chunk, one committed transaction per chunk.
+
+    On PostgreSQL the next chunk is scanned on a second connection while this one enters the
+    current chunk's contacts: the match is the database's work and entering is mostly ours, so the
+    two overlap (measured over 2M contacts matching 1 %: the match was 40 % of the run's time). The
+    chunks' contacts are disjoint, so what one chunk writes cannot change the next one's match.
+    SQLite has one writer and matches in this process: it scans in turn.
+    """
+    size = chunk_size if chunk_size is not None else chunk_for(engine.dialect.name)
+    ahead = engine.dialect.name == "postgresql"
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"manual-run-{run_id}") as pool:
+        pending: Future[Window] | None = None
+
+        def scan_next(window: Window) -> None:
+            nonlocal pending
+            if ahead and window.upto is not None and window.count == size:
+                pending = pool.submit(_scan_ahead, engine, rt, window, size, strategy)
+
+        while True:
+            scanned = None
+            if pending is not None:
+                try:
+                    scanned = pending.result()
+                except sa.exc.SQLAlchemyError:
+                    scanned = None  # the chunk scans for itself, and meets the error itself if it lasts
+                pending = None
+            with engine.begin() as conn:
+                run = run_chunk(
+                    conn, rt, run_id, chunk_size=size, strategy=strategy, scanned=scanned, on_window=scan_next
+                )
+            if on_progress is not None:
+                on_progress(run)
+            if run.state != "running":
+                if pending is not None:
+                    pending.cancel()
+                return run
+
+
+def _scan_ahead(engine: sa.Engine, rt: Runtime, current: Window, size: int, strategy: Strategy) -> Window:
+    assert current.upto is not None
+    with engine.connect() as conn:
+        compiled = compile_automation(conn, rt, get_automation(conn, current.automation.id))
+        return scan_window(conn, compiled, current.upto, size, now=rt.clock(), strategy=strategy)
