@@ -46,6 +46,13 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+def _postgresql_session(dbapi_connection: Any, _record: Any) -> None:
+    # a SET, not connect options, so options the URL carries (a search_path, ...) still apply
+    with dbapi_connection.cursor() as cursor:
+        cursor.execute("SET jit = off")
+    dbapi_connection.commit()
+
+
 def _sqlite_begin(conn: sa.Connection) -> None:
     # Take the write lock up front: a deferred transaction that later writes can fail with
     # SQLITE_BUSY without waiting, which would surface as a spurious error under concurrency.
@@ -61,15 +68,12 @@ def create_engine(url: str, *, echo: bool = False, pool_size: int = 10) -> Engin
             sa.event.listen(engine, "connect", _sqlite_pragmas)
             sa.event.listen(engine, "begin", _sqlite_begin)
             return engine
-        connect_args = {"options": "-c jit=off"} if url.startswith("postgresql") else {}
-        return sa.create_engine(
-            url,
-            echo=echo,
-            pool_size=pool_size,
-            max_overflow=pool_size,
-            pool_pre_ping=True,
-            connect_args=connect_args,
+        engine = sa.create_engine(
+            url, echo=echo, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
         )
+        if url.startswith("postgresql"):
+            sa.event.listen(engine, "connect", _postgresql_session)
+        return engine
     except (sa.exc.ArgumentError, ImportError) as exc:
         raise ConfigError(f"cannot use database URL {url!r}: {exc}") from exc
 
