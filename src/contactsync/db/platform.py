@@ -357,6 +357,33 @@ deliveries = sa.Table(
     sqlite_autoincrement=True,  # ids never reused (PostgreSQL's sequences never go back anyway)
 )
 
+_RETRYING = "state = 'pending' AND attempt_count > 0"
+RETRYING: sa.ColumnElement[bool] = sa.and_(
+    deliveries.c.state == sa.literal_column("'pending'"), deliveries.c.attempt_count > sa.literal_column("0")
+)
+"""A delivery whose every attempt so far failed and which waits for the next (delivery/trouble.py);
+with literals, not parameters, as in the partial indexes' predicate: both databases then see that a
+query saying it reads those indexes."""
+for _name, *_columns in (
+    ("ix_deliveries_retrying_account", "account_id", "id"),
+    ("ix_deliveries_retrying_automation", "automation_id", "id"),
+    ("ix_deliveries_retrying_action", "action_id", "id"),
+    ("ix_deliveries_retrying_endpoint", "account_id", "endpoint", "id"),
+):
+    # partial: they hold the retrying deliveries only, however long the history
+    sa.Index(
+        _name,
+        *(deliveries.c[c] for c in _columns),
+        postgresql_where=sa.text(_RETRYING),
+        sqlite_where=sa.text(_RETRYING),
+    )
+sa.Index(
+    "ix_deliveries_automation_id_state_updated_at",
+    deliveries.c.automation_id,
+    deliveries.c.state,
+    deliveries.c.updated_at,
+)
+
 delivery_attempts = sa.Table(
     "delivery_attempts",
     md,

@@ -21,7 +21,7 @@ from sqlalchemy.dialects import postgresql
 
 from contactsync.db.bulk import insert_rows
 from contactsync.db.counting import Count, capped, matching
-from contactsync.db.platform import deliveries, delivery_attempts
+from contactsync.db.platform import RETRYING, deliveries, delivery_attempts
 from contactsync.delivery import endpoints as endpoint_rows
 from contactsync.delivery.attempt import AttemptResult
 from contactsync.delivery.leases import (
@@ -392,11 +392,15 @@ def pending_for_actions(conn: sa.Connection, action_ids: Sequence[int]) -> Count
 
 
 def replay(conn: sa.Connection, ids: Sequence[int], *, now: datetime) -> int:
-    """Send failed, cancelled or delivered deliveries again, now, with a fresh retry schedule."""
+    """Send failed, cancelled or delivered deliveries again, now, with a fresh retry schedule; a
+    retrying one (pending after failed attempts) is tried now, its schedule going on from there."""
     if not ids:
         return 0
     notify(conn)
-    return move(conn, "replay", deliveries.c.id.in_(list(ids)), _replay_values(now), now=now).rowcount
+    chosen = deliveries.c.id.in_(list(ids))
+    replayed = move(conn, "replay", chosen, _replay_values(now), now=now).rowcount
+    hurried = move(conn, "hurry", sa.and_(chosen, RETRYING), {"next_attempt_at": now}, now=now).rowcount
+    return replayed + hurried
 
 
 def recover_since(

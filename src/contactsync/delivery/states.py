@@ -1,7 +1,8 @@
 """The delivery state machine: every change of ``deliveries.state`` goes through :func:`move`.
 
 ``pending → in_flight → delivered | pending (retry) | failed | cancelled``, plus ``release``
-(in-flight work given back unattempted) and ``replay`` (finished work sent again).
+(in-flight work given back unattempted), ``replay`` (finished work sent again) and ``hurry`` (a
+retrying delivery's next attempt brought forward to now).
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ TRANSITIONS: Mapping[str, Transition] = {
     "release": Transition(frozenset({IN_FLIGHT}), PENDING),
     "cancel": Transition(frozenset({PENDING, FAILED}), CANCELLED),
     "replay": Transition(frozenset({FAILED, CANCELLED, DELIVERED}), PENDING),
+    # a retrying delivery (pending after failed attempts) tried now rather than at its next time
+    "hurry": Transition(frozenset({PENDING}), PENDING),
 }
 """Every state change of a delivery; nothing else writes ``deliveries.state``."""
 

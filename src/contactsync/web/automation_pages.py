@@ -57,6 +57,7 @@ from contactsync.automation.runtime import Runtime
 from contactsync.db.counting import capped, matching, total
 from contactsync.db.platform import actions, automations, contacts, deliveries, lists
 from contactsync.db.sealing import mask
+from contactsync.delivery import trouble
 from contactsync.delivery.attempt import send
 from contactsync.delivery.netguard import NetPolicy, create_connector
 from contactsync.delivery.outbox import pending_for_actions
@@ -201,7 +202,15 @@ def routes(web: Web) -> list[BaseRoute]:
                 sa.select(lists.c.id, lists.c.name).where(lists.c.id.in_(account_lists(account_id)))
                 .order_by(lists.c.id)
             ).all()  # fmt: skip
-            return {"rows": found.rows, "page": found, "actions": per, "sent": sent, "lists": all_lists}
+            health = trouble.health(conn, shown, account_id=account_id, now=utcnow())
+            return {
+                "rows": found.rows,
+                "page": found,
+                "actions": per,
+                "sent": sent,
+                "lists": all_lists,
+                "health": health,
+            }
 
         return web.render(
             request, session, "platform/automations.html", triggers=TRIGGERS, **await web.read(load)
@@ -220,7 +229,12 @@ def routes(web: Web) -> list[BaseRoute]:
             runs = list_runs(conn, automation.id)[-5:] if automation is not None else []
             fields = list_fields(conn, list_id)
             pending = pending_for_actions(conn, [act.id for act in acts])
+            health = None
+            if automation is not None:
+                account_id = session.who.principal.account_id
+                health = trouble.health(conn, [automation.id], account_id=account_id, now=utcnow())
             return {
+                "health": health[automation.id] if health else None,
                 "fields_json": [f.model_dump() for f in fields],
                 "acts": acts,
                 "runs": runs,

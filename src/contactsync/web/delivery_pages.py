@@ -20,8 +20,16 @@ from starlette.routing import BaseRoute
 
 from contactsync.api.deps import account_automations, delivery_owned, own_action, own_delivery
 from contactsync.db import sealing
-from contactsync.db.platform import DELIVERY_STATES, actions, automations, deliveries, delivery_attempts
+from contactsync.db.platform import (
+    DELIVERY_STATES,
+    RETRYING,
+    actions,
+    automations,
+    deliveries,
+    delivery_attempts,
+)
 from contactsync.delivery import outbox
+from contactsync.delivery.trouble import RETRYING_STATE
 from contactsync.web import paging
 from contactsync.web.app import Web
 from contactsync.web.paging import Window
@@ -73,7 +81,7 @@ def routes(web: Web) -> list[BaseRoute]:
         """Newest first, by state, action, contact or automation; paged by id, never by offset."""
         qp = request.query_params
         state = qp.get("state", "")
-        state = state if state in DELIVERY_STATES else ""
+        state = state if state in DELIVERY_STATES or state == RETRYING_STATE else ""
         action_id = _int(qp.get("action"))
         contact_id = _int(qp.get("contact"))
         automation_id = _int(qp.get("automation"))
@@ -86,8 +94,10 @@ def routes(web: Web) -> list[BaseRoute]:
                 d.id, d.transactionid, d.state, d.method, d.url, d.action_id, d.contact_id,
                 d.attempt_count, d.last_status, d.last_error, d.created_at, d.next_attempt_at,
             ).where(delivery_owned(account_id))  # fmt: skip
+            if state == RETRYING_STATE:
+                query = query.where(RETRYING)
             for column, value in (
-                (d.state, state or None),
+                (d.state, state if state in DELIVERY_STATES else None),
                 (d.action_id, action_id),
                 (d.contact_id, contact_id),
                 (d.automation_id, automation_id),
@@ -95,7 +105,9 @@ def routes(web: Web) -> list[BaseRoute]:
                 if value is not None:
                     query = query.where(column == value)
             params = {"state": state, "action": action_id, "contact": contact_id, "automation": automation_id}
-            spread = endpoints_in(conn, account_id, state) if state and contact_id is None else None
+            spread = None
+            if state in DELIVERY_STATES and contact_id is None:
+                spread = endpoints_in(conn, account_id, state)
 
             def fetch(seek: paging.Seek, n: int) -> list[Any]:
                 if spread is None:
@@ -167,7 +179,7 @@ def routes(web: Web) -> list[BaseRoute]:
             return web.redirect(
                 request,
                 f"/deliveries/{delivery_id}",
-                err="only failed, cancelled or delivered deliveries can be retried",
+                err="only retrying, failed, cancelled or delivered deliveries can be retried",
             )
         return web.redirect(request, f"/deliveries/{delivery_id}", msg="queued for a new attempt")
 

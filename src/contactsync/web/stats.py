@@ -28,8 +28,9 @@ from contactsync.db.platform import (
     endpoints,
 )
 from contactsync.db.retention import Retention
-from contactsync.delivery import presence
+from contactsync.delivery import presence, trouble
 from contactsync.delivery.outbox import oldest_due
+from contactsync.delivery.trouble import Trouble
 from contactsync.web import charts
 
 WINDOW_MIN = 60
@@ -39,6 +40,10 @@ MAX_ATTEMPTS_READ = 200_000
 @dataclass(frozen=True, slots=True)
 class Dashboard:
     states: dict[str, Count]
+    retrying: Count
+    """Pending after a failed attempt (counted among ``states["pending"]`` too)."""
+    troubles: list[Trouble]
+    """The newest retrying deliveries grouped by action: what is wrong, and where."""
     attempts_chart: str
     latency_chart: str
     attempts_in_window: int
@@ -98,6 +103,8 @@ def dashboard(
             )
             for state in DELIVERY_STATES
         },
+        retrying=trouble.retrying(conn, account_id=account_id),
+        troubles=trouble.troubles(conn, account_id=account_id),
         attempts_chart=charts.stacked_bars(labels, dict(counts), title="Attempts per minute by outcome"),
         latency_chart=charts.line(labels, latency, title="Mean attempt latency per minute", unit="ms"),
         attempts_in_window=len(rows),

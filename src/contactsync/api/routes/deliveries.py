@@ -161,12 +161,17 @@ def _detail(conn: sa.Connection, delivery_id: int, ctx: ApiContext) -> DeliveryD
 
 @router.post("/deliveries/{delivery_id}/retry", tags=["deliveries"])
 def retry_delivery(delivery_id: Id, ctx: Ctx, caller: Editor) -> DeliveryDetail:
-    """Send a failed, cancelled or delivered delivery again now (same transactionid and body)."""
+    """Send a failed, cancelled or delivered delivery again now (same transactionid and body), or
+    try a retrying one (pending after failed attempts) now rather than at its next attempt time."""
     with ctx.tx() as conn:
         own_delivery(conn, caller, delivery_id)
         if not outbox.replay(conn, [delivery_id], now=ctx.runtime.clock()):
             state = conn.execute(sa.select(deliveries.c.state).where(deliveries.c.id == delivery_id)).scalar()
-            raise ApiError(409, "conflict", f"a {state} delivery cannot be retried; it is still being sent")
+            raise ApiError(
+                409,
+                "conflict",
+                f"a {state} delivery cannot be retried: it is being sent or has not been tried yet",
+            )
         audit(conn, ctx, caller, "delivery.retry", "delivery", delivery_id)
         detail = _detail(conn, delivery_id, ctx)
     ctx.wake()
