@@ -301,6 +301,32 @@ def test_a_cancelled_delivery_waiting_for_its_delay_is_never_rendered(stack: Sta
     assert _fields(got.body) == {"City": "Paris"}
 
 
+def test_a_manual_run_of_a_delayed_action_renders_when_the_delay_ends(stack: Stack) -> None:
+    lst = stack.api.ok("POST", "/api/lists", 201, json={"name": "Run"})
+    stack.api.ok("POST", f"/api/lists/{lst['id']}/fields", 201, json={"name": "City"})
+    automation = stack.api.ok(
+        "POST",
+        "/api/automations",
+        201,
+        json={"list_id": lst["id"], "name": "m", "trigger": {"event": "manual"}},
+    )
+    action = {"url": f"{stack.hook_base}/run?c=[#CITY#]", "method": "GET", "delay_s": DAY_S}
+    stack.api.ok("POST", f"/api/automations/{automation['id']}/actions", 201, json=action)
+    contact_id, none = stack.contact(lst["id"], "run@example.com", CITY="Paris")
+    assert none == []
+    run = stack.api.ok("POST", f"/api/automations/{automation['id']}/runs", 202, json={})
+    deadline = time.monotonic() + 30
+    while stack.api.ok("GET", f"/api/runs/{run['id']}")["state"] != "completed":
+        assert time.monotonic() < deadline, "the manual run did not complete"
+        time.sleep(0.02)
+    (queued,) = stack.api.ok("GET", "/api/deliveries", params={"automation_id": automation["id"]})["items"]
+    assert queued["render_pending"] is True
+    stack.edit(contact_id, fields={"CITY": "Lyon"})
+    stack.clock.advance(DAY_S + 1)
+    (got,) = stack.hook.wait(queued["transactionid"])
+    assert got.path_qs == "/run?c=Lyon"
+
+
 EDITS = st.lists(
     st.fixed_dictionaries(
         {"fields": st.fixed_dictionaries({"CITY": st.text("abcé &=[]%+", max_size=8)})},
