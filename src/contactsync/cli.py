@@ -152,11 +152,15 @@ def worker_command(
     """Run the delivery dispatcher(s) until SIGTERM; in-flight work is finished or released."""
     import logging
 
+    from contactsync.automation import send_time
     from contactsync.delivery import worker
     from contactsync.settings import Settings
 
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    raise typer.Exit(worker.run(Settings(), processes=processes, metrics_port=metrics_port))
+    run = worker.run(
+        Settings(), processes=processes, metrics_port=metrics_port, renderer=send_time.for_settings
+    )
+    raise typer.Exit(run)
 
 
 @app.command("listen")

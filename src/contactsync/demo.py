@@ -43,6 +43,7 @@ from contactsync.automation.events import ingest_events
 from contactsync.automation.lists import FieldIn, ListIn, create_account, create_field, create_list
 from contactsync.automation.manual import run_to_completion, start_run
 from contactsync.automation.runtime import Runtime, utc_now
+from contactsync.automation.send_time import Renderer
 from contactsync.db.engine import create_engine
 from contactsync.db.listener import contacts as sync_contacts
 from contactsync.db.listener import handler_runs, inbox
@@ -432,7 +433,9 @@ async def run(
         ctx = platform_app.state.contactsync
         platform_app.mount("/", create_web_app(settings, engine=platform, runtime=rt, on_enqueue=ctx.wake))
     listener_app = create_listener_app(settings, poll_interval_s=0.5)
-    dispatcher = Dispatcher(platform, config=DispatcherConfig.from_settings(settings))
+    dispatcher = Dispatcher(
+        platform, config=DispatcherConfig.from_settings(settings), renderer=Renderer(platform, rt)
+    )
     platform_app.state.contactsync.wake_hooks.append(dispatcher.wake)
     servers = [
         _Server(

@@ -252,3 +252,26 @@ def test_a_get_action_says_what_the_listener_maps_and_its_test_send_is_acknowled
     page.click("#test-send-button")
     page.locator("#test-send-meta:not(:empty)").wait_for()
     assert page.locator("#test-send-meta").inner_text().startswith("Delivered: HTTP 200")
+
+
+def test_a_delayed_action_says_when_its_data_is_rendered(page: Any, stack: Stack) -> None:
+    login(page, stack.platform_url)
+    _new_manual_automation(page, stack, "Wait a day, then sync")
+    page.click("#add-action")
+    page.fill("#url", stack.sync_url)
+    page.locator("#template-ok").wait_for(state="visible")
+    page.fill("input[name=delay_s]", "86400")
+    expect(page.locator("#render")).to_have_value("at_send")  # what "wait a day, then sync" means
+    page.click("#save-action")
+    page.wait_for_selector("text=action saved")
+    page.fill("#contact_id", str(stack.ids["jane"]))
+    page.click("#preview-button")
+    expect(page.locator("#preview-meta")).to_contain_text(
+        "sent 1 day after the trigger, rendered when the delay ends"
+    )
+    page.select_option("#render", "at_trigger")  # previewed unsaved, then saved
+    page.click("#preview-button")
+    expect(page.locator("#preview-meta")).to_contain_text("sent 1 day after the trigger, as at the trigger")
+    page.click("#save-action")
+    page.wait_for_selector("text=action saved")
+    expect(page.locator("#render")).to_have_value("at_trigger")

@@ -777,3 +777,45 @@ def test_every_listener_page_and_its_metrics_read_through_indexes(
         assert any("listener_handler_runs" in statement for statement, _ in seen), "the backlog was not read"
         problems += _explain(engine, "GET /metrics", seen)
     assert not problems, "\n".join(problems)
+
+
+def test_the_send_time_render_job_reads_through_its_index(world: tuple[Api, dict[str, int], Capture]) -> None:
+    """The job rendering delayed deliveries (automation/send_time.py) runs in every dispatcher: its pick
+    is one range of the partial index of rows still to render, whatever the size of the outbox, with
+    thousands waiting for a delay that ends later among the seeded deliveries."""
+    from contactsync.automation.runtime import Runtime, utc_now
+    from contactsync.automation.send_time import render_due
+    from contactsync.settings import Settings
+
+    api, _ids, capture = world
+    engine = api.engine
+    now = utc_now()
+    mark = (
+        "UPDATE deliveries SET render_pending = TRUE, next_attempt_at = :at WHERE id IN "
+        "(SELECT id FROM deliveries WHERE state = 'pending' ORDER BY id DESC LIMIT {n})"
+    )
+    with engine.begin() as conn:
+        conn.execute(sa.text(mark.format(n=5000)), {"at": now.replace(year=now.year + 1)})
+        conn.execute(sa.text(mark.format(n=50)), {"at": now})  # the newest 50 of them are due now
+    _analyze(engine)
+    runtime = Runtime.create(Settings(database_url=engine.url.render_as_string(hide_password=False)))
+    try:
+        with engine.connect() as conn:
+            capture.on = True
+            try:
+                with conn.begin() as tx:
+                    done = render_due(conn, runtime, now=now, limit=20)
+                    tx.rollback()
+            finally:
+                capture.on = False
+        assert done.total == 20
+        seen = capture.drain()
+        assert any("render_pending" in statement for statement, _ in seen)
+        problems = _explain(engine, "render job", seen)
+        assert not problems, "\n".join(problems)
+    finally:
+        with engine.begin() as conn:
+            conn.execute(
+                sa.text("UPDATE deliveries SET render_pending = NULL WHERE render_pending IS NOT NULL")
+            )
+        _analyze(engine)

@@ -59,10 +59,14 @@ def _lifespan(ctx: ApiContext, *, run_dispatcher: bool, owns_engine: bool, metri
         if metrics_port is not None:
             metrics_server, metrics_thread = await _serve_metrics(ctx, metrics_port)
         if run_dispatcher:
+            from contactsync.automation.send_time import Renderer
             from contactsync.delivery.dispatcher import Dispatcher, DispatcherConfig
 
             dispatcher = Dispatcher(
-                ctx.engine, config=DispatcherConfig.from_settings(ctx.settings), metrics=ctx.metrics
+                ctx.engine,
+                config=DispatcherConfig.from_settings(ctx.settings),
+                metrics=ctx.metrics,
+                renderer=Renderer(ctx.engine, ctx.runtime),
             )
             ctx.wake_hooks.append(dispatcher.wake)
             task = asyncio.create_task(dispatcher.run(), name="dispatcher")

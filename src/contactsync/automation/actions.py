@@ -81,6 +81,11 @@ class SyncActionSettings(BaseModel):
     date_format: DateFormat = "datetime"
     time_zone: str = "UTC"
     delay_s: int = Field(default=0, ge=0, le=30 * 86400)
+    render: Literal["at_send", "at_trigger"] = Field(
+        default="at_send",
+        description="with a delay: send the contact's data as it is when the delay ends (at_send), or "
+        "as it was when the automation triggered (at_trigger); the transactionid is fixed at the trigger",
+    )
 
     @field_validator("retry_schedule_s")
     @classmethod
@@ -424,6 +429,12 @@ def payload_options(settings: SyncActionSettings, rt: Runtime) -> PayloadOptions
     )
 
 
+def renders_at_send(settings: SyncActionSettings) -> bool:
+    """Whether a delivery of this action is rendered again from the contact's data when its delay
+    ends (automation/send_time.py): only a delayed action that did not ask for the trigger's snapshot."""
+    return settings.delay_s > 0 and settings.render == "at_send"
+
+
 class Freezer:
     """Frozen requests of one action for many contacts: the constant parts are prepared once.
 
@@ -433,8 +444,8 @@ class Freezer:
     """
 
     __slots__ = (
-        "_account_id", "_action", "_headers", "_json", "_not_before", "_ordered", "_post", "_template",
-        "_url_tid",
+        "_account_id", "_action", "_at_send", "_headers", "_json", "_not_before", "_ordered", "_post",
+        "_template", "_url_tid",
     )  # fmt: skip
 
     def __init__(
@@ -449,6 +460,7 @@ class Freezer:
         self._headers = {h.name: h.value for h in s.headers}
         self._ordered = s.ordered_per_contact
         self._not_before = now + timedelta(seconds=s.delay_s) if s.delay_s else None
+        self._at_send = renders_at_send(s)
         self._url_tid = "TRANSACTIONID" in template.fields
 
     def body(self, rendered: Rendered) -> tuple[bytes, str]:
@@ -496,6 +508,7 @@ class Freezer:
             contact_id=contact_id,
             ordering_key=f"{action.id}:{contact_id}" if self._ordered and contact_id is not None else None,
             not_before=self._not_before,
+            render_at_send=self._at_send,
         )
 
 

@@ -9,6 +9,7 @@ choosing is a forged webhook the customer's listener would accept, and a viewer 
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Literal
 
 import sqlalchemy as sa
 from pydantic import BaseModel, Field
@@ -21,6 +22,7 @@ from contactsync.automation.actions import (
     freeze_request,
     get_action,
     payload_options,
+    renders_at_send,
     validate_settings,
 )
 from contactsync.automation.contacts import get_contact
@@ -47,6 +49,11 @@ class Preview(BaseModel):
     php_variables: int = Field(description="variables PHP counts in the form body or GET query")
     php_max_nesting: int
     warnings: list[str]
+    render: Literal["immediately", "at_send", "at_trigger"] = Field(
+        description="when URL and body are rendered: at once (no delay), when the delay ends from the "
+        "contact's data as it is then (at_send), or as at the trigger (at_trigger)"
+    )
+    render_words: str = Field(description="the same, in words")
 
 
 def preview(
@@ -133,7 +140,10 @@ def preview(
         warnings.append(f"nesting {stats.max_nesting} is over PHP's max_input_nesting_level ({MAX_NESTING})")
     if url_bytes > MAX_URL_BYTES and not any("URL" in w for w in warnings):
         warnings.append(f"the URL is {url_bytes} bytes; many servers reject URLs over {MAX_URL_BYTES} bytes")
+    render, render_words = when_rendered(action.settings)
     return Preview(
+        render=render,
+        render_words=render_words,
         method=request.method,
         url=request.url,
         headers=headers,
@@ -143,6 +153,32 @@ def preview(
         php_variables=stats.variables,
         php_max_nesting=stats.max_nesting,
         warnings=warnings,
+    )
+
+
+def _duration(seconds: int) -> str:
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds % size == 0:
+            n = seconds // size
+            return f"{n} {unit}{'s' if n != 1 else ''}"
+    return f"{seconds} seconds"
+
+
+def when_rendered(
+    settings: SyncActionSettings,
+) -> tuple[Literal["immediately", "at_send", "at_trigger"], str]:
+    """Which data a delivery of this action carries, for the preview (automation/send_time.py)."""
+    if settings.delay_s <= 0:
+        return "immediately", "sent at once: this is the request as it goes"
+    after = _duration(settings.delay_s)
+    if renders_at_send(settings):
+        return "at_send", (
+            f"sent {after} after the trigger, rendered when the delay ends from the contact's data as it "
+            "is then (shown here as it is now); the transactionid is fixed at the trigger"
+        )
+    return (
+        "at_trigger",
+        f"sent {after} after the trigger, as at the trigger: the contact's data when it entered",
     )
 
 

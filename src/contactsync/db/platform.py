@@ -341,6 +341,11 @@ deliveries = sa.Table(
     sa.Column("last_status", sa.Integer()),
     sa.Column("last_error", sa.Text()),
     sa.Column("ordering_key", sa.String(100)),
+    # TRUE while the URL and body wait to be rendered from the contact's data when the delay ends
+    # (automation/send_time.py), NULL otherwise: the claim never takes such a row
+    sa.Column("render_pending", sa.Boolean()),
+    sa.Column("render_note", sa.Text()),
+    # what rendering at send time did, or why the request frozen at the trigger was kept
     sa.CheckConstraint("state IN " + repr(DELIVERY_STATES), name="state"),
     sa.Index(None, "state", "next_attempt_at"),
     sa.Index(None, "action_id", "state", "created_at"),
@@ -354,6 +359,14 @@ deliveries = sa.Table(
     sa.Index(None, "state", "id"),
     # retention: finished deliveries by when they finished (db/retention.py)
     sa.Index(None, "state", "updated_at", "id"),
+    # the send-time render job: the rows still to render, by when they are due (a partial index)
+    sa.Index(
+        "ix_deliveries_render_pending",
+        "next_attempt_at",
+        "id",
+        sqlite_where=sa.text("render_pending IS NOT NULL"),
+        postgresql_where=sa.text("render_pending IS NOT NULL"),
+    ),
     sqlite_autoincrement=True,  # ids never reused (PostgreSQL's sequences never go back anyway)
 )
 

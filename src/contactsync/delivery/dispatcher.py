@@ -57,8 +57,13 @@ class Dispatcher:
         rng: Rng | None = None,
         metrics: DeliveryMetrics | None = None,
         connector_kwargs: dict[str, Any] | None = None,
+        renderer: Callable[[datetime], int] | None = None,
     ) -> None:
+        """``renderer`` renders the deliveries whose delay ends by the time it is given, one batch
+        per call, returning how many rows it took (automation/send_time.py: the faces pass it in,
+        since delivery does not import automation). Without one, such deliveries wait."""
         self.engine = engine
+        self._renderer = renderer
         self.config = config or DispatcherConfig()
         self._clock = clock
         self._rng: Rng = rng or random.Random()
@@ -138,6 +143,8 @@ class Dispatcher:
             asyncio.create_task(self._housekeeping_loop(), name="housekeeping"),
             asyncio.create_task(self._watch_stop(), name="watch-stop"),
         ]
+        if self._renderer is not None:
+            helpers.append(asyncio.create_task(self._render_loop(self._renderer), name="render"))
         if self.config.listen and self.engine.dialect.name == "postgresql":
             helpers.append(asyncio.create_task(self._listen_loop(), name="listen"))
         if self.config.retention is not None:
@@ -453,6 +460,22 @@ class Dispatcher:
         assert self.metrics is not None
         with self.engine.connect() as conn:
             self.metrics.refresh(conn, now=self._clock())
+
+    async def _render_loop(self, renderer: Callable[[datetime], int]) -> None:
+        """Render deliveries whose delay ends, batch after batch while there are any, else every poll
+        interval; what it renders is claimable at once (this process is poked, NOTIFY wakes others)."""
+        assert self._stop is not None
+        while not self._stop.is_set():
+            try:
+                taken = await self._db(renderer, self._clock())
+            except Exception:  # a bad row or a lost connection must not stop this process's sending
+                log.exception("rendering delayed deliveries failed; retrying after the poll interval")
+                taken = 0
+            if taken:
+                self._poke(True)
+                continue
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), timeout=self.config.poll_interval_s)
 
     async def _listen_loop(self) -> None:
         """PostgreSQL LISTEN on a dedicated connection: an enqueue's commit wakes the claim loop."""

@@ -97,6 +97,8 @@ def _claimable(lane: Lane | None, *, expired: bool, skip: bool) -> list[sa.Colum
     )
     conds: list[sa.ColumnElement[bool]] = [
         due,
+        # a delivery whose body is still to be rendered when its delay ends is never sent as it is
+        d.render_pending.is_(None),
         ~sa.exists().where(
             endpoints.c.account_id == d.account_id,
             endpoints.c.endpoint == d.endpoint,

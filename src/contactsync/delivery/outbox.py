@@ -55,6 +55,7 @@ __all__ = [
     "DELIVERED",
     "FAILED",
     "IN_FLIGHT",
+    "NEVER_RENDERED",
     "NOTIFY_CHANNEL",
     "PENDING",
     "SETTING_CONNECT_TIMEOUT",
@@ -112,6 +113,9 @@ class OutboxRequest:
     contact_id: int | None = None
     ordering_key: str | None = None
     not_before: datetime | None = None
+    render_at_send: bool = False
+    """URL and body are rendered again from the contact's data when ``not_before`` comes (same
+    transactionid); until then the row holds the request as at the trigger and is never claimed."""
 
 
 def enqueue(conn: sa.Connection, requests: Sequence[OutboxRequest], *, now: datetime) -> None:
@@ -144,6 +148,7 @@ def enqueue(conn: sa.Connection, requests: Sequence[OutboxRequest], *, now: date
                 "created_at": now,
                 "updated_at": now,
                 "ordering_key": r.ordering_key,
+                "render_pending": True if r.render_at_send else None,
             }
             for r in requests
         ],
@@ -359,9 +364,25 @@ def _record_health(conn: sa.Connection, kept: Sequence[Finished], *, now: dateti
 # --- operator actions ----------------------------------------------------------------------------
 
 
+NEVER_RENDERED = (
+    "cancelled before its delay ended, so never rendered: it holds the request as at the trigger, "
+    "which a replay sends"
+)
+
+
+def _unmark() -> dict[str, Any]:
+    """Values of a cancel: a delivery waiting to be rendered keeps its trigger-time request for good
+    (the render job only takes pending rows, so a cancelled one would linger in its index)."""
+    d = deliveries.c
+    return {
+        "render_pending": None,
+        "render_note": sa.case((d.render_pending.is_not(None), NEVER_RENDERED), else_=d.render_note),
+    }
+
+
 def cancel(conn: sa.Connection, ids: Sequence[int], *, now: datetime) -> int:
     """Stop pending or failed deliveries for good (an in-flight attempt finishes first)."""
-    return move(conn, "cancel", deliveries.c.id.in_(list(ids)), {}, now=now).rowcount if ids else 0
+    return move(conn, "cancel", deliveries.c.id.in_(list(ids)), _unmark(), now=now).rowcount if ids else 0
 
 
 ACTION_DELETED = "cancelled: its action was deleted, so it cannot be signed"
@@ -376,7 +397,8 @@ def cancel_for_actions(conn: sa.Connection, action_ids: Sequence[int], *, now: d
     if not action_ids:
         return 0
     where = deliveries.c.action_id.in_(list(action_ids))
-    return int(move(conn, "cancel", where, {"last_error": ACTION_DELETED, **NO_LEASE}, now=now).rowcount)
+    values = {"last_error": ACTION_DELETED, **NO_LEASE, **_unmark()}
+    return int(move(conn, "cancel", where, values, now=now).rowcount)
 
 
 def pending_for_actions(conn: sa.Connection, action_ids: Sequence[int]) -> Count:

@@ -12,9 +12,12 @@ import logging
 import multiprocessing
 import os
 import signal
+from collections.abc import Callable
 from dataclasses import replace
+from datetime import datetime
 from types import FrameType
 
+import sqlalchemy as sa
 from prometheus_client import CollectorRegistry, start_http_server
 
 from contactsync.db import create_engine, normalize_url
@@ -26,9 +29,20 @@ from contactsync.settings import Settings
 
 log = logging.getLogger("contactsync.delivery.worker")
 
+RendererFactory = Callable[[Settings, sa.Engine], Callable[[datetime], int]]
+"""Builds a process's send-time renderer (``Dispatcher(renderer=…)``); the face passes a module-level
+function, which a spawned child process receives by name."""
 
-def run_one(settings: Settings, *, metrics_port: int | None = None, index: int = 0) -> None:
-    """One dispatcher in this process, until SIGTERM/SIGINT."""
+
+def run_one(
+    settings: Settings,
+    *,
+    metrics_port: int | None = None,
+    index: int = 0,
+    renderer: RendererFactory | None = None,
+) -> None:
+    """One dispatcher in this process, until SIGTERM/SIGINT (every process renders delayed deliveries:
+    their batches are claimed with SKIP LOCKED)."""
     engine = create_engine(settings.database_url)
     registry = CollectorRegistry()
     metrics = DeliveryMetrics(registry)
@@ -38,30 +52,46 @@ def run_one(settings: Settings, *, metrics_port: int | None = None, index: int =
     if index:  # one pruner and notifier per worker group (more would wait on each other or mail twice)
         config = replace(config, retention=None, mailer=None)
     try:
-        asyncio.run(Dispatcher(engine, config=config, metrics=metrics).run(handle_signals=True))
+        render = None if renderer is None else renderer(settings, engine)
+        dispatcher = Dispatcher(engine, config=config, metrics=metrics, renderer=render)
+        asyncio.run(dispatcher.run(handle_signals=True))
     finally:
         engine.dispose()
 
 
-def _child(settings_json: str, metrics_port: int | None, index: int) -> None:
+def _child(
+    settings_json: str, metrics_port: int | None, index: int, renderer: RendererFactory | None
+) -> None:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    run_one(Settings.model_validate_json(settings_json), metrics_port=metrics_port, index=index)
+    settings = Settings.model_validate_json(settings_json)
+    run_one(settings, metrics_port=metrics_port, index=index, renderer=renderer)
 
 
-def run(settings: Settings, *, processes: int = 1, metrics_port: int | None = None) -> int:
+def run(
+    settings: Settings,
+    *,
+    processes: int = 1,
+    metrics_port: int | None = None,
+    renderer: RendererFactory | None = None,
+) -> int:
     """Run ``processes`` dispatchers; returns the worst child exit code."""
     if processes < 1:
         raise ConfigError("--processes must be at least 1")
     if processes > 1 and normalize_url(settings.database_url).startswith("sqlite"):
         raise ConfigError("SQLite supports one dispatcher process; use PostgreSQL to scale out")
     if processes == 1:
-        run_one(settings, metrics_port=metrics_port)
+        run_one(settings, metrics_port=metrics_port, renderer=renderer)
         return 0
     ctx = multiprocessing.get_context("spawn")
     children = [
         ctx.Process(
             target=_child,
-            args=(settings.model_dump_json(), None if metrics_port is None else metrics_port + i, i),
+            args=(
+                settings.model_dump_json(),
+                None if metrics_port is None else metrics_port + i,
+                i,
+                renderer,
+            ),
             name=f"contactsync-dispatcher-{i}",
         )
         for i in range(processes)

@@ -135,6 +135,7 @@ def action_settings(form: Any, *, base: SyncActionSettings | None = None) -> Syn
         time_zone=form_text(form, "time_zone") or "UTC",
         ordered_per_contact=form_text(form, "ordered_per_contact") == "on",
         delay_s=form_text(form, "delay_s") or 0,
+        render=form_text(form, "render") or data.get("render", "at_send"),
     )
     return SyncActionSettings.model_validate(data)
 

@@ -93,6 +93,7 @@ def routes(web: Web) -> list[BaseRoute]:
             query = sa.select(
                 d.id, d.transactionid, d.state, d.method, d.url, d.action_id, d.contact_id,
                 d.attempt_count, d.last_status, d.last_error, d.created_at, d.next_attempt_at,
+                d.render_pending,
             ).where(delivery_owned(account_id))  # fmt: skip
             if state == RETRYING_STATE:
                 query = query.where(RETRYING)

@@ -60,12 +60,23 @@ class DeliveryOut(BaseModel):
     delivered_at: datetime | None
     last_status: int | None
     last_error: str | None
+    render_pending: bool = Field(
+        description="waiting for its delay to end, when URL and body are rendered from the contact's data "
+        "as it is then (the action's render: at_send); until then they show the request as at the trigger"
+    )
+    render_note: str | None = Field(
+        description="what rendering when the delay ended did, or why the request as at the trigger was kept"
+    )
 
     @classmethod
     def of(cls, row: Any) -> DeliveryOut:
         m = row._mapping
         return cls.model_validate(
-            {**{k: m[k] for k in cls.model_fields if k in m}, "transactionid": str(m["transactionid"])}
+            {
+                **{k: m[k] for k in cls.model_fields if k in m},
+                "transactionid": str(m["transactionid"]),
+                "render_pending": bool(m["render_pending"]),
+            }
         )
 
 

@@ -151,7 +151,8 @@
         }
         const p = result.preview;
         document.getElementById("preview-meta").textContent =
-          p.method + " · " + p.size_bytes + " bytes · " + p.php_variables + " PHP variables · nesting " + p.php_max_nesting;
+          p.method + " · " + p.size_bytes + " bytes · " + p.php_variables + " PHP variables · nesting " + p.php_max_nesting +
+          " · " + p.render_words;
         p.warnings.forEach(function (w) { warnings.appendChild(el("li", w)); });
         code.textContent = requestText(p);
       });
