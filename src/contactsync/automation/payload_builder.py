@@ -8,6 +8,7 @@ activity costs the same as a new one. Dates are rendered in the action's time zo
 
 from __future__ import annotations
 
+import functools
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ import sqlalchemy as sa
 
 from contactsync.automation.predicate import DEFAULT_THRESHOLDS, Thresholds, lead_label
 from contactsync.automation.snapshot import chunked
+from contactsync.db.bulk import ids_per_statement, in_ids
 from contactsync.db.platform import activities, contacts, field_values, fields, lead_status_thresholds, lists
 from contactsync.wire import phpform
 from contactsync.wire.payload import SyncPayload
@@ -98,25 +100,6 @@ class _Dates:
         return text
 
 
-_IDS: sa.BindParameter[list[int]] = sa.bindparam("ids", expanding=True)
-
-_CONTACT_ROWS = (
-    sa.select(
-        contacts.c.id,
-        contacts.c.list_id,
-        contacts.c.email,
-        contacts.c.phone,
-        contacts.c.lead_score,
-        contacts.c.created_at,
-        lists.c.name.label("list_name"),
-        lists.c.account_id,
-    )
-    .join(lists, lists.c.id == contacts.c.list_id)
-    .where(contacts.c.id.in_(_IDS))
-)
-_VALUES = sa.select(field_values.c.contact_id, field_values.c.field_id, field_values.c.value).where(
-    field_values.c.contact_id.in_(_IDS)
-)
 _FIELDS = (
     sa.select(fields.c.id, fields.c.list_id, fields.c.name, fields.c.shortcode_key)
     .where(fields.c.list_id.in_(sa.bindparam("list_ids", expanding=True)))
@@ -133,7 +116,43 @@ _THRESHOLDS = (
 )
 
 
-def _recent_statement() -> sa.Select[Any]:
+@dataclass(frozen=True, slots=True)
+class _Statements:
+    """The per-slice reads of :func:`build` for one dialect (built once: SQLAlchemy reuses their
+    compiled form)."""
+
+    contact_rows: sa.Select[Any]
+    values: sa.Select[Any]
+    recent: sa.Select[Any]
+    clicks: sa.Select[Any]
+
+
+@functools.cache
+def _statements(dialect: str) -> _Statements:
+    return _Statements(
+        contact_rows=(
+            sa.select(
+                contacts.c.id,
+                contacts.c.list_id,
+                contacts.c.email,
+                contacts.c.phone,
+                contacts.c.lead_score,
+                contacts.c.created_at,
+                lists.c.name.label("list_name"),
+                lists.c.account_id,
+            )
+            .join(lists, lists.c.id == contacts.c.list_id)
+            .where(in_ids(contacts.c.id, dialect))
+        ),
+        values=sa.select(field_values.c.contact_id, field_values.c.field_id, field_values.c.value).where(
+            in_ids(field_values.c.contact_id, dialect)
+        ),
+        recent=_recent_statement(dialect),
+        clicks=_clicks_statement(dialect),
+    )
+
+
+def _recent_statement(dialect: str) -> sa.Select[Any]:
     rank = (
         sa.func.row_number()
         .over(
@@ -154,7 +173,8 @@ def _recent_statement() -> sa.Select[Any]:
             rank,
         )
         .where(
-            activities.c.contact_id.in_(_IDS), activities.c.kind.in_(sa.bindparam("kinds", expanding=True))
+            in_ids(activities.c.contact_id, dialect),
+            activities.c.kind.in_(sa.bindparam("kinds", expanding=True)),
         )
         .subquery()
     )
@@ -165,20 +185,16 @@ def _recent_statement() -> sa.Select[Any]:
     )
 
 
-def _clicks_statement() -> sa.Select[Any]:
+def _clicks_statement(dialect: str) -> sa.Select[Any]:
     last = sa.func.max(activities.c.occurred_at)
     return (
         sa.select(
             activities.c.contact_id, activities.c.url, sa.func.count().label("clicks"), last.label("last")
         )
-        .where(activities.c.contact_id.in_(_IDS), activities.c.kind == "link_click")
+        .where(in_ids(activities.c.contact_id, dialect), activities.c.kind == "link_click")
         .group_by(activities.c.contact_id, activities.c.url)
         .order_by(activities.c.contact_id, last.desc(), activities.c.url)
     )
-
-
-_RECENT = _recent_statement()
-_CLICKS = _clicks_statement()
 
 
 def build(
@@ -201,20 +217,21 @@ def build(
     kinds = sorted(k for s, k in SECTION_KINDS.items() if s in wanted)
     thresholds_by_account: dict[int, Thresholds] = {}
     fields_by_list: dict[int, list[Any]] = {}
-    for part in chunked(list(contact_ids)):
-        rows = conn.execute(_CONTACT_ROWS, {"ids": part}).all()
+    reads = _statements(conn.dialect.name)
+    for part in chunked(list(contact_ids), ids_per_statement(conn.dialect.name)):
+        rows = conn.execute(reads.contact_rows, {"ids": part}).all()
         _load_definitions(conn, rows, fields_by_list, thresholds_by_account)
         values: dict[int, dict[int, str]] = defaultdict(dict)
-        for cid, fid, value in conn.execute(_VALUES, {"ids": part}):
+        for cid, fid, value in conn.execute(reads.values, {"ids": part}):
             values[cid][fid] = value
         items: dict[int, dict[str, list[Any]]] = defaultdict(lambda: defaultdict(list))
         if kinds:
             params = {"ids": part, "kinds": kinds, "max_items": options.max_items}
-            for r in conn.execute(_RECENT, params):
+            for r in conn.execute(reads.recent, params):
                 items[r.contact_id][r.kind].append(r)
         clicks: dict[int, list[Any]] = defaultdict(list)
         if "links-clicked" in wanted:
-            for r in conn.execute(_CLICKS, {"ids": part}):
+            for r in conn.execute(reads.clicks, {"ids": part}):
                 clicks[r.contact_id].append(r)
         for row in rows:
             out[row.id] = _one(
