@@ -208,7 +208,7 @@ def test_the_explain_panel_shows_each_condition_with_the_contact_value_the_gate_
         created = panel_of(page.text, ids["created"])
         assert "When the contact is created." in created
         assert "No conditions: every contact of the list matches." in created
-        assert re.search(r"#\d+ pending", created)  # its delivery for the contact, linked
+        assert re.search(r"#\d+ waiting", created)  # its delivery for the contact, linked
         assert 'href="/deliveries/' in page.text
 
         before = ui.get(f"/contacts/{paris}").text
@@ -222,7 +222,7 @@ def test_the_explain_panel_shows_each_condition_with_the_contact_value_the_gate_
         assert "No: the contact already went through, and this automation lets a contact in once." in after
         assert "The contact already went through; only a resend on purpose" in after
         assert "Last entry: never" not in after
-        assert re.search(r"#\d+ pending", after)
+        assert re.search(r"#\d+ waiting", after)
         assert audit_actions(api.engine) == []  # reading explains nothing into the audit log
 
 

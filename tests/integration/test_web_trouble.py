@@ -121,5 +121,11 @@ def _looks_retrying(ui: Ui, good: int, bad: int, bad_action: int, delivery_id: i
     retrying = ui.get("/deliveries", params={"state": "retrying"}).text
     assert re.findall(r'<a href="/deliveries/(\d+)">', retrying) == [str(delivery_id)]
     assert "retrying next" in _text(retrying)
+    assert "New CRM sync · to 127.0.0.1" in _text(retrying)  # names, not ids
+    assert ">a@x.com</a>" in retrying
     detail = ui.get(f"/deliveries/{delivery_id}").text
     assert 'id="retry"' in detail
+    assert "Sent by New CRM sync · to 127.0.0.1" in _text(detail)
+    data = _text(re.search(r'<table class="kv" id="sent-data">.*?</table>', detail, re.S).group(0))  # type: ignore[union-attr]
+    assert "contact[email] a@x.com" in data  # the form body decoded, key by key
+    assert "refused (4xx)" in _text(detail)

@@ -66,6 +66,9 @@ class SyncActionSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    name: str = Field(
+        default="", max_length=200, description="what people call the action (pages show it, not its id)"
+    )
     url: str = Field(min_length=1, max_length=65536, description="URL template (shortcodes.md)")
     method: Literal["POST", "GET"] = "POST"
     content_type: Literal["form", "json"] = "form"
@@ -93,6 +96,14 @@ class SyncActionSettings(BaseModel):
         if len(value) > 50 or any(not 0 <= d <= 7 * 86400 for d in value):
             raise ValueError("at most 50 delays, each 0 s to 7 days")
         return value
+
+
+def action_label(name: str, url: str, action_id: int | None) -> str:
+    """An action as people read it: its name, else where it sends ("to crm.example"), else its id."""
+    if name.strip():
+        return name.strip()
+    host = urlsplit(url.split("[#", 1)[0]).hostname if "://" in url else None
+    return f"to {host}" if host else f"action {action_id}"
 
 
 class ActionOut(BaseModel):

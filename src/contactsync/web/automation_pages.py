@@ -125,6 +125,7 @@ def action_settings(form: Any, *, base: SyncActionSettings | None = None) -> Syn
             headers.append(Header(name=name.strip(), value=value.strip()))
     data: dict[str, Any] = base.model_dump() if base is not None else {}
     data.update(
+        name=form_text(form, "name"),
         url=form_text(form, "url"),
         method=form_text(form, "method") or "POST",
         content_type=form_text(form, "content_type") or "form",

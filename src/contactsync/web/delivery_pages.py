@@ -10,6 +10,7 @@ Only the signed-in user's account's deliveries are listed or touched; each chang
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -19,12 +20,14 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute
 
 from contactsync.api.deps import account_automations, delivery_owned, own_action, own_delivery
+from contactsync.automation.actions import action_label
 from contactsync.db import sealing
 from contactsync.db.platform import (
     DELIVERY_STATES,
     RETRYING,
     actions,
     automations,
+    contacts,
     deliveries,
     delivery_attempts,
 )
@@ -71,6 +74,35 @@ def endpoints_in(conn: sa.Connection, account_id: int, state: str) -> list[str] 
     return None
 
 
+def emails_of(conn: sa.Connection, contact_ids: Sequence[int | None]) -> dict[int, str]:
+    """The email of each contact a page shows (deleted contacts: none)."""
+    ids = sorted({i for i in contact_ids if i is not None})
+    if not ids:
+        return {}
+    return dict(conn.execute(sa.select(contacts.c.id, contacts.c.email).where(contacts.c.id.in_(ids))).all())
+
+
+def _names(conn: sa.Connection, row: Any) -> dict[str, str]:
+    """The automation, action and contact of one delivery, in words."""
+    automation = conn.execute(
+        sa.select(automations.c.name).where(automations.c.id == row.automation_id)
+    ).scalar()
+    settings = conn.execute(sa.select(actions.c.settings).where(actions.c.id == row.action_id)).scalar() or {}
+    label = action_label(str(settings.get("name", "")), str(settings.get("url", "")), row.action_id)
+    return {
+        "automation": automation or "",
+        "action": label if row.action_id else "",
+        "email": emails_of(conn, [row.contact_id]).get(row.contact_id, "") if row.contact_id else "",
+    }
+
+
+def _named(row: Any) -> dict[str, Any]:
+    """An action of the account's with the words a person knows it by."""
+    settings = row.settings or {}
+    label = action_label(str(settings.get("name", "")), str(settings.get("url", "")), row.id)
+    return {"id": row.id, "automation": row.name, "label": label}
+
+
 def routes(web: Web) -> list[BaseRoute]:
     def wake() -> None:
         hook = web.extras.get("on_enqueue")
@@ -88,7 +120,7 @@ def routes(web: Web) -> list[BaseRoute]:
         at = paging.seek(request)
         account_id = session.who.principal.account_id
 
-        def load(conn: sa.Connection) -> tuple[Window[Any], list[Any]]:
+        def load(conn: sa.Connection) -> tuple[Window[Any], list[Any], dict[int, str]]:
             d = deliveries.c
             query = sa.select(
                 d.id, d.transactionid, d.state, d.method, d.url, d.action_id, d.contact_id,
@@ -118,14 +150,15 @@ def routes(web: Web) -> list[BaseRoute]:
 
             found = paging.window(fetch, at, key=lambda r: r.id, params=params)
             acts = conn.execute(
-                sa.select(actions.c.id, automations.c.name)
+                sa.select(actions.c.id, automations.c.name, actions.c.settings)
                 .join(automations, automations.c.id == actions.c.automation_id)
                 .where(automations.c.id.in_(account_automations(account_id)))
                 .order_by(actions.c.id)
             ).all()
-            return found, list(acts)
+            return found, list(acts), emails_of(conn, [r.contact_id for r in found.rows])
 
-        found, acts = await web.read(load)
+        found, acts, emails = await web.read(load)
+        named = [_named(a) for a in acts]
         return web.render(
             request,
             session,
@@ -137,7 +170,9 @@ def routes(web: Web) -> list[BaseRoute]:
             action_id=action_id,
             contact_id=contact_id,
             automation_id=automation_id,
-            actions=acts,
+            actions=named,
+            sent_by={a["id"]: a for a in named},
+            emails=emails,
             now=utcnow(),
         )
 
@@ -145,7 +180,7 @@ def routes(web: Web) -> list[BaseRoute]:
         delivery_id = int(request.path_params["delivery_id"])
         caller = session.who.principal
 
-        def load(conn: sa.Connection) -> tuple[Any, list[Any]]:
+        def load(conn: sa.Connection) -> tuple[Any, list[Any], dict[str, str]]:
             own_delivery(conn, caller, delivery_id)
             row = conn.execute(sa.select(deliveries).where(deliveries.c.id == delivery_id)).one()
             attempts = conn.execute(
@@ -153,14 +188,14 @@ def routes(web: Web) -> list[BaseRoute]:
                 .where(delivery_attempts.c.delivery_id == delivery_id)
                 .order_by(delivery_attempts.c.number)
             ).all()
-            return row, list(attempts)
+            return row, list(attempts), _names(conn, row)
 
-        row, attempts = await web.read(load)
+        row, attempts, names = await web.read(load)
         # frozen header values are customers' credentials, sealed at rest: never shown here
         headers = {str(k): sealing.MASK if sealing.is_sealed(str(v)) else sealing.mask(str(v))
                    for k, v in (row.headers or {}).items()}  # fmt: skip
         return web.render(
-            request, session, "platform/delivery.html", d=row, headers=headers, attempts=attempts
+            request, session, "platform/delivery.html", d=row, headers=headers, attempts=attempts, names=names
         )
 
     async def retry(request: Request, session: Session) -> Response:

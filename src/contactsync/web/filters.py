@@ -1,12 +1,35 @@
-"""Jinja2 filters of the admin UI: times, sizes, bodies. Pure functions of their input."""
+"""Jinja2 filters of the admin UI: times, sizes, bodies, codes in words. Pure functions of their input."""
 
 from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit
 
 from jinja2 import Environment
+
+from contactsync.automation.actions import action_label
+
+WORDS = {
+    # delivery states
+    "pending": "waiting",
+    "in_flight": "sending",
+    "delivered": "delivered",
+    "failed": "failed (gave up)",
+    "cancelled": "cancelled",
+    # attempt outcomes
+    "success": "delivered",
+    "http_4xx": "refused (4xx)",
+    "http_5xx": "server error (5xx)",
+    "gone": "gone (410): endpoint disabled",
+    "timeout": "timed out",
+    "connect": "could not connect",
+    "tls": "TLS error",
+    "unsigned": "not sent: no secret to sign with",
+}
+"""Stored codes as a person reads them; a code not listed shows as it is."""
+MAX_FIELDS = 2000
 
 
 def when(value: datetime | int | float | None) -> str:
@@ -47,7 +70,38 @@ def pretty(value: Any) -> str:
     return json.dumps(value, indent=2, ensure_ascii=False, sort_keys=False, default=str)
 
 
+def words(code: str | None) -> str:
+    return WORDS.get(code or "", code or "")
+
+
+def body_fields(raw: bytes | str | None, content_type: str = "", url: str = "") -> list[tuple[str, str]]:
+    """A request's data as (key, value) rows: a form body's pairs, a JSON body's leaves by path, or
+    a GET URL's query; what cannot be read that way gives no rows (the raw view still shows it)."""
+    text = body_text(raw)
+    if "json" in content_type:
+        try:
+            return _leaves(json.loads(text), "")[:MAX_FIELDS]
+        except ValueError:
+            return []
+    if "form" in content_type:
+        return parse_qsl("&".join(text.split("&", MAX_FIELDS)[:MAX_FIELDS]), keep_blank_values=True)
+    if not text and "?" in url:
+        return parse_qsl(urlsplit(url).query, keep_blank_values=True)[:MAX_FIELDS]
+    return []
+
+
+def _leaves(value: Any, path: str) -> list[tuple[str, str]]:
+    if isinstance(value, dict):
+        return [row for k, v in value.items() for row in _leaves(v, f"{path}.{k}" if path else str(k))]
+    if isinstance(value, list):
+        return [row for i, v in enumerate(value) for row in _leaves(v, f"{path}[{i}]")]
+    return [(path, "" if value is None else str(value))]
+
+
 def install(env: Environment) -> None:
+    env.filters["words"] = words
+    env.filters["body_fields"] = body_fields
+    env.globals["action_label"] = action_label
     env.filters["when"] = when
     env.filters["size"] = size
     env.filters["body_text"] = body_text
