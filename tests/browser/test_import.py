@@ -18,6 +18,7 @@ from playwright.sync_api import expect
 from conftest import ARTIFACTS, OWNER, PASSWORD, Stack, login
 from contactsync.automation.lists import FieldIn, ListIn, account_of_list, create_field, create_list
 from contactsync.db.platform import contacts
+from contactsync.web.import_pages import UPLOAD_MAX_BYTES
 
 pytestmark = pytest.mark.browser
 
@@ -59,6 +60,15 @@ def test_a_csv_is_mapped_previewed_refused_for_a_bad_row_then_imported(page: Any
     expect(page.locator(f"#empty-{lid}")).to_have_text("No contacts yet — import a CSV or add one.")
     page.click(f"#import-{lid}")
     expect(page.locator("h1")).to_contain_text("Import contacts into Spring fair")
+
+    # a file over the limit is refused before it is sent
+    upload_url = page.url
+    big = b"email\n" + b"someone@example.com\n" * (UPLOAD_MAX_BYTES // 20 + 1)
+    page.set_input_files("#csv-file", {"name": "huge.csv", "mimeType": "text/csv", "buffer": big})
+    message = page.eval_on_selector("#csv-file", "input => input.validationMessage")
+    assert message == "This file is larger than 2.0 MB: split it into smaller files."
+    page.click("#upload")
+    assert page.url == upload_url
 
     # a file with one bad row: the mapping is guessed by name, the row is named, nothing can be imported
     _upload(page, "fair.csv", BAD)

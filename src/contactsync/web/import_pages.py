@@ -131,7 +131,8 @@ def routes(web: Web) -> list[BaseRoute]:
         found, defs = await web.read(lambda conn: load(conn, session, list_id))
         return web.render(
             request, session, "platform/import.html", status, step="upload", lst=found, defs=defs,
-            problem=error, limit=size_text(UPLOAD_MAX_BYTES), builtins=columns.BUILTINS,
+            problem=error, limit=size_text(UPLOAD_MAX_BYTES), max_bytes=UPLOAD_MAX_BYTES,
+            builtins=columns.BUILTINS,
         )  # fmt: skip
 
     async def show(request: Request, session: Session) -> Response:
