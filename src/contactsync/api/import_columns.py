@@ -89,7 +89,8 @@ def guess(headers: Sequence[str], defs: Sequence[FieldOut]) -> list[str]:
 
 def rename_headers(names: Iterable[str], defs: Sequence[FieldOut]) -> dict[str, str]:
     """For the CLI: each custom-field column the contact service would not find by id or key, renamed
-    to the id of the field its name matches (unknown columns keep their name, and fail there)."""
+    to the id of the field its name matches (unknown columns keep their name, and fail there). A
+    header that is a key keeps meaning that key's field, as it did before names were accepted."""
     by_key = {f.shortcode_key.upper() for f in defs} | {str(f.id) for f in defs}
     renamed = {}
     for name in names:
