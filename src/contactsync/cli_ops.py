@@ -27,7 +27,7 @@ from rich.panel import Panel
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from contactsync.errors import ContactSyncError
+from contactsync.errors import ConfigError, ContactSyncError, StorageError
 
 automations_app = typer.Typer(help="Automations: run one over its whole list.", no_args_is_help=True)
 deliveries_app = typer.Typer(
@@ -71,15 +71,39 @@ def bar(description: str) -> Progress:
 def _platform() -> Iterator[tuple[Any, Any, Any]]:
     """Settings, an engine and a runtime; the engine is disposed however the command ends."""
     from contactsync.automation.runtime import Runtime
-    from contactsync.db.engine import create_engine
     from contactsync.settings import Settings
 
     settings = Settings()
-    engine = create_engine(settings.database_url)
+    engine = _migrated(settings.database_url)
     try:
         yield settings, engine, Runtime.create(settings, engine=engine)
     finally:
         engine.dispose()
+
+
+def _migrated(url: str) -> Any:
+    """An engine over the platform database, or one ``error:`` line naming it and the command that
+    creates it (a missing SQLite file is not created empty by asking)."""
+    from contactsync.cli import describe_database
+    from contactsync.db.engine import create_engine
+    from contactsync.db.migrate import pending
+
+    where = describe_database(url).removesuffix(" (not created yet)")
+    fix = "create it with `contactsync db upgrade` (CONTACTSYNC_DATABASE_URL names it)"
+    parsed = sa.engine.make_url(url)
+    file = parsed.database if parsed.get_backend_name() == "sqlite" else None
+    if file and file != ":memory:" and not Path(file).exists():
+        raise ConfigError(f"the platform database {where} does not exist: {fix}")
+    engine = create_engine(url)
+    try:
+        problem = pending(engine, side="platform")
+    except ContactSyncError as exc:
+        engine.dispose()
+        raise StorageError(f"{exc} ({where})") from exc
+    if problem is not None:
+        engine.dispose()
+        raise ConfigError(f"the platform database {where} {problem}: {fix.replace('create', 'migrate')}")
+    return engine
 
 
 # --- db ------------------------------------------------------------------------------------------
@@ -108,6 +132,20 @@ def db_upgrade(
 # --- import --------------------------------------------------------------------------------------
 
 
+def by_field_ids(rows: list[Any], defs: list[Any]) -> list[Any]:
+    """The rows with each column named by a field's name (``First name``) renamed to the field's id,
+    so a spreadsheet's header works as well as the shortcode keys (``FIRST_NAME``)."""
+    from contactsync.api.import_columns import rename_headers
+
+    renamed = rename_headers({name for row in rows for name in row.fields}, defs)
+    if not renamed:
+        return rows
+    return [
+        row.model_copy(update={"fields": {renamed.get(k, k): v for k, v in row.fields.items()}})
+        for row in rows
+    ]
+
+
 def import_command(
     file: Annotated[Path, typer.Argument(help="CSV (header row, email column) or NDJSON file; - for stdin.")],
     list_id: int = typer.Option(..., "--list", "-l", help="Id of the list the contacts go into."),
@@ -118,7 +156,7 @@ def import_command(
 
     from contactsync.api import imports
     from contactsync.automation.events import save_contact
-    from contactsync.automation.lists import account_of_list
+    from contactsync.automation.lists import account_of_list, list_fields
     from contactsync.tenancy.audit import Actor, record
 
     kind = fmt if fmt != "auto" else ("ndjson" if file.suffix.lower() in {".ndjson", ".jsonl"} else "csv")
@@ -135,6 +173,7 @@ def import_command(
             counts = {"created": 0, "updated": 0, "unchanged": 0, "deliveries": 0}
             with bar("importing") as progress, engine.begin() as conn:
                 account_id = account_of_list(conn, list_id)
+                rows = by_field_ids(rows, list_fields(conn, list_id))
                 task = progress.add_task("importing", total=len(rows))
                 for i, row in enumerate(rows):
                     try:

@@ -99,6 +99,56 @@ def test_a_bad_row_imports_nothing_and_prints_one_line(platform: dict[str, Any],
     assert "list 999" in one_line_error(run("import", str(unknown), "--list", "999"))
 
 
+def test_import_takes_the_field_names_a_person_sees_as_headers(
+    platform: dict[str, Any], tmp_path: Path
+) -> None:
+    from contactsync.automation.contacts import find_contact, get_contact
+    from contactsync.automation.lists import FieldIn, create_field
+
+    engine, lid = platform["engine"], platform["list"]
+    with engine.begin() as conn:
+        create_field(conn, FieldIn(list_id=lid, name="First name", type="text"), now=datetime(2026, 1, 1))
+        create_field(conn, FieldIn(list_id=lid, name="Visits", type="number"), now=datetime(2026, 1, 1))
+    people = tmp_path / "people.csv"
+    people.write_text(
+        "Email,First Name,city,VISITS\nada@example.com,Ada,London,3\nbob@example.com,Bob,Paris,\n"
+    )
+    result = run("import", str(people), "--list", str(lid))
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["created"] == 2
+    keys = tmp_path / "keys.csv"  # the shortcode keys still work, in any case
+    keys.write_text("email,FIRST_NAME,visits\nbob@example.com,Robert,7.0\n")
+    assert json.loads(run("import", str(keys), "--list", str(lid)).stdout)["updated"] == 1
+    with engine.connect() as conn:
+        ada = get_contact(conn, find_contact(conn, list_id=lid, email="ada@example.com") or 0)
+        bob = get_contact(conn, find_contact(conn, list_id=lid, email="bob@example.com") or 0)
+    assert {v.name: v.value for v in ada.fields} == {"City": "London", "First name": "Ada", "Visits": "3"}
+    assert {v.name: v.value for v in bob.fields} == {"City": "Paris", "First name": "Robert", "Visits": "7"}
+    unknown = tmp_path / "unknown.csv"
+    unknown.write_text("email,Shoe size\ncy@example.com,42\n")
+    assert "has no field 'Shoe size'" in one_line_error(run("import", str(unknown), "--list", str(lid)))
+
+
+def test_import_without_a_migrated_database_says_so_in_one_line(env: dict[str, str], tmp_path: Path) -> None:
+    people = tmp_path / "people.csv"
+    people.write_text("email\nada@example.com\n")
+    database = (tmp_path / "platform.db").resolve()
+    missing = one_line_error(run("import", str(people), "--list", "1"))
+    assert missing == (
+        f"error: the platform database {database} does not exist: create it with `contactsync db upgrade` "
+        "(CONTACTSYNC_DATABASE_URL names it)"
+    )
+    assert not database.exists()  # asking did not create an empty file
+    empty_file = create_engine(env["CONTACTSYNC_DATABASE_URL"])
+    empty_file.connect().close()  # an empty database: no schema
+    empty_file.dispose()
+    empty = one_line_error(run("import", str(people), "--list", "1"))
+    assert empty.startswith(
+        f"error: the platform database {database} has no platform schema yet: migrate it with"
+    )
+    assert "no such table" not in empty
+
+
 def test_automations_run_then_retry_and_recover(platform: dict[str, Any], tmp_path: Path) -> None:
     people = tmp_path / "p.csv"
     people.write_text("email,City\n" + "".join(f"p{i}@example.com,Town {i}\n" for i in range(25)))

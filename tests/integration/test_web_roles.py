@@ -12,6 +12,7 @@ exactly one audit row naming the person who made it; nothing else writes one.
 
 from __future__ import annotations
 
+import base64
 import itertools
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
@@ -44,9 +45,10 @@ LEVEL = {"a_owner": Role.OWNER, "a_editor": Role.EDITOR, "a_viewer": Role.VIEWER
 PUBLIC = {("GET", "/login"), ("POST", "/login")}
 """The only routes anyone may call."""
 NOT_CHANGES = {("POST", "/logout"), ("POST", "/account/switch"), ("POST", "/ui/validate"),
-               ("POST", "/ui/actions/{action_id:int}/preview")}  # fmt: skip
+               ("POST", "/ui/actions/{action_id:int}/preview"),
+               ("POST", "/lists/{list_id:int}/import/preview")}  # fmt: skip
 """POSTs that change no data, so they write no audit row (signing out, switching account, checking a
-template, previewing a request); every other POST is a change."""
+template, previewing a request or an import); every other POST is a change."""
 FRESH_SESSION = {("POST", "/logout"), ("POST", "/me/password")}
 """Routes that end the caller's session: called from a session of their own."""
 
@@ -140,6 +142,13 @@ def _settings_form(w: World) -> dict[str, Any]:
     }
 
 
+def _import_form(w: World) -> dict[str, Any]:
+    """An import's final form as the preview page sends it: the file (base64) and the mapping."""
+    csv = f"Email,City\nimported{w.n()}@example.com,Paris\n".encode()
+    return {"csv": base64.b64encode(csv).decode(), "filename": "people.csv", "map:0": "email",
+            "map:1": f"field:{w.ids['field']}"}  # fmt: skip
+
+
 def _get(path: Callable[[World], str], *, names_a: bool = False) -> Callable[[World], Call]:
     return lambda w: Call(path(w), names_a=names_a)
 
@@ -181,6 +190,18 @@ CALLS: dict[tuple[str, str], tuple[str, Callable[[World], Call]]] = {
         lambda w: Call(
             f"/lists/{w.ids['list']}/fields", {"name": f"Field {w.n()}", "type": "text"}, names_a=True
         ),
+    ),
+    ("GET", "/lists/{list_id:int}/import"): (
+        EDITOR,
+        _get(lambda w: f"/lists/{w.ids['list']}/import", names_a=True),
+    ),
+    ("POST", "/lists/{list_id:int}/import/preview"): (
+        EDITOR,
+        lambda w: Call(f"/lists/{w.ids['list']}/import/preview", _import_form(w), names_a=True),
+    ),
+    ("POST", "/lists/{list_id:int}/import"): (
+        EDITOR,
+        lambda w: Call(f"/lists/{w.ids['list']}/import", _import_form(w), names_a=True),
     ),
     ("POST", "/lists/{list_id:int}/rename"): (
         EDITOR,

@@ -15,9 +15,12 @@ import json
 from typing import Any
 
 import pydantic
+import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict, Field
 
 from contactsync.automation.contacts import ContactIn
+from contactsync.automation.events import save_contact
+from contactsync.automation.runtime import Runtime
 from contactsync.errors import ValidationError
 
 MAX_ROWS = 50_000
@@ -49,6 +52,26 @@ class ImportResult(BaseModel):
     unchanged: int
     entries: int = Field(description="contacts that entered an automation because of the import")
     deliveries: int = Field(description="outbox rows written")
+
+
+def store(conn: sa.Connection, runtime: Runtime, list_id: int, rows: list[ContactRow]) -> ImportResult:
+    """Upsert ``rows`` into the list inside the caller's transaction (the API's and the admin UI's
+    imports); a row the contact service refuses raises with its index, so the caller rolls back all."""
+    result = ImportResult(rows=len(rows), created=0, updated=0, unchanged=0, entries=0, deliveries=0)
+    for i, row in enumerate(rows):
+        try:
+            saved, fired = save_contact(conn, runtime, row.to_input(list_id))
+        except ValidationError as exc:
+            raise type(exc)(f"rows[{i}]: {exc}", field=f"rows[{i}].{exc.field}".rstrip(".")) from exc
+        if saved.created:
+            result.created += 1
+        elif saved.changed:
+            result.updated += 1
+        else:
+            result.unchanged += 1
+        result.entries += fired.entries
+        result.deliveries += len(fired.transactionids)
+    return result
 
 
 def media_type(content_type: str) -> str:

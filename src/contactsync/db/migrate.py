@@ -11,6 +11,8 @@ from pathlib import Path
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 
 from contactsync.db.engine import create_engine
 from contactsync.db.metadata import listener_metadata, platform_metadata
@@ -61,6 +63,27 @@ def upgrade(engine_or_url: sa.Engine | str, *, side: str = "platform", revision:
     finally:
         if isinstance(engine_or_url, str):
             engine.dispose()
+
+
+def pending(engine: sa.Engine, *, side: str = "platform") -> str | None:
+    """Why the schema of ``side`` in ``engine`` is not the one this code needs (``None``: it is).
+
+    Commands that expect a migrated database ask first, so a missing schema is one plain sentence
+    instead of the first query's ``no such table``; StorageError when the database cannot be opened.
+    """
+    heads = set(ScriptDirectory.from_config(alembic_config(side)).get_heads())
+    try:
+        with engine.connect() as conn:
+            context = MigrationContext.configure(conn, opts={"version_table": version_table(side)})
+            current = set(context.get_current_heads())
+    except sa.exc.SQLAlchemyError as exc:
+        reason = str(exc.orig if isinstance(exc, sa.exc.DBAPIError) else exc).strip().splitlines()
+        raise StorageError(f"cannot open the {side} database: {reason[0] if reason else exc}") from exc
+    if not current:
+        return f"has no {side} schema yet"
+    if current != heads:
+        return f"is at revision {', '.join(sorted(current))}; this version needs {', '.join(sorted(heads))}"
+    return None
 
 
 def _sqlite_foreign_keys(conn: sa.Connection, *, on: bool) -> None:

@@ -233,6 +233,12 @@ class Web:
             raise ConfigError(f"platform page {path} must declare the role it needs, one of {NEEDS}")
 
         async def endpoint(request: Request) -> Response:
+            try:
+                return await guarded(request)
+            finally:
+                await request.close()  # an uploaded file's spooled copy, however the request ended
+
+        async def guarded(request: Request) -> Response:
             session = await self.session_of(request)
             if session is None or not session.authenticated:
                 if request.method == "GET" and not path.startswith("/ui/"):
@@ -363,6 +369,7 @@ def create_web_app(
             contact_pages,
             delivery_pages,
             endpoint_pages,
+            import_pages,
             list_pages,
             operator_pages,
             people_pages,
@@ -372,7 +379,7 @@ def create_web_app(
 
         for module in (platform_pages, automation_pages, delivery_pages, people_pages, operator_pages):
             routes += module.routes(web)
-        for module in (contact_pages, list_pages, run_pages, endpoint_pages):
+        for module in (contact_pages, list_pages, run_pages, endpoint_pages, import_pages):
             routes += module.routes(web)
     else:
         from contactsync.web import listener_pages

@@ -24,7 +24,6 @@ from contactsync.automation import contacts as svc
 from contactsync.automation.events import entries_by_automation, save_contact
 from contactsync.db.platform import activities
 from contactsync.db.platform import contacts as contacts_table
-from contactsync.errors import ValidationError
 
 router = APIRouter(tags=["contacts"], responses=ERROR_RESPONSES, route_class=UtcRoute)
 
@@ -216,22 +215,9 @@ def _import(
     ctx: ApiContext, caller: Principal, list_id: int, body: bytes, content_type: str
 ) -> imports.ImportResult:
     rows = imports.parse(body, content_type)
-    result = imports.ImportResult(rows=len(rows), created=0, updated=0, unchanged=0, entries=0, deliveries=0)
     with ctx.tx() as conn:
         own_list(conn, caller, list_id)
-        for i, row in enumerate(rows):
-            try:
-                saved, fired = save_contact(conn, ctx.runtime, row.to_input(list_id))
-            except ValidationError as exc:
-                raise type(exc)(f"rows[{i}]: {exc}", field=f"rows[{i}].{exc.field}".rstrip(".")) from exc
-            if saved.created:
-                result.created += 1
-            elif saved.changed:
-                result.updated += 1
-            else:
-                result.unchanged += 1
-            result.entries += fired.entries
-            result.deliveries += len(fired.transactionids)
+        result = imports.store(conn, ctx.runtime, list_id, rows)
         audit(conn, ctx, caller, "contact.import", "list", list_id, **result.model_dump())
     if result.deliveries:
         ctx.wake()

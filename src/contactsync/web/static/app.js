@@ -31,6 +31,16 @@
     select.addEventListener("change", function () { if (select.value) select.form.submit(); });
   });
 
+  // --- a file over the upload limit is refused before it is sent (the server checks it again)
+  document.querySelectorAll("input[type=file][data-max-bytes]").forEach(function (input) {
+    input.addEventListener("change", function () {
+      const file = input.files && input.files[0];
+      const over = file && file.size > Number(input.dataset.maxBytes);
+      input.setCustomValidity(over ? input.dataset.tooLarge : "");
+      if (over) input.reportValidity();
+    });
+  });
+
   // --- secret reveal --------------------------------------------------------------------------
   const reveal = document.getElementById("reveal-secret");
   if (reveal) {
