@@ -406,6 +406,8 @@ def demo_command(
         base = settings.public_base_url
         lbase = listener_url.split("/sync/", 1)[0]
         grid = Table.grid(padding=(0, 2))
+        grid.add_column(no_wrap=True)
+        grid.add_column(overflow="fold")  # a URL folds onto the next line, never cut short with "…"
         grid.add_row("Platform admin UI", f"{base}/login")
         grid.add_row("Operator email", f"[bold]{escape(settings.admin_email)}[/]")
         grid.add_row("Operator password", f"[bold]{escape(settings.admin_password)}[/]")

@@ -19,7 +19,7 @@ OUTCOME_COLOURS = {
 }
 OTHER_COLOUR = "#9e9e9e"
 
-WIDTH_PX = 640
+WIDTH_PX = 960
 HEIGHT_PX = 160
 PAD_PX = 28
 
@@ -71,14 +71,16 @@ def stacked_bars(
             )
     if buckets:
         parts.append(_x_labels(buckets[0], buckets[-1]))
-    legend_x = PAD_PX
+    # the legend sits at the top right, clear of the axis's scale label at the top left
+    widths = {outcome: 14 + 6 * len(outcome) + 12 for outcome in counts}
+    legend_x = WIDTH_PX - 4 - sum(widths.values())
     for outcome in sorted(counts):
         colour = OUTCOME_COLOURS.get(outcome, OTHER_COLOUR)
         parts.append(
             f'<rect x="{legend_x}" y="2" width="10" height="10" fill="{colour}"/>'
             f'<text x="{legend_x + 13}" y="11" font-size="10" fill="#333">{escape(outcome)}</text>'
         )
-        legend_x += 14 + 7 * len(outcome) + 12
+        legend_x += widths[outcome]
     return _frame("".join(parts), title)
 
 
