@@ -152,11 +152,13 @@ def worker_command(
     """Run the delivery dispatcher(s) until SIGTERM; in-flight work is finished or released."""
     import logging
 
+    from contactsync.automation.sync_activity import worker_job
     from contactsync.delivery import worker
     from contactsync.settings import Settings
 
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    raise typer.Exit(worker.run(Settings(), processes=processes, metrics_port=metrics_port))
+    jobs = (worker_job,)  # delivered syncs become webhook activity (beside the first dispatcher)
+    raise typer.Exit(worker.run(Settings(), processes=processes, metrics_port=metrics_port, jobs=jobs))
 
 
 @app.command("listen")

@@ -12,9 +12,12 @@ import logging
 import multiprocessing
 import os
 import signal
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import replace
 from types import FrameType
+from typing import Any
 
+import sqlalchemy as sa
 from prometheus_client import CollectorRegistry, start_http_server
 
 from contactsync.db import create_engine, normalize_url
@@ -26,42 +29,70 @@ from contactsync.settings import Settings
 
 log = logging.getLogger("contactsync.delivery.worker")
 
+Job = Callable[[sa.Engine, Settings, asyncio.Event, Callable[[], None]], Coroutine[Any, Any, None]]
+"""Platform work the face that starts the worker runs beside the dispatcher (module-level functions,
+so spawned children can unpickle them): ``(engine, settings, stop, wake the dispatcher)``."""
 
-def run_one(settings: Settings, *, metrics_port: int | None = None, index: int = 0) -> None:
-    """One dispatcher in this process, until SIGTERM/SIGINT."""
+
+async def _dispatch_with(
+    dispatcher: Dispatcher, jobs: Sequence[Job], engine: sa.Engine, settings: Settings
+) -> None:
+    stop = asyncio.Event()
+    tasks = [asyncio.create_task(job(engine, settings, stop, dispatcher.wake)) for job in jobs]
+    try:
+        await dispatcher.run(handle_signals=True)
+    finally:
+        stop.set()
+        await asyncio.gather(*tasks)
+
+
+def run_one(
+    settings: Settings, *, metrics_port: int | None = None, index: int = 0, jobs: Sequence[Job] = ()
+) -> None:
+    """One dispatcher in this process, until SIGTERM/SIGINT (with ``jobs`` beside it on index 0)."""
     engine = create_engine(settings.database_url)
     registry = CollectorRegistry()
     metrics = DeliveryMetrics(registry)
     if metrics_port is not None:
         start_http_server(metrics_port, addr="127.0.0.1", registry=registry)
     config = DispatcherConfig.from_settings(settings, owner=f"{default_owner()}#{index}")
-    if index:  # one pruner and notifier per worker group (more would wait on each other or mail twice)
+    if index:  # one pruner, notifier and set of jobs per worker group (more would wait on each other)
         config = replace(config, retention=None, mailer=None)
+        jobs = ()
     try:
-        asyncio.run(Dispatcher(engine, config=config, metrics=metrics).run(handle_signals=True))
+        asyncio.run(
+            _dispatch_with(Dispatcher(engine, config=config, metrics=metrics), jobs, engine, settings)
+        )
     finally:
         engine.dispose()
 
 
-def _child(settings_json: str, metrics_port: int | None, index: int) -> None:
+def _child(settings_json: str, metrics_port: int | None, index: int, jobs: Sequence[Job]) -> None:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    run_one(Settings.model_validate_json(settings_json), metrics_port=metrics_port, index=index)
+    run_one(Settings.model_validate_json(settings_json), metrics_port=metrics_port, index=index, jobs=jobs)
 
 
-def run(settings: Settings, *, processes: int = 1, metrics_port: int | None = None) -> int:
+def run(
+    settings: Settings, *, processes: int = 1, metrics_port: int | None = None, jobs: Sequence[Job] = ()
+) -> int:
     """Run ``processes`` dispatchers; returns the worst child exit code."""
     if processes < 1:
         raise ConfigError("--processes must be at least 1")
     if processes > 1 and normalize_url(settings.database_url).startswith("sqlite"):
         raise ConfigError("SQLite supports one dispatcher process; use PostgreSQL to scale out")
     if processes == 1:
-        run_one(settings, metrics_port=metrics_port)
+        run_one(settings, metrics_port=metrics_port, jobs=jobs)
         return 0
     ctx = multiprocessing.get_context("spawn")
     children = [
         ctx.Process(
             target=_child,
-            args=(settings.model_dump_json(), None if metrics_port is None else metrics_port + i, i),
+            args=(
+                settings.model_dump_json(),
+                None if metrics_port is None else metrics_port + i,
+                i,
+                tuple(jobs),
+            ),
             name=f"contactsync-dispatcher-{i}",
         )
         for i in range(processes)
