@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -32,6 +33,7 @@ from contactsync.db import platform as t
 from contactsync.settings import Settings
 from support.api import Api, api_client
 from support.listener import serve
+from support.platform import installation
 
 FAST = {
     "allowed_cidrs": ["127.0.0.0/8"],
@@ -305,3 +307,34 @@ def test_concurrent_and_crashing_passes_record_each_delivery_once(
     assert len(caused) == len(firsts)
     assert entries == 2 * len(firsts)
     assert {r.automation_id for r in firsts}.isdisjoint({r.automation_id for r in caused})
+
+
+def test_two_worker_processes_record_each_delivery_once(pg_url: str, tmp_path: Path) -> None:
+    """Two ``contactsync worker`` processes, each with its recording job, on one PostgreSQL database."""
+    hooks = Hooks()
+    fast = {"poll_interval_s": 0.1, "sync_activity_interval_s": 0.05, "sync_activity_settle_s": 0.5}
+    with (
+        serve(hooks.app) as base,
+        installation(pg_url, tmp_path, api_processes=1, worker_processes=2, **fast) as inst,
+        inst.client() as client,
+    ):
+        api = Api(client, inst.apis[0], inst.engine, inst.account_id, inst.key)
+        lst = api.ok("POST", "/api/lists", 201, json={"name": "L"})["id"]
+        first = automation(api, lst, "First", {"event": "contact.created"})
+        sent = action(api, first, f"{base}/ok")
+        again = {"reentry": {"policy": "always"}}
+        chained = automation(api, lst, "Chained", {"event": "webhook.triggered", "ref_id": sent}, **again)
+        action(api, chained, f"{base}/ok")
+        contacts = 30
+        for i in range(contacts):
+            api.ok("POST", f"/api/lists/{lst}/contacts", 201, json={"email": f"w{i}@example.com"})
+        a, d = t.activities.c, t.deliveries.c
+        recorded = sa.select(sa.func.count()).where(a.delivery_id.is_not(None))
+        until(lambda: inst.scalar(recorded) == 2 * contacts, timeout_s=120)
+        with inst.engine.connect() as conn:
+            ids = conn.execute(sa.select(a.delivery_id).where(a.delivery_id.is_not(None))).scalars().all()
+            rows = conn.execute(sa.select(d.id, d.state, d.automation_id, d.cause_activity_id)).all()
+        assert len(set(ids)) == len(ids) == len(rows) == 2 * contacts
+        assert {r.state for r in rows} == {"delivered"}
+        assert sum(r.automation_id == chained for r in rows) == contacts  # one firing per first sync
+        assert all((r.cause_activity_id is not None) == (r.automation_id == chained) for r in rows)
