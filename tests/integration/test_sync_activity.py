@@ -30,6 +30,7 @@ from starlette.routing import Route
 from contactsync.automation.runtime import Runtime
 from contactsync.automation.sync_activity import record_batch, record_pending, webhook_name
 from contactsync.db import platform as t
+from contactsync.db.retention import Retention, prune
 from contactsync.settings import Settings
 from support.api import Api, api_client
 from support.listener import serve
@@ -338,3 +339,24 @@ def test_two_worker_processes_record_each_delivery_once(pg_url: str, tmp_path: P
         assert {r.state for r in rows} == {"delivered"}
         assert sum(r.automation_id == chained for r in rows) == contacts  # one firing per first sync
         assert all((r.cause_activity_id is not None) == (r.automation_id == chained) for r in rows)
+
+
+def test_retention_prunes_recorded_syncs_and_nothing_comes_back(db_url: str) -> None:
+    """Retention deletes old deliveries and activity alike (no key ties them); the job's cursor is past
+    them, so nothing is recorded again and nothing fails."""
+    with platform(db_url) as (api, _hooks, base):
+        lst = api.ok("POST", "/api/lists", 201, json={"name": "L"})["id"]
+        action(api, automation(api, lst, "Welcome", {"event": "contact.created"}), f"{base}/ok")
+        cid = api.ok("POST", f"/api/lists/{lst}/contacts", 201, json={"email": "ed@example.com"})["contact"][
+            "id"
+        ]
+        until(lambda: webhooks(api, cid))
+        rt = Runtime.create(Settings(database_url=db_url), engine=api.engine)
+        later = rt.clock() + timedelta(days=400)
+        keep_little = Retention(delivered_days=1, activities_days=1)
+        report = prune(api.engine, keep_little, side="platform", now=later, pause_s=0)
+        assert report.rows["deliveries.delivered"] == 1
+        assert report.rows["activities"] >= 2  # the sync's webhook row and its automation entry row
+        assert webhooks(api, cid) == []
+        assert record_pending(api.engine, rt, settle_s=0.0).read == 0
+        assert webhooks(api, cid) == []
