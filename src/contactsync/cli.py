@@ -153,12 +153,14 @@ def worker_command(
     import logging
 
     from contactsync.automation import send_time
+    from contactsync.automation.sync_activity import worker_job
     from contactsync.delivery import worker
     from contactsync.settings import Settings
 
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    jobs = (worker_job,)  # delivered syncs become webhook activity (beside the first dispatcher)
     run = worker.run(
-        Settings(), processes=processes, metrics_port=metrics_port, renderer=send_time.for_settings
+        Settings(), processes=processes, metrics_port=metrics_port, renderer=send_time.for_settings, jobs=jobs
     )
     raise typer.Exit(run)
 

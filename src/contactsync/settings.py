@@ -49,6 +49,11 @@ class Settings(BaseSettings):
     retention_activities_days: float = 0.0  # rules look back over activity: kept unless set
     retention_inbox_days: float = 14.0  # listener inbox entries whose handlers all finished
     retention_interval_s: float = 3600.0
+    # delivered syncs become the contact's webhook activity (automation/sync_activity.py), read every
+    # interval (0: never) once older than the settle time, which must exceed the longest delivery
+    # transaction plus the clock skew between machines (a later commit would be passed over)
+    sync_activity_interval_s: float = 1.0
+    sync_activity_settle_s: float = 5.0
     # e-mail to account owners when an endpoint is disabled or failing for a day (delivery/notify.py);
     # empty host: no e-mail
     smtp_host: str = ""

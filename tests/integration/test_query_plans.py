@@ -17,6 +17,7 @@ import socket
 import time
 from collections.abc import Iterator
 from contextlib import closing
+from datetime import timedelta
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
@@ -27,11 +28,14 @@ import sqlalchemy as sa
 from contactsync.api.app import operations
 from contactsync.api.deps import needed_role
 from contactsync.api.keys import create_key
+from contactsync.automation.runtime import Runtime, utc_now
+from contactsync.automation.sync_activity import BATCH, record_batch
 from contactsync.db import create_engine
 from contactsync.db.counting import CAP
 from contactsync.db.listener import listener_metadata
 from contactsync.db.metadata import platform_metadata
 from contactsync.db.migrate import upgrade
+from contactsync.settings import Settings
 from contactsync.tenancy.roles import OPERATOR
 from contactsync.web.app import page_table
 from support.api import Api, api_client, new_account
@@ -75,6 +79,7 @@ SMALL = {
     "endpoint_events",
     "dispatchers",
     "admin_sessions",
+    "job_cursors",
 }
 TABLES = {t.name for t in (*platform_metadata.sorted_tables, *listener_metadata.sorted_tables)}
 assert not TABLES - BIG - SMALL, f"say whether these tables grow: {TABLES - BIG - SMALL}"
@@ -422,7 +427,6 @@ def world(
         assert other["error"] == "forbidden"
         with api.engine.begin() as conn:
             from contactsync.automation.lists import create_account
-            from contactsync.automation.runtime import utc_now
 
             other_account = create_account(conn, name="B", now=utc_now())
             operator = create_key(conn, account_id=None, role="operator", name="op", now=utc_now()).key
@@ -701,6 +705,32 @@ def test_a_metrics_scrape_reads_through_indexes(world: tuple[Api, dict[str, int]
     seen = capture.drain()
     assert any("deliveries" in statement for statement, _ in seen), "the gauges were not read"
     problems = _explain(api.engine, "GET /metrics", seen)
+    assert not problems, "\n".join(problems)
+
+
+def test_recording_delivered_syncs_reads_through_indexes(world: tuple[Api, dict[str, int], Capture]) -> None:
+    """A batch of the job that makes delivered syncs webhook activity (automation/sync_activity.py)
+    picks the next delivered deliveries through (state, updated_at, id), whatever the outbox's size;
+    rolled back, so the other tests see the world unchanged."""
+    api, _ids, capture = world
+    rt = Runtime.create(Settings(), engine=api.engine)
+    capture.on = True
+    try:
+        with api.engine.connect() as conn:
+            tx = conn.begin()
+            try:
+                done, more = record_batch(conn, rt, settled=utc_now() + timedelta(days=1))
+            finally:
+                tx.rollback()
+    finally:
+        capture.on = False
+    assert more
+    assert done.read == BATCH
+    # the seeded deliveries of the other accounts name the big account's contacts: not theirs to record
+    assert 0 < done.recorded < done.read
+    seen = capture.drain()
+    assert any("deliveries" in statement for statement, _ in seen)
+    problems = _explain(api.engine, "sync activity batch", seen)
     assert not problems, "\n".join(problems)
 
 

@@ -54,6 +54,8 @@ def _lifespan(ctx: ApiContext, *, run_dispatcher: bool, owns_engine: bool, metri
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         task: asyncio.Task[None] | None = None
+        recording: asyncio.Task[None] | None = None
+        stop_recording = asyncio.Event()
         dispatcher = None
         metrics_server = None
         if metrics_port is not None:
@@ -70,6 +72,7 @@ def _lifespan(ctx: ApiContext, *, run_dispatcher: bool, owns_engine: bool, metri
             )
             ctx.wake_hooks.append(dispatcher.wake)
             task = asyncio.create_task(dispatcher.run(), name="dispatcher")
+            recording = asyncio.create_task(_record_sync_activity(ctx, stop_recording), name="sync-activity")
         await asyncio.to_thread(ctx.runs.resume_all)
         watch = None if run_dispatcher else asyncio.create_task(_warn_when_nothing_sends(ctx), name="stall")
         try:
@@ -79,6 +82,9 @@ def _lifespan(ctx: ApiContext, *, run_dispatcher: bool, owns_engine: bool, metri
                 watch.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await watch
+            if recording is not None:
+                stop_recording.set()
+                await recording
             if dispatcher is not None and task is not None:
                 ctx.wake_hooks.remove(dispatcher.wake)
                 dispatcher.stop()
@@ -91,6 +97,21 @@ def _lifespan(ctx: ApiContext, *, run_dispatcher: bool, owns_engine: bool, metri
                 ctx.engine.dispose()
 
     return lifespan
+
+
+async def _record_sync_activity(ctx: ApiContext, stop: asyncio.Event) -> None:
+    """Beside the in-process dispatcher: delivered syncs become webhook activity
+    (automation/sync_activity.py)."""
+    from contactsync.automation.sync_activity import keep_recording
+
+    await keep_recording(
+        ctx.engine,
+        ctx.runtime,
+        interval_s=ctx.settings.sync_activity_interval_s,
+        settle_s=ctx.settings.sync_activity_settle_s,
+        stop=stop,
+        wake=ctx.wake,
+    )
 
 
 STALL_CHECK_S = 60.0

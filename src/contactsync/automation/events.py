@@ -61,12 +61,14 @@ EVERY_TIME = Reentry(policy="always")
 
 @dataclass(frozen=True, slots=True)
 class Hit:
-    """One trigger firing for one contact (``ref_id``: campaign/goal/webhook id; ``fields``: changed)."""
+    """One trigger firing for one contact (``ref_id``: campaign/goal/webhook id; ``fields``: changed;
+    ``not_automation``: an automation this hit must not enter — the one whose sync it records)."""
 
     trigger: str
     contact_id: int
     ref_id: int | None = None
     fields: frozenset[int] = field(default_factory=frozenset)
+    not_automation: int | None = None
 
 
 def _hit(event: Event, contact_id: int) -> Hit:
@@ -136,6 +138,7 @@ def fire(conn: sa.Connection, rt: Runtime, hits: Sequence[Hit], *, now: datetime
             if list_of.get(h.contact_id) == lst
             and (spec.ref_id is None or spec.ref_id == h.ref_id)
             and (not spec.fields or not h.fields.isdisjoint(spec.fields))
+            and h.not_automation != auto.id
         }
         if chosen:
             candidates[auto.id] = sorted(chosen)

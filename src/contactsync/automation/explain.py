@@ -60,6 +60,10 @@ class ShownDelivery(BaseModel):
     state: str
     created_at: datetime
     action_id: int | None
+    cause_activity_id: int | None = Field(
+        description="the webhook activity (one of the platform's own syncs) that triggered it; such a "
+        "delivery triggers no automation in turn"
+    )
 
 
 class Explanation(BaseModel):
@@ -106,6 +110,11 @@ def _trigger_words(spec: TriggerSpec) -> str:
         words += f" (id {spec.ref_id})"
     if spec.fields:
         words += f" (fields {', '.join(str(f) for f in spec.fields)})"
+    if spec.event == "webhook.triggered":
+        words += (
+            " — a posted event or another automation's delivered sync, never its own; a sync that such "
+            "a trigger caused triggers nothing"
+        )
     return words
 
 
@@ -238,7 +247,9 @@ def explain(conn: sa.Connection, rt: Runtime, automation_id: int, contact_id: in
     # through the contact's deliveries (a handful), never the automation's (possibly millions): the
     # planner would otherwise walk (automation_id, id) when the automation is busy
     recent = conn.execute(
-        sa.select(d.id, d.transactionid, d.state, d.created_at, d.action_id, d.automation_id)
+        sa.select(
+            d.id, d.transactionid, d.state, d.created_at, d.action_id, d.automation_id, d.cause_activity_id
+        )
         .where(d.contact_id == contact_id)
         .order_by(d.id.desc())
         .limit(DELIVERIES_SCANNED)
@@ -262,6 +273,7 @@ def explain(conn: sa.Connection, rt: Runtime, automation_id: int, contact_id: in
                 state=r.state,
                 created_at=r.created_at,
                 action_id=r.action_id,
+                cause_activity_id=r.cause_activity_id,
             )
             for r in sent
         ],

@@ -204,9 +204,24 @@ activities = sa.Table(
     # lead-score value
     sa.Column("value", sa.Integer()),
     sa.Column("occurred_at", sa.DateTime(), nullable=False),
+    # webhook activity the platform recorded from one of its own deliveries (automation/sync_activity.py);
+    # no foreign key: the activity outlives the delivery retention deletes
+    sa.Column("delivery_id", Id),
     sa.CheckConstraint("kind IN " + repr(ACTIVITY_KINDS), name="kind"),
     sa.Index(None, "contact_id", "kind", "occurred_at"),
     sqlite_autoincrement=True,  # ids never reused (PostgreSQL's sequences never go back anyway)
+)
+
+RECORDED_DELIVERY_INDEX = "uq_activities_delivery_id"
+_recorded = sa.text("delivery_id IS NOT NULL")
+sa.Index(
+    RECORDED_DELIVERY_INDEX,
+    activities.c.delivery_id,
+    unique=True,
+    # a delivery is recorded as activity once, whichever process records it; partial, so the index
+    # holds only the platform's own webhook rows, not every click and visit
+    postgresql_where=_recorded,
+    sqlite_where=_recorded,
 )
 
 automations = sa.Table(
@@ -346,6 +361,9 @@ deliveries = sa.Table(
     sa.Column("render_pending", sa.Boolean()),
     sa.Column("render_note", sa.Text()),
     # what rendering at send time did, or why the request frozen at the trigger was kept
+    # the webhook activity (recorded from another delivery) whose automation run queued this one: such
+    # a delivery is recorded as activity too, but fires nothing (one hop; automation/sync_activity.py)
+    sa.Column("cause_activity_id", Id),
     sa.CheckConstraint("state IN " + repr(DELIVERY_STATES), name="state"),
     sa.Index(None, "state", "next_attempt_at"),
     sa.Index(None, "action_id", "state", "created_at"),
@@ -446,6 +464,16 @@ endpoint_events = sa.Table(
     sa.Column("created_at", sa.DateTime(), nullable=False),
     sa.Index(None, "account_id", "endpoint", "created_at"),
     sqlite_autoincrement=True,  # ids never reused (PostgreSQL's sequences never go back anyway)
+)
+
+job_cursors = sa.Table(
+    "job_cursors",
+    md,
+    # how far a background job has read a table, moved in the transaction that does the job's work:
+    # one row per job, locked by the pass that holds it (automation/sync_activity.py)
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("at", sa.DateTime(), nullable=False),
+    sa.Column("last_id", Id, nullable=False),
 )
 
 dispatchers = sa.Table(

@@ -12,10 +12,11 @@ import logging
 import multiprocessing
 import os
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import replace
 from datetime import datetime
 from types import FrameType
+from typing import Any
 
 import sqlalchemy as sa
 from prometheus_client import CollectorRegistry, start_http_server
@@ -32,6 +33,21 @@ log = logging.getLogger("contactsync.delivery.worker")
 RendererFactory = Callable[[Settings, sa.Engine], Callable[[datetime], int]]
 """Builds a process's send-time renderer (``Dispatcher(renderer=…)``); the face passes a module-level
 function, which a spawned child process receives by name."""
+Job = Callable[[sa.Engine, Settings, asyncio.Event, Callable[[], None]], Coroutine[Any, Any, None]]
+"""Platform work the face that starts the worker runs beside the dispatcher (module-level functions,
+so spawned children can unpickle them): ``(engine, settings, stop, wake the dispatcher)``."""
+
+
+async def _dispatch_with(
+    dispatcher: Dispatcher, jobs: Sequence[Job], engine: sa.Engine, settings: Settings
+) -> None:
+    stop = asyncio.Event()
+    tasks = [asyncio.create_task(job(engine, settings, stop, dispatcher.wake)) for job in jobs]
+    try:
+        await dispatcher.run(handle_signals=True)
+    finally:
+        stop.set()
+        await asyncio.gather(*tasks)
 
 
 def run_one(
@@ -40,31 +56,37 @@ def run_one(
     metrics_port: int | None = None,
     index: int = 0,
     renderer: RendererFactory | None = None,
+    jobs: Sequence[Job] = (),
 ) -> None:
-    """One dispatcher in this process, until SIGTERM/SIGINT (every process renders delayed deliveries:
-    their batches are claimed with SKIP LOCKED)."""
+    """One dispatcher in this process, until SIGTERM/SIGINT: every process renders delayed deliveries
+    (their batches are claimed with SKIP LOCKED); ``jobs`` run beside it on index 0."""
     engine = create_engine(settings.database_url)
     registry = CollectorRegistry()
     metrics = DeliveryMetrics(registry)
     if metrics_port is not None:
         start_http_server(metrics_port, addr="127.0.0.1", registry=registry)
     config = DispatcherConfig.from_settings(settings, owner=f"{default_owner()}#{index}")
-    if index:  # one pruner and notifier per worker group (more would wait on each other or mail twice)
+    if index:  # one pruner, notifier and set of jobs per worker group (more would wait on each other)
         config = replace(config, retention=None, mailer=None)
+        jobs = ()
     try:
         render = None if renderer is None else renderer(settings, engine)
         dispatcher = Dispatcher(engine, config=config, metrics=metrics, renderer=render)
-        asyncio.run(dispatcher.run(handle_signals=True))
+        asyncio.run(_dispatch_with(dispatcher, jobs, engine, settings))
     finally:
         engine.dispose()
 
 
 def _child(
-    settings_json: str, metrics_port: int | None, index: int, renderer: RendererFactory | None
+    settings_json: str,
+    metrics_port: int | None,
+    index: int,
+    renderer: RendererFactory | None,
+    jobs: Sequence[Job],
 ) -> None:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     settings = Settings.model_validate_json(settings_json)
-    run_one(settings, metrics_port=metrics_port, index=index, renderer=renderer)
+    run_one(settings, metrics_port=metrics_port, index=index, renderer=renderer, jobs=jobs)
 
 
 def run(
@@ -73,6 +95,7 @@ def run(
     processes: int = 1,
     metrics_port: int | None = None,
     renderer: RendererFactory | None = None,
+    jobs: Sequence[Job] = (),
 ) -> int:
     """Run ``processes`` dispatchers; returns the worst child exit code."""
     if processes < 1:
@@ -80,7 +103,7 @@ def run(
     if processes > 1 and normalize_url(settings.database_url).startswith("sqlite"):
         raise ConfigError("SQLite supports one dispatcher process; use PostgreSQL to scale out")
     if processes == 1:
-        run_one(settings, metrics_port=metrics_port, renderer=renderer)
+        run_one(settings, metrics_port=metrics_port, renderer=renderer, jobs=jobs)
         return 0
     ctx = multiprocessing.get_context("spawn")
     children = [
@@ -91,6 +114,7 @@ def run(
                 None if metrics_port is None else metrics_port + i,
                 i,
                 renderer,
+                tuple(jobs),
             ),
             name=f"contactsync-dispatcher-{i}",
         )

@@ -113,7 +113,7 @@ def routes(web: Web) -> list[BaseRoute]:
             contact = get_contact(conn, contact_id)
             a = activities.c
             timeline = conn.execute(
-                sa.select(a.kind, a.ref_id, a.name, a.url, a.value, a.occurred_at)
+                sa.select(a.kind, a.ref_id, a.name, a.url, a.value, a.occurred_at, a.delivery_id)
                 .where(a.contact_id == contact_id)
                 .order_by(a.occurred_at.desc(), a.id.desc())
                 .limit(TIMELINE_ITEMS)

@@ -60,7 +60,7 @@ WHEN = {
     "link.clicked": "the contact clicks a link",
     "page.visited": "the contact visits a page",
     "goal.reached": "the contact reaches a goal",
-    "webhook.triggered": "a webhook is triggered for the contact",
+    "webhook.triggered": "a webhook is triggered for the contact (by another automation's sync, or posted)",
     "lead_score.changed": "the contact's lead score changes",
 }
 

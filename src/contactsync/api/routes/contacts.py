@@ -140,6 +140,10 @@ class ActivityOut(BaseModel):
     url: str
     value: int | None = Field(description="lead-score change")
     occurred_at: datetime
+    delivery_id: int | None = Field(
+        description="webhook: the platform's own delivery this records (its sync, delivered at "
+        "occurred_at; ref_id is its action); null for events posted to /api/events"
+    )
 
 
 ActivityKind = Literal[
@@ -159,7 +163,7 @@ def contact_activity(
     """The contact's marketing activity, newest first; ``kind`` narrows it to one kind."""
     a = activities.c
     query = (
-        sa.select(a.id, a.kind, a.ref_id, a.name, a.url, a.value, a.occurred_at)
+        sa.select(a.id, a.kind, a.ref_id, a.name, a.url, a.value, a.occurred_at, a.delivery_id)
         .where(a.contact_id == contact_id, after(a.id, cursor, descending=True))
         .order_by(a.id.desc())
         .limit(limit + 1)
