@@ -59,10 +59,10 @@ from contactsync.listener.library import (
 from contactsync.listener.liveness import backlog, report
 from contactsync.listener.metrics import ListenerMetrics
 from contactsync.listener.projection import Projection
-from contactsync.listener.refusals import HEADER_ACTION, HEADER_ACTION_NAME, RefusalLog, sender
+from contactsync.listener.refusals import RefusalLog
 from contactsync.listener.secrets import SecretBook
 from contactsync.settings import Settings
-from contactsync.wire import signing
+from contactsync.wire import sender, signing
 from contactsync.wire.payload import SyncPayload
 
 MIN_TOKEN_CHARS = 32
@@ -70,7 +70,7 @@ STORED_HEADERS = frozenset(
     {
         "content-type", "content-length", "user-agent",
         "webhook-id", "webhook-timestamp", "webhook-signature",
-        HEADER_ACTION, HEADER_ACTION_NAME,
+        sender.HEADER_ACTION.lower(), sender.HEADER_ACTION_NAME.lower(),
     }
 )  # fmt: skip
 """Headers kept with each inbox entry: what a replay or an audit needs, not cookies or proxies' noise
@@ -474,7 +474,7 @@ def _refused(
     state: _State, reason: str, status: int, host: str | None, headers: Mapping[str, str], *, label: str = ""
 ) -> None:
     """Count a refusal for the admin page (in memory; written aggregated, see ``refusals``)."""
-    action, name = sender(headers)
+    action, name = sender.claimed(headers)
     state.refused.record(
         reason,
         status,

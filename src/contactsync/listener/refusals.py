@@ -1,7 +1,8 @@
 """Refused requests, kept where a person can see them: reason, time, sender, action — never the body.
 
 A refusal is counted in memory (a dict update on the request path, nothing else) under its minute,
-reason, sender address and the action the platform's ``X-Contactsync-Action`` header names; a
+reason, sender address and the action the platform's ``X-Contactsync-Action`` header names
+(wire/sender.py); a
 background task writes what changed once a second, one row per key and minute with a count. A
 flood therefore costs at most one upsert per key a second, and a minute holds at most
 :data:`MAX_KEYS_PER_MINUTE` keys: past that, refusals of the same reason are counted under one
@@ -17,9 +18,7 @@ import asyncio
 import contextlib
 import logging
 import threading
-from collections.abc import Mapping
 from dataclasses import dataclass
-from urllib.parse import unquote
 
 import sqlalchemy as sa
 
@@ -27,8 +26,6 @@ from contactsync.db.listener import refusals as table
 
 log = logging.getLogger("contactsync.listener.refusals")
 
-HEADER_ACTION = "x-contactsync-action"
-HEADER_ACTION_NAME = "x-contactsync-action-name"
 MAX_KEYS_PER_MINUTE = 100
 FLUSH_S = 1.0
 OTHERS = "(other senders)"
@@ -56,13 +53,6 @@ REASON_TEXT = {
 
 def describe(reason: str) -> str:
     return REASON_TEXT.get(reason, reason.replace("_", " "))
-
-
-def sender(headers: Mapping[str, str]) -> tuple[str, str]:
-    """The (action id, readable name) a request's headers claim, bounded (display only)."""
-    action = headers.get(HEADER_ACTION, "")[:64]
-    name = headers.get(HEADER_ACTION_NAME, "")
-    return action, unquote(name[:600])[:200] if name else ""
 
 
 @dataclass(slots=True)

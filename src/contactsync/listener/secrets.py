@@ -107,6 +107,17 @@ def rotate(conn: sa.Connection, keyring: sealing.Keyring, secret_id: int, *, sec
     return str(row.label)
 
 
+def pair(conn: sa.Connection, keyring: sealing.Keyring, *, label: str, secret: str, now_ms: int) -> None:
+    """Accept ``secret`` under ``label``: added, or rotated in if the label exists (what a person does
+    on the Secrets page; the demo does it for each action of its account)."""
+    label = _label(label)
+    found = conn.execute(sa.select(table.c.id, table.c.secret).where(table.c.label == label)).first()
+    if found is None:
+        add(conn, keyring, label=label, secret=secret, now_ms=now_ms)
+    elif keyring.open(found.secret) != secret.strip():
+        rotate(conn, keyring, int(found.id), secret=secret, now_ms=now_ms)
+
+
 def remove(conn: sa.Connection, secret_id: int) -> str:
     """Stop accepting the secret (and its previous one) at once; returns its label."""
     label = conn.execute(sa.select(table.c.label).where(table.c.id == secret_id)).scalar()
