@@ -33,7 +33,8 @@ def _network(error: str, detail: str) -> str:
             "The listener did not answer in time — is it running, and reachable from the platform "
             "(firewall, private network)? A slow listener should answer before handling the data."
         )
-    if "ssl" in low or "certificate" in low or "tls" in low:
+    # aiohttp writes "ssl:default" into every connection error: only these mark a TLS failure
+    if any(mark in low for mark in ("certificate", "[ssl", "sslerror", "ssl handshake", "tls")):
         return (
             "The secure (https) connection failed: the listener's certificate is not trusted, expired, or "
             "made out for another host name — use a valid certificate, or the host name it names."
