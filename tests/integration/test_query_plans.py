@@ -209,8 +209,9 @@ def _seed_listener(engine: sa.Engine) -> None:
         sql(  # refused requests, one row per minute and key (listener/refusals.py)
             "INSERT INTO listener_refusals (minute_ms, reason, status, source_address, action, action_name, "
             "secret_label, count, last_at_ms) "
-            f"SELECT {base_ms} + 60000 * n, 'no_match', 401, '10.0.0.' || {_mod('n', 200)}, CAST(n AS TEXT), "
-            f"'automation · action ' || n, '', 3, {base_ms} + 60000 * n FROM ({_series(dialect, INBOX)}) AS s"
+            f"SELECT {base_ms} + 60000 * CAST(n AS BIGINT), 'no_match', 401, '10.0.0.' || {_mod('n', 200)}, "
+            f"CAST(n AS TEXT), 'automation · action ' || n, '', 3, {base_ms} + 60000 * CAST(n AS BIGINT) "
+            f"FROM ({_series(dialect, INBOX)}) AS s"
         )
         sql(
             "INSERT INTO listener_handler_attempts (run_id, attempt, at_ms, ok, status, duration_ms, target, "
