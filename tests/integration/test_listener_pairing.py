@@ -202,3 +202,34 @@ def test_refusal_counts_stay_bounded_per_minute_however_many_senders(db_url: str
         assert log.flush(engine) == 1
     finally:
         engine.dispose()
+
+
+def test_every_listener_page_needs_the_admin_session(listener: Listener) -> None:
+    """The listener UI's one role is "signed in with its password": every page and form of its route
+    table (Secrets and Refused among them) refuses a visitor, and a form refuses a missing CSRF token."""
+    routes = _listener_routes()
+    assert ("GET", "/secrets") in routes
+    assert ("POST", "/secrets/{secret_id:int}/rotate") in routes
+    assert ("GET", "/refused") in routes
+    with httpx.Client(base_url=listener.base + "/admin") as anonymous, closing(_admin(listener)) as admin:
+        for method, path in routes:
+            url = re.sub(r"{(\w+)(:int)?}", "1", path)
+            answer = anonymous.request(method, url)
+            assert answer.status_code == (303 if method == "GET" else 401), (method, path)
+            if method == "GET":
+                assert "/login" in answer.headers["location"]
+            else:
+                assert admin.request(method, url, data={}).status_code == 403, (method, path)
+
+
+def _listener_routes() -> list[tuple[str, str]]:
+    """(method, path) of every page and form of the listener's admin UI, from its route table."""
+    from contactsync.settings import Settings
+    from contactsync.web.app import close_web_app, create_listener_web_app, page_table
+
+    settings = Settings(admin_password=PASSWORD, session_secret="s" * 32, listener_database_url="sqlite://")
+    app = create_listener_web_app(settings)
+    try:
+        return [(m, page.path) for page in page_table(app) for m in sorted(page.methods or ()) if m != "HEAD"]
+    finally:
+        close_web_app(app)
