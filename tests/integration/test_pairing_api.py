@@ -17,7 +17,7 @@ from contactsync.db.sealing import generate_key
 from contactsync.delivery.hints import SECRET_UNKNOWN
 from support.api import Api, api_client, automation_with_action
 from support.listener import Listener, free_socket, start_listener, wait_for
-from support.web import PASSWORD, csrf_of, listener_sign_in
+from support.web import PASSWORD, csrf_of, listener_sign_in, person, sign_in
 
 
 @pytest.fixture
@@ -101,3 +101,37 @@ def test_a_test_send_to_a_wrong_path_or_a_closed_port_says_so(api: Api, listener
     assert nobody["status"] is None
     assert "connection refused" in str(nobody["hint"])
     assert nobody["error"]  # the raw detail beside the hint
+
+
+def test_the_connect_panel_reveals_to_owners_only_and_the_ui_test_send_carries_the_hint(
+    db_url: str, listener: Listener
+) -> None:
+    with api_client(db_url, admin_password="an admin password", allowed_cidrs=["127.0.0.0/8"]) as api:
+        lst, automation, action = automation_with_action(api, listener.sync)
+        contact = api.ok("POST", f"/api/lists/{lst['id']}/contacts", 201, json={"email": "c@example.com"})
+        person(api.engine, "ed@example.com", account_id=api.account_id, role="editor")
+        person(api.engine, "own@example.com", account_id=api.account_id, role="owner")
+        editor, owner = sign_in(api.base_url, "ed@example.com"), sign_in(api.base_url, "own@example.com")
+        try:
+            page = editor.get(f"/actions/{action['id']}").text
+            assert 'id="connect-panel"' in page
+            assert f"{automation['name']} · action {action['id']}" in page  # the label to use on the listener
+            assert 'id="reveal-owner-only"' in page
+            assert 'id="reveal-secret"' not in page
+            assert editor.post(f"/ui/actions/{action['id']}/reveal", json={}).status_code == 403
+            page = owner.get(f"/actions/{action['id']}").text
+            assert 'id="reveal-secret"' in page
+            assert 'id="reveal-owner-only"' not in page
+
+            sent = editor.post(
+                f"/ui/actions/{action['id']}/test-send",
+                {"contact_id": str(contact["contact"]["id"]), "url": listener.sync, "method": "POST"},
+            )
+            assert sent.status_code == 200, sent.text
+            response = sent.json()["response"]
+            assert response["status"] == 401
+            assert response["hint"] == SECRET_UNKNOWN
+            assert "no_match" in response["body"]
+        finally:
+            editor.close()
+            owner.close()
