@@ -157,7 +157,9 @@ class SecretBook:
         self._keyring = keyring
         self._ring: sealing.Keyring | None = None
         self.keys: list[bytes] = [k for _, k in self._configured]
-        self.labels: list[str] = [label for label, _ in self._configured]
+        """What the request path verifies with: replaced whole, never changed in place."""
+        self.labelled: tuple[tuple[str, bytes], ...] = tuple(self._configured)
+        """The same keys with their labels (the refusal path names the one that signed)."""
         self._seen: Fingerprint | None = None
         self._expires_ms: int | None = None
 
@@ -178,8 +180,8 @@ class SecretBook:
             if r.previous_secret and r.previous_until_ms is not None and r.previous_until_ms > now_ms:
                 labelled.append((f"{r.label} (previous)", self._key(r.previous_secret)))
                 expires.append(int(r.previous_until_ms))
+        self.labelled = tuple(labelled)  # each attribute is swapped whole: readers see one or the other
         self.keys = [k for _, k in labelled]
-        self.labels = [label for label, _ in labelled]
         self._seen = seen
         self._expires_ms = min(expires) if expires else None
 
@@ -197,7 +199,7 @@ class SecretBook:
 
     def label_of(self, headers: Mapping[str, str], content: bytes, *, now: float, tolerance_s: int) -> str:
         """Which secret signed a request refused for another reason (the refusal path only)."""
-        for label, key in zip(self.labels, self.keys, strict=True):
+        for label, key in self.labelled:
             try:
                 signing.verify(headers, content, [key], now=now, tolerance_s=tolerance_s)
             except SignatureError:
