@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import random
 import secrets
 import signal
@@ -51,11 +52,13 @@ from contactsync.db.platform import deliveries
 from contactsync.db.sealing import keyring_from_settings
 from contactsync.delivery.dispatcher import Dispatcher, DispatcherConfig
 from contactsync.demo_check import differences
-from contactsync.errors import ConfigError
+from contactsync.errors import ConfigError, ContactSyncError
 from contactsync.listener import secrets as listener_secrets
 from contactsync.settings import Settings
 from contactsync.wire.payload import SECTIONS
 from contactsync.wire.sender import display_name
+
+log = logging.getLogger("contactsync.demo")
 
 FIRST = ("jane", "john", "amélie", "li", "omar", "sofia", "lukas", "maría", "kenji", "ava", "noah", "zoë")
 LAST = ("doe", "smith", "o'neil", "müller", "garcía", "tanaka", "nguyen", "rossi", "kowalski", "dubois")
@@ -548,7 +551,10 @@ class Pairing:
         if self.account_id is None:
             self._waiting.append(issued)
         elif issued.account_id == self.account_id:
-            self._register(issued)
+            try:
+                self._register(issued)
+            except (ContactSyncError, sa.exc.SQLAlchemyError) as exc:  # never fail the platform's change
+                log.warning("action %s not paired with the demo listener: %s", issued.action_id, exc)
 
     def register_pending(self) -> None:
         waiting, self._waiting = self._waiting, []
