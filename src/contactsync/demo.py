@@ -13,13 +13,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import random
 import secrets
 import signal
 import socket
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -42,18 +43,23 @@ from contactsync.automation.contacts import ContactIn, upsert_contact
 from contactsync.automation.events import ingest_events
 from contactsync.automation.lists import FieldIn, ListIn, create_account, create_field, create_list
 from contactsync.automation.manual import run_to_completion, start_run
-from contactsync.automation.runtime import Runtime, utc_now
+from contactsync.automation.runtime import IssuedSecret, Runtime, utc_now
 from contactsync.automation.send_time import Renderer
 from contactsync.db.engine import create_engine
 from contactsync.db.listener import contacts as sync_contacts
 from contactsync.db.listener import handler_runs, inbox
 from contactsync.db.migrate import upgrade
 from contactsync.db.platform import deliveries
+from contactsync.db.sealing import keyring_from_settings
 from contactsync.delivery.dispatcher import Dispatcher, DispatcherConfig
 from contactsync.demo_check import differences
-from contactsync.errors import ConfigError
+from contactsync.errors import ConfigError, ContactSyncError
+from contactsync.listener import secrets as listener_secrets
 from contactsync.settings import Settings
 from contactsync.wire.payload import SECTIONS
+from contactsync.wire.sender import display_name
+
+log = logging.getLogger("contactsync.demo")
 
 FIRST = ("jane", "john", "amélie", "li", "omar", "sofia", "lukas", "maría", "kenji", "ava", "noah", "zoë")
 LAST = ("doe", "smith", "o'neil", "müller", "garcía", "tanaka", "nguyen", "rossi", "kowalski", "dubois")
@@ -94,6 +100,7 @@ class DemoConfig:
 
 @dataclass(frozen=True, slots=True)
 class Seeded:
+    account_id: int
     list_id: int
     contact_ids: list[int]
     automation_ids: list[int]
@@ -309,7 +316,7 @@ def seed(engine: sa.Engine, rt: Runtime, *, config: DemoConfig, listener_url: st
             settings=SyncActionSettings(url=listener_url, sections=ALL_SECTIONS, max_items=MAX_ITEMS),
         )
     secrets_in_clear = [rt.keyring.open(a.secret) for a in (post, get_action, resync_action)]
-    return Seeded(lst.id, contact_ids, [form.id, get.id, resync.id], secrets_in_clear)
+    return Seeded(account, lst.id, contact_ids, [form.id, get.id, resync.id], secrets_in_clear)
 
 
 class _Server(uvicorn.Server):
@@ -416,10 +423,12 @@ async def run(
     listener_db = create_engine(settings.listener_database_url)
     await asyncio.to_thread(upgrade, platform, side="platform")
     await asyncio.to_thread(upgrade, listener_db, side="listener")
-    rt = Runtime.create(settings, engine=platform, clock=utc_now)
+    pairing = Pairing(listener_db, settings)
+    rt = replace(Runtime.create(settings, engine=platform, clock=utc_now), on_secret=pairing.issued)
     listener_url = f"http://{config.host}:{lport}/sync/{settings.listener_token}"
     seeded = await asyncio.to_thread(seed, platform, rt, config=config, listener_url=listener_url)
-    settings = settings.model_copy(update={"listener_secret": " ".join(seeded.secrets)})
+    pairing.account_id = seeded.account_id
+    await asyncio.to_thread(pairing.register_pending)
     facts = {"list_id": seeded.list_id, "public_base_url": settings.public_base_url, "max_items": MAX_ITEMS}
     (config.workdir / FACTS_FILE).write_text(json.dumps(facts))
 
@@ -433,6 +442,7 @@ async def run(
         ctx = platform_app.state.contactsync
         platform_app.mount("/", create_web_app(settings, engine=platform, runtime=rt, on_enqueue=ctx.wake))
     listener_app = create_listener_app(settings, poll_interval_s=0.5)
+    pairing.app_state = listener_app.state
     dispatcher = Dispatcher(
         platform, config=DispatcherConfig.from_settings(settings), renderer=Renderer(platform, rt)
     )
@@ -521,6 +531,47 @@ async def run(
     platform.dispose()
     listener_db.dispose()
     return report
+
+
+class Pairing:
+    """The demo's listener accepts every action of the demo's account, those created during the demo too.
+
+    The platform's runtime reports each new or rotated action secret (``Runtime.on_secret``); this adds
+    it to the listener's Secrets (rotating it in under the same label), exactly what a person does on
+    the listener's Secrets page, labelled as the platform names the action (wire/sender.py), and
+    reloads the running listener's keys at once. Actions of any other account are not paired: their
+    owners pair them by hand, as with any listener.
+    """
+
+    def __init__(self, listener_db: sa.Engine, settings: Settings) -> None:
+        self.engine = listener_db
+        self.keyring = keyring_from_settings(settings, database_url=settings.listener_database_url)
+        self.account_id: int | None = None  # known once seeded; secrets issued before wait for it
+        self.app_state: Any = None
+        self._waiting: list[IssuedSecret] = []
+
+    def issued(self, issued: IssuedSecret) -> None:
+        if self.account_id is None:
+            self._waiting.append(issued)
+        elif issued.account_id == self.account_id:
+            try:
+                self._register(issued)
+            except (ContactSyncError, sa.exc.SQLAlchemyError) as exc:  # never fail the platform's change
+                log.warning("action %s not paired with the demo listener: %s", issued.action_id, exc)
+
+    def register_pending(self) -> None:
+        waiting, self._waiting = self._waiting, []
+        for issued in waiting:
+            self.issued(issued)
+
+    def _register(self, issued: IssuedSecret) -> None:
+        label = display_name(issued.action_id, issued.automation_name)
+        now_ms = int(time.time() * 1000)
+        with self.engine.begin() as conn:
+            listener_secrets.pair(conn, self.keyring, label=label, secret=issued.secret, now_ms=now_ms)
+        listener = getattr(self.app_state, "listener", None) if self.app_state is not None else None
+        if listener is not None:  # running: accepted from the next request on
+            listener.book.load(self.engine, now_ms=now_ms)
 
 
 def _resync(engine: sa.Engine, rt: Runtime, automation_id: int) -> None:

@@ -48,6 +48,7 @@ class Settings(BaseSettings):
     retention_audit_days: float = 365.0
     retention_activities_days: float = 0.0  # rules look back over activity: kept unless set
     retention_inbox_days: float = 14.0  # listener inbox entries whose handlers all finished
+    retention_refusals_days: float = 7.0  # the listener's counts of refused requests
     retention_interval_s: float = 3600.0
     # delivered syncs become the contact's webhook activity (automation/sync_activity.py), read every
     # interval (0: never) once older than the settle time, which must exceed the longest delivery

@@ -61,6 +61,7 @@ BIG = {
     "listener_inbox",
     "listener_handler_runs",
     "listener_handler_attempts",
+    "listener_refusals",
     *(t.name for t in listener_metadata.sorted_tables if t.name.startswith("sync_")),
 }
 """Tables that grow with traffic; anything else (accounts, lists, automations, keys…) stays small."""
@@ -80,6 +81,7 @@ SMALL = {
     "dispatchers",
     "admin_sessions",
     "job_cursors",
+    "listener_secrets",
 }
 TABLES = {t.name for t in (*platform_metadata.sorted_tables, *listener_metadata.sorted_tables)}
 assert not TABLES - BIG - SMALL, f"say whether these tables grow: {TABLES - BIG - SMALL}"
@@ -209,6 +211,13 @@ def _seed_listener(engine: sa.Engine) -> None:
                 f"SELECT id, '{handler}', {state}, 1, received_at_ms, received_at_ms, received_at_ms, "
                 f"{error} FROM listener_inbox"
             )
+        sql(  # refused requests, one row per minute and key (listener/refusals.py)
+            "INSERT INTO listener_refusals (minute_ms, reason, status, source_address, action, action_name, "
+            "secret_label, count, last_at_ms) "
+            f"SELECT {base_ms} + 60000 * CAST(n AS BIGINT), 'no_match', 401, '10.0.0.' || {_mod('n', 200)}, "
+            f"CAST(n AS TEXT), 'automation · action ' || n, '', 3, {base_ms} + 60000 * CAST(n AS BIGINT) "
+            f"FROM ({_series(dialect, INBOX)}) AS s"
+        )
         sql(
             "INSERT INTO listener_handler_attempts (run_id, attempt, at_ms, ok, status, duration_ms, target, "
             "detail) SELECT id, 1, received_at_ms, TRUE, 200, 5, 'https://crm.example/contacts', '' "

@@ -21,12 +21,13 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from contactsync import shortcodes
 from contactsync.automation.lists import list_fields
 from contactsync.automation.payload_builder import DateFormat, PayloadOptions, Rendered
-from contactsync.automation.runtime import Runtime
+from contactsync.automation.runtime import IssuedSecret, Runtime
 from contactsync.db import sealing
 from contactsync.db.platform import actions, automations, lists
 from contactsync.delivery import endpoints as endpoint_rows
 from contactsync.delivery.outbox import OutboxRequest, cancel_for_actions
 from contactsync.errors import NotFoundError, TemplateError, ValidationError
+from contactsync.wire import sender
 from contactsync.wire.payload import SECTIONS
 from contactsync.wire.signing import generate_secret
 
@@ -194,7 +195,7 @@ def validate_settings(
         if not _TOKEN.match(h.name):
             raise ValidationError(f"{h.name!r} is not a valid header name", field=f"headers[{i}].name")
         lowered = h.name.lower()
-        if lowered in RESERVED_HEADERS or lowered.startswith("webhook-"):
+        if lowered in RESERVED_HEADERS or lowered.startswith(("webhook-", sender.PREFIX)):
             raise ValidationError(f"header {h.name!r} is set by the dispatcher", field=f"headers[{i}].name")
         if any(ch in h.value for ch in "\r\n\0"):
             raise ValidationError("header values cannot contain CR, LF or NUL", field=f"headers[{i}].value")
@@ -315,13 +316,14 @@ def create_action(
     template = validate_settings(settings, field_keys(conn, list_id), country_code=rt.default_country_code)
     now = rt.clock()
     endpoint = _endpoint_for(template, settings)
+    secret = generate_secret()
     action_id = conn.execute(
         actions.insert()
         .values(
             automation_id=automation_id,
             kind="sync_contact",
             settings=stored_settings(settings, rt.keyring),
-            secret=rt.keyring.seal(generate_secret()),
+            secret=rt.keyring.seal(secret),
             endpoint=endpoint,
             created_at=now,
             updated_at=now,
@@ -329,7 +331,20 @@ def create_action(
         .returning(actions.c.id)
     ).scalar_one()
     _touch_endpoint(conn, automation_id, endpoint, now)
+    _issued(conn, rt, automation_id, int(action_id), secret)
     return get_action(conn, int(action_id))
+
+
+def _issued(conn: sa.Connection, rt: Runtime, automation_id: int, action_id: int, secret: str) -> None:
+    """Tell :attr:`Runtime.on_secret`, if set, about an action's new secret."""
+    if rt.on_secret is None:
+        return
+    row = conn.execute(
+        sa.select(lists.c.account_id, automations.c.name)
+        .join(lists, lists.c.id == automations.c.list_id)
+        .where(automations.c.id == automation_id)
+    ).one()
+    rt.on_secret(IssuedSecret(int(row.account_id), automation_id, str(row.name), action_id, secret))
 
 
 def update_action(
@@ -416,16 +431,18 @@ def rotate_secret(conn: sa.Connection, rt: Runtime, action_id: int) -> ActionOut
     """New secret now; the old one keeps signing (second signature) for 24 hours."""
     current = get_action(conn, action_id)
     now = rt.clock()
+    secret = generate_secret()
     conn.execute(
         actions.update()
         .where(actions.c.id == action_id)
         .values(
-            secret=rt.keyring.seal(generate_secret()),
+            secret=rt.keyring.seal(secret),
             previous_secret=current.secret,
             previous_secret_expires_at=now + SECRET_OVERLAP,
             updated_at=now,
         )
     )
+    _issued(conn, rt, current.automation_id, action_id, secret)
     return get_action(conn, action_id)
 
 
@@ -460,7 +477,13 @@ class Freezer:
     )  # fmt: skip
 
     def __init__(
-        self, action: ActionOut, template: shortcodes.Template, *, now: datetime, account_id: int
+        self,
+        action: ActionOut,
+        template: shortcodes.Template,
+        *,
+        now: datetime,
+        account_id: int,
+        automation_name: str = "",
     ) -> None:
         s = action.settings
         self._account_id = account_id
@@ -468,7 +491,8 @@ class Freezer:
         self._template = template
         self._post = s.method == "POST"
         self._json = s.content_type == "json"
-        self._headers = {h.name: h.value for h in s.headers}
+        # the sender headers (wire/sender.py) are the action's: computed here, once per action
+        self._headers = {h.name: h.value for h in s.headers} | sender.headers(action.id, automation_name)
         self._ordered = s.ordered_per_contact
         self._not_before = now + timedelta(seconds=s.delay_s) if s.delay_s else None
         self._at_send = renders_at_send(s)
@@ -540,9 +564,11 @@ def freeze_request(
     contact_id: int | None,
     now: datetime,
     account_id: int,
+    automation_name: str = "",
 ) -> OutboxRequest:
     """The exact request for one contact, as the outbox stores it (its payload's transactionid)."""
-    return Freezer(action, template, now=now, account_id=account_id).request(
+    freezer = Freezer(action, template, now=now, account_id=account_id, automation_name=automation_name)
+    return freezer.request(
         rendered,
         transactionid=rendered.transactionid,
         automation_id=automation_id,

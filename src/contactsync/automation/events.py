@@ -291,7 +291,9 @@ def enter_many(
         for ca in c.actions:
             options = payload_options(ca.action.settings, rt)
             rendered = built[options]
-            freezer = Freezer(ca.action, ca.template, now=now, account_id=c.account_id)
+            freezer = Freezer(
+                ca.action, ca.template, now=now, account_id=c.account_id, automation_name=c.automation.name
+            )
             shared = bodies[(options, ca.action.settings.method, ca.action.settings.content_type)]
             for cid in ids:
                 one = rendered.get(cid)

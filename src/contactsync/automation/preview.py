@@ -74,9 +74,9 @@ def preview(
     stored_endpoint = action.endpoint
     if settings is not None:
         action = action.model_copy(update={"settings": settings})
-    list_id = conn.execute(
-        sa.select(automations.c.list_id).where(automations.c.id == action.automation_id)
-    ).scalar_one()
+    list_id, automation_name = conn.execute(
+        sa.select(automations.c.list_id, automations.c.name).where(automations.c.id == action.automation_id)
+    ).one()
     contact = get_contact(conn, contact_id)
     if contact.list_id != list_id:
         raise ValidationError(f"contact {contact_id} is not in the automation's list", field="contact_id")
@@ -104,9 +104,14 @@ def preview(
         contact_id=contact_id,
         now=now,
         account_id=account_of_automation(conn, action.automation_id),
+        automation_name=automation_name,
     )
     extra = {k: rt.keyring.open(v) for k, v in request.headers.items()}
-    headers = {"User-Agent": rt.user_agent, **(extra if reveal else {k: mask(v) for k, v in extra.items()})}
+    own = {h.name for h in action.settings.headers}  # credentials; the sender headers are not
+    headers = {
+        "User-Agent": rt.user_agent,
+        **(extra if reveal else {k: mask(v) if k in own else v for k, v in extra.items()}),
+    }
     if request.method == "POST":
         headers["Content-Type"] = request.content_type
         signed: bytes | str = request.body

@@ -25,6 +25,17 @@ def utc_now() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
 
 
+@dataclass(frozen=True, slots=True)
+class IssuedSecret:
+    """An action's new signing secret, in clear, for :attr:`Runtime.on_secret` (the demo's pairing)."""
+
+    account_id: int
+    automation_id: int
+    automation_name: str
+    action_id: int
+    secret: str
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Runtime:
     """Clock (naive UTC), transactionid source and the settings the services read."""
@@ -36,6 +47,9 @@ class Runtime:
     user_agent: str = f"contactsync/{__version__}"
     keyring: Keyring = field(default_factory=Keyring.ephemeral)
     """Seals customers' credentials at rest (db/sealing.py)."""
+    on_secret: Callable[[IssuedSecret], None] | None = None
+    """Called inside the transaction that gives an action a new secret (create, rotate): the demo
+    registers it with its own listener; nothing else sets it."""
 
     @classmethod
     def create(

@@ -227,3 +227,35 @@ def create_projection_tables(engine: sa.Engine) -> None:
 
 admin_sessions = sessions_table(listener_metadata)
 """Server-side sessions of the listener's admin UI (db/sessions.py)."""
+
+secrets = sa.Table(
+    "listener_secrets",
+    listener_metadata,
+    sa.Column("id", _ID, primary_key=True, autoincrement=True),
+    sa.Column("label", sa.String(100), nullable=False, unique=True),
+    sa.Column("secret", sa.Text(), nullable=False),
+    sa.Column("previous_secret", sa.Text(), nullable=True),
+    sa.Column("previous_until_ms", sa.BigInteger(), nullable=True),
+    sa.Column("created_at_ms", sa.BigInteger(), nullable=False),
+    sa.Column("updated_at_ms", sa.BigInteger(), nullable=False),
+)
+"""Signing secrets added in the admin UI (beside the configured ones), sealed (db/sealing.py); while
+a rotation's grace period runs, the previous secret is accepted too (until ``previous_until_ms``)."""
+
+refusals = sa.Table(
+    "listener_refusals",
+    listener_metadata,
+    sa.Column("id", _ID, primary_key=True, autoincrement=True),
+    sa.Column("minute_ms", sa.BigInteger(), nullable=False),
+    sa.Column("reason", sa.String(40), nullable=False),
+    sa.Column("status", sa.Integer(), nullable=False),
+    sa.Column("source_address", sa.String(64), nullable=False, server_default=""),
+    sa.Column("action", sa.String(KEY_LENGTH), nullable=False, server_default=""),
+    sa.Column("action_name", sa.String(200), nullable=False, server_default=""),
+    sa.Column("secret_label", sa.String(100), nullable=False, server_default=""),
+    sa.Column("count", sa.Integer(), nullable=False),
+    sa.Column("last_at_ms", sa.BigInteger(), nullable=False),
+    sa.UniqueConstraint("minute_ms", "reason", "source_address", "action", name="uq_listener_refusals_key"),
+)
+"""Refused requests, one row per (minute, reason, sender, action) with a count: never the body, and
+never more than a bounded number of rows a minute however many requests are refused."""

@@ -55,6 +55,8 @@ class Retention:
     """Marketing activity is what rules look back over ("opened within 30 days"): kept by default."""
     inbox_days: float = 14.0
     """Listener inbox entries whose handlers all finished, with their runs and attempts."""
+    refusals_days: float = 7.0
+    """The listener's counts of refused requests (its admin page's "Refused")."""
 
     @classmethod
     def from_settings(cls, settings: Any) -> Retention:
@@ -143,7 +145,10 @@ PLATFORM_APPENDED = (
     _Appended(pdb.audit_log, "at", "audit_days"),
     _Appended(pdb.activities, "occurred_at", "activities_days"),
 )
-LISTENER_APPENDED = (_Appended(ldb.inbox, "received_at_ms", "inbox_days", keep=_unfinished_runs),)
+LISTENER_APPENDED = (
+    _Appended(ldb.inbox, "received_at_ms", "inbox_days", keep=_unfinished_runs),
+    _Appended(ldb.refusals, "minute_ms", "refusals_days"),
+)
 FINISHED = {"delivered": "delivered_days", "cancelled": "delivered_days", "failed": "failed_days"}
 """Delivery states retention may delete, and the horizon each one follows."""
 

@@ -1,7 +1,8 @@
 """Secrets at rest: customers' credentials are stored encrypted (AES-GCM) under a key from settings.
 
 What is sealed: action signing secrets (current and previous) and extra header values, in the
-action's settings and in every frozen request of the outbox. A sealed value reads
+action's settings and in every frozen request of the outbox; on the listener, the signing secrets
+added in its admin UI (key file default: beside the listener's database). A sealed value reads
 ``sealed:v1:<key id>:<base64url(nonce + ciphertext)>``; the key id (a hash prefix of the key) says
 which key of the :class:`Keyring` opens it, so a rotation can be read through while it re-encrypts.
 Values written before sealing existed read as themselves, until :func:`reseal` (run by ``serve`` at
@@ -138,11 +139,12 @@ def default_key_file(database_url: str) -> Path | None:
     return Path(path).with_name(Path(path).name + ".key")
 
 
-def key_file(settings: Settings) -> Path | None:
-    """The key file in use: the configured one, else the one beside the SQLite database."""
+def key_file(settings: Settings, *, database_url: str | None = None) -> Path | None:
+    """The key file in use: the configured one, else the one beside the SQLite database (the
+    platform's, or ``database_url``: the listener's)."""
     if settings.secrets_key_file:
         return Path(settings.secrets_key_file)
-    return default_key_file(settings.database_url)
+    return default_key_file(settings.database_url if database_url is None else database_url)
 
 
 def read_key_file(path: Path) -> list[str]:
@@ -167,11 +169,14 @@ def write_key_file(path: Path, keys: Sequence[str]) -> None:
     os.chmod(path, 0o600)
 
 
-def keyring_from_settings(settings: Settings, *, create: bool = True) -> Keyring:
-    """The keyring ``settings`` name (see the module docstring for the order)."""
+def keyring_from_settings(
+    settings: Settings, *, create: bool = True, database_url: str | None = None
+) -> Keyring:
+    """The keyring ``settings`` name (see the module docstring for the order); the listener passes
+    its own ``database_url``, beside which its default key file lives."""
     if settings.secrets_key:
         return Keyring.of(settings.secrets_key.split(","), source="CONTACTSYNC_SECRETS_KEY")
-    path = key_file(settings)
+    path = key_file(settings, database_url=database_url)
     if path is None:
         raise ConfigError(
             "secrets at rest need a key: set CONTACTSYNC_SECRETS_KEY (contactsync secrets generate-key "

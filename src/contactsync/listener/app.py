@@ -34,6 +34,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from contactsync.db.engine import create_engine
 from contactsync.db.migrate import upgrade
 from contactsync.db.retention import Retention
+from contactsync.db.sealing import keyring_from_settings
 from contactsync.delivery.retry import DEFAULT_SCHEDULE_S
 from contactsync.errors import (
     ConfigError,
@@ -54,20 +55,26 @@ from contactsync.listener.library import (
     error_response,
     parse,
     parse_request,
-    secret_keys,
 )
 from contactsync.listener.liveness import backlog, report
 from contactsync.listener.metrics import ListenerMetrics
 from contactsync.listener.projection import Projection
+from contactsync.listener.refusals import RefusalLog
+from contactsync.listener.secrets import SecretBook
 from contactsync.settings import Settings
-from contactsync.wire import signing
+from contactsync.wire import sender, signing
 from contactsync.wire.payload import SyncPayload
 
 MIN_TOKEN_CHARS = 32
 STORED_HEADERS = frozenset(
-    {"content-type", "content-length", "user-agent", "webhook-id", "webhook-timestamp", "webhook-signature"}
-)
-"""Headers kept with each inbox entry: what a replay or an audit needs, not cookies or proxies' noise."""
+    {
+        "content-type", "content-length", "user-agent",
+        "webhook-id", "webhook-timestamp", "webhook-signature",
+        sender.HEADER_ACTION.lower(), sender.HEADER_ACTION_NAME.lower(),
+    }
+)  # fmt: skip
+"""Headers kept with each inbox entry: what a replay or an audit needs, not cookies or proxies' noise
+(the sender's action headers name the automation that sent it, for display)."""
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -91,7 +98,8 @@ def _not_found() -> Response:
 class _State:
     settings: Settings
     token: bytes
-    keys: list[bytes]
+    book: SecretBook
+    refused: RefusalLog
     networks: tuple[Network, ...]
     limits: Limits
     metrics: ListenerMetrics
@@ -181,7 +189,11 @@ def create_app(
     """The listener app for ``settings``; ``handlers`` replaces the ones the settings name."""
     if len(settings.listener_token) < MIN_TOKEN_CHARS:
         raise ConfigError(f"listener_token must have at least {MIN_TOKEN_CHARS} characters")
-    keys = secret_keys(settings.listener_secret)
+    book = SecretBook(
+        settings.listener_secret,
+        lambda: keyring_from_settings(settings, database_url=settings.listener_database_url),
+    )
+    refused = RefusalLog()
     networks = _networks(settings.listener_allowed_ips)
     get_mapping = check_mapping(settings.listener_get_mapping)
     limits = limits_of(settings)
@@ -223,13 +235,20 @@ def create_app(
             runner.wake()
 
         inbox = Inbox(engine, handler_names=list(chosen), on_commit=committed, write_lock=write_lock)
+        book.load(engine, now_ms=clock_ms())
+        stop = asyncio.Event()
+        chores = [
+            asyncio.create_task(book.watch(engine, stop, clock_ms)),
+            asyncio.create_task(refused.run(engine, stop, lock=write_lock)),
+        ]
         inbox.start()
         if settings.listener_run_handlers:
             runner.start()
         app.state.listener = _State(
             settings,
             settings.listener_token.encode(),
-            keys,
+            book,
+            refused,
             networks,
             limits,
             metrics,
@@ -243,6 +262,8 @@ def create_app(
         try:
             yield
         finally:
+            stop.set()
+            await asyncio.gather(*chores)
             await runner.stop()
             await inbox.close()
             await close_handlers(chosen)
@@ -265,7 +286,7 @@ def create_app(
     if settings.admin_password:  # the admin UI (contactsync.web), behind its own login
         from contactsync.web import create_listener_web_app
 
-        admin = create_listener_web_app(settings)
+        admin = create_listener_web_app(settings, secret_book=book)
         routes.append(Mount("/admin", app=admin))
     inner = Starlette(routes=routes, exception_handlers={404: not_found, 405: not_found}, lifespan=lifespan)
     return ListenerApp(inner, settings.listener_token)
@@ -373,20 +394,23 @@ async def _sync(
     metrics = state.metrics
     client = scope.get("client")
     host = client[0] if client else None
+    headers = _kept_headers(scope["headers"])
     if state.networks and not _allowed(state.networks, host):
         metrics.reject("ip")
+        _refused(state, "ip", 404, host, headers)
         return 404, NOT_FOUND, None
     method = scope["method"]
     if method not in ("POST", "GET"):
         metrics.reject("method")
+        _refused(state, "method", 405, host, headers)
         return 405, _dumps({"error": "method_not_allowed", "detail": "use POST or GET"}), None
-    headers = _kept_headers(scope["headers"])
     limits = state.limits
     query = scope["query_string"].decode("latin-1") if scope.get("query_string") else ""
     if method == "POST":
         body = await _read_body(receive, headers.get("content-length", ""), limits.max_body_bytes)
         if body is None:
             metrics.reject("too_large")
+            _refused(state, "body_too_large", 413, host, headers)
             detail = f"the body exceeds {limits.max_body_bytes} bytes"
             return 413, _dumps({"error": "body_too_large", "detail": detail}), None
         content = body
@@ -397,9 +421,10 @@ async def _sync(
     content_type = headers.get("content-type", "")
     now_s = state.clock_s()
     now_ms = int(now_s * 1000)
+    keys = state.book.keys
     try:
-        if state.keys:
-            signing.verify(headers, content, state.keys, now=now_s, tolerance_s=limits.tolerance_s)
+        if keys:
+            signing.verify(headers, content, keys, now=now_s, tolerance_s=limits.tolerance_s)
         parsed = parse_request(
             body,
             content_type,
@@ -413,6 +438,11 @@ async def _sync(
     except (SignatureError, RequestError, PayloadError, PHPFormLimitError) as exc:
         metrics.reject(_reason(exc))
         status, answer = error_response(exc)
+        signed = not isinstance(exc, SignatureError) and bool(keys)
+        label = (
+            state.book.label_of(headers, content, now=now_s, tolerance_s=limits.tolerance_s) if signed else ""
+        )
+        _refused(state, answer.get("reason") or answer["error"], status, host, headers, label=label)
         return status, _dumps(answer), None
     entry = InboxEntry(
         transactionid=parsed.key,
@@ -429,6 +459,7 @@ async def _sync(
         stored = await state.inbox.store(entry)
     except StorageError:
         metrics.reject("storage")
+        _refused(state, "storage", 503, host, headers)
         answer = {"error": "storage_unavailable", "detail": "not stored; retry later"}
         return 503, _dumps(answer), (b"retry-after", b"5")
     tid = parsed.payload.transactionid
@@ -437,6 +468,22 @@ async def _sync(
         return 200, DUPLICATE % tid if parsed.key == str(tid) else _keyed(parsed, duplicate=True), None
     metrics.accepted()
     return 200, ACCEPTED % tid if parsed.key == str(tid) else _keyed(parsed, duplicate=False), None
+
+
+def _refused(
+    state: _State, reason: str, status: int, host: str | None, headers: Mapping[str, str], *, label: str = ""
+) -> None:
+    """Count a refusal for the admin page (in memory; written aggregated, see ``refusals``)."""
+    action, name = sender.claimed(headers)
+    state.refused.record(
+        reason,
+        status,
+        now_ms=int(state.clock_s() * 1000),
+        source=host or "",
+        action=action,
+        action_name=name,
+        label=label,
+    )
 
 
 def _keyed(parsed: Parsed, *, duplicate: bool) -> bytes:

@@ -71,7 +71,8 @@ def run(settings: Settings, *, host: str, port: int, token_file: Path = DEFAULT_
         print(f"  (new token saved to {token_file}; give this URL to the platform)", flush=True)
     if not settings.listener_secret:
         print(
-            "  signatures are not checked: set CONTACTSYNC_LISTENER_SECRET=whsec_… to require them",
+            "  no configured secret: signatures are checked once one is added on the admin UI's Secrets page "
+            "(or set CONTACTSYNC_LISTENER_SECRET=whsec_…)",
             flush=True,
         )
     print(

@@ -382,23 +382,27 @@ def create_web_app(
         for module in (contact_pages, list_pages, run_pages, endpoint_pages, import_pages):
             routes += module.routes(web)
     else:
-        from contactsync.web import listener_pages
+        from contactsync.web import listener_pages, listener_secret_pages
 
         routes += listener_pages.routes(web)
+        routes += listener_secret_pages.routes(web)
     app = Starlette(routes=routes)
     app.state.web = web
     return SecurityHeaders(app)
 
 
-def create_listener_web_app(settings: Settings, *, clock_s: Callable[[], float] = time.time) -> ASGIApp:
-    """The listener's admin UI over its own engines (inbox database, and the projection's if separate)."""
+def create_listener_web_app(
+    settings: Settings, *, clock_s: Callable[[], float] = time.time, **given: Any
+) -> ASGIApp:
+    """The listener's admin UI over its own engines (inbox database, and the projection's if separate);
+    ``given`` extras: ``secret_book``, the listener's in-process keys (reloaded after each change)."""
     from contactsync.db.engine import create_engine
 
-    extras: dict[str, Any] = {}
+    extras: dict[str, Any] = dict(given)
     if settings.listener_projection_url:
         extras["projection_engine"] = create_engine(settings.listener_projection_url)
     engine = create_engine(settings.listener_database_url)
-    owned = [engine, *extras.values()]
+    owned = [engine, *(e for e in extras.values() if isinstance(e, sa.Engine))]
     return create_web_app(
         settings, engine=engine, side="listener", clock_s=clock_s, owned_engines=owned, **extras
     )

@@ -59,6 +59,7 @@ from contactsync.db.platform import actions, automations, contacts, deliveries, 
 from contactsync.db.sealing import mask
 from contactsync.delivery import trouble
 from contactsync.delivery.attempt import send
+from contactsync.delivery.hints import hint
 from contactsync.delivery.netguard import NetPolicy, create_connector
 from contactsync.delivery.outbox import pending_for_actions
 from contactsync.errors import ContactSyncError, NotFoundError, TemplateError
@@ -68,6 +69,7 @@ from contactsync.web.app import Web
 from contactsync.web.platform_pages import EDITOR, OWNER, VIEWER, error_message, form_text, utcnow
 from contactsync.web.security import Session
 from contactsync.wire.payload import SECTIONS
+from contactsync.wire.sender import display_name
 
 OPERATORS = ("eq", "ne", "contains", "not_contains", "starts_with", "ends_with", "empty", "not_empty",
              "gt", "gte", "lt", "lte", "in", "matches")  # fmt: skip
@@ -363,6 +365,7 @@ def routes(web: Web) -> list[BaseRoute]:
             action=action,
             s=settings,
             sections=SECTIONS,
+            pairing_label=display_name(action.id, data["automation"].name) if action is not None else "",
             **data,
         )
 
@@ -558,6 +561,7 @@ def routes(web: Web) -> list[BaseRoute]:
                 ),
                 timeout=settings.timeout_s + 5,
             )
+        text = result.body.decode("utf-8", "replace")
         secret = {h.name for h in settings.headers}
         masked = {k: mask(v) if k in secret else v for k, v in sent.headers.items()}
         return JSONResponse(
@@ -568,9 +572,10 @@ def routes(web: Web) -> list[BaseRoute]:
                     "status": result.status,
                     "error": result.detail or result.error,
                     "headers": dict(result.headers),
-                    "body": result.body.decode("utf-8", "replace"),
+                    "body": text,
                     "duration_ms": round(result.duration_s * 1000, 1),
                     "success": result.outcome.succeeded,
+                    "hint": hint(result.status, result.error, detail=result.detail, body=text),
                 },
             }
         )

@@ -36,6 +36,7 @@ from contactsync.automation.preview import Preview, preview
 from contactsync.db.platform import manual_runs
 from contactsync.db.sealing import mask
 from contactsync.delivery.attempt import send
+from contactsync.delivery.hints import hint
 from contactsync.delivery.netguard import NetPolicy, create_connector
 from contactsync.errors import NotFoundError, RunInProgressError
 
@@ -73,6 +74,7 @@ class TestResponse(BaseModel):
     body: str = Field(description="first 20 KB of the response body (UTF-8, lossy)")
     duration_ms: float
     error: str
+    hint: str = Field(description="what the outcome means and what to do, in words (delivery/hints.py)")
 
 
 class TestSendOut(BaseModel):
@@ -110,6 +112,7 @@ async def test_send(action_id: Id, body: TestSendIn, ctx: Ctx, caller: Editor) -
         outcome = "gone"
     else:
         outcome = f"http_{status // 100}xx"
+    text = result.body.decode("utf-8", "replace")
     secret = {h.name for h in settings.headers}  # credentials: shown masked, like every read
     shown = {k: mask(v) if k in secret else v for k, v in request.headers.items()}
     return TestSendOut(
@@ -118,9 +121,10 @@ async def test_send(action_id: Id, body: TestSendIn, ctx: Ctx, caller: Editor) -
             status=status,
             outcome=outcome,
             headers=dict(result.headers),
-            body=result.body.decode("utf-8", "replace"),
+            body=text,
             duration_ms=result.duration_s * 1000.0,
             error=result.detail,
+            hint=hint(status, result.error, detail=result.detail, body=text),
         ),
     )
 

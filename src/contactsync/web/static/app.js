@@ -177,6 +177,8 @@
           const result = await post("/ui/actions/" + actionId + "/test-send", new FormData(form));
           out.hidden = false;
           const code = document.querySelector("#test-send-response code");
+          const hint = document.getElementById("test-send-hint");
+          hint.textContent = "";
           if (!result.ok) {
             document.getElementById("test-send-meta").textContent = "Not sent: " + (result.error.message || "error");
             code.textContent = "";
@@ -185,6 +187,8 @@
           const r = result.response;
           document.getElementById("test-send-meta").textContent = (r.success ? "Delivered: " : "Failed: ") +
             (r.status ? "HTTP " + r.status : r.error) + " in " + r.duration_ms + " ms";
+          hint.textContent = r.hint || "";
+          hint.className = r.success ? "hint ok" : "hint error";
           let text = "";
           Object.keys(r.headers).forEach(function (k) { text += k + ": " + r.headers[k] + "\n"; });
           code.textContent = text + "\n" + r.body;
