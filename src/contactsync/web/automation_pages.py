@@ -49,10 +49,10 @@ from contactsync.automation.automations import (
     get_automation,
     update_automation,
 )
-from contactsync.automation.lists import list_fields
+from contactsync.automation.lists import get_thresholds, list_fields
 from contactsync.automation.manual import list_runs
 from contactsync.automation.preview import preview
-from contactsync.automation.rules import BUILTIN_SUBJECTS, TRIGGERS
+from contactsync.automation.rules import TRIGGERS
 from contactsync.automation.runtime import Runtime
 from contactsync.db.counting import capped, matching, total
 from contactsync.db.platform import actions, automations, contacts, deliveries, lists
@@ -61,17 +61,16 @@ from contactsync.delivery import trouble
 from contactsync.delivery.attempt import send
 from contactsync.delivery.netguard import NetPolicy, create_connector
 from contactsync.delivery.outbox import pending_for_actions
-from contactsync.errors import ContactSyncError, NotFoundError, TemplateError
+from contactsync.errors import ContactSyncError, NotFoundError, TemplateError, ValidationError
 from contactsync.listener.getmap import advise
 from contactsync.web import paging
 from contactsync.web.app import Web
+from contactsync.web.confirm import Ask, ask, confirmed
+from contactsync.web.forms import Problem, plain_error, typed_of
 from contactsync.web.platform_pages import EDITOR, OWNER, VIEWER, error_message, form_text, utcnow
 from contactsync.web.security import Session
+from contactsync.web.words import TRIGGER_WORDS, builder_data
 from contactsync.wire.payload import SECTIONS
-
-OPERATORS = ("eq", "ne", "contains", "not_contains", "starts_with", "ends_with", "empty", "not_empty",
-             "gt", "gte", "lt", "lte", "in", "matches")  # fmt: skip
-ACTIVITY_KINDS = ("campaign_open", "link_click", "page_visit", "goal", "automation", "webhook")
 
 
 def runtime_of(web: Web) -> Runtime:
@@ -90,8 +89,11 @@ def wake(web: Web) -> None:
         hook()
 
 
-def automation_input(form: Any, *, list_id: int | None = None) -> AutomationIn:
-    """The automation form as the service's input model (raises pydantic errors naming the field)."""
+def automation_input(form: Any, *, list_id: int | None = None, status: str = "paused") -> AutomationIn:
+    """The automation form as the service's input model (raises pydantic errors naming the field).
+
+    The form never sets the status: a new automation is a draft (paused) until it is turned on after
+    the confirmation that counts who matches; saving keeps the status it has."""
     trigger: dict[str, Any] = {"event": form_text(form, "trigger")}
     ref = form_text(form, "ref_id")
     if ref:
@@ -100,7 +102,10 @@ def automation_input(form: Any, *, list_id: int | None = None) -> AutomationIn:
     if tfields:
         trigger["fields"] = tfields
     raw_conditions = form_text(form, "conditions")
-    conditions = json.loads(raw_conditions) if raw_conditions else None
+    try:
+        conditions = json.loads(raw_conditions) if raw_conditions else None
+    except ValueError as exc:
+        raise ValidationError(f"the condition tree is not valid JSON ({exc})", field="conditions") from None
     reentry: dict[str, Any] = {"policy": form_text(form, "reentry") or "once"}
     if reentry["policy"] == "per_hours":
         reentry["hours"] = form_text(form, "reentry_hours") or None
@@ -111,9 +116,72 @@ def automation_input(form: Any, *, list_id: int | None = None) -> AutomationIn:
             "trigger": trigger,
             "conditions": conditions,
             "reentry": reentry,
-            "status": form_text(form, "status") or "active",
+            "status": status,
         }
     )
+
+
+def automation_input_of(loc: list[str]) -> str:
+    """The automation form's input an error location points at."""
+    head = loc[0] if loc else ""
+    if head == "trigger":
+        return {"ref_id": "ref_id", "fields": "trigger_fields"}.get(loc[1] if len(loc) > 1 else "", "trigger")
+    return head if head in {"name", "conditions", "reentry"} else ""
+
+
+def action_input_of(loc: list[str]) -> str:
+    """The action form's input an error location points at (a header's name or value: the headers box)."""
+    head = loc[0] if loc else ""
+    if head in ("name", "value"):  # a "Name: value" line the form could not make a header of
+        return "headers"
+    return head if head in ACTION_INPUTS else ""
+
+
+ACTION_INPUTS = ("url", "method", "content_type", "sections", "max_items", "headers", "date_format",
+                 "time_zone", "delay_s", "render", "ordered_per_contact")  # fmt: skip
+
+
+def automation_values(a: Any, problem: Problem | None) -> dict[str, str]:
+    """The automation form's inputs: as stored (a new one's defaults), or as typed when refused."""
+    v = {"name": "", "trigger": TRIGGERS[0], "ref_id": "", "trigger_fields": "", "conditions": "",
+         "reentry": "once", "reentry_hours": ""}  # fmt: skip
+    if a is not None:
+        v.update(
+            name=a.name,
+            trigger=a.trigger.event,
+            ref_id="" if a.trigger.ref_id is None else str(a.trigger.ref_id),
+            trigger_fields=",".join(str(f) for f in a.trigger.fields),
+            conditions=json.dumps(a.conditions.model_dump(mode="json")) if a.conditions else "",
+            reentry=a.reentry.policy,
+            reentry_hours=str(a.reentry.hours or ""),
+        )
+    if problem is not None:
+        v = {k: str(problem.value(k, old)) for k, old in v.items()}
+    return v
+
+
+def action_values(settings: SyncActionSettings, problem: Problem | None) -> dict[str, Any]:
+    """The action form's inputs: as stored, or as typed when refused (sections as the ticked list)."""
+    v: dict[str, Any] = {
+        "url": settings.url,
+        "method": settings.method,
+        "content_type": settings.content_type,
+        "sections": list(settings.sections),
+        "max_items": str(settings.max_items),
+        "headers": "".join(f"{h.name}: {h.value}\n" for h in settings.headers),
+        "date_format": settings.date_format,
+        "time_zone": settings.time_zone,
+        "delay_s": str(settings.delay_s),
+        "render": settings.render,
+        "ordered_per_contact": settings.ordered_per_contact,
+    }
+    if problem is not None:
+        typed = problem.typed
+        v.update({k: typed[k] for k in v if k in typed and k not in ("sections", "ordered_per_contact")})
+        ticked = typed.get("sections", [])
+        v["sections"] = ticked if isinstance(ticked, list) else [ticked]
+        v["ordered_per_contact"] = typed.get("ordered_per_contact") == "on"
+    return v
 
 
 def action_settings(form: Any, *, base: SyncActionSettings | None = None) -> SyncActionSettings:
@@ -152,6 +220,15 @@ def template_problem(exc: ContactSyncError) -> dict[str, Any]:
             "suggestions": list(cause.suggestions),
         }
     return {"message": str(exc), "field": getattr(exc, "field", "")}
+
+
+def action_problem(exc: Exception, form: Any) -> Problem:
+    """A refused action form: the error beside its input; a template's with its line, column and caret."""
+    name, message = plain_error(exc, action_input_of)
+    if isinstance(exc, ContactSyncError) and isinstance(exc.__cause__, TemplateError):
+        t = exc.__cause__
+        name, message = "url", f"line {t.line}, column {t.column}: {t.message}\n{t.caret()}"
+    return Problem("action", message, name, typed_of(form))
 
 
 def picker(conn: sa.Connection, list_id: int) -> dict[str, Any]:
@@ -214,7 +291,7 @@ def routes(web: Web) -> list[BaseRoute]:
             }
 
         return web.render(
-            request, session, "platform/automations.html", triggers=TRIGGERS, **await web.read(load)
+            request, session, "platform/automations.html", triggers=TRIGGER_WORDS, **await web.read(load)
         )
 
     async def editor(
@@ -223,8 +300,10 @@ def routes(web: Web) -> list[BaseRoute]:
         automation: Any,
         list_id: int,
         status: int = 200,
-        problem: str = "",
+        problem: Problem | None = None,
     ) -> Response:
+        account_id = session.who.principal.account_id
+
         def load(conn: sa.Connection) -> dict[str, Any]:
             acts = list_actions(conn, automation.id) if automation is not None else []
             runs = list_runs(conn, automation.id)[-5:] if automation is not None else []
@@ -232,11 +311,11 @@ def routes(web: Web) -> list[BaseRoute]:
             pending = pending_for_actions(conn, [act.id for act in acts])
             health = None
             if automation is not None:
-                account_id = session.who.principal.account_id
                 health = trouble.health(conn, [automation.id], account_id=account_id, now=utcnow())
+            lead_statuses = [label for _, label in get_thresholds(conn, account_id)]
             return {
                 "health": health[automation.id] if health else None,
-                "fields_json": [f.model_dump() for f in fields],
+                "builder": builder_data([f.model_dump() for f in fields], lead_statuses),
                 "acts": acts,
                 "runs": runs,
                 "pending": pending,
@@ -249,10 +328,8 @@ def routes(web: Web) -> list[BaseRoute]:
             status,
             a=automation,
             list_id=list_id,
-            triggers=TRIGGERS,
-            operators=OPERATORS,
-            builtins=list(BUILTIN_SUBJECTS),
-            activity_kinds=ACTIVITY_KINDS,
+            triggers=TRIGGER_WORDS,
+            v=automation_values(automation, problem),
             problem=problem,
             **await web.read(load),
         )
@@ -278,14 +355,27 @@ def routes(web: Web) -> list[BaseRoute]:
             who.record(conn, "automation.create", "automation", made.id, now=utcnow(), name=made.name)
             return made
 
+        if not (raw.isdigit() and len(raw) < 19):
+            return web.redirect(request, "/automations", err="choose a list for the new automation")
         try:
             data = automation_input(form)
             out = await web.write(lambda conn: work(conn, data))
-        except (ContactSyncError, PydanticValidationError, ValueError) as exc:
-            message = error_message(exc)
-            list_id = form_text(form, "list_id")
-            return web.redirect(request, f"/automations/new?list={list_id}", err=message)
-        return web.redirect(request, f"/automations/{out.id}", msg="automation created")
+        except NotFoundError as exc:
+            if exc.field == "list_id":
+                raise
+            return await refused(request, session, None, int(raw), exc, form)
+        except (ContactSyncError, PydanticValidationError) as exc:
+            return await refused(request, session, None, int(raw), exc, form)
+        note = "automation created as a draft: it is off until you turn it on"
+        return web.redirect(request, f"/automations/{out.id}", msg=note)
+
+    async def refused(
+        request: Request, session: Session, automation: Any, list_id: int, exc: Exception, form: Any
+    ) -> Response:
+        """The automation form again with what was typed, the error beside its input (422)."""
+        name, message = plain_error(exc, automation_input_of)
+        problem = Problem("automation", message, name, typed_of(form))
+        return await editor(request, session, automation, list_id, 422, problem)
 
     async def show(request: Request, session: Session) -> Response:
         automation_id = int(request.path_params["automation_id"])
@@ -314,15 +404,23 @@ def routes(web: Web) -> list[BaseRoute]:
 
         current = await web.read(load)
         try:
-            data = automation_input(form, list_id=current.list_id)
+            data = automation_input(form, list_id=current.list_id, status=current.status)
             await web.write(lambda conn: work(conn, data))
-        except (ContactSyncError, ValueError) as exc:  # a condition's unknown field, too
-            message = error_message(exc)
-            return web.redirect(request, f"/automations/{automation_id}", err=message)
+        except NotFoundError as exc:
+            if exc.field == "automation_id":
+                raise
+            return await refused(request, session, current, current.list_id, exc, form)
+        except (ContactSyncError, PydanticValidationError) as exc:  # a condition's unknown field, too
+            return await refused(request, session, current, current.list_id, exc, form)
         return web.redirect(request, f"/automations/{automation_id}", msg="automation saved")
 
     async def action_form(
-        request: Request, session: Session, action: Any, automation_id: int, status: int = 200
+        request: Request,
+        session: Session,
+        action: Any,
+        automation_id: int,
+        status: int = 200,
+        problem: Problem | None = None,
     ) -> Response:
         caller = session.who.principal
 
@@ -361,6 +459,8 @@ def routes(web: Web) -> list[BaseRoute]:
             status,
             action=action,
             s=settings,
+            v=action_values(settings, problem),
+            problem=problem,
             sections=SECTIONS,
             **data,
         )
@@ -383,9 +483,11 @@ def routes(web: Web) -> list[BaseRoute]:
         try:
             settings = action_settings(form)
             out = await web.write(lambda conn: work(conn, settings))
-        except (ContactSyncError, ValueError) as exc:
-            message = error_message(exc)
-            return web.redirect(request, f"/automations/{automation_id}/actions/new", err=message)
+        except NotFoundError:
+            raise
+        except (ContactSyncError, PydanticValidationError) as exc:
+            problem = action_problem(exc, form)
+            return await action_form(request, session, None, automation_id, 422, problem)
         return web.redirect(request, f"/actions/{out.id}", msg="action saved")
 
     async def action_show(request: Request, session: Session) -> Response:
@@ -424,9 +526,12 @@ def routes(web: Web) -> list[BaseRoute]:
         try:
             settings = action_settings(form, base=current.settings)
             await web.write(lambda conn: work(conn, settings))
-        except (ContactSyncError, ValueError) as exc:
-            message = error_message(exc)
-            return web.redirect(request, f"/actions/{action_id}", err=message)
+        except NotFoundError:
+            raise
+        except (ContactSyncError, PydanticValidationError) as exc:
+            problem = action_problem(exc, form)
+            shown_action = shown(current, runtime_of(web).keyring)
+            return await action_form(request, session, shown_action, current.automation_id, 422, problem)
         return web.redirect(request, f"/actions/{action_id}", msg="action saved")
 
     async def action_delete(request: Request, session: Session) -> Response:
@@ -457,8 +562,32 @@ def routes(web: Web) -> list[BaseRoute]:
         return web.redirect(request, f"/automations/{found.automation_id}", msg=note)
 
     async def action_rotate(request: Request, session: Session) -> Response:
+        """Rotate after a confirmation that says how many pending deliveries the new secret signs."""
         action_id = int(request.path_params["action_id"])
         who = session.who
+        form = await request.form()
+        if not confirmed(form):
+
+            def count(conn: sa.Connection) -> Any:
+                own_action(conn, who.principal, action_id)
+                d = deliveries.c
+                where = (d.action_id == action_id, d.state == "pending")
+                return capped(conn, matching(deliveries, *where, by=d.created_at))
+
+            pending = await web.read(count)
+            waiting = f"its {pending} pending deliver{'y' if pending == 1 else 'ies'}"
+            question = Ask(
+                title=f"Rotate the signing secret of action {action_id}?",
+                says=(
+                    f"A new secret signs every request from now on, {waiting} included.",
+                    "The old secret stays valid for 24 hours: give the listener the new one before "
+                    "then, or it refuses this action's requests.",
+                ),
+                action=f"/actions/{action_id}/rotate",
+                button="Rotate the secret",
+                back=f"/actions/{action_id}",
+            )
+            return ask(web, request, session, question)
 
         def work(conn: sa.Connection) -> None:
             own_action(conn, who.principal, action_id)
