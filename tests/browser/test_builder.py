@@ -38,7 +38,9 @@ def test_build_in_words_save_as_draft_and_turn_on_after_the_count(page: Any, sta
     add.locator("select[name=type]").select_option("choice")
     add.locator("button[type=submit]").click()
     add = page.locator(f"#new-field-{list_id}")
-    expect(add.locator(".input-error")).to_have_text("choices are required for a 'choice' field and only for it")
+    expect(add.locator(".input-error")).to_have_text(
+        "choices are required for a 'choice' field and only for it"
+    )
     expect(add.locator("input[name=name]")).to_have_value("Plan")
     expect(add.locator("select[name=type]")).to_have_value("choice")
     assert "Value error" not in page.content()
@@ -86,7 +88,12 @@ def test_build_in_words_save_as_draft_and_turn_on_after_the_count(page: Any, sta
     expect(conditions).to_be_visible()
     tree = json.loads(conditions.input_value())
     assert tree["op"] == "or"
-    assert tree["conditions"][0] == {"type": "field", "subject": f"field:{plan.id}", "op": "eq", "value": "Pro"}
+    assert tree["conditions"][0] == {
+        "type": "field",
+        "subject": f"field:{plan.id}",
+        "op": "eq",
+        "value": "Pro",
+    }
     assert tree["conditions"][1] == {
         "type": "activity", "kind": "page_visit", "min_count": 2, "url_op": "contains", "url": "pricing",
         "within_days": 7,
