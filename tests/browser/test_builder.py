@@ -75,7 +75,9 @@ def test_build_in_words_save_as_draft_and_turn_on_after_the_count(page: Any, sta
     activity.locator("input").nth(1).fill("2")
     activity.locator("input").nth(2).fill("7")
     sentence = activity.inner_text()
-    assert "at least" in sentence and "times in the last" in sentence and "days" in sentence
+    assert "at least" in sentence
+    assert "times in the last" in sentence
+    assert "days" in sentence
     builder.locator("select[aria-label='all or any']").select_option("or")
     page.check("input[name=reentry][value=per_hours]")
     page.fill("input[name=reentry_hours]", "24")

@@ -65,7 +65,8 @@ def test_a_refused_action_form_keeps_every_input_and_shows_one_error_beside_the_
             assert refused.status_code == 422, path
             page = form_of(refused.text, "action-form")
             error = re.search(r'<pre id="template-error"[^>]*>(.*?)</pre>', page, re.S)
-            assert error is not None and "unknown field" in error.group(1)
+            assert error is not None
+            assert "unknown field" in error.group(1)
             assert "line 1, column" in error.group(1)
             assert text(refused.text).count("unknown field") == 1  # once, beside the URL; no flash
             assert "https://crm.example/in?name=[#PROPER FIRST_NAM#]</textarea>" in html.unescape(page)
@@ -145,7 +146,8 @@ def test_turning_on_shows_the_match_count_and_changes_only_once_confirmed(db_url
         draft = api.ok("POST", "/api/automations", 201, json=body)["id"]
         api.ok("POST", f"/api/lists/{ids['list']}/contacts", 201, json={"email": "b@x.com"})
         page = ui.get(f"/automations/{draft}")
-        assert "Draft — off" in page.text and 'id="turn-on"' in page.text
+        assert "Draft — off" in page.text
+        assert 'id="turn-on"' in page.text
 
         asked = ui.post(f"/automations/{draft}/status", {"status": "active"})
         assert asked.status_code == 200
