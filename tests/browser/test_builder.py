@@ -67,7 +67,13 @@ def test_build_in_words_save_as_draft_and_turn_on_after_the_count(page: Any, sta
     comparison = row.locator("select[aria-label=comparison]")
     assert comparison.locator("option").all_inner_texts()[:3] == ["is", "is not", "is any of"]
     comparison.select_option(label="is")
-    row.locator("select[aria-label=value]").select_option("Pro")  # the field's choices, not free text
+    values = row.locator("select[aria-label=value]")
+    assert values.locator("option").all_inner_texts() == ["Free", "Pro", "Team"]  # its choices, not free text
+    comparison.select_option(label="is any of")
+    row.locator("select[aria-label=values]").select_option(["Pro", "Team"])  # a multi-select
+    assert json.loads(page.locator("#conditions").input_value())["conditions"][0]["value"] == ["Pro", "Team"]
+    comparison.select_option(label="is")
+    row.locator("select[aria-label=value]").select_option("Pro")
     builder.locator("button", has_text="+ activity condition").click()
     activity = builder.locator(".cond").nth(1)
     expect(activity.locator("select[aria-label=activity] option:checked")).to_have_text("visited a page")
@@ -101,6 +107,12 @@ def test_build_in_words_save_as_draft_and_turn_on_after_the_count(page: Any, sta
         "within_days": 7,
     }  # fmt: skip
     _shot(page, "advanced")
+    # still editable there: the sentences follow the JSON
+    edited = {**tree, "conditions": [tree["conditions"][0], {**tree["conditions"][1], "min_count": 3}]}
+    conditions.fill(json.dumps(edited))
+    expect(builder.locator(".cond").nth(1).locator("input").nth(1)).to_have_value("3")
+    builder.locator(".cond").nth(1).locator("input").nth(1).fill("2")
+    assert json.loads(conditions.input_value()) == tree
 
     page.click("#save-automation")
     page.wait_for_selector("text=automation created as a draft")

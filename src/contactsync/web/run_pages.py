@@ -53,14 +53,16 @@ def own_run(conn: sa.Connection, account_id: int, run_id: int) -> ManualRunOut:
 
 def turn_on_question(a: AutomationOut, dry: DryRun, acts: int) -> Ask:
     """What turning ``a`` on means, with how many of its list's contacts match now."""
-    people = "contact" if dry.matching == 1 else "contacts"
+    people = "contact matches" if dry.matching == 1 else "contacts match"
+    who = "contact who matches" if dry.matching == 1 else "contacts who match"
     says = [
-        f"{dry.matching} of the list's {dry.total} contacts match its conditions now.",
+        f"{dry.matching} of the list's {dry.total} contacts {'matches' if dry.matching == 1 else 'match'} "
+        "its conditions now.",
         "Turning it on sends nothing now: from now on it runs for each contact who matches when "
         f"{TRIGGER_WORDS.get(a.trigger.event, a.trigger.event)}."
         if a.trigger.event != "manual"
         else "Its trigger is manual: once on, it runs when you run it over the list.",
-        f"To send to the {dry.matching} {people} who match now, run it over the list once it is on.",
+        f"To send to the {dry.matching} {who} now, run it over the list once it is on.",
     ]
     if not acts:
         says.append("It has no action yet: nothing is sent until you add one.")
@@ -69,7 +71,7 @@ def turn_on_question(a: AutomationOut, dry: DryRun, acts: int) -> Ask:
         says=tuple(says),
         action=f"/automations/{a.id}/status",
         fields={"status": "active"},
-        button=f"Turn on ({dry.matching} {people} match now)",
+        button=f"Turn on ({dry.matching} {people} now)",
         back=f"/automations/{a.id}",
     )
 

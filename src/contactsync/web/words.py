@@ -33,7 +33,7 @@ OPERATOR_WORDS = {
     "not_contains": "does not contain",
     "starts_with": "starts with",
     "ends_with": "ends with",
-    "matches": "matches the pattern (* any text, ? one character)",
+    "matches": "matches the pattern (* and ?)",
     "empty": "is empty",
     "not_empty": "is not empty",
     "gt": "is more than",
