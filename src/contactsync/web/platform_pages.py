@@ -328,7 +328,8 @@ def error_message(exc: Exception) -> str:
     if callable(errors):
         try:
             first = errors()[0]
-            return f"{'.'.join(str(p) for p in first.get('loc', ()))}: {first.get('msg', '')}".strip(": ")
+            message = str(first.get("msg", "")).removeprefix("Value error, ")
+            return f"{'.'.join(str(p) for p in first.get('loc', ()))}: {message}".strip(": ")
         except (IndexError, TypeError):
             pass
     return str(exc).splitlines()[0]
