@@ -196,7 +196,9 @@
       refRow.hidden = !withId;
       fieldsRow.hidden = !withFields;
       if (clear && !withId) refRow.querySelector("input").value = "";
-      if (clear && !withFields) fieldsRow.querySelector("input").value = "";
+      if (clear && !withFields) {
+        fieldsRow.querySelectorAll("input").forEach(function (i) { if (i.type === "checkbox") i.checked = false; else i.value = ""; });
+      }
     }
     trigger.addEventListener("change", function () { syncTrigger(true); });
     syncTrigger(false);
