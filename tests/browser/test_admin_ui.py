@@ -96,7 +96,11 @@ def _new_manual_automation(page: Any, stack: Stack, name: str, *, reentry: str =
         page.check(f"input[name=reentry][value={reentry}]")
     page.click("#save-automation")
     page.wait_for_selector("text=automation created")
-    return int(re.search(r"/automations/(\d+)", page.url).group(1))  # type: ignore[union-attr]
+    automation_id = int(re.search(r"/automations/(\d+)", page.url).group(1))  # type: ignore[union-attr]
+    page.click("#turn-on")  # a new automation is a draft: turned on after its count is shown
+    page.click("#confirm-yes")
+    page.wait_for_selector("text=automation turned on")
+    return automation_id
 
 
 def test_journey_create_action_test_send_deliver_retry_and_listener_shows_the_contact(
@@ -224,10 +228,13 @@ def test_condition_builder_writes_the_rule_the_service_stores(page: Any, stack: 
     assert page.locator("#builder .cond").count() == 2
     # a rule the service refuses comes back as a one-line message, nothing saved
     bad = [{"type": "field", "subject": "lead_score", "op": "contains", "value": "x"}]
+    page.click("#advanced summary")
     page.fill("#conditions", json.dumps({"type": "group", "conditions": bad}))
     page.click("#save-automation")
-    page.wait_for_selector(".flash.bad")
-    assert "does not apply to a number value" in page.locator(".flash.bad").inner_text()
+    error = page.locator("#automation-form .input-error")
+    expect(error).to_have_text("operator 'contains' does not apply to a number value")
+    assert page.locator("text=does not apply to a number value").count() == 1  # once, beside the rule
+    expect(page.locator("input[name=name]")).to_have_value("Warm Paris leads")  # what was typed, kept
 
 
 def test_a_get_action_says_what_the_listener_maps_and_its_test_send_is_acknowledged(

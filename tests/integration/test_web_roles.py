@@ -269,6 +269,12 @@ CALLS: dict[tuple[str, str], tuple[str, Callable[[World], Call]]] = {
             names_a=True,
         ),
     ),
+    ("POST", "/automations/{automation_id:int}/status"): (
+        EDITOR,
+        lambda w: Call(
+            f"/automations/{w.automation()}/status", {"status": "active", "confirm": "yes"}, names_a=True
+        ),
+    ),
     ("GET", "/automations/{automation_id:int}/run"): (
         EDITOR,
         _get(lambda w: f"/automations/{w.ids['editable']}/run", names_a=True),
@@ -308,7 +314,7 @@ CALLS: dict[tuple[str, str], tuple[str, Callable[[World], Call]]] = {
     ),
     ("POST", "/actions/{action_id:int}/rotate"): (
         EDITOR,
-        lambda w: Call(f"/actions/{w.ids['editable_action']}/rotate", {}, names_a=True),
+        lambda w: Call(f"/actions/{w.ids['editable_action']}/rotate", {"confirm": "yes"}, names_a=True),
     ),
     ("POST", "/actions/{action_id:int}/delete"): (
         EDITOR,
@@ -346,7 +352,9 @@ CALLS: dict[tuple[str, str], tuple[str, Callable[[World], Call]]] = {
     ("POST", "/deliveries/recover"): (
         EDITOR,
         lambda w: Call(
-            "/deliveries/recover", {"action_id": w.ids["action"], "since": "2000-01-01 00:00"}, names_a=True
+            "/deliveries/recover",
+            {"action_id": w.ids["action"], "since": "2000-01-01 00:00", "confirm": "yes"},
+            names_a=True,
         ),
     ),
     ("GET", "/deliveries/{delivery_id:int}"): (
@@ -359,7 +367,7 @@ CALLS: dict[tuple[str, str], tuple[str, Callable[[World], Call]]] = {
     ),
     ("POST", "/deliveries/{delivery_id:int}/cancel"): (
         EDITOR,
-        lambda w: Call(f"/deliveries/{w.delivery('pending')}/cancel", {}, names_a=True),
+        lambda w: Call(f"/deliveries/{w.delivery('pending')}/cancel", {"confirm": "yes"}, names_a=True),
     ),
     ("GET", "/members"): (OWNER, _get(lambda w: "/members")),
     ("POST", "/members"): (

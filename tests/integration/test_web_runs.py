@@ -132,7 +132,7 @@ def test_a_paused_automation_offers_no_start_and_refuses_one(db_url: str) -> Non
         api.ok("PUT", f"/api/automations/{auto}", json={k: current[k] for k in
                ("list_id", "name", "trigger", "conditions", "reentry")} | {"status": "paused"})  # fmt: skip
         page = ui.get(f"/automations/{auto}/resend").text
-        assert "The automation is paused" in page
+        assert "The automation is off (a draft)" in page
         assert 'id="confirm-resend"' not in page
         refused = ui.post(f"/automations/{auto}/resend", {"confirm": "yes"})
         assert "the automation is paused" in unquote(refused.headers["location"])

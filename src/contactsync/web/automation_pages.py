@@ -29,7 +29,6 @@ from contactsync.api.deps import (
     own_list,
 )
 from contactsync.automation.actions import (
-    Header,
     SyncActionSettings,
     create_action,
     delete_action,
@@ -49,10 +48,9 @@ from contactsync.automation.automations import (
     get_automation,
     update_automation,
 )
-from contactsync.automation.lists import list_fields
+from contactsync.automation.lists import get_thresholds, list_fields
 from contactsync.automation.manual import list_runs
 from contactsync.automation.preview import preview
-from contactsync.automation.rules import BUILTIN_SUBJECTS, TRIGGERS
 from contactsync.automation.runtime import Runtime
 from contactsync.db.counting import capped, matching, total
 from contactsync.db.platform import actions, automations, contacts, deliveries, lists
@@ -62,18 +60,26 @@ from contactsync.delivery.attempt import send
 from contactsync.delivery.hints import hint
 from contactsync.delivery.netguard import NetPolicy, create_connector
 from contactsync.delivery.outbox import pending_for_actions
-from contactsync.errors import ContactSyncError, NotFoundError, TemplateError
+from contactsync.errors import ContactSyncError, NotFoundError
 from contactsync.listener.getmap import advise
 from contactsync.web import paging
 from contactsync.web.app import Web
+from contactsync.web.automation_forms import (
+    action_problem,
+    action_settings,
+    action_values,
+    automation_input,
+    automation_input_of,
+    automation_values,
+    template_problem,
+)
+from contactsync.web.confirm import Ask, ask, confirmed
+from contactsync.web.forms import Problem, plain_error, typed_of
 from contactsync.web.platform_pages import EDITOR, OWNER, VIEWER, error_message, form_text, utcnow
 from contactsync.web.security import Session
+from contactsync.web.words import TRIGGER_WORDS, builder_data
 from contactsync.wire.payload import SECTIONS
 from contactsync.wire.sender import display_name
-
-OPERATORS = ("eq", "ne", "contains", "not_contains", "starts_with", "ends_with", "empty", "not_empty",
-             "gt", "gte", "lt", "lte", "in", "matches")  # fmt: skip
-ACTIVITY_KINDS = ("campaign_open", "link_click", "page_visit", "goal", "automation", "webhook")
 
 
 def runtime_of(web: Web) -> Runtime:
@@ -90,71 +96,6 @@ def wake(web: Web) -> None:
     hook = web.extras.get("on_enqueue")
     if callable(hook):
         hook()
-
-
-def automation_input(form: Any, *, list_id: int | None = None) -> AutomationIn:
-    """The automation form as the service's input model (raises pydantic errors naming the field)."""
-    trigger: dict[str, Any] = {"event": form_text(form, "trigger")}
-    ref = form_text(form, "ref_id")
-    if ref:
-        trigger["ref_id"] = ref
-    tfields = [f.strip() for f in form_text(form, "trigger_fields").split(",") if f.strip()]
-    if tfields:
-        trigger["fields"] = tfields
-    raw_conditions = form_text(form, "conditions")
-    conditions = json.loads(raw_conditions) if raw_conditions else None
-    reentry: dict[str, Any] = {"policy": form_text(form, "reentry") or "once"}
-    if reentry["policy"] == "per_hours":
-        reentry["hours"] = form_text(form, "reentry_hours") or None
-    return AutomationIn.model_validate(
-        {
-            "list_id": list_id if list_id is not None else form_text(form, "list_id"),
-            "name": form_text(form, "name"),
-            "trigger": trigger,
-            "conditions": conditions,
-            "reentry": reentry,
-            "status": form_text(form, "status") or "active",
-        }
-    )
-
-
-def action_settings(form: Any, *, base: SyncActionSettings | None = None) -> SyncActionSettings:
-    """The sync action form as settings; timeouts and schedule are kept from ``base``."""
-    headers = []
-    for line in form_text(form, "headers").splitlines():
-        if line.strip():
-            name, _, value = line.partition(":")
-            headers.append(Header(name=name.strip(), value=value.strip()))
-    data: dict[str, Any] = base.model_dump() if base is not None else {}
-    data.update(
-        name=form_text(form, "name"),
-        url=form_text(form, "url"),
-        method=form_text(form, "method") or "POST",
-        content_type=form_text(form, "content_type") or "form",
-        sections=[s for s in form.getlist("sections") if isinstance(s, str)],
-        max_items=form_text(form, "max_items") or 100,
-        headers=headers,
-        date_format=form_text(form, "date_format") or "datetime",
-        time_zone=form_text(form, "time_zone") or "UTC",
-        ordered_per_contact=form_text(form, "ordered_per_contact") == "on",
-        delay_s=form_text(form, "delay_s") or 0,
-        render=form_text(form, "render") or data.get("render", "at_send"),
-    )
-    return SyncActionSettings.model_validate(data)
-
-
-def template_problem(exc: ContactSyncError) -> dict[str, Any]:
-    """A save-time error as JSON; template errors carry line, column, caret and suggestions."""
-    cause = exc.__cause__ if isinstance(exc.__cause__, TemplateError) else exc
-    if isinstance(cause, TemplateError):
-        return {
-            "message": cause.message,
-            "line": cause.line,
-            "column": cause.column,
-            "caret": cause.caret(),
-            "suggestions": list(cause.suggestions),
-        }
-    return {"message": str(exc), "field": getattr(exc, "field", "")}
 
 
 def picker(conn: sa.Connection, list_id: int) -> dict[str, Any]:
@@ -217,7 +158,7 @@ def routes(web: Web) -> list[BaseRoute]:
             }
 
         return web.render(
-            request, session, "platform/automations.html", triggers=TRIGGERS, **await web.read(load)
+            request, session, "platform/automations.html", triggers=TRIGGER_WORDS, **await web.read(load)
         )
 
     async def editor(
@@ -226,8 +167,10 @@ def routes(web: Web) -> list[BaseRoute]:
         automation: Any,
         list_id: int,
         status: int = 200,
-        problem: str = "",
+        problem: Problem | None = None,
     ) -> Response:
+        account_id = session.who.principal.account_id
+
         def load(conn: sa.Connection) -> dict[str, Any]:
             acts = list_actions(conn, automation.id) if automation is not None else []
             runs = list_runs(conn, automation.id)[-5:] if automation is not None else []
@@ -235,11 +178,11 @@ def routes(web: Web) -> list[BaseRoute]:
             pending = pending_for_actions(conn, [act.id for act in acts])
             health = None
             if automation is not None:
-                account_id = session.who.principal.account_id
                 health = trouble.health(conn, [automation.id], account_id=account_id, now=utcnow())
+            lead_statuses = [label for _, label in get_thresholds(conn, account_id)]
             return {
                 "health": health[automation.id] if health else None,
-                "fields_json": [f.model_dump() for f in fields],
+                "builder": builder_data([f.model_dump() for f in fields], lead_statuses),
                 "acts": acts,
                 "runs": runs,
                 "pending": pending,
@@ -252,10 +195,8 @@ def routes(web: Web) -> list[BaseRoute]:
             status,
             a=automation,
             list_id=list_id,
-            triggers=TRIGGERS,
-            operators=OPERATORS,
-            builtins=list(BUILTIN_SUBJECTS),
-            activity_kinds=ACTIVITY_KINDS,
+            triggers=TRIGGER_WORDS,
+            v=automation_values(automation, problem),
             problem=problem,
             **await web.read(load),
         )
@@ -281,14 +222,27 @@ def routes(web: Web) -> list[BaseRoute]:
             who.record(conn, "automation.create", "automation", made.id, now=utcnow(), name=made.name)
             return made
 
+        if not (raw.isdigit() and len(raw) < 19):
+            return web.redirect(request, "/automations", err="choose a list for the new automation")
         try:
             data = automation_input(form)
             out = await web.write(lambda conn: work(conn, data))
-        except (ContactSyncError, PydanticValidationError, ValueError) as exc:
-            message = error_message(exc)
-            list_id = form_text(form, "list_id")
-            return web.redirect(request, f"/automations/new?list={list_id}", err=message)
-        return web.redirect(request, f"/automations/{out.id}", msg="automation created")
+        except NotFoundError as exc:
+            if exc.field == "list_id":
+                raise
+            return await refused(request, session, None, int(raw), exc, form)
+        except (ContactSyncError, PydanticValidationError) as exc:
+            return await refused(request, session, None, int(raw), exc, form)
+        note = "automation created as a draft: it is off until you turn it on"
+        return web.redirect(request, f"/automations/{out.id}", msg=note)
+
+    async def refused(
+        request: Request, session: Session, automation: Any, list_id: int, exc: Exception, form: Any
+    ) -> Response:
+        """The automation form again with what was typed, the error beside its input (422)."""
+        name, message = plain_error(exc, automation_input_of)
+        problem = Problem("automation", message, name, typed_of(form))
+        return await editor(request, session, automation, list_id, 422, problem)
 
     async def show(request: Request, session: Session) -> Response:
         automation_id = int(request.path_params["automation_id"])
@@ -317,15 +271,23 @@ def routes(web: Web) -> list[BaseRoute]:
 
         current = await web.read(load)
         try:
-            data = automation_input(form, list_id=current.list_id)
+            data = automation_input(form, list_id=current.list_id, status=current.status)
             await web.write(lambda conn: work(conn, data))
-        except (ContactSyncError, ValueError) as exc:  # a condition's unknown field, too
-            message = error_message(exc)
-            return web.redirect(request, f"/automations/{automation_id}", err=message)
+        except NotFoundError as exc:
+            if exc.field == "automation_id":
+                raise
+            return await refused(request, session, current, current.list_id, exc, form)
+        except (ContactSyncError, PydanticValidationError) as exc:  # a condition's unknown field, too
+            return await refused(request, session, current, current.list_id, exc, form)
         return web.redirect(request, f"/automations/{automation_id}", msg="automation saved")
 
     async def action_form(
-        request: Request, session: Session, action: Any, automation_id: int, status: int = 200
+        request: Request,
+        session: Session,
+        action: Any,
+        automation_id: int,
+        status: int = 200,
+        problem: Problem | None = None,
     ) -> Response:
         caller = session.who.principal
 
@@ -364,6 +326,8 @@ def routes(web: Web) -> list[BaseRoute]:
             status,
             action=action,
             s=settings,
+            v=action_values(settings, problem),
+            problem=problem,
             sections=SECTIONS,
             pairing_label=display_name(action.id, data["automation"].name) if action is not None else "",
             **data,
@@ -387,9 +351,11 @@ def routes(web: Web) -> list[BaseRoute]:
         try:
             settings = action_settings(form)
             out = await web.write(lambda conn: work(conn, settings))
-        except (ContactSyncError, ValueError) as exc:
-            message = error_message(exc)
-            return web.redirect(request, f"/automations/{automation_id}/actions/new", err=message)
+        except NotFoundError:
+            raise
+        except (ContactSyncError, PydanticValidationError) as exc:
+            problem = action_problem(exc, form)
+            return await action_form(request, session, None, automation_id, 422, problem)
         return web.redirect(request, f"/actions/{out.id}", msg="action saved")
 
     async def action_show(request: Request, session: Session) -> Response:
@@ -428,9 +394,12 @@ def routes(web: Web) -> list[BaseRoute]:
         try:
             settings = action_settings(form, base=current.settings)
             await web.write(lambda conn: work(conn, settings))
-        except (ContactSyncError, ValueError) as exc:
-            message = error_message(exc)
-            return web.redirect(request, f"/actions/{action_id}", err=message)
+        except NotFoundError:
+            raise
+        except (ContactSyncError, PydanticValidationError) as exc:
+            problem = action_problem(exc, form)
+            shown_action = shown(current, runtime_of(web).keyring)
+            return await action_form(request, session, shown_action, current.automation_id, 422, problem)
         return web.redirect(request, f"/actions/{action_id}", msg="action saved")
 
     async def action_delete(request: Request, session: Session) -> Response:
@@ -461,8 +430,32 @@ def routes(web: Web) -> list[BaseRoute]:
         return web.redirect(request, f"/automations/{found.automation_id}", msg=note)
 
     async def action_rotate(request: Request, session: Session) -> Response:
+        """Rotate after a confirmation that says how many pending deliveries the new secret signs."""
         action_id = int(request.path_params["action_id"])
         who = session.who
+        form = await request.form()
+        if not confirmed(form):
+
+            def count(conn: sa.Connection) -> Any:
+                own_action(conn, who.principal, action_id)
+                d = deliveries.c
+                where = (d.action_id == action_id, d.state == "pending")
+                return capped(conn, matching(deliveries, *where, by=d.created_at))
+
+            pending = await web.read(count)
+            waiting = f"its {pending} pending deliver{'y' if pending == 1 else 'ies'}"
+            question = Ask(
+                title=f"Rotate the signing secret of action {action_id}?",
+                says=(
+                    f"A new secret signs every request from now on, {waiting} included.",
+                    "The old secret stays valid for 24 hours: give the listener the new one before "
+                    "then, or it refuses this action's requests.",
+                ),
+                action=f"/actions/{action_id}/rotate",
+                button="Rotate the secret",
+                back=f"/actions/{action_id}",
+            )
+            return ask(web, request, session, question)
 
         def work(conn: sa.Connection) -> None:
             own_action(conn, who.principal, action_id)

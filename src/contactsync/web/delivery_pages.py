@@ -22,6 +22,7 @@ from starlette.routing import BaseRoute
 from contactsync.api.deps import account_automations, delivery_owned, own_action, own_delivery
 from contactsync.automation.actions import action_label
 from contactsync.db import sealing
+from contactsync.db.counting import Count, capped, matching
 from contactsync.db.platform import (
     DELIVERY_STATES,
     RETRYING,
@@ -35,6 +36,7 @@ from contactsync.delivery import outbox
 from contactsync.delivery.trouble import RETRYING_STATE
 from contactsync.web import paging
 from contactsync.web.app import Web
+from contactsync.web.confirm import Ask, ask, confirmed
 from contactsync.web.paging import Window
 from contactsync.web.platform_pages import EDITOR, VIEWER, form_text, utcnow
 from contactsync.web.security import Session
@@ -220,8 +222,36 @@ def routes(web: Web) -> list[BaseRoute]:
         return web.redirect(request, f"/deliveries/{delivery_id}", msg="queued for a new attempt")
 
     async def cancel(request: Request, session: Session) -> Response:
+        """Cancel after a page that says what is given up (its attempts so far, its endpoint)."""
         delivery_id = int(request.path_params["delivery_id"])
         who = session.who
+        form = await request.form()
+        if not confirmed(form):
+
+            def load(conn: sa.Connection) -> Any:
+                own_delivery(conn, who.principal, delivery_id)
+                d = deliveries.c
+                return conn.execute(
+                    sa.select(d.id, d.state, d.endpoint, d.attempt_count, d.contact_id).where(
+                        d.id == delivery_id
+                    )
+                ).one()
+
+            row = await web.read(load)
+            tried = f"after {row.attempt_count} attempt{'' if row.attempt_count == 1 else 's'}"
+            question = Ask(
+                title=f"Cancel delivery {delivery_id}?",
+                says=(
+                    f"This cancels 1 delivery to {row.endpoint} ({row.state}, {tried}): it is not "
+                    "attempted again.",
+                    "You can still retry it later from its page.",
+                ),
+                action=f"/deliveries/{delivery_id}/cancel",
+                button="Cancel this delivery",
+                back=f"/deliveries/{delivery_id}",
+                danger=True,
+            )
+            return ask(web, request, session, question)
 
         def work(conn: sa.Connection) -> int:
             own_delivery(conn, who.principal, delivery_id)
@@ -245,6 +275,29 @@ def routes(web: Web) -> list[BaseRoute]:
                 request, "/deliveries", err="recover needs an action and a start time (YYYY-MM-DD HH:MM)"
             )
         who = session.who
+        if not confirmed(form):
+
+            def failed_since(conn: sa.Connection) -> Count:
+                own_action(conn, who.principal, action_id, field="action_id")
+                d = deliveries.c
+                where = (d.action_id == action_id, d.state == "failed", d.created_at >= since)
+                return capped(conn, matching(deliveries, *where, by=d.created_at))
+
+            failed = await web.read(failed_since)
+            question = Ask(
+                title=f"Recover the failed deliveries of action {action_id}?",
+                says=(
+                    f"This re-sends {failed} failed deliver{'y' if failed == 1 else 'ies'} of action "
+                    f"{action_id} created since {since:%Y-%m-%d %H:%M} (UTC), with their original "
+                    "transactionids.",
+                    "Each gets a fresh set of attempts at once.",
+                ),
+                action="/deliveries/recover",
+                fields={"action_id": str(action_id), "since": f"{since:%Y-%m-%d %H:%M:%S}"},
+                button=f"Re-send {failed} deliver{'y' if failed == 1 else 'ies'}",
+                back=f"/deliveries?action={action_id}",
+            )
+            return ask(web, request, session, question)
 
         def work(conn: sa.Connection) -> int:
             own_action(conn, who.principal, action_id, field="action_id")

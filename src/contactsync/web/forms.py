@@ -9,7 +9,8 @@ location; both become a :class:`Problem`.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,6 +49,24 @@ def explain_error(exc: Exception) -> tuple[str, str]:
         return "", str(exc)
     if isinstance(exc, ValidationError | ConflictError):
         return exc.field, str(exc)
+    return "", str(exc)
+
+
+def plain_error(exc: Exception, input_of: Callable[[list[str]], str]) -> tuple[str, str]:
+    """``(input, message)`` for one line beside the input that caused ``exc``: ``input_of`` maps the
+    error's location (``["trigger", "ref_id"]``) to the form's input name; the message carries no
+    "Value error, " prefix and no location the page already shows by its place."""
+    if isinstance(exc, PydanticValidationError):
+        errors = exc.errors()
+        if not errors:
+            return "", str(exc)
+        first = errors[0]
+        loc = [str(p) for p in first.get("loc", ())]
+        message = str(first.get("msg", "invalid")).removeprefix("Value error, ")
+        return input_of(loc), message
+    if isinstance(exc, ValidationError | ConflictError) or getattr(exc, "field", None):
+        loc = [p for p in re.split(r"[.\[\]]+", str(getattr(exc, "field", ""))) if p]
+        return input_of(loc), str(exc)
     return "", str(exc)
 
 

@@ -35,6 +35,7 @@ from contactsync.errors import ContactSyncError, NotFoundError
 from contactsync.tenancy.roles import ROLES, Role
 from contactsync.web import paging, stats
 from contactsync.web.app import Web
+from contactsync.web.forms import Problem, plain_error, typed_of
 from contactsync.web.paging import IN_ORDER, NEWEST_FIRST, Seek, Window
 from contactsync.web.security import Session
 
@@ -195,7 +196,21 @@ def routes(web: Web) -> list[BaseRoute]:
             made = create_field(conn, data, now=now)
             who.record(conn, "field.create", "field", made.id, now=now, list_id=list_id, name=made.name)
 
-        return await _attempt(web, request, create, "/lists", "field added")
+        try:
+            await web.write(create)
+        except NotFoundError:
+            raise
+        except (ContactSyncError, ValueError) as exc:  # the page again, what was typed kept
+            field, message = plain_error(exc, new_field_input)
+            if not field and "choices" in message:  # FieldIn's model check: choices and type go together
+                field = "choices"
+            problem = Problem(f"new-field-{list_id}", message, field, typed_of(form))
+            account_id = who.principal.account_id
+            found = await web.read(lambda conn: lists_window(conn, account_id, paging.seek(request)))
+            return web.render(
+                request, session, "platform/lists.html", 422, items=found.rows, page=found, problem=problem
+            )
+        return web.redirect(request, "/lists", msg="field added")
 
     def keys_page(conn: sa.Connection, account_id: int, at: Seek) -> Window[Any]:
         k = api_keys.c
@@ -299,6 +314,12 @@ async def _attempt(web: Web, request: Request, work: Any, back: str, ok: str) ->
     return web.redirect(request, back, msg=ok)
 
 
+def new_field_input(loc: list[str]) -> str:
+    """The "add a field" form's input an error location points at."""
+    head = loc[0] if loc else ""
+    return head if head in ("name", "type", "shortcode_key", "choices") else ""
+
+
 def error_message(exc: Exception) -> str:
     """One line for the flash message: the first pydantic error with its field path, else the message."""
     if not isinstance(exc, ValueError):
@@ -307,7 +328,8 @@ def error_message(exc: Exception) -> str:
     if callable(errors):
         try:
             first = errors()[0]
-            return f"{'.'.join(str(p) for p in first.get('loc', ()))}: {first.get('msg', '')}".strip(": ")
+            message = str(first.get("msg", "")).removeprefix("Value error, ")
+            return f"{'.'.join(str(p) for p in first.get('loc', ()))}: {message}".strip(": ")
         except (IndexError, TypeError):
             pass
     return str(exc).splitlines()[0]

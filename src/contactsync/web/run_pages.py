@@ -19,15 +19,23 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute
 
 from contactsync.api.deps import own_automation
-from contactsync.automation.automations import AutomationOut, delete_automation, get_automation
+from contactsync.automation.automations import (
+    AutomationIn,
+    AutomationOut,
+    delete_automation,
+    get_automation,
+    update_automation,
+)
 from contactsync.automation.explain import DryRun, dry_run
 from contactsync.automation.manual import ManualRunOut, get_run, run_to_completion, start_run
-from contactsync.db.platform import contacts, manual_runs
+from contactsync.db.platform import actions, contacts, manual_runs
 from contactsync.errors import ContactSyncError, NotFoundError, RunInProgressError
 from contactsync.web.app import Web
 from contactsync.web.automation_pages import runtime_of, wake
+from contactsync.web.confirm import Ask, ask, confirmed
 from contactsync.web.platform_pages import EDITOR, VIEWER, error_message, form_text, utcnow
 from contactsync.web.security import Session
+from contactsync.web.words import TRIGGER_WORDS
 
 RUNNING_REFRESH_S = 2
 """A running run's page reloads itself this often."""
@@ -41,6 +49,31 @@ def own_run(conn: sa.Connection, account_id: int, run_id: int) -> ManualRunOut:
     if mine is None:
         raise NotFoundError(f"manual run {run_id} does not exist", field="run_id")
     return get_run(conn, run_id)
+
+
+def turn_on_question(a: AutomationOut, dry: DryRun, acts: int) -> Ask:
+    """What turning ``a`` on means, with how many of its list's contacts match now."""
+    people = "contact matches" if dry.matching == 1 else "contacts match"
+    who = "contact who matches" if dry.matching == 1 else "contacts who match"
+    says = [
+        f"{dry.matching} of the list's {dry.total} contacts {'matches' if dry.matching == 1 else 'match'} "
+        "its conditions now.",
+        "Turning it on sends nothing now: from now on it runs for each contact who matches when "
+        f"{TRIGGER_WORDS.get(a.trigger.event, a.trigger.event)}."
+        if a.trigger.event != "manual"
+        else "Its trigger is manual: once on, it runs when you run it over the list.",
+        f"To send to the {dry.matching} {who} now, run it over the list once it is on.",
+    ]
+    if not acts:
+        says.append("It has no action yet: nothing is sent until you add one.")
+    return Ask(
+        title=f"Turn on {a.name!r}?",
+        says=tuple(says),
+        action=f"/automations/{a.id}/status",
+        fields={"status": "active"},
+        button=f"Turn on ({dry.matching} {people} now)",
+        back=f"/automations/{a.id}",
+    )
 
 
 def routes(web: Web) -> list[BaseRoute]:
@@ -166,7 +199,41 @@ def routes(web: Web) -> list[BaseRoute]:
         note = f"automation {found.name!r} deleted; {cancelled} pending deliveries cancelled"
         return web.redirect(request, "/automations", msg=note)
 
+    async def switch(request: Request, session: Session) -> Response:
+        """Turn an automation on (after a page that counts who matches now) or off (at once)."""
+        automation_id = int(request.path_params["automation_id"])
+        form = await request.form()
+        wanted = form_text(form, "status")
+        who = session.who
+        rt = runtime_of(web)
+        if wanted not in ("active", "paused"):
+            return web.redirect(request, f"/automations/{automation_id}", err="turn it on or off")
+
+        def counted(conn: sa.Connection) -> tuple[AutomationOut, DryRun, int]:
+            own_automation(conn, who.principal, automation_id)
+            acts = conn.execute(
+                sa.select(sa.func.count()).where(actions.c.automation_id == automation_id)
+            ).scalar_one()
+            return get_automation(conn, automation_id), dry_run(conn, rt, automation_id), int(acts)
+
+        found, dry, acts = await web.read(counted)
+        if wanted == "active" and not confirmed(form):
+            return ask(web, request, session, turn_on_question(found, dry, acts))
+
+        def work(conn: sa.Connection) -> None:
+            own_automation(conn, who.principal, automation_id)
+            current = get_automation(conn, automation_id)
+            data = AutomationIn.model_validate(current.model_dump(include=set(AutomationIn.model_fields)))
+            update_automation(conn, rt, automation_id, data.model_copy(update={"status": wanted}))
+            event = "automation.turn_on" if wanted == "active" else "automation.turn_off"
+            who.record(conn, event, "automation", automation_id, now=utcnow(), matching=dry.matching)
+
+        await web.write(work)
+        note = "automation turned on" if wanted == "active" else "automation turned off: nothing triggers it"
+        return web.redirect(request, f"/automations/{automation_id}", msg=note)
+
     return [
+        web.page("/automations/{automation_id:int}/status", switch, methods=["POST"], role=EDITOR),
         web.page("/automations/{automation_id:int}/run", run_page, role=EDITOR),
         web.page("/automations/{automation_id:int}/run", run_start, methods=["POST"], role=EDITOR),
         web.page("/automations/{automation_id:int}/resend", resend_page, role=EDITOR),

@@ -199,99 +199,237 @@
     }
   }
 
-  // --- condition builder: one AND/OR group of rows, written to the JSON textarea ---------------
+  // --- trigger: show only the narrowing boxes the chosen trigger takes -------------------------
+  const trigger = document.getElementById("trigger");
+  if (trigger) {
+    const refRow = document.getElementById("ref-id-row");
+    const fieldsRow = document.getElementById("trigger-fields-row");
+    function syncTrigger(clear) {
+      const withId = ["campaign.opened", "goal.reached", "webhook.triggered"].indexOf(trigger.value) >= 0;
+      const withFields = trigger.value === "contact.updated";
+      refRow.hidden = !withId;
+      fieldsRow.hidden = !withFields;
+      if (clear && !withId) refRow.querySelector("input").value = "";
+      if (clear && !withFields) {
+        fieldsRow.querySelectorAll("input").forEach(function (i) { if (i.type === "checkbox") i.checked = false; else i.value = ""; });
+      }
+    }
+    trigger.addEventListener("change", function () { syncTrigger(true); });
+    syncTrigger(false);
+  }
+
+  // --- condition builder: one AND/OR group of sentences, kept in sync with the JSON textarea -----
   const builder = document.getElementById("builder");
   const conditions = document.getElementById("conditions");
   if (builder && conditions) {
     const data = JSON.parse(document.getElementById("builder-data").textContent);
-    let tree;
-    try { tree = conditions.value.trim() ? JSON.parse(conditions.value) : { type: "group", op: "and", conditions: [] }; }
-    catch (e) { tree = null; }
-    const flat = tree && tree.type === "group" && tree.conditions.every(function (c) { return c.type !== "group"; });
-    if (flat) {
-      builder.hidden = false;
-      const subjects = data.builtins.map(function (b) { return [b, b]; })
-        .concat(data.fields.map(function (f) { return ["field:" + f.id, f.name]; }));
-      function select(options, value, onChange) {
-        const s = el("select");
-        options.forEach(function (o) {
-          const opt = el("option", o[1]);
-          opt.value = o[0];
-          if (String(o[0]) === String(value)) opt.selected = true;
-          s.appendChild(opt);
-        });
-        s.addEventListener("change", function () { onChange(s.value); });
-        return s;
-      }
-      function input(value, placeholder, onChange) {
-        const i = el("input");
-        i.value = value === undefined || value === null ? "" : value;
-        i.placeholder = placeholder;
-        i.addEventListener("input", function () { onChange(i.value); });
-        return i;
-      }
-      function write() {
-        conditions.value = tree.conditions.length ? JSON.stringify(tree) : "";
-      }
-      function render() {
-        builder.replaceChildren();
-        const head = el("div", "", "row");
-        head.appendChild(el("span", "Match "));
-        head.appendChild(select([["and", "all (AND)"], ["or", "any (OR)"]], tree.op, function (v) { tree.op = v; write(); }));
-        head.appendChild(el("span", " of:"));
-        builder.appendChild(head);
-        tree.conditions.forEach(function (c, i) {
-          const row = el("div", "", "row cond");
-          if (c.type === "field") {
-            row.appendChild(select(subjects, c.subject, function (v) { c.subject = v; write(); }));
-            row.appendChild(select(data.operators.map(function (o) { return [o, o]; }), c.op, function (v) {
-              c.op = v;
-              if (v === "empty" || v === "not_empty") delete c.value; else if (v === "in") c.value = [];
-              render(); write();
-            }));
-            if (c.op !== "empty" && c.op !== "not_empty") {
-              const shown = Array.isArray(c.value) ? c.value.join(",") : c.value;
-              row.appendChild(input(shown, c.op === "in" ? "a,b,c" : "value", function (v) {
-                c.value = c.op === "in" ? v.split(",").map(function (x) { return x.trim(); }) : v; write();
-              }));
-            }
-          } else {
-            row.appendChild(select(data.kinds.map(function (k) { return [k, k.replace("_", " ")]; }), c.kind, function (v) {
-              c.kind = v; delete c.url_op; delete c.url; delete c.ref_id; render(); write();
-            }));
-            if (c.kind === "link_click" || c.kind === "page_visit") {
-              row.appendChild(input(c.url, "url contains…", function (v) {
-                if (v) { c.url_op = "contains"; c.url = v; } else { delete c.url_op; delete c.url; } write();
-              }));
-            } else {
-              row.appendChild(input(c.ref_id, "id (any)", function (v) { if (v) c.ref_id = Number(v); else delete c.ref_id; write(); }));
-            }
-            row.appendChild(input(c.min_count, "at least N", function (v) { if (v) c.min_count = Number(v); else delete c.min_count; write(); }));
-            row.appendChild(input(c.within_days, "within N days", function (v) { if (v) c.within_days = Number(v); else delete c.within_days; write(); }));
+    const subjects = data.subjects;
+    const advanced = document.getElementById("advanced");
+    let tree = null;
+
+    function subjectOf(value) {
+      return subjects.find(function (s) { return s.value === value; }) || null;
+    }
+    function isFlat(t) {
+      return t && t.type === "group" && Array.isArray(t.conditions) &&
+        t.conditions.every(function (c) { return c && (c.type === "field" || c.type === "activity"); });
+    }
+    function read() {
+      const text = conditions.value.trim();
+      if (!text) return { type: "group", op: "and", conditions: [] };
+      try {
+        const parsed = JSON.parse(text);
+        return isFlat(parsed) ? parsed : null;
+      } catch (e) { return null; }
+    }
+    function write() {
+      conditions.value = tree.conditions.length ? JSON.stringify(tree) : "";
+    }
+    function select(options, value, onChange, label) {
+      const s = el("select");
+      if (label) s.setAttribute("aria-label", label);
+      options.forEach(function (o) {
+        const opt = el("option", o[1]);
+        opt.value = o[0];
+        if (String(o[0]) === String(value)) opt.selected = true;
+        s.appendChild(opt);
+      });
+      s.addEventListener("change", function () { onChange(s.value, s); });
+      return s;
+    }
+    function input(value, placeholder, onChange, cls, type) {
+      const i = el("input", undefined, cls);
+      if (type) i.type = type;
+      i.value = value === undefined || value === null ? "" : value;
+      i.placeholder = placeholder;
+      i.setAttribute("aria-label", placeholder);
+      i.addEventListener("input", function () { onChange(i.value); });
+      return i;
+    }
+    function opWords(subject, op) {
+      if (subject && subject.type === "date" && data.ordered[op]) return data.ordered[op];
+      return data.operators[op] || op;
+    }
+    function valueWidget(c, subject) {
+      if (c.op === "empty" || c.op === "not_empty") return null;
+      const choices = subject ? subject.choices : [];
+      if (choices.length) {
+        if (c.op === "in") {
+          const chosen = Array.isArray(c.value) ? c.value.map(String) : [];
+          const s = el("select");
+          s.multiple = true;
+          s.setAttribute("aria-label", "values");
+          s.size = Math.min(choices.length, 5);
+          choices.forEach(function (v) {
+            const opt = el("option", v);
+            opt.value = v;
+            opt.selected = chosen.indexOf(v) >= 0;
+            s.appendChild(opt);
+          });
+          s.addEventListener("change", function () {
+            c.value = Array.from(s.selectedOptions).map(function (o) { return o.value; }); write();
+          });
+          return s;
+        }
+        if (["eq", "ne"].indexOf(c.op) >= 0) {
+          const options = choices.map(function (v) { return [v, v]; });
+          if (c.value !== undefined && c.value !== "" && choices.indexOf(String(c.value)) < 0) {
+            options.push([c.value, c.value + " (not a choice)"]);
           }
-          const remove = el("button", "✕", "link");
-          remove.type = "button";
-          remove.title = "remove";
-          remove.addEventListener("click", function () { tree.conditions.splice(i, 1); render(); write(); });
-          row.appendChild(remove);
-          builder.appendChild(row);
-        });
-        const add = el("div", "", "row");
-        const addField = el("button", "+ field condition");
-        addField.type = "button";
-        addField.addEventListener("click", function () {
-          tree.conditions.push({ type: "field", subject: "email", op: "contains", value: "" }); render(); write();
-        });
-        const addActivity = el("button", "+ activity condition");
-        addActivity.type = "button";
-        addActivity.addEventListener("click", function () {
-          tree.conditions.push({ type: "activity", kind: "campaign_open" }); render(); write();
-        });
-        add.appendChild(addField);
-        add.appendChild(addActivity);
-        builder.appendChild(add);
+          if (c.value === undefined || c.value === "") { c.value = choices[0]; }
+          return select(options, c.value, function (v) { c.value = v; write(); }, "value");
+        }
       }
-      render();
+      if (c.op === "in") {
+        const shown = Array.isArray(c.value) ? c.value.join(", ") : "";
+        return input(shown, "values, separated by commas", function (v) {
+          c.value = v.split(",").map(function (x) { return x.trim(); }).filter(function (x) { return x; }); write();
+        });
+      }
+      const kind = subject ? subject.type : "text";
+      const hint = kind === "date" ? "YYYY-MM-DD" : kind === "number" ? "a number" : "value";
+      return input(c.value, hint, function (v) { c.value = v; write(); }, "", kind === "number" ? "number" : "");
+    }
+    function fieldRow(row, c) {
+      const subject = subjectOf(c.subject);
+      const options = subjects.map(function (s) { return [s.value, s.label]; });
+      if (!subject) options.push([c.subject, c.subject + " (unknown)"]);
+      row.appendChild(select(options, c.subject, function (v) {
+        c.subject = v;
+        const s = subjectOf(v);
+        if (s && s.ops.indexOf(c.op) < 0) c.op = "eq";
+        c.value = c.op === "in" ? [] : "";
+        if (c.op === "empty" || c.op === "not_empty") delete c.value;
+        render(); write();
+      }, "field"));
+      const ops = subject ? subject.ops : Object.keys(data.operators);
+      row.appendChild(select(ops.map(function (o) { return [o, opWords(subject, o)]; }), c.op, function (v) {
+        const was = c.op;
+        c.op = v;
+        if (v === "empty" || v === "not_empty") delete c.value;
+        else if (v === "in") c.value = c.value !== undefined && c.value !== "" && !Array.isArray(c.value) ? [c.value] : (Array.isArray(c.value) ? c.value : []);
+        else if (Array.isArray(c.value)) c.value = c.value.length ? c.value[0] : "";
+        else if (was === "empty" || was === "not_empty") c.value = "";
+        render(); write();
+      }, "comparison"));
+      const widget = valueWidget(c, subject);
+      if (widget) row.appendChild(widget);
+    }
+    function activityRow(row, c) {
+      row.appendChild(el("span", "has"));
+      const kinds = Object.keys(data.kinds).map(function (k) { return [k, data.kinds[k].label]; });
+      row.appendChild(select(kinds, c.kind, function (v) {
+        c.kind = v; delete c.url_op; delete c.url; delete c.ref_id; render(); write();
+      }, "activity"));
+      const kind = data.kinds[c.kind] || { narrow: "" };
+      row.appendChild(el("span", kind.narrow));
+      if (c.kind === "link_click" || c.kind === "page_visit") {
+        row.appendChild(input(c.url, "any address", function (v) {
+          if (v) { c.url_op = c.url_op || "contains"; c.url = v; } else { delete c.url_op; delete c.url; } write();
+        }));
+      } else {
+        row.appendChild(input(c.ref_id, "any", function (v) {
+          if (v) c.ref_id = Number(v); else delete c.ref_id; write();
+        }, "n", "number"));
+      }
+      row.appendChild(el("span", "at least"));
+      row.appendChild(input(c.min_count === undefined ? 1 : c.min_count, "times", function (v) {
+        if (v) c.min_count = Number(v); else delete c.min_count; write();
+      }, "n", "number"));
+      row.appendChild(el("span", "times in the last"));
+      row.appendChild(input(c.within_days, "any number of", function (v) {
+        if (v) c.within_days = Number(v); else delete c.within_days; write();
+      }, "n", "number"));
+      row.appendChild(el("span", "days"));
+    }
+    function render() {
+      builder.replaceChildren();
+      if (tree === null) {
+        builder.appendChild(el("p", "This rule is more than one group of conditions, or not valid JSON yet: edit it under Advanced.", "muted"));
+        return;
+      }
+      const head = el("div", "", "row");
+      head.appendChild(el("span", "Contacts who match"));
+      head.appendChild(select([["and", "all"], ["or", "any"]], tree.op || "and", function (v) { tree.op = v; write(); }, "all or any"));
+      head.appendChild(el("span", "of these conditions (none: every contact):"));
+      builder.appendChild(head);
+      tree.conditions.forEach(function (c, i) {
+        const row = el("div", "", "row cond");
+        if (c.type === "field") fieldRow(row, c); else activityRow(row, c);
+        const remove = el("button", "remove", "link");
+        remove.type = "button";
+        remove.addEventListener("click", function () { tree.conditions.splice(i, 1); render(); write(); });
+        row.appendChild(remove);
+        builder.appendChild(row);
+      });
+      const add = el("div", "", "row");
+      const addField = el("button", "+ field condition", "secondary");
+      addField.type = "button";
+      addField.addEventListener("click", function () {
+        tree.conditions.push({ type: "field", subject: subjects[0].value, op: "eq", value: "" }); render(); write();
+      });
+      const addActivity = el("button", "+ activity condition", "secondary");
+      addActivity.type = "button";
+      addActivity.addEventListener("click", function () {
+        tree.conditions.push({ type: "activity", kind: "page_visit", min_count: 1 }); render(); write();
+      });
+      add.appendChild(addField);
+      add.appendChild(addActivity);
+      builder.appendChild(add);
+    }
+    // the JSON stays editable: a valid one-group tree typed there redraws the sentences
+    conditions.addEventListener("input", function () { tree = read(); render(); });
+    tree = read();
+    builder.hidden = false;
+    if (tree === null && advanced) advanced.open = true;
+    render();
+  }
+
+  // --- trigger fields: tick the list's fields instead of typing their ids -----------------------
+  const triggerFields = document.querySelector("input[name=trigger_fields]");
+  if (triggerFields && builder) {
+    const fields = JSON.parse(document.getElementById("builder-data").textContent).subjects
+      .filter(function (s) { return s.value.indexOf("field:") === 0; });
+    if (fields.length) {
+      const box = el("span", "", "row");
+      const picked = function () { return triggerFields.value.split(",").map(function (x) { return x.trim(); }); };
+      fields.forEach(function (f) {
+        const id = f.value.slice(6);
+        const label = el("label", "", "check");
+        const tick = el("input");
+        tick.type = "checkbox";
+        tick.checked = picked().indexOf(id) >= 0;
+        tick.addEventListener("change", function () {
+          const now = picked().filter(function (x) { return x && x !== id; });
+          if (tick.checked) now.push(id);
+          triggerFields.value = now.join(",");
+        });
+        label.appendChild(tick);
+        label.appendChild(document.createTextNode(" " + f.label));
+        box.appendChild(label);
+      });
+      triggerFields.type = "hidden";
+      triggerFields.parentNode.appendChild(box);
     }
   }
 })();
