@@ -209,7 +209,7 @@ def test_cancel_recover_and_rotate_ask_first_with_their_counts(db_url: str) -> N
         assert _state(api, delivery) == "pending"
 
         page = ui.get(f"/actions/{ids['action']}").text
-        secret_box = re.search(r"<legend>Secret</legend>.*?</fieldset>", page, re.S)
+        secret_box = re.search(r"<legend>Connect your listener</legend>.*?</fieldset>", page, re.S)
         assert secret_box is not None
         assert 'form="rotate-secret" class="secondary"' in secret_box.group(0)  # inside its box
         with api.engine.connect() as conn:
