@@ -67,6 +67,11 @@ def test_connect_panel_explains_a_refused_test_send_and_pairs_the_listener(page:
     listener_admin = stack.listener_url + "/admin"
     login(page, listener_admin)
     page.goto(listener_admin + "/refused")
+    for _ in range(50):  # refusals are written once a second: the page shows them after that
+        if label in page.locator("#refused").inner_text():
+            break
+        time.sleep(0.2)
+        page.reload()
     expect(page.locator("#refused")).to_contain_text(label)  # which action tried, by name
     expect(page.locator("#refused")).to_contain_text("no signature matches a secret this listener knows")
     _shot(page, "2-listener-refused")
