@@ -41,6 +41,8 @@ from support.web import PASSWORD, Ui, listener_sign_in, person, sign_in
 CONTACTS = 60_000
 DELIVERIES = 200_000
 INBOX = 100_000
+BACKLOG = 40_000
+"""Failed runs of one handler in the listener's inbox (more than a page may read)."""
 FORM = "application/x-www-form-urlencoded"
 OPERATOR_EMAIL = "operator@example.com"
 OWNER_EMAIL = "owner@example.com"
@@ -185,7 +187,8 @@ def _analyze(engine: sa.Engine) -> None:
 
 def _seed_listener(engine: sa.Engine) -> None:
     """An inbox of INBOX syncs, a done projection run and a CRM run each (some pending or failed, with
-    errors), the CRM's calls, and as many projected contacts with a field and a page visit each."""
+    errors), BACKLOG failed runs of a handler that is down, the CRM's calls, and as many projected
+    contacts with a field and a page visit each."""
     dialect = engine.dialect.name
     base_ms = int(time.time() * 1000) - 10 * INBOX
     with engine.begin() as conn:
@@ -205,6 +208,14 @@ def _seed_listener(engine: sa.Engine) -> None:
                 f"SELECT id, '{handler}', {state}, 1, received_at_ms, received_at_ms, received_at_ms, "
                 f"{error} FROM listener_inbox"
             )
+        # a handler whose endpoint has been down a while: a backlog of failures the admin page
+        # lists newest first, a page at a time
+        sql(
+            "INSERT INTO listener_handler_runs (inbox_id, handler, state, attempts, next_attempt_at_ms, "
+            "received_at_ms, finished_at_ms, last_error) "
+            "SELECT id, 'down', 'failed', 5, received_at_ms, received_at_ms, NULL, 'HTTP 503' "
+            f"FROM listener_inbox WHERE id <= {BACKLOG}"
+        )
         sql(
             "INSERT INTO listener_handler_attempts (run_id, attempt, at_ms, ok, status, duration_ms, target, "
             "detail) SELECT id, 1, received_at_ms, TRUE, 200, 5, 'https://crm.example/contacts', '' "
