@@ -11,7 +11,8 @@ port, ``contactsync listen`` with its admin UI) and every call of the scale issu
 the API's ``/api/deliveries`` with its filters and ``/api/endpoints``, the UI's dashboard, contact
 page, contacts list (first page, a deep page reached through its "older" links, searches),
 automations, lists, deliveries (deep page, ``state=in_flight``), the listener's admin pages and
-metrics, and the platform's ``/metrics``. Each is the median of ``--repeat`` calls after one warm-up.
+metrics, and the platform's ``/metrics``. Each is the median of ``--repeat`` calls after one warm-up,
+in rounds that each call every page once (load on a shared machine spreads over all calls).
 
 Prints, per database, ms per size and each call's growth ratio largest / smallest size (flagged
 ``!`` above 1.5: such a call reads more as data grows); then the manual-run throughput (contacts
@@ -40,7 +41,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -210,9 +211,11 @@ def build_platform(url: str, world: World) -> None:
         contact_lists += [(ids[f"small_list{i}"], SMALL_LIST, f"s{i}-") for i in range(SMALL_ACCOUNTS)]
         for list_id, count, tag in contact_lists:
             sql(
-                "INSERT INTO contacts (list_id, email, email_key, phone, status, lead_score, created_at, updated_at) "
+                "INSERT INTO contacts (list_id, email, email_key, phone, status, lead_score, created_at, "
+                "updated_at) "
                 f"SELECT {list_id}, '{tag}' || n || '@example.com', '{tag}' || n || '@example.com', "
-                f"'+1555' || n, 'subscribed', {_mod('n', 100)}, {stamp}, {stamp} FROM ({_series(dialect, count)}) AS s"
+                f"'+1555' || n, 'subscribed', {_mod('n', 100)}, {stamp}, {stamp} "
+                f"FROM ({_series(dialect, count)}) AS s"
             )
         first = int(
             conn.execute(
@@ -228,7 +231,8 @@ def build_platform(url: str, world: World) -> None:
         )
         sql(
             "INSERT INTO activities (contact_id, kind, ref_id, name, url, occurred_at) "
-            f"SELECT id, CASE WHEN {_mod('id', 2)} = 0 THEN 'campaign_open' ELSE 'page_visit' END, 3, 'May', '/p', "
+            f"SELECT id, CASE WHEN {_mod('id', 2)} = 0 THEN 'campaign_open' ELSE 'page_visit' END, 3, "
+            "'May', '/p', "
             f"{_ago(dialect, now, _mod('id * 7919', SPAN_S))} FROM contacts WHERE list_id = {world.main_list}"
         )
         # deliveries over 60 days, oldest first: one in seven is a small account's, one in a
@@ -241,10 +245,11 @@ def build_platform(url: str, world: World) -> None:
         )
         created = _ago(dialect, now, f"(({d_total} - n) * {SPAN_S}) / {d_total}")
         sql(
-            "INSERT INTO deliveries (transactionid, account_id, action_id, automation_id, contact_id, endpoint, "
-            "method, url, headers, body, content_type, state, attempt_count, next_attempt_at, created_at, "
-            "updated_at, last_status) "
-            f"SELECT 900000000000 + n, CASE WHEN {small} THEN {ids['small_account0']} ELSE {world.account} END, "
+            "INSERT INTO deliveries (transactionid, account_id, action_id, automation_id, contact_id, "
+            "endpoint, method, url, headers, body, content_type, state, attempt_count, next_attempt_at, "
+            "created_at, updated_at, last_status) "
+            f"SELECT 900000000000 + n, "
+            f"CASE WHEN {small} THEN {ids['small_account0']} ELSE {world.account} END, "
             f"CASE WHEN {small} THEN {ids['small_action0']} WHEN {rare} THEN {world.rare_action} "
             f"ELSE {ids['action']} END, "
             f"CASE WHEN {small} THEN {ids['small_automation0']} WHEN {rare} THEN {world.rare_automation} "
@@ -255,24 +260,28 @@ def build_platform(url: str, world: World) -> None:
             f"{created}, 200 FROM ({_series(dialect, d_total)}) AS s"
         )
         sql(
-            "INSERT INTO delivery_attempts (delivery_id, account_id, number, started_at, duration_ms, status_code, "
-            f"response_headers, response_body, outcome) SELECT id, account_id, 1, created_at, 12.5, 200, '{{}}', "
+            "INSERT INTO delivery_attempts (delivery_id, account_id, number, started_at, duration_ms, "
+            "status_code, response_headers, response_body, outcome) "
+            f"SELECT id, account_id, 1, created_at, 12.5, 200, '{{}}', "
             f"{_blob(dialect)}, 'success' FROM deliveries"
         )
         for account in (world.account, *(ids[f"small_account{i}"] for i in range(SMALL_ACCOUNTS))):
             sql(
                 "INSERT INTO endpoint_events (account_id, endpoint, kind, message, created_at) "
-                f"SELECT {account}, 'http://127.0.0.1:9', 'failing', 'HTTP 503', {_ago(dialect, now, 'n * 3600')} "
+                f"SELECT {account}, 'http://127.0.0.1:9', 'failing', 'HTTP 503', "
+                f"{_ago(dialect, now, 'n * 3600')} "
                 f"FROM ({_series(dialect, 200)}) AS s"
             )
         # the big account's endpoint is failing: the dashboard and /api/endpoints count what waits for it
         sql(
-            f"UPDATE endpoints SET failing_since = {stamp}, last_failure_at = {stamp} WHERE account_id = {world.account}"
+            f"UPDATE endpoints SET failing_since = {stamp}, last_failure_at = {stamp} "
+            f"WHERE account_id = {world.account}"
         )
         sql(
             "INSERT INTO audit_log (at, account_id, actor_kind, actor_label, action, target_type, detail) "
             f"SELECT {_ago(dialect, now, f'({world.contacts // 10} - n) * 60')}, {world.account}, 'cli', "
-            f"'cli:seed', 'contact.update', 'contact', '{{}}' FROM ({_series(dialect, world.contacts // 10)}) AS s"
+            f"'cli:seed', 'contact.update', 'contact', '{{}}' "
+            f"FROM ({_series(dialect, world.contacts // 10)}) AS s"
         )
     world.extra = ids
     _analyze(engine)
@@ -293,8 +302,8 @@ def build_listener(url: str, world: World) -> None:
     with engine.begin() as conn:
         sql = conn.exec_driver_sql
         sql(
-            "INSERT INTO listener_inbox (transactionid, received_at_ms, method, content_type, query, headers, body, "
-            "source_address, deduplicable) "
+            "INSERT INTO listener_inbox (transactionid, received_at_ms, method, content_type, query, "
+            "headers, body, source_address, deduplicable) "
             f"SELECT CAST(900000000000 + n AS TEXT), {base_ms} + {step_ms} * n, 'POST', "
             f"'application/x-www-form-urlencoded', '', '{{}}', {_blob(dialect)}, '127.0.0.1', TRUE "
             f"FROM ({_series(dialect, n)}) AS s"
@@ -304,7 +313,8 @@ def build_listener(url: str, world: World) -> None:
         sql(
             "INSERT INTO listener_handler_runs (inbox_id, handler, state, attempts, next_attempt_at_ms, "
             "received_at_ms, finished_at_ms, last_error) "
-            f"SELECT id, 'crm', {state}, 1, received_at_ms, received_at_ms, received_at_ms, {error} FROM listener_inbox"
+            f"SELECT id, 'crm', {state}, 1, received_at_ms, received_at_ms, received_at_ms, {error} "
+            "FROM listener_inbox"
         )
         sql(
             "INSERT INTO sync_contacts (contact_id, email, phone, last_transactionid, updated_at_ms) "
@@ -410,8 +420,8 @@ def servers(platform_url: str, listener_url: str, tmp: Path, world: World) -> It
     }
     api, metrics, listener = _free_port(), _free_port(), _free_port()
     cli = [sys.executable, "-m", "contactsync"]
-    platform = cli + ["serve", "--port", str(api), "--metrics-port", str(metrics), "--log-level", "warning"]
-    listen = cli + ["listen", "--port", str(listener), "--token-file", str(tmp / "token")]
+    platform = [*cli, "serve", "--port", str(api), "--metrics-port", str(metrics), "--log-level", "warning"]
+    listen = [*cli, "listen", "--port", str(listener), "--token-file", str(tmp / "token")]
     with (
         _process(platform, env, api, tmp / "serve.log"),
         _process(listen, env, listener, tmp / "listen.log"),
@@ -460,13 +470,12 @@ def _listener_ui(base: str) -> httpx.Client:
 def _deep(client: httpx.Client, path: str, params: dict[str, str]) -> dict[str, str]:
     """The query of the page DEEP_HOPS "older" links below ``path?params`` (as deep as the list goes)."""
     hops = 0
-    for hops in range(DEEP_HOPS):
+    while hops < DEEP_HOPS:
         found = PAGER.search(client.get(path, params=params).text)
         if found is None:
             break
         params = dict(parse_qsl(found.group(1).replace("&amp;", "&")))
-    else:
-        hops = DEEP_HOPS
+        hops += 1
     print(f"    {path}: {hops} older links followed to {params}", flush=True)
     return params
 
@@ -516,25 +525,25 @@ def calls(urls: dict[str, str], world: World) -> tuple[list[Call], list[httpx.Cl
 
 
 def time_calls(urls: dict[str, str], world: World, repeat: int) -> dict[str, float]:
-    """Median ms of each call (one warm-up first)."""
+    """Median ms of each call over ``repeat`` rounds of every call, after a warm-up round: rounds
+    interleave the calls, so a burst of load on the shared machine costs each call one sample, not
+    all of one call's."""
     found, clients = calls(urls, world)
-    result: dict[str, float] = {}
+    samples: dict[str, list[float]] = {label: [] for label, *_ in found}
     try:
-        for label, client, path, params in found:
-            samples = []
-            for i in range(repeat + 1):
+        for round_number in range(repeat + 1):
+            for label, client, path, params in found:
                 started = time.perf_counter()
                 response = client.get(path, params=params)
                 elapsed = (time.perf_counter() - started) * 1000
                 if response.status_code != 200:
                     raise RuntimeError(f"{label}: {response.status_code} {response.text[:500]}")
-                if i:
-                    samples.append(elapsed)
-            result[label] = statistics.median(samples)
+                if round_number:
+                    samples[label].append(elapsed)
     finally:
         for client in clients:
             client.close()
-    return result
+    return {label: statistics.median(values) for label, values in samples.items()}
 
 
 # --- manual runs and retention --------------------------------------------------------------------
@@ -563,7 +572,7 @@ def retention_throughput(platform_url: str, listener_url: str, world: World) -> 
     from contactsync.db import platform as pdb
     from contactsync.db.retention import Retention, prune
 
-    keep = {name: 0.0 for name in Retention.__dataclass_fields__}
+    keep = dict.fromkeys(Retention.__dataclass_fields__, 0.0)
     slice_rows = max(1000, world.deliveries // 10)
     engine = create_engine(platform_url)
     with engine.connect() as conn:
@@ -656,9 +665,8 @@ def report(kind: str, sizes: list[tuple[int, int]], results: list[Measured], rep
             f"retention {p_rate:,.0f} deliveries/s ({p_rows:,}), {l_rate:,.0f} inbox rows/s ({l_rows:,}); "
             f"generated in {r.build_s:.0f} s"
         )
-    print(
-        f"{kind}_max_growth={max(r.timings[k] / results[0].timings[k] for r in results[-1:] for k in r.timings):.2f}"
-    )
+    growth = max(results[-1].timings[k] / results[0].timings[k] for k in results[0].timings)
+    print(f"{kind}_max_growth={growth:.2f}")
     return grew
 
 
