@@ -11,8 +11,9 @@ port, ``contactsync listen`` with its admin UI) and every call of the scale issu
 the API's ``/api/deliveries`` with its filters and ``/api/endpoints``, the UI's dashboard, contact
 page, contacts list (first page, a deep page reached through its "older" links, searches),
 automations, lists, deliveries (deep page, ``state=in_flight``), the listener's admin pages and
-metrics, and the platform's ``/metrics``. Each is the median of ``--repeat`` calls after one warm-up,
-in rounds that each call every page once (load on a shared machine spreads over all calls).
+metrics, and the platform's ``/metrics``. All sizes of a database are built first and their servers run
+side by side; each figure is the median of ``--repeat`` rounds (after a warm-up round) that call every
+page at every size in turn, so load on a shared machine weighs on every size alike.
 
 Prints, per database, ms per size and each call's growth ratio largest / smallest size (flagged
 ``!`` above 1.5: such a call reads more as data grows); then the manual-run throughput (contacts
@@ -524,26 +525,30 @@ def calls(urls: dict[str, str], world: World) -> tuple[list[Call], list[httpx.Cl
     return found, [api, ui, lui, plain]
 
 
-def time_calls(urls: dict[str, str], world: World, repeat: int) -> dict[str, float]:
-    """Median ms of each call over ``repeat`` rounds of every call, after a warm-up round: rounds
-    interleave the calls, so a burst of load on the shared machine costs each call one sample, not
-    all of one call's."""
-    found, clients = calls(urls, world)
-    samples: dict[str, list[float]] = {label: [] for label, *_ in found}
+def time_calls(sites: list[tuple[dict[str, str], World]], repeat: int) -> list[dict[str, float]]:
+    """Median ms of each call at each size, over ``repeat`` rounds after a warm-up round. A round
+    calls every page once at every size, one size right after the other: load on the shared machine
+    then weighs on all sizes alike (and on every call alike), so the growth ratios compare like with
+    like even when the absolute figures move."""
+    prepared = [calls(urls, world) for urls, world in sites]
+    samples: list[dict[str, list[float]]] = [{label: [] for label, *_ in found} for found, _ in prepared]
     try:
         for round_number in range(repeat + 1):
-            for label, client, path, params in found:
-                started = time.perf_counter()
-                response = client.get(path, params=params)
-                elapsed = (time.perf_counter() - started) * 1000
-                if response.status_code != 200:
-                    raise RuntimeError(f"{label}: {response.status_code} {response.text[:500]}")
-                if round_number:
-                    samples[label].append(elapsed)
+            for i in range(len(prepared[0][0])):
+                for (found, _), got in zip(prepared, samples, strict=True):
+                    label, client, path, params = found[i]
+                    started = time.perf_counter()
+                    response = client.get(path, params=params)
+                    elapsed = (time.perf_counter() - started) * 1000
+                    if response.status_code != 200:
+                        raise RuntimeError(f"{label}: {response.status_code} {response.text[:500]}")
+                    if round_number:
+                        got[label].append(elapsed)
     finally:
-        for client in clients:
-            client.close()
-    return {label: statistics.median(values) for label, values in samples.items()}
+        for _, clients in prepared:
+            for client in clients:
+                client.close()
+    return [{label: statistics.median(values) for label, values in got.items()} for got in samples]
 
 
 # --- manual runs and retention --------------------------------------------------------------------
@@ -619,21 +624,42 @@ class Measured:
     build_s: float
 
 
-def measure(kind: str, contacts: int, deliveries: int, args: argparse.Namespace, tmp: Path) -> Measured:
+def measure(kind: str, sizes: list[tuple[int, int]], args: argparse.Namespace, tmp: Path) -> list[Measured]:
+    """Every size of ``kind`` built, its servers started side by side and timed together; then each
+    size's manual run and retention pass, one after the other (servers stopped)."""
     from contactsync.db.sealing import generate_key
 
-    world = World(contacts=contacts, deliveries=deliveries, secrets_key=generate_key())
-    with databases(kind, tmp) as (platform_url, listener_url):
-        started = time.perf_counter()
-        build_platform(platform_url, world)
-        build_listener(listener_url, world)
-        build_s = time.perf_counter() - started
-        print(f"  {kind} {contacts:,} / {deliveries:,}: generated in {build_s:.0f} s", flush=True)
-        with servers(platform_url, listener_url, tmp, world) as urls:
-            timings = time_calls(urls, world, args.repeat)
-        manual = manual_throughput(platform_url, world)
-        retention = retention_throughput(platform_url, listener_url, world)
-    return Measured(timings, manual, retention, build_s)
+    worlds = [World(contacts=c, deliveries=d, secrets_key=generate_key()) for c, d in sizes]
+    with contextlib.ExitStack() as stack:
+        urls: list[tuple[str, str]] = []
+        built: list[float] = []
+        for world in worlds:
+            platform_url, listener_url = stack.enter_context(databases(kind, tmp))
+            started = time.perf_counter()
+            build_platform(platform_url, world)
+            build_listener(listener_url, world)
+            built.append(time.perf_counter() - started)
+            print(
+                f"  {kind} {world.contacts:,} / {world.deliveries:,}: generated in {built[-1]:.0f} s",
+                flush=True,
+            )
+            urls.append((platform_url, listener_url))
+        with contextlib.ExitStack() as running:
+            sites = []
+            for (platform_url, listener_url), world in zip(urls, worlds, strict=True):
+                directory = Path(tempfile.mkdtemp(prefix="servers-", dir=tmp))
+                sites.append(
+                    (running.enter_context(servers(platform_url, listener_url, directory, world)), world)
+                )
+            timings = time_calls(sites, args.repeat)
+        results = []
+        for (platform_url, listener_url), world, times, build_s in zip(
+            urls, worlds, timings, built, strict=True
+        ):
+            manual = manual_throughput(platform_url, world)
+            retention = retention_throughput(platform_url, listener_url, world)
+            results.append(Measured(times, manual, retention, build_s))
+    return results
 
 
 def _label(contacts: int, deliveries: int) -> str:
@@ -682,8 +708,7 @@ def main() -> None:
     grew: dict[str, list[str]] = {}
     try:
         for kind in kinds:
-            results = [measure(kind, c, d, args, tmp) for c, d in sizes]
-            grew[kind] = report(kind, sizes, results, args.repeat)
+            grew[kind] = report(kind, sizes, measure(kind, sizes, args, tmp), args.repeat)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     for kind, labels in grew.items():
