@@ -5,7 +5,10 @@ migrated (``contactsync.db.migrate``) and filled in SQL (``generate_series`` on 
 CTEs on SQLite: minutes, not hours): one big account (a main list with a City field and its values,
 a newsletter list, one activity per contact, deliveries across every state with an attempt each,
 spread over 60 days, endpoint events, audit rows), three small accounts beside it, and a listener
-inbox of as many syncs as deliveries with a CRM handler run each and the projected contacts. Then
+inbox of as many syncs as deliveries with a CRM handler run each and the projected contacts. History
+(delivered, cancelled and failed deliveries, done handler runs) grows with the size; what waits now
+(a few hundred deliveries in flight, a few thousand pending, a handler's backlog) does not, as in
+production, where it follows current traffic rather than history. Then
 the real servers run as processes on 127.0.0.1 (``contactsync serve`` with its admin UI and metrics
 port, ``contactsync listen`` with its admin UI) and every call of the scale issue's table is timed:
 the API's ``/api/deliveries`` with its filters and ``/api/endpoints``, the UI's dashboard, contact
@@ -61,7 +64,13 @@ SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 SPAN_S = 60 * 86400
 """Deliveries, attempts, activities and inbox rows are spread over the last 60 days."""
 SMALL_ACCOUNTS = 3
+IN_FLIGHT = 200
+PENDING = 5000
+"""Deliveries in flight and pending (of the newest ten times as many), whatever the history."""
+FAILED_RUNS = 100
+"""Failed handler runs in the listener's inbox, whatever its size."""
 SMALL_LIST = 1000
+"""Contacts of each small account (at most a hundredth of the total)."""
 GROWTH_LIMIT = 1.5
 PAGER = re.compile(r'href="\?([^"]*)" id="(\w+)-down"')
 """A keyset list's "older" link (web/paging.py)."""
@@ -199,7 +208,8 @@ def build_platform(url: str, world: World) -> None:
     now = datetime.now(UTC).replace(tzinfo=None, microsecond=0)
     ids = _objects(engine, world, now)
     n_news = world.contacts // 10
-    n_main = world.contacts - n_news - SMALL_ACCOUNTS * SMALL_LIST
+    n_small = min(SMALL_LIST, world.contacts // 100)
+    n_main = world.contacts - n_news - SMALL_ACCOUNTS * n_small
     d_total = world.deliveries
     stamp = (
         f"TIMESTAMP '{now:%Y-%m-%d %H:%M:%S}'"
@@ -209,7 +219,7 @@ def build_platform(url: str, world: World) -> None:
     with engine.begin() as conn:
         sql = conn.exec_driver_sql
         contact_lists = [(world.main_list, n_main, "c"), (world.news_list, n_news, "n")]
-        contact_lists += [(ids[f"small_list{i}"], SMALL_LIST, f"s{i}-") for i in range(SMALL_ACCOUNTS)]
+        contact_lists += [(ids[f"small_list{i}"], n_small, f"s{i}-") for i in range(SMALL_ACCOUNTS)]
         for list_id, count, tag in contact_lists:
             sql(
                 "INSERT INTO contacts (list_id, email, email_key, phone, status, lead_score, created_at, "
@@ -240,9 +250,14 @@ def build_platform(url: str, world: World) -> None:
         # thousand of the big account's goes to a rarely used automation
         small = f"{_mod('n', 7)} = 0"
         rare = f"{_mod('n', 1000)} = 5"
+        # history (delivered, cancelled, failed) grows with the data; what waits now does not: the
+        # newest ones are in flight (a few hundred) or pending (a few thousand, a failing endpoint's)
+        newest = f"n > {d_total - IN_FLIGHT * 10}"
+        waiting = f"n > {d_total - PENDING * 10}"
         states = (
-            f"CASE WHEN {_mod('n', 1000)} = 2 THEN 'in_flight' ELSE CASE {_mod('n', 10)} "
-            "WHEN 0 THEN 'failed' WHEN 1 THEN 'pending' WHEN 3 THEN 'cancelled' ELSE 'delivered' END END"
+            f"CASE WHEN {newest} AND {_mod('n', 10)} = 2 THEN 'in_flight' "
+            f"WHEN {waiting} AND {_mod('n', 10)} = 1 THEN 'pending' ELSE CASE {_mod('n', 10)} "
+            "WHEN 0 THEN 'failed' WHEN 3 THEN 'cancelled' ELSE 'delivered' END END"
         )
         created = _ago(dialect, now, f"(({d_total} - n) * {SPAN_S}) / {d_total}")
         sql(
@@ -309,8 +324,12 @@ def build_listener(url: str, world: World) -> None:
             f"'application/x-www-form-urlencoded', '', '{{}}', {_blob(dialect)}, '127.0.0.1', TRUE "
             f"FROM ({_series(dialect, n)}) AS s"
         )
-        state = f"CASE {_mod('id', 1000)} WHEN 0 THEN 'failed' WHEN 1 THEN 'pending' ELSE 'done' END"
-        error = f"CASE WHEN {_mod('id', 1000)} < 2 THEN 'HTTP 500' ELSE NULL END"
+        # a handler's backlog (the newest syncs still pending, a few failures) does not grow with history
+        state = (
+            f"CASE WHEN id > {n - PENDING} AND {_mod('id', 10)} = 1 THEN 'pending' "
+            f"WHEN id <= {FAILED_RUNS * 1000} AND {_mod('id', 1000)} = 0 THEN 'failed' ELSE 'done' END"
+        )
+        error = f"CASE WHEN ({state}) = 'done' THEN NULL ELSE 'HTTP 500' END"
         sql(
             "INSERT INTO listener_handler_runs (inbox_id, handler, state, attempts, next_attempt_at_ms, "
             "received_at_ms, finished_at_ms, last_error) "
