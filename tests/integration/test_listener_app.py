@@ -332,3 +332,54 @@ def test_admin_pages_show_whatever_was_stored(sqlite_url: str) -> None:
             assert answer.status_code == 200, (page, answer.text[-2000:])
         detail = lst.http.get(f"{lst.base}/admin/syncs/11").text
         assert "lone UTF-16 surrogate" in detail
+
+
+def test_metrics_report_each_handlers_backlog_and_lag(sqlite_url: str) -> None:
+    """Pending and failed runs per handler and the age of its oldest pending run, as the database
+    holds them (handlers with nothing left to do report no backlog)."""
+    for listener in start_listener(sqlite_url, listener_run_handlers=False, listener_projection=False):
+        now_ms = int(time.time() * 1000)
+        runs = [  # (handler, state, received seconds ago)
+            ("crm", "pending", 90),
+            ("crm", "pending", 5),
+            ("crm", "failed", 300),
+            ("crm", "done", 400),
+            ("hook", "done", 10),
+            ("mail", "failed", 20),
+        ]
+        with listener.engine.begin() as conn:
+            for n, (handler, state, ago_s) in enumerate(runs, start=1):
+                at = now_ms - ago_s * 1000
+                inbox_id = conn.execute(
+                    t.inbox.insert()
+                    .values(
+                        transactionid=str(n),
+                        received_at_ms=at,
+                        method="POST",
+                        query="",
+                        headers="{}",
+                        body=b"",
+                    )
+                    .returning(t.inbox.c.id)
+                ).scalar_one()
+                conn.execute(
+                    t.handler_runs.insert().values(
+                        inbox_id=inbox_id,
+                        handler=handler,
+                        state=state,
+                        next_attempt_at_ms=at,
+                        received_at_ms=at,
+                    )
+                )
+        text = listener.http.get(f"{listener.sync}/metrics").text
+        gauges = {
+            line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith("contactsync_listener_handler_")
+        }
+        assert gauges['contactsync_listener_handler_pending{handler="crm"}'] == 2
+        assert gauges['contactsync_listener_handler_failed{handler="crm"}'] == 1
+        assert gauges['contactsync_listener_handler_failed{handler="mail"}'] == 1
+        assert 90 <= gauges['contactsync_listener_handler_lag_seconds{handler="crm"}'] < 150
+        assert not any('handler="hook"' in name for name in gauges)
+        assert 'contactsync_listener_handler_pending{handler="mail"}' not in gauges

@@ -45,6 +45,8 @@ from support.web import PASSWORD, Ui, listener_sign_in, person, sign_in
 CONTACTS = 60_000
 DELIVERIES = 200_000
 INBOX = 100_000
+BACKLOG = 40_000
+"""Failed runs of one handler in the listener's inbox (more than a page may read)."""
 FORM = "application/x-www-form-urlencoded"
 OPERATOR_EMAIL = "operator@example.com"
 OWNER_EMAIL = "owner@example.com"
@@ -119,7 +121,7 @@ def _seed(api: Api, ids: dict[str, int]) -> None:
         first = int(conn.execute(sa.text("SELECT coalesce(max(id), 0) FROM contacts")).scalar_one()) + 1
         for list_id, count, tag in (
             (ids["list"], CONTACTS, "c"),
-            (ids["small_list"], CONTACTS // 10, "s"),
+            (ids["small_list"], CONTACTS // 2, "s"),  # imported after the big one: its newest ids
             (ids["tiny_list"], 100, "t"),
         ):
             sql(
@@ -151,7 +153,7 @@ def _seed(api: Api, ids: dict[str, int]) -> None:
             f"ELSE CASE {_mod('n', 10)} WHEN 0 THEN 'failed' WHEN 1 THEN 'pending' ELSE 'delivered' END END"
         )
         # interleaved in time: one in seven is another account's, one in two thousand a tiny account's,
-        # and one in a thousand of the account's own goes to a rarely used automation
+        # and one in a thousand of the account's own goes to a rarely used automation (and its action)
         tiny, mine = f"{_mod('n', 2000)} = 7", f"{_mod('n', 7)} <> 0"
         rare = f"{_mod('n', 1000)} = 5"
         sql(
@@ -160,7 +162,8 @@ def _seed(api: Api, ids: dict[str, int]) -> None:
             "created_at, updated_at) "
             f"SELECT 900000000 + n, CASE WHEN {tiny} THEN {ids['tiny_account']} "
             f"WHEN {mine} THEN {ids['account']} ELSE {ids['other_account']} END, "
-            f"CASE WHEN {tiny} THEN {ids['tiny_action']} WHEN {mine} THEN {ids['action']} END, "
+            f"CASE WHEN {tiny} THEN {ids['tiny_action']} WHEN {mine} AND {rare} THEN {ids['rare_action']} "
+            f"WHEN {mine} THEN {ids['action']} END, "
             f"CASE WHEN {tiny} THEN {ids['tiny_automation']} WHEN {rare} THEN {ids['rare_automation']} "
             f"ELSE {ids['automation']} END, "
             f"{first} + ({_mod('n', CONTACTS)}), 'http://127.0.0.1:9', 'POST', 'http://127.0.0.1:9/hook', "
@@ -191,7 +194,8 @@ def _analyze(engine: sa.Engine) -> None:
 
 def _seed_listener(engine: sa.Engine) -> None:
     """An inbox of INBOX syncs, a done projection run and a CRM run each (some pending or failed, with
-    errors), the CRM's calls, and as many projected contacts with a field and a page visit each."""
+    errors), BACKLOG failed runs of a handler that is down, the CRM's calls, and as many projected
+    contacts with a field and a page visit each."""
     dialect = engine.dialect.name
     base_ms = int(time.time() * 1000) - 10 * INBOX
     with engine.begin() as conn:
@@ -217,6 +221,14 @@ def _seed_listener(engine: sa.Engine) -> None:
             f"SELECT {base_ms} + 60000 * CAST(n AS BIGINT), 'no_match', 401, '10.0.0.' || {_mod('n', 200)}, "
             f"CAST(n AS TEXT), 'automation · action ' || n, '', 3, {base_ms} + 60000 * CAST(n AS BIGINT) "
             f"FROM ({_series(dialect, INBOX)}) AS s"
+        )
+        # a handler whose endpoint has been down a while: a backlog of failures the admin page
+        # lists newest first, a page at a time
+        sql(
+            "INSERT INTO listener_handler_runs (inbox_id, handler, state, attempts, next_attempt_at_ms, "
+            "received_at_ms, finished_at_ms, last_error) "
+            "SELECT id, 'down', 'failed', 5, received_at_ms, received_at_ms, NULL, 'HTTP 503' "
+            f"FROM listener_inbox WHERE id <= {BACKLOG}"
         )
         sql(
             "INSERT INTO listener_handler_attempts (run_id, attempt, at_ms, ok, status, duration_ms, target, "
@@ -339,7 +351,21 @@ STEPS_AT_MOST = 400_000
 the seeded deliveries or a list's contacts whole, millions)."""
 
 
-def _work(conn: sa.Connection, statement: str, parameters: Any) -> str | None:
+SEARCH_READ_AT_MOST = 2_000
+SEARCH_STEPS_AT_MOST = 100_000
+"""A contact search reads its matches, a page's worth per list searched (by email prefix and by
+phone), and nothing else: it has no capped count to allow for (walking a list in email order to
+meet a phone takes some 300,000 steps here)."""
+
+
+def _work(
+    conn: sa.Connection,
+    statement: str,
+    parameters: Any,
+    *,
+    read_at_most: int = READ_AT_MOST,
+    steps_at_most: int = STEPS_AT_MOST,
+) -> str | None:
     """What a statement reads, run for real, when it is more than a page's worth: a page must cost
     the same however big its tables, so it may read no more than the capped counts do."""
     driver = conn.connection.driver_connection
@@ -356,7 +382,7 @@ def _work(conn: sa.Connection, statement: str, parameters: Any) -> str | None:
             read = (node.get("Actual Rows", 0) + node.get("Rows Removed by Filter", 0)) * loops
             if node.get("Node Type") == "Sort":
                 read = sum(c.get("Actual Rows", 0) * c.get("Actual Loops", 1) for c in node.get("Plans", []))
-            if read > READ_AT_MOST:
+            if read > read_at_most:
                 where = node.get("Index Name") or node.get("Relation Name") or ""
                 heavy.append(f"{node['Node Type']} {where} reads {read} rows")
             for child in node.get("Plans", []):
@@ -377,18 +403,25 @@ def _work(conn: sa.Connection, statement: str, parameters: Any) -> str | None:
         cursor.fetchall()
     finally:
         driver.set_progress_handler(None, 1000)
-    return f"takes {steps} steps" if steps > STEPS_AT_MOST else None
+    return f"takes {steps} steps" if steps > steps_at_most else None
 
 
 def _explain(
-    engine: sa.Engine, label: str, seen: list[tuple[str, Any]], *, bounded: bool = True
+    engine: sa.Engine,
+    label: str,
+    seen: list[tuple[str, Any]],
+    *,
+    bounded: bool = True,
+    search: bool = False,
 ) -> list[str]:
-    """Each statement's full scans and, when it must be ``bounded``, reads beyond a page's worth."""
+    """Each statement's full scans and, when it must be ``bounded``, reads beyond a page's worth (a
+    ``search``: beyond its matches)."""
     problems = []
+    limits = {"read_at_most": SEARCH_READ_AT_MOST, "steps_at_most": SEARCH_STEPS_AT_MOST} if search else {}
     with engine.connect() as conn:
         for statement, parameters in seen:
             found = _scans(conn, statement, parameters)
-            heavy = _work(conn, statement, parameters) if bounded else None
+            heavy = _work(conn, statement, parameters, **limits) if bounded else None
             if heavy is not None:
                 found.append(heavy)
             problems += [f"{label}: {problem}\n    {' '.join(statement.split())[:400]}" for problem in found]
@@ -441,11 +474,15 @@ def world(
             operator = create_key(conn, account_id=None, role="operator", name="op", now=utc_now()).key
         manual = {"list_id": lst["id"], "name": "Rare", "trigger": {"event": "manual"}}
         rare = api.ok("POST", "/api/automations", 201, json=manual)
+        rare_action = api.ok(
+            "POST", f"/api/automations/{rare['id']}/actions", 201, json={"url": "http://127.0.0.1:9/rare"}
+        )
         person(api.engine, OWNER_EMAIL, account_id=api.account_id, role="owner")
         tiny = _tiny_account(api)
         ids = {
             **{f"tiny_{k}": v for k, v in tiny.items()},
             "rare_automation": rare["id"],
+            "rare_action": rare_action["id"],
             "account": api.account_id,
             "other_account": other_account,
             "list": lst["id"],
@@ -531,6 +568,7 @@ def _tiny_account(api: Api) -> dict[str, int]:
         "automation": automation["id"],
         "rare_automation": automation["id"],
         "action": action["id"],
+        "rare_action": action["id"],
         "contact": contact["contact"]["id"],
     }
 
@@ -540,10 +578,7 @@ LINEAR = {
     "previews walks it",
 }
 """Reads that are linear in a list by design (not daily views); each says why."""
-UNBOUNDED = {
-    "/api/endpoints": "counts each endpoint's waiting deliveries exactly (the account's whole queue)",
-    "/api/endpoints/1": "counts the endpoint's waiting deliveries exactly (the account's whole queue)",
-}
+UNBOUNDED: dict[str, str] = {}
 """API reads known to read more than a page's worth (found by this test, still to fix): they must
 use indexes, but are not held to a page's worth of rows yet."""
 FILTERS = {
@@ -554,6 +589,7 @@ FILTERS = {
         {"contact_id": "{contact}"},
         {"automation_id": "{automation}"},
         {"action_id": "{action}"},
+        {"action_id": "{rare_action}"},
         {"cursor": "{delivery}"},
     ],
     "/api/audit": [{}, {"action": "list."}, {"actor": "seed"}],
@@ -638,6 +674,7 @@ UI_QUERIES: dict[str, list[dict[str, str]]] = {
         {"automation": "{automation}"},
         {"automation": "{rare_automation}"},
         {"action": "{action}"},
+        {"action": "{rare_action}"},
         {"state": "failed", "automation": "{automation}"},
         {"state": "retrying"},
         {"state": "retrying", "automation": "{rare_automation}"},
@@ -694,9 +731,10 @@ def test_every_admin_page_reads_through_indexes(world: tuple[Api, dict[str, int]
                     path = re.sub(r"{" + param + r"(?::\w+)?}", str(where[UI_IDS[param]]), path)
                 for query in UI_QUERIES.get(route.path, [{}]):
                     filled = {k: v.format(**where) for k, v in query.items()}
+                    search = route.path == "/contacts" and "q" in filled
                     for label, seen in _visit(ui, capture, path, filled):
                         visited += 1
-                        problems += _explain(api.engine, f"{email} {label}", seen)
+                        problems += _explain(api.engine, f"{email} {label}", seen, search=search)
     assert not problems, "\n".join(problems)
     assert visited >= 80, "the pages' newer / older links were not followed"
 

@@ -68,6 +68,15 @@ handler_runs = sa.Table(
         sqlite_where=sa.text("state != 'done'"),
         postgresql_where=sa.text("state != 'done'"),
     ),
+    # a handler's failures, newest first (the admin page): a page's worth, however long the backlog
+    sa.Index(
+        "ix_listener_handler_runs_unfinished_id",
+        "handler",
+        "state",
+        "id",
+        sqlite_where=sa.text("state != 'done'"),
+        postgresql_where=sa.text("state != 'done'"),
+    ),
 )
 """One row per (inbox entry, handler): each handler is tracked and retried on its own."""
 

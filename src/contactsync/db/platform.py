@@ -163,8 +163,8 @@ contacts = sa.Table(
     sa.UniqueConstraint("list_id", "email_key"),
     # manual runs walk a list in id order, chunk by chunk
     sa.Index(None, "list_id", "id"),
-    # the admin UI's search by exact phone (db/search.py)
-    sa.Index(None, "list_id", "phone"),
+    # the admin UI's search by exact phone (db/search.py), its matches read in email order
+    sa.Index(None, "list_id", "phone", "email_key"),
     sqlite_autoincrement=True,  # ids never reused (PostgreSQL's sequences never go back anyway)
 )
 
@@ -371,9 +371,10 @@ deliveries = sa.Table(
     sa.Index(None, "account_id", "id"),
     # an account's deliveries in one state, to one endpoint: the dashboard's capped counts
     sa.Index(None, "account_id", "state", "endpoint", "id"),
-    # the daily views: a contact's or an automation's deliveries, a state's, newest first
+    # the daily views: a contact's, an automation's or an action's deliveries, a state's, newest first
     sa.Index(None, "contact_id", "id"),
     sa.Index(None, "automation_id", "id"),
+    sa.Index(None, "action_id", "id"),
     sa.Index(None, "state", "id"),
     # retention: finished deliveries by when they finished (db/retention.py)
     sa.Index(None, "state", "updated_at", "id"),

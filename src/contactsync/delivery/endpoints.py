@@ -21,7 +21,8 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from yarl import URL
 
-from contactsync.db.platform import endpoint_events, endpoints
+from contactsync.db.counting import Count, capped, matching, total
+from contactsync.db.platform import deliveries, endpoint_events, endpoints
 from contactsync.errors import ValidationError
 
 log = logging.getLogger("contactsync.delivery.endpoints")
@@ -50,6 +51,25 @@ def _key_is(key: EndpointKey) -> sa.ColumnElement[bool]:
 
 def _keys_in(keys: Iterable[EndpointKey]) -> sa.ColumnElement[bool]:
     return sa.tuple_(endpoints.c.account_id, endpoints.c.endpoint).in_([tuple(k) for k in keys])
+
+
+def waiting(conn: sa.Connection, key: EndpointKey) -> Count:
+    """Deliveries pending or in flight to the endpoint, counted up to a cap through the (account_id,
+    state, endpoint, id) index: a failing endpoint's backlog is never read whole by a page or call."""
+    d = deliveries.c
+    return total(
+        capped(
+            conn,
+            matching(
+                deliveries,
+                d.account_id == key.account_id,
+                d.state == state,
+                d.endpoint == key.endpoint,
+                by=d.id,
+            ),
+        )
+        for state in ("pending", "in_flight")
+    )
 
 
 @dataclass(frozen=True, slots=True)

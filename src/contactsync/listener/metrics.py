@@ -18,6 +18,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
 
+from contactsync.db.counting import capped, matching
 from contactsync.db.listener import handler_runs
 
 REJECT_REASONS = (
@@ -34,8 +35,41 @@ REJECT_REASONS = (
 )
 
 
+MAX_HANDLERS = 100
+"""Handlers reported at most (a listener runs a handful)."""
+
+
+def _backlog(conn: sa.Connection) -> Iterator[tuple[str, int, int, int | None]]:
+    """Per handler with unfinished runs: pending and failed runs counted up to a cap (10001: more)
+    and the oldest pending run's arrival, each a seek or a capped range of the partial indexes of
+    unfinished runs: a failing handler's backlog is never read whole at each scrape."""
+    h = handler_runs.c
+    unfinished = h.state != "done"
+    handler = ""
+    for _ in range(MAX_HANDLERS):
+        found = conn.execute(
+            sa.select(sa.func.min(h.handler)).where(h.handler > handler, unfinished)
+        ).scalar()
+        if found is None:
+            return
+        handler = found
+        pending, failed = (
+            capped(
+                conn, matching(handler_runs, h.handler == handler, h.state == state, unfinished, by=h.id)
+            ).n
+            for state in ("pending", "failed")
+        )
+        oldest = conn.execute(
+            sa.select(sa.func.min(h.received_at_ms)).where(
+                h.handler == handler, h.state == "pending", unfinished
+            )
+        ).scalar()
+        yield handler, pending, failed, oldest
+
+
 class _BacklogCollector(Collector):
-    """Per handler: pending runs, failed runs, and the age of the oldest pending one (the lag)."""
+    """Per handler: pending runs, failed runs (each counted up to 10,000: 10001 means more), and the
+    age of the oldest pending one (the lag)."""
 
     def __init__(self, engine: sa.Engine, clock_s: Callable[[], float]) -> None:
         self._engine = engine
@@ -56,23 +90,18 @@ class _BacklogCollector(Collector):
             labels=["handler"],
         )
         now_ms = self._clock_s() * 1000
-        query = sa.select(
-            handler_runs.c.handler,
-            handler_runs.c.state,
-            sa.func.count(),
-            sa.func.min(handler_runs.c.received_at_ms),
-        ).group_by(handler_runs.c.handler, handler_runs.c.state)
         try:
             with self._engine.connect() as conn:
-                rows = conn.execute(query.where(handler_runs.c.state != "done")).all()
+                rows = list(_backlog(conn))
         except sa.exc.SQLAlchemyError:
             return
-        for handler, state, count, oldest_ms in rows:
-            if state == "pending":
-                pending.add_metric([handler], count)
-                lag.add_metric([handler], max(now_ms - oldest_ms, 0) / 1000)
-            elif state == "failed":
-                failed.add_metric([handler], count)
+        for handler, n_pending, n_failed, oldest_ms in rows:
+            if n_pending:
+                pending.add_metric([handler], n_pending)
+                if oldest_ms is not None:
+                    lag.add_metric([handler], max(now_ms - oldest_ms, 0) / 1000)
+            if n_failed:
+                failed.add_metric([handler], n_failed)
         yield pending
         yield failed
         yield lag

@@ -21,9 +21,9 @@ from contactsync.api.deps import own_endpoint
 from contactsync.api.routes.deliveries import DisableIn, LimitsIn
 from contactsync.api.routes.lists import ThresholdsBody
 from contactsync.automation.lists import Threshold, get_thresholds, set_thresholds
-from contactsync.db.counting import capped, matching, total
-from contactsync.db.platform import deliveries, endpoints
+from contactsync.db.platform import endpoints
 from contactsync.delivery import endpoints as endpoint_rows
+from contactsync.delivery.endpoints import EndpointKey
 from contactsync.errors import ContactSyncError, ValidationError
 from contactsync.web import stats
 from contactsync.web.app import Web
@@ -37,26 +37,13 @@ BLANK_THRESHOLD_ROWS = 3
 
 def account_endpoints(conn: sa.Connection, account_id: int) -> list[dict[str, Any]]:
     """The account's endpoints with their health and how many deliveries wait for each (counted up
-    to a cap, through the (account_id, state, endpoint, id) index: a backlog is never read whole)."""
-    e, d = endpoints.c, deliveries.c
+    to a cap: a backlog is never read whole)."""
+    e = endpoints.c
     rows = conn.execute(sa.select(endpoints).where(e.account_id == account_id).order_by(e.endpoint)).all()
-    out = []
-    for row in rows:
-        counts = [
-            capped(
-                conn,
-                matching(
-                    deliveries,
-                    d.account_id == account_id,
-                    d.state == state,
-                    d.endpoint == row.endpoint,
-                    by=d.id,
-                ),
-            )
-            for state in ("pending", "in_flight")
-        ]
-        out.append({**row._mapping, "waiting": total(counts)})
-    return out
+    return [
+        {**row._mapping, "waiting": endpoint_rows.waiting(conn, EndpointKey(account_id, row.endpoint))}
+        for row in rows
+    ]
 
 
 def threshold_rows(form: Any) -> list[Threshold]:

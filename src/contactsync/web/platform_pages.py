@@ -22,7 +22,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute
 
-from contactsync.api.deps import own_endpoint, own_list
+from contactsync.api.deps import MAX_ID, own_endpoint, own_list
 from contactsync.api.keys import create_key, revoke_key
 from contactsync.automation.lists import FieldIn, ListIn, create_field, create_list, list_fields
 from contactsync.db import search
@@ -279,9 +279,34 @@ def routes(web: Web) -> list[BaseRoute]:
 
 def _newest_contacts(conn: sa.Connection, list_ids: list[int], at: Seek, n: int) -> list[Any]:
     """The ``n`` contacts of ``list_ids`` past ``at`` by id: one (list_id, id) index range per list."""
-    c = contacts.c
-    per_list = [paging.past(sa.select(*CONTACT_COLUMNS).where(c.list_id == i), c.id, at, n) for i in list_ids]
+    if conn.dialect.name == "postgresql":
+        per_list = [_list_range(i, at, n) for i in list_ids]
+    else:
+        c = contacts.c
+        per_list = [
+            paging.past(sa.select(*CONTACT_COLUMNS).where(c.list_id == i), c.id, at, n) for i in list_ids
+        ]
     return paging.nearest(paging.union(conn, per_list), n, key=lambda r: r.id, at=at)
+
+
+def _list_range(list_id: int, at: Seek, n: int) -> sa.Select[Any]:
+    """PostgreSQL: the ``n`` contacts of one list past ``at`` by id, bounded and ordered by the row
+    (list_id, id).
+
+    With ``list_id = X`` PostgreSQL may walk the primary key newest first and filter by list instead
+    when the list holds most contacts: if the newest ids belong to lists imported since, that reads
+    them all (measured: 99,500 rows for a page of 51). Bounding the row (list_id, id) on both sides
+    keeps every row in the list and leaves (list_id, id) the only index giving that order. (SQLite
+    would read such a row bound as a range of lists only: there the equality serves.)"""
+    c = contacts.c
+    row = sa.tuple_(c.list_id, c.id)
+    mark = None if at.past is None else int(at.past)
+    query = sa.select(*CONTACT_COLUMNS)
+    if not at.backward:  # older: newest first, below the mark
+        query = query.where(row < sa.tuple_(list_id, MAX_ID if mark is None else mark), c.list_id >= list_id)
+        return query.order_by(c.list_id.desc(), c.id.desc()).limit(n)
+    query = query.where(row > sa.tuple_(list_id, 0 if mark is None else mark), c.list_id <= list_id)
+    return query.order_by(c.list_id.asc(), c.id.asc()).limit(n)
 
 
 def _search(conn: sa.Connection, list_ids: list[int], q: str, at: Seek, n: int) -> list[Any]:

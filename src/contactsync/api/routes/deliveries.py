@@ -28,6 +28,7 @@ from contactsync.api.deps import (
 from contactsync.api.errors import ERROR_RESPONSES, ApiError
 from contactsync.api.pagination import Cursor, Limit, Page, after, cut
 from contactsync.api.routing import UtcRoute
+from contactsync.db.counting import CAP
 from contactsync.db.platform import deliveries, delivery_attempts, endpoint_events, endpoints
 from contactsync.delivery import endpoints as endpoint_rows
 from contactsync.delivery import outbox
@@ -216,7 +217,10 @@ class EndpointOut(BaseModel):
     edited_at: datetime | None
     max_in_flight: int
     rate_limit_per_s: float | None
-    waiting: int = Field(description="deliveries pending or in flight to this endpoint")
+    waiting: int = Field(
+        description=f"deliveries pending or in flight to this endpoint, counted up to {CAP:,} "
+        f"({CAP + 1}: more)"
+    )
 
 
 class EndpointEventOut(BaseModel):
@@ -249,18 +253,17 @@ class DisableIn(BaseModel):
 
 
 def _endpoints(conn: sa.Connection, where: sa.ColumnElement[bool]) -> list[EndpointOut]:
-    d = deliveries.c
-    waiting = (
-        sa.select(sa.func.count())
-        .where(
-            d.account_id == endpoints.c.account_id,
-            d.endpoint == endpoints.c.endpoint,
-            d.state.in_(["pending", "in_flight"]),
+    rows = conn.execute(sa.select(endpoints).where(where).order_by(endpoints.c.id)).all()
+    return [
+        EndpointOut.model_validate(
+            {
+                **r._asdict(),
+                "enabled": r.disabled_at is None,
+                "waiting": int(endpoint_rows.waiting(conn, EndpointKey(r.account_id, r.endpoint))),
+            }
         )
-        .scalar_subquery()
-    )
-    rows = conn.execute(sa.select(endpoints, waiting.label("waiting")).where(where).order_by(endpoints.c.id))
-    return [EndpointOut.model_validate({**r._asdict(), "enabled": r.disabled_at is None}) for r in rows]
+        for r in rows
+    ]
 
 
 @router.get("/endpoints", tags=["endpoints"])
