@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 
-from contactsync.db.counting import Count, capped, matching, total
+from contactsync.db.counting import Count, capped, matching
 from contactsync.db.platform import (
     DELIVERY_STATES,
     accounts,
@@ -28,7 +28,9 @@ from contactsync.db.platform import (
     endpoints,
 )
 from contactsync.db.retention import Retention
+from contactsync.delivery import endpoints as endpoint_rows
 from contactsync.delivery import presence, trouble
+from contactsync.delivery.endpoints import EndpointKey
 from contactsync.delivery.outbox import oldest_due
 from contactsync.delivery.trouble import Trouble
 from contactsync.web import charts
@@ -145,7 +147,6 @@ def troubled_endpoints(conn: sa.Connection, *, account_id: int | None) -> list[d
     """Endpoints disabled or in a failure streak, with how many deliveries wait for each (a capped
     count): one account's, or with None every account's (the operator's view: endpoints are per account)."""
     e = endpoints.c
-    d = deliveries.c
     query = (
         sa.select(
             e.id,
@@ -165,18 +166,6 @@ def troubled_endpoints(conn: sa.Connection, *, account_id: int | None) -> list[d
         query = query.where(e.account_id == account_id)
     found = []
     for row in conn.execute(query):
-        waiting = total(
-            capped(
-                conn,
-                matching(
-                    deliveries,
-                    d.account_id == row.account_id,
-                    d.state == state,
-                    d.endpoint == row.endpoint,
-                    by=d.id,
-                ),
-            )
-            for state in ("pending", "in_flight")
-        )
+        waiting = endpoint_rows.waiting(conn, EndpointKey(row.account_id, row.endpoint))
         found.append({**row._mapping, "waiting": waiting})
     return found
