@@ -565,7 +565,7 @@ class Pairing:
             self.issued(issued)
 
     def _register(self, issued: IssuedSecret) -> None:
-        label = display_name(issued.action_id, issued.automation_name)
+        label = display_name(issued.action_id, issued.automation_name, issued.action_name)
         now_ms = int(time.time() * 1000)
         with self.engine.begin() as conn:
             listener_secrets.pair(conn, self.keyring, label=label, secret=issued.secret, now_ms=now_ms)

@@ -233,3 +233,26 @@ def _listener_routes() -> list[tuple[str, str]]:
         return [(m, page.path) for page in page_table(app) for m in sorted(page.methods or ()) if m != "HEAD"]
     finally:
         close_web_app(app)
+
+
+def test_recent_syncs_name_the_contact_and_the_sending_action(listener: Listener) -> None:
+    name = "Relance «été» · CRM"
+    claim = {"X-Contactsync-Action": "12", "X-Contactsync-Action-Name": quote(name)}
+    body = payload(5001, email="ana@example.com").to_form()
+    assert listener.post(body, **signed(body, msg_id="5001"), **claim).status_code == 200
+    quiet = payload(5002, email="bo@example.com").to_form()
+    assert listener.post(quiet, **signed(quiet, msg_id="5002")).status_code == 200  # names no sender
+
+    with closing(_admin(listener)) as admin:
+        recent = re.sub(r"\s+", " ", admin.get("/").text)
+        with listener.engine.connect() as conn:
+            tid = conn.execute(sa.select(t.inbox.c.transactionid).order_by(t.inbox.c.id)).scalars().first()
+        detail = re.sub(r"\s+", " ", admin.get(f"/syncs/{tid}").text)
+    ana = recent[recent.index("ana@example.com") :]
+    assert ana.index(name) < ana.index("</tr>")  # the sender is named on its own row, decoded
+    bo = recent[recent.index("bo@example.com") :]
+    assert "not named" in bo[: bo.index("</tr>")]
+    assert quote(name) not in recent
+    assert 'id="sync-contact"' in detail
+    assert "ana@example.com" in detail[detail.index('id="sync-contact"') :][:300]
+    assert name in detail[detail.index('id="sync-sender"') :][:300]

@@ -109,7 +109,7 @@ def test_a_delivered_sync_is_activity_and_triggers_the_next_automation(db_url: s
         welcome = automation(api, lst, "Welcome series", {"event": "contact.created"})
         sent = action(api, welcome, f"{base}/ok")
         follow = automation(api, lst, "Follow-up", {"event": "webhook.triggered", "ref_id": sent})
-        action(api, follow, f"{base}/ok", sections=["webhooks-triggered"])
+        action(api, follow, f"{base}/ok", sections=["webhooks-triggered"], name="To the CRM")
         contact = api.ok("POST", f"/api/lists/{lst}/contacts", 201, json={"email": "ann@example.com"})
         cid = contact["contact"]["id"]
         # the welcome sync is delivered, recorded, and fires the follow-up, whose sync carries it
@@ -121,7 +121,7 @@ def test_a_delivered_sync_is_activity_and_triggers_the_next_automation(db_url: s
         by_delivery = {w["delivery_id"]: w for w in recorded}
         assert by_delivery[first.id]["ref_id"] == sent
         assert by_delivery[first.id]["name"] == name
-        assert by_delivery[second.id]["name"].startswith("Follow-up · action ")
+        assert by_delivery[second.id]["name"] == "Follow-up · To the CRM"  # a named action by its name
         assert second.cause_activity_id == by_delivery[first.id]["id"]  # the loop guard's mark
         assert first.cause_activity_id is None
         follow_body = next(b for b in hooks.bodies if b.get("webhooks-triggered"))

@@ -24,6 +24,9 @@ def test_any_automation_name_makes_ascii_headers_that_read_back() -> None:
 def test_the_name_fits_a_listener_label_however_long_the_automation_name() -> None:
     assert len(sender.display_name(123456, "x" * 500)) <= 100
     assert sender.display_name(7) == "action 7"
+    assert sender.display_name(7, "Welcome", "CRM") == "Welcome · CRM"  # a named action by its name
+    assert sender.display_name(7, "Welcome", "  ") == "Welcome · action 7"
+    assert len(sender.display_name(7, "x" * 500, "y" * 500)) <= 100
     assert sender.claimed({}) == ("", "")
 
 

@@ -331,11 +331,13 @@ def create_action(
         .returning(actions.c.id)
     ).scalar_one()
     _touch_endpoint(conn, automation_id, endpoint, now)
-    _issued(conn, rt, automation_id, int(action_id), secret)
+    _issued(conn, rt, automation_id, int(action_id), secret, settings.name)
     return get_action(conn, int(action_id))
 
 
-def _issued(conn: sa.Connection, rt: Runtime, automation_id: int, action_id: int, secret: str) -> None:
+def _issued(
+    conn: sa.Connection, rt: Runtime, automation_id: int, action_id: int, secret: str, action_name: str
+) -> None:
     """Tell :attr:`Runtime.on_secret`, if set, about an action's new secret."""
     if rt.on_secret is None:
         return
@@ -344,7 +346,9 @@ def _issued(conn: sa.Connection, rt: Runtime, automation_id: int, action_id: int
         .join(lists, lists.c.id == automations.c.list_id)
         .where(automations.c.id == automation_id)
     ).one()
-    rt.on_secret(IssuedSecret(int(row.account_id), automation_id, str(row.name), action_id, secret))
+    rt.on_secret(
+        IssuedSecret(int(row.account_id), automation_id, str(row.name), action_id, secret, action_name)
+    )
 
 
 def update_action(
@@ -442,7 +446,7 @@ def rotate_secret(conn: sa.Connection, rt: Runtime, action_id: int) -> ActionOut
             updated_at=now,
         )
     )
-    _issued(conn, rt, current.automation_id, action_id, secret)
+    _issued(conn, rt, current.automation_id, action_id, secret, current.settings.name)
     return get_action(conn, action_id)
 
 
@@ -492,7 +496,9 @@ class Freezer:
         self._post = s.method == "POST"
         self._json = s.content_type == "json"
         # the sender headers (wire/sender.py) are the action's: computed here, once per action
-        self._headers = {h.name: h.value for h in s.headers} | sender.headers(action.id, automation_name)
+        self._headers = {h.name: h.value for h in s.headers} | sender.headers(
+            action.id, automation_name, s.name
+        )
         self._ordered = s.ordered_per_contact
         self._not_before = now + timedelta(seconds=s.delay_s) if s.delay_s else None
         self._at_send = renders_at_send(s)

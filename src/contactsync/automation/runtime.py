@@ -34,6 +34,7 @@ class IssuedSecret:
     automation_name: str
     action_id: int
     secret: str
+    action_name: str = ""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

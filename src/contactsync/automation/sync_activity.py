@@ -38,11 +38,12 @@ import sqlalchemy as sa
 from contactsync.automation.events import Hit, fire
 from contactsync.automation.runtime import Runtime
 from contactsync.automation.snapshot import chunked
-from contactsync.db.platform import activities, automations, contacts, deliveries, job_cursors, lists
+from contactsync.db.platform import actions, activities, automations, contacts, deliveries, job_cursors, lists
 from contactsync.db.upsert import insert_on_conflict
 from contactsync.delivery.states import DELIVERED
 from contactsync.errors import ContactSyncError
 from contactsync.settings import Settings
+from contactsync.wire import sender
 
 log = logging.getLogger("contactsync.automation.sync_activity")
 
@@ -63,10 +64,13 @@ class Recorded:
     """Another process holds the cursor (PostgreSQL): it records these; this pass did nothing."""
 
 
-def webhook_name(automation_name: str | None, action_id: int | None) -> str:
-    """How the activity names the webhook (an action has no name of its own): "Welcome · action 3"."""
+def webhook_name(automation_name: str | None, action_id: int | None, action_name: str = "") -> str:
+    """How the activity names the webhook, as the receiver's headers do (wire/sender.py): "Welcome ·
+    CRM", or "Welcome · action 3" for an unnamed action."""
     who = automation_name if automation_name is not None else "deleted automation"
-    return f"{who} · action {action_id}" if action_id is not None else f"{who} · deleted action"
+    if action_id is None:
+        return f"{who} · deleted action"
+    return sender.display_name(action_id, who, action_name)
 
 
 def _cursor(conn: sa.Connection) -> tuple[datetime, int] | None:
@@ -117,6 +121,17 @@ def _names(conn: sa.Connection, rows: Sequence[Any]) -> dict[int, str]:
     return out
 
 
+def _action_names(conn: sa.Connection, rows: Sequence[Any]) -> dict[int, str]:
+    ids = sorted({int(r.action_id) for r in rows if r.action_id is not None})
+    out: dict[int, str] = {}
+    for part in chunked(ids):
+        for action_id, settings in conn.execute(
+            sa.select(actions.c.id, actions.c.settings).where(actions.c.id.in_(part))
+        ):
+            out[int(action_id)] = str((settings or {}).get("name") or "")
+    return out
+
+
 def record_batch(
     conn: sa.Connection, rt: Runtime, *, settled: datetime, batch: int = BATCH
 ) -> tuple[Recorded, bool]:
@@ -148,6 +163,7 @@ def record_batch(
         return done, False
     owner = _owned(conn, rows)
     names = _names(conn, rows)
+    action_names = _action_names(conn, rows)
     mine = [r for r in rows if r.contact_id is not None and owner.get(int(r.contact_id)) == r.account_id]
     new: dict[int, int] = {}  # delivery id -> its new activity's id
     if mine:
@@ -156,7 +172,9 @@ def record_batch(
                 "contact_id": r.contact_id,
                 "kind": "webhook",
                 "ref_id": r.action_id,
-                "name": webhook_name(names.get(r.automation_id), r.action_id),
+                "name": webhook_name(
+                    names.get(r.automation_id), r.action_id, action_names.get(r.action_id or 0, "")
+                ),
                 "url": "",
                 "value": None,
                 "occurred_at": r.delivered_at or r.updated_at,

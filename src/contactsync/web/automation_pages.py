@@ -327,7 +327,11 @@ def routes(web: Web) -> list[BaseRoute]:
             v=action_values(settings, problem),
             problem=problem,
             sections=SECTIONS,
-            pairing_label=display_name(action.id, data["automation"].name) if action is not None else "",
+            pairing_label=(
+                display_name(action.id, data["automation"].name, action.settings.name)
+                if action is not None
+                else ""
+            ),
             **data,
         )
 

@@ -13,6 +13,7 @@ indexes, and failures from the partial index of unfinished runs.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
@@ -38,6 +39,8 @@ from contactsync.web import paging
 from contactsync.web.app import Web
 from contactsync.web.platform_pages import form_text
 from contactsync.web.security import Session
+from contactsync.wire import sender
+from contactsync.wire.payload import SyncPayload
 
 ACTIVITY_TABLES = tuple(t for t in PROJECTION_TABLES if t.name not in {"sync_contacts", "sync_field_values"})
 MAX_HANDLERS = 100
@@ -52,6 +55,42 @@ def _limits(web: Web) -> Limits:
         max_nesting=s.listener_max_nesting,
         tolerance_s=s.listener_tolerance_s,
     )
+
+
+def _decode(web: Web, row: Any) -> SyncPayload:
+    """A stored request decoded as the handlers received it (raises what the decoder raises)."""
+    return parse(
+        row.body,
+        row.content_type,
+        method=row.method,
+        query=row.query,
+        limits=_limits(web),
+        webhook_id=row.transactionid,
+        received_at_ms=row.received_at_ms,
+        get_mapping=web.settings.listener_get_mapping,
+    )
+
+
+@dataclass(frozen=True)
+class Who:
+    """Whom a stored sync is about and who sent it, in words: the contact's email and the sending
+    action as the platform's (unsigned, display-only) headers name it."""
+
+    contact_id: str = ""
+    email: str = ""
+    sender: str = ""
+    sender_action: str = ""
+
+
+def _who(web: Web, row: Any, payload: SyncPayload | None = None) -> Who:
+    action, name = sender.claimed(json.loads(row.headers or "{}"))
+    if payload is None:
+        try:
+            payload = _decode(web, row)
+        except ContactSyncError:
+            return Who(sender=name, sender_action=action)
+    contact = payload.contact
+    return Who(str(contact.id or ""), contact.email, name, action)
 
 
 def routes(web: Web) -> list[BaseRoute]:
@@ -73,7 +112,7 @@ def routes(web: Web) -> list[BaseRoute]:
             i = inbox.c
             query = sa.select(
                 i.id, i.transactionid, i.received_at_ms, i.method, i.content_type, i.source_address,
-                sa.func.length(i.body).label("size"), i.query,
+                sa.func.length(i.body).label("size"), i.query, i.headers, i.body, i.deduplicable,
             )  # fmt: skip
             found = paging.window(
                 lambda seek, n: conn.execute(paging.past(query, i.id, seek, n)).all(), at, key=lambda r: r.id
@@ -89,6 +128,7 @@ def routes(web: Web) -> list[BaseRoute]:
             return {
                 "rows": found.rows,
                 "page": found,
+                "who": {r.id: _who(web, r) for r in found.rows},
                 "states": states,
                 "total": capped(conn, matching(inbox, by=i.id)),
             }
@@ -128,17 +168,9 @@ def routes(web: Web) -> list[BaseRoute]:
                 request, session, "not_found.html", 404, what=f"no sync with transactionid {tid}"
             )
         decoded: Any
+        payload: SyncPayload | None = None
         try:
-            payload = parse(
-                row.body,
-                row.content_type,
-                method=row.method,
-                query=row.query,
-                limits=_limits(web),
-                webhook_id=row.transactionid,
-                received_at_ms=row.received_at_ms,
-                get_mapping=web.settings.listener_get_mapping,
-            )
+            payload = _decode(web, row)
             decoded = payload.to_wire(json_types=True)
             problem = ""
         except ContactSyncError as exc:
@@ -154,6 +186,7 @@ def routes(web: Web) -> list[BaseRoute]:
             decoded=decoded,
             problem=problem,
             headers=headers,
+            who=_who(web, row, payload) if payload is not None else _who(web, row),
         )
 
     async def contact_list(request: Request, session: Session) -> Response:
