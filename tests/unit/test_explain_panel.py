@@ -20,7 +20,7 @@ def test_conditions_read_as_sentences() -> None:
     )
     assert condition_words(FieldCondition(subject="status", op="not_empty"), NAMES) == "Status is not empty"
     assert condition_words(FieldCondition(subject="field:9", op="in", value=["a", "b", "c"]), NAMES) == (
-        "field #9 is one of “a”, “b” or “c”"
+        "field #9 is any of “a”, “b” or “c”"
     )
     visits = ActivityCondition(
         kind="page_visit", url_op="contains", url="pricing", min_count=3, within_days=30

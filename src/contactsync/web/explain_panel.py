@@ -21,6 +21,7 @@ from contactsync.automation.rules import ActivityCondition, Condition, FieldCond
 from contactsync.automation.runtime import Runtime
 from contactsync.db.platform import actions, automations, fields
 from contactsync.errors import ContactSyncError
+from contactsync.web.words import OPERATOR_WORDS
 
 SUBJECTS = {
     "email": "Email",
@@ -29,22 +30,8 @@ SUBJECTS = {
     "lead_score": "Lead score",
     "lead_status": "Lead status",
 }
-OPS = {
-    "eq": "is",
-    "ne": "is not",
-    "contains": "contains",
-    "not_contains": "does not contain",
-    "starts_with": "starts with",
-    "ends_with": "ends with",
-    "empty": "is empty",
-    "not_empty": "is not empty",
-    "gt": "is more than",
-    "gte": "is at least",
-    "lt": "is less than",
-    "lte": "is at most",
-    "in": "is one of",
-    "matches": "matches the pattern",
-}
+OPS = {**OPERATOR_WORDS, "matches": "matches the pattern"}
+"""The builder's words (the panel quotes the pattern itself, so it needs no hint of the wildcards)."""
 DID = {
     "campaign_open": ("opened a campaign", "opened campaign #{}"),
     "link_click": ("clicked a link", ""),

@@ -27,6 +27,15 @@ WORDS = {
     "connect": "could not connect",
     "tls": "TLS error",
     "unsigned": "not sent: no secret to sign with",
+    # manual runs
+    "running": "running",
+    "completed": "finished",
+    # endpoint events
+    "disabled": "turned off",
+    "auto_disabled": "turned off automatically",
+    "enabled": "turned back on",
+    # listener handler runs
+    "done": "done",
 }
 """Stored codes as a person reads them; a code not listed shows as it is."""
 MAX_FIELDS = 2000
