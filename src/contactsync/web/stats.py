@@ -18,10 +18,12 @@ from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 
+from contactsync.automation.actions import action_label
 from contactsync.db.counting import Count, capped, matching
 from contactsync.db.platform import (
     DELIVERY_STATES,
     accounts,
+    actions,
     deliveries,
     delivery_attempts,
     endpoint_events,
@@ -46,6 +48,8 @@ class Dashboard:
     """Pending after a failed attempt (counted among ``states["pending"]`` too)."""
     troubles: list[Trouble]
     """The newest retrying deliveries grouped by action: what is wrong, and where."""
+    action_labels: dict[int, str]
+    """The troubled actions as people know them (their name, else where they send)."""
     attempts_chart: str
     latency_chart: str
     attempts_in_window: int
@@ -97,6 +101,7 @@ def dashboard(
     d = deliveries.c
     oldest = oldest_due(conn, account_id=account_id)
     stalled = presence.stall(conn, now=now)
+    troubles = trouble.troubles(conn, account_id=account_id)
     return Dashboard(
         states={
             state: capped(
@@ -106,7 +111,8 @@ def dashboard(
             for state in DELIVERY_STATES
         },
         retrying=trouble.retrying(conn, account_id=account_id),
-        troubles=trouble.troubles(conn, account_id=account_id),
+        troubles=troubles,
+        action_labels=_action_labels(conn, [t.action_id for t in troubles if t.action_id is not None]),
         attempts_chart=charts.stacked_bars(labels, dict(counts), title="Attempts per minute by outcome"),
         latency_chart=charts.line(labels, latency, title="Mean attempt latency per minute", unit="ms"),
         attempts_in_window=len(rows),
@@ -118,6 +124,18 @@ def dashboard(
         events=endpoint_news(conn, account_id=account_id),
         stall=str(stalled) if stalled is not None else None,
     )
+
+
+def _action_labels(conn: sa.Connection, action_ids: list[int]) -> dict[int, str]:
+    if not action_ids:
+        return {}
+    rows = conn.execute(sa.select(actions.c.id, actions.c.settings).where(actions.c.id.in_(action_ids)))
+    return {
+        int(r.id): action_label(
+            str((r.settings or {}).get("name", "")), str((r.settings or {}).get("url", "")), r.id
+        )
+        for r in rows
+    }
 
 
 def retention_text(retention: Retention) -> str:
