@@ -40,13 +40,20 @@ class Health:
     failed_recently: Count
     last_success_at: datetime | None
     now: datetime
+    last_failure_at: datetime | None = None
+    """When the newest retrying delivery's latest attempt failed."""
 
     @property
     def level(self) -> Level:
-        """``failing``: trouble and no success for a day; ``degraded``: trouble beside successes."""
+        """``failing``: trouble, and nothing went through since the latest failure (or for a day);
+        ``degraded``: trouble beside successes that came after it."""
         recent_success = self.last_success_at is not None and self.now - self.last_success_at < RECENT
         if self.retrying or self.failed_recently:
-            return "degraded" if recent_success else "failing"
+            if not recent_success or self.last_success_at is None:
+                return "failing"
+            if self.last_failure_at is not None and self.last_failure_at >= self.last_success_at:
+                return "failing"
+            return "degraded"
         return "healthy" if self.last_success_at is not None else "idle"
 
 
@@ -89,6 +96,9 @@ def health(
             .order_by(d.automation_id, d.state, d.updated_at.desc())
             .limit(1)
         ).scalar()
+        failure = conn.execute(  # the newest retrying delivery, from the retrying rows' own index
+            sa.select(d.updated_at).where(RETRYING, *mine).order_by(d.automation_id, d.id.desc()).limit(1)
+        ).scalar()
         out[aid] = Health(
             retrying=capped(conn, matching(deliveries, RETRYING, *mine, by=d.id)),
             failed_recently=capped(
@@ -96,6 +106,7 @@ def health(
             ),
             last_success_at=last,
             now=now,
+            last_failure_at=failure,
         )
     return out
 
