@@ -79,6 +79,9 @@ def test_charts_escape_their_labels_and_scale_to_the_largest_value() -> None:
     assert "&lt;b&gt;" in svg
     assert "&lt;title&gt;" in svg
     assert svg.count("<rect") == 3 + 2  # three bars, two legend swatches
+    named = charts.stacked_bars(["10:00"], {"http_5xx": [1]}, title="t", names={"http_5xx": "server error"})
+    assert ">server error</text>" in named  # the legend says the outcome in words
+    assert "http_5xx" not in named
     line = charts.line(["10:00", "10:01", "10:02"], [5.0, None, 7.5], title="latency")
     assert line.count("<circle") == 2  # a gap splits the series into two single points
     assert ">7.5 ms<" in line

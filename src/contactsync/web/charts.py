@@ -46,9 +46,16 @@ def _fmt(x: float) -> str:
 
 
 def stacked_bars(
-    buckets: Sequence[str], counts: Mapping[str, Sequence[int]], *, title: str, unit: str = "/min"
+    buckets: Sequence[str],
+    counts: Mapping[str, Sequence[int]],
+    *,
+    title: str,
+    unit: str = "/min",
+    names: Mapping[str, str] | None = None,
 ) -> str:
-    """One bar per bucket, stacked by outcome (``counts[outcome][i]``), with a legend."""
+    """One bar per bucket, stacked by outcome (``counts[outcome][i]``), with a legend that says each
+    outcome as ``names`` does (its code otherwise)."""
+    said = {outcome: (names or {}).get(outcome, outcome) for outcome in counts}
     n = max(len(buckets), 1)
     totals = [sum(series[i] for series in counts.values()) for i in range(len(buckets))]
     top = max([*totals, 1])
@@ -67,18 +74,18 @@ def stacked_bars(
             parts.append(
                 f'<rect x="{PAD_PX + i * slot:.1f}" y="{y:.1f}" width="{max(slot - 1, 1):.1f}" '
                 f'height="{h:.1f}" fill="{colour}">'
-                f"<title>{escape(label)} {escape(outcome)}: {value}</title></rect>"
+                f"<title>{escape(label)} {escape(said[outcome])}: {value}</title></rect>"
             )
     if buckets:
         parts.append(_x_labels(buckets[0], buckets[-1]))
     # the legend sits at the top right, clear of the axis's scale label at the top left
-    widths = {outcome: 14 + 6 * len(outcome) + 12 for outcome in counts}
+    widths = {outcome: 14 + 6 * len(said[outcome]) + 12 for outcome in counts}
     legend_x = WIDTH_PX - 4 - sum(widths.values())
     for outcome in sorted(counts):
         colour = OUTCOME_COLOURS.get(outcome, OTHER_COLOUR)
         parts.append(
             f'<rect x="{legend_x}" y="2" width="10" height="10" fill="{colour}"/>'
-            f'<text x="{legend_x + 13}" y="11" font-size="10" fill="#333">{escape(outcome)}</text>'
+            f'<text x="{legend_x + 13}" y="11" font-size="10" fill="#333">{escape(said[outcome])}</text>'
         )
         legend_x += widths[outcome]
     return _frame("".join(parts), title)

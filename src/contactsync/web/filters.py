@@ -10,6 +10,7 @@ from urllib.parse import parse_qsl, urlsplit
 from jinja2 import Environment
 
 from contactsync.automation.actions import action_label
+from contactsync.delivery.hints import hint
 
 WORDS = {
     # delivery states
@@ -83,6 +84,25 @@ def words(code: str | None) -> str:
     return WORDS.get(code or "", code or "")
 
 
+def failure_words(status: int | None, last_error: str | None) -> str:
+    """A delivery's latest failure as a short phrase ("could not connect", "refused with HTTP 401");
+    :func:`failure_hint` says what to do about it."""
+    if status is not None:
+        if 400 <= status < 500:
+            return f"refused with HTTP {status}"
+        if status >= 500:
+            return f"server error (HTTP {status})"
+        return last_error or f"HTTP {status}"
+    kind = (last_error or "").removeprefix("error: ")
+    return WORDS.get(kind, kind or "failed")
+
+
+def failure_hint(status: int | None, last_error: str | None) -> str:
+    """What that failure usually means and what to do, in a sentence."""
+    said = hint(status, (last_error or "").removeprefix("error: "))
+    return said.replace("on this page", "on the action's page")
+
+
 def body_fields(raw: bytes | str | None, content_type: str = "", url: str = "") -> list[tuple[str, str]]:
     """A request's data as (key, value) rows: a form body's pairs, a JSON body's leaves by path, or
     a GET URL's query; what cannot be read that way gives no rows (the raw view still shows it)."""
@@ -109,6 +129,8 @@ def _leaves(value: Any, path: str) -> list[tuple[str, str]]:
 
 def install(env: Environment) -> None:
     env.filters["words"] = words
+    env.globals["failure_words"] = failure_words
+    env.globals["failure_hint"] = failure_hint
     env.filters["body_fields"] = body_fields
     env.globals["action_label"] = action_label
     env.filters["when"] = when

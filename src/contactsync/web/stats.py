@@ -36,6 +36,7 @@ from contactsync.delivery.endpoints import EndpointKey
 from contactsync.delivery.outbox import oldest_due
 from contactsync.delivery.trouble import Trouble
 from contactsync.web import charts
+from contactsync.web.filters import WORDS
 
 WINDOW_MIN = 60
 MAX_ATTEMPTS_READ = 200_000
@@ -113,7 +114,9 @@ def dashboard(
         retrying=trouble.retrying(conn, account_id=account_id),
         troubles=troubles,
         action_labels=_action_labels(conn, [t.action_id for t in troubles if t.action_id is not None]),
-        attempts_chart=charts.stacked_bars(labels, dict(counts), title="Attempts per minute by outcome"),
+        attempts_chart=charts.stacked_bars(
+            labels, dict(counts), title="Attempts per minute by outcome", names=WORDS
+        ),
         latency_chart=charts.line(labels, latency, title="Mean attempt latency per minute", unit="ms"),
         attempts_in_window=len(rows),
         attempts_capped=len(rows) >= MAX_ATTEMPTS_READ,
