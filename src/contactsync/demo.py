@@ -262,6 +262,7 @@ def seed(engine: sa.Engine, rt: Runtime, *, config: DemoConfig, listener_url: st
             rt,
             automation_id=form.id,
             settings=SyncActionSettings(
+                name="Contact to the CRM",
                 url=listener_url,
                 sections=ALL_SECTIONS,
                 max_items=MAX_ITEMS,
@@ -295,7 +296,10 @@ def seed(engine: sa.Engine, rt: Runtime, *, config: DemoConfig, listener_url: st
             "&greeting=[#PROPER FIRST_NAME#]&region=[#UPPER CITY#]"
         )
         get_action = create_action(
-            conn, rt, automation_id=get.id, settings=SyncActionSettings(url=template, method="GET")
+            conn,
+            rt,
+            automation_id=get.id,
+            settings=SyncActionSettings(name="Visitor to the ad audience", url=template, method="GET"),
         )
         resync = create_automation(
             conn,
@@ -313,7 +317,9 @@ def seed(engine: sa.Engine, rt: Runtime, *, config: DemoConfig, listener_url: st
             conn,
             rt,
             automation_id=resync.id,
-            settings=SyncActionSettings(url=listener_url, sections=ALL_SECTIONS, max_items=MAX_ITEMS),
+            settings=SyncActionSettings(
+                name="Everyone to the listener", url=listener_url, sections=ALL_SECTIONS, max_items=MAX_ITEMS
+            ),
         )
     secrets_in_clear = [rt.keyring.open(a.secret) for a in (post, get_action, resync_action)]
     return Seeded(account, lst.id, contact_ids, [form.id, get.id, resync.id], secrets_in_clear)
