@@ -80,7 +80,7 @@ def test_contact_markup_renders_as_text_on_every_page(page: Any, stack: Stack) -
         f"{stack.listener_url}/admin/contacts/{evil}",
         f"{stack.listener_url}/admin/syncs/{tid}",
     ):
-        _inert(page, url, expect_text="<script>" if "syncs/" in url or "contacts" in url else tid)
+        _inert(page, url, expect_text="<script>")  # the recent syncs name the contact by its email too
     with stack.listener_engine.connect() as conn:
         assert conn.execute(sa.select(inbox.c.id).where(inbox.c.transactionid == tid)).first() is not None
     assert XSS_EMAIL in page.content().replace("&lt;", "<").replace("&gt;", ">")
