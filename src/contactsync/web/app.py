@@ -17,7 +17,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, Protocol, TypeVar
 from urllib.parse import quote
 
 import sqlalchemy as sa
@@ -31,9 +31,12 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from contactsync import __version__
+from contactsync.automation.runtime import Runtime
 from contactsync.db.listener import admin_sessions as listener_sessions
 from contactsync.db.platform import admin_sessions as platform_sessions
+from contactsync.delivery.netguard import NetPolicy
 from contactsync.errors import ConfigError, NotFoundError
+from contactsync.listener.secrets import SecretBook
 from contactsync.settings import Settings
 from contactsync.tenancy.roles import OPERATOR
 from contactsync.web.identity import NEEDS, identify
@@ -93,6 +96,32 @@ class Page(Route):
         self.role = role
 
 
+class RunStarter(Protocol):
+    """Starts processing a manual run in this process (the API app's run threads)."""
+
+    def ensure(self, run_id: int) -> None: ...
+
+
+@dataclass
+class Wiring:
+    """What a face hands the admin UI beyond settings and engine, each optional.
+
+    Platform: ``runtime`` (made once from the settings when absent), ``on_enqueue`` (an in-process
+    dispatcher claims at once after retries and recoveries), ``net_policy`` (test sends), and
+    ``run_workers`` (run whole-list runs in the API process). Listener: ``secret_book`` (its in-process
+    keys, reloaded after each change), ``projection_engine`` (when the projection has its own
+    database) and ``owned_engines`` (closed with the app).
+    """
+
+    runtime: Runtime | None = None
+    on_enqueue: Callable[[], None] | None = None
+    net_policy: NetPolicy | None = None
+    run_workers: RunStarter | None = None
+    secret_book: SecretBook | None = None
+    projection_engine: sa.Engine | None = None
+    owned_engines: list[sa.Engine] = field(default_factory=list)
+
+
 @dataclass
 class Web:
     """Everything a page handler needs; built once per app by :func:`create_web_app`."""
@@ -109,8 +138,8 @@ class Web:
     sessions: SessionStore
     secure_cookies: bool
     """Cookies are ``Secure`` when the public base URL is https, whatever scheme reached uvicorn."""
-    extras: dict[str, Any] = field(default_factory=dict)
-    """Side-specific collaborators (platform: ``runtime``, ``on_enqueue``, ``net_policy``)."""
+    wiring: Wiring = field(default_factory=lambda: Wiring())
+    """The collaborators the app was built with (the platform's or the listener's)."""
     pages: list[Page] = field(default_factory=list)
     """Every page and form made by :meth:`page`, with the role it needs."""
 
@@ -319,15 +348,18 @@ def create_web_app(
     engine: sa.Engine,
     side: Side = "platform",
     clock_s: Callable[[], float] = time.time,
-    **extras: Any,
+    runtime: Runtime | None = None,
+    on_enqueue: Callable[[], None] | None = None,
+    net_policy: NetPolicy | None = None,
+    run_workers: RunStarter | None = None,
+    secret_book: SecretBook | None = None,
+    projection_engine: sa.Engine | None = None,
+    owned_engines: Sequence[sa.Engine] = (),
 ) -> ASGIApp:
-    """The admin UI of ``side`` over ``engine`` (the platform or the listener database).
-
-    Platform extras: ``runtime`` (:class:`~contactsync.automation.runtime.Runtime`), ``on_enqueue``
-    (called after retries/recoveries so an in-process dispatcher claims at once) and ``net_policy``
-    (for test sends). People sign in to the platform's UI as users (``CONTACTSYNC_ADMIN_PASSWORD``
-    bootstraps the operator through the API app); the listener's UI raises
-    :class:`~contactsync.errors.ConfigError` without an admin password.
+    """The admin UI of ``side`` over ``engine`` (the platform or the listener database), with the
+    collaborators :class:`Wiring` describes. People sign in to the platform's UI as users
+    (``CONTACTSYNC_ADMIN_PASSWORD`` bootstraps the operator through the API app); the listener's UI
+    raises :class:`~contactsync.errors.ConfigError` without an admin password.
     """
     env = Environment(
         loader=FileSystemLoader(str(HERE / "templates")),
@@ -357,7 +389,15 @@ def create_web_app(
             password_tag=USERS_TAG if side == "platform" else password_tag(settings.admin_password),
         ),
         secure_cookies=public_url.startswith("https://"),
-        extras=dict(extras),
+        wiring=Wiring(
+            runtime=runtime,
+            on_enqueue=on_enqueue,
+            net_policy=net_policy,
+            run_workers=run_workers,
+            secret_book=secret_book,
+            projection_engine=projection_engine,
+            owned_engines=list(owned_engines),
+        ),
     )
     routes: list[BaseRoute] = [Mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")]
     from contactsync.web import auth
@@ -392,19 +432,25 @@ def create_web_app(
 
 
 def create_listener_web_app(
-    settings: Settings, *, clock_s: Callable[[], float] = time.time, **given: Any
+    settings: Settings,
+    *,
+    clock_s: Callable[[], float] = time.time,
+    secret_book: SecretBook | None = None,
 ) -> ASGIApp:
     """The listener's admin UI over its own engines (inbox database, and the projection's if separate);
-    ``given`` extras: ``secret_book``, the listener's in-process keys (reloaded after each change)."""
+    ``secret_book``: the listener's in-process keys, reloaded after each change."""
     from contactsync.db.engine import create_engine
 
-    extras: dict[str, Any] = dict(given)
-    if settings.listener_projection_url:
-        extras["projection_engine"] = create_engine(settings.listener_projection_url)
+    projection = create_engine(settings.listener_projection_url) if settings.listener_projection_url else None
     engine = create_engine(settings.listener_database_url)
-    owned = [engine, *(e for e in extras.values() if isinstance(e, sa.Engine))]
     return create_web_app(
-        settings, engine=engine, side="listener", clock_s=clock_s, owned_engines=owned, **extras
+        settings,
+        engine=engine,
+        side="listener",
+        clock_s=clock_s,
+        secret_book=secret_book,
+        projection_engine=projection,
+        owned_engines=[engine, *([projection] if projection is not None else [])],
     )
 
 
@@ -413,5 +459,5 @@ def close_web_app(app: ASGIApp) -> None:
     app it is mounted on shuts down."""
     inner = app.app if isinstance(app, SecurityHeaders) else app
     web = getattr(getattr(inner, "state", None), "web", None)
-    for engine in web.extras.get("owned_engines", []) if isinstance(web, Web) else []:
+    for engine in web.wiring.owned_engines if isinstance(web, Web) else []:
         engine.dispose()

@@ -84,18 +84,15 @@ from contactsync.wire.sender import display_name
 
 def runtime_of(web: Web) -> Runtime:
     """The services' runtime: the one the app was given, else one made once for this UI."""
-    rt = web.extras.get("runtime")
-    if not isinstance(rt, Runtime):
-        rt = Runtime.create(web.settings, engine=web.engine)
-        web.extras["runtime"] = rt
-    return rt
+    if web.wiring.runtime is None:
+        web.wiring.runtime = Runtime.create(web.settings, engine=web.engine)
+    return web.wiring.runtime
 
 
 def wake(web: Web) -> None:
     """Tell an in-process dispatcher that deliveries were queued (it claims them at once)."""
-    hook = web.extras.get("on_enqueue")
-    if callable(hook):
-        hook()
+    if web.wiring.on_enqueue is not None:
+        web.wiring.on_enqueue()
 
 
 def picker(conn: sa.Connection, list_id: int) -> dict[str, Any]:
@@ -536,8 +533,8 @@ def routes(web: Web) -> list[BaseRoute]:
             return JSONResponse({"ok": False, "error": template_problem(exc)}, 422)
         except ValueError as exc:
             return JSONResponse({"ok": False, "error": {"message": error_message(exc)}}, 422)
-        policy = web.extras.get("net_policy")
-        if not isinstance(policy, NetPolicy):
+        policy = web.wiring.net_policy
+        if policy is None:
             policy = NetPolicy(
                 allow_private_networks=web.settings.allow_private_networks,
                 allowed_cidrs=tuple(web.settings.allowed_cidrs),

@@ -107,9 +107,8 @@ def _named(row: Any) -> dict[str, Any]:
 
 def routes(web: Web) -> list[BaseRoute]:
     def wake() -> None:
-        hook = web.extras.get("on_enqueue")
-        if callable(hook):
-            hook()
+        if web.wiring.on_enqueue is not None:
+            web.wiring.on_enqueue()
 
     async def index(request: Request, session: Session) -> Response:
         """Newest first, by state, action, contact or automation; paged by id, never by offset."""

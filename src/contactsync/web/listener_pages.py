@@ -95,8 +95,7 @@ def _who(web: Web, row: Any, payload: SyncPayload | None = None) -> Who:
 
 def routes(web: Web) -> list[BaseRoute]:
     def projection_engine() -> sa.Engine:
-        engine = web.extras.get("projection_engine")
-        return engine if isinstance(engine, sa.Engine) else web.engine
+        return web.wiring.projection_engine or web.engine
 
     async def read_projection(fn: Any) -> Any:
         def work() -> Any:

@@ -28,8 +28,7 @@ from contactsync.web.security import Session
 
 
 def routes(web: Web) -> list[BaseRoute]:
-    book = web.extras.get("secret_book")
-    book = book if isinstance(book, store.SecretBook) else None
+    book = web.wiring.secret_book
     own: list[Keyring] = []
 
     def keyring() -> Keyring:

@@ -30,9 +30,8 @@ from contactsync.web.security import Session
 
 def routes(web: Web) -> list[BaseRoute]:
     def wake() -> None:
-        hook = web.extras.get("on_enqueue")
-        if callable(hook):
-            hook()
+        if web.wiring.on_enqueue is not None:
+            web.wiring.on_enqueue()
 
     async def overview(
         request: Request, session: Session, *, status: int = 200, shown: Any = None, problem: str = ""

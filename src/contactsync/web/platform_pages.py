@@ -82,9 +82,8 @@ def lists_window(conn: sa.Connection, account_id: int, at: Any) -> Window[dict[s
 
 def routes(web: Web) -> list[BaseRoute]:
     def wake() -> None:
-        hook = web.extras.get("on_enqueue")
-        if callable(hook):
-            hook()
+        if web.wiring.on_enqueue is not None:
+            web.wiring.on_enqueue()
 
     async def dashboard(request: Request, session: Session) -> Response:
         account_id = session.who.principal.account_id

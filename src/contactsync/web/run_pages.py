@@ -77,12 +77,8 @@ def turn_on_question(a: AutomationOut, dry: DryRun, acts: int) -> Ask:
 
 
 def routes(web: Web) -> list[BaseRoute]:
-    def workers() -> Any:
-        found = web.extras.get("run_workers")  # the API process's run threads, when mounted there
-        return found if found is not None and callable(getattr(found, "ensure", None)) else None
-
     def process(run_id: int) -> None:
-        pool = workers()
+        pool = web.wiring.run_workers  # the API process's run threads, when mounted there
         if pool is not None:
             pool.ensure(run_id)
             return
@@ -165,7 +161,7 @@ def routes(web: Web) -> list[BaseRoute]:
 
         run, automation = await web.read(load)
         if run.state == "running":
-            process_if_orphaned = workers()
+            process_if_orphaned = web.wiring.run_workers
             if process_if_orphaned is not None:
                 process_if_orphaned.ensure(run.id)  # no-op while this process works on it
         return web.render(
