@@ -137,10 +137,10 @@ def _runtime(engine: sa.Engine, world: World, **kw: Any) -> Any:
 
 def _objects(engine: sa.Engine, world: World, now: datetime) -> dict[str, int]:
     """Accounts, lists, fields, automations and actions through the real code (few rows)."""
-    from contactsync.api.keys import create_key
     from contactsync.automation import actions as act
     from contactsync.automation import automations, lists
     from contactsync.automation.rules import Group, Reentry, TriggerSpec
+    from contactsync.tenancy.keys import create_key
 
     rt = _runtime(engine, world, clock=lambda: now)
 

@@ -135,7 +135,7 @@ def db_upgrade(
 def by_field_ids(rows: list[Any], defs: list[Any]) -> list[Any]:
     """The rows with each column named by a field's name (``First name``) renamed to the field's id,
     so a spreadsheet's header works as well as the shortcode keys (``FIRST_NAME``)."""
-    from contactsync.api.import_columns import rename_headers
+    from contactsync.automation.import_columns import rename_headers
 
     renamed = rename_headers({name for row in rows for name in row.fields}, defs)
     if not renamed:
@@ -154,7 +154,7 @@ def import_command(
     """Upsert contacts from a file, all rows or none; automations fire as for API imports."""
     import sys
 
-    from contactsync.api import imports
+    from contactsync.automation import imports
     from contactsync.automation.events import save_contact
     from contactsync.automation.lists import account_of_list, list_fields
     from contactsync.tenancy.audit import Actor, record

@@ -15,10 +15,10 @@ import pytest
 import sqlalchemy as sa
 
 from contactsync.api.app import bootstrap_operator
-from contactsync.api.keys import create_key
 from contactsync.db import platform as t
 from contactsync.settings import Settings
 from contactsync.tenancy import people
+from contactsync.tenancy.keys import create_key
 from contactsync.tenancy.roles import Role
 from support.api import Api, api_client
 from support.people import live_sessions, plant_session

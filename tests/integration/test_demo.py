@@ -16,10 +16,10 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from contactsync.api.keys import create_key
 from contactsync.db.engine import create_engine
 from contactsync.db.platform import actions, lists
 from contactsync.tenancy import people
+from contactsync.tenancy.keys import create_key
 
 pytestmark = pytest.mark.slow
 

@@ -27,7 +27,6 @@ import sqlalchemy as sa
 
 from contactsync.api.app import operations
 from contactsync.api.deps import needed_role
-from contactsync.api.keys import create_key
 from contactsync.automation.runtime import Runtime, utc_now
 from contactsync.automation.sync_activity import BATCH, record_batch
 from contactsync.db import create_engine
@@ -36,6 +35,7 @@ from contactsync.db.listener import listener_metadata
 from contactsync.db.metadata import platform_metadata
 from contactsync.db.migrate import upgrade
 from contactsync.settings import Settings
+from contactsync.tenancy.keys import create_key
 from contactsync.tenancy.roles import OPERATOR
 from contactsync.web.app import page_table
 from support.api import Api, api_client, new_account

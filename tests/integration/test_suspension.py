@@ -13,9 +13,9 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from contactsync.api.keys import create_key
 from contactsync.db import platform as t
 from contactsync.delivery import endpoints
+from contactsync.tenancy.keys import create_key
 from support.api import Api, api_client, new_account
 from support.delivery import CountingReceiver
 from support.people import dispatching, live_sessions, plant_session

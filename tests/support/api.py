@@ -18,11 +18,11 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
 from contactsync.api import create_app
-from contactsync.api.keys import create_key
 from contactsync.automation.lists import create_account
 from contactsync.db import create_engine
 from contactsync.db.migrate import upgrade
 from contactsync.settings import Settings
+from contactsync.tenancy.keys import create_key
 from support.listener import serve
 
 

@@ -24,8 +24,8 @@ import sqlalchemy as sa
 from fastapi.routing import APIRoute, iter_route_contexts
 
 from contactsync.api.deps import needed_role
-from contactsync.api.keys import create_key
 from contactsync.db import platform as t
+from contactsync.tenancy.keys import create_key
 from contactsync.tenancy.roles import OPERATOR, Role
 from support.api import Api, Receiver, api_client, new_account
 from support.listener import serve

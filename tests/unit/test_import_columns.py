@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from contactsync.api.import_columns import (
+from contactsync.automation.import_columns import (
     Problem,
     check,
     guess,

@@ -106,8 +106,8 @@ def keys_create(
     ),
 ) -> None:
     """Create a key and print it once; only its SHA-256 digest is stored."""
-    from contactsync.api import keys
     from contactsync.automation.runtime import utc_now
+    from contactsync.tenancy import keys
     from contactsync.tenancy.audit import Actor, record
     from contactsync.tenancy.roles import OPERATOR, ROLES
 
@@ -136,7 +136,7 @@ def keys_create(
 @keys_app.command("list")
 def keys_list() -> None:
     """Every key with its prefix, account, creation, last use and revocation."""
-    from contactsync.api import keys
+    from contactsync.tenancy import keys
 
     _settings, engine = migrated_engine()
     try:
@@ -162,8 +162,8 @@ def keys_list() -> None:
 @keys_app.command("revoke")
 def keys_revoke(key_id: int = typer.Argument(..., help="Id from `keys list`.")) -> None:
     """Revoke a key at once."""
-    from contactsync.api import keys
     from contactsync.automation.runtime import utc_now
+    from contactsync.tenancy import keys
     from contactsync.tenancy.audit import Actor, record
 
     _settings, engine = migrated_engine()

@@ -20,7 +20,6 @@ from fastapi import Depends, Path, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CollectorRegistry
 
-from contactsync.api import keys
 from contactsync.api.background import RunWorkers
 from contactsync.api.errors import ApiError
 from contactsync.automation.runtime import Runtime
@@ -28,6 +27,7 @@ from contactsync.db.platform import actions, automations, contacts, deliveries, 
 from contactsync.delivery.metrics import DeliveryMetrics
 from contactsync.errors import NotFoundError
 from contactsync.settings import Settings
+from contactsync.tenancy import keys
 from contactsync.tenancy.audit import record
 from contactsync.tenancy.roles import OPERATOR, Role
 

@@ -16,9 +16,9 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from contactsync.api.keys import Principal
 from contactsync.errors import NotFoundError
 from contactsync.tenancy import audit, people
+from contactsync.tenancy.keys import Principal
 from contactsync.tenancy.roles import OPERATOR, Role
 
 SIGNED_IN = "signed_in"

@@ -1,7 +1,7 @@
 """Importing a CSV into a list from the admin UI: upload, map columns to fields by name, preview, import.
 
 Three steps on one page. The upload's header row is matched to the list's fields by the names people
-see (:mod:`contactsync.api.import_columns`), and the person corrects the guess; the preview shows the
+see (:mod:`contactsync.automation.import_columns`), and the person corrects the guess; the preview shows the
 first rows as they will be stored and every row's problems (row, column, what is wrong). The import
 runs all or nothing: one refused row and nothing is written, the problems listed again.
 
@@ -9,7 +9,7 @@ Between the steps the file travels in the preview form's hidden fields (base64, 
 form parser's per-field limit) rather than on the server: any app process can take the next step, and
 nothing is kept for an abandoned import. Nothing from the form is trusted: the final submit checks
 the size again, parses the file again and checks every row against the list's fields as they are
-then; the writes go through the API's import path (:func:`contactsync.api.imports.store`), so
+then; the writes go through the API's import path (:func:`contactsync.automation.imports.store`), so
 automations fire as for an API import, with one audit row.
 """
 
@@ -25,9 +25,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute
 
-from contactsync.api import import_columns as columns
-from contactsync.api import imports
 from contactsync.api.deps import own_list
+from contactsync.automation import import_columns as columns
+from contactsync.automation import imports
 from contactsync.automation.lists import FieldOut, get_list, list_fields
 from contactsync.errors import ContactSyncError, NotFoundError, ValidationError
 from contactsync.web.app import Web

@@ -23,7 +23,6 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute
 
 from contactsync.api.deps import MAX_ID, own_endpoint, own_list
-from contactsync.api.keys import create_key, revoke_key
 from contactsync.automation.lists import FieldIn, ListIn, create_field, create_list, list_fields
 from contactsync.db import search
 from contactsync.db.counting import CAP, capped, matching
@@ -32,6 +31,7 @@ from contactsync.db.retention import Retention
 from contactsync.delivery import endpoints as endpoint_rows
 from contactsync.delivery import outbox
 from contactsync.errors import ContactSyncError, NotFoundError
+from contactsync.tenancy.keys import create_key, revoke_key
 from contactsync.tenancy.roles import ROLES, Role
 from contactsync.web import paging, stats
 from contactsync.web.app import Web

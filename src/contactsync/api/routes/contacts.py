@@ -14,16 +14,16 @@ from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
-from contactsync.api import imports
 from contactsync.api.deps import ApiContext, Ctx, Editor, Id, Viewer, audit, own_contact, own_list
 from contactsync.api.errors import ERROR_RESPONSES
-from contactsync.api.keys import Principal
 from contactsync.api.pagination import Cursor, Limit, Page, after, cut
 from contactsync.api.routing import UtcRoute
 from contactsync.automation import contacts as svc
+from contactsync.automation import imports
 from contactsync.automation.events import entries_by_automation, save_contact
 from contactsync.db.platform import activities
 from contactsync.db.platform import contacts as contacts_table
+from contactsync.tenancy.keys import Principal
 
 router = APIRouter(tags=["contacts"], responses=ERROR_RESPONSES, route_class=UtcRoute)
 

@@ -7,10 +7,10 @@ from typing import Literal
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
-from contactsync.api import keys as svc
 from contactsync.api.deps import Ctx, Id, Owner, audit
 from contactsync.api.errors import ERROR_RESPONSES
 from contactsync.api.routing import UtcRoute
+from contactsync.tenancy import keys as svc
 
 router = APIRouter(tags=["keys"], responses=ERROR_RESPONSES, route_class=UtcRoute)
 

@@ -15,11 +15,11 @@ import sqlalchemy as sa
 from fastapi import APIRouter, Query
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
-from contactsync.api import keys as key_svc
 from contactsync.api.deps import ApiContext, Ctx, Id, Operator, Owner, audit
 from contactsync.api.errors import ERROR_RESPONSES
 from contactsync.api.pagination import Cursor, Limit, Page, cut
 from contactsync.api.routing import UtcRoute
+from contactsync.tenancy import keys as key_svc
 from contactsync.tenancy import people
 from contactsync.tenancy.audit import AuditEntry, AuditFilter, entries, record
 from contactsync.tenancy.roles import Role

@@ -28,7 +28,6 @@ from contactsync.api.deps import (
     own_contact,
 )
 from contactsync.api.errors import ERROR_RESPONSES
-from contactsync.api.keys import Principal
 from contactsync.api.routing import UtcRoute
 from contactsync.automation import explain, manual
 from contactsync.automation.actions import SyncActionSettings, get_action
@@ -39,6 +38,7 @@ from contactsync.delivery.attempt import send
 from contactsync.delivery.hints import hint
 from contactsync.delivery.netguard import NetPolicy, create_connector
 from contactsync.errors import NotFoundError, RunInProgressError
+from contactsync.tenancy.keys import Principal
 
 router = APIRouter(responses=ERROR_RESPONSES, route_class=UtcRoute)
 

@@ -19,8 +19,8 @@ import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
-from contactsync.api.imports import MAX_ROWS, ContactRow
 from contactsync.automation.contacts import EMAIL_RE, PHONE_RE, coerce_value
+from contactsync.automation.imports import MAX_ROWS, ContactRow
 from contactsync.automation.lists import FieldOut
 from contactsync.errors import ValidationError
 
