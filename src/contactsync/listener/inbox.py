@@ -12,11 +12,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import itertools
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 
@@ -28,9 +29,11 @@ DEFAULT_MAX_BATCH = 256
 STATE_PENDING = "pending"
 
 
-@dataclass(frozen=True, slots=True)
-class InboxEntry:
-    """One accepted request, exactly as received (headers as a JSON object text)."""
+class InboxEntry(NamedTuple):
+    """One accepted request, exactly as received (headers as a JSON object text).
+
+    A tuple (built once per request, cheaper than a frozen dataclass), in the inbox's column order.
+    """
 
     transactionid: str
     received_at_ms: int
@@ -280,22 +283,13 @@ def _runs_sql(qmark: bool) -> str:
     return f"INSERT INTO {handler_runs.name} ({', '.join(_RUN_COLUMNS)}) VALUES ({marks})"
 
 
+if InboxEntry._fields != _COLUMNS:  # pragma: no cover - the entry is the row, field for field
+    raise AssertionError("InboxEntry's fields must be the inbox columns, in order")
+
+
 def _params(fresh: list[InboxEntry]) -> tuple[object, ...]:
-    return tuple(
-        value
-        for e in fresh
-        for value in (
-            e.transactionid,
-            e.received_at_ms,
-            e.method,
-            e.content_type,
-            e.query,
-            e.headers,
-            e.body,
-            e.source_address,
-            e.deduplicable,
-        )
-    )
+    """The batch's parameters: each entry already is its row, so this is one C-level concatenation."""
+    return tuple(itertools.chain.from_iterable(fresh))
 
 
 def _run_rows(fresh: list[InboxEntry], ids: dict[str, int], names: Sequence[str]) -> list[tuple[object, ...]]:
