@@ -183,6 +183,7 @@ class Runner:
         schedule_s: Sequence[float] = DEFAULT_SCHEDULE_S,
         poll_interval_s: float = 1.0,
         batch_size: int = 100,
+        max_claim: int = 2000,
         lease_s: float = DEFAULT_LEASE_S,
         stall_s: float = DEFAULT_STALL_S,
         backoff_cap_s: float = 5.0,
@@ -209,6 +210,9 @@ class Runner:
         self._schedule_s = tuple(schedule_s)
         self._poll_interval_s = poll_interval_s
         self._batch_size = batch_size
+        self._max_claim = max(max_claim, batch_size)
+        """A worker that found a full batch claims twice as many next time, up to this: under sustained
+        load it still defers to acknowledgements once per claim, so the claim must grow with the rate."""
         self._lease_ms = int(lease_s * 1000)
         if stall_s <= poll_interval_s + max_defer_s:
             raise ConfigError(  # an idle worker shows progress once per poll: a shorter threshold flaps
@@ -293,6 +297,7 @@ class Runner:
         event = self._wake[name]
         live = self.liveness[name]
         hand = self._hands[name]
+        size = self._batch_size
         while not self._stopping:
             event.clear()
             live.beat(self._monotonic())
@@ -300,7 +305,7 @@ class Runner:
                 await self._defer()
                 if hand.results:  # recording failed last time: record before claiming more
                     await self._save(name, hand)
-                runs = await asyncio.to_thread(self.claim, name)
+                runs = await asyncio.to_thread(self.claim, name, size)
                 self._progressed(name, live)
                 if runs:
                     hand.take(runs)
@@ -320,8 +325,11 @@ class Runner:
                     )
                 await self._rest(live, event, wait_s)
                 continue
-            if len(runs) < self._batch_size:
+            if len(runs) < size:
+                size = self._batch_size
                 await self._rest(live, event, self._poll_interval_s)
+            else:  # a backlog: take more at once, so the deferral's pause is paid per more runs
+                size = min(size * 2, self._max_claim)
 
     def _progressed(self, name: str, live: Liveness) -> None:
         ended = live.progressed(self._monotonic())
@@ -394,24 +402,28 @@ class Runner:
         live = self.liveness[name]
         batch_handler = getattr(handler, "handle_batch", None)
         if callable(batch_handler):
-            payloads: list[SyncPayload] = []
-            parsed: list[Run] = []
-            for run in runs:
-                try:
-                    payloads.append(self._parse(run))
-                    parsed.append(run)
-                except Exception as exc:
-                    hand.results.append((run, exc))
-            if payloads:
-                hand.current = tuple(parsed)
-                try:
-                    errors: list[BaseException | None] = list(
-                        await asyncio.to_thread(batch_handler, payloads)
-                    )
-                except Exception as exc:  # a batch handler's own failure is each run's failure
-                    errors = [exc] * len(parsed)
-                hand.results += list(zip(parsed, errors, strict=True))
-                hand.current = ()
+            # in chunks of one batch: each chunk's parsing holds the event loop and its transaction
+            # the write lock only that long, however large the claim
+            for start in range(0, len(runs), self._batch_size):
+                payloads: list[SyncPayload] = []
+                parsed: list[Run] = []
+                for run in runs[start : start + self._batch_size]:
+                    try:
+                        payloads.append(self._parse(run))
+                        parsed.append(run)
+                    except Exception as exc:
+                        hand.results.append((run, exc))
+                if payloads:
+                    hand.current = tuple(parsed)
+                    try:
+                        errors: list[BaseException | None] = list(
+                            await asyncio.to_thread(batch_handler, payloads)
+                        )
+                    except Exception as exc:  # a batch handler's own failure is each run's failure
+                        errors = [exc] * len(parsed)
+                    hand.results += list(zip(parsed, errors, strict=True))
+                    hand.current = ()
+                live.beat(self._monotonic())
         else:
             for position, run in enumerate(runs):
                 if self._stopping:
@@ -441,8 +453,8 @@ class Runner:
     def _transaction(self) -> AbstractContextManager[sa.Connection]:
         return write_transaction(self._engine, self._write_lock)
 
-    def claim(self, name: str) -> list[Run]:
-        """Lease up to one batch of due runs of ``name`` (optimistically, so processes can share them)."""
+    def claim(self, name: str, limit: int | None = None) -> list[Run]:
+        """Lease up to ``limit`` (default: a batch) due runs of ``name``; optimistic, so processes share."""
         now = self._clock_ms()
         with self._transaction() as conn:
             rows = conn.execute(
@@ -465,7 +477,7 @@ class Runner:
                     handler_runs.c.next_attempt_at_ms <= now,
                 )
                 .order_by(handler_runs.c.id)
-                .limit(self._batch_size)
+                .limit(limit or self._batch_size)
                 .with_for_update(skip_locked=True, of=handler_runs)
             ).all()
             if not rows:
