@@ -188,7 +188,7 @@ class Inbox:
         return _answers(entries, first_of, ids)
 
     def _commit_direct(self, entries: list[InboxEntry], *, held: bool) -> list[Stored]:
-        """The SQLite/PostgreSQL path: one multi-row ``INSERT … ON CONFLICT DO NOTHING RETURNING``."""
+        """The SQLite/PostgreSQL path: one ``INSERT … ON CONFLICT DO NOTHING RETURNING`` for the batch."""
         first_of, fresh = _firsts(entries)
         connection = self._held if held else None
         if connection is None:
@@ -202,7 +202,10 @@ class Inbox:
                 try:
                     if sqlite:  # the engine's connections run in autocommit mode; take the write lock now
                         cursor.execute("BEGIN IMMEDIATE")
-                    cursor.execute(_insert_sql(len(fresh), sqlite), _params(fresh))
+                    if sqlite:
+                        cursor.execute(_insert_sql(len(fresh), True), _params(fresh))
+                    else:
+                        cursor.execute(_PG_INSERT, _arrays(fresh))
                     ids = {tid: rid for rid, tid in cursor.fetchall()}
                     if ids and self._handler_names:
                         cursor.executemany(_runs_sql(sqlite), _run_rows(fresh, ids, self._handler_names))
@@ -275,6 +278,23 @@ def _insert_sql(rows: int, qmark: bool) -> str:
         f"INSERT INTO {inbox.name} ({', '.join(_COLUMNS)}) VALUES {', '.join([row] * rows)}"
         " ON CONFLICT (transactionid) DO NOTHING RETURNING id, transactionid"
     )
+
+
+_PG_TYPES = ("text", "bigint", "text", "text", "text", "text", "bytea", "text", "boolean")
+_PG_INSERT = (
+    f"INSERT INTO {inbox.name} ({', '.join(_COLUMNS)})"
+    f" SELECT * FROM unnest({', '.join(f'%b::{kind}[]' for kind in _PG_TYPES)})"
+    " ON CONFLICT (transactionid) DO NOTHING RETURNING id, transactionid"
+)
+"""PostgreSQL: one array per column, so the statement's text is the same for every batch size (psycopg
+parses a statement's placeholders once per distinct text, and prepares it; a many-row VALUES list was
+parsed anew for every batch). Arrays go in binary (``%b``): psycopg escapes text arrays in Python, which
+cost three times the binary form (client CPU per row: VALUES 51 µs, text arrays 76 µs, binary 25 µs)."""
+
+
+def _arrays(fresh: list[InboxEntry]) -> list[list[object]]:
+    """The batch as one list per column (entries are rows: transposed at C speed)."""
+    return [list(column) for column in zip(*fresh, strict=True)]
 
 
 @functools.cache
