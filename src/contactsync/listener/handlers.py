@@ -183,7 +183,6 @@ class Runner:
         schedule_s: Sequence[float] = DEFAULT_SCHEDULE_S,
         poll_interval_s: float = 1.0,
         batch_size: int = 100,
-        max_claim: int = 2000,
         lease_s: float = DEFAULT_LEASE_S,
         stall_s: float = DEFAULT_STALL_S,
         backoff_cap_s: float = 5.0,
@@ -194,6 +193,7 @@ class Runner:
         write_lock: AbstractContextManager[Any] | None = None,
         yield_to: Callable[[], bool] | None = None,
         max_defer_s: float = 0.25,
+        defer_share: float = 0.25,
         retention: Retention | None = None,
         retention_interval_s: float = 3600.0,
     ) -> None:
@@ -204,15 +204,16 @@ class Runner:
         self._prune_stop = asyncio.Event()
         self._yield_to = yield_to
         self._max_defer_s = max_defer_s
+        self._defer_gap_s = max_defer_s * (1 - defer_share) / defer_share if defer_share > 0 else float("inf")
+        """While a backlog lasts, a worker defers only after this much working time since its last
+        deferral: at most ``defer_share`` of its time goes to acknowledgements, so under a sustained load
+        it keeps pace instead of waiting ``max_defer_s`` before every batch."""
         self._write_lock = write_lock or contextlib.nullcontext()
         self.handlers = dict(handlers)
         self._parse = parse
         self._schedule_s = tuple(schedule_s)
         self._poll_interval_s = poll_interval_s
         self._batch_size = batch_size
-        self._max_claim = max(max_claim, batch_size)
-        """A worker that found a full batch claims twice as many next time, up to this: under sustained
-        load it still defers to acknowledgements once per claim, so the claim must grow with the rate."""
         self._lease_ms = int(lease_s * 1000)
         if stall_s <= poll_interval_s + max_defer_s:
             raise ConfigError(  # an idle worker shows progress once per poll: a shorter threshold flaps
@@ -297,15 +298,18 @@ class Runner:
         event = self._wake[name]
         live = self.liveness[name]
         hand = self._hands[name]
-        size = self._batch_size
+        backlog = False
+        deferred_at = float("-inf")
         while not self._stopping:
             event.clear()
             live.beat(self._monotonic())
             try:
-                await self._defer()
+                if not backlog or self._monotonic() - deferred_at >= self._defer_gap_s:
+                    await self._defer()
+                    deferred_at = self._monotonic()
                 if hand.results:  # recording failed last time: record before claiming more
                     await self._save(name, hand)
-                runs = await asyncio.to_thread(self.claim, name, size)
+                runs = await asyncio.to_thread(self.claim, name)
                 self._progressed(name, live)
                 if runs:
                     hand.take(runs)
@@ -325,11 +329,9 @@ class Runner:
                     )
                 await self._rest(live, event, wait_s)
                 continue
-            if len(runs) < size:
-                size = self._batch_size
+            backlog = len(runs) >= self._batch_size
+            if not backlog:
                 await self._rest(live, event, self._poll_interval_s)
-            else:  # a backlog: take more at once, so the deferral's pause is paid per more runs
-                size = min(size * 2, self._max_claim)
 
     def _progressed(self, name: str, live: Liveness) -> None:
         ended = live.progressed(self._monotonic())
@@ -402,28 +404,24 @@ class Runner:
         live = self.liveness[name]
         batch_handler = getattr(handler, "handle_batch", None)
         if callable(batch_handler):
-            # in chunks of one batch: each chunk's parsing holds the event loop and its transaction
-            # the write lock only that long, however large the claim
-            for start in range(0, len(runs), self._batch_size):
-                payloads: list[SyncPayload] = []
-                parsed: list[Run] = []
-                for run in runs[start : start + self._batch_size]:
-                    try:
-                        payloads.append(self._parse(run))
-                        parsed.append(run)
-                    except Exception as exc:
-                        hand.results.append((run, exc))
-                if payloads:
-                    hand.current = tuple(parsed)
-                    try:
-                        errors: list[BaseException | None] = list(
-                            await asyncio.to_thread(batch_handler, payloads)
-                        )
-                    except Exception as exc:  # a batch handler's own failure is each run's failure
-                        errors = [exc] * len(parsed)
-                    hand.results += list(zip(parsed, errors, strict=True))
-                    hand.current = ()
-                live.beat(self._monotonic())
+            payloads: list[SyncPayload] = []
+            parsed: list[Run] = []
+            for run in runs:
+                try:
+                    payloads.append(self._parse(run))
+                    parsed.append(run)
+                except Exception as exc:
+                    hand.results.append((run, exc))
+            if payloads:
+                hand.current = tuple(parsed)
+                try:
+                    errors: list[BaseException | None] = list(
+                        await asyncio.to_thread(batch_handler, payloads)
+                    )
+                except Exception as exc:  # a batch handler's own failure is each run's failure
+                    errors = [exc] * len(parsed)
+                hand.results += list(zip(parsed, errors, strict=True))
+                hand.current = ()
         else:
             for position, run in enumerate(runs):
                 if self._stopping:
@@ -453,8 +451,8 @@ class Runner:
     def _transaction(self) -> AbstractContextManager[sa.Connection]:
         return write_transaction(self._engine, self._write_lock)
 
-    def claim(self, name: str, limit: int | None = None) -> list[Run]:
-        """Lease up to ``limit`` (default: a batch) due runs of ``name``; optimistic, so processes share."""
+    def claim(self, name: str) -> list[Run]:
+        """Lease up to one batch of due runs of ``name`` (optimistically, so processes can share them)."""
         now = self._clock_ms()
         with self._transaction() as conn:
             rows = conn.execute(
@@ -477,7 +475,7 @@ class Runner:
                     handler_runs.c.next_attempt_at_ms <= now,
                 )
                 .order_by(handler_runs.c.id)
-                .limit(limit or self._batch_size)
+                .limit(self._batch_size)
                 .with_for_update(skip_locked=True, of=handler_runs)
             ).all()
             if not rows:
