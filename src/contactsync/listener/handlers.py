@@ -391,6 +391,8 @@ class Runner:
 
         Handlers share the process (and the GIL) with the request path; during a burst they fall a
         little behind and catch up after, instead of halving the rate at which requests are acked.
+        Under a sustained load a worker with a backlog defers only once per ``defer_share`` of its
+        time (see ``_work``), so the lag stays bounded.
         """
         if self._yield_to is None:
             return
