@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -199,4 +199,51 @@ def test_handlers_can_run_in_their_own_process(db_url: str) -> None:
     asyncio.run(asyncio.wait_for(handlers_until_done(), 60))
     with engine.connect() as conn:
         assert conn.execute(sa.select(sa.func.count()).select_from(t.contacts)).scalar_one() == 5
+    engine.dispose()
+
+
+class GatedProjection(Projection):
+    """The SQL projection, held back until ``gate`` opens: a projection far behind the acknowledgements."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(url, clock_ms=lambda: int(time.time() * 1000))
+        self.gate = threading.Event()
+        self.batches = 0
+
+    def handle_batch(self, payloads: Sequence[SyncPayload]) -> list[Exception | None]:
+        self.gate.wait(120)
+        self.batches += 1
+        return super().handle_batch(payloads)
+
+
+def test_acknowledgements_do_not_wait_for_the_projection_which_catches_up_after_a_burst(db_url: str) -> None:
+    burst = 300
+    projection = GatedProjection(db_url)
+    settings = Settings(listener_database_url=db_url, listener_token=TOKEN)
+    app = create_app(settings, handlers={"sql": projection}, poll_interval_s=0.05)
+    engine = create_engine(db_url)
+
+    async def post_all(base: str) -> list[int]:
+        limit = asyncio.Semaphore(32)
+        async with httpx.AsyncClient(timeout=60) as client:
+
+            async def one(n: int) -> int:
+                async with limit:
+                    body = payload(9000 + n, contact_id=n).to_form()
+                    return (await client.post(f"{base}/sync/{TOKEN}", content=body)).status_code
+
+            return list(await asyncio.gather(*(one(n) for n in range(burst))))
+
+    with serve(app) as base:
+        assert asyncio.run(post_all(base)) == [200] * burst  # every one stored and acknowledged...
+        assert _done(engine, "sql") == 0  # ...while the projection had not merged any of them
+        projection.gate.set()
+        _wait_for(lambda: _done(engine, "sql") == burst)
+        with engine.connect() as conn:
+            merged = conn.execute(sa.select(sa.func.count()).select_from(t.contacts)).scalar_one()
+            pending = conn.execute(
+                sa.select(sa.func.count()).where(t.handler_runs.c.state != "done")
+            ).scalar_one()
+    assert (merged, pending) == (burst, 0)
+    assert projection.batches < burst  # merged in batches, not one transaction per entry
     engine.dispose()

@@ -424,7 +424,7 @@ async def _sync(
     keys = state.book.keys
     try:
         if keys:
-            signing.verify(headers, content, keys, now=now_s, tolerance_s=limits.tolerance_s)
+            signing.verify(headers, content, keys, now=now_s, tolerance_s=limits.tolerance_s, lowercase=True)
         parsed = parse_request(
             body,
             content_type,
@@ -434,6 +434,7 @@ async def _sync(
             webhook_id=headers.get("webhook-id"),
             received_at_ms=now_ms,
             get_mapping=state.get_mapping,
+            model=False,
         )
     except (SignatureError, RequestError, PayloadError, PHPFormLimitError) as exc:
         metrics.reject(_reason(exc))
@@ -462,7 +463,7 @@ async def _sync(
         _refused(state, "storage", 503, host, headers)
         answer = {"error": "storage_unavailable", "detail": "not stored; retry later"}
         return 503, _dumps(answer), (b"retry-after", b"5")
-    tid = parsed.payload.transactionid
+    tid = parsed.transactionid
     if stored.duplicate:
         metrics.duplicate()
         return 200, DUPLICATE % tid if parsed.key == str(tid) else _keyed(parsed, duplicate=True), None
@@ -492,7 +493,7 @@ def _keyed(parsed: Parsed, *, duplicate: bool) -> bytes:
         {
             "ok": True,
             "duplicate": duplicate,
-            "transactionid": str(parsed.payload.transactionid),
+            "transactionid": str(parsed.transactionid),
             "key": parsed.key,
             "deduplicable": parsed.deduplicable,
         }

@@ -193,6 +193,7 @@ class Runner:
         write_lock: AbstractContextManager[Any] | None = None,
         yield_to: Callable[[], bool] | None = None,
         max_defer_s: float = 0.25,
+        defer_share: float = 0.25,
         retention: Retention | None = None,
         retention_interval_s: float = 3600.0,
     ) -> None:
@@ -203,6 +204,10 @@ class Runner:
         self._prune_stop = asyncio.Event()
         self._yield_to = yield_to
         self._max_defer_s = max_defer_s
+        self._defer_gap_s = max_defer_s * (1 - defer_share) / defer_share if defer_share > 0 else float("inf")
+        """While a backlog lasts, a worker defers only after this much working time since its last
+        deferral: at most ``defer_share`` of its time goes to acknowledgements, so under a sustained load
+        it keeps pace instead of waiting ``max_defer_s`` before every batch."""
         self._write_lock = write_lock or contextlib.nullcontext()
         self.handlers = dict(handlers)
         self._parse = parse
@@ -293,11 +298,15 @@ class Runner:
         event = self._wake[name]
         live = self.liveness[name]
         hand = self._hands[name]
+        backlog = False
+        deferred_at = float("-inf")
         while not self._stopping:
             event.clear()
             live.beat(self._monotonic())
             try:
-                await self._defer()
+                if not backlog or self._monotonic() - deferred_at >= self._defer_gap_s:
+                    await self._defer()
+                    deferred_at = self._monotonic()
                 if hand.results:  # recording failed last time: record before claiming more
                     await self._save(name, hand)
                 runs = await asyncio.to_thread(self.claim, name)
@@ -320,7 +329,8 @@ class Runner:
                     )
                 await self._rest(live, event, wait_s)
                 continue
-            if len(runs) < self._batch_size:
+            backlog = len(runs) >= self._batch_size
+            if not backlog:
                 await self._rest(live, event, self._poll_interval_s)
 
     def _progressed(self, name: str, live: Liveness) -> None:
@@ -381,6 +391,8 @@ class Runner:
 
         Handlers share the process (and the GIL) with the request path; during a burst they fall a
         little behind and catch up after, instead of halving the rate at which requests are acked.
+        Under a sustained load a worker with a backlog defers only once per ``defer_share`` of its
+        time (see ``_work``), so the lag stays bounded.
         """
         if self._yield_to is None:
             return

@@ -12,11 +12,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import itertools
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 
@@ -28,9 +29,11 @@ DEFAULT_MAX_BATCH = 256
 STATE_PENDING = "pending"
 
 
-@dataclass(frozen=True, slots=True)
-class InboxEntry:
-    """One accepted request, exactly as received (headers as a JSON object text)."""
+class InboxEntry(NamedTuple):
+    """One accepted request, exactly as received (headers as a JSON object text).
+
+    A tuple (built once per request, cheaper than a frozen dataclass), in the inbox's column order.
+    """
 
     transactionid: str
     received_at_ms: int
@@ -185,7 +188,7 @@ class Inbox:
         return _answers(entries, first_of, ids)
 
     def _commit_direct(self, entries: list[InboxEntry], *, held: bool) -> list[Stored]:
-        """The SQLite/PostgreSQL path: one multi-row ``INSERT … ON CONFLICT DO NOTHING RETURNING``."""
+        """The SQLite/PostgreSQL path: one ``INSERT … ON CONFLICT DO NOTHING RETURNING`` for the batch."""
         first_of, fresh = _firsts(entries)
         connection = self._held if held else None
         if connection is None:
@@ -199,7 +202,10 @@ class Inbox:
                 try:
                     if sqlite:  # the engine's connections run in autocommit mode; take the write lock now
                         cursor.execute("BEGIN IMMEDIATE")
-                    cursor.execute(_insert_sql(len(fresh), sqlite), _params(fresh))
+                    if sqlite:
+                        cursor.execute(_insert_sql(len(fresh), True), _params(fresh))
+                    else:
+                        cursor.execute(_PG_INSERT, _arrays(fresh))
                     ids = {tid: rid for rid, tid in cursor.fetchall()}
                     if ids and self._handler_names:
                         cursor.executemany(_runs_sql(sqlite), _run_rows(fresh, ids, self._handler_names))
@@ -274,28 +280,36 @@ def _insert_sql(rows: int, qmark: bool) -> str:
     )
 
 
+_PG_TYPES = ("text", "bigint", "text", "text", "text", "text", "bytea", "text", "boolean")
+_PG_INSERT = (
+    f"INSERT INTO {inbox.name} ({', '.join(_COLUMNS)})"
+    f" SELECT * FROM unnest({', '.join(f'%b::{kind}[]' for kind in _PG_TYPES)})"
+    " ON CONFLICT (transactionid) DO NOTHING RETURNING id, transactionid"
+)
+"""PostgreSQL: one array per column, so the statement's text is the same for every batch size (psycopg
+parses a statement's placeholders once per distinct text, and prepares it; a many-row VALUES list was
+parsed anew for every batch). Arrays go in binary (``%b``): psycopg escapes text arrays in Python, which
+cost three times the binary form (client CPU per row: VALUES 51 µs, text arrays 76 µs, binary 25 µs)."""
+
+
+def _arrays(fresh: list[InboxEntry]) -> list[list[object]]:
+    """The batch as one list per column (entries are rows: transposed at C speed)."""
+    return [list(column) for column in zip(*fresh, strict=True)]
+
+
 @functools.cache
 def _runs_sql(qmark: bool) -> str:
     marks = ", ".join(["?" if qmark else "%s"] * len(_RUN_COLUMNS))
     return f"INSERT INTO {handler_runs.name} ({', '.join(_RUN_COLUMNS)}) VALUES ({marks})"
 
 
+if InboxEntry._fields != _COLUMNS:  # pragma: no cover - the entry is the row, field for field
+    raise AssertionError("InboxEntry's fields must be the inbox columns, in order")
+
+
 def _params(fresh: list[InboxEntry]) -> tuple[object, ...]:
-    return tuple(
-        value
-        for e in fresh
-        for value in (
-            e.transactionid,
-            e.received_at_ms,
-            e.method,
-            e.content_type,
-            e.query,
-            e.headers,
-            e.body,
-            e.source_address,
-            e.deduplicable,
-        )
-    )
+    """The batch's parameters: each entry already is its row, so this is one C-level concatenation."""
+    return tuple(itertools.chain.from_iterable(fresh))
 
 
 def _run_rows(fresh: list[InboxEntry], ids: dict[str, int], names: Sequence[str]) -> list[tuple[object, ...]]:

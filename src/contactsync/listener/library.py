@@ -19,7 +19,7 @@ import re
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import unquote_to_bytes
 
 from contactsync.errors import (
@@ -149,12 +149,17 @@ def _json(data: bytes, limits: Limits) -> dict[str, Any]:
     return decoded
 
 
-@dataclass(frozen=True, slots=True)
-class Parsed:
-    """A request's payload and its inbox key: the transactionid, or for a GET without one its own key."""
+class Parsed(NamedTuple):
+    """A request's payload and its inbox key: the transactionid, or for a GET without one its own key.
 
-    payload: SyncPayload
+    A tuple, not a dataclass: the request path builds one per request.
+    """
+
+    payload: SyncPayload | None
+    """``None`` when asked only to check it (``parse_request(model=False)``): the request path
+    acknowledges a valid request, and the handlers rebuild the model from the inbox."""
     key: str
+    transactionid: int
     deduplicable: bool = True
 
 
@@ -176,7 +181,7 @@ def parse(
     ``transactionid`` is the customer's own parameters: ``get_mapping`` places them (see
     :mod:`contactsync.listener.getmap`) and ``webhook_id`` keys and orders it.
     """
-    return parse_request(
+    payload = parse_request(
         body,
         content_type,
         method=method,
@@ -186,6 +191,9 @@ def parse(
         received_at_ms=received_at_ms,
         get_mapping=get_mapping,
     ).payload
+    if payload is None:  # pragma: no cover - parse_request builds the model unless told not to
+        raise AssertionError("parse_request returned no model")
+    return payload
 
 
 def parse_request(
@@ -198,8 +206,14 @@ def parse_request(
     webhook_id: str | None = None,
     received_at_ms: int | None = None,
     get_mapping: Mapping[str, str] | None = None,
+    model: bool = True,
 ) -> Parsed:
-    """:func:`parse`, with the key the inbox stores the request under."""
+    """:func:`parse`, with the key the inbox stores the request under.
+
+    ``model=False`` only checks that a POST body validates (the same acceptance and errors) and leaves
+    ``payload`` empty: building the model is most of the validation's cost, and the acknowledgement
+    does not need it.
+    """
     if method.upper() == "GET":
         raw = _raw(query, latin=True)
         _check_utf8(raw, "query")
@@ -212,11 +226,11 @@ def parse_request(
         )
         if not getmap.is_plain(params):
             payload = SyncPayload.from_wire(params)
-            return Parsed(payload, str(payload.transactionid))
+            return Parsed(payload, str(payload.transactionid), payload.transactionid)
         key, deduplicable = getmap.key_for(webhook_id)
         when = txid.wall_clock_ms() if received_at_ms is None else received_at_ms
         plain = getmap.plain_payload(params, key=key, received_at_ms=when, mapping=get_mapping or {})
-        return Parsed(plain, key, deduplicable)
+        return Parsed(plain, key, plain.transactionid, deduplicable)
     data = _raw(body)
     if len(data) > limits.max_body_bytes:
         raise RequestError(
@@ -227,18 +241,26 @@ def parse_request(
     media = content_type.partition(";")[0].strip().lower()
     if media in ("", FORM):
         _check_utf8(data)
-        payload = SyncPayload.from_form(
-            data, max_input_vars=limits.max_input_vars, max_nesting=limits.max_nesting
+        decoded: Mapping[Any, Any] = phpform.decode(
+            data,
+            source="post",
+            max_input_vars=limits.max_input_vars,
+            max_nesting=limits.max_nesting,
+            on_limit="raise",
         )
-        return Parsed(payload, str(payload.transactionid))
-    if media == JSON or media.endswith("+json"):
-        payload = SyncPayload.from_wire(_json(data, limits))
-        return Parsed(payload, str(payload.transactionid))
-    raise RequestError(
-        f"content type {media!r} is not accepted; send {FORM} or {JSON}",
-        status=415,
-        code="unsupported_content_type",
-    )
+    elif media == JSON or media.endswith("+json"):
+        decoded = _json(data, limits)
+    else:
+        raise RequestError(
+            f"content type {media!r} is not accepted; send {FORM} or {JSON}",
+            status=415,
+            code="unsupported_content_type",
+        )
+    if not model:
+        tid = SyncPayload.check_wire(decoded)
+        return Parsed(None, str(tid), tid)
+    payload = SyncPayload.from_wire(decoded)
+    return Parsed(payload, str(payload.transactionid), payload.transactionid)
 
 
 REASONS = {

@@ -339,6 +339,18 @@ class SyncPayload(BaseModel):
             raise _payload_error(exc, data) from None
 
     @classmethod
+    def check_wire(cls, data: Mapping[Any, Any]) -> int:
+        """The transactionid of a decoded body that :meth:`from_wire` accepts, without building the model.
+
+        The listener acknowledges a request once it is known to be valid; the model is rebuilt later by
+        the handlers that need it. The common shapes (what our sender and the PHP decoder produce) are
+        checked in one pass over the dict; anything else goes through :meth:`from_wire`, so what is
+        accepted and the error raised are exactly :meth:`from_wire`'s.
+        """
+        tid = _plain_transactionid(data)
+        return cls.from_wire(data).transactionid if tid is None else tid
+
+    @classmethod
     def from_form(
         cls,
         body: bytes | str,
@@ -408,6 +420,84 @@ class SyncPayload(BaseModel):
 
 
 _ATTR: dict[str, str] = {(info.alias or name): name for name, info in SyncPayload.model_fields.items()}
+
+_SECTION_ITEMS: dict[str, tuple[type[_Item], bool]] = {
+    "fields": (FieldValue, True),
+    "campaigns-opened": (CampaignOpen, True),
+    "links-clicked": (LinkClick, True),
+    "pages-visited": (PageVisit, True),
+    "automation-triggered": (AutomationTrigger, True),
+    "goals-reached": (GoalReach, True),
+    "webhooks-triggered": (WebhookTrigger, True),
+    "lead-score": (LeadScoreEntry, True),
+    "lead-status": (LeadStatus, False),
+}
+"""Each section's item model and whether it is a list (the model's own fields, checked at import)."""
+if tuple(_SECTION_ITEMS) != SECTIONS:  # pragma: no cover - a section added to one and not the other
+    raise AssertionError("_SECTION_ITEMS must list SECTIONS in order")
+
+_ITEM_MODELS: list[type[_Item]] = [Contact, *(item for item, _ in _SECTION_ITEMS.values())]
+_KNOWN: dict[type[_Item], dict[str, bool]] = {model: dict(model._wire) for model in _ITEM_MODELS}
+"""Each item model's known keys and whether the key is an integer (``_Item._wire``)."""
+
+
+def _plain_item(item: object, known: dict[str, bool]) -> bool:
+    """Whether ``item`` surely validates: a dict with text keys, known scalars in their plain form."""
+    if type(item) is not dict:
+        return False
+    for key, value in item.items():
+        if type(key) is not str:
+            return False
+        is_int = known.get(key)
+        if is_int is None:
+            continue  # an unknown key: kept as it came, whatever it holds
+        if type(value) is str:
+            if is_int and value and not (value.isdigit() and value.isascii() and len(value) < 19):
+                return False
+        elif not (is_int and type(value) is int):
+            return False
+    return True
+
+
+def _plain_transactionid(data: object) -> int | None:
+    """The transactionid if ``data`` has a shape that surely validates, else ``None`` (ask the model).
+
+    Only accepts what :meth:`SyncPayload.from_wire` accepts (a property test holds the two together).
+    """
+    if type(data) is not dict:
+        return None
+    tid = data.get("transactionid")
+    if type(tid) is str:
+        if not (tid.isdigit() and tid.isascii() and len(tid) <= 19 and (tid[0] != "0" or len(tid) == 1)):
+            return None
+        number = int(tid)
+        if number > txid.MAX_ID:
+            return None
+    elif type(tid) is int and 0 <= tid <= txid.MAX_ID:
+        number = tid
+    else:
+        return None
+    if not _plain_item(data.get("contact"), _KNOWN[Contact]):
+        return None
+    for key, value in data.items():
+        if type(key) is not str:
+            return None
+        spec = _SECTION_ITEMS.get(key)
+        if spec is None or value is None:
+            continue  # transactionid, contact, unknown keys; a section sent as null is not selected
+        model, is_list = spec
+        known = _KNOWN[model]
+        if not is_list:
+            if not _plain_item(value, known):
+                return None
+            continue
+        items = value.values() if type(value) is dict else value if type(value) is list else None
+        if items is None:
+            return None
+        for item in items:
+            if not _plain_item(item, known):
+                return None
+    return number
 
 
 def _valid_utf8(value: Any) -> Any:
