@@ -286,10 +286,20 @@ def delivered(engine: Any) -> int:
         )
 
 
+SECRETS_KEY = ""
+"""The workers' secrets-at-rest key (one per bench run: every process sharing a database needs it)."""
+
+
 def worker_env(db_url: str, concurrency: int, *, poll_interval_s: float = 0.5) -> dict[str, str]:
+    global SECRETS_KEY
+    if not SECRETS_KEY:
+        from contactsync.db.sealing import generate_key
+
+        SECRETS_KEY = generate_key()
     env = {k: v for k, v in os.environ.items() if not k.startswith("CONTACTSYNC_")}
     env.update(
         CONTACTSYNC_DATABASE_URL=db_url,
+        CONTACTSYNC_SECRETS_KEY=SECRETS_KEY,
         CONTACTSYNC_ALLOWED_CIDRS=json.dumps(["127.0.0.1/32"]),
         CONTACTSYNC_DISPATCHER_CONCURRENCY=str(concurrency),
         CONTACTSYNC_ENDPOINT_CONCURRENCY=str(concurrency),

@@ -124,34 +124,59 @@ def _claimable(lane: Lane | None, *, expired: bool, skip: bool) -> list[sa.Colum
     return conds
 
 
-@functools.cache
-def _claim_statement(dialect: str, lane: Lane | None, *, expired: bool, skip: bool) -> sa.Update:
-    """``UPDATE … WHERE id IN (SELECT … LIMIT n) RETURNING …``, built once per shape.
+_ACTION_COLUMNS = (
+    actions.c.secret,
+    actions.c.previous_secret,
+    actions.c.previous_secret_expires_at,
+    actions.c.settings,
+)
 
-    The pick only selects sources of the "claim" transition; repeating the state test outside
-    would make SQLite scan every pending row by state instead of looking the picked ids up.
-    PostgreSQL locks the picked rows with ``SKIP LOCKED`` and re-checks them once locked.
-    """
+
+def _pick(dialect: str, lane: Lane | None, *, expired: bool, skip: bool, limit: Any) -> sa.CTE:
     d = deliveries.c
-    assert {PENDING, IN_FLIGHT} <= TRANSITIONS["claim"].sources
     pick = (
         sa.select(d.id)
         .where(*_claimable(lane, expired=expired, skip=skip))
         .order_by(d.next_attempt_at, d.id)
-        .limit(sa.bindparam("b_limit", type_=sa.Integer()))
+        .limit(limit)
     )
     if dialect == "postgresql":
         pick = pick.with_for_update(skip_locked=True, of=deliveries)
+    return pick.cte("expired" if expired else "due")
+
+
+@functools.cache
+def _claim_statement(dialect: str, lane: Lane | None, *, skip: bool) -> sa.Update:
+    """One ``UPDATE … WHERE id IN (expired ∪ due) RETURNING …`` per claim, built once per shape.
+
+    Two picks, expired leases first, each on the (state, next_attempt_at) index (one OR would not
+    be); the due pick takes only what the expired one left of the limit. Only sources of the
+    "claim" transition are picked; repeating the state test outside would make SQLite scan every
+    pending row by state instead of looking the picked ids up. PostgreSQL locks the picked rows with
+    ``SKIP LOCKED`` and re-checks them once locked. The action's secrets and settings come back
+    with each row (scalar subqueries in RETURNING: SQLite cannot return joined columns).
+    """
+    d = deliveries.c
+    assert {PENDING, IN_FLIGHT} <= TRANSITIONS["claim"].sources
+    limit = sa.bindparam("b_limit", type_=sa.Integer())
+    expired = _pick(dialect, lane, expired=True, skip=skip, limit=limit)
+    taken = sa.select(sa.func.count()).select_from(expired).scalar_subquery()
+    due = _pick(dialect, lane, expired=False, skip=skip, limit=limit - taken)
+    picked = sa.union_all(sa.select(expired.c.id), sa.select(due.c.id))
+    of_action = [
+        sa.select(col).where(actions.c.id == d.action_id).scalar_subquery().label(col.name)
+        for col in _ACTION_COLUMNS
+    ]
     return (
         deliveries.update()
-        .where(d.id.in_(pick.scalar_subquery()))
+        .where(d.id.in_(picked))
         .values(
             state=TRANSITIONS["claim"].target,
             lease_owner=sa.bindparam("b_lease"),
             lease_expires_at=sa.bindparam("b_expires", type_=sa.DateTime()),
             updated_at=sa.bindparam("b_now", type_=sa.DateTime()),
         )
-        .returning(*_CLAIM_COLUMNS)
+        .returning(*_CLAIM_COLUMNS, *of_action)
     )
 
 
@@ -171,33 +196,44 @@ def claim(
     PostgreSQL: ``FOR UPDATE SKIP LOCKED`` lets any number of dispatchers claim side by side without
     waiting on each other. SQLite: the transaction holds the database's write lock (``BEGIN
     IMMEDIATE``), so claims are serialized — one dispatcher process is the supported set-up there.
-    Expired leases (a dispatcher that died mid-attempt) are claimable like pending rows.
+    Expired leases (a dispatcher that died mid-attempt) are claimable like pending rows, and first.
     Sealed secrets and header values are opened with ``keyring``; a delivery whose secret or headers
     cannot be opened is claimed without secrets, so that it fails instead of going out unsigned.
+    One statement per call, whatever the batch size.
     """
     if limit <= 0:
         return []
     lease = new_lease(owner)
-    params: dict[str, Any] = {"b_now": now, "b_lease": lease, "b_expires": now + timedelta(seconds=lease_s)}
+    params: dict[str, Any] = {
+        "b_now": now,
+        "b_lease": lease,
+        "b_expires": now + timedelta(seconds=lease_s),
+        "b_limit": limit,
+    }
     if skip_endpoints:
         params["b_skip"] = [tuple(k) for k in skip_endpoints]
-    rows: list[sa.Row[Any]] = []
-    # one statement per pass, expired leases first; two passes keep each pick on the
-    # (state, next_attempt_at) index instead of one OR
-    for expired in (True, False):
-        stmt = _claim_statement(conn.dialect.name, lane, expired=expired, skip=bool(skip_endpoints))
-        rows.extend(conn.execute(stmt, {**params, "b_limit": limit - len(rows)}))
-        if len(rows) >= limit:
-            break
+    stmt = _claim_statement(conn.dialect.name, lane, skip=bool(skip_endpoints))
+    rows = conn.execute(stmt, params).all()
     if not rows:
         return []
-    settings = _action_settings(conn, {r.action_id for r in rows if r.action_id is not None}, now, keyring)
+    settings: dict[int | None, _ActionSettings] = {}
+    opened: dict[tuple[str, str], str | None] = {}
     claimed = []
     for r in rows:
-        secrets, schedule, connect_s, total_s = settings.get(r.action_id, _NO_ACTION)
-        headers = _open_headers(r.headers or {}, keyring)
-        if headers is None:
-            headers, secrets = {}, ()
+        action_id = r.action_id
+        found = settings.get(action_id)
+        if found is None:
+            found = settings[action_id] = (
+                _NO_ACTION if action_id is None or r.secret is None else _settings_of(r, now, keyring)
+            )
+        secrets, schedule, connect_s, total_s = found
+        stored = r.headers
+        if stored:
+            headers = _open_headers(stored, keyring, opened)
+            if headers is None:
+                headers, secrets = {}, ()
+        else:
+            headers = {}
         claimed.append(
             Claimed(
                 id=r.id,
@@ -212,7 +248,7 @@ def claim(
                 attempt=r.attempt_count + 1,
                 lease=lease,
                 created_at=r.created_at,
-                action_id=r.action_id,
+                action_id=action_id,
                 ordering_key=r.ordering_key,
                 secrets=secrets,
                 schedule_s=schedule,
@@ -220,8 +256,12 @@ def claim(
                 total_timeout_s=total_s,
             )
         )
-    claimed.sort(key=lambda c: c.transactionid)
+    claimed.sort(key=_by_transactionid)
     return claimed
+
+
+def _by_transactionid(c: Claimed) -> int:
+    return c.transactionid
 
 
 _ActionSettings = tuple[tuple[str, ...], tuple[float, ...], float, float]
@@ -238,41 +278,40 @@ def _open(value: str, keyring: Keyring | None) -> str | None:
         return None
 
 
-def _open_headers(stored: Mapping[str, str], keyring: Keyring | None) -> dict[str, str] | None:
-    opened = {str(k): _open(str(v), keyring) for k, v in stored.items()}
-    if any(v is None for v in opened.values()):
-        return None
-    return {k: v for k, v in opened.items() if v is not None}
+def _open_headers(
+    stored: Mapping[str, str], keyring: Keyring | None, opened: dict[tuple[str, str], str | None]
+) -> dict[str, str] | None:
+    """The static headers in plaintext (``None`` if one cannot be opened); ``opened`` remembers
+    values already opened in this batch (every delivery of an action carries the same ones)."""
+    headers: dict[str, str] = {}
+    for k, v in stored.items():
+        name, value = str(k), str(v)
+        plain = opened.get((name, value), _UNSEEN)
+        if plain is _UNSEEN:
+            plain = opened[name, value] = _open(value, keyring)
+        if plain is None:
+            return None
+        headers[name] = plain
+    return headers
 
 
-def _action_settings(
-    conn: sa.Connection, action_ids: set[int], now: datetime, keyring: Keyring | None
-) -> dict[int | None, _ActionSettings]:
+_UNSEEN = "\0unseen"
+
+
+def _settings_of(row: Any, now: datetime, keyring: Keyring | None) -> _ActionSettings:
     """Secrets valid now (two during rotation) and the per-action timeouts and schedule."""
-    if not action_ids:
-        return {}
-    a = actions.c
-    rows = conn.execute(
-        sa.select(a.id, a.secret, a.previous_secret, a.previous_secret_expires_at, a.settings).where(
-            a.id.in_(sorted(action_ids))
-        )
+    secrets = [_open(row.secret, keyring)]
+    expires = row.previous_secret_expires_at
+    if row.previous_secret and (expires is None or expires > now):
+        secrets.append(_open(row.previous_secret, keyring))
+    opts = row.settings if isinstance(row.settings, dict) else {}
+    schedule = tuple(float(s) for s in opts.get(SETTING_SCHEDULE) or DEFAULT_SCHEDULE_S)
+    return (
+        tuple(s for s in secrets if s is not None) if secrets[0] is not None else (),
+        schedule,
+        float(opts.get(SETTING_CONNECT_TIMEOUT) or DEFAULT_CONNECT_TIMEOUT_S),
+        float(opts.get(SETTING_TOTAL_TIMEOUT) or DEFAULT_TOTAL_TIMEOUT_S),
     )
-    found: dict[int | None, _ActionSettings] = {}
-    for row in rows:
-        secrets = [_open(row.secret, keyring)]
-        if row.previous_secret and (
-            row.previous_secret_expires_at is None or row.previous_secret_expires_at > now
-        ):
-            secrets.append(_open(row.previous_secret, keyring))
-        opts = row.settings if isinstance(row.settings, dict) else {}
-        schedule = tuple(float(s) for s in opts.get(SETTING_SCHEDULE) or DEFAULT_SCHEDULE_S)
-        found[row.id] = (
-            tuple(s for s in secrets if s is not None) if secrets[0] is not None else (),
-            schedule,
-            float(opts.get(SETTING_CONNECT_TIMEOUT) or DEFAULT_CONNECT_TIMEOUT_S),
-            float(opts.get(SETTING_TOTAL_TIMEOUT) or DEFAULT_TOTAL_TIMEOUT_S),
-        )
-    return found
 
 
 def extend_leases(conn: sa.Connection, leases: Sequence[str], *, now: datetime, lease_s: float) -> int:
