@@ -798,10 +798,8 @@ def report_throughput(
     for key, us in CLIENT_CPU_US.items():
         if key.startswith("ours"):
             met = "met" if us <= SENDER_GOAL_US else "NOT met"
-            versus = f" = {us / bare_us:4.2f}x the bare loop's" if bare_us else ""
-            print(
-                f"sender CPU per delivery, {key:20} {us:5.0f} us{versus} (goal <= {SENDER_GOAL_US} us: {met})"
-            )
+            rel = f" = {us / bare_us:4.2f}x the bare loop's" if bare_us else ""
+            print(f"sender CPU per delivery, {key:20} {us:5.0f} us{rel} (goal <= {SENDER_GOAL_US} us: {met})")
     if bare_us:
         print(f"sender CPU per delivery, {'bare aiohttp loop':20} {bare_us:5.0f} us")
     for key, us in SERVER_CPU_US.items():

@@ -17,7 +17,6 @@ from contactsync.delivery.netguard import NetPolicy
 from contactsync.delivery.notify import Mailer
 from contactsync.settings import Settings
 
-
 _EPOCH = datetime(1970, 1, 1)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import enum
 import functools
+import json
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -111,7 +112,8 @@ def _claimable(lane: Lane | None, *, expired: bool, skip: bool) -> list[sa.Colum
             ~sa.exists().where(
                 _OLDER.c.ordering_key == d.ordering_key,
                 _OLDER.c.transactionid < d.transactionid,
-                _OLDER.c.state.in_([PENDING, IN_FLIGHT]),
+                # not IN (…): an expanding list would make the claim's SQL text vary
+                sa.or_(_OLDER.c.state == PENDING, _OLDER.c.state == IN_FLIGHT),
             ),
         ),
     ]
@@ -180,6 +182,45 @@ def _claim_statement(dialect: str, lane: Lane | None, *, skip: bool) -> sa.Updat
     )
 
 
+@dataclass(frozen=True, slots=True)
+class _Prepared:
+    """A statement compiled once to its SQL text, run through ``exec_driver_sql``: no cache-key walk
+    of a large statement per call, and rows come back as the driver gives them (no per-row type
+    processing; the caller decodes the few columns that need it)."""
+
+    sql: str
+    names: tuple[str, ...] | None
+    """Bind names in order (positional drivers); ``None``: the driver takes them by name."""
+    constants: Mapping[str, Any]
+    sqlite: bool
+
+    def run(self, conn: sa.Connection, params: Mapping[str, Any]) -> Sequence[Sequence[Any]]:
+        values = {**self.constants, **params}
+        if self.sqlite:  # as SQLAlchemy stores them there: ISO text with microseconds
+            values = {
+                k: v.isoformat(" ", "microseconds") if isinstance(v, datetime) else v
+                for k, v in values.items()
+            }
+        args: Any = values if self.names is None else tuple(values[n] for n in self.names)
+        return conn.exec_driver_sql(self.sql, args).fetchall()
+
+
+_PREPARED: dict[tuple[str, Lane | None], _Prepared] = {}
+
+
+def _claim_prepared(dialect: sa.Dialect, lane: Lane | None) -> _Prepared:
+    """The claim's SQL text for ``dialect``, compiled on first use."""
+    prepared = _PREPARED.get((dialect.name, lane))
+    if prepared is None:
+        compiled = _claim_statement(dialect.name, lane, skip=False).compile(dialect=dialect)
+        constants = {k: v for k, v in compiled.params.items() if not k.startswith("b_")}
+        names = tuple(compiled.positiontup) if compiled.positional and compiled.positiontup else None
+        prepared = _PREPARED[dialect.name, lane] = _Prepared(
+            compiled.string, names, constants, sqlite=dialect.name == "sqlite"
+        )
+    return prepared
+
+
 def claim(
     conn: sa.Connection,
     *,
@@ -210,24 +251,52 @@ def claim(
         "b_expires": now + timedelta(seconds=lease_s),
         "b_limit": limit,
     }
-    if skip_endpoints:
+    dialect = conn.dialect.name
+    rows: Sequence[Sequence[Any]]
+    if skip_endpoints:  # the skip list expands in the SQL text: SQLAlchemy's own (cached) path
         params["b_skip"] = [tuple(k) for k in skip_endpoints]
-    stmt = _claim_statement(conn.dialect.name, lane, skip=bool(skip_endpoints))
-    rows = conn.execute(stmt, params).all()
+        stmt = _claim_statement(dialect, lane, skip=True)
+        rows = [tuple(r) for r in conn.execute(stmt, params)]
+        decoded = True
+    else:
+        rows = _claim_prepared(conn.dialect, lane).run(conn, params)
+        decoded = dialect == "postgresql"  # psycopg returns JSON and timestamps decoded
     if not rows:
         return []
     settings: dict[int | None, _ActionSettings] = {}
     opened: dict[tuple[str, str], str | None] = {}
+    parsed: dict[str, dict[str, str]] = {}
     claimed = []
-    for r in rows:
-        action_id = r.action_id
+    for (
+        id_,
+        transactionid,
+        account_id,
+        endpoint,
+        method,
+        url,
+        stored,
+        body,
+        content_type,
+        attempt_count,
+        created_at,
+        action_id,
+        ordering_key,
+        *action,
+    ) in rows:
         found = settings.get(action_id)
         if found is None:
             found = settings[action_id] = (
-                _NO_ACTION if action_id is None or r.secret is None else _settings_of(r, now, keyring)
+                _NO_ACTION
+                if action_id is None or action[0] is None
+                else _settings_of(action, now, keyring, decoded=decoded)
             )
         secrets, schedule, connect_s, total_s = found
-        stored = r.headers
+        if not decoded:  # SQLite: JSON text (the same for every delivery of an action) and time text
+            text = stored
+            stored = parsed.get(text)
+            if stored is None:
+                stored = parsed[text] = json.loads(text) if text else {}
+            created_at = datetime.fromisoformat(created_at)
         if stored:
             headers = _open_headers(stored, keyring, opened)
             if headers is None:
@@ -236,20 +305,20 @@ def claim(
             headers = {}
         claimed.append(
             Claimed(
-                id=r.id,
-                transactionid=r.transactionid,
-                account_id=r.account_id,
-                endpoint=r.endpoint,
-                method=r.method,
-                url=r.url,
+                id=id_,
+                transactionid=transactionid,
+                account_id=account_id,
+                endpoint=endpoint,
+                method=method,
+                url=url,
                 headers=headers,
-                body=bytes(r.body),
-                content_type=r.content_type,
-                attempt=r.attempt_count + 1,
+                body=bytes(body),
+                content_type=content_type,
+                attempt=attempt_count + 1,
                 lease=lease,
-                created_at=r.created_at,
+                created_at=created_at,
                 action_id=action_id,
-                ordering_key=r.ordering_key,
+                ordering_key=ordering_key,
                 secrets=secrets,
                 schedule_s=schedule,
                 connect_timeout_s=connect_s,
@@ -298,13 +367,19 @@ def _open_headers(
 _UNSEEN = "\0unseen"
 
 
-def _settings_of(row: Any, now: datetime, keyring: Keyring | None) -> _ActionSettings:
-    """Secrets valid now (two during rotation) and the per-action timeouts and schedule."""
-    secrets = [_open(row.secret, keyring)]
-    expires = row.previous_secret_expires_at
-    if row.previous_secret and (expires is None or expires > now):
-        secrets.append(_open(row.previous_secret, keyring))
-    opts = row.settings if isinstance(row.settings, dict) else {}
+def _settings_of(
+    action: Sequence[Any], now: datetime, keyring: Keyring | None, *, decoded: bool
+) -> _ActionSettings:
+    """Secrets valid now (two during rotation) and the per-action timeouts and schedule, from the
+    action's columns (``decoded``: JSON and times already Python values, else SQLite's text)."""
+    secret, previous, expires, options = action
+    if not decoded:
+        expires = None if expires is None else datetime.fromisoformat(expires)
+        options = None if options is None else json.loads(options)
+    secrets = [_open(secret, keyring)]
+    if previous and (expires is None or expires > now):
+        secrets.append(_open(previous, keyring))
+    opts = options if isinstance(options, dict) else {}
     schedule = tuple(float(s) for s in opts.get(SETTING_SCHEDULE) or DEFAULT_SCHEDULE_S)
     return (
         tuple(s for s in secrets if s is not None) if secrets[0] is not None else (),

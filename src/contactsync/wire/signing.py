@@ -153,7 +153,8 @@ def _keyed_sha256(key: bytes, message: bytes) -> bytes:
     inner.update(message)
     outer = outer_pad.copy()
     outer.update(inner.digest())
-    return outer.digest()
+    digest: bytes = outer.digest()
+    return digest
 
 
 def headers(
