@@ -8,6 +8,7 @@ hostile receiver cannot make the dispatcher buffer gigabytes.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -80,11 +81,13 @@ def attempt_headers(
     if method != "GET" and content_type:
         headers["Content-Type"] = content_type
     msg_id = str(transactionid)
+    headers[signing.HEADER_ID] = msg_id
+    headers[signing.HEADER_TIMESTAMP] = str(timestamp)
     if keys:
         content = signing.request_target(url) if method == "GET" else body
-        headers.update(signing.headers(list(keys), msg_id=msg_id, timestamp=timestamp, content=content))
-    else:
-        headers.update({signing.HEADER_ID: msg_id, signing.HEADER_TIMESTAMP: str(timestamp)})
+        headers[signing.HEADER_SIGNATURE] = signing.signature_header(
+            keys, msg_id=msg_id, timestamp=timestamp, content=content
+        )
     return headers
 
 
@@ -102,6 +105,12 @@ def _error_kind(exc: BaseException) -> str:
     return "client"
 
 
+@functools.lru_cache(maxsize=64)
+def _timeout(total_s: float, connect_s: float) -> aiohttp.ClientTimeout:
+    """Timeouts are per action and few: one (immutable) object each, not one per attempt."""
+    return aiohttp.ClientTimeout(total=total_s, sock_connect=connect_s)
+
+
 async def _read_capped(response: aiohttp.ClientResponse, limit_bytes: int) -> tuple[bytes, bool]:
     chunks: list[bytes] = []
     size = 0
@@ -111,6 +120,8 @@ async def _read_capped(response: aiohttp.ClientResponse, limit_bytes: int) -> tu
             return b"".join(chunks), False
         chunks.append(chunk)
         size += len(chunk)
+        if response.content.at_eof():  # the usual short answer: no second read to learn it ended
+            return b"".join(chunks), False
     return b"".join(chunks), not response.content.at_eof()
 
 
@@ -134,11 +145,11 @@ async def send(
     trusting a truncated answer could lose a delivery.
     """
     started = clock()
-    timeout = aiohttp.ClientTimeout(total=total_timeout_s, sock_connect=connect_timeout_s)
+    timeout = _timeout(total_timeout_s, connect_timeout_s)
     try:
         target = policy.check_url(url)
         async with session.request(
-            method, target, headers=dict(headers), data=body, allow_redirects=False, timeout=timeout
+            method, target, headers=headers, data=body, allow_redirects=False, timeout=timeout
         ) as response:
             captured = {k.lower(): v for k, v in response.headers.items() if k.lower() in CAPTURED_HEADERS}
             outcome = Outcome(status=response.status, headers=captured)

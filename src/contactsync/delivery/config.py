@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from contactsync.db.retention import Retention
@@ -16,10 +17,13 @@ from contactsync.delivery.netguard import NetPolicy
 from contactsync.delivery.notify import Mailer
 from contactsync.settings import Settings
 
+_EPOCH = datetime(1970, 1, 1)
+
 
 def utcnow() -> datetime:
-    """Naive UTC, the database's time format."""
-    return datetime.now(UTC).replace(tzinfo=None)
+    """Naive UTC, the database's time format (read twice per attempt: ``datetime.now(UTC)
+    .replace(tzinfo=None)`` costs twice as much, most of it in ``replace``)."""
+    return _EPOCH + timedelta(seconds=time.time())
 
 
 def default_owner() -> str:

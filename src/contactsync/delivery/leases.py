@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import enum
 import functools
+import json
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -111,7 +112,8 @@ def _claimable(lane: Lane | None, *, expired: bool, skip: bool) -> list[sa.Colum
             ~sa.exists().where(
                 _OLDER.c.ordering_key == d.ordering_key,
                 _OLDER.c.transactionid < d.transactionid,
-                _OLDER.c.state.in_([PENDING, IN_FLIGHT]),
+                # not IN (…): an expanding list would make the claim's SQL text vary
+                sa.or_(_OLDER.c.state == PENDING, _OLDER.c.state == IN_FLIGHT),
             ),
         ),
     ]
@@ -124,35 +126,99 @@ def _claimable(lane: Lane | None, *, expired: bool, skip: bool) -> list[sa.Colum
     return conds
 
 
-@functools.cache
-def _claim_statement(dialect: str, lane: Lane | None, *, expired: bool, skip: bool) -> sa.Update:
-    """``UPDATE … WHERE id IN (SELECT … LIMIT n) RETURNING …``, built once per shape.
+_ACTION_COLUMNS = (
+    actions.c.secret,
+    actions.c.previous_secret,
+    actions.c.previous_secret_expires_at,
+    actions.c.settings,
+)
 
-    The pick only selects sources of the "claim" transition; repeating the state test outside
-    would make SQLite scan every pending row by state instead of looking the picked ids up.
-    PostgreSQL locks the picked rows with ``SKIP LOCKED`` and re-checks them once locked.
-    """
+
+def _pick(dialect: str, lane: Lane | None, *, expired: bool, skip: bool, limit: Any) -> sa.CTE:
     d = deliveries.c
-    assert {PENDING, IN_FLIGHT} <= TRANSITIONS["claim"].sources
     pick = (
         sa.select(d.id)
         .where(*_claimable(lane, expired=expired, skip=skip))
         .order_by(d.next_attempt_at, d.id)
-        .limit(sa.bindparam("b_limit", type_=sa.Integer()))
+        .limit(limit)
     )
     if dialect == "postgresql":
         pick = pick.with_for_update(skip_locked=True, of=deliveries)
+    return pick.cte("expired" if expired else "due")
+
+
+@functools.cache
+def _claim_statement(dialect: str, lane: Lane | None, *, skip: bool) -> sa.Update:
+    """One ``UPDATE … WHERE id IN (expired ∪ due) RETURNING …`` per claim, built once per shape.
+
+    Two picks, expired leases first, each on the (state, next_attempt_at) index (one OR would not
+    be); the due pick takes only what the expired one left of the limit. Only sources of the
+    "claim" transition are picked; repeating the state test outside would make SQLite scan every
+    pending row by state instead of looking the picked ids up. PostgreSQL locks the picked rows with
+    ``SKIP LOCKED`` and re-checks them once locked. The action's secrets and settings come back
+    with each row (scalar subqueries in RETURNING: SQLite cannot return joined columns).
+    """
+    d = deliveries.c
+    assert {PENDING, IN_FLIGHT} <= TRANSITIONS["claim"].sources
+    limit = sa.bindparam("b_limit", type_=sa.Integer())
+    expired = _pick(dialect, lane, expired=True, skip=skip, limit=limit)
+    taken = sa.select(sa.func.count()).select_from(expired).scalar_subquery()
+    due = _pick(dialect, lane, expired=False, skip=skip, limit=limit - taken)
+    picked = sa.union_all(sa.select(expired.c.id), sa.select(due.c.id))
+    of_action = [
+        sa.select(col).where(actions.c.id == d.action_id).scalar_subquery().label(col.name)
+        for col in _ACTION_COLUMNS
+    ]
     return (
         deliveries.update()
-        .where(d.id.in_(pick.scalar_subquery()))
+        .where(d.id.in_(picked))
         .values(
             state=TRANSITIONS["claim"].target,
             lease_owner=sa.bindparam("b_lease"),
             lease_expires_at=sa.bindparam("b_expires", type_=sa.DateTime()),
             updated_at=sa.bindparam("b_now", type_=sa.DateTime()),
         )
-        .returning(*_CLAIM_COLUMNS)
+        .returning(*_CLAIM_COLUMNS, *of_action)
     )
+
+
+@dataclass(frozen=True, slots=True)
+class _Prepared:
+    """A statement compiled once to its SQL text, run through ``exec_driver_sql``: no cache-key walk
+    of a large statement per call, and rows come back as the driver gives them (no per-row type
+    processing; the caller decodes the few columns that need it)."""
+
+    sql: str
+    names: tuple[str, ...] | None
+    """Bind names in order (positional drivers); ``None``: the driver takes them by name."""
+    constants: Mapping[str, Any]
+    sqlite: bool
+
+    def run(self, conn: sa.Connection, params: Mapping[str, Any]) -> Sequence[Sequence[Any]]:
+        values = {**self.constants, **params}
+        if self.sqlite:  # as SQLAlchemy stores them there: ISO text with microseconds
+            values = {
+                k: v.isoformat(" ", "microseconds") if isinstance(v, datetime) else v
+                for k, v in values.items()
+            }
+        args: Any = values if self.names is None else tuple(values[n] for n in self.names)
+        return conn.exec_driver_sql(self.sql, args).fetchall()
+
+
+_PREPARED: dict[tuple[str, Lane | None], _Prepared] = {}
+
+
+def _claim_prepared(dialect: sa.Dialect, lane: Lane | None) -> _Prepared:
+    """The claim's SQL text for ``dialect``, compiled on first use."""
+    prepared = _PREPARED.get((dialect.name, lane))
+    if prepared is None:
+        compiled = _claim_statement(dialect.name, lane, skip=False).compile(dialect=dialect)
+        constants = {k: v for k, v in compiled.params.items() if not k.startswith("b_")}
+        names = tuple(compiled.positiontup) if compiled.positional and compiled.positiontup else None
+        prepared = _PREPARED[dialect.name, lane] = _Prepared(
+            compiled.string, names, constants, sqlite=dialect.name == "sqlite"
+        )
+    return prepared
 
 
 def claim(
@@ -171,57 +237,100 @@ def claim(
     PostgreSQL: ``FOR UPDATE SKIP LOCKED`` lets any number of dispatchers claim side by side without
     waiting on each other. SQLite: the transaction holds the database's write lock (``BEGIN
     IMMEDIATE``), so claims are serialized — one dispatcher process is the supported set-up there.
-    Expired leases (a dispatcher that died mid-attempt) are claimable like pending rows.
+    Expired leases (a dispatcher that died mid-attempt) are claimable like pending rows, and first.
     Sealed secrets and header values are opened with ``keyring``; a delivery whose secret or headers
     cannot be opened is claimed without secrets, so that it fails instead of going out unsigned.
+    One statement per call, whatever the batch size.
     """
     if limit <= 0:
         return []
     lease = new_lease(owner)
-    params: dict[str, Any] = {"b_now": now, "b_lease": lease, "b_expires": now + timedelta(seconds=lease_s)}
-    if skip_endpoints:
+    params: dict[str, Any] = {
+        "b_now": now,
+        "b_lease": lease,
+        "b_expires": now + timedelta(seconds=lease_s),
+        "b_limit": limit,
+    }
+    dialect = conn.dialect.name
+    rows: Sequence[Sequence[Any]]
+    if skip_endpoints:  # the skip list expands in the SQL text: SQLAlchemy's own (cached) path
         params["b_skip"] = [tuple(k) for k in skip_endpoints]
-    rows: list[sa.Row[Any]] = []
-    # one statement per pass, expired leases first; two passes keep each pick on the
-    # (state, next_attempt_at) index instead of one OR
-    for expired in (True, False):
-        stmt = _claim_statement(conn.dialect.name, lane, expired=expired, skip=bool(skip_endpoints))
-        rows.extend(conn.execute(stmt, {**params, "b_limit": limit - len(rows)}))
-        if len(rows) >= limit:
-            break
+        stmt = _claim_statement(dialect, lane, skip=True)
+        rows = [tuple(r) for r in conn.execute(stmt, params)]
+        decoded = True
+    else:
+        rows = _claim_prepared(conn.dialect, lane).run(conn, params)
+        decoded = dialect == "postgresql"  # psycopg returns JSON and timestamps decoded
     if not rows:
         return []
-    settings = _action_settings(conn, {r.action_id for r in rows if r.action_id is not None}, now, keyring)
+    settings: dict[int | None, _ActionSettings] = {}
+    opened: dict[tuple[str, str], str | None] = {}
+    parsed: dict[str, dict[str, str]] = {}
     claimed = []
-    for r in rows:
-        secrets, schedule, connect_s, total_s = settings.get(r.action_id, _NO_ACTION)
-        headers = _open_headers(r.headers or {}, keyring)
-        if headers is None:
-            headers, secrets = {}, ()
+    for (
+        id_,
+        transactionid,
+        account_id,
+        endpoint,
+        method,
+        url,
+        stored,
+        body,
+        content_type,
+        attempt_count,
+        created_at,
+        action_id,
+        ordering_key,
+        *action,
+    ) in rows:
+        found = settings.get(action_id)
+        if found is None:
+            found = settings[action_id] = (
+                _NO_ACTION
+                if action_id is None or action[0] is None
+                else _settings_of(action, now, keyring, decoded=decoded)
+            )
+        secrets, schedule, connect_s, total_s = found
+        if not decoded:  # SQLite: JSON text (the same for every delivery of an action) and time text
+            text = stored
+            stored = parsed.get(text)
+            if stored is None:
+                stored = parsed[text] = json.loads(text) if text else {}
+            created_at = datetime.fromisoformat(created_at)
+        if stored:
+            headers = _open_headers(stored, keyring, opened)
+            if headers is None:
+                headers, secrets = {}, ()
+        else:
+            headers = {}
         claimed.append(
             Claimed(
-                id=r.id,
-                transactionid=r.transactionid,
-                account_id=r.account_id,
-                endpoint=r.endpoint,
-                method=r.method,
-                url=r.url,
+                id=id_,
+                transactionid=transactionid,
+                account_id=account_id,
+                endpoint=endpoint,
+                method=method,
+                url=url,
                 headers=headers,
-                body=bytes(r.body),
-                content_type=r.content_type,
-                attempt=r.attempt_count + 1,
+                body=bytes(body),
+                content_type=content_type,
+                attempt=attempt_count + 1,
                 lease=lease,
-                created_at=r.created_at,
-                action_id=r.action_id,
-                ordering_key=r.ordering_key,
+                created_at=created_at,
+                action_id=action_id,
+                ordering_key=ordering_key,
                 secrets=secrets,
                 schedule_s=schedule,
                 connect_timeout_s=connect_s,
                 total_timeout_s=total_s,
             )
         )
-    claimed.sort(key=lambda c: c.transactionid)
+    claimed.sort(key=_by_transactionid)
     return claimed
+
+
+def _by_transactionid(c: Claimed) -> int:
+    return c.transactionid
 
 
 _ActionSettings = tuple[tuple[str, ...], tuple[float, ...], float, float]
@@ -238,41 +347,46 @@ def _open(value: str, keyring: Keyring | None) -> str | None:
         return None
 
 
-def _open_headers(stored: Mapping[str, str], keyring: Keyring | None) -> dict[str, str] | None:
-    opened = {str(k): _open(str(v), keyring) for k, v in stored.items()}
-    if any(v is None for v in opened.values()):
-        return None
-    return {k: v for k, v in opened.items() if v is not None}
+def _open_headers(
+    stored: Mapping[str, str], keyring: Keyring | None, opened: dict[tuple[str, str], str | None]
+) -> dict[str, str] | None:
+    """The static headers in plaintext (``None`` if one cannot be opened); ``opened`` remembers
+    values already opened in this batch (every delivery of an action carries the same ones)."""
+    headers: dict[str, str] = {}
+    for k, v in stored.items():
+        name, value = str(k), str(v)
+        plain = opened.get((name, value), _UNSEEN)
+        if plain is _UNSEEN:
+            plain = opened[name, value] = _open(value, keyring)
+        if plain is None:
+            return None
+        headers[name] = plain
+    return headers
 
 
-def _action_settings(
-    conn: sa.Connection, action_ids: set[int], now: datetime, keyring: Keyring | None
-) -> dict[int | None, _ActionSettings]:
-    """Secrets valid now (two during rotation) and the per-action timeouts and schedule."""
-    if not action_ids:
-        return {}
-    a = actions.c
-    rows = conn.execute(
-        sa.select(a.id, a.secret, a.previous_secret, a.previous_secret_expires_at, a.settings).where(
-            a.id.in_(sorted(action_ids))
-        )
+_UNSEEN = "\0unseen"
+
+
+def _settings_of(
+    action: Sequence[Any], now: datetime, keyring: Keyring | None, *, decoded: bool
+) -> _ActionSettings:
+    """Secrets valid now (two during rotation) and the per-action timeouts and schedule, from the
+    action's columns (``decoded``: JSON and times already Python values, else SQLite's text)."""
+    secret, previous, expires, options = action
+    if not decoded:
+        expires = None if expires is None else datetime.fromisoformat(expires)
+        options = None if options is None else json.loads(options)
+    secrets = [_open(secret, keyring)]
+    if previous and (expires is None or expires > now):
+        secrets.append(_open(previous, keyring))
+    opts = options if isinstance(options, dict) else {}
+    schedule = tuple(float(s) for s in opts.get(SETTING_SCHEDULE) or DEFAULT_SCHEDULE_S)
+    return (
+        tuple(s for s in secrets if s is not None) if secrets[0] is not None else (),
+        schedule,
+        float(opts.get(SETTING_CONNECT_TIMEOUT) or DEFAULT_CONNECT_TIMEOUT_S),
+        float(opts.get(SETTING_TOTAL_TIMEOUT) or DEFAULT_TOTAL_TIMEOUT_S),
     )
-    found: dict[int | None, _ActionSettings] = {}
-    for row in rows:
-        secrets = [_open(row.secret, keyring)]
-        if row.previous_secret and (
-            row.previous_secret_expires_at is None or row.previous_secret_expires_at > now
-        ):
-            secrets.append(_open(row.previous_secret, keyring))
-        opts = row.settings if isinstance(row.settings, dict) else {}
-        schedule = tuple(float(s) for s in opts.get(SETTING_SCHEDULE) or DEFAULT_SCHEDULE_S)
-        found[row.id] = (
-            tuple(s for s in secrets if s is not None) if secrets[0] is not None else (),
-            schedule,
-            float(opts.get(SETTING_CONNECT_TIMEOUT) or DEFAULT_CONNECT_TIMEOUT_S),
-            float(opts.get(SETTING_TOTAL_TIMEOUT) or DEFAULT_TOTAL_TIMEOUT_S),
-        )
-    return found
 
 
 def extend_leases(conn: sa.Connection, leases: Sequence[str], *, now: datetime, lease_s: float) -> int:

@@ -9,6 +9,7 @@ Redirects are never followed by the dispatcher, so a public URL cannot bounce in
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -143,12 +144,18 @@ class NetPolicy:
     def check_url(self, url: str | URL) -> URL:
         """Refuse URLs the dispatcher never sends to: other schemes, no host, user info."""
         # encoded=True: the URL goes on the wire exactly as rendered (and as a GET signature covers it)
-        parsed = URL(url, encoded=True) if isinstance(url, str) else url
+        parsed = _parsed(url) if isinstance(url, str) else url
         if parsed.scheme not in ALLOWED_SCHEMES:
             raise BlockedAddressError(f"refusing scheme {parsed.scheme!r}: only http and https are sent")
         if not parsed.raw_host:
             raise BlockedAddressError(f"URL {str(parsed)!r} has no host")
         return parsed
+
+
+@functools.lru_cache(maxsize=4096)
+def _parsed(url: str) -> URL:
+    """URLs repeat (an action sends to one URL): parse each once (a ``URL`` is immutable)."""
+    return URL(url, encoded=True)
 
 
 class GuardedConnector(aiohttp.TCPConnector):

@@ -10,14 +10,13 @@ commit: the caller's transaction is the unit of work.
 
 from __future__ import annotations
 
-import functools
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql
 
 from contactsync.db.bulk import insert_rows
 from contactsync.db.counting import Count, capped, matching
@@ -46,7 +45,6 @@ from contactsync.delivery.states import (
     TRANSITIONS,
     move,
     naive,
-    statement,
 )
 
 __all__ = [
@@ -193,50 +191,112 @@ def refuse_unsigned(claimed: Claimed, *, now: datetime) -> Finished | None:
     return Finished(claimed, result, Decision(Verdict.FAILED, reason), now)
 
 
-_DELIVER_VALUES: dict[str, Any] = {
-    **NO_LEASE,
-    "attempt_count": deliveries.c.attempt_count + 1,
-    "last_status": sa.bindparam("b_status", type_=sa.Integer()),
-    "last_error": None,
-    "delivered_at": sa.bindparam("b_now", type_=sa.DateTime()),
-}
+_DELIVER = TRANSITIONS["deliver"]
+_DELIVER_SET = (
+    f"state = '{_DELIVER.target}', lease_owner = NULL, lease_expires_at = NULL,"
+    " attempt_count = deliveries.attempt_count + 1, last_error = NULL"
+)
+_DELIVER_FROM = " OR ".join(f"deliveries.state = '{source}'" for source in sorted(_DELIVER.sources))
+_ATTEMPT_COLUMNS = (
+    "delivery_id, account_id, number, started_at, duration_ms, status_code, response_headers,"
+    " response_body, error, outcome"
+)
+_NEXT_NUMBER = (
+    "COALESCE((SELECT max(prior.number) FROM delivery_attempts AS prior WHERE prior.delivery_id = {}), 0) + 1"
+)
+"""Attempt rows are numbered over the delivery's whole life (replays included): max + 1, computed in
+the INSERT (no separate SELECT per flush)."""
+
+_PG_DELIVER = f"""
+WITH done AS (
+    SELECT * FROM unnest(
+        %(ids)s::bigint[], %(leases)s::text[], %(statuses)s::integer[], %(started)s::timestamp[],
+        %(durations)s::float8[], %(headers)s::text[], %(bodies)s::bytea[], %(errors)s::text[],
+        %(outcomes)s::text[]
+    ) AS f(id, lease, status, started_at, duration_ms, headers, body, error, outcome)
+), moved AS (
+    UPDATE deliveries SET {_DELIVER_SET}, last_status = done.status,
+        delivered_at = %(now)s::timestamp, updated_at = %(now)s::timestamp
+    FROM done
+    WHERE deliveries.id = done.id AND deliveries.lease_owner = done.lease AND ({_DELIVER_FROM})
+    RETURNING deliveries.id, deliveries.account_id, done.started_at, done.duration_ms, done.status,
+        done.headers, done.body, done.error, done.outcome
+)
+INSERT INTO delivery_attempts ({_ATTEMPT_COLUMNS})
+SELECT moved.id, moved.account_id, {_NEXT_NUMBER.format("moved.id")}, moved.started_at, moved.duration_ms,
+    moved.status, moved.headers::json, moved.body, moved.error, moved.outcome
+FROM moved
+RETURNING delivery_id
+"""
+"""PostgreSQL records a batch of successes in ONE statement: the fenced state change and the attempt
+rows, from arrays (the same text for every batch size, so the server prepares it once)."""
+
+_SQLITE_DELIVER = f"""
+UPDATE deliveries SET {_DELIVER_SET}, last_status = ?, delivered_at = ?, updated_at = ?
+WHERE deliveries.id IN (SELECT json_extract(value, '$[0]') FROM json_each(?))
+    AND (deliveries.id, deliveries.lease_owner) IN (
+        SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') FROM json_each(?))
+    AND ({_DELIVER_FROM})
+RETURNING id
+"""
+_SQLITE_INSERT_ATTEMPT = (
+    f"INSERT INTO delivery_attempts ({_ATTEMPT_COLUMNS})"
+    f" VALUES (?, ?, {_NEXT_NUMBER.format('?')}, ?, ?, ?, ?, ?, ?, ?)"
+)
+"""SQLite runs in the process: one fenced UPDATE … RETURNING per status code (the (id, lease) pairs
+travel as one JSON parameter), then the attempt rows as one executemany of plain tuples."""
 
 
-@functools.cache
-def _deliver_statement(dialect: str) -> sa.Update:
-    """Successes, the bulk of every flush: one fenced UPDATE … RETURNING per status code, built once.
+def _sqlite_time(when: datetime) -> str:
+    """A naive UTC datetime as SQLAlchemy stores it in SQLite (so string comparisons still order)."""
+    return when.isoformat(" ", "microseconds")
 
-    The id list lets the database look rows up by key; the (id, lease) pairs are the fence. On
-    PostgreSQL both travel as arrays, so the SQL text is the same for every batch size and the
-    server prepares it once (an expanded IN list would be parsed and planned on every flush).
-    """
-    d = deliveries.c
-    if dialect == "postgresql":
-        ids = sa.bindparam("b_ids", type_=postgresql.ARRAY(sa.BigInteger()))
-        leases = sa.bindparam("b_leases", type_=postgresql.ARRAY(sa.String()))
-        pairs = sa.func.unnest(ids, leases).table_valued("id", "lease").render_derived(name="fence")
-        where = sa.and_(
-            d.id == sa.any_(ids), sa.tuple_(d.id, d.lease_owner).in_(sa.select(pairs.c.id, pairs.c.lease))
+
+def _deliver_pg(conn: sa.Connection, group: Sequence[Finished], now: datetime) -> set[int]:
+    params = {
+        "ids": [f.claimed.id for f in group],
+        "leases": [f.claimed.lease for f in group],
+        "statuses": [f.result.status for f in group],
+        "started": [naive(f.started_at) for f in group],
+        "durations": [f.result.duration_s * 1000.0 for f in group],
+        "headers": [json.dumps(dict(f.result.headers)) for f in group],
+        "bodies": [f.result.body for f in group],
+        "errors": [f.result.detail or f.result.error for f in group],
+        "outcomes": [outcome_label(f) for f in group],
+        "now": now,
+    }
+    return {row[0] for row in conn.exec_driver_sql(_PG_DELIVER, params)}
+
+
+def _deliver_sqlite(conn: sa.Connection, group: Sequence[Finished], now: datetime) -> set[int]:
+    stamp = _sqlite_time(now)
+    moved: set[int] = set()
+    by_status: dict[int | None, list[Finished]] = {}
+    for f in group:
+        by_status.setdefault(f.result.status, []).append(f)
+    for status, same in by_status.items():
+        fence = json.dumps([(f.claimed.id, f.claimed.lease) for f in same])
+        rows = conn.exec_driver_sql(_SQLITE_DELIVER, (status, stamp, stamp, fence, fence))
+        moved.update(row[0] for row in rows)
+    attempts = [
+        (
+            f.claimed.id,
+            f.claimed.account_id,
+            f.claimed.id,
+            _sqlite_time(naive(f.started_at) or now),
+            f.result.duration_s * 1000.0,
+            f.result.status,
+            json.dumps(dict(f.result.headers)),
+            f.result.body,
+            f.result.detail or f.result.error,
+            outcome_label(f),
         )
-    else:
-        where = sa.and_(
-            d.id.in_(sa.bindparam("b_ids", expanding=True)),
-            sa.tuple_(d.id, d.lease_owner).in_(sa.bindparam("b_fence", expanding=True)),
-        )
-    return statement(
-        "deliver", where, _DELIVER_VALUES, now=sa.bindparam("b_now", type_=sa.DateTime()), returning=True
-    )
-
-
-def _deliver_params(
-    dialect: str, group: Sequence[Finished], status: int | None, now: datetime
-) -> dict[str, Any]:
-    params: dict[str, Any] = {"b_ids": [f.claimed.id for f in group], "b_status": status, "b_now": now}
-    if dialect == "postgresql":
-        params["b_leases"] = [f.claimed.lease for f in group]
-    else:
-        params["b_fence"] = [(f.claimed.id, f.claimed.lease) for f in group]
-    return params
+        for f in group
+        if f.claimed.id in moved
+    ]
+    if attempts:
+        conn.exec_driver_sql(_SQLITE_INSERT_ATTEMPT, attempts)
+    return moved
 
 
 def finish(conn: sa.Connection, done: Sequence[Finished], *, now: datetime) -> list[Finished]:
@@ -244,22 +304,18 @@ def finish(conn: sa.Connection, done: Sequence[Finished], *, now: datetime) -> l
 
     An attempt whose lease was lost (expired and re-claimed, cancelled meanwhile) is not recorded:
     the delivery belongs to someone else now, and it will be (or was) attempted again. Successes —
-    the bulk — move in one fenced ``UPDATE … RETURNING`` per status code; failures row by row.
+    the bulk — are recorded per batch without per-row statements (one statement on PostgreSQL);
+    failures row by row.
     """
     if not done:
         return []
     d = deliveries.c
     kept: list[Finished] = []
-    successes: dict[int | None, list[Finished]] = {}
-    for f in done:
-        if f.decision.verdict is Verdict.DELIVERED:
-            successes.setdefault(f.result.status, []).append(f)
-    for status, group in successes.items():
-        dialect = conn.dialect.name
-        moved = set(
-            conn.execute(_deliver_statement(dialect), _deliver_params(dialect, group, status, now)).scalars()
-        )
-        kept.extend(f for f in group if f.claimed.id in moved)
+    successes = [f for f in done if f.decision.verdict is Verdict.DELIVERED]
+    if successes:
+        deliver = _deliver_pg if conn.dialect.name == "postgresql" else _deliver_sqlite
+        moved = deliver(conn, successes, now)
+        kept.extend(f for f in successes if f.claimed.id in moved)
     failures = [f for f in done if f.decision.verdict is not Verdict.DELIVERED]
     if failures:
         check = sa.select(d.id, d.lease_owner).where(
@@ -273,12 +329,11 @@ def finish(conn: sa.Connection, done: Sequence[Finished], *, now: datetime) -> l
             group = [f for f in failures if f.decision.verdict is verdict]
             if group:
                 _move_failed(conn, verdict, group, now=now)
+        if failures:
+            conn.execute(_INSERT_ATTEMPT, [_attempt_row(f) for f in failures])
         kept.extend(failures)
     if not kept:
         return []
-    # the attempt number is computed inside the INSERT (no separate SELECT max per flush); without
-    # RETURNING this is the driver's executemany: one prepared statement (psycopg pipelines it)
-    conn.execute(_INSERT_ATTEMPT, [_attempt_row(f) for f in kept])
     _record_health(conn, kept, now=now)
     if any(unblocks_successor(f) for f in kept):
         notify(conn)  # the next delivery of an ordered key is claimable once this commits
@@ -320,7 +375,7 @@ _INSERT_ATTEMPT = delivery_attempts.insert().values(
     .where(_prior.c.delivery_id == sa.bindparam("b_delivery"))
     .scalar_subquery()
 )
-"""Attempt rows are numbered over the delivery's whole life (replays included): max + 1."""
+"""The attempt row of a failure (few: one executemany per flush)."""
 
 
 def _attempt_row(f: Finished) -> dict[str, Any]:

@@ -8,6 +8,7 @@ in-flight work; the parent forwards SIGTERM/SIGINT to its children and waits for
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import multiprocessing
 import os
@@ -72,6 +73,9 @@ def run_one(
     try:
         render = None if renderer is None else renderer(settings, engine)
         dispatcher = Dispatcher(engine, config=config, metrics=metrics, renderer=render)
+        # the start-up heap (the whole app imported) never becomes garbage: keep the collector from
+        # walking it again and again while it sends (measured: a full collection cost ~0.2 s)
+        gc.freeze()
         asyncio.run(_dispatch_with(dispatcher, jobs, engine, settings))
     finally:
         engine.dispose()
