@@ -234,7 +234,7 @@ def verify(
     signed = b"%s.%s.%s" % (msg_id.encode("utf-8"), stamp.encode("ascii"), _as_bytes(content))
     matched = False
     for secret in listed:
-        expected = hmac.digest(_key(secret), signed, "sha256")
+        expected = _keyed_sha256(_key(secret), signed)
         for candidate in offered:
             # no early exit: the time taken does not depend on which entry matched
             matched |= hmac.compare_digest(expected, candidate)
