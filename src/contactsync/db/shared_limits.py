@@ -18,6 +18,8 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
+from contactsync.db.platform import dispatchers
+
 _NOW = "(statement_timestamp() AT TIME ZONE 'UTC')"
 
 Key = tuple[int, str]
@@ -173,6 +175,13 @@ def extend_slots(conn: sa.Connection, *, holder: str, lease_s: float) -> set[tup
     """Renew ``holder``'s unexpired slot leases; returns those it still holds (the others are lost)."""
     rows = conn.execute(_EXTEND, {"holder": holder, "lease_s": float(lease_s)})
     return {((int(r.account_id), str(r.endpoint)), int(r.slot)) for r in rows}
+
+
+def live_dispatchers(conn: sa.Connection, *, alive_within_s: float) -> int:
+    """How many dispatcher processes noted that they are alive lately (delivery/presence.py)."""
+    since = sa.text(f"{_NOW} - make_interval(secs => :alive_s)").bindparams(alive_s=float(alive_within_s))
+    query = sa.select(sa.func.count()).where(dispatchers.c.last_seen_at >= since)
+    return int(conn.execute(query).scalar_one())
 
 
 def take_tokens(conn: sa.Connection, wants: Sequence[TokenWant]) -> dict[Key, Grant]:

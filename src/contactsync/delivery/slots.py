@@ -28,6 +28,7 @@ import sqlalchemy as sa
 
 from contactsync.db import shared_limits
 from contactsync.db.shared_limits import Grant, SlotWant, TokenWant
+from contactsync.delivery import presence
 from contactsync.delivery.endpoints import EndpointKey, Limits
 from contactsync.delivery.throttle import TokenBucket
 
@@ -81,8 +82,8 @@ class LocalGate:
 @dataclass(slots=True)
 class _Slot:
     number: int
-    taken_at: float
-    """Monotonic time it was leased: handed on locally only within its turn."""
+    turn_ends: float
+    """Monotonic time until which it is handed from attempt to attempt here without a round trip."""
 
 
 @dataclass(slots=True)
@@ -104,6 +105,9 @@ class SharedGate:
     """How long a tick waits for more requests after the first, to serve them in one transaction."""
     RETRY_S = 0.05
     """How soon an endpoint whose slots are all taken elsewhere is asked again (plus jitter)."""
+    SPARE_TURN_S = 0.25
+    """The turn of a slot beyond this process's fair share (see :meth:`_share`): short, so that other
+    processes waiting for the endpoint get it back soon."""
     TOKEN_BATCH_S = 0.1
     """An endpoint short of tokens asks again when about this many seconds' worth have refilled."""
 
@@ -122,6 +126,7 @@ class SharedGate:
         self._wanted = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._rng = random.Random()
+        self._live = 1
 
     # --- what an attempt sees --------------------------------------------------------------------
 
@@ -168,7 +173,13 @@ class SharedGate:
         await fut
 
     def _young(self, slot: _Slot, ep: _Endpoint) -> bool:
-        return slot.number < ep.cap and time.monotonic() - slot.taken_at < self.turn_s
+        return slot.number < ep.cap and time.monotonic() < slot.turn_ends
+
+    def _share(self, ep: _Endpoint) -> int:
+        """This process's fair share of the endpoint's cap: the cap over the processes alive. Slots
+        within it are kept for long turns; free slots beyond it are taken too (no cap goes unused
+        when the others have nothing for the endpoint) but given back after short turns."""
+        return max(-(-ep.cap // max(self._live, 1)), 1)
 
     def _give_back(self, key: EndpointKey, ep: _Endpoint, slot: _Slot) -> None:
         if (key, slot.number) in self._lost:  # its lease expired and may be someone else's now
@@ -192,7 +203,7 @@ class SharedGate:
     # --- the ticks -------------------------------------------------------------------------------
 
     async def _serve(self) -> None:
-        next_extend = time.monotonic() + self.lease_s / 3
+        next_extend = time.monotonic()  # the first tick also counts the processes alive
         while True:
             now = time.monotonic()
             due = [next_extend] if any(self._held.values()) else []
@@ -226,17 +237,23 @@ class SharedGate:
             _prune(ep.slot_waiters)
             _prune(ep.token_waiters)
             waiting = sum(not w.done() for w in ep.slot_waiters)
-            if waiting and key in releasing:  # its turn ended: let the other processes ask first
-                ep.slots_at = max(ep.slots_at, now + self.RETRY_S * (1 + self._rng.random()))
+            want = 0
+            if waiting and key in releasing:  # turns ended: take back only the fair share at once,
+                staying = len(self._held.get(key, ())) - len(releasing[key])  # the rest after the others
+                want = min(waiting, max(self._share(ep) - staying, 0))
+                if want < waiting:
+                    ep.slots_at = max(ep.slots_at, now + self.RETRY_S * (1 + self._rng.random()))
             elif waiting and ep.slots_at <= now:
-                slot_wants.append(SlotWant(key, ep.cap, min(waiting, ep.cap)))
+                want = min(waiting, ep.cap)
+            if want:
+                slot_wants.append(SlotWant(key, ep.cap, want))
             if ep.token_waiters and ep.tokens_at <= now and ep.rate_per_s:
                 burst = max(ep.rate_per_s, 1.0)
                 token_wants.append(TokenWant(key, ep.rate_per_s, burst, len(ep.token_waiters)))
         if not (release or slot_wants or token_wants or extend):
             return
         try:
-            taken, grants, kept = await self._run_db(
+            taken, grants, kept, live = await self._run_db(
                 self._exchange_sync, release, slot_wants, token_wants, extend
             )
         except BaseException:
@@ -249,10 +266,12 @@ class SharedGate:
                 held.difference_update(s.number for s in releasing[key])
         if kept is not None:
             self._forget_lost(kept)
+        if live is not None:
+            self._live = live
         self._hand_out(taken, now)
         self._spend(grants, token_wants, now)
-        for want in slot_wants:
-            ep = self._endpoints[EndpointKey(*want.key)]
+        for asked in slot_wants:
+            ep = self._endpoints[EndpointKey(*asked.key)]
             if _alive(ep.slot_waiters):  # all taken elsewhere: ask again shortly
                 ep.slots_at = now + self.RETRY_S * (1 + self._rng.random())
 
@@ -262,23 +281,29 @@ class SharedGate:
         slot_wants: list[SlotWant],
         token_wants: list[TokenWant],
         extend: bool,
-    ) -> tuple[list[tuple[shared_limits.Key, int]], dict[shared_limits.Key, Grant], set[Any] | None]:
-        """One transaction: give back ended slots, take slots and tokens, renew the leases held."""
+    ) -> tuple[
+        list[tuple[shared_limits.Key, int]], dict[shared_limits.Key, Grant], set[Any] | None, int | None
+    ]:
+        """One transaction: give back ended slots, take slots and tokens; now and then renew the
+        leases held and count the processes alive."""
+        kept = live = None
         with self.engine.begin() as conn:
             shared_limits.release_slots(conn, release, holder=self.holder)
             taken = shared_limits.take_slots(conn, slot_wants, holder=self.holder, lease_s=self.lease_s)
             grants = shared_limits.take_tokens(conn, token_wants)
-            kept = (
-                shared_limits.extend_slots(conn, holder=self.holder, lease_s=self.lease_s) if extend else None
-            )
-        return taken, grants, kept
+            if extend:
+                kept = shared_limits.extend_slots(conn, holder=self.holder, lease_s=self.lease_s)
+                live = shared_limits.live_dispatchers(conn, alive_within_s=presence.ALIVE_WITHIN_S)
+        return taken, grants, kept, live
 
     def _hand_out(self, taken: list[tuple[shared_limits.Key, int]], now: float) -> None:
         for raw, number in taken:
             key = EndpointKey(*raw)
-            self._held.setdefault(key, set()).add(number)
+            held = self._held.setdefault(key, set())
             ep = self._endpoints[key]
-            slot = _Slot(number, now)
+            spare = len(held) >= self._share(ep)
+            held.add(number)
+            slot = _Slot(number, now + (min(self.SPARE_TURN_S, self.turn_s) if spare else self.turn_s))
             while ep.slot_waiters:
                 waiter = ep.slot_waiters.popleft()
                 if not waiter.done():
