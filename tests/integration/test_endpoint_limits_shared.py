@@ -30,11 +30,13 @@ import sqlalchemy as sa
 from aiohttp import web
 
 from contactsync.db import platform as t
+from contactsync.db import shared_limits
+from contactsync.db.shared_limits import SlotWant, TokenWant
 from contactsync.delivery import endpoints as endpoint_rows
 from contactsync.delivery.endpoints import EndpointKey, endpoint_key
 from support.delivery import DEFAULT_ACCOUNT, enqueue_many, migrated, request, worker_env
 
-pytestmark = [pytest.mark.slow, pytest.mark.postgres]
+pytestmark = pytest.mark.postgres
 
 PROCESSES = 3
 JITTER_S = 0.25
@@ -170,6 +172,7 @@ def _enqueue(engine: sa.Engine, url: str, n: int) -> None:
     enqueue_many(engine, [request(i, url) for i in range(1, n + 1)], now=now)
 
 
+@pytest.mark.slow
 def test_three_processes_share_the_in_flight_cap(pg_url: str, tmp_path: Path) -> None:
     n, cap = 200, 3
     engine = migrated(pg_url, now=datetime.now(UTC).replace(tzinfo=None))
@@ -190,6 +193,7 @@ def test_three_processes_share_the_in_flight_cap(pg_url: str, tmp_path: Path) ->
     assert receiver.peak <= cap
 
 
+@pytest.mark.slow
 def test_three_processes_share_the_rate_limit(pg_url: str, tmp_path: Path) -> None:
     n, rate, cap = 200, 30.0, 8
     burst = max(rate, 1.0)
@@ -214,6 +218,7 @@ def test_three_processes_share_the_rate_limit(pg_url: str, tmp_path: Path) -> No
     assert busiest <= allowed
 
 
+@pytest.mark.slow
 def test_a_killed_workers_slots_expire_and_the_others_go_on(pg_url: str, tmp_path: Path) -> None:
     n, cap, slot_lease_s = 60, 3, 2.0
     engine = migrated(pg_url, now=datetime.now(UTC).replace(tzinfo=None))
@@ -258,3 +263,49 @@ def test_a_killed_workers_slots_expire_and_the_others_go_on(pg_url: str, tmp_pat
     assert still == []
     assert receiver.answered == {str(i) for i in range(1, n + 1)}
     assert receiver.peak <= cap
+
+
+def test_slots_have_one_holder_and_come_back_when_their_lease_expires(pg_url: str) -> None:
+    engine = migrated(pg_url, now=datetime.now(UTC).replace(tzinfo=None))
+    a, b = (DEFAULT_ACCOUNT, "http://a:1"), (DEFAULT_ACCOUNT, "http://b:1")
+    with engine.begin() as conn:
+        first = shared_limits.take_slots(conn, [SlotWant(a, 3, 5), SlotWant(b, 2, 1)], holder="A", lease_s=60)
+    with engine.begin() as conn:
+        none_left = shared_limits.take_slots(conn, [SlotWant(a, 3, 3)], holder="B", lease_s=60)
+        assert shared_limits.release_slots(conn, [(a, first[0][1])], holder="B") == 0  # not B's
+        assert shared_limits.release_slots(conn, [(a, first[0][1])], holder="A") == 1
+        one_back = shared_limits.take_slots(conn, [SlotWant(a, 3, 3)], holder="B", lease_s=60)
+        assert shared_limits.extend_slots(conn, holder="A", lease_s=0.2) == set(first[1:])
+    time.sleep(0.3)  # A's leases lapse (A "died")
+    with engine.begin() as conn:
+        taken_over = shared_limits.take_slots(
+            conn, [SlotWant(a, 3, 3), SlotWant(b, 2, 2)], holder="C", lease_s=60
+        )
+        assert shared_limits.extend_slots(conn, holder="A", lease_s=60) == set()  # lost, not renewed
+        holders = conn.execute(
+            sa.select(t.endpoint_slots.c.holder, sa.func.count()).group_by(t.endpoint_slots.c.holder)
+        ).all()
+    engine.dispose()
+    assert sorted(n for k, n in first if k == a) == [0, 1, 2]
+    assert [n for k, n in first if k == b] in ([0], [1])
+    assert none_left == []
+    assert one_back == [first[0]]
+    assert sorted(taken_over) == [(a, 1), (a, 2), (b, 0), (b, 1)]
+    assert dict(holders) == {"B": 1, "C": 4}
+
+
+def test_the_shared_bucket_never_grants_more_than_burst_plus_refill(pg_url: str) -> None:
+    engine = migrated(pg_url, now=datetime.now(UTC).replace(tzinfo=None))
+    a = (DEFAULT_ACCOUNT, "http://a:1")
+    started = time.monotonic()
+    granted = 0
+    with engine.begin() as conn:
+        first = shared_limits.take_tokens(conn, [TokenWant(a, 5.0, 5.0, 3)])
+    granted += first[a].granted
+    for _ in range(20):
+        with engine.begin() as conn:
+            granted += shared_limits.take_tokens(conn, [TokenWant(a, 5.0, 5.0, 4)])[a].granted
+    elapsed = time.monotonic() - started
+    engine.dispose()
+    assert first[a].granted == 3  # a new bucket starts full
+    assert 5 <= granted <= 5 + math.ceil(5.0 * elapsed)

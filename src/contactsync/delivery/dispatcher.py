@@ -3,7 +3,8 @@
 One asyncio loop per process. Database work is synchronous SQLAlchemy Core run in worker threads;
 attempts finished close together are recorded in one transaction (the flusher), which is what keeps
 SQLite fast. Throttles: a global limit split into two lanes (first attempts never queue behind a
-backlog of retries), a per-endpoint in-flight limit and an optional per-endpoint rate limit. Leases
+backlog of retries), a per-endpoint in-flight limit and an optional per-endpoint rate limit (held over
+every process sharing a PostgreSQL database: delivery/slots.py). Leases
 are extended while work waits on a throttle, and given back on shutdown, so nothing is stuck
 "in flight" and nothing is attempted by two dispatchers at once.
 """
