@@ -39,8 +39,10 @@ from support.delivery import DEFAULT_ACCOUNT, enqueue_many, migrated, request, w
 pytestmark = pytest.mark.postgres
 
 PROCESSES = 3
-JITTER_S = 0.25
-"""Slack of the rate check: how much earlier than its arrival a request may have started."""
+JITTER_S = 0.5
+"""Slack of the rate check: by how much more the delays between start and arrival of requests may
+differ (a loaded machine delays some starts, bunching arrivals). Per process, 3 processes start up to
+3 × (burst + rate) in the first second and 3 × rate in every later one, both well above the bound."""
 
 
 class PeakReceiver:

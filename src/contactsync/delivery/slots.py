@@ -223,8 +223,8 @@ class SharedGate:
                 next_extend = now + self.lease_s / 3
             try:
                 await self._tick(now, extend=extend)
-            except sa.exc.SQLAlchemyError:
-                log.warning("endpoint slots: database work failed; trying again", exc_info=True)
+            except Exception:  # attempts wait on this loop: it must outlive a lost connection or a bug
+                log.warning("endpoint slots: a tick failed; trying again", exc_info=True)
                 await asyncio.sleep(self.RETRY_S)
                 self._wanted.set()
 
