@@ -127,6 +127,8 @@ class SharedGate:
         self._task: asyncio.Task[None] | None = None
         self._rng = random.Random()
         self._live = 1
+        self.transactions = 0
+        """Transactions run so far (each serves every endpoint waiting at one tick)."""
 
     # --- what an attempt sees --------------------------------------------------------------------
 
@@ -287,6 +289,7 @@ class SharedGate:
         """One transaction: give back ended slots, take slots and tokens; now and then renew the
         leases held and count the processes alive."""
         kept = live = None
+        self.transactions += 1
         with self.engine.begin() as conn:
             shared_limits.release_slots(conn, release, holder=self.holder)
             taken = shared_limits.take_slots(conn, slot_wants, holder=self.holder, lease_s=self.lease_s)
