@@ -27,6 +27,7 @@ class Settings(BaseSettings):
     endpoint_concurrency: int = 10
     claim_batch_size: int = 200
     lease_s: float = 60.0
+    endpoint_slot_lease_s: float = 30.0  # PostgreSQL: a dead dispatcher's endpoint slots free after this
     poll_interval_s: float = 1.0
     metrics_host: str = "127.0.0.1"  # where `serve --metrics-port` listens (not the public API port)
     admin_password: str = ""  # bootstraps the platform's operator (and is the listener UI's password)

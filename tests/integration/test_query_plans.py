@@ -74,6 +74,8 @@ SMALL = {
     "automations",
     "actions",
     "endpoints",
+    "endpoint_slots",
+    "endpoint_buckets",
     "api_keys",
     "users",
     "memberships",

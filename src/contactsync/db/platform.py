@@ -454,6 +454,33 @@ endpoints = sa.Table(
     sqlite_autoincrement=True,  # ids never reused (PostgreSQL's sequences never go back anyway)
 )
 
+endpoint_slots = sa.Table(
+    "endpoint_slots",
+    md,
+    # PostgreSQL only (db/shared_limits.py): one row per in-flight slot of an endpoint taken by a
+    # dispatcher process, numbered below the endpoint's max_in_flight; a lease that expires, so a
+    # process that dies strands no slot. Rows of expired leases are taken over, released rows deleted.
+    _owner(),
+    sa.Column("endpoint", sa.String(300), nullable=False),
+    sa.Column("slot", sa.Integer(), nullable=False),
+    sa.Column("holder", sa.String(120), nullable=False),
+    sa.Column("expires_at", sa.DateTime(), nullable=False),
+    sa.PrimaryKeyConstraint("account_id", "endpoint", "slot"),
+)
+
+endpoint_buckets = sa.Table(
+    "endpoint_buckets",
+    md,
+    # PostgreSQL only (db/shared_limits.py): the token bucket of a rate-limited endpoint, shared by
+    # every dispatcher process; ``granted`` is what the last update handed out (its RETURNING).
+    _owner(),
+    sa.Column("endpoint", sa.String(300), nullable=False),
+    sa.Column("tokens", sa.Float(), nullable=False),
+    sa.Column("granted", sa.Integer(), nullable=False),
+    sa.Column("stamp", sa.DateTime(), nullable=False),
+    sa.PrimaryKeyConstraint("account_id", "endpoint"),
+)
+
 endpoint_events = sa.Table(
     "endpoint_events",
     md,

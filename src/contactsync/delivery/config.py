@@ -53,6 +53,12 @@ class DispatcherConfig:
     health_interval_s: float = 300.0
     metrics_interval_s: float = 15.0
     limits_ttl_s: float = 30.0
+    slot_lease_s: float = 30.0
+    """PostgreSQL: how long an endpoint's in-flight slot stays leased to this process unless renewed
+    (every third of it): what a process that dies holds its endpoints' slots for (delivery/slots.py)."""
+    slot_turn_s: float = 2.0
+    """PostgreSQL: how long a slot passes from one attempt to the next of this process before it goes
+    back to the database, where other processes sending to the same endpoint can take it."""
     user_agent: str = DEFAULT_USER_AGENT
     policy: NetPolicy = field(default_factory=NetPolicy)
     keyring: Keyring | None = None
@@ -73,6 +79,7 @@ class DispatcherConfig:
             batch_size=settings.claim_batch_size,
             keyring=keyring_from_settings(settings),
             lease_s=settings.lease_s,
+            slot_lease_s=settings.endpoint_slot_lease_s,
             poll_interval_s=settings.poll_interval_s,
             retention=Retention.from_settings(settings),
             retention_interval_s=settings.retention_interval_s,

@@ -3,7 +3,8 @@
 One asyncio loop per process. Database work is synchronous SQLAlchemy Core run in worker threads;
 attempts finished close together are recorded in one transaction (the flusher), which is what keeps
 SQLite fast. Throttles: a global limit split into two lanes (first attempts never queue behind a
-backlog of retries), a per-endpoint in-flight limit and an optional per-endpoint rate limit. Leases
+backlog of retries), a per-endpoint in-flight limit and an optional per-endpoint rate limit (held over
+every process sharing a PostgreSQL database: delivery/slots.py). Leases
 are extended while work waits on a throttle, and given back on shutdown, so nothing is stuck
 "in flight" and nothing is attempted by two dispatchers at once.
 """
@@ -36,6 +37,7 @@ from contactsync.delivery.metrics import DeliveryMetrics
 from contactsync.delivery.netguard import create_connector
 from contactsync.delivery.outbox import Claimed, Finished, Lane
 from contactsync.delivery.retry import Outcome, Rng, decide
+from contactsync.delivery.slots import Gate, create_gate
 from contactsync.delivery.throttle import TokenBucket
 from contactsync.wire import signing
 
@@ -88,8 +90,7 @@ class Dispatcher:
         self._global_slots = asyncio.Semaphore(self.config.concurrency)
         # throttles are per account and endpoint (EndpointKey), like endpoint health
         self._in_endpoint: dict[EndpointKey, int] = {}
-        self._endpoint_slots: dict[EndpointKey, asyncio.Semaphore] = {}
-        self._buckets: dict[EndpointKey, TokenBucket] = {}
+        self._gate: Gate | None = None
         self._limits: dict[EndpointKey, tuple[float, endpoint_rows.Limits]] = {}
         self._held: dict[int, Claimed] = {}
         self._done: list[Finished] = []
@@ -132,6 +133,13 @@ class Dispatcher:
         self._flush_wanted = asyncio.Event()
         self._flush_now = asyncio.Event()
         self._stop = stop or asyncio.Event()
+        self._gate = create_gate(
+            self.engine,
+            run_db=self._db,
+            holder=outbox.new_lease(self.config.owner),
+            lease_s=self.config.slot_lease_s,
+            turn_s=self.config.slot_turn_s,
+        )
         if handle_signals:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self._stop.set)
@@ -294,19 +302,11 @@ class Dispatcher:
                 if refused is not None:
                     self._finished(refused)
                     return
-            limits = self._limit_of(c.endpoint_key)
-            slots = self._endpoint_slots.get(c.endpoint_key)
-            if slots is None:
-                slots = self._endpoint_slots[c.endpoint_key] = asyncio.Semaphore(limits.max_in_flight)
-            async with slots:
-                if limits.rate_limit_per_s:
-                    bucket = self._buckets.get(c.endpoint_key)
-                    if bucket is None or bucket.rate_per_s != limits.rate_limit_per_s:
-                        bucket = self._buckets[c.endpoint_key] = TokenBucket(limits.rate_limit_per_s)
-                    await bucket.acquire()
-                async with self._lane_slots[lane], self._global_slots:
-                    started = self._clock()
-                    result = await self._send(session, c, started)
+            assert self._gate is not None
+            admitted = self._gate.admit(c.endpoint_key, self._limit_of(c.endpoint_key))
+            async with admitted, self._lane_slots[lane], self._global_slots:
+                started = self._clock()
+                result = await self._send(session, c, started)
             decision = decide(c.attempt, result.outcome, self._clock(), schedule=c.schedule_s, rng=self._rng)
             self._finished(Finished(c, result, decision, started))
         finally:
@@ -505,6 +505,8 @@ class Dispatcher:
                 task.cancel()
             if late:
                 await asyncio.wait(late)
+        if self._gate is not None:
+            await self._gate.close()
         for task in helpers:
             task.cancel()
         for task in helpers:

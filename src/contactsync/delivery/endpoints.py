@@ -74,7 +74,7 @@ def waiting(conn: sa.Connection, key: EndpointKey) -> Count:
 
 @dataclass(frozen=True, slots=True)
 class Limits:
-    """Per-endpoint throttles the dispatcher applies (per dispatcher process)."""
+    """Per-endpoint throttles the dispatcher applies, over all dispatcher processes (delivery/slots.py)."""
 
     max_in_flight: int = DEFAULT_MAX_IN_FLIGHT
     rate_limit_per_s: float | None = None
