@@ -11,10 +11,8 @@ import contextlib
 import re
 import secrets
 import shutil
-import socket
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -35,44 +33,18 @@ from contactsync.settings import Settings
 from contactsync.tenancy import people
 from contactsync.tenancy.roles import Role
 from support import IN_CI
+from support.browser import ARTIFACTS, OWNER, PASSWORD, XSS_EMAIL, XSS_NAME, Stack
+from support.ports import free_port
 
 CHROMIUM = "/usr/bin/chromium"
-ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
-PASSWORD = "correct horse battery staple"
-OPERATOR = "admin@localhost"
-"""The operator CONTACTSYNC_ADMIN_PASSWORD bootstraps (the default admin email); signs in with PASSWORD."""
-OWNER = "owner@example.com"
-"""An owner of the seeded account, who signs in with PASSWORD too."""
-XSS_NAME = '<script>window.__xss = 1</script><img src=x onerror="window.__xss = 2">'
-XSS_EMAIL = "<script>alert(1)</script>@evil.test"
 
 pytestmark = pytest.mark.browser
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class _Server(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield
-
-
-@dataclass
-class Stack:
-    """Two running apps and what the tests need to know about them."""
-
-    settings: Settings
-    platform_url: str
-    listener_url: str
-    sync_url: str
-    engine: sa.Engine
-    listener_engine: sa.Engine
-    runtime: Runtime
-    ids: dict[str, int] = field(default_factory=dict)
 
 
 def _seed(engine: sa.Engine, rt: Runtime, sync_url: str) -> dict[str, int]:
@@ -133,7 +105,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     from contactsync.listener.app import create_app as create_listener_app
 
     tmp = tmp_path_factory.mktemp("stack")
-    pport, lport = _free_port(), _free_port()
+    pport, lport = free_port(), free_port()
     settings = Settings(
         database_url=f"sqlite:///{tmp / 'platform.db'}",
         listener_database_url=f"sqlite:///{tmp / 'listener.db'}",
@@ -250,16 +222,6 @@ def page(browser: Any, request: pytest.FixtureRequest) -> Iterator[Any]:
             pg.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
     context.close()
     assert not dialogs, f"a script ran and opened a dialog: {dialogs}"
-
-
-def login(page: Any, base: str, email: str = OPERATOR, password: str = PASSWORD) -> None:
-    """Sign in (the platform asks for an email; the listener only for its admin password)."""
-    page.goto(base + "/login")
-    if page.locator("input[name=email]").count():
-        page.fill("input[name=email]", email)
-    page.fill("input[name=password]", password)
-    page.click("button[type=submit]")
-    page.wait_for_selector("text=Log out")
 
 
 def utcnow() -> datetime:

@@ -11,11 +11,11 @@ import pytest
 import sqlalchemy as sa
 from playwright.sync_api import expect
 
-from conftest import OPERATOR, PASSWORD, Stack, login
 from contactsync.automation.actions import get_action, payload_options
 from contactsync.automation.payload_builder import build
 from contactsync.db.listener import inbox
 from contactsync.db.platform import deliveries
+from support.browser import OPERATOR, PASSWORD, Stack, login
 
 pytestmark = pytest.mark.browser
 

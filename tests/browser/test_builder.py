@@ -12,12 +12,12 @@ import pytest
 import sqlalchemy as sa
 from playwright.sync_api import expect
 
-from conftest import ARTIFACTS, Stack, login
 from contactsync.automation.automations import get_automation
 from contactsync.automation.contacts import ContactIn, upsert_contact
 from contactsync.automation.explain import dry_run
 from contactsync.automation.lists import list_fields
 from contactsync.db.platform import audit_log
+from support.browser import ARTIFACTS, Stack, login
 
 pytestmark = pytest.mark.browser
 

@@ -18,12 +18,12 @@ import pytest
 import sqlalchemy as sa
 from playwright.sync_api import expect
 
-from conftest import ARTIFACTS, OWNER, PASSWORD, Stack, login
 from contactsync.automation.actions import SyncActionSettings, create_action
 from contactsync.automation.automations import AutomationIn, create_automation
 from contactsync.automation.contacts import ContactIn, find_contact, upsert_contact
 from contactsync.automation.lists import list_fields
 from contactsync.db.platform import deliveries
+from support.browser import ARTIFACTS, OWNER, PASSWORD, Stack, login
 
 pytestmark = pytest.mark.browser
 

@@ -15,10 +15,10 @@ import pytest
 import sqlalchemy as sa
 from playwright.sync_api import expect
 
-from conftest import ARTIFACTS, OWNER, PASSWORD, Stack, login
 from contactsync.automation.lists import FieldIn, ListIn, account_of_list, create_field, create_list
 from contactsync.db.platform import contacts
 from contactsync.web.import_pages import UPLOAD_MAX_BYTES
+from support.browser import ARTIFACTS, OWNER, PASSWORD, Stack, login
 
 pytestmark = pytest.mark.browser
 

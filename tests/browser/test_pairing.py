@@ -11,10 +11,10 @@ import httpx
 import pytest
 from playwright.sync_api import expect
 
-from conftest import ARTIFACTS, Stack, login
 from contactsync.db.sealing import keyring_from_settings
 from contactsync.listener import secrets as store
 from contactsync.wire.signing import generate_secret
+from support.browser import ARTIFACTS, Stack, login
 
 pytestmark = pytest.mark.browser
 

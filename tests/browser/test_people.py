@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from conftest import OWNER, PASSWORD, Stack, login
 from contactsync.automation.automations import get_automation
+from support.browser import OWNER, PASSWORD, Stack, login
 
 pytestmark = pytest.mark.browser
 

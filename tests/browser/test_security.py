@@ -8,11 +8,11 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from conftest import PASSWORD, XSS_EMAIL, XSS_NAME, Stack, login
 from contactsync.automation.manual import run_to_completion, start_run
 from contactsync.db.listener import contacts as sync_contacts
 from contactsync.db.listener import inbox
 from contactsync.db.platform import deliveries
+from support.browser import PASSWORD, XSS_EMAIL, XSS_NAME, Stack, login
 
 pytestmark = pytest.mark.browser
 

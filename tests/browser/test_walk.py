@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -25,9 +24,10 @@ import pytest
 import sqlalchemy as sa
 from playwright.sync_api import expect
 
-from conftest import ARTIFACTS, OWNER, PASSWORD, Stack, login
 from contactsync.db.platform import actions, automations, contacts, deliveries, lists
 from contactsync.wire.signing import generate_secret
+from support.browser import ARTIFACTS, OWNER, PASSWORD, Stack, login
+from support.ports import free_port
 
 pytestmark = pytest.mark.browser
 
@@ -61,12 +61,6 @@ def _until(page: Any, check: Callable[[], bool], what: str, timeout_s: float = 3
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.3)
         page.reload()
-
-
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _one(stack: Stack, query: Any) -> Any:
@@ -215,7 +209,7 @@ def test_a_marketer_builds_pairs_syncs_and_sees_a_failure(page: Any, stack: Stac
 
     # 7. the endpoint breaks: the dashboard and the automation turn red
     page.goto(f"{base}/actions/{action_id}")
-    page.fill("#url", f"http://127.0.0.1:{_closed_port()}/sync")
+    page.fill("#url", f"http://127.0.0.1:{free_port()}/sync")
     page.click("#save-action")
     page.wait_for_selector("text=action saved")
     _edit_contact(page, base, ids["ana@example.com"], "Ana M.")
