@@ -34,12 +34,13 @@ def _empty_list(stack: Stack) -> dict[str, int]:
         account = account_of_list(conn, stack.ids["list"])
         lst = create_list(conn, ListIn(account_id=account, name="Spring fair"), now=now)
         made = {"list": lst.id}
-        for key, body in {
+        bodies: dict[str, dict[str, Any]] = {
             "first": {"name": "First name"},
             "plan": {"name": "Plan", "type": "choice", "choices": ["free", "pro"]},
             "city": {"name": "City", "shortcode_key": "CITY"},
-        }.items():
-            made[key] = create_field(conn, FieldIn(list_id=lst.id, **body), now=now).id
+        }
+        for key, body in bodies.items():
+            made[key] = create_field(conn, FieldIn.model_validate({"list_id": lst.id, **body}), now=now).id
     return made
 
 

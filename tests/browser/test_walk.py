@@ -230,12 +230,14 @@ def test_a_marketer_builds_pairs_syncs_and_sees_a_failure(page: Any, stack: Stac
     shot("automation-failing")
 
     with stack.engine.connect() as conn:
-        states = dict(
+        states: dict[str, int] = dict(
             conn.execute(
                 sa.select(deliveries.c.state, sa.func.count())
                 .where(deliveries.c.automation_id == automation_id)
                 .group_by(deliveries.c.state)
-            ).all()
+            )
+            .tuples()
+            .all()
         )
         named = conn.execute(sa.select(actions.c.settings).where(actions.c.id == action_id)).scalar_one()
         assert (

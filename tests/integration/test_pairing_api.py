@@ -77,7 +77,7 @@ def test_a_test_send_explains_the_unknown_secret_and_passes_once_the_listener_kn
 
 def _refused_actions(listener: Listener) -> list[tuple[str, str]]:
     with listener.engine.connect() as conn:
-        return [tuple(r) for r in conn.execute(sa.select(t.refusals.c.action, t.refusals.c.action_name))]  # type: ignore[misc]
+        return [tuple(r) for r in conn.execute(sa.select(t.refusals.c.action, t.refusals.c.action_name))]
 
 
 def test_a_test_send_to_a_wrong_path_or_a_closed_port_says_so(api: Api, listener: Listener) -> None:

@@ -249,6 +249,7 @@ def test_listener_inbox_keeps_what_its_handlers_still_need(db_url: str) -> None:
         oldest = conn.execute(
             sa.select(sa.func.min(ldb.inbox.c.received_at_ms)).where(ldb.inbox.c.id > 1)
         ).scalar()
+        assert oldest is not None
         assert oldest >= (START + timedelta(days=19 - 5)).timestamp() * 1000
         runs = sa.select(sa.func.count()).select_from(ldb.handler_runs)
         assert (

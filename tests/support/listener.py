@@ -6,7 +6,7 @@ import asyncio
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Generator, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -150,7 +150,7 @@ class Listener:
             )
 
 
-def start_listener(url: str, **overrides: Any) -> Iterator[Listener]:
+def start_listener(url: str, **overrides: Any) -> Generator[Listener, None, None]:
     """Serve a listener on ``url`` (signed with ``SECRET``) for the length of a fixture."""
     options: dict[str, Any] = {
         "listener_database_url": url,

@@ -41,7 +41,7 @@ class Installation:
             timeout=60,
         )
 
-    def scalar(self, query: sa.Select[tuple[int]]) -> int:
+    def scalar(self, query: sa.Select[int]) -> int:
         with self.engine.connect() as conn:
             return int(conn.execute(query).scalar_one())
 
