@@ -15,7 +15,7 @@ import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import sqlalchemy as sa
@@ -35,6 +35,10 @@ from contactsync.tenancy.roles import Role
 from support import IN_CI
 from support.browser import ARTIFACTS, OWNER, PASSWORD, XSS_EMAIL, XSS_NAME, Stack
 from support.ports import free_port
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser, Dialog, Page
+
 
 CHROMIUM = "/usr/bin/chromium"
 
@@ -175,7 +179,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
 
 @pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
+def browser() -> Iterator[Browser]:
     """Chromium for one module: sync Playwright holds an event loop that must end before other tests."""
     if not Path(CHROMIUM).exists() or shutil.which("chromium") is None:
         if IN_CI:
@@ -206,14 +210,14 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 
 
 @pytest.fixture
-def page(browser: Any, request: pytest.FixtureRequest) -> Iterator[Any]:
+def page(browser: Browser, request: pytest.FixtureRequest) -> Iterator[Page]:
     """A fresh browser context per test; any dialog (an executed alert) fails the test."""
     context = browser.new_context()
     context.set_default_timeout(15_000)
     pg = context.new_page()
     dialogs: list[str] = []
 
-    def on_dialog(dialog: Any) -> None:
+    def on_dialog(dialog: Dialog) -> None:
         dialogs.append(dialog.message)
         dialog.dismiss()
 

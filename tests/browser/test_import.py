@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import sqlalchemy as sa
@@ -19,6 +19,10 @@ from contactsync.automation.lists import FieldIn, ListIn, account_of_list, creat
 from contactsync.db.platform import contacts
 from contactsync.web.import_pages import UPLOAD_MAX_BYTES
 from support.browser import ARTIFACTS, OWNER, PASSWORD, Stack, login
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Page
+
 
 pytestmark = pytest.mark.browser
 
@@ -44,12 +48,12 @@ def _empty_list(stack: Stack) -> dict[str, int]:
     return made
 
 
-def _upload(page: Any, name: str, data: bytes) -> None:
+def _upload(page: Page, name: str, data: bytes) -> None:
     page.set_input_files("#csv-file", {"name": name, "mimeType": "text/csv", "buffer": data})
     page.click("#upload")
 
 
-def test_a_csv_is_mapped_previewed_refused_for_a_bad_row_then_imported(page: Any, stack: Stack) -> None:
+def test_a_csv_is_mapped_previewed_refused_for_a_bad_row_then_imported(page: Page, stack: Stack) -> None:
     base = stack.platform_url
     ids = _empty_list(stack)
     lid = ids["list"]

@@ -5,12 +5,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 
 from contactsync.automation.runtime import Runtime
 from contactsync.settings import Settings
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Page
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 PASSWORD = "correct horse battery staple"
@@ -36,7 +39,7 @@ class Stack:
     ids: dict[str, int] = field(default_factory=dict)
 
 
-def login(page: Any, base: str, email: str = OPERATOR, password: str = PASSWORD) -> None:
+def login(page: Page, base: str, email: str = OPERATOR, password: str = PASSWORD) -> None:
     """Sign in (the platform asks for an email; the listener only for its admin password)."""
     page.goto(base + "/login")
     if page.locator("input[name=email]").count():
