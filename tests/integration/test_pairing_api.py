@@ -16,7 +16,8 @@ from contactsync.db import listener as t
 from contactsync.db.sealing import generate_key
 from contactsync.delivery.hints import SECRET_UNKNOWN
 from support.api import Api, api_client, automation_with_action
-from support.listener import Listener, free_socket, start_listener, wait_for
+from support.listener import Listener, start_listener, wait_for
+from support.ports import free_socket
 from support.web import PASSWORD, csrf_of, listener_sign_in, person, sign_in
 
 
