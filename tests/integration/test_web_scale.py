@@ -442,7 +442,8 @@ def add_inbox(engine: sa.Engine, count: int, *, first: int, errors: int = 0) -> 
 @contextmanager
 def serve_listener(db_url: str, **options: Any) -> Iterator[tuple[Ui, sa.Engine]]:
     """A listener over ``db_url`` with its admin UI signed in, and an engine on its projection."""
-    from contactsync.db.listener import create_projection_tables
+    from contactsync.db.listener import PROJECTION_TABLES
+    from contactsync.db.metadata import listener_metadata
     from contactsync.db.migrate import upgrade
     from contactsync.listener.app import create_app
     from contactsync.settings import Settings
@@ -453,7 +454,7 @@ def serve_listener(db_url: str, **options: Any) -> Iterator[tuple[Ui, sa.Engine]
         session_secret="s", listener_run_handlers=False, listener_projection=False, **options,
     )  # fmt: skip
     engine = create_engine(settings.listener_projection_url or db_url)
-    create_projection_tables(engine)
+    listener_metadata.create_all(engine, tables=list(PROJECTION_TABLES))  # what the projection would write to
     try:
         app = create_app(settings, handlers={})
         with serve(app) as base, closing(listener_sign_in(base + "/admin", PASSWORD)) as http:
