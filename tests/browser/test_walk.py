@@ -239,9 +239,7 @@ def test_a_marketer_builds_pairs_syncs_and_sees_a_failure(page: Page, stack: Sta
                 sa.select(deliveries.c.state, sa.func.count())
                 .where(deliveries.c.automation_id == automation_id)
                 .group_by(deliveries.c.state)
-            )
-            .tuples()
-            .all()
+            ).all()
         )
         named = conn.execute(sa.select(actions.c.settings).where(actions.c.id == action_id)).scalar_one()
         assert (

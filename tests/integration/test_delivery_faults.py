@@ -80,9 +80,9 @@ def test_no_loss_with_kill_9_and_a_failing_receiver(db_url: str, tmp_path: Path)
             duplicates = sum(max(sum(ok for _, _, ok in v) - 1, 0) for v in receiver.intervals.values())
     with engine.connect() as conn:
         states: dict[str, int] = dict(
-            conn.execute(sa.select(t.deliveries.c.state, sa.func.count()).group_by(t.deliveries.c.state))
-            .tuples()
-            .all()
+            conn.execute(
+                sa.select(t.deliveries.c.state, sa.func.count()).group_by(t.deliveries.c.state)
+            ).all()
         )
         attempts = conn.execute(sa.select(sa.func.count()).select_from(t.delivery_attempts)).scalar_one()
     engine.dispose()
