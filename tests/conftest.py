@@ -14,8 +14,9 @@ from hypothesis import HealthCheck, settings
 
 from support import IN_CI
 
-pytest_plugins = ["support.roles"]
-"""Fixtures shared by modules: ``world`` (an app with accounts and keys per database)."""
+pytest_plugins = ["support.roles", "support.engines"]
+"""Fixtures shared by modules: ``world`` (an app with accounts and keys per database) and ``engine`` (a
+migrated platform database per test)."""
 
 settings.register_profile(
     "contactsync",

@@ -11,13 +11,11 @@ import contextlib
 import re
 import secrets
 import shutil
-import socket
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import sqlalchemy as sa
@@ -35,44 +33,22 @@ from contactsync.settings import Settings
 from contactsync.tenancy import people
 from contactsync.tenancy.roles import Role
 from support import IN_CI
+from support.browser import ARTIFACTS, OWNER, PASSWORD, XSS_EMAIL, XSS_NAME, Stack
+from support.ports import free_port
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser, Dialog, Page
+
 
 CHROMIUM = "/usr/bin/chromium"
-ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
-PASSWORD = "correct horse battery staple"
-OPERATOR = "admin@localhost"
-"""The operator CONTACTSYNC_ADMIN_PASSWORD bootstraps (the default admin email); signs in with PASSWORD."""
-OWNER = "owner@example.com"
-"""An owner of the seeded account, who signs in with PASSWORD too."""
-XSS_NAME = '<script>window.__xss = 1</script><img src=x onerror="window.__xss = 2">'
-XSS_EMAIL = "<script>alert(1)</script>@evil.test"
 
 pytestmark = pytest.mark.browser
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class _Server(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield
-
-
-@dataclass
-class Stack:
-    """Two running apps and what the tests need to know about them."""
-
-    settings: Settings
-    platform_url: str
-    listener_url: str
-    sync_url: str
-    engine: sa.Engine
-    listener_engine: sa.Engine
-    runtime: Runtime
-    ids: dict[str, int] = field(default_factory=dict)
 
 
 def _seed(engine: sa.Engine, rt: Runtime, sync_url: str) -> dict[str, int]:
@@ -133,7 +109,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     from contactsync.listener.app import create_app as create_listener_app
 
     tmp = tmp_path_factory.mktemp("stack")
-    pport, lport = _free_port(), _free_port()
+    pport, lport = free_port(), free_port()
     settings = Settings(
         database_url=f"sqlite:///{tmp / 'platform.db'}",
         listener_database_url=f"sqlite:///{tmp / 'listener.db'}",
@@ -203,7 +179,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
 
 @pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
+def browser() -> Iterator[Browser]:
     """Chromium for one module: sync Playwright holds an event loop that must end before other tests."""
     if not Path(CHROMIUM).exists() or shutil.which("chromium") is None:
         if IN_CI:
@@ -234,13 +210,18 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 
 
 @pytest.fixture
-def page(browser: Any, request: pytest.FixtureRequest) -> Iterator[Any]:
+def page(browser: Browser, request: pytest.FixtureRequest) -> Iterator[Page]:
     """A fresh browser context per test; any dialog (an executed alert) fails the test."""
     context = browser.new_context()
     context.set_default_timeout(15_000)
     pg = context.new_page()
     dialogs: list[str] = []
-    pg.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+
+    def on_dialog(dialog: Dialog) -> None:
+        dialogs.append(dialog.message)
+        dialog.dismiss()
+
+    pg.on("dialog", on_dialog)
     yield pg
     failed = getattr(request.node, "rep_call", None)
     if failed is not None and failed.failed:
@@ -250,16 +231,6 @@ def page(browser: Any, request: pytest.FixtureRequest) -> Iterator[Any]:
             pg.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
     context.close()
     assert not dialogs, f"a script ran and opened a dialog: {dialogs}"
-
-
-def login(page: Any, base: str, email: str = OPERATOR, password: str = PASSWORD) -> None:
-    """Sign in (the platform asks for an email; the listener only for its admin password)."""
-    page.goto(base + "/login")
-    if page.locator("input[name=email]").count():
-        page.fill("input[name=email]", email)
-    page.fill("input[name=password]", password)
-    page.click("button[type=submit]")
-    page.wait_for_selector("text=Log out")
 
 
 def utcnow() -> datetime:

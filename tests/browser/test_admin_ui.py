@@ -5,17 +5,21 @@ from __future__ import annotations
 import json
 import re
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import sqlalchemy as sa
 from playwright.sync_api import expect
 
-from conftest import OPERATOR, PASSWORD, Stack, login
 from contactsync.automation.actions import get_action, payload_options
 from contactsync.automation.payload_builder import build
 from contactsync.db.listener import inbox
 from contactsync.db.platform import deliveries
+from support.browser import OPERATOR, PASSWORD, Stack, login
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Page
+
 
 pytestmark = pytest.mark.browser
 
@@ -30,7 +34,7 @@ def wait_until(check: Any, *, timeout_s: float = 20.0) -> Any:
         time.sleep(0.1)
 
 
-def test_login_refuses_a_wrong_password_then_accepts_the_right_one(page: Any, stack: Stack) -> None:
+def test_login_refuses_a_wrong_password_then_accepts_the_right_one(page: Page, stack: Stack) -> None:
     page.goto(stack.platform_url + "/deliveries")
     assert "/login" in page.url
     page.fill("input[name=email]", OPERATOR)
@@ -46,7 +50,7 @@ def test_login_refuses_a_wrong_password_then_accepts_the_right_one(page: Any, st
     assert cookie["sameSite"] == "Lax"
 
 
-def test_a_template_typo_shows_its_line_and_column(page: Any, stack: Stack) -> None:
+def test_a_template_typo_shows_its_line_and_column(page: Page, stack: Stack) -> None:
     login(page, stack.platform_url)
     page.goto(f"{stack.platform_url}/automations/{stack.ids['automation']}/actions/new")
     page.fill("#url", "https://crm.example/hook?name=[#PROPER FIRST_NAM#]")
@@ -61,7 +65,7 @@ def test_a_template_typo_shows_its_line_and_column(page: Any, stack: Stack) -> N
     assert not error.is_visible()
 
 
-def test_preview_shows_the_exact_body(page: Any, stack: Stack) -> None:
+def test_preview_shows_the_exact_body(page: Page, stack: Stack) -> None:
     login(page, stack.platform_url)
     page.goto(f"{stack.platform_url}/actions/{stack.ids['action']}")
     page.fill("#contact_id", str(stack.ids["jane"]))
@@ -86,7 +90,7 @@ def test_preview_shows_the_exact_body(page: Any, stack: Stack) -> None:
     assert "PHP variables" in meta
 
 
-def _new_manual_automation(page: Any, stack: Stack, name: str, *, reentry: str = "") -> int:
+def _new_manual_automation(page: Page, stack: Stack, name: str, *, reentry: str = "") -> int:
     """Create an automation with the manual trigger through the form; its id."""
     page.goto(stack.platform_url + "/automations")
     page.click("#new-automation")
@@ -104,7 +108,7 @@ def _new_manual_automation(page: Any, stack: Stack, name: str, *, reentry: str =
 
 
 def test_journey_create_action_test_send_deliver_retry_and_listener_shows_the_contact(
-    page: Any, stack: Stack
+    page: Page, stack: Stack
 ) -> None:
     login(page, stack.platform_url)
     # a new automation with a sync action, through the forms
@@ -187,7 +191,7 @@ def test_journey_create_action_test_send_deliver_retry_and_listener_shows_the_co
     assert page.locator("td.value", has_text="jane").count() >= 1
 
 
-def test_condition_builder_writes_the_rule_the_service_stores(page: Any, stack: Stack) -> None:
+def test_condition_builder_writes_the_rule_the_service_stores(page: Page, stack: Stack) -> None:
     from contactsync.automation.automations import get_automation
 
     login(page, stack.platform_url)
@@ -238,7 +242,7 @@ def test_condition_builder_writes_the_rule_the_service_stores(page: Any, stack: 
 
 
 def test_a_get_action_says_what_the_listener_maps_and_its_test_send_is_acknowledged(
-    page: Any, stack: Stack
+    page: Page, stack: Stack
 ) -> None:
     login(page, stack.platform_url)
     _new_manual_automation(page, stack, "Audience pixel (GET)")
@@ -261,7 +265,7 @@ def test_a_get_action_says_what_the_listener_maps_and_its_test_send_is_acknowled
     assert page.locator("#test-send-meta").inner_text().startswith("Delivered: HTTP 200")
 
 
-def test_a_delayed_action_says_when_its_data_is_rendered(page: Any, stack: Stack) -> None:
+def test_a_delayed_action_says_when_its_data_is_rendered(page: Page, stack: Stack) -> None:
     login(page, stack.platform_url)
     _new_manual_automation(page, stack, "Wait a day, then sync")
     page.click("#add-action")

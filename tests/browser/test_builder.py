@@ -6,28 +6,32 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any
+from typing import TYPE_CHECKING
 
 import pytest
 import sqlalchemy as sa
 from playwright.sync_api import expect
 
-from conftest import ARTIFACTS, Stack, login
 from contactsync.automation.automations import get_automation
 from contactsync.automation.contacts import ContactIn, upsert_contact
 from contactsync.automation.explain import dry_run
 from contactsync.automation.lists import list_fields
 from contactsync.db.platform import audit_log
+from support.browser import ARTIFACTS, Stack, login
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Page
+
 
 pytestmark = pytest.mark.browser
 
 
-def _shot(page: Any, name: str) -> None:
+def _shot(page: Page, name: str) -> None:
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / f"builder-{name}.png"), full_page=True)
 
 
-def test_build_in_words_save_as_draft_and_turn_on_after_the_count(page: Any, stack: Stack) -> None:
+def test_build_in_words_save_as_draft_and_turn_on_after_the_count(page: Page, stack: Stack) -> None:
     login(page, stack.platform_url)
     list_id = stack.ids["list"]
 

@@ -12,18 +12,22 @@ import os
 import re
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import pytest
 import sqlalchemy as sa
 from playwright.sync_api import expect
 
-from conftest import ARTIFACTS, OWNER, PASSWORD, Stack, login
 from contactsync.automation.actions import SyncActionSettings, create_action
 from contactsync.automation.automations import AutomationIn, create_automation
 from contactsync.automation.contacts import ContactIn, find_contact, upsert_contact
 from contactsync.automation.lists import list_fields
 from contactsync.db.platform import deliveries
+from support.browser import ARTIFACTS, OWNER, PASSWORD, Stack, login
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Page
+
 
 pytestmark = pytest.mark.browser
 
@@ -65,7 +69,7 @@ def _paris_automation(stack: Stack) -> tuple[int, int]:
     return auto.id, city
 
 
-def _completed(page: Any) -> None:
+def _completed(page: Page) -> None:
     """Wait for the run page to show its run completed (the page reloads itself while it runs)."""
     for _ in range(300):
         page.reload()
@@ -76,7 +80,7 @@ def _completed(page: Any) -> None:
 
 
 def test_the_explain_panel_shows_the_failing_value_then_a_confirmed_resend_completes(
-    page: Any, stack: Stack
+    page: Page, stack: Stack
 ) -> None:
     base = stack.platform_url
     auto, city = _paris_automation(stack)

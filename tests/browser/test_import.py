@@ -9,16 +9,20 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import sqlalchemy as sa
 from playwright.sync_api import expect
 
-from conftest import ARTIFACTS, OWNER, PASSWORD, Stack, login
 from contactsync.automation.lists import FieldIn, ListIn, account_of_list, create_field, create_list
 from contactsync.db.platform import contacts
 from contactsync.web.import_pages import UPLOAD_MAX_BYTES
+from support.browser import ARTIFACTS, OWNER, PASSWORD, Stack, login
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Page
+
 
 pytestmark = pytest.mark.browser
 
@@ -34,21 +38,22 @@ def _empty_list(stack: Stack) -> dict[str, int]:
         account = account_of_list(conn, stack.ids["list"])
         lst = create_list(conn, ListIn(account_id=account, name="Spring fair"), now=now)
         made = {"list": lst.id}
-        for key, body in {
+        bodies: dict[str, dict[str, Any]] = {
             "first": {"name": "First name"},
             "plan": {"name": "Plan", "type": "choice", "choices": ["free", "pro"]},
             "city": {"name": "City", "shortcode_key": "CITY"},
-        }.items():
-            made[key] = create_field(conn, FieldIn(list_id=lst.id, **body), now=now).id
+        }
+        for key, body in bodies.items():
+            made[key] = create_field(conn, FieldIn.model_validate({"list_id": lst.id, **body}), now=now).id
     return made
 
 
-def _upload(page: Any, name: str, data: bytes) -> None:
+def _upload(page: Page, name: str, data: bytes) -> None:
     page.set_input_files("#csv-file", {"name": name, "mimeType": "text/csv", "buffer": data})
     page.click("#upload")
 
 
-def test_a_csv_is_mapped_previewed_refused_for_a_bad_row_then_imported(page: Any, stack: Stack) -> None:
+def test_a_csv_is_mapped_previewed_refused_for_a_bad_row_then_imported(page: Page, stack: Stack) -> None:
     base = stack.platform_url
     ids = _empty_list(stack)
     lid = ids["list"]

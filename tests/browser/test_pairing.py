@@ -5,21 +5,25 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import httpx
 import pytest
 from playwright.sync_api import expect
 
-from conftest import ARTIFACTS, Stack, login
 from contactsync.db.sealing import keyring_from_settings
 from contactsync.listener import secrets as store
 from contactsync.wire.signing import generate_secret
+from support.browser import ARTIFACTS, Stack, login
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Page
+
 
 pytestmark = pytest.mark.browser
 
 
-def _shot(page: Any, name: str) -> None:
+def _shot(page: Page, name: str) -> None:
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(Path(ARTIFACTS) / f"pairing-{name}.png"), full_page=True)
 
@@ -38,7 +42,7 @@ def _listener_checks_signatures(stack: Stack) -> None:
         time.sleep(0.1)
 
 
-def test_connect_panel_explains_a_refused_test_send_and_pairs_the_listener(page: Any, stack: Stack) -> None:
+def test_connect_panel_explains_a_refused_test_send_and_pairs_the_listener(page: Page, stack: Stack) -> None:
     _listener_checks_signatures(stack)
     action_id = stack.ids["action"]
     label = f"Seeded · action {action_id}"

@@ -3,12 +3,16 @@ account's automations and cannot change one (no control to do it, and a forced P
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 import pytest
 
-from conftest import OWNER, PASSWORD, Stack, login
 from contactsync.automation.automations import get_automation
+from support.browser import OWNER, PASSWORD, Stack, login
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Page
+
 
 pytestmark = pytest.mark.browser
 
@@ -16,7 +20,7 @@ VIEWER = "new.viewer@example.com"
 
 
 def test_an_owner_adds_a_viewer_who_reads_the_automations_but_cannot_save_an_edit(
-    page: Any, stack: Stack
+    page: Page, stack: Stack
 ) -> None:
     base = stack.platform_url
     login(page, base, OWNER, PASSWORD)
@@ -57,6 +61,7 @@ def test_an_owner_adds_a_viewer_who_reads_the_automations_but_cannot_save_an_edi
 
     # the server refuses the edit all the same, whatever the page offered
     csrf = page.locator("body").get_attribute("data-csrf")
+    assert csrf is not None
     forced = page.context.request.post(
         f"{base}/automations/{automation_id}",
         form={"csrf_token": csrf, "name": "Renamed by a viewer", "trigger": "manual"},

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING
 
 import pytest
 import sqlalchemy as sa
 
-from conftest import PASSWORD, XSS_EMAIL, XSS_NAME, Stack, login
 from contactsync.automation.manual import run_to_completion, start_run
 from contactsync.db.listener import contacts as sync_contacts
 from contactsync.db.listener import inbox
 from contactsync.db.platform import deliveries
+from support.browser import PASSWORD, XSS_EMAIL, XSS_NAME, Stack, login
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Page
+
 
 pytestmark = pytest.mark.browser
 
@@ -41,7 +45,7 @@ def _sync_evil_contact(stack: Stack) -> tuple[int, str]:
     raise AssertionError("the hostile contact was not delivered and projected")
 
 
-def _inert(page: Any, url: str, *, expect_text: str) -> None:
+def _inert(page: Page, url: str, *, expect_text: str) -> None:
     page.goto(url)
     assert page.evaluate("() => window.__xss") is None, f"markup ran on {url}"
     assert page.locator("script:not([src]):not([type='application/json'])").count() == 0, url
@@ -51,7 +55,7 @@ def _inert(page: Any, url: str, *, expect_text: str) -> None:
     )
 
 
-def test_contact_markup_renders_as_text_on_every_page(page: Any, stack: Stack) -> None:
+def test_contact_markup_renders_as_text_on_every_page(page: Page, stack: Stack) -> None:
     delivery_id, tid = _sync_evil_contact(stack)
     evil = stack.ids["evil"]
     login(page, stack.platform_url)
@@ -86,7 +90,7 @@ def test_contact_markup_renders_as_text_on_every_page(page: Any, stack: Stack) -
     assert XSS_EMAIL in page.content().replace("&lt;", "<").replace("&gt;", ">")
 
 
-def test_forms_without_the_csrf_token_are_refused(page: Any, stack: Stack) -> None:
+def test_forms_without_the_csrf_token_are_refused(page: Page, stack: Stack) -> None:
     login(page, stack.platform_url)
     request = page.context.request  # shares the logged-in session cookie
     for path in (
@@ -112,7 +116,9 @@ def test_forms_without_the_csrf_token_are_refused(page: Any, stack: Stack) -> No
     page.click("text=Create key")
     assert page.locator("#new-key").inner_text().startswith("csk_")
     # and a login POST without the token of its form is refused too
-    anonymous = page.context.browser.new_context()
+    browser = page.context.browser
+    assert browser is not None
+    anonymous = browser.new_context()
     try:
         answer = anonymous.request.post(
             stack.platform_url + "/login", form={"password": PASSWORD}, max_redirects=0
@@ -122,7 +128,7 @@ def test_forms_without_the_csrf_token_are_refused(page: Any, stack: Stack) -> No
         anonymous.close()
 
 
-def test_nothing_is_served_without_login(page: Any, stack: Stack) -> None:
+def test_nothing_is_served_without_login(page: Page, stack: Stack) -> None:
     for path in ("/", "/contacts", f"/contacts/{stack.ids['jane']}", "/deliveries", "/keys", "/automations"):
         page.goto(stack.platform_url + path)
         assert "/login" in page.url, path
@@ -132,7 +138,7 @@ def test_nothing_is_served_without_login(page: Any, stack: Stack) -> None:
     assert "/admin/login" in page.url
 
 
-def test_login_is_rate_limited(page: Any, stack: Stack) -> None:
+def test_login_is_rate_limited(page: Page, stack: Stack) -> None:
     page.goto(stack.listener_url + "/admin/login")  # the listener's limiter: other tests log in
     statuses = []
     for _ in range(7):

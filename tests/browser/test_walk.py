@@ -15,19 +15,23 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import sqlalchemy as sa
 from playwright.sync_api import expect
 
-from conftest import ARTIFACTS, OWNER, PASSWORD, Stack, login
 from contactsync.db.platform import actions, automations, contacts, deliveries, lists
 from contactsync.wire.signing import generate_secret
+from support.browser import ARTIFACTS, OWNER, PASSWORD, Stack, login
+from support.ports import free_port
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Page
+
 
 pytestmark = pytest.mark.browser
 
@@ -41,7 +45,7 @@ SENDER = f"{AUTOMATION} · {ACTION}"
 class Camera:
     """Numbered screenshots of the walk, and the README's copies when asked for."""
 
-    def __init__(self, page: Any) -> None:
+    def __init__(self, page: Page) -> None:
         self.page = page
         self.n = 0
 
@@ -54,7 +58,7 @@ class Camera:
             self.page.screenshot(path=str(Path(README_SHOTS) / readme), full_page=True)
 
 
-def _until(page: Any, check: Callable[[], bool], what: str, timeout_s: float = 30) -> None:
+def _until(page: Page, check: Callable[[], bool], what: str, timeout_s: float = 30) -> None:
     """Reload until ``check`` holds: what the dispatcher and listener do happens in the background."""
     deadline = time.monotonic() + timeout_s
     while not check():
@@ -63,18 +67,12 @@ def _until(page: Any, check: Callable[[], bool], what: str, timeout_s: float = 3
         page.reload()
 
 
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _one(stack: Stack, query: Any) -> Any:
     with stack.engine.connect() as conn:
         return conn.execute(query).scalar_one()
 
 
-def _edit_contact(page: Any, base: str, contact_id: int, first_name: str) -> None:
+def _edit_contact(page: Page, base: str, contact_id: int, first_name: str) -> None:
     page.goto(f"{base}/contacts/{contact_id}")
     page.click("#edit-contact summary")
     form = page.locator("#contact-form")
@@ -83,7 +81,7 @@ def _edit_contact(page: Any, base: str, contact_id: int, first_name: str) -> Non
     expect(page.locator("#field-values")).to_contain_text(first_name)
 
 
-def test_a_marketer_builds_pairs_syncs_and_sees_a_failure(page: Any, stack: Stack) -> None:
+def test_a_marketer_builds_pairs_syncs_and_sees_a_failure(page: Page, stack: Stack) -> None:
     shot = Camera(page)
     base, admin = stack.platform_url, stack.listener_url + "/admin"
     login(page, base, OWNER, PASSWORD)
@@ -215,7 +213,7 @@ def test_a_marketer_builds_pairs_syncs_and_sees_a_failure(page: Any, stack: Stac
 
     # 7. the endpoint breaks: the dashboard and the automation turn red
     page.goto(f"{base}/actions/{action_id}")
-    page.fill("#url", f"http://127.0.0.1:{_closed_port()}/sync")
+    page.fill("#url", f"http://127.0.0.1:{free_port()}/sync")
     page.click("#save-action")
     page.wait_for_selector("text=action saved")
     _edit_contact(page, base, ids["ana@example.com"], "Ana M.")
@@ -236,7 +234,7 @@ def test_a_marketer_builds_pairs_syncs_and_sees_a_failure(page: Any, stack: Stac
     shot("automation-failing")
 
     with stack.engine.connect() as conn:
-        states = dict(
+        states: dict[str, int] = dict(
             conn.execute(
                 sa.select(deliveries.c.state, sa.func.count())
                 .where(deliveries.c.automation_id == automation_id)
@@ -260,6 +258,6 @@ def test_a_marketer_builds_pairs_syncs_and_sees_a_failure(page: Any, stack: Stac
     assert named["name"] == ACTION
 
 
-def _rows_of(page: Any, email: str) -> int:
+def _rows_of(page: Page, email: str) -> int:
     """Syncs of ``email`` on the listener's page (the paired test send carried her too)."""
     return int(page.locator("#syncs tbody tr", has_text=email).count())

@@ -179,7 +179,7 @@ def test_the_log_pages_through_every_row_once(world: World, busy: dict[str, Any]
         ),
     ],
 )
-def test_filters(world: World, busy: dict[str, Any], filters: dict[str, str], keep: Any) -> None:
+def test_filters(world: World, busy: dict[str, Any], filters: dict[str, Any], keep: Any) -> None:
     with _client(world, busy["alpha"]["key"]) as owner:
         everything = _log(owner)
         want = [e for e in everything if keep(e)]

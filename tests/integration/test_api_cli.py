@@ -20,7 +20,8 @@ from typer.testing import CliRunner
 
 from contactsync.cli import app
 from support.api import Receiver
-from support.listener import free_socket, serve
+from support.listener import serve
+from support.ports import free_port
 
 
 @pytest.fixture
@@ -40,9 +41,7 @@ def _cli(env: dict[str, str], *args: str) -> str:
 
 @pytest.fixture
 def server(env: dict[str, str]) -> Iterator[str]:
-    sock = free_socket()
-    port = sock.getsockname()[1]
-    sock.close()
+    port = free_port()
     proc = subprocess.Popen(
         [
             sys.executable,

@@ -7,7 +7,6 @@ and test send performing one real signed attempt.
 from __future__ import annotations
 
 import json
-import socket
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -20,6 +19,7 @@ from contactsync.db import platform as t
 from support import run_php
 from support.api import Api, Receiver, api_client
 from support.listener import serve
+from support.ports import free_port
 
 PHP_DECODE = "parse_str(stream_get_contents(STDIN), $out); echo json_encode($out);"
 
@@ -141,9 +141,7 @@ def test_in_process_dispatcher_delivers_and_test_send_reports(
     db_url: str, receiver: tuple[Receiver, str]
 ) -> None:
     rec, base = receiver
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        metrics_port = probe.getsockname()[1]
+    metrics_port = free_port()
     with api_client(
         db_url, run_dispatcher=True, allow_private_networks=True, metrics_port=metrics_port
     ) as api:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -44,7 +45,7 @@ def one_line_error(result: Any) -> str:
 
 
 @pytest.fixture
-def platform(env: dict[str, str]) -> dict[str, Any]:
+def platform(env: dict[str, str]) -> Iterator[dict[str, Any]]:
     assert run("db", "upgrade").exit_code == 0
     engine = create_engine(env["CONTACTSYNC_DATABASE_URL"])
     made = manual_automation(engine, Runtime.create(Settings(), engine=engine))

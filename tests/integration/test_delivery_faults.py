@@ -79,7 +79,7 @@ def test_no_loss_with_kill_9_and_a_failing_receiver(db_url: str, tmp_path: Path)
             requests = sum(len(v) for v in receiver.intervals.values())
             duplicates = sum(max(sum(ok for _, _, ok in v) - 1, 0) for v in receiver.intervals.values())
     with engine.connect() as conn:
-        states = dict(
+        states: dict[str, int] = dict(
             conn.execute(
                 sa.select(t.deliveries.c.state, sa.func.count()).group_by(t.deliveries.c.state)
             ).all()

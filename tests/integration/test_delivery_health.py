@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import datetime, timedelta
 
 import pytest
@@ -13,7 +12,6 @@ from contactsync.db import platform as t
 from contactsync.delivery import endpoints as ep
 from contactsync.delivery import health
 from contactsync.delivery.metrics import DeliveryMetrics
-from support.delivery import migrated
 
 NOW = datetime(2026, 3, 10, 12, 0, 0)
 DAY = timedelta(days=1)
@@ -39,13 +37,6 @@ def test_rule(
         )
         is expected
     )
-
-
-@pytest.fixture
-def engine(db_url: str) -> Iterator[sa.Engine]:
-    eng = migrated(db_url, now=datetime(2026, 1, 1))
-    yield eng
-    eng.dispose()
 
 
 def test_sweep_disables_notifies_and_counts(engine: sa.Engine) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from datetime import datetime, timedelta
 
 import pytest
@@ -21,13 +20,6 @@ NOW = datetime(2026, 3, 1, 12, 0, 0)
 URL = "http://127.0.0.1:9/hook"
 ENDPOINT = "http://127.0.0.1:9"
 KEY = ep.EndpointKey(1, ENDPOINT)
-
-
-@pytest.fixture
-def engine(db_url: str) -> Iterator[sa.Engine]:
-    eng = migrated(db_url, now=datetime(2026, 1, 1))
-    yield eng
-    eng.dispose()
 
 
 def claim(engine: sa.Engine, now: datetime = NOW, **kw: object) -> list[Claimed]:

@@ -111,9 +111,10 @@ def test_an_action_created_while_the_demo_runs_is_paired_with_its_listener(tmp_p
             account_id, list_id = conn.execute(
                 sa.select(lists.c.account_id, lists.c.id).order_by(lists.c.id).limit(1)
             ).one()
-            listener_url = conn.execute(sa.select(actions.c.settings).order_by(actions.c.id)).first()[0][
-                "url"
-            ]
+            first_settings = conn.execute(
+                sa.select(actions.c.settings).order_by(actions.c.id).limit(1)
+            ).scalar_one()
+            listener_url = first_settings["url"]
             key = create_key(conn, account_id=account_id, name="pairing test", role="owner", now=_now()).key
         engine.dispose()
         with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {key}"}, timeout=30) as api:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -27,7 +27,6 @@ from support.delivery import (
     FakeClock,
     Receiver,
     enqueue_many,
-    migrated,
     request,
     seed_action,
     wait_for,
@@ -43,13 +42,6 @@ class Middle:
 
 SCHEDULE = [0, 100, 300]
 LOOPBACK = NetPolicy(allowed_cidrs=["127.0.0.1/32"])
-
-
-@pytest.fixture
-def engine(db_url: str) -> Iterator[sa.Engine]:
-    eng = migrated(db_url, now=datetime(2026, 1, 1))
-    yield eng
-    eng.dispose()
 
 
 def key_of(url: str) -> ep.EndpointKey:

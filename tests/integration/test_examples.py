@@ -14,7 +14,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from support.listener import SECRET, TOKEN, free_socket, payload, signed
+from support.listener import SECRET, TOKEN, payload, signed
+from support.ports import free_port
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 FORM = "application/x-www-form-urlencoded"
@@ -22,9 +23,7 @@ FORM = "application/x-www-form-urlencoded"
 
 @pytest.fixture(params=["flask_app", "django_app", "fastapi_app"])
 def example(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    sock = free_socket()
-    port = sock.getsockname()[1]
-    sock.close()
+    port = free_port()
     log = tmp_path / "synced.jsonl"
     env = {
         **os.environ,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -104,7 +105,7 @@ def test_json_and_get_give_the_same_projection_as_form(listener: Listener, sqlit
     assert len(contacts) == 3
     assert contacts[0] == contacts[1] == contacts[2]
     for table in (t.field_values, t.links_clicked, t.lead_scores):
-        per_contact = {}
+        per_contact: dict[Any, list[dict[str, Any]]] = {}
         unstamped = ("first_transactionid", "name_transactionid", "value_transactionid")
         for row in listener.rows(table, *unstamped):
             per_contact.setdefault(row.pop("contact_id"), []).append(row)

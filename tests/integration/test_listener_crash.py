@@ -19,7 +19,8 @@ import sqlalchemy as sa
 
 from contactsync.db import listener as t
 from contactsync.db.engine import create_engine
-from support.listener import SECRET, TOKEN, free_socket, payload, signed
+from support.listener import SECRET, TOKEN, payload, signed
+from support.ports import free_port
 
 pytestmark = pytest.mark.slow
 
@@ -85,9 +86,7 @@ async def _load(url: str, process: subprocess.Popen[bytes]) -> list[int]:
 
 
 def test_kill_9_under_load_loses_no_acknowledged_request(db_url: str, tmp_path: Path) -> None:
-    sock = free_socket()
-    port = sock.getsockname()[1]
-    sock.close()
+    port = free_port()
     log = tmp_path / "listener.log"
     url = f"http://127.0.0.1:{port}/sync/{TOKEN}"
     with _listener_process(db_url, port, log) as process:

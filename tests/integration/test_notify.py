@@ -26,7 +26,8 @@ from contactsync.tenancy import people
 from contactsync.tenancy.roles import Role
 from support.api import Receiver
 from support.delivery import enqueue_many, migrated, request
-from support.listener import free_socket, serve, wait_for
+from support.listener import serve, wait_for
+from support.ports import free_port
 
 NOW = datetime(2026, 3, 1, 12, 0, 0)
 ENDPOINT = "http://127.0.0.1:9"
@@ -46,8 +47,7 @@ class Inbox:
 @pytest.fixture
 def smtp() -> Iterator[tuple[Inbox, int]]:
     inbox = Inbox()
-    with free_socket() as sock:
-        port = int(sock.getsockname()[1])
+    port = free_port()
     controller = Controller(inbox, hostname="127.0.0.1", port=port)
     controller.start()
     try:
@@ -126,8 +126,7 @@ def test_a_mail_server_that_is_down_means_a_later_pass_tells(
     inbox, port = smtp
     with engine.begin() as conn:
         endpoint_rows.disable(conn, EndpointKey(1, ENDPOINT), reason="HTTP 410 Gone", now=NOW, kind="gone")
-    with free_socket() as sock:  # a port nothing answers on
-        closed = int(sock.getsockname()[1])
+    closed = free_port()  # a port nothing answers on
     assert notify(engine, Mailer(host="127.0.0.1", port=closed, timeout_s=2), now=NOW) == 0
     assert _events(engine, "notified") == []
     assert notify(engine, Mailer(host="127.0.0.1", port=port), now=NOW) == 1

@@ -16,7 +16,8 @@ from contactsync.db import listener as t
 from contactsync.db.sealing import generate_key
 from contactsync.delivery.hints import SECRET_UNKNOWN
 from support.api import Api, api_client, automation_with_action
-from support.listener import Listener, free_socket, start_listener, wait_for
+from support.listener import Listener, start_listener, wait_for
+from support.ports import free_socket
 from support.web import PASSWORD, csrf_of, listener_sign_in, person, sign_in
 
 
@@ -77,7 +78,7 @@ def test_a_test_send_explains_the_unknown_secret_and_passes_once_the_listener_kn
 
 def _refused_actions(listener: Listener) -> list[tuple[str, str]]:
     with listener.engine.connect() as conn:
-        return [tuple(r) for r in conn.execute(sa.select(t.refusals.c.action, t.refusals.c.action_name))]  # type: ignore[misc]
+        return [tuple(r) for r in conn.execute(sa.select(t.refusals.c.action, t.refusals.c.action_name))]
 
 
 def test_a_test_send_to_a_wrong_path_or_a_closed_port_says_so(api: Api, listener: Listener) -> None:

@@ -9,9 +9,6 @@ from __future__ import annotations
 import http.client
 import json
 import re
-import socket
-import subprocess
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -33,6 +30,7 @@ from contactsync.wire.payload import (
     SyncPayload,
 )
 from support import examples
+from support.php import php_server
 
 pytestmark = pytest.mark.php
 
@@ -62,28 +60,8 @@ def listener(php: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[int
     """A PHP listener page on ``php -S`` (stock ini: max_input_vars 1000); yields its port."""
     root = tmp_path_factory.mktemp("payload_php")
     (root / "index.php").write_text(PAGE)
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = int(sock.getsockname()[1])
-    proc = subprocess.Popen(
-        [php, "-S", f"127.0.0.1:{port}", "-t", str(root)],
-        cwd=root,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        for _ in range(200):
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                time.sleep(0.05)
-        else:
-            pytest.fail("php -S did not start")
+    with php_server(php, root, "-t", str(root)) as port:
         yield port
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
 
 
 def post(port: int, show: str, body: str, content_type: str) -> Any:
@@ -194,7 +172,7 @@ def test_stock_php_truncates_a_full_size_payload(listener: int) -> None:
 
 # --- generated payloads ------------------------------------------------------------------------------
 
-text = st.text(st.characters(exclude_categories=("Cs",), max_codepoint=0x2FFF), max_size=10)
+text = st.text(st.characters(exclude_categories=["Cs"], max_codepoint=0x2FFF), max_size=10)
 number = st.none() | st.integers(min_value=-(2**63), max_value=2**63 - 1)
 
 

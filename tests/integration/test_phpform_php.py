@@ -10,11 +10,8 @@ from __future__ import annotations
 import http.client
 import json
 import math
-import socket
 import subprocess
-import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,6 +20,7 @@ from hypothesis import strategies as st
 
 from contactsync.wire import phpform
 from support import examples
+from support.php import php_server as serve_php
 
 pytestmark = pytest.mark.php
 
@@ -152,37 +150,13 @@ def encode_php(php: str) -> Iterator[LineWorker]:
     worker.close()
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def php_server(php: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
     """``php -S`` on a free 127.0.0.1 port, serving a router that dumps ``$_POST``/``$_GET``."""
     root = tmp_path_factory.mktemp("phpserver")
     (root / "router.php").write_text(ROUTER)
-    port = _free_port()
-    proc = subprocess.Popen(
-        [php, *_ini_args(), "-S", f"127.0.0.1:{port}", str(Path(root / "router.php"))],
-        cwd=root,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        for _ in range(200):
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                time.sleep(0.05)
-        else:
-            pytest.fail("php -S did not start")
+    with serve_php(php, root, str(root / "router.php"), ini=_ini_args()) as port:
         yield port
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
 
 
 def php_request(port: int, *, body: bytes | None = None, query: str = "") -> dict[str, Any]:

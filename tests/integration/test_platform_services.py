@@ -6,6 +6,7 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -110,7 +111,9 @@ def test_upsert_by_email_is_case_insensitive_and_reports_changes(world: World) -
         ({"NO_SUCH": "x"}, "fields.NO_SUCH"),
     ],
 )
-def test_typed_fields_reject_bad_values_and_write_nothing(world: World, fields: dict, where: str) -> None:
+def test_typed_fields_reject_bad_values_and_write_nothing(
+    world: World, fields: dict[str, str | int | float | None], where: str
+) -> None:
     with pytest.raises(ValidationError) as info:
         _contact(world, "a@b.co", PLAN="pro", **fields)
     assert info.value.field == where
@@ -130,12 +133,12 @@ def test_unknown_list_and_bad_email_name_the_field(world: World) -> None:
     with pytest.raises(NotFoundError) as info, world.engine.begin() as conn:
         contacts.upsert_contact(conn, contacts.ContactIn(list_id=999, email="a@b.co"), now=T0)
     assert info.value.field == "list_id"
-    with pytest.raises(ValidationError) as info, world.engine.begin() as conn:
+    with pytest.raises(ValidationError) as invalid, world.engine.begin() as conn:
         contacts.upsert_contact(conn, contacts.ContactIn(list_id=world.list_id, email="not-an-email"), now=T0)
-    assert info.value.field == "email"
+    assert invalid.value.field == "email"
 
 
-def _ingest(w: World, *evs: dict) -> events.FireResult:
+def _ingest(w: World, *evs: dict[str, object]) -> events.FireResult:
     from pydantic import TypeAdapter
 
     batch = TypeAdapter(list[activity.Event]).validate_python(list(evs))
@@ -173,7 +176,7 @@ def _automation(
     *,
     trigger: str = "campaign.opened",
     reentry: Reentry | None = None,
-    conditions: dict | None = None,
+    conditions: dict[str, object] | None = None,
     **settings: object,
 ) -> tuple[int, int]:
     with w.engine.begin() as conn:
@@ -195,7 +198,7 @@ def _automation(
     return auto.id, action.id
 
 
-def _deliveries(w: World) -> list[sa.Row]:
+def _deliveries(w: World) -> list[sa.Row[Any]]:
     with w.engine.connect() as conn:
         return list(conn.execute(sa.select(t.deliveries).order_by(t.deliveries.c.id)))
 
@@ -369,7 +372,9 @@ def test_contact_updated_trigger_narrowed_to_fields(world: World) -> None:
         ({"url": "https://x.test/", "time_zone": "Mars/Base"}, "time_zone", "Mars"),
     ],
 )
-def test_action_validation_names_the_field(world: World, settings: dict, where: str, needle: str) -> None:
+def test_action_validation_names_the_field(
+    world: World, settings: dict[str, object], where: str, needle: str
+) -> None:
     auto_id, _ = _automation(world)
     before = world.count(t.actions)
     with pytest.raises(ValidationError) as info, world.engine.begin() as conn:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Iterator
 from datetime import datetime, timedelta
 
 import pytest
@@ -14,17 +13,15 @@ from contactsync.db import platform as t
 from contactsync.delivery.config import DispatcherConfig
 from contactsync.delivery.dispatcher import Dispatcher
 from contactsync.delivery.presence import beat, stall
-from support.delivery import enqueue_many, migrated, request
+from support.delivery import enqueue_many, request
 from support.listener import wait_for
 
 NOW = datetime(2026, 3, 1, 12, 0, 0)
 
 
 @pytest.fixture
-def engine(db_url: str) -> Iterator[sa.Engine]:
-    eng = migrated(db_url, now=NOW)
-    yield eng
-    eng.dispose()
+def migrated_at() -> datetime:
+    return NOW
 
 
 def _stall(engine: sa.Engine, now: datetime) -> object:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import re
-import socket
 import time
 from collections.abc import Iterator
 from contextlib import closing
@@ -31,8 +30,7 @@ from contactsync.automation.runtime import Runtime, utc_now
 from contactsync.automation.sync_activity import BATCH, record_batch
 from contactsync.db import create_engine
 from contactsync.db.counting import CAP
-from contactsync.db.listener import listener_metadata
-from contactsync.db.metadata import platform_metadata
+from contactsync.db.metadata import listener_metadata, platform_metadata
 from contactsync.db.migrate import upgrade
 from contactsync.settings import Settings
 from contactsync.tenancy.keys import create_key
@@ -40,6 +38,7 @@ from contactsync.tenancy.roles import OPERATOR
 from contactsync.web.app import page_table
 from support.api import Api, api_client, new_account
 from support.listener import SECRET, TOKEN, serve
+from support.ports import free_port
 from support.web import PASSWORD, Ui, listener_sign_in, person, sign_in
 
 CONTACTS = 60_000
@@ -441,9 +440,7 @@ def world(
         url = f"sqlite:///{tmp_path_factory.mktemp('plans') / 'p.db'}"
     else:
         url = request.getfixturevalue("pg_module_url")
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        metrics_port = probe.getsockname()[1]
+    metrics_port = free_port()
     with api_client(
         url,
         admin_password=PASSWORD,
@@ -613,6 +610,7 @@ def _calls(api: Api, ids: dict[str, int]) -> Iterator[tuple[str, dict[str, str],
     """Every GET route of the API with the seeded ids (and its filters); ``operator``: call with the
     operator key."""
     for full, route in operations():
+        assert route.methods is not None, full
         if "GET" not in route.methods or full in LINEAR:
             continue
         params = re.findall(r"{(\w+)}", full)

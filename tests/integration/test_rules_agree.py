@@ -223,11 +223,12 @@ def _pool_contacts(values: list[Any], kind: str) -> list[dict[str, Any]]:
 @pytest.mark.parametrize("kind", ["text", "number", "date"])
 def test_every_operator_on_every_pool_value(engine: sa.Engine, kind: str) -> None:
     """Exhaustive over small pools: each operator × argument × stored value, one query per pair."""
-    pool: list[Any] = {
+    pools: dict[str, list[Any]] = {
         "text": POOL,
         "number": [-1.5, 0.0, 0.5, 2.0],
         "date": ["2024-01-01", "2024-01-01 00:00:00"],
-    }[kind]
+    }
+    pool = pools[kind]
     ops = sorted(TEXT_OPS if kind == "text" else ORDERED_OPS)
     subjects = [f"field:{FIELDS[kind]}", *(["phone"] if kind == "text" else [])]
     rules: list[Condition] = []

@@ -43,7 +43,7 @@ def _stored_bytes(engine: sa.Engine, db_url: str) -> bytes:
     if engine.dialect.name == "sqlite":
         path = Path(db_url.split(":///", 1)[1])
         return b"".join(p.read_bytes() for p in (path, Path(f"{path}-wal")) if p.exists())
-    out = []
+    out: list[bytes] = []
     with engine.connect() as conn:
         for table in platform_metadata.sorted_tables:
             rows = conn.exec_driver_sql(f'SELECT CAST(x AS text) FROM "{table.name}" AS x').scalars()

@@ -96,7 +96,7 @@ def webhooks(api: Api, contact_id: int) -> list[dict[str, Any]]:
     return items
 
 
-def deliveries_of(api: Api, automation_id: int) -> list[sa.Row[Any]]:
+def deliveries_of(api: Api, automation_id: int) -> list[sa.Row[Any, Any, Any]]:
     with api.engine.connect() as conn:
         d = t.deliveries.c
         query = sa.select(d.id, d.state, d.cause_activity_id).where(d.automation_id == automation_id)

@@ -74,7 +74,10 @@ def cells(page: str, table: str) -> list[list[str]]:
     body = re.search(rf'<table class="{table}".*?<tbody>(.*?)</tbody>', page, re.S)
     assert body is not None, f"no {table} table"
     rows = re.findall(r"<tr[^>]*>(.*?)</tr>", body.group(1), re.S)
-    strip = lambda cell: html.unescape(re.sub(r"<[^>]+>", "", cell)).strip()  # noqa: E731
+
+    def strip(cell: str) -> str:
+        return html.unescape(re.sub(r"<[^>]+>", "", cell)).strip()
+
     return [[strip(c) for c in re.findall(r"<td[^>]*>(.*?)</td>", row, re.S)] for row in rows]
 
 

@@ -55,8 +55,14 @@ def site(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
         url = f"sqlite:///{tmp_path_factory.mktemp('scale') / 'ui.db'}"
     else:
         url = request.getfixturevalue("pg_module_url")
-    options = {"admin_password": PASSWORD, "admin_email": OPERATOR, "session_secret": "s"}
-    with api_client(url, retention_delivered_days=7, retention_failed_days=45, **options) as api:
+    with api_client(
+        url,
+        retention_delivered_days=7,
+        retention_failed_days=45,
+        admin_password=PASSWORD,
+        admin_email=OPERATOR,
+        session_secret="s",
+    ) as api:
         person(api.engine, OWNER, account_id=api.account_id, role="owner")
         with closing(sign_in(api.base_url, OWNER)) as ui:
             yield Site(api, ui, iter(range(10**9)))
@@ -79,7 +85,7 @@ def add_deliveries(engine: sa.Engine, account_id: int, states: list[tuple[str, s
     at = now()
     with engine.begin() as conn:
         first = int(
-            conn.execute(sa.select(sa.func.coalesce(sa.func.max(deliveries.c.transactionid), 0))).scalar()
+            conn.execute(sa.select(sa.func.coalesce(sa.func.max(deliveries.c.transactionid), 0))).scalar_one()
         )
         rows = [
             {"transactionid": first + i + 1, "account_id": account_id, "endpoint": endpoint, "method": "POST",
@@ -329,8 +335,7 @@ def icu_url(pg_url: str) -> Iterator[str]:
 
 
 def test_search_by_beginning_ignores_a_linguistic_collation_and_uses_its_index(icu_url: str) -> None:
-    options = {"admin_password": PASSWORD, "admin_email": OPERATOR, "session_secret": "s"}
-    with api_client(icu_url, **options) as api:
+    with api_client(icu_url, admin_password=PASSWORD, admin_email=OPERATOR, session_secret="s") as api:
         with api.engine.connect() as conn:
             assert conn.exec_driver_sql("SELECT 'áb' > 'ab' AND 'áb' < 'ab' || chr(1114111)").scalar()
         person(api.engine, OWNER, account_id=api.account_id, role="owner")
@@ -437,7 +442,8 @@ def add_inbox(engine: sa.Engine, count: int, *, first: int, errors: int = 0) -> 
 @contextmanager
 def serve_listener(db_url: str, **options: Any) -> Iterator[tuple[Ui, sa.Engine]]:
     """A listener over ``db_url`` with its admin UI signed in, and an engine on its projection."""
-    from contactsync.db.listener import create_projection_tables
+    from contactsync.db.listener import PROJECTION_TABLES
+    from contactsync.db.metadata import listener_metadata
     from contactsync.db.migrate import upgrade
     from contactsync.listener.app import create_app
     from contactsync.settings import Settings
@@ -448,7 +454,7 @@ def serve_listener(db_url: str, **options: Any) -> Iterator[tuple[Ui, sa.Engine]
         session_secret="s", listener_run_handlers=False, listener_projection=False, **options,
     )  # fmt: skip
     engine = create_engine(settings.listener_projection_url or db_url)
-    create_projection_tables(engine)
+    listener_metadata.create_all(engine, tables=list(PROJECTION_TABLES))  # what the projection would write to
     try:
         app = create_app(settings, handlers={})
         with serve(app) as base, closing(listener_sign_in(base + "/admin", PASSWORD)) as http:
@@ -521,7 +527,10 @@ def _contacts_found_and_paged(ui: Ui, engine: sa.Engine) -> None:
             [{"contact_id": str(i), "email": f"c{i}@example.com", "last_transactionid": i, "updated_at_ms": i}
              for i in range(1, 130)],
         )  # fmt: skip
-    names = lambda page: set(re.findall(r'<a href="/admin/contacts/([^"]+)">', page))  # noqa: E731
+
+    def names(page: str) -> set[str]:
+        return set(re.findall(r'<a href="/admin/contacts/([^"]+)">', page))
+
     assert names(ui.get("/contacts", params={"q": "12"}).text) == {"12"}
     assert names(ui.get("/contacts", params={"q": "c77@example.com"}).text) == {"77"}
     assert names(ui.get("/contacts", params={"q": "c77"}).text) == set()

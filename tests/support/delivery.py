@@ -17,6 +17,7 @@ from aiohttp import web
 
 from contactsync.db import platform as t
 from contactsync.delivery.outbox import OutboxRequest, enqueue
+from support.ports import free_port
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 DEFAULT_ACCOUNT = 1
@@ -201,10 +202,7 @@ class Receiver:
 
     def add_refusing(self, name: str) -> None:
         """A port on which nothing listens (connection refused)."""
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
-        self.ports[name] = sock.getsockname()[1]
-        sock.close()
+        self.ports[name] = free_port()
 
     async def close(self) -> None:
         self.release.set()

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Generator, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -20,21 +19,12 @@ from contactsync.listener.app import create_app
 from contactsync.settings import Settings
 from contactsync.wire import signing
 from contactsync.wire.payload import SyncPayload
+from support.ports import free_socket
 
 FORM = "application/x-www-form-urlencoded"
 JSON = "application/json; charset=utf-8"
 TOKEN = "t0k3n-" + "a" * 40
 SECRET = "whsec_" + "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"  # 24 bytes, base64
-
-
-def free_socket() -> socket.socket:
-    """A bound listening socket for uvicorn. The protocol is named: asyncio turns Nagle off only on sockets
-    whose ``proto`` is TCP, and with it on, a response written in two parts waited 40 ms for the client's
-    delayed ACK (what uvicorn binds itself, from an address, always says TCP)."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    return sock
 
 
 @contextmanager
@@ -150,7 +140,7 @@ class Listener:
             )
 
 
-def start_listener(url: str, **overrides: Any) -> Iterator[Listener]:
+def start_listener(url: str, **overrides: Any) -> Generator[Listener, None, None]:
     """Serve a listener on ``url`` (signed with ``SECRET``) for the length of a fixture."""
     options: dict[str, Any] = {
         "listener_database_url": url,

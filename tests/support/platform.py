@@ -20,7 +20,7 @@ from contactsync.db import create_engine
 from contactsync.db.migrate import upgrade
 from support.api import new_account
 from support.delivery import worker_env
-from support.listener import free_socket
+from support.ports import free_port
 
 
 @dataclass
@@ -41,7 +41,7 @@ class Installation:
             timeout=60,
         )
 
-    def scalar(self, query: sa.Select[tuple[int]]) -> int:
+    def scalar(self, query: sa.Select[int]) -> int:
         with self.engine.connect() as conn:
             return int(conn.execute(query).scalar_one())
 
@@ -97,9 +97,7 @@ def installation(
             logs.append(tmp_path / f"worker{i}.log")
             stack.enter_context(_process(["worker"], env, logs[-1]))
         for i in range(api_processes):
-            sock = free_socket()
-            port = sock.getsockname()[1]
-            sock.close()
+            port = free_port()
             args = ["serve", "--port", str(port), "--log-level", "warning"]
             if worker_processes == 0 and i == 0:
                 args.append("--with-worker")

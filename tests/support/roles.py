@@ -82,6 +82,7 @@ def api_routes(app: Any) -> list[ApiRoute]:
         assert isinstance(route.original_route, APIRoute), f"{path} is under /api but is not an API route"
         roles = tuple(_roles(route.dependant))
         status = route.status_code
+        assert route.methods is not None, path
         routes += [ApiRoute(method, path, roles, status) for method in sorted(route.methods)]
     assert len(routes) >= 60, routes  # the whole API, not a part of it
     return sorted(routes, key=lambda r: (r.path, r.method))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime, timedelta
 
 import pydantic
@@ -43,7 +44,7 @@ def view(**kw: object) -> ContactView:
     return ContactView(**{**base, **kw})  # type: ignore[arg-type]
 
 
-def holds(rule: dict[str, object], contact: ContactView, types: dict[int, str] | None = None) -> bool:
+def holds(rule: Mapping[str, object], contact: ContactView, types: dict[int, str] | None = None) -> bool:
     return compile_predicate(Group.model_validate(rule), field_types=types or {})(contact, NOW)
 
 
@@ -116,9 +117,9 @@ def test_activity_counts_within_the_window() -> None:
         ]
     }
     assert holds(rule, contact)
-    rule["conditions"][0]["within_days"] = 7  # type: ignore[index]
+    rule["conditions"][0]["within_days"] = 7
     assert holds(rule, contact)
-    rule["conditions"][0]["min_count"] = 3  # type: ignore[index]
+    rule["conditions"][0]["min_count"] = 3
     assert not holds(rule, contact)
     exactly = view(activities=[ActivityRow("goal", 4, "", NOW - timedelta(days=7))])
     at_edge = {"conditions": [{"type": "activity", "kind": "goal", "ref_id": 4, "within_days": 7}]}

@@ -18,7 +18,7 @@ from contactsync.errors import ValidationError
 
 
 def fld(i: int, name: str, key: str, type_: str = "text", choices: list[str] | None = None) -> FieldOut:
-    return FieldOut(id=i, list_id=1, name=name, type=type_, shortcode_key=key, choices=choices or [])  # type: ignore[arg-type]
+    return FieldOut(id=i, list_id=1, name=name, type=type_, shortcode_key=key, choices=choices or [])
 
 
 DEFS = [

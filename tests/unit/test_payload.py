@@ -381,7 +381,7 @@ def test_select_rejects_unknown_names() -> None:
 
 # --- round trips -------------------------------------------------------------------------------------
 
-text = st.text(st.characters(exclude_categories=("Cs",)), max_size=12)
+text = st.text(st.characters(exclude_categories=["Cs"]), max_size=12)
 ids = st.none() | st.integers(min_value=-(2**63), max_value=2**63 - 1)
 extra_key = st.from_regex(r"[a-z][a-z0-9_-]{0,8}", fullmatch=True)
 extra_value = st.recursive(

@@ -22,7 +22,10 @@ from contactsync.errors import PHPFormLimitError
 from contactsync.wire import phpform
 from support import examples
 
-accel = phpform._accel
+try:
+    from contactsync.wire import _phpform_c as accel
+except ImportError:  # the failing test below says how to build it
+    accel = None  # type: ignore[assignment]  # the same optional import as phpform's own
 VECTORS = json.loads((Path(__file__).parent.parent / "vectors" / "phpform.json").read_text())
 
 
@@ -170,7 +173,8 @@ def test_decode_agrees_on_large_bodies(body: str, source: Any) -> None:
 
 def test_decode_hands_odd_arguments_to_python() -> None:
     assert accel is not None
-    assert accel.decode(bytearray(b"a=1"), "post", 1000, 64, "drop") is None
+    odd: Any = bytearray(b"a=1")  # not a type the stub allows: the point of the test
+    assert accel.decode(odd, "post", 1000, 64, "drop") is None
     assert accel.decode("a=1", "POST", 1000, 64, "drop") is None
     assert accel.decode("a=1", "post", 2**70, 64, "drop") is None
     assert accel.decode("a=1", "get", -1, 64, "drop") is None

@@ -68,6 +68,7 @@ def test_str_and_bytes_bodies_agree_and_keep_raw_bytes() -> None:
     decoded = decode(raw)
     assert decoded == decode(raw.decode("utf-8", "surrogateescape"))
     ((key, inner), (_, tail)) = decoded.items()
+    assert isinstance(key, str)
     assert key.encode("utf-8", "surrogateescape") == b"k\xff"
     ((inner_key, value),) = inner.items()
     assert inner_key.encode("utf-8", "surrogateescape") == b"\xfe"

@@ -22,7 +22,16 @@ def test_nested_payload_matches_php() -> None:
 
 
 def test_scalars_and_skips() -> None:
-    data = {"t": True, "f": False, "n": None, "e": [], "q": {"x": []}, "s": [None], "z": "", 5: {"r": 1}}
+    data: dict[str | int, object] = {
+        "t": True,
+        "f": False,
+        "n": None,
+        "e": [],
+        "q": {"x": []},
+        "s": [None],
+        "z": "",
+        5: {"r": 1},
+    }
     assert encode(data) == "t=1&f=0&z=&5%5Br%5D=1"
 
 

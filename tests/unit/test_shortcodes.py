@@ -69,7 +69,7 @@ def test_error_vector(case: dict[str, Any]) -> None:
 
 
 def test_every_function_has_vectors() -> None:
-    used = set()
+    used: set[str] = set()
     for case in VECTORS["render"]:
         for shortcode in re.findall(r"\[#(.*?)#\]", case["template"], re.DOTALL):
             used.update(word.split(":")[0].upper() for word in shortcode.split()[:-1])
@@ -190,10 +190,10 @@ def test_compile_either_works_or_raises_a_positioned_template_error(text: str) -
             compile(source, url=url)
         except TemplateError as err:
             errors.append(err)
-        for err in errors:
-            assert 1 <= err.line <= source.count("\n") + 1
-            assert err.column >= 1
-            assert f"at {err.line}:{err.column}" in err.message
+        for error in errors:
+            assert 1 <= error.line <= source.count("\n") + 1
+            assert error.column >= 1
+            assert f"at {error.line}:{error.column}" in error.message
 
 
 def test_lone_surrogates_render_as_replacement_character() -> None:

@@ -229,11 +229,6 @@ PROJECTION_TABLES = (
 )
 
 
-def create_projection_tables(engine: sa.Engine) -> None:
-    """Create the projection tables if missing, in the listener's or the customer's database."""
-    listener_metadata.create_all(engine, tables=list(PROJECTION_TABLES))
-
-
 admin_sessions = sessions_table(listener_metadata)
 """Server-side sessions of the listener's admin UI (db/sessions.py)."""
 
