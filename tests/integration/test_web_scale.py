@@ -487,7 +487,7 @@ def test_the_listener_pages_show_every_sync_once_while_syncs_arrive_and_cap_thei
     query = ""
     while True:  # newest first, a sync arriving before each next page
         page = ui.get(f"/?{query}").text
-        syncs += re.findall(r'<a href="/admin/syncs/([^"]+)"><code>', page)
+        syncs += re.findall(r'<a href="/admin/syncs/([^"]+)" title="transactionid ', page)
         following = link(page, "down")
         if following is None:
             break
