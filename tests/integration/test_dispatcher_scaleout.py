@@ -7,9 +7,6 @@ in flight at once (a double claim) would show as intersecting intervals.
 from __future__ import annotations
 
 import itertools
-import signal
-import subprocess
-import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,7 +17,7 @@ import sqlalchemy as sa
 from contactsync.db import create_engine
 from contactsync.db import platform as t
 from contactsync.db.migrate import upgrade
-from support.delivery import CountingReceiver, enqueue_many, request, seed_action, worker_env
+from support.delivery import CountingReceiver, enqueue_many, request, seed_action, workers
 
 N = 3_000
 PROCESSES = 3
@@ -37,19 +34,9 @@ def test_three_dispatchers_share_the_outbox_without_overlap(pg_url: str, tmp_pat
     owners: set[str] = set()
     logs = [tmp_path / f"worker{i}.log" for i in range(PROCESSES)]
     with CountingReceiver(fail_ratio=0.2, seed=11, delay_s=0.02) as receiver:
-        env = worker_env(pg_url, poll_interval_s=0.2, endpoint_concurrency=30, claim_batch_size=50)
-        workers = []
-        for log in logs:
-            with log.open("wb") as out:
-                workers.append(
-                    subprocess.Popen(
-                        [sys.executable, "-m", "contactsync", "worker"],
-                        env=env,
-                        stdout=out,
-                        stderr=subprocess.STDOUT,
-                    )
-                )
-        try:
+        with workers(
+            pg_url, logs, poll_interval_s=0.2, endpoint_concurrency=30, claim_batch_size=50
+        ) as procs:
             enqueue_many(
                 engine, [request(i, receiver.url, action_id=action_id) for i in range(1, N + 1)], now=now
             )
@@ -71,10 +58,6 @@ def test_three_dispatchers_share_the_outbox_without_overlap(pg_url: str, tmp_pat
                     break
                 assert time.monotonic() < deadline, f"stuck at {delivered} delivered"
                 time.sleep(0.05)
-        finally:
-            for worker in workers:
-                worker.send_signal(signal.SIGTERM)
-            codes = [worker.wait(30) for worker in workers]
         with receiver.lock:
             intervals = {tid: sorted(seen) for tid, seen in receiver.intervals.items()}
     engine.dispose()
@@ -88,7 +71,7 @@ def test_three_dispatchers_share_the_outbox_without_overlap(pg_url: str, tmp_pat
     print(
         f"\nscale-out: {N} deliveries, {PROCESSES} processes, {requests} requests, {duplicates} duplicate 2xx"
     )
-    assert codes == [0] * PROCESSES, [log.read_text()[-2000:] for log in logs]
+    assert [proc.returncode for proc in procs] == [0] * PROCESSES, [log.read_text()[-2000:] for log in logs]
     assert overlapping == []
     assert set(intervals) == {str(i) for i in range(1, N + 1)}
     assert all(any(ok for *_, ok in seen) for seen in intervals.values())

@@ -17,11 +17,7 @@ import os
 import signal
 import socket
 import subprocess
-import sys
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -34,46 +30,28 @@ from contactsync.db import shared_limits
 from contactsync.db.shared_limits import SlotWant, TokenWant
 from contactsync.delivery import endpoints as endpoint_rows
 from contactsync.delivery.endpoints import EndpointKey, endpoint_key
-from support.delivery import DEFAULT_ACCOUNT, enqueue_many, migrated, request, worker_env
+from support.delivery import DEFAULT_ACCOUNT, ThreadedReceiver, enqueue_many, migrated, request, workers
 
 pytestmark = pytest.mark.postgres
 
 PROCESSES = 3
+WORKER = {"poll_interval_s": 0.2, "claim_batch_size": 50}
 JITTER_S = 0.5
 """Slack of the rate check: by how much more the delays between start and arrival of requests may
 differ (a loaded machine delays some starts, bunching arrivals). Per process, 3 processes start up to
 3 × (burst + rate) in the first second and 3 × rate in every later one, both well above the bound."""
 
 
-class PeakReceiver:
-    """A slow receiver in a background thread: peak concurrency, arrival times, answered ids."""
+class PeakReceiver(ThreadedReceiver):
+    """A slow receiver: peak concurrency, arrival times, answered ids."""
 
     def __init__(self, *, delay_s: float) -> None:
+        super().__init__()
         self.delay_s = delay_s
-        self.lock = threading.Lock()
         self.in_flight = 0
         self.peak = 0
         self.arrivals: list[float] = []
         self.answered: set[str] = set()
-        self.port = 0
-        self._ready = threading.Event()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop: asyncio.Event | None = None
-        self._thread = threading.Thread(target=lambda: asyncio.run(self._serve()), daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/hook"
-
-    def __enter__(self) -> PeakReceiver:
-        self._thread.start()
-        assert self._ready.wait(30), "receiver did not start"
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        if self._loop is not None and self._stop is not None:
-            self._loop.call_soon_threadsafe(self._stop.set)
-        self._thread.join(30)
 
     def span_s(self) -> float:
         """From the first arrival to the last (printed, never asserted)."""
@@ -86,59 +64,19 @@ class PeakReceiver:
             seen = sorted(self.arrivals)
         return max((bisect.bisect_left(seen, a + window_s) - i for i, a in enumerate(seen)), default=0)
 
-    async def _serve(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._stop = asyncio.Event()
-
-        async def handle(request: web.Request) -> web.Response:
+    async def handle(self, request: web.Request) -> web.Response:
+        with self.lock:
+            self.arrivals.append(time.monotonic())
+            self.in_flight += 1
+            self.peak = max(self.peak, self.in_flight)
+        try:
+            await request.read()
+            await asyncio.sleep(self.delay_s)
+        finally:
             with self.lock:
-                self.arrivals.append(time.monotonic())
-                self.in_flight += 1
-                self.peak = max(self.peak, self.in_flight)
-            try:
-                await request.read()
-                await asyncio.sleep(self.delay_s)
-            finally:
-                with self.lock:
-                    self.in_flight -= 1
-                    self.answered.add(request.headers.get("webhook-id", "?"))
-            return web.Response(text="ok")
-
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", handle)
-        runner = web.AppRunner(app, handle_signals=False, access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0, backlog=1024)
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self._ready.set()
-        await self._stop.wait()
-        await runner.cleanup()
-
-
-@contextmanager
-def workers(db_url: str, logs: list[Path], **settings: object) -> Iterator[list[subprocess.Popen[bytes]]]:
-    """``contactsync worker`` processes against ``db_url``, stopped with SIGTERM (a killed one stays dead)."""
-    env = worker_env(db_url, poll_interval_s=0.2, claim_batch_size=50, **settings)
-    procs = []
-    for log in logs:
-        with log.open("wb") as out:
-            procs.append(
-                subprocess.Popen(
-                    [sys.executable, "-m", "contactsync", "worker"],
-                    env=env,
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                )
-            )
-    try:
-        yield procs
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in procs:
-            proc.wait(30)
+                self.in_flight -= 1
+                self.answered.add(request.headers.get("webhook-id", "?"))
+        return web.Response(text="ok")
 
 
 def _limited(engine: sa.Engine, url: str, *, max_in_flight: int, rate_limit_per_s: float | None) -> None:
@@ -181,7 +119,7 @@ def test_three_processes_share_the_in_flight_cap(pg_url: str, tmp_path: Path) ->
     logs = [tmp_path / f"worker{i}.log" for i in range(PROCESSES)]
     with PeakReceiver(delay_s=0.1) as receiver:
         _limited(engine, receiver.url, max_in_flight=cap, rate_limit_per_s=None)
-        with workers(pg_url, logs) as procs:
+        with workers(pg_url, logs, **WORKER) as procs:
             _enqueue(engine, receiver.url, n)
             _wait_delivered(engine, n, procs, logs)
         codes = [p.returncode for p in procs]
@@ -204,7 +142,7 @@ def test_three_processes_share_the_rate_limit(pg_url: str, tmp_path: Path) -> No
     logs = [tmp_path / f"worker{i}.log" for i in range(PROCESSES)]
     with PeakReceiver(delay_s=0.1) as receiver:
         _limited(engine, receiver.url, max_in_flight=cap, rate_limit_per_s=rate)
-        with workers(pg_url, logs) as procs:
+        with workers(pg_url, logs, **WORKER) as procs:
             _enqueue(engine, receiver.url, n)
             _wait_delivered(engine, n, procs, logs)
         codes = [p.returncode for p in procs]
@@ -228,7 +166,7 @@ def test_a_killed_workers_slots_expire_and_the_others_go_on(pg_url: str, tmp_pat
     s = t.endpoint_slots.c
     with PeakReceiver(delay_s=0.3) as receiver:
         _limited(engine, receiver.url, max_in_flight=cap, rate_limit_per_s=None)
-        with workers(pg_url, logs, endpoint_slot_lease_s=slot_lease_s, lease_s=3.0) as procs:
+        with workers(pg_url, logs, **WORKER, endpoint_slot_lease_s=slot_lease_s, lease_s=3.0) as procs:
             _enqueue(engine, receiver.url, n)
             deadline = time.monotonic() + 60
             victim: subprocess.Popen[bytes] | None = None

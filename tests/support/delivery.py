@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 import socket
 import struct
+import subprocess
+import sys
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from pathlib import Path
+from typing import Any, Self
 
 import sqlalchemy as sa
 from aiohttp import web
@@ -241,40 +246,22 @@ class FakeClock:
             self.now += timedelta(seconds=seconds)
 
 
-class CountingReceiver:
-    """A receiver in a background thread that fails a share of requests and records every attempt.
+class ThreadedReceiver:
+    """An aiohttp receiver on 127.0.0.1 in a background thread; subclasses answer in :meth:`handle`."""
 
-    For each ``webhook-id`` it keeps the (start, end) monotonic interval of every request and whether
-    it was answered 2xx, so tests can count duplicates and check that attempts never overlapped.
-    """
-
-    def __init__(self, *, fail_ratio: float = 0.0, seed: int = 1, delay_s: float = 0.0) -> None:
-        import random
-
-        self.fail_ratio = fail_ratio
-        self.delay_s = delay_s
-        self._rng = random.Random(seed)
-        self.intervals: dict[str, list[tuple[float, float, bool]]] = {}
+    def __init__(self) -> None:
         self.lock = threading.Lock()
         self.port = 0
         self._ready = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
-        self._thread = threading.Thread(target=self._main, daemon=True)
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._serve()), daemon=True)
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/hook"
 
-    def delivered(self) -> set[str]:
-        with self.lock:
-            return {tid for tid, seen in self.intervals.items() if any(ok for _, _, ok in seen)}
-
-    def successes(self) -> int:
-        with self.lock:
-            return sum(ok for seen in self.intervals.values() for _, _, ok in seen)
-
-    def __enter__(self) -> CountingReceiver:
+    def __enter__(self) -> Self:
         self._thread.start()
         if not self._ready.wait(30):
             raise RuntimeError("receiver did not start")
@@ -285,28 +272,14 @@ class CountingReceiver:
             self._loop.call_soon_threadsafe(self._stop.set)
         self._thread.join(30)
 
-    def _main(self) -> None:
-        asyncio.run(self._serve())
+    async def handle(self, request: web.Request) -> web.Response:
+        raise NotImplementedError
 
     async def _serve(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
-
-        async def handle(request: web.Request) -> web.Response:
-            started = time.monotonic()
-            await request.read()
-            tid = request.headers.get("webhook-id", "?")
-            with self.lock:
-                ok = self._rng.random() >= self.fail_ratio
-                delay = self._rng.random() * self.delay_s
-            if delay:
-                await asyncio.sleep(delay)
-            with self.lock:
-                self.intervals.setdefault(tid, []).append((started, time.monotonic(), ok))
-            return web.Response(status=200 if ok else 500, text="ok" if ok else "no")
-
         app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", handle)
+        app.router.add_route("*", "/{tail:.*}", self.handle)
         runner = web.AppRunner(app, handle_signals=False, access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0, backlog=1024)
@@ -315,6 +288,44 @@ class CountingReceiver:
         self._ready.set()
         await self._stop.wait()
         await runner.cleanup()
+
+
+class CountingReceiver(ThreadedReceiver):
+    """A receiver that fails a share of requests and records every attempt.
+
+    For each ``webhook-id`` it keeps the (start, end) monotonic interval of every request and whether
+    it was answered 2xx, so tests can count duplicates and check that attempts never overlapped.
+    """
+
+    def __init__(self, *, fail_ratio: float = 0.0, seed: int = 1, delay_s: float = 0.0) -> None:
+        import random
+
+        super().__init__()
+        self.fail_ratio = fail_ratio
+        self.delay_s = delay_s
+        self._rng = random.Random(seed)
+        self.intervals: dict[str, list[tuple[float, float, bool]]] = {}
+
+    def delivered(self) -> set[str]:
+        with self.lock:
+            return {tid for tid, seen in self.intervals.items() if any(ok for _, _, ok in seen)}
+
+    def successes(self) -> int:
+        with self.lock:
+            return sum(ok for seen in self.intervals.values() for _, _, ok in seen)
+
+    async def handle(self, request: web.Request) -> web.Response:
+        started = time.monotonic()
+        await request.read()
+        tid = request.headers.get("webhook-id", "?")
+        with self.lock:
+            ok = self._rng.random() >= self.fail_ratio
+            delay = self._rng.random() * self.delay_s
+        if delay:
+            await asyncio.sleep(delay)
+        with self.lock:
+            self.intervals.setdefault(tid, []).append((started, time.monotonic(), ok))
+        return web.Response(status=200 if ok else 500, text="ok" if ok else "no")
 
 
 def worker_env(db_url: str, **settings: object) -> dict[str, str]:
@@ -329,3 +340,29 @@ def worker_env(db_url: str, **settings: object) -> dict[str, str]:
     for key, value in settings.items():
         env[f"CONTACTSYNC_{key.upper()}"] = str(value)
     return env
+
+
+@contextmanager
+def workers(db_url: str, logs: Sequence[Path], **settings: object) -> Iterator[list[subprocess.Popen[bytes]]]:
+    """``contactsync worker`` processes against ``db_url``, one per log file, stopped with SIGTERM on
+    leaving (one killed meanwhile stays dead)."""
+    env = worker_env(db_url, **settings)
+    procs: list[subprocess.Popen[bytes]] = []
+    for log in logs:
+        with log.open("wb") as out:
+            procs.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "contactsync", "worker"],
+                    env=env,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                )
+            )
+    try:
+        yield procs
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in procs:
+            proc.wait(30)
