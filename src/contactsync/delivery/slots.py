@@ -125,6 +125,7 @@ class SharedGate:
         self._lost: set[tuple[EndpointKey, int]] = set()
         self._wanted = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._closing = False
         self._rng = random.Random()
         self._live = 1
         self.transactions = 0
@@ -199,14 +200,14 @@ class SharedGate:
 
     def _want(self) -> None:
         self._wanted.set()
-        if self._task is None:
+        if self._task is None and not self._closing:
             self._task = asyncio.get_running_loop().create_task(self._serve(), name="endpoint-slots")
 
     # --- the ticks -------------------------------------------------------------------------------
 
     async def _serve(self) -> None:
         next_extend = time.monotonic()  # the first tick also counts the processes alive
-        while True:
+        while not self._closing:
             now = time.monotonic()
             due = [next_extend] if any(self._held.values()) else []
             for ep in self._endpoints.values():
@@ -217,6 +218,8 @@ class SharedGate:
             timeout = max(min(due) - now, 0.0) if due else None
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wanted.wait(), timeout=timeout)
+            if self._closing:
+                return
             self._wanted.clear()
             await asyncio.sleep(self.TICK_S)
             now = time.monotonic()
@@ -340,12 +343,19 @@ class SharedGate:
                 self._lost.add((key, number))
 
     async def close(self) -> None:
-        """Stop ticking and give back every slot still held (a crash leaves them to expire)."""
+        """Stop ticking and give back every slot still held (a crash leaves them to expire).
+
+        The loop is told to stop and woken, not cancelled: on Python 3.11 a cancellation that lands
+        as ``wait_for`` completes can be swallowed, which held shutdown until the next timeout."""
+        self._closing = True
         task, self._task = self._task, None
         if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            self._wanted.set()
+            _, stuck = await asyncio.wait({task}, timeout=self.lease_s)  # a tick on a dead database
+            for late in stuck:
+                late.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await late
         if any(self._held.values()) or self._releasing:
             try:
                 await self._run_db(self._release_all_sync)
