@@ -10,10 +10,11 @@ import json
 
 __all__ = ["hint"]
 
-SECRET_UNKNOWN = (
+_SECRET_UNKNOWN = (
     "The listener does not know this action's secret — add it under Secrets on the listener "
-    "(copy it from “Connect your listener” on this page)."
+    "(copy it from “Connect your listener” on {panel})."
 )
+SECRET_UNKNOWN = _SECRET_UNKNOWN.format(panel="this page")
 
 
 def _reason(body: str) -> str:
@@ -60,8 +61,16 @@ def _network(error: str, detail: str) -> str:
     )
 
 
-def hint(status: int | None, error: str | None = None, *, detail: str = "", body: str = "") -> str:
-    """What a test send's outcome means in plain words (``status`` None: it never got an answer)."""
+def hint(
+    status: int | None,
+    error: str | None = None,
+    *,
+    detail: str = "",
+    body: str = "",
+    panel: str = "this page",
+) -> str:
+    """What a test send's outcome means in plain words (``status`` None: it never got an answer);
+    ``panel`` says where the action's "Connect your listener" panel is, seen from where this is read."""
     if status is None:
         return _network(error or "", detail)
     if 200 <= status < 300:
@@ -77,7 +86,7 @@ def hint(status: int | None, error: str | None = None, *, detail: str = "", body
             return (
                 "The request reached something that expects signature headers it did not get — check the URL."
             )
-        return SECRET_UNKNOWN
+        return _SECRET_UNKNOWN.format(panel=panel)
     if status == 403:
         return (
             "The listener (or a firewall in front of it) refuses this sender — allow the platform's address."

@@ -99,8 +99,7 @@ def failure_words(status: int | None, last_error: str | None) -> str:
 
 def failure_hint(status: int | None, last_error: str | None) -> str:
     """What that failure usually means and what to do, in a sentence."""
-    said = hint(status, (last_error or "").removeprefix("error: "))
-    return said.replace("on this page", "on the action's page")
+    return hint(status, (last_error or "").removeprefix("error: "), panel="the action's page")
 
 
 def body_fields(raw: bytes | str | None, content_type: str = "", url: str = "") -> list[tuple[str, str]]:
