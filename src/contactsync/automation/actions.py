@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -105,6 +105,12 @@ def action_label(name: str, url: str, action_id: int | None) -> str:
         return name.strip()
     host = urlsplit(url.split("[#", 1)[0]).hostname if "://" in url else None
     return f"to {host}" if host else f"action {action_id}"
+
+
+def stored_label(settings: Mapping[str, Any] | None, action_id: int | None) -> str:
+    """:func:`action_label` of an action's stored settings (a row's JSON, not yet validated)."""
+    stored = settings or {}
+    return action_label(str(stored.get("name", "")), str(stored.get("url", "")), action_id)
 
 
 class ActionOut(BaseModel):

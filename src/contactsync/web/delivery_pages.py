@@ -20,7 +20,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute
 
 from contactsync.api.deps import account_automations, delivery_owned, own_action, own_delivery
-from contactsync.automation.actions import action_label
+from contactsync.automation.actions import stored_label
 from contactsync.db import sealing
 from contactsync.db.counting import Count, capped, matching
 from contactsync.db.platform import (
@@ -89,8 +89,8 @@ def _names(conn: sa.Connection, row: Any) -> dict[str, str]:
     automation = conn.execute(
         sa.select(automations.c.name).where(automations.c.id == row.automation_id)
     ).scalar()
-    settings = conn.execute(sa.select(actions.c.settings).where(actions.c.id == row.action_id)).scalar() or {}
-    label = action_label(str(settings.get("name", "")), str(settings.get("url", "")), row.action_id)
+    settings = conn.execute(sa.select(actions.c.settings).where(actions.c.id == row.action_id)).scalar()
+    label = stored_label(settings, row.action_id)
     return {
         "automation": automation or "",
         "action": label if row.action_id else "",
@@ -100,9 +100,7 @@ def _names(conn: sa.Connection, row: Any) -> dict[str, str]:
 
 def _named(row: Any) -> dict[str, Any]:
     """An action of the account's with the words a person knows it by."""
-    settings = row.settings or {}
-    label = action_label(str(settings.get("name", "")), str(settings.get("url", "")), row.id)
-    return {"id": row.id, "automation": row.name, "label": label}
+    return {"id": row.id, "automation": row.name, "label": stored_label(row.settings, row.id)}
 
 
 def routes(web: Web) -> list[BaseRoute]:

@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 
-from contactsync.automation.actions import action_label
+from contactsync.automation.actions import stored_label
 from contactsync.db.counting import Count, capped, matching
 from contactsync.db.platform import (
     DELIVERY_STATES,
@@ -133,12 +133,7 @@ def _action_labels(conn: sa.Connection, action_ids: list[int]) -> dict[int, str]
     if not action_ids:
         return {}
     rows = conn.execute(sa.select(actions.c.id, actions.c.settings).where(actions.c.id.in_(action_ids)))
-    return {
-        int(r.id): action_label(
-            str((r.settings or {}).get("name", "")), str((r.settings or {}).get("url", "")), r.id
-        )
-        for r in rows
-    }
+    return {int(r.id): stored_label(r.settings, r.id) for r in rows}
 
 
 def retention_text(retention: Retention) -> str:
