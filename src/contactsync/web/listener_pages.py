@@ -82,15 +82,20 @@ class Who:
     sender_action: str = ""
 
 
-def _who(web: Web, row: Any, payload: SyncPayload | None = None) -> Who:
+def _who(row: Any, payload: SyncPayload | None) -> Who:
+    """``payload``: the row decoded, or None when it could not be (then only the sender is known)."""
     action, name = sender.claimed(json.loads(row.headers or "{}"))
     if payload is None:
-        try:
-            payload = _decode(web, row)
-        except ContactSyncError:
-            return Who(sender=name, sender_action=action)
+        return Who(sender=name, sender_action=action)
     contact = payload.contact
     return Who(str(contact.id or ""), contact.email, name, action)
+
+
+def _decoded(web: Web, row: Any) -> SyncPayload | None:
+    try:
+        return _decode(web, row)
+    except ContactSyncError:
+        return None
 
 
 def routes(web: Web) -> list[BaseRoute]:
@@ -111,7 +116,7 @@ def routes(web: Web) -> list[BaseRoute]:
             i = inbox.c
             query = sa.select(
                 i.id, i.transactionid, i.received_at_ms, i.method, i.content_type, i.source_address,
-                sa.func.length(i.body).label("size"), i.query, i.headers, i.body, i.deduplicable,
+                sa.func.length(i.body).label("size"), i.query, i.headers, i.body,
             )  # fmt: skip
             found = paging.window(
                 lambda seek, n: conn.execute(paging.past(query, i.id, seek, n)).all(), at, key=lambda r: r.id
@@ -127,7 +132,7 @@ def routes(web: Web) -> list[BaseRoute]:
             return {
                 "rows": found.rows,
                 "page": found,
-                "who": {r.id: _who(web, r) for r in found.rows},
+                "who": {r.id: _who(r, _decoded(web, r)) for r in found.rows},
                 "states": states,
                 "total": capped(conn, matching(inbox, by=i.id)),
             }
@@ -185,7 +190,7 @@ def routes(web: Web) -> list[BaseRoute]:
             decoded=decoded,
             problem=problem,
             headers=headers,
-            who=_who(web, row, payload) if payload is not None else _who(web, row),
+            who=_who(row, payload),
         )
 
     async def contact_list(request: Request, session: Session) -> Response:
