@@ -340,7 +340,7 @@ def _ours(
         "CONTACTSYNC_LISTENER_SECRET": SECRET,
         "CONTACTSYNC_LISTENER_PROJECTION": "true" if projection else "false",
     }
-    command = _uvicorn("contactsync.listener.serve:app_from_env", port, workers, factory=True)
+    command = _uvicorn("contactsync.servers:listener_server_from_env", port, workers, factory=True)
     if split:  # handlers in their own process; the uvicorn workers only acknowledge
         stack.enter_context(_handlers_process(env, tmp / f"{name}-handlers.log"))
         env = {**env, "CONTACTSYNC_LISTENER_RUN_HANDLERS": "false"}

@@ -180,12 +180,13 @@ def listen_command(
     from pathlib import Path
 
     from contactsync.listener import serve
+    from contactsync.servers import listener_server
     from contactsync.settings import Settings
 
     if handlers_only:
         serve.handlers_main(Settings())
         return
-    serve.run(Settings(), host=host, port=port, token_file=Path(token_file))
+    serve.run(Settings(), server=listener_server, host=host, port=port, token_file=Path(token_file))
 
 
 def _warn_form_limits(body: str | bytes, *, post: bool) -> None:

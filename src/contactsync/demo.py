@@ -55,6 +55,7 @@ from contactsync.delivery.dispatcher import Dispatcher, DispatcherConfig
 from contactsync.demo_check import differences
 from contactsync.errors import ConfigError, ContactSyncError
 from contactsync.listener import secrets as listener_secrets
+from contactsync.servers import listener_server, platform_server
 from contactsync.settings import Settings
 from contactsync.wire.payload import SECTIONS
 from contactsync.wire.sender import display_name
@@ -438,16 +439,8 @@ async def run(
     facts = {"list_id": seeded.list_id, "public_base_url": settings.public_base_url, "max_items": MAX_ITEMS}
     (config.workdir / FACTS_FILE).write_text(json.dumps(facts))
 
-    from contactsync.api.app import create_app as create_platform_app
-    from contactsync.listener.app import create_app as create_listener_app
-
-    platform_app = create_platform_app(settings, engine=platform, runtime=rt)
-    if not any(getattr(r, "path", None) == "" for r in platform_app.routes):  # the UI is not mounted yet
-        from contactsync.web import create_web_app
-
-        ctx = platform_app.state.contactsync
-        platform_app.mount("/", create_web_app(settings, engine=platform, runtime=rt, on_enqueue=ctx.wake))
-    listener_app = create_listener_app(settings, poll_interval_s=0.5)
+    platform_app = platform_server(settings, engine=platform, runtime=rt)
+    listener_app = listener_server(settings, poll_interval_s=0.5)
     pairing.app_state = listener_app.state
     dispatcher = Dispatcher(
         platform, config=DispatcherConfig.from_settings(settings), renderer=Renderer(platform, rt)

@@ -105,8 +105,7 @@ def _seed(engine: sa.Engine, rt: Runtime, sync_url: str) -> dict[str, int]:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    from contactsync.api.app import create_app
-    from contactsync.listener.app import create_app as create_listener_app
+    from contactsync.servers import listener_server, platform_server
 
     tmp = tmp_path_factory.mktemp("stack")
     pport, lport = free_port(), free_port()
@@ -127,13 +126,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     rt = Runtime.create(settings, engine=engine)
     sync_url = f"http://127.0.0.1:{lport}/sync/{settings.listener_token}"
     ids = _seed(engine, rt, sync_url)
-    platform_app = create_app(settings, engine=engine, runtime=rt)
-    if not any(getattr(r, "path", None) == "" for r in platform_app.routes):
-        from contactsync.web import create_web_app
-
-        ctx = platform_app.state.contactsync
-        platform_app.mount("/", create_web_app(settings, engine=engine, runtime=rt, on_enqueue=ctx.wake))
-    listener_app = create_listener_app(settings, poll_interval_s=0.2)
+    platform_app = platform_server(settings, engine=engine, runtime=rt)
+    listener_app = listener_server(settings, poll_interval_s=0.2)
     dispatcher = Dispatcher(engine, config=DispatcherConfig.from_settings(settings))
     platform_app.state.contactsync.wake_hooks.append(dispatcher.wake)
     servers = [

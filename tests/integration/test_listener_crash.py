@@ -37,7 +37,7 @@ def _listener_process(db_url: str, port: int, log: Path) -> Iterator[subprocess.
         "CONTACTSYNC_LISTENER_SECRET": SECRET,
         "CONTACTSYNC_LISTENER_HANDLER_LEASE_S": "1",
     }
-    command = [sys.executable, "-m", "uvicorn", "--factory", "contactsync.listener.serve:app_from_env"]
+    command = [sys.executable, "-m", "uvicorn", "--factory", "contactsync.servers:listener_server_from_env"]
     command += ["--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
     with log.open("ab") as out:
         process = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)

@@ -22,6 +22,7 @@ from contactsync.errors import ConfigError, PayloadError
 from contactsync.listener.app import create_app
 from contactsync.listener.crm import CRMConfig, forwarders, request_for
 from contactsync.listener.projection import carried, converged
+from contactsync.servers import listener_server
 from contactsync.settings import Settings
 from contactsync.wire.payload import SyncPayload
 from support.listener import TOKEN, payload, serve
@@ -152,7 +153,7 @@ def test_syncs_reach_the_crm_after_it_recovers(crm: tuple[CRM, str], sqlite_url:
         listener_crm=[_config(base)],
         admin_password=ADMIN_PASSWORD,
     )
-    app = create_app(settings, schedule_s=FAST_RETRIES_S, poll_interval_s=0.05)
+    app = listener_server(settings, schedule_s=FAST_RETRIES_S, poll_interval_s=0.05)
     with serve(app) as listener, httpx.Client() as client:
         answer = client.post(f"{listener}/sync/{TOKEN}", content=payload(501).to_form())
         assert answer.status_code == 200

@@ -802,7 +802,7 @@ def listener_world(
     upgrade(url, side="listener")
     engine = create_engine(url)
     _seed_listener(engine)
-    from contactsync.listener.app import create_app
+    from contactsync.servers import listener_server
     from contactsync.settings import Settings
 
     settings = Settings(
@@ -815,7 +815,7 @@ def listener_world(
         listener_projection=False,
     )
     capture = Capture(engine.url)
-    app = create_app(settings, handlers={})
+    app = listener_server(settings, handlers={})
     pages = sorted({route.path for route in page_table(app.inner) if "GET" in (route.methods or ())})
     try:
         with serve(app) as base_url:

@@ -445,7 +445,7 @@ def serve_listener(db_url: str, **options: Any) -> Iterator[tuple[Ui, sa.Engine]
     from contactsync.db.listener import PROJECTION_TABLES
     from contactsync.db.metadata import listener_metadata
     from contactsync.db.migrate import upgrade
-    from contactsync.listener.app import create_app
+    from contactsync.servers import listener_server
     from contactsync.settings import Settings
 
     upgrade(db_url, side="listener")
@@ -456,7 +456,7 @@ def serve_listener(db_url: str, **options: Any) -> Iterator[tuple[Ui, sa.Engine]
     engine = create_engine(settings.listener_projection_url or db_url)
     listener_metadata.create_all(engine, tables=list(PROJECTION_TABLES))  # what the projection would write to
     try:
-        app = create_app(settings, handlers={})
+        app = listener_server(settings, handlers={})
         with serve(app) as base, closing(listener_sign_in(base + "/admin", PASSWORD)) as http:
             yield Ui(http, ""), engine
     finally:

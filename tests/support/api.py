@@ -17,10 +17,10 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
-from contactsync.api import create_app
 from contactsync.automation.lists import create_account
 from contactsync.db import create_engine
 from contactsync.db.migrate import upgrade
+from contactsync.servers import platform_server
 from contactsync.settings import Settings
 from contactsync.tenancy.keys import create_key
 from support.listener import serve
@@ -93,7 +93,7 @@ def api_client(
     upgrade(db_url)
     engine = create_engine(db_url)
     account_id, key = new_account(engine)
-    app = create_app(
+    app = platform_server(
         Settings(database_url=db_url, **settings),
         engine=engine,
         run_dispatcher=run_dispatcher,

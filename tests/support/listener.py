@@ -15,7 +15,7 @@ import uvicorn
 
 from contactsync.db import listener as t
 from contactsync.db.engine import create_engine
-from contactsync.listener.app import create_app
+from contactsync.servers import listener_server
 from contactsync.settings import Settings
 from contactsync.wire import signing
 from contactsync.wire.payload import SyncPayload
@@ -148,7 +148,7 @@ def start_listener(url: str, **overrides: Any) -> Generator[Listener, None, None
         "listener_secret": SECRET,
     }
     options.update(overrides)
-    app = create_app(Settings(**options), poll_interval_s=0.05)
+    app = listener_server(Settings(**options), poll_interval_s=0.05)
     with serve(app) as base:
         listener = Listener(base, url)
         try:

@@ -212,7 +212,8 @@ def create_app(
 
     ``engine`` and ``runtime`` default to ones built from settings; ``run_dispatcher`` runs one
     dispatcher in the app's event loop (the embedded SQLite set-up), woken after every commit that
-    queues deliveries. ``metrics_port`` serves Prometheus metrics on a port of their own.
+    queues deliveries. ``metrics_port`` serves Prometheus metrics on a port of their own. The API
+    alone: :func:`contactsync.servers.platform_server` adds the admin UI.
     """
     owns_engine = engine is None
     engine = engine if engine is not None else create_engine(settings.database_url)
@@ -239,17 +240,4 @@ def create_app(
         api.include_router(module.router)
     app.include_router(api)
     _serve_docs(app)
-    if settings.admin_password:  # the admin UI (contactsync.web) at /, behind its own login
-        bootstrap_operator(settings, engine, now=ctx.runtime.clock())
-        from contactsync.web import create_web_app
-
-        web = create_web_app(
-            settings,
-            engine=engine,
-            side="platform",
-            runtime=ctx.runtime,
-            on_enqueue=ctx.wake,
-            run_workers=ctx.runs,
-        )
-        app.mount("/", web)
     return app

@@ -51,8 +51,8 @@ def serve_command(
     """
     import uvicorn
 
-    from contactsync.api.app import create_app
     from contactsync.automation.runtime import Runtime
+    from contactsync.servers import platform_server
 
     settings, engine = migrated_engine()
     if with_worker and engine.dialect.name != "sqlite":
@@ -67,7 +67,7 @@ def serve_command(
         )
     runtime = Runtime.create(settings, engine=engine)
     seal_plaintext(engine, runtime)
-    app = create_app(
+    app = platform_server(
         settings, engine=engine, runtime=runtime, run_dispatcher=with_worker, metrics_port=metrics_port
     )
     try:

@@ -28,7 +28,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute, Mount, Route
+from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from contactsync.db.engine import create_engine
@@ -197,6 +197,7 @@ def create_app(
     networks = _networks(settings.listener_allowed_ips)
     get_mapping = check_mapping(settings.listener_get_mapping)
     limits = limits_of(settings)
+    closers: list[Callable[[], None]] = []  # what faces mounted here close when the listener stops
 
     def clock_ms() -> int:
         return int(clock_s() * 1000)
@@ -268,10 +269,8 @@ def create_app(
             await inbox.close()
             await close_handlers(chosen)
             engine.dispose()
-            if admin is not None:
-                from contactsync.web import close_web_app
-
-                close_web_app(admin)  # the admin UI's own connection pools
+            for close in closers:
+                close()
 
     async def not_found(request: Request, exc: Exception) -> Response:
         if isinstance(exc, HTTPException) and exc.status_code == 405:
@@ -282,14 +281,8 @@ def create_app(
         Route("/sync/{token}/health", _health, methods=["GET"]),
         Route("/sync/{token}/metrics", _metrics, methods=["GET"]),
     ]
-    admin: ASGIApp | None = None
-    if settings.admin_password:  # the admin UI (contactsync.web), behind its own login
-        from contactsync.web import create_listener_web_app
-
-        admin = create_listener_web_app(settings, secret_book=book)
-        routes.append(Mount("/admin", app=admin))
     inner = Starlette(routes=routes, exception_handlers={404: not_found, 405: not_found}, lifespan=lifespan)
-    return ListenerApp(inner, settings.listener_token)
+    return ListenerApp(inner, settings.listener_token, secret_book=book, closers=closers)
 
 
 def _reason(exc: Exception) -> str:
@@ -501,12 +494,28 @@ def _keyed(parsed: Parsed, *, duplicate: bool) -> bytes:
 
 
 class ListenerApp:
-    """The ASGI app: the private sync path is served directly (it is the hot path), the rest by Starlette."""
+    """The ASGI app: the private sync path is served directly (it is the hot path), the rest by Starlette.
 
-    def __init__(self, inner: Starlette, token: str) -> None:
+    ``secret_book`` holds the keys requests are verified with; a face that mounts the admin UI
+    (:meth:`mount`) hands it over, so a secret changed there is in force at once.
+    """
+
+    def __init__(
+        self, inner: Starlette, token: str, *, secret_book: SecretBook, closers: list[Callable[[], None]]
+    ) -> None:
         self.inner = inner
         self.state = inner.state
+        self.secret_book = secret_book
         self._token = token.encode()
+        self._closers = closers
+
+    def mount(self, path: str, app: ASGIApp, *, on_close: Callable[[], None] | None = None) -> None:
+        """Serve ``app`` under ``path`` beside health and metrics, before the listener starts (how
+        ``contactsync.servers`` adds the admin UI); ``on_close`` runs when the listener shuts down,
+        after its own engine is disposed."""
+        self.inner.mount(path, app)
+        if on_close is not None:
+            self._closers.append(on_close)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope["path"] if scope["type"] == "http" else ""

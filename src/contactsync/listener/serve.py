@@ -1,4 +1,4 @@
-"""Running the listener: ``contactsync listen`` and the uvicorn factory behind it.
+"""Running the listener: ``contactsync listen`` (the server the CLI hands in) and its handlers alone.
 
 Zero configuration: without ``CONTACTSYNC_LISTENER_TOKEN`` a token is generated once and kept in
 a file (mode 0600), so the private URL printed at first start stays valid across restarts.
@@ -11,20 +11,15 @@ import os
 import secrets
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
+
+from starlette.types import ASGIApp
 
 from contactsync.db.migrate import upgrade
 from contactsync.db.retention import Retention
 from contactsync.errors import ConfigError
-from contactsync.listener.app import (
-    MIN_TOKEN_CHARS,
-    ListenerApp,
-    build_handlers,
-    create_app,
-    inbox_engine,
-    limits_of,
-    stored_parser,
-)
+from contactsync.listener.app import MIN_TOKEN_CHARS, build_handlers, inbox_engine, limits_of, stored_parser
 from contactsync.listener.getmap import check_mapping
 from contactsync.listener.handlers import Runner, close_handlers
 from contactsync.settings import Settings
@@ -53,14 +48,16 @@ def resolve_token(settings: Settings, *, token_file: Path = DEFAULT_TOKEN_FILE) 
     return settings.model_copy(update={"listener_token": token}), True
 
 
-def app_from_env() -> ListenerApp:
-    """Uvicorn factory (``uvicorn --factory contactsync.listener.serve:app_from_env``): settings from env."""
-    settings, _ = resolve_token(Settings())
-    return create_app(settings)
-
-
-def run(settings: Settings, *, host: str, port: int, token_file: Path = DEFAULT_TOKEN_FILE) -> None:
-    """Serve the listener until interrupted, printing its private URL."""
+def run(
+    settings: Settings,
+    *,
+    server: Callable[[Settings], ASGIApp],
+    host: str,
+    port: int,
+    token_file: Path = DEFAULT_TOKEN_FILE,
+) -> None:
+    """Serve the listener ``server`` builds (a face: ``contactsync.servers.listener_server``) until
+    interrupted, printing its private URL."""
     import uvicorn
 
     settings, created = resolve_token(settings, token_file=token_file)
@@ -79,7 +76,7 @@ def run(settings: Settings, *, host: str, port: int, token_file: Path = DEFAULT_
         f"  health {url}/health · metrics {url}/metrics · inbox {settings.listener_database_url}", flush=True
     )
     uvicorn.run(
-        create_app(settings),
+        server(settings),
         host=host,
         port=port,
         log_level="warning",

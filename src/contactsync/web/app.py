@@ -1,4 +1,5 @@
-"""The admin UI app factory: one Starlette app per side, mounted by the platform and listener apps.
+"""The admin UI app factory: one Starlette app per side, mounted on the platform and listener apps by
+``contactsync.servers``.
 
 ``create_web_app(settings, engine=..., side="platform"|"listener")`` returns an ASGI app whose links
 are relative to wherever it is mounted (``root_path``). Every page but the login form needs a
@@ -358,7 +359,7 @@ def create_web_app(
 ) -> ASGIApp:
     """The admin UI of ``side`` over ``engine`` (the platform or the listener database), with the
     collaborators :class:`Wiring` describes. People sign in to the platform's UI as users
-    (``CONTACTSYNC_ADMIN_PASSWORD`` bootstraps the operator through the API app); the listener's UI
+    (``CONTACTSYNC_ADMIN_PASSWORD`` bootstraps the operator, see ``contactsync.servers``); the listener's UI
     raises :class:`~contactsync.errors.ConfigError` without an admin password.
     """
     env = Environment(
