@@ -10,7 +10,7 @@ $(VENV)/.installed: pyproject.toml setup.py src/contactsync/wire/_phpform_c.c
 	python3 -m venv $(VENV)
 	$(PY) -m pip install $(PIP_FLAGS) --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
 	$(PY) -m pip install $(PIP_FLAGS) -e '.[test,dev]' 2>&1 | grep -v "^WARNING: Location" || true
-	$(PY) -c "import contactsync, pytest, ruff, mypy"
+	$(PY) -c "import contactsync, pytest, ruff, mypy, importlinter"
 	touch $@
 
 install: $(VENV)/.installed
@@ -25,6 +25,7 @@ check: install
 	$(VENV)/bin/ruff format --check src tests bench
 	$(VENV)/bin/ruff check src tests bench
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports --no-logo
 
 format: install
 	$(VENV)/bin/ruff format src tests bench
@@ -34,4 +35,4 @@ bench: install
 	for b in bench/*.py; do $(PY) $$b || exit 1; done
 
 clean:
-	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache .mypy_cache .ruff_cache .import_linter_cache .grimp_cache
