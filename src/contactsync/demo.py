@@ -28,7 +28,8 @@ from typing import Any
 import sqlalchemy as sa
 import uvicorn
 
-from contactsync.automation.actions import SyncActionSettings, create_action
+from contactsync.automation.action_settings import SyncActionSettings
+from contactsync.automation.actions import create_action
 from contactsync.automation.activity import (
     CampaignOpened,
     Event,

@@ -10,14 +10,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from contactsync.automation.actions import (
+from contactsync.automation.action_settings import (
     Header,
     SyncActionSettings,
     capacity_warnings,
-    endpoint_of,
     validate_settings,
     worst_case_variables,
 )
+from contactsync.automation.actions import endpoint_of
 from contactsync.automation.predicate import (
     ActivityRow,
     ContactView,

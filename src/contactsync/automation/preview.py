@@ -14,18 +14,15 @@ from typing import Literal
 import sqlalchemy as sa
 from pydantic import BaseModel, Field
 
-from contactsync.automation.actions import (
+from contactsync.automation.action_settings import (
     SyncActionSettings,
-    account_of_automation,
-    endpoint_of,
     field_keys,
-    freeze_request,
-    get_action,
-    payload_options,
     renders_at_send,
     validate_settings,
 )
+from contactsync.automation.actions import account_of_automation, endpoint_of, get_action
 from contactsync.automation.contacts import get_contact
+from contactsync.automation.freezing import freeze_request, payload_options
 from contactsync.automation.payload_builder import build
 from contactsync.automation.runtime import Runtime
 from contactsync.db.platform import actions, automations

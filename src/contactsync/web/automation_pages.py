@@ -28,18 +28,16 @@ from contactsync.api.deps import (
     own_contact,
     own_list,
 )
+from contactsync.automation.action_settings import SyncActionSettings, field_keys, validate_settings
 from contactsync.automation.actions import (
-    SyncActionSettings,
     create_action,
     delete_action,
-    field_keys,
     get_action,
     list_actions,
     reveal,
     rotate_secret,
     shown,
     update_action,
-    validate_settings,
     with_stored_values,
 )
 from contactsync.automation.automations import (

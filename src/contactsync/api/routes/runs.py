@@ -30,7 +30,8 @@ from contactsync.api.deps import (
 from contactsync.api.errors import ERROR_RESPONSES
 from contactsync.api.routing import UtcRoute
 from contactsync.automation import explain, manual
-from contactsync.automation.actions import SyncActionSettings, get_action
+from contactsync.automation.action_settings import SyncActionSettings
+from contactsync.automation.actions import get_action
 from contactsync.automation.preview import Preview, preview
 from contactsync.db.platform import manual_runs
 from contactsync.db.sealing import mask
