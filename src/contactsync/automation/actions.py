@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
-from urllib.parse import urlsplit
 
 import sqlalchemy as sa
 from pydantic import BaseModel, Field
@@ -46,16 +45,6 @@ class ActionOut(BaseModel):
     warnings: list[str] = Field(default_factory=list, description="what a default PHP listener would lose")
 
 
-def endpoint_of(url: str) -> str:
-    """``scheme://host:port`` of a URL (default ports made explicit): the unit of endpoint health."""
-    parts = urlsplit(url)
-    port = parts.port or (443 if parts.scheme == "https" else 80)
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    return f"{parts.scheme}://{host}:{port}"
-
-
 def _list_of_automation(conn: sa.Connection, automation_id: int) -> int:
     found = conn.execute(sa.select(automations.c.list_id).where(automations.c.id == automation_id)).scalar()
     if found is None:
@@ -80,9 +69,10 @@ def _touch_endpoint(conn: sa.Connection, automation_id: int, endpoint: str, now:
     endpoint_rows.mark_edited(conn, key, now=now)
 
 
-def _endpoint_for(template: shortcodes.Template, settings: SyncActionSettings) -> str:
-    # scheme, host and port are literal text in a valid template: render with an empty context
-    return endpoint_of(template.render({}, now=datetime(2020, 1, 1)))
+def template_endpoint(template: shortcodes.Template) -> str:
+    """The endpoint a compiled URL template sends to (its scheme, host and port are literal text in a
+    valid template, so an empty context renders them)."""
+    return endpoint_rows.endpoint_key(template.render({}, now=datetime(2020, 1, 1)))
 
 
 def stored_settings(
@@ -159,7 +149,7 @@ def create_action(
     list_id = _list_of_automation(conn, automation_id)
     template = validate_settings(settings, field_keys(conn, list_id), country_code=rt.default_country_code)
     now = rt.clock()
-    endpoint = _endpoint_for(template, settings)
+    endpoint = template_endpoint(template)
     secret = generate_secret()
     action_id = conn.execute(
         actions.insert()
@@ -203,7 +193,7 @@ def update_action(
     list_id = _list_of_automation(conn, current.automation_id)
     template = validate_settings(settings, field_keys(conn, list_id), country_code=rt.default_country_code)
     now = rt.clock()
-    endpoint = _endpoint_for(template, settings)
+    endpoint = template_endpoint(template)
     if endpoint != current.endpoint:
         _no_credentials_to(endpoint, settings, current.settings.headers, rt.keyring)
     conn.execute(
