@@ -60,6 +60,17 @@ class AttemptResult:
         return self.outcome.error
 
 
+def outcome_label(result: AttemptResult) -> str:
+    """The attempt's outcome in one word, as stored, counted and shown: success, http_3xx, http_4xx,
+    http_5xx, gone (410: the endpoint is disabled), or the error kind when no status line came."""
+    status = result.status
+    if status is None:
+        return result.error or "error"
+    if 200 <= status < 300:
+        return "success"
+    return f"http_{status // 100}xx" if status != 410 else "gone"
+
+
 def attempt_headers(
     *,
     method: str,
