@@ -9,11 +9,9 @@ checked against the signed-in user's account first: another account's answers 40
 
 from __future__ import annotations
 
-import asyncio
 import json
 from typing import Any
 
-import aiohttp
 import sqlalchemy as sa
 from pydantic import ValidationError as PydanticValidationError
 from starlette.requests import Request
@@ -50,13 +48,11 @@ from contactsync.automation.lists import get_thresholds, list_fields
 from contactsync.automation.manual import list_runs
 from contactsync.automation.preview import preview
 from contactsync.automation.runtime import Runtime
+from contactsync.automation.test_send import Prepared, prepare_test, send_test
 from contactsync.db.counting import capped, matching, total
 from contactsync.db.platform import actions, automations, contacts, deliveries, lists
-from contactsync.db.sealing import mask
 from contactsync.delivery import trouble
-from contactsync.delivery.attempt import send
-from contactsync.delivery.hints import hint
-from contactsync.delivery.netguard import NetPolicy, create_connector
+from contactsync.delivery.netguard import NetPolicy
 from contactsync.delivery.outbox import pending_for_actions
 from contactsync.errors import ContactSyncError, NotFoundError
 from contactsync.listener.getmap import advise
@@ -512,9 +508,9 @@ def routes(web: Web) -> list[BaseRoute]:
         current = await web.read(lambda conn: mine(conn, session, action_id))
         who = session.who
 
-        def prepare(conn: sa.Connection, contact_id: int, settings: SyncActionSettings) -> Any:
+        def prepare(conn: sa.Connection, contact_id: int, settings: SyncActionSettings) -> Prepared:
             own_contact(conn, who.principal, contact_id)
-            made = preview(conn, rt, action_id, contact_id, settings=settings, reveal=True)
+            made = prepare_test(conn, rt, action_id, contact_id, settings=settings)
             who.record(conn, "action.test_send", "action", action_id, now=utcnow(), contact_id=contact_id)
             return made
 
@@ -524,7 +520,7 @@ def routes(web: Web) -> list[BaseRoute]:
             settings = with_stored_values(
                 action_settings(form, base=current.settings), current.settings.headers, rt.keyring
             )
-            sent = await web.write(lambda conn: prepare(conn, contact_id, settings))
+            prepared = await web.write(lambda conn: prepare(conn, contact_id, settings))
         except NotFoundError:
             raise
         except ContactSyncError as exc:
@@ -537,35 +533,20 @@ def routes(web: Web) -> list[BaseRoute]:
                 allow_private_networks=web.settings.allow_private_networks,
                 allowed_cidrs=tuple(web.settings.allowed_cidrs),
             )
-        async with aiohttp.ClientSession(connector=create_connector(policy, limit=1)) as client:
-            result = await asyncio.wait_for(
-                send(
-                    client,
-                    method=sent.method,
-                    url=sent.url,
-                    headers=sent.headers,
-                    body=sent.body.encode("utf-8") if sent.method == "POST" else None,
-                    policy=policy,
-                    connect_timeout_s=settings.connect_timeout_s,
-                    total_timeout_s=settings.timeout_s,
-                ),
-                timeout=settings.timeout_s + 5,
-            )
-        text = result.body.decode("utf-8", "replace")
-        secret = {h.name for h in settings.headers}
-        masked = {k: mask(v) if k in secret else v for k, v in sent.headers.items()}
+        sent = await send_test(prepared, policy=policy)
+        result = sent.result
         return JSONResponse(
             {
                 "ok": True,
-                "request": sent.model_copy(update={"headers": masked}).model_dump(),
+                "request": sent.request.model_dump(),
                 "response": {
                     "status": result.status,
                     "error": result.detail or result.error,
                     "headers": dict(result.headers),
-                    "body": text,
+                    "body": sent.body,
                     "duration_ms": round(result.duration_s * 1000, 1),
                     "success": result.outcome.succeeded,
-                    "hint": hint(result.status, result.error, detail=result.detail, body=text),
+                    "hint": sent.hint,
                 },
             }
         )
