@@ -599,6 +599,36 @@ def test_send_once_for_the_editors_test_button() -> None:
     asyncio.run(main())
 
 
+def test_send_once_past_its_guard_is_a_timeout_not_an_exception() -> None:
+    from contactsync.delivery.attempt import send_once
+
+    async def main() -> None:
+        receiver = Receiver()
+
+        async def held(_request: web.Request) -> web.Response:
+            await receiver.release.wait()  # released only once the attempt has ended
+            return await reply(200)
+
+        await receiver.add("held", held)
+        try:
+            result = await send_once(
+                method="GET",
+                url=receiver.url("held"),
+                headers={},
+                body=None,
+                policy=LOOPBACK,
+                total_timeout_s=60.0,
+                guard_s=0.05,
+            )
+        finally:
+            receiver.release.set()
+            await receiver.close()
+        assert (result.status, result.error) == (None, "timeout")
+        assert "no answer within 0.05 s" in result.detail
+
+    asyncio.run(main())
+
+
 def test_a_delivery_without_a_secret_fails_and_is_never_sent(engine: sa.Engine) -> None:
     start = datetime.now(UTC).replace(tzinfo=None)
 
