@@ -35,6 +35,7 @@ from pydantic import TypeAdapter
 
 from contactsync.automation import actions as act
 from contactsync.automation import automations, events, lists, manual
+from contactsync.automation.action_settings import SyncActionSettings
 from contactsync.automation.activity import Event
 from contactsync.automation.rules import Group, Reentry, TriggerSpec
 from contactsync.automation.runtime import Runtime
@@ -99,7 +100,7 @@ def add_automation(engine: sa.Engine, list_id: int, trigger: str, rule: dict[str
                 reentry=Reentry(policy="once"),
             ),
         )
-        settings = act.SyncActionSettings(url="https://crm.test/hook?id=[#ID#]&email=[#LOWER EMAIL#]")
+        settings = SyncActionSettings(url="https://crm.test/hook?id=[#ID#]&email=[#LOWER EMAIL#]")
         act.create_action(conn, rt, automation_id=auto.id, settings=settings)
     return auto.id
 

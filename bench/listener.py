@@ -435,7 +435,7 @@ def _php(args: argparse.Namespace, tmp: Path) -> Iterator[Server]:
     if fpm is None:
         raise RuntimeError("php-fpm is not installed")
     db = "cs_bench_" + uuid.uuid4().hex[:10]
-    admin = pymysql.connect(**MARIADB, autocommit=True)  # type: ignore[arg-type]
+    admin = pymysql.connect(**MARIADB, autocommit=True)
     with admin.cursor() as cur:
         cur.execute(f"CREATE DATABASE `{db}` CHARACTER SET utf8mb4")
         cur.execute(
@@ -469,7 +469,7 @@ def _php(args: argparse.Namespace, tmp: Path) -> Iterator[Server]:
     def check(results: list[Result]) -> None:
         with admin.cursor() as cur:
             cur.execute(f"SELECT COUNT(*) FROM `{db}`.contacts")
-            (stored,) = cur.fetchone()  # type: ignore[misc]
+            (stored,) = cur.fetchone()
         if stored < sum(r.requests - r.non_2xx for r in results) - args.connections * len(results):
             raise RuntimeError(f"php: {sum(r.requests for r in results)} requests but only {stored} rows")
 

@@ -139,6 +139,7 @@ def _objects(engine: sa.Engine, world: World, now: datetime) -> dict[str, int]:
     """Accounts, lists, fields, automations and actions through the real code (few rows)."""
     from contactsync.automation import actions as act
     from contactsync.automation import automations, lists
+    from contactsync.automation.action_settings import SyncActionSettings
     from contactsync.automation.rules import Group, Reentry, TriggerSpec
     from contactsync.tenancy.keys import create_key
 
@@ -158,7 +159,7 @@ def _objects(engine: sa.Engine, world: World, now: datetime) -> dict[str, int]:
                 reentry=Reentry(policy="once"),
             ),
         )
-        settings = act.SyncActionSettings(url=f"http://127.0.0.1:9/{name.lower()}?email=[#LOWER EMAIL#]")
+        settings = SyncActionSettings(url=f"http://127.0.0.1:9/{name.lower()}?email=[#LOWER EMAIL#]")
         return auto.id, act.create_action(conn, rt, automation_id=auto.id, settings=settings).id
 
     everyone: dict[str, Any] = {"op": "and", "conditions": []}

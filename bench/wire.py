@@ -15,6 +15,7 @@ Run: ``python bench/wire.py [--rounds 15] [--seconds 0.05] [--python]``.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import shutil
@@ -181,8 +182,8 @@ def main() -> None:
         for name, data in cases.items():
             body = bodies[name]
             ours = {
-                "decode": rate(lambda b=body: decode(b, source="get"), rounds=1, seconds=args.seconds),
-                "encode": rate(lambda d=data: encode(d), rounds=1, seconds=args.seconds),
+                "decode": rate(functools.partial(decode, body, source="get"), rounds=1, seconds=args.seconds),
+                "encode": rate(functools.partial(encode, data), rounds=1, seconds=args.seconds),
             }
             for op in ("decode", "encode"):
                 for clock, index in (("wall", 0), ("cpu", 1)):

@@ -380,19 +380,21 @@ def demo_command(
     import logging
     import webbrowser
 
-    from contactsync import demo
+    from contactsync.demo.config import DemoConfig
+    from contactsync.demo.report import Progress, check
+    from contactsync.demo.run import run
 
     if check_only:
         if workdir is None:
             raise fail("--check needs the --dir of an earlier demo")
         with one_line_errors():
-            _demo_verdict(demo.check(workdir), workdir)
+            _demo_verdict(check(workdir), workdir)
 
     logging.basicConfig(level=logging.ERROR)
     where = workdir or Path(tempfile.mkdtemp(prefix="contactsync-demo-"))
     if workdir is not None and any(workdir.glob("*.db")):
         raise fail(f"{workdir} already holds a demo database; pass an empty --dir")
-    config = demo.DemoConfig(
+    config = DemoConfig(
         workdir=where,
         duration_s=duration,
         contacts=contacts,
@@ -418,7 +420,7 @@ def demo_command(
         stop = f"for {duration:g} s" if duration else "until Ctrl-C"
         out.print(Panel(grid, title="contactsync demo", subtitle=f"running {stop}"))
 
-    def render(state: demo.Progress, phase: str) -> Any:
+    def render(state: Progress, phase: str) -> Any:
         table = Table(title=f"live · {phase}", show_header=True, header_style="bold")
         for name in (
             "events",
@@ -441,10 +443,10 @@ def demo_command(
         if not no_browser:
             webbrowser.open(url)
 
-    live = Live(render(demo.Progress(), "starting"), console=out, refresh_per_second=4, transient=False)
+    live = Live(render(Progress(), "starting"), console=out, refresh_per_second=4, transient=False)
     with one_line_errors():
         try:
-            report = asyncio.run(demo.run(config, show=show, render=render, live=live, on_ready=ready))
+            report = asyncio.run(run(config, show=show, render=render, live=live, on_ready=ready))
         except OSError as exc:
             raise fail(str(exc)) from None
     out.print()

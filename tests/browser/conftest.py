@@ -21,7 +21,8 @@ import pytest
 import sqlalchemy as sa
 import uvicorn
 
-from contactsync.automation.actions import SyncActionSettings, create_action
+from contactsync.automation.action_settings import SyncActionSettings
+from contactsync.automation.actions import create_action
 from contactsync.automation.automations import AutomationIn, create_automation
 from contactsync.automation.contacts import ContactIn, upsert_contact
 from contactsync.automation.lists import FieldIn, ListIn, create_account, create_field, create_list

@@ -11,7 +11,8 @@ import pytest
 import sqlalchemy as sa
 from playwright.sync_api import expect
 
-from contactsync.automation.actions import get_action, payload_options
+from contactsync.automation.actions import get_action
+from contactsync.automation.freezing import payload_options
 from contactsync.automation.payload_builder import build
 from contactsync.db.listener import inbox
 from contactsync.db.platform import deliveries

@@ -18,7 +18,8 @@ import pytest
 import sqlalchemy as sa
 from playwright.sync_api import expect
 
-from contactsync.automation.actions import SyncActionSettings, create_action
+from contactsync.automation.action_settings import SyncActionSettings
+from contactsync.automation.actions import create_action
 from contactsync.automation.automations import AutomationIn, create_automation
 from contactsync.automation.contacts import ContactIn, find_contact, upsert_contact
 from contactsync.automation.lists import list_fields

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -558,23 +559,35 @@ def test_rate_limited_endpoint_still_delivers(engine: sa.Engine) -> None:
 
 
 def test_send_once_for_the_editors_test_button() -> None:
-    from contactsync.delivery.attempt import send_once
+    from contactsync.delivery.attempt import DEFAULT_USER_AGENT, attempt_headers, send_once
+
+    def signed(method: str, url: str, body: bytes, content_type: str = "") -> dict[str, str]:
+        return attempt_headers(
+            method=method,
+            url=url,
+            body=body,
+            content_type=content_type,
+            static_headers={},
+            transactionid=99,
+            keys=[SECRET],
+            timestamp=int(time.time()),
+            user_agent=DEFAULT_USER_AGENT,
+        )
 
     async def main() -> None:
         receiver = Receiver()
         await receiver.add("ok", lambda r: reply(200, body="hello"))
+        url = receiver.url("ok")
         try:
             result = await send_once(
                 method="POST",
-                url=receiver.url("ok"),
+                url=url,
+                headers=signed("POST", url, b"a=1", "application/x-www-form-urlencoded"),
                 body=b"a=1",
-                content_type="application/x-www-form-urlencoded",
-                transactionid=99,
-                secrets=[SECRET],
                 policy=LOOPBACK,
             )
             blocked = await send_once(
-                method="GET", url=receiver.url("ok"), body=b"", transactionid=1, policy=NetPolicy()
+                method="GET", url=url, headers=signed("GET", url, b""), body=None, policy=NetPolicy()
             )
         finally:
             await receiver.close()
@@ -582,6 +595,36 @@ def test_send_once_for_the_editors_test_button() -> None:
         [arrival] = receiver.arrivals["ok"]
         standardwebhooks.Webhook(SECRET).verify(arrival.body, arrival.headers, json_parse=False)
         assert blocked.error == "blocked"
+
+    asyncio.run(main())
+
+
+def test_send_once_past_its_guard_is_a_timeout_not_an_exception() -> None:
+    from contactsync.delivery.attempt import send_once
+
+    async def main() -> None:
+        receiver = Receiver()
+
+        async def held(_request: web.Request) -> web.Response:
+            await receiver.release.wait()  # released only once the attempt has ended
+            return await reply(200)
+
+        await receiver.add("held", held)
+        try:
+            result = await send_once(
+                method="GET",
+                url=receiver.url("held"),
+                headers={},
+                body=None,
+                policy=LOOPBACK,
+                total_timeout_s=60.0,
+                guard_s=0.05,
+            )
+        finally:
+            receiver.release.set()
+            await receiver.close()
+        assert (result.status, result.error) == (None, "timeout")
+        assert "no answer within 0.05 s" in result.detail
 
     asyncio.run(main())
 

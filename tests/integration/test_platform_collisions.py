@@ -13,6 +13,7 @@ import sqlalchemy as sa
 
 from contactsync.automation import actions as act
 from contactsync.automation import automations, events, lists, manual
+from contactsync.automation.action_settings import SyncActionSettings
 from contactsync.automation.activity import CampaignOpened
 from contactsync.automation.rules import Reentry, TriggerSpec
 from contactsync.automation.runtime import Runtime
@@ -62,7 +63,7 @@ def _seed(url: str, trigger: str) -> tuple[sa.Engine, int]:
                 list_id=lst.id, name="m", trigger=TriggerSpec(event=trigger), reentry=Reentry(policy="always")
             ),
         )
-        settings = act.SyncActionSettings(url="https://h.test/?tid=[#TRANSACTIONID#]")
+        settings = SyncActionSettings(url="https://h.test/?tid=[#TRANSACTIONID#]")
         act.create_action(conn, rt, automation_id=auto.id, settings=settings)
     return engine, auto.id
 

@@ -16,6 +16,7 @@ import sqlalchemy as sa
 
 from contactsync.automation import actions as act
 from contactsync.automation import automations, lists, manual
+from contactsync.automation.action_settings import SyncActionSettings
 from contactsync.automation.rules import Group, TriggerSpec
 from contactsync.automation.runtime import Runtime
 from contactsync.db import create_engine
@@ -108,7 +109,7 @@ def seed(url: str) -> tuple[int, int]:
             ),
         )
         action = act.create_action(
-            conn, rt, automation_id=auto.id, settings=act.SyncActionSettings(url="https://h.test/[#ID#]")
+            conn, rt, automation_id=auto.id, settings=SyncActionSettings(url="https://h.test/[#ID#]")
         )
     engine.dispose()
     return auto.id, action.id

@@ -16,6 +16,8 @@ import sqlalchemy as sa
 
 from contactsync.automation import actions as act
 from contactsync.automation import lists
+from contactsync.automation.action_settings import SyncActionSettings, validate_settings
+from contactsync.automation.freezing import Freezer, freeze_request
 from contactsync.automation.payload_builder import PayloadOptions, build
 from contactsync.db import create_engine
 from contactsync.db import platform as t
@@ -101,7 +103,7 @@ def test_wire_encodes_as_the_validated_model(engine: sa.Engine, options: Payload
 
 @pytest.mark.parametrize("content_type", ["form", "json"])
 def test_spliced_transactionid_gives_the_bytes_of_a_fresh_build(engine: sa.Engine, content_type: str) -> None:
-    settings = act.SyncActionSettings(url="https://h.test/?t=[#TRANSACTIONID#]", content_type=content_type)
+    settings = SyncActionSettings(url="https://h.test/?t=[#TRANSACTIONID#]", content_type=content_type)
     action = act.ActionOut(
         id=1,
         automation_id=1,
@@ -112,13 +114,13 @@ def test_spliced_transactionid_gives_the_bytes_of_a_fresh_build(engine: sa.Engin
         created_at=T0,
         updated_at=T0,
     )
-    template = act.validate_settings(settings, [], country_code="1")
-    freezer = act.Freezer(action, template, now=T0, account_id=1)
+    template = validate_settings(settings, [], country_code="1")
+    freezer = Freezer(action, template, now=T0, account_id=1)
     options = PayloadOptions(sections=SECTIONS)
     with engine.connect() as conn:
         placeholder = build(conn, [1], options=options, transactionids={1: 1})[1]
         fresh = build(conn, [1], options=options, transactionids={1: 2**62 + 17})[1]
     spliced = freezer.request(placeholder, transactionid=2**62 + 17, automation_id=1, contact_id=1, now=T0)
-    direct = act.freeze_request(action, template, fresh, automation_id=1, contact_id=1, now=T0, account_id=1)
+    direct = freeze_request(action, template, fresh, automation_id=1, contact_id=1, now=T0, account_id=1)
     assert spliced == direct
     assert spliced.url == f"https://h.test/?t={2**62 + 17}"

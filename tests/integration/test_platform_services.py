@@ -13,6 +13,7 @@ import sqlalchemy as sa
 
 from contactsync.automation import actions as act
 from contactsync.automation import activity, automations, contacts, events, lists, preview
+from contactsync.automation.action_settings import SyncActionSettings
 from contactsync.automation.rules import Group, Reentry, TriggerSpec
 from contactsync.automation.runtime import Runtime
 from contactsync.db import create_engine
@@ -191,7 +192,7 @@ def _automation(
                 reentry=reentry or Reentry(),
             ),
         )
-        s = act.SyncActionSettings.model_validate(
+        s = SyncActionSettings.model_validate(
             {"url": "https://hooks.test/in?who=[#LOWER EMAIL#]", **settings}
         )
         action = act.create_action(conn, w.rt, automation_id=auto.id, settings=s)
@@ -336,7 +337,7 @@ def test_contact_updated_trigger_narrowed_to_fields(world: World) -> None:
             conn,
             world.rt,
             automation_id=auto.id,
-            settings=act.SyncActionSettings(url="https://h.test/", method="GET"),
+            settings=SyncActionSettings(url="https://h.test/", method="GET"),
         )
     _contact(world, "a@b.co", PLAN="free")
     _contact(world, "a@b.co", FIRST_NAME="A")
@@ -379,7 +380,7 @@ def test_action_validation_names_the_field(
     before = world.count(t.actions)
     with pytest.raises(ValidationError) as info, world.engine.begin() as conn:
         act.create_action(
-            conn, world.rt, automation_id=auto_id, settings=act.SyncActionSettings.model_validate(settings)
+            conn, world.rt, automation_id=auto_id, settings=SyncActionSettings.model_validate(settings)
         )
     assert info.value.field == where
     assert needle in str(info.value)
@@ -432,14 +433,14 @@ def test_preview_rotation_and_capacity_warnings(world: World, php: str) -> None:
             world.rt,
             action_id,
             cid,
-            settings=act.SyncActionSettings(url="https://hooks.test/", max_items=600),
+            settings=SyncActionSettings(url="https://hooks.test/", max_items=600),
         )
         small = preview.preview(
             conn,
             world.rt,
             action_id,
             cid,
-            settings=act.SyncActionSettings(url="https://hooks.test/", content_type="json"),
+            settings=SyncActionSettings(url="https://hooks.test/", content_type="json"),
         )
     assert big.php_variables > 1000
     assert any("max_input_vars" in w for w in big.warnings)

@@ -27,7 +27,8 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
 from contactsync.api import create_app
-from contactsync.automation.actions import SyncActionSettings, payload_options
+from contactsync.automation.action_settings import SyncActionSettings
+from contactsync.automation.freezing import payload_options
 from contactsync.automation.payload_builder import build
 from contactsync.automation.runtime import Runtime
 from contactsync.automation.send_time import CONTACT_GONE, Renderer

@@ -112,7 +112,8 @@ def installation(
 def manual_automation(engine: sa.Engine, rt: Any) -> dict[str, int]:
     """An account with a list (a City field), a manual automation and its sync action, through the
     services: what the CLI tests run their commands against."""
-    from contactsync.automation.actions import SyncActionSettings, create_action
+    from contactsync.automation.action_settings import SyncActionSettings
+    from contactsync.automation.actions import create_action
     from contactsync.automation.automations import AutomationIn, create_automation
     from contactsync.automation.lists import FieldIn, ListIn, create_account, create_field, create_list
     from contactsync.automation.rules import TriggerSpec

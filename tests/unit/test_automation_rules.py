@@ -10,11 +10,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from contactsync.automation.actions import (
+from contactsync.automation.action_settings import (
     Header,
     SyncActionSettings,
     capacity_warnings,
-    endpoint_of,
     validate_settings,
     worst_case_variables,
 )
@@ -27,6 +26,7 @@ from contactsync.automation.predicate import (
     lead_label,
 )
 from contactsync.automation.rules import ActivityCondition, FieldCondition, Group, Reentry, TriggerSpec
+from contactsync.delivery.endpoints import endpoint_key
 from contactsync.errors import ValidationError
 from support import examples
 
@@ -181,10 +181,18 @@ def test_reentry_and_trigger_shapes() -> None:
         ("http://x.test/", "http://x.test:80"),
         ("http://X.test:8080/p", "http://x.test:8080"),
         ("http://[::1]:9/", "http://[::1]:9"),
+        ("http://[::1]/", "http://[::1]:80"),
+        ("HTTPS://u:p@X.test/", "https://x.test:443"),
     ],
 )
-def test_endpoint_of(url: str, endpoint: str) -> None:
-    assert endpoint_of(url) == endpoint
+def test_endpoint_key(url: str, endpoint: str) -> None:
+    assert endpoint_key(url) == endpoint
+
+
+@pytest.mark.parametrize("url", ["ftp://x.test/", "http:///path", "x.test"])
+def test_endpoint_key_is_only_of_an_http_url(url: str) -> None:
+    with pytest.raises(ValidationError):
+        endpoint_key(url)
 
 
 def test_settings_defaults_follow_the_specs() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from contactsync.automation.actions import Header, SyncActionSettings, validate_settings
+from contactsync.automation.action_settings import Header, SyncActionSettings, validate_settings
 from contactsync.errors import ValidationError
 from contactsync.wire import sender
 

@@ -16,7 +16,8 @@ import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict, Field
 
 from contactsync import shortcodes
-from contactsync.automation.actions import ActionOut, action_from_row, validate_settings
+from contactsync.automation.action_settings import validate_settings
+from contactsync.automation.actions import ActionOut, action_from_row
 from contactsync.automation.lists import account_of_list, list_fields
 from contactsync.automation.predicate import DEFAULT_THRESHOLDS, Predicate, Thresholds, compile_predicate
 from contactsync.automation.rules import (

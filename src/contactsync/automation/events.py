@@ -20,7 +20,6 @@ import sqlalchemy as sa
 from pydantic import BaseModel
 
 from contactsync.automation import reentry
-from contactsync.automation.actions import Freezer, payload_options
 from contactsync.automation.activity import (
     CampaignOpened,
     Event,
@@ -32,6 +31,7 @@ from contactsync.automation.activity import (
 )
 from contactsync.automation.automations import Compiled, automation_from_row, compile_many
 from contactsync.automation.contacts import ContactIn, UpsertResult, upsert_contact
+from contactsync.automation.freezing import Freezer, payload_options
 from contactsync.automation.payload_builder import PayloadOptions, Rendered, build
 from contactsync.automation.predicate import compile_prefilter
 from contactsync.automation.rules import Reentry

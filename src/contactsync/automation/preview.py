@@ -14,18 +14,15 @@ from typing import Literal
 import sqlalchemy as sa
 from pydantic import BaseModel, Field
 
-from contactsync.automation.actions import (
+from contactsync.automation.action_settings import (
     SyncActionSettings,
-    account_of_automation,
-    endpoint_of,
     field_keys,
-    freeze_request,
-    get_action,
-    payload_options,
     renders_at_send,
     validate_settings,
 )
+from contactsync.automation.actions import account_of_automation, get_action, template_endpoint
 from contactsync.automation.contacts import get_contact
+from contactsync.automation.freezing import freeze_request, payload_options
 from contactsync.automation.payload_builder import build
 from contactsync.automation.runtime import Runtime
 from contactsync.db.platform import actions, automations
@@ -83,7 +80,7 @@ def preview(
     template = validate_settings(
         action.settings, field_keys(conn, list_id), country_code=rt.default_country_code
     )
-    if settings is not None and endpoint_of(template.render({}, now=datetime(2020, 1, 1))) != stored_endpoint:
+    if settings is not None and template_endpoint(template) != stored_endpoint:
         for header in settings.headers:
             if is_sealed(header.value):  # a stored value kept by its hint
                 raise ValidationError(

@@ -40,14 +40,9 @@ from typing import Any
 import sqlalchemy as sa
 
 from contactsync import shortcodes
-from contactsync.automation.actions import (
-    ActionOut,
-    Freezer,
-    action_from_row,
-    field_keys,
-    payload_options,
-    validate_settings,
-)
+from contactsync.automation.action_settings import field_keys, validate_settings
+from contactsync.automation.actions import ActionOut, action_from_row
+from contactsync.automation.freezing import Freezer, payload_options
 from contactsync.automation.payload_builder import PayloadOptions, Rendered, build
 from contactsync.automation.runtime import Runtime
 from contactsync.db.platform import actions, automations, deliveries

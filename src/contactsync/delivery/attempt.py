@@ -8,6 +8,7 @@ hostile receiver cannot make the dispatcher buffer gigabytes.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -58,6 +59,17 @@ class AttemptResult:
     @property
     def error(self) -> str | None:
         return self.outcome.error
+
+
+def outcome_label(result: AttemptResult) -> str:
+    """The attempt's outcome in one word, as stored, counted and shown: success, http_3xx, http_4xx,
+    http_5xx, gone (410: the endpoint is disabled), or the error kind when no status line came."""
+    status = result.status
+    if status is None:
+        return result.error or "error"
+    if 200 <= status < 300:
+        return "success"
+    return f"http_{status // 100}xx" if status != 410 else "gone"
 
 
 def attempt_headers(
@@ -172,40 +184,37 @@ async def send_once(
     *,
     method: str,
     url: str,
-    body: bytes,
-    transactionid: int,
+    headers: Mapping[str, str],
+    body: bytes | None,
     policy: NetPolicy,
-    content_type: str = "",
-    static_headers: Mapping[str, str] | None = None,
-    secrets: Sequence[str] = (),
-    user_agent: str = DEFAULT_USER_AGENT,
     connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S,
     total_timeout_s: float = DEFAULT_TOTAL_TIMEOUT_S,
-    timestamp: int | None = None,
+    guard_s: float | None = None,
+    clock: Callable[[], float] = time.monotonic,
 ) -> AttemptResult:
-    """One signed attempt right now, outside the outbox: the action editor's "test send"."""
+    """One attempt right now, outside the outbox, on a guarded connection of its own: a test send.
+
+    ``headers`` are complete (signed: :func:`attempt_headers`). ``guard_s`` caps the whole attempt
+    should the client's own timeouts not end it; running out counts as a ``timeout`` like theirs.
+    """
     from contactsync.delivery.netguard import create_connector
 
-    headers = attempt_headers(
-        method=method,
-        url=url,
-        body=body,
-        content_type=content_type,
-        static_headers=static_headers or {},
-        transactionid=transactionid,
-        keys=list(secrets),
-        timestamp=int(time.time()) if timestamp is None else timestamp,
-        user_agent=user_agent,
-    )
+    started = clock()
     connector = create_connector(policy, limit=1)
     async with aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar()) as session:
-        return await send(
+        attempt = send(
             session,
             method=method,
             url=url,
             headers=headers,
-            body=None if method == "GET" else body,
+            body=body,
             policy=policy,
             connect_timeout_s=connect_timeout_s,
             total_timeout_s=total_timeout_s,
+            clock=clock,
         )
+        try:
+            return await asyncio.wait_for(attempt, guard_s)
+        except TimeoutError:
+            detail = f"timeout: no answer within {guard_s:g} s"
+            return AttemptResult(Outcome(error="timeout"), clock() - started, detail=detail)

@@ -30,7 +30,7 @@ import sqlalchemy as sa
 from contactsync.db import retention
 from contactsync.delivery import endpoints as endpoint_rows
 from contactsync.delivery import health, notify, outbox, presence
-from contactsync.delivery.attempt import AttemptResult, attempt_headers, send
+from contactsync.delivery.attempt import AttemptResult, attempt_headers, outcome_label, send
 from contactsync.delivery.config import DispatcherConfig, default_owner, utcnow
 from contactsync.delivery.endpoints import EndpointKey
 from contactsync.delivery.metrics import DeliveryMetrics
@@ -403,7 +403,7 @@ class Dispatcher:
                     f.claimed.transactionid,
                     f.claimed.attempt,
                     f.result.status,
-                    outbox.outcome_label(f),
+                    outcome_label(f.result),
                     f.decision.verdict.value,
                     f.result.duration_s * 1000,
                 )

@@ -16,10 +16,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple
+from urllib.parse import urlsplit
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
-from yarl import URL
 
 from contactsync.db.counting import Count, capped, matching, total
 from contactsync.db.platform import deliveries, endpoint_events, endpoints
@@ -31,11 +31,18 @@ DEFAULT_MAX_IN_FLIGHT = 10
 
 
 def endpoint_key(url: str) -> str:
-    """``scheme://host:port`` of ``url``, lower-case, default port explicit: what health is tracked by."""
-    parsed = URL(url)
-    if parsed.scheme not in ("http", "https") or not parsed.raw_host:
+    """``scheme://host:port`` of ``url``, lower-case, default port explicit: what health is tracked by.
+
+    This is the ``endpoint`` an action stores and its deliveries carry, so it may never change for a
+    URL: an IPv6 host keeps its brackets (``http://[::1]:80``, which cannot be read as a port of some
+    other host) and a host is kept as written, never converted to its IDNA form.
+    """
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if parts.scheme not in ("http", "https") or not host:
         raise ValidationError(f"not an http(s) URL: {url!r}", field="url")
-    return f"{parsed.scheme}://{parsed.raw_host.lower()}:{parsed.port}"
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    return f"{parts.scheme}://[{host}]:{port}" if ":" in host else f"{parts.scheme}://{host}:{port}"
 
 
 class EndpointKey(NamedTuple):

@@ -17,6 +17,7 @@ from contactsync.db.counting import CAP, capped, matching
 from contactsync.db.platform import DELIVERY_STATES, deliveries
 from contactsync.delivery import endpoints as endpoint_rows
 from contactsync.delivery import outbox
+from contactsync.delivery.attempt import outcome_label
 
 ATTEMPT_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 15.0, 30.0)
 
@@ -73,7 +74,7 @@ class DeliveryMetrics:
 
     def observe(self, finished: outbox.Finished) -> None:
         """Count one recorded attempt."""
-        self.attempts.labels(outbox.outcome_label(finished)).inc()
+        self.attempts.labels(outcome_label(finished.result)).inc()
         self.deliveries.labels(finished.decision.verdict.value).inc()
         self.attempt_seconds.observe(finished.result.duration_s)
 
@@ -82,7 +83,7 @@ class DeliveryMetrics:
         outcomes: collections.Counter[str] = collections.Counter()
         verdicts: collections.Counter[str] = collections.Counter()
         for f in finished:
-            outcomes[outbox.outcome_label(f)] += 1
+            outcomes[outcome_label(f.result)] += 1
             verdicts[f.decision.verdict.value] += 1
             self.attempt_seconds.observe(f.result.duration_s)
         for label, n in outcomes.items():

@@ -22,7 +22,7 @@ from contactsync.db.bulk import insert_rows
 from contactsync.db.counting import Count, capped, matching
 from contactsync.db.platform import RETRYING, deliveries, delivery_attempts
 from contactsync.delivery import endpoints as endpoint_rows
-from contactsync.delivery.attempt import AttemptResult
+from contactsync.delivery.attempt import AttemptResult, outcome_label
 from contactsync.delivery.leases import (
     SETTING_CONNECT_TIMEOUT,
     SETTING_SCHEDULE,
@@ -77,7 +77,6 @@ __all__ = [
     "next_due",
     "notify",
     "oldest_due",
-    "outcome_label",
     "pending_for_actions",
     "recover_since",
     "refuse_unsigned",
@@ -262,7 +261,7 @@ def _deliver_pg(conn: sa.Connection, group: Sequence[Finished], now: datetime) -
         "headers": [json.dumps(dict(f.result.headers)) for f in group],
         "bodies": [f.result.body for f in group],
         "errors": [f.result.detail or f.result.error for f in group],
-        "outcomes": [outcome_label(f) for f in group],
+        "outcomes": [outcome_label(f.result) for f in group],
         "now": now,
     }
     return {row[0] for row in conn.exec_driver_sql(_PG_DELIVER, params)}
@@ -289,7 +288,7 @@ def _deliver_sqlite(conn: sa.Connection, group: Sequence[Finished], now: datetim
             json.dumps(dict(f.result.headers)),
             f.result.body,
             f.result.detail or f.result.error,
-            outcome_label(f),
+            outcome_label(f.result),
         )
         for f in group
         if f.claimed.id in moved
@@ -390,18 +389,8 @@ def _attempt_row(f: Finished) -> dict[str, Any]:
         "response_headers": dict(result.headers),
         "response_body": result.body,
         "error": result.detail or result.error,
-        "outcome": outcome_label(f),
+        "outcome": outcome_label(f.result),
     }
-
-
-def outcome_label(f: Finished) -> str:
-    """The attempt outcome as stored and counted: success, http_4xx, http_5xx, gone, or the error kind."""
-    status = f.result.status
-    if status is None:
-        return f.result.error or "error"
-    if 200 <= status < 300:
-        return "success"
-    return f"http_{status // 100}xx" if status != 410 else "gone"
 
 
 def _record_health(conn: sa.Connection, kept: Sequence[Finished], *, now: datetime) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from contactsync.automation.actions import Header, SyncActionSettings
+from contactsync.automation.action_settings import Header, SyncActionSettings
 from contactsync.automation.automations import AutomationIn
 from contactsync.automation.rules import TRIGGERS
 from contactsync.errors import ContactSyncError, TemplateError, ValidationError

@@ -20,7 +20,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute
 
 from contactsync.api.deps import account_automations, delivery_owned, own_action, own_delivery
-from contactsync.automation.actions import stored_label
+from contactsync.automation.action_settings import stored_label
 from contactsync.db import sealing
 from contactsync.db.counting import Count, capped, matching
 from contactsync.db.platform import (

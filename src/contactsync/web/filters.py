@@ -9,7 +9,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 from jinja2 import Environment
 
-from contactsync.automation.actions import action_label
+from contactsync.automation.action_settings import action_label
 from contactsync.delivery.hints import hint
 
 WORDS = {

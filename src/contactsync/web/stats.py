@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 
-from contactsync.automation.actions import stored_label
+from contactsync.automation.action_settings import stored_label
 from contactsync.db.counting import Count, capped, matching
 from contactsync.db.platform import (
     DELIVERY_STATES,

@@ -25,6 +25,7 @@ from contactsync.api.pagination import Cursor, Limit, Page, after, cut
 from contactsync.api.routing import UtcRoute
 from contactsync.automation import actions as action_svc
 from contactsync.automation import automations as svc
+from contactsync.automation.action_settings import SyncActionSettings
 from contactsync.db.platform import automations as automations_table
 from contactsync.delivery import outbox
 
@@ -98,7 +99,7 @@ def delete_automation(automation_id: Id, ctx: Ctx, caller: Editor) -> Response:
 
 @router.post("/automations/{automation_id}/actions", status_code=201, tags=["actions"])
 def create_action(
-    automation_id: Id, body: action_svc.SyncActionSettings, ctx: Ctx, caller: Editor
+    automation_id: Id, body: SyncActionSettings, ctx: Ctx, caller: Editor
 ) -> action_svc.ActionOut:
     """Validate (template with line/column, scheme, sections, headers) and store; a secret is generated.
 
@@ -128,9 +129,7 @@ def get_action(action_id: Id, ctx: Ctx, caller: Viewer) -> action_svc.ActionOut:
 
 
 @router.put("/actions/{action_id}", tags=["actions"])
-def update_action(
-    action_id: Id, body: action_svc.SyncActionSettings, ctx: Ctx, caller: Editor
-) -> action_svc.ActionOut:
+def update_action(action_id: Id, body: SyncActionSettings, ctx: Ctx, caller: Editor) -> action_svc.ActionOut:
     with ctx.tx() as conn:
         own_action(conn, caller, action_id)
         updated = action_svc.update_action(conn, ctx.runtime, action_id, body)

@@ -9,7 +9,6 @@ progress is read or a start of it is refused (409: one run per automation at a t
 
 from __future__ import annotations
 
-import aiohttp
 import sqlalchemy as sa
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict, Field, computed_field
@@ -30,13 +29,11 @@ from contactsync.api.deps import (
 from contactsync.api.errors import ERROR_RESPONSES
 from contactsync.api.routing import UtcRoute
 from contactsync.automation import explain, manual
-from contactsync.automation.actions import SyncActionSettings, get_action
+from contactsync.automation.action_settings import SyncActionSettings
 from contactsync.automation.preview import Preview, preview
+from contactsync.automation.trial_send import Prepared, prepare_test, send_test
 from contactsync.db.platform import manual_runs
-from contactsync.db.sealing import mask
-from contactsync.delivery.attempt import send
-from contactsync.delivery.hints import hint
-from contactsync.delivery.netguard import NetPolicy, create_connector
+from contactsync.delivery.netguard import NetPolicy
 from contactsync.errors import NotFoundError, RunInProgressError
 from contactsync.tenancy.keys import Principal
 
@@ -85,60 +82,33 @@ class TestSendOut(BaseModel):
 @router.post("/actions/{action_id}/test-send", tags=["actions"])
 async def test_send(action_id: Id, body: TestSendIn, ctx: Ctx, caller: Editor) -> TestSendOut:
     """One real, signed attempt now, through the dispatcher's network guard; nothing is queued or retried."""
-    request, settings = await run_in_threadpool(_prepare, ctx, caller, action_id, body.contact_id)
+    prepared = await run_in_threadpool(_prepare, ctx, caller, action_id, body.contact_id)
     policy = NetPolicy(
         allow_private_networks=ctx.settings.allow_private_networks,
         allowed_cidrs=tuple(ctx.settings.allowed_cidrs),
     )
-    async with aiohttp.ClientSession(
-        connector=create_connector(policy, limit=1), cookie_jar=aiohttp.DummyCookieJar()
-    ) as session:
-        result = await send(
-            session,
-            method=request.method,
-            url=request.url,
-            headers=request.headers,
-            body=request.body.encode("utf-8") if request.method == "POST" else None,
-            policy=policy,
-            connect_timeout_s=settings.connect_timeout_s,
-            total_timeout_s=settings.timeout_s,
-        )
-    status = result.status
-    if status is None:
-        outcome = result.error or "error"
-    elif 200 <= status < 300:
-        outcome = "success"
-    elif status == 410:
-        outcome = "gone"
-    else:
-        outcome = f"http_{status // 100}xx"
-    text = result.body.decode("utf-8", "replace")
-    secret = {h.name for h in settings.headers}  # credentials: shown masked, like every read
-    shown = {k: mask(v) if k in secret else v for k, v in request.headers.items()}
+    sent = await send_test(prepared, policy=policy)
+    result = sent.result
     return TestSendOut(
-        request=request.model_copy(update={"headers": shown}),
+        request=sent.request,
         response=TestResponse(
-            status=status,
-            outcome=outcome,
+            status=result.status,
+            outcome=sent.outcome,
             headers=dict(result.headers),
-            body=text,
+            body=sent.body,
             duration_ms=result.duration_s * 1000.0,
             error=result.detail,
-            hint=hint(status, result.error, detail=result.detail, body=text),
+            hint=sent.hint,
         ),
     )
 
 
-def _prepare(
-    ctx: ApiContext, caller: Principal, action_id: int, contact_id: int
-) -> tuple[Preview, SyncActionSettings]:
+def _prepare(ctx: ApiContext, caller: Principal, action_id: int, contact_id: int) -> Prepared:
     with ctx.tx() as conn:
         own_action(conn, caller, action_id)
         own_contact(conn, caller, contact_id)
         audit(conn, ctx, caller, "action.test_send", "action", action_id, contact_id=contact_id)
-        return preview(conn, ctx.runtime, action_id, contact_id, reveal=True), get_action(
-            conn, action_id
-        ).settings
+        return prepare_test(conn, ctx.runtime, action_id, contact_id)
 
 
 # --- manual runs -----------------------------------------------------------------------------------
