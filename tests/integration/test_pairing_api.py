@@ -14,7 +14,7 @@ import sqlalchemy as sa
 
 from contactsync.db import listener as t
 from contactsync.db.sealing import generate_key
-from contactsync.delivery.hints import SECRET_UNKNOWN
+from contactsync.delivery.hints import ACTION_PAGE, SECRET_UNKNOWN
 from support.api import Api, api_client, automation_with_action
 from support.listener import Listener, start_listener, wait_for
 from support.ports import free_socket
@@ -54,7 +54,7 @@ def test_a_test_send_explains_the_unknown_secret_and_passes_once_the_listener_kn
 
     refused = _test_send(api, action["id"], contact["id"])
     assert refused["status"] == 401
-    assert refused["hint"] == SECRET_UNKNOWN
+    assert refused["hint"] == SECRET_UNKNOWN.replace("this page", ACTION_PAGE)  # read outside that page
     assert json.loads(str(refused["body"]))["reason"] == "no_match"  # the raw answer beside the hint
     name = f"new · action {action['id']}"
     wait_for(lambda: _refused_actions(listener) == [(str(action["id"]), name)])

@@ -64,8 +64,9 @@ def prepare_test(
     return Prepared(request, settings if settings is not None else get_action(conn, action_id).settings)
 
 
-async def send_test(prepared: Prepared, *, policy: NetPolicy) -> Sent:
-    """Send ``prepared`` once now, with the action's timeouts."""
+async def send_test(prepared: Prepared, *, policy: NetPolicy, panel: str = "this page") -> Sent:
+    """Send ``prepared`` once now, with the action's timeouts; ``panel`` says, to whoever reads the
+    hint, where the action's "Connect your listener" panel is."""
     request, settings = prepared.request, prepared.settings
     result = await send_once(
         method=request.method,
@@ -85,5 +86,5 @@ async def send_test(prepared: Prepared, *, policy: NetPolicy) -> Sent:
         result=result,
         outcome=outcome_label(result),
         body=text,
-        hint=hint(result.status, result.error, detail=result.detail, body=text),
+        hint=hint(result.status, result.error, detail=result.detail, body=text, panel=panel),
     )

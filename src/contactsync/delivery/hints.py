@@ -15,6 +15,8 @@ _SECRET_UNKNOWN = (
     "(copy it from “Connect your listener” on {panel})."
 )
 SECRET_UNKNOWN = _SECRET_UNKNOWN.format(panel="this page")
+ACTION_PAGE = "the action's page in the admin UI"
+"""Where the pairing panel is, for a hint read outside that page (the REST API's test send)."""
 
 
 def _reason(body: str) -> str:

@@ -100,7 +100,7 @@ def random_event(rng: random.Random, contact_id: int, at: datetime | None = None
 
 
 def seed(engine: sa.Engine, rt: Runtime, *, config: DemoConfig, listener_url: str) -> Seeded:
-    """The demo's list, contacts with history, and its two automations (one transaction)."""
+    """The demo's list, contacts with history, and its three automations (one transaction)."""
     rng = random.Random(config.seed)
     now = rt.clock()
     with engine.begin() as conn:

@@ -33,6 +33,7 @@ from contactsync.automation.action_settings import SyncActionSettings
 from contactsync.automation.preview import Preview, preview
 from contactsync.automation.trial_send import Prepared, prepare_test, send_test
 from contactsync.db.platform import manual_runs
+from contactsync.delivery.hints import ACTION_PAGE
 from contactsync.delivery.netguard import NetPolicy
 from contactsync.errors import NotFoundError, RunInProgressError
 from contactsync.tenancy.keys import Principal
@@ -87,7 +88,7 @@ async def test_send(action_id: Id, body: TestSendIn, ctx: Ctx, caller: Editor) -
         allow_private_networks=ctx.settings.allow_private_networks,
         allowed_cidrs=tuple(ctx.settings.allowed_cidrs),
     )
-    sent = await send_test(prepared, policy=policy)
+    sent = await send_test(prepared, policy=policy, panel=ACTION_PAGE)
     result = sent.result
     return TestSendOut(
         request=sent.request,
