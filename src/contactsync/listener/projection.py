@@ -291,34 +291,24 @@ def _compiled(stmt: sa.ClauseElement, dialect: sa.Dialect, keys: tuple[str, ...]
     return found
 
 
-def _cursor(conn: sa.Connection) -> Any:
-    return conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-
-
 def _run(conn: sa.Connection, stmt: sa.ClauseElement, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
-    """Execute a statement built once on the driver's cursor, inside ``conn``'s transaction.
+    """Execute a statement built once as driver SQL inside ``conn``'s transaction; rows as plain tuples.
 
-    The projection's few statements ran through ``Connection.execute`` at about five times the cost of
-    the statement itself; compiled once per dialect and parameter set, only the driver call is left.
-    Returns the rows of a query (plain tuples).
+    Compiling an expression per call cost more than running it; compiled once per dialect and parameter
+    set, the SQL still goes through the connection, so engine events (logging, tracing) see it.
     """
     sql, order = _compiled(stmt, conn.dialect, tuple(params))
-    cursor = _cursor(conn)
-    try:
-        cursor.execute(sql, tuple(params[k] for k in order) if order else dict(params))
-        return [tuple(row) for row in cursor.fetchall()] if cursor.description else []
-    finally:
-        cursor.close()
+    result = conn.exec_driver_sql(sql, tuple(params[k] for k in order) if order else dict(params))
+    return [tuple(row) for row in result] if result.returns_rows else []
 
 
 def _run_many(conn: sa.Connection, stmt: sa.ClauseElement, rows: Sequence[Mapping[str, Any]]) -> None:
-    """:func:`_run` for several rows with the same keys (one ``executemany``)."""
+    """:func:`_run` for several rows with the same keys: one ``executemany`` (pipelined by psycopg)."""
     sql, order = _compiled(stmt, conn.dialect, tuple(rows[0]))
-    cursor = _cursor(conn)
-    try:
-        cursor.executemany(sql, [tuple(row[k] for k in order) for row in rows] if order else list(rows))
-    finally:
-        cursor.close()
+    if order:
+        conn.exec_driver_sql(sql, [tuple(row[k] for k in order) for row in rows])
+    else:
+        conn.exec_driver_sql(sql, [dict(row) for row in rows])
 
 
 def apply(conn: sa.Connection, delivery: Delivery, *, now_ms: int) -> bool:
