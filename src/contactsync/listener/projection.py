@@ -12,10 +12,12 @@ tables come out the same (``id`` surrogate keys and ``updated_at_ms`` aside).
   activity. ``first_transactionid`` is the oldest delivery that carried the row, whose text (a name,
   a score) is the one kept; links keep the highest click count seen.
 
-Portable on purpose (SQLite, PostgreSQL, MySQL/MariaDB): each update locks its contact row (``SELECT
+Portable on purpose (SQLite, PostgreSQL, MySQL/MariaDB): each update locks its contact rows (``SELECT
 … FOR UPDATE``; SQLite's ``BEGIN IMMEDIATE`` already holds the write lock) and decides in Python, so
-the rules read the same on every database. Inserting a contact that a concurrent process inserted
-first fails on the primary key; the handler runner retries, and the retry sees the row.
+the rules read the same on every database. The handler merges a whole batch at once
+(:func:`apply_batch`: a few statements per batch); :func:`apply` merges one delivery (a batch that
+failed is retried one by one, so a bad payload fails alone). Inserting a contact that a concurrent
+process inserted first fails on the primary key; the batch is tried again, and the retry sees the row.
 """
 
 from __future__ import annotations
