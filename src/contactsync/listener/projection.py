@@ -481,17 +481,17 @@ def apply_batch(conn: sa.Connection, deliveries: Iterable[Delivery], *, now_ms: 
                 row["last_transactionid"] = tid
     new_rows = [{**rows[cid], "updated_at_ms": now_ms} for cid in cids if cid not in stored]
     if new_rows:  # first, as apply() does: a concurrent insert of the same contact fails here
-        _run_many(conn, _INSERT_CONTACT, new_rows)
+        _insert_rows(conn, _INSERT_CONTACT, new_rows)
     touched = _merge_batch_fields(conn, by_contact)
     for kind in KINDS:
         touched |= _merge_batch_activity(conn, kind, by_contact)
     updates = [
-        {**{k: v for k, v in rows[cid].items() if k != "contact_id"}, "cid": cid, "updated_at_ms": now_ms}
+        {**rows[cid], "updated_at_ms": now_ms}
         for cid in cids
         if cid in stored and (rows[cid] != stored[cid] or cid in touched)
     ]
     if updates:
-        _run_many(conn, _UPDATE_CONTACT, updates)
+        _update_rows(conn, _UPDATE_CONTACT, {"contact_id": "cid"}, updates)
 
 
 def _merge_batch_fields(conn: sa.Connection, by_contact: Mapping[str, list[Delivery]]) -> set[str]:
@@ -516,16 +516,9 @@ def _merge_batch_fields(conn: sa.Connection, by_contact: Mapping[str, list[Deliv
                         row[f"{key}_transactionid"] = tid
     new_rows, changed = _differences(rows, before)
     if new_rows:
-        _run_many(conn, _INSERT_FIELDS, new_rows)
+        _insert_rows(conn, _INSERT_FIELDS, new_rows)
     if changed:
-        _run_many(
-            conn,
-            _UPDATE_FIELD,
-            [
-                {"cid": row["contact_id"], "fid": row["field_id"], **{k: row[k] for k in _BLANK_FIELD}}
-                for row in changed
-            ],
-        )
+        _update_rows(conn, _UPDATE_FIELD, {"contact_id": "cid", "field_id": "fid"}, changed)
     return {row["contact_id"] for row in new_rows + changed}
 
 
@@ -562,11 +555,68 @@ def _merge_batch_activity(
                 row["clicks"] = sent["clicks"]
     new_rows, changed = _differences(rows, before)
     if new_rows:
-        _run_many(conn, kind.insert, new_rows)
+        _insert_rows(conn, kind.insert, new_rows)
     if changed:
         mutable = _mutable(kind)
-        _run_many(conn, kind.update, [{"rid": row["id"], **{c: row[c] for c in mutable}} for row in changed])
+        _update_rows(
+            conn,
+            kind.update,
+            {"id": "rid"},
+            [{"id": row["id"], **{c: row[c] for c in mutable}} for row in changed],
+        )
     return {row["contact_id"] for row in new_rows + changed}
+
+
+def _insert_rows(conn: sa.Connection, insert: sa.Insert, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Insert ``rows`` (all with the same keys): on PostgreSQL one statement over an array per column."""
+    if conn.dialect.name != "postgresql":
+        _run_many(conn, insert, rows)
+        return
+    columns = tuple(rows[0])
+    _run_arrays(conn, _pg_insert(insert.table, columns), columns, rows)
+
+
+def _update_rows(
+    conn: sa.Connection, update: sa.Update, key: Mapping[str, str], rows: Sequence[Mapping[str, Any]]
+) -> None:
+    """Update ``rows`` (all with the same keys) found by their ``key`` columns (column → the bound name
+    in ``update``'s WHERE): on PostgreSQL one statement joined to an array per column."""
+    if conn.dialect.name != "postgresql":
+        _run_many(conn, update, [{key.get(k, k): v for k, v in row.items()} for row in rows])
+        return
+    columns = (*key, *(c for c in rows[0] if c not in key))
+    _run_arrays(conn, _pg_update(update.table, tuple(key), columns), columns, rows)
+
+
+def _run_arrays(
+    conn: sa.Connection, sql: str, columns: Sequence[str], rows: Sequence[Mapping[str, Any]]
+) -> None:
+    # pipelined executemany costs psycopg ~10 µs of client CPU per row; arrays cost ~2 µs (measured)
+    conn.exec_driver_sql(sql, tuple([row[c] for row in rows] for c in columns))
+
+
+@functools.cache
+def _pg_arrays(table: sa.Table, columns: tuple[str, ...]) -> str:
+    """Binary array parameters (psycopg's ``%b``), one per column, cast to the column's type."""
+    types = ("bigint" if isinstance(table.c[c].type, sa.Integer) else "text" for c in columns)
+    return ", ".join(f"%b::{kind}[]" for kind in types)
+
+
+@functools.cache
+def _pg_insert(table: sa.Table, columns: tuple[str, ...]) -> str:
+    names = ", ".join(f'"{c}"' for c in columns)
+    return f'INSERT INTO "{table.name}" ({names}) SELECT * FROM unnest({_pg_arrays(table, columns)})'
+
+
+@functools.cache
+def _pg_update(table: sa.Table, key: tuple[str, ...], columns: tuple[str, ...]) -> str:
+    names = ", ".join(f'"{c}"' for c in columns)
+    assign = ", ".join(f'"{c}" = v."{c}"' for c in columns if c not in key)
+    match = " AND ".join(f'"{table.name}"."{c}" = v."{c}"' for c in key)
+    return (
+        f'UPDATE "{table.name}" SET {assign}'
+        f" FROM unnest({_pg_arrays(table, columns)}) AS v({names}) WHERE {match}"
+    )
 
 
 def _differences(
