@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.sql.compiler import SQLCompiler
 
 from contactsync.db import listener as t
@@ -415,18 +416,36 @@ def _merge_activity(
 # differs written back with one statement per table and kind. A batch costs a bounded number of round
 # trips whatever its size, where :func:`apply` costs about ten per delivery.
 
-_CIDS: sa.BindParameter[Any] = sa.bindparam("cids", expanding=True)
-_CONTACT_ROWS = (
-    sa.select(t.contacts)
-    .where(t.contacts.c.contact_id.in_(_CIDS))
-    .order_by(t.contacts.c.contact_id)
-    # sorted: projectors locking overlapping batches wait for each other instead of deadlocking
-    .with_for_update()
-)
-_FIELD_ROWS = sa.select(t.field_values).where(
-    t.field_values.c.contact_id.in_(_CIDS),
-    t.field_values.c.field_id.in_(sa.bindparam("fids", expanding=True)),
-)
+
+def _among(column: sa.ColumnElement[Any], name: str, dialect: str) -> sa.ColumnElement[bool]:
+    """``column`` among the values of list parameter ``name``: ``= ANY(array)`` on PostgreSQL, where
+    the statement's text then stays the same for every batch (an expanding ``IN`` renders, and makes
+    psycopg parse, a new text per list length); elsewhere ``IN``."""
+    if dialect == "postgresql":
+        return column == sa.any_(sa.bindparam(name, type_=postgresql.ARRAY(sa.String())))
+    return column.in_(sa.bindparam(name, expanding=True))
+
+
+@functools.cache
+def _contact_rows(dialect: str) -> sa.Select[Any]:
+    contacts = t.contacts
+    return (
+        sa.select(contacts)
+        .where(_among(contacts.c.contact_id, "cids", dialect))
+        .order_by(contacts.c.contact_id)
+        # sorted: projectors locking overlapping batches wait for each other instead of deadlocking
+        .with_for_update()
+    )
+
+
+@functools.cache
+def _field_rows(dialect: str) -> sa.Select[Any]:
+    fields = t.field_values
+    return sa.select(fields).where(
+        _among(fields.c.contact_id, "cids", dialect), _among(fields.c.field_id, "fids", dialect)
+    )
+
+
 _BLANK_CONTACT = {
     **dict.fromkeys(t.CONTACT_ATTRIBUTES),
     **{f"{name}_transactionid": None for name in t.CONTACT_ATTRIBUTES},
@@ -435,11 +454,11 @@ _BLANK_FIELD = {"name": None, "name_transactionid": None, "value": None, "value_
 
 
 @functools.cache
-def _activity_rows(kind: _Kind) -> sa.Select[Any]:
+def _activity_rows(kind: _Kind, dialect: str) -> sa.Select[Any]:
     """Stored rows of ``kind`` for the batch's contacts among candidate first-key values (a superset)."""
     table = kind.table
     return sa.select(table).where(
-        table.c.contact_id.in_(_CIDS), table.c[kind.key[0]].in_(sa.bindparam("firsts", expanding=True))
+        _among(table.c.contact_id, "cids", dialect), _among(table.c[kind.key[0]], "firsts", dialect)
     )
 
 
@@ -462,7 +481,10 @@ def apply_batch(conn: sa.Connection, deliveries: Iterable[Delivery], *, now_ms: 
     if not by_contact:
         return
     cids = sorted(by_contact)
-    stored = {row.contact_id: dict(row._mapping) for row in conn.execute(_CONTACT_ROWS, {"cids": cids})}
+    stored = {
+        row.contact_id: dict(row._mapping)
+        for row in conn.execute(_contact_rows(conn.dialect.name), {"cids": cids})
+    }
     rows: dict[str, dict[str, Any]] = {}
     for cid in cids:
         row = rows[cid] = {
@@ -502,7 +524,7 @@ def _merge_batch_fields(conn: sa.Connection, by_contact: Mapping[str, list[Deliv
     fids = sorted({fid for cid in cids for d in by_contact[cid] for fid in d.fields})
     rows = {
         (row.contact_id, row.field_id): dict(row._mapping)
-        for row in conn.execute(_FIELD_ROWS, {"cids": cids, "fids": fids})
+        for row in conn.execute(_field_rows(conn.dialect.name), {"cids": cids, "fids": fids})
     }
     before = {key: dict(row) for key, row in rows.items()}
     for cid in cids:
@@ -534,7 +556,7 @@ def _merge_batch_activity(
     cids = sorted({cid for cid, _ in carriers})
     firsts = sorted({row[kind.key[0]] for _, d in carriers for row in d.activity[kind.section]})
     rows: dict[tuple[Any, ...], dict[str, Any]] = {}
-    for found in conn.execute(_activity_rows(kind), {"cids": cids, "firsts": firsts}):
+    for found in conn.execute(_activity_rows(kind, conn.dialect.name), {"cids": cids, "firsts": firsts}):
         stored = dict(found._mapping)
         rows[(stored["contact_id"], *(stored[k] for k in kind.key))] = stored
     before = {key: dict(row) for key, row in rows.items()}
