@@ -12,10 +12,12 @@ tables come out the same (``id`` surrogate keys and ``updated_at_ms`` aside).
   activity. ``first_transactionid`` is the oldest delivery that carried the row, whose text (a name,
   a score) is the one kept; links keep the highest click count seen.
 
-Portable on purpose (SQLite, PostgreSQL, MySQL/MariaDB): each update locks its contact row (``SELECT
+Portable on purpose (SQLite, PostgreSQL, MySQL/MariaDB): each update locks its contact rows (``SELECT
 … FOR UPDATE``; SQLite's ``BEGIN IMMEDIATE`` already holds the write lock) and decides in Python, so
-the rules read the same on every database. Inserting a contact that a concurrent process inserted
-first fails on the primary key; the handler runner retries, and the retry sees the row.
+the rules read the same on every database. The handler merges a whole batch at once
+(:func:`apply_batch`: a few statements per batch); :func:`apply` merges one delivery (a batch that
+failed is retried one by one, so a bad payload fails alone). Inserting a contact that a concurrent
+process inserted first fails on the primary key; the batch is tried again, and the retry sees the row.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.sql.compiler import SQLCompiler
 
 from contactsync.db import listener as t
@@ -291,34 +294,24 @@ def _compiled(stmt: sa.ClauseElement, dialect: sa.Dialect, keys: tuple[str, ...]
     return found
 
 
-def _cursor(conn: sa.Connection) -> Any:
-    return conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-
-
 def _run(conn: sa.Connection, stmt: sa.ClauseElement, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
-    """Execute a statement built once on the driver's cursor, inside ``conn``'s transaction.
+    """Execute a statement built once as driver SQL inside ``conn``'s transaction; rows as plain tuples.
 
-    The projection's few statements ran through ``Connection.execute`` at about five times the cost of
-    the statement itself; compiled once per dialect and parameter set, only the driver call is left.
-    Returns the rows of a query (plain tuples).
+    Compiling an expression per call cost more than running it; compiled once per dialect and parameter
+    set, the SQL still goes through the connection, so engine events (logging, tracing) see it.
     """
     sql, order = _compiled(stmt, conn.dialect, tuple(params))
-    cursor = _cursor(conn)
-    try:
-        cursor.execute(sql, tuple(params[k] for k in order) if order else dict(params))
-        return [tuple(row) for row in cursor.fetchall()] if cursor.description else []
-    finally:
-        cursor.close()
+    result = conn.exec_driver_sql(sql, tuple(params[k] for k in order) if order else dict(params))
+    return [tuple(row) for row in result] if result.returns_rows else []
 
 
 def _run_many(conn: sa.Connection, stmt: sa.ClauseElement, rows: Sequence[Mapping[str, Any]]) -> None:
-    """:func:`_run` for several rows with the same keys (one ``executemany``)."""
+    """:func:`_run` for several rows with the same keys: one ``executemany`` (pipelined by psycopg)."""
     sql, order = _compiled(stmt, conn.dialect, tuple(rows[0]))
-    cursor = _cursor(conn)
-    try:
-        cursor.executemany(sql, [tuple(row[k] for k in order) for row in rows] if order else list(rows))
-    finally:
-        cursor.close()
+    if order:
+        conn.exec_driver_sql(sql, [tuple(row[k] for k in order) for row in rows])
+    else:
+        conn.exec_driver_sql(sql, [dict(row) for row in rows])
 
 
 def apply(conn: sa.Connection, delivery: Delivery, *, now_ms: int) -> bool:
@@ -414,6 +407,252 @@ def _merge_activity(
     if new_rows:
         _run_many(conn, kind.insert, new_rows)
     return changed or bool(new_rows)
+
+
+# --- merging a batch of deliveries --------------------------------------------------------------------
+#
+# The same rules as :func:`apply`, decided in memory for a whole batch: the current rows of every contact
+# the batch names are read with one statement per table, the deliveries merged into them, and only what
+# differs written back with one statement per table and kind. A batch costs a bounded number of round
+# trips whatever its size, where :func:`apply` costs about ten per delivery.
+
+
+def _among(column: sa.ColumnElement[Any], name: str, dialect: str) -> sa.ColumnElement[bool]:
+    """``column`` among the values of list parameter ``name``: ``= ANY(array)`` on PostgreSQL, where
+    the statement's text then stays the same for every batch (an expanding ``IN`` renders, and makes
+    psycopg parse, a new text per list length); elsewhere ``IN``."""
+    if dialect == "postgresql":
+        return column == sa.any_(sa.bindparam(name, type_=postgresql.ARRAY(sa.String())))
+    return column.in_(sa.bindparam(name, expanding=True))
+
+
+@functools.cache
+def _contact_rows(dialect: str) -> sa.Select[Any]:
+    contacts = t.contacts
+    return (
+        sa.select(contacts)
+        .where(_among(contacts.c.contact_id, "cids", dialect))
+        .order_by(contacts.c.contact_id)
+        # sorted: projectors locking overlapping batches wait for each other instead of deadlocking
+        .with_for_update()
+    )
+
+
+@functools.cache
+def _field_rows(dialect: str) -> sa.Select[Any]:
+    fields = t.field_values
+    return sa.select(fields).where(
+        _among(fields.c.contact_id, "cids", dialect), _among(fields.c.field_id, "fids", dialect)
+    )
+
+
+_BLANK_CONTACT = {
+    **dict.fromkeys(t.CONTACT_ATTRIBUTES),
+    **{f"{name}_transactionid": None for name in t.CONTACT_ATTRIBUTES},
+}
+_BLANK_FIELD = {"name": None, "name_transactionid": None, "value": None, "value_transactionid": None}
+
+
+@functools.cache
+def _activity_rows(kind: _Kind, dialect: str) -> sa.Select[Any]:
+    """Stored rows of ``kind`` for the batch's contacts among candidate first-key values (a superset)."""
+    table = kind.table
+    return sa.select(table).where(
+        _among(table.c.contact_id, "cids", dialect), _among(table.c[kind.key[0]], "firsts", dialect)
+    )
+
+
+@functools.cache
+def _mutable(kind: _Kind) -> tuple[str, ...]:
+    """The columns of a stored activity row that a delivery may change (text, first delivery, clicks)."""
+    fixed = {"id", "contact_id", *kind.key}
+    return tuple(column.name for column in kind.table.c if column.name not in fixed)
+
+
+def apply_batch(conn: sa.Connection, deliveries: Iterable[Delivery], *, now_ms: int) -> None:
+    """Merge ``deliveries`` (any order, duplicates, several per contact) as :func:`apply` one by one would.
+
+    Runs inside the caller's transaction. A contact another process inserted after the read fails the
+    insert on its primary key, as with :func:`apply`; the caller retries and the retry merges into it.
+    """
+    by_contact: dict[str, list[Delivery]] = {}
+    for delivery in sorted(deliveries, key=lambda d: (d.contact_id, d.transactionid)):
+        by_contact.setdefault(delivery.contact_id, []).append(delivery)
+    if not by_contact:
+        return
+    cids = sorted(by_contact)
+    stored = {
+        row.contact_id: dict(row._mapping)
+        for row in conn.execute(_contact_rows(conn.dialect.name), {"cids": cids})
+    }
+    rows: dict[str, dict[str, Any]] = {}
+    for cid in cids:
+        row = rows[cid] = {
+            "contact_id": cid,
+            **_BLANK_CONTACT,
+            "last_transactionid": None,
+            **stored.get(cid, {}),
+        }
+        for delivery in by_contact[cid]:
+            tid = delivery.transactionid
+            for name, value in delivery.attributes.items():
+                if wins(row[f"{name}_transactionid"], tid):
+                    row[name] = value
+                    row[f"{name}_transactionid"] = tid
+            if row["last_transactionid"] is None or tid > row["last_transactionid"]:
+                row["last_transactionid"] = tid
+    new_rows = [{**rows[cid], "updated_at_ms": now_ms} for cid in cids if cid not in stored]
+    if new_rows:  # first, as apply() does: a concurrent insert of the same contact fails here
+        _insert_rows(conn, _INSERT_CONTACT, new_rows)
+    touched = _merge_batch_fields(conn, by_contact)
+    for kind in KINDS:
+        touched |= _merge_batch_activity(conn, kind, by_contact)
+    updates = [
+        {**rows[cid], "updated_at_ms": now_ms}
+        for cid in cids
+        if cid in stored and (rows[cid] != stored[cid] or cid in touched)
+    ]
+    if updates:
+        _update_rows(conn, _UPDATE_CONTACT, {"contact_id": "cid"}, updates)
+
+
+def _merge_batch_fields(conn: sa.Connection, by_contact: Mapping[str, list[Delivery]]) -> set[str]:
+    """Merge the batch's custom fields; the contacts whose fields changed."""
+    cids = sorted(cid for cid, deliveries in by_contact.items() if any(d.fields for d in deliveries))
+    if not cids:
+        return set()
+    fids = sorted({fid for cid in cids for d in by_contact[cid] for fid in d.fields})
+    rows = {
+        (row.contact_id, row.field_id): dict(row._mapping)
+        for row in conn.execute(_field_rows(conn.dialect.name), {"cids": cids, "fids": fids})
+    }
+    before = {key: dict(row) for key, row in rows.items()}
+    for cid in cids:
+        for delivery in by_contact[cid]:
+            tid = delivery.transactionid
+            for fid, sent in delivery.fields.items():
+                row = rows.setdefault((cid, fid), {"contact_id": cid, "field_id": fid, **_BLANK_FIELD})
+                for key, value in sent.items():
+                    if wins(row[f"{key}_transactionid"], tid):
+                        row[key] = value
+                        row[f"{key}_transactionid"] = tid
+    new_rows, changed = _differences(rows, before)
+    if new_rows:
+        _insert_rows(conn, _INSERT_FIELDS, new_rows)
+    if changed:
+        _update_rows(conn, _UPDATE_FIELD, {"contact_id": "cid", "field_id": "fid"}, changed)
+    return {row["contact_id"] for row in new_rows + changed}
+
+
+def _merge_batch_activity(
+    conn: sa.Connection, kind: _Kind, by_contact: Mapping[str, list[Delivery]]
+) -> set[str]:
+    """Merge the batch's rows of one section; the contacts that gained or changed a row."""
+    carriers = [
+        (cid, d) for cid, deliveries in by_contact.items() for d in deliveries if kind.section in d.activity
+    ]
+    if not carriers:
+        return set()
+    cids = sorted({cid for cid, _ in carriers})
+    firsts = sorted({row[kind.key[0]] for _, d in carriers for row in d.activity[kind.section]})
+    rows: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for found in conn.execute(_activity_rows(kind, conn.dialect.name), {"cids": cids, "firsts": firsts}):
+        stored = dict(found._mapping)
+        rows[(stored["contact_id"], *(stored[k] for k in kind.key))] = stored
+    before = {key: dict(row) for key, row in rows.items()}
+    for cid, delivery in carriers:
+        tid = delivery.transactionid
+        for sent in delivery.activity[kind.section]:
+            row = rows.get((cid, *(sent[k] for k in kind.key)))
+            if row is None:
+                rows[(cid, *(sent[k] for k in kind.key))] = {
+                    "contact_id": cid,
+                    "first_transactionid": tid,
+                    **sent,
+                }
+                continue
+            if tid < row["first_transactionid"]:
+                row.update(kind.text_of(sent), first_transactionid=tid)
+            if "clicks" in sent and sent["clicks"] > row["clicks"]:
+                row["clicks"] = sent["clicks"]
+    new_rows, changed = _differences(rows, before)
+    if new_rows:
+        _insert_rows(conn, kind.insert, new_rows)
+    if changed:
+        mutable = _mutable(kind)
+        _update_rows(
+            conn,
+            kind.update,
+            {"id": "rid"},
+            [{"id": row["id"], **{c: row[c] for c in mutable}} for row in changed],
+        )
+    return {row["contact_id"] for row in new_rows + changed}
+
+
+def _insert_rows(conn: sa.Connection, insert: sa.Insert, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Insert ``rows`` (all with the same keys): on PostgreSQL one statement over an array per column."""
+    if conn.dialect.name != "postgresql":
+        _run_many(conn, insert, rows)
+        return
+    columns = tuple(rows[0])
+    _run_arrays(conn, _pg_insert(insert.table, columns), columns, rows)
+
+
+def _update_rows(
+    conn: sa.Connection, update: sa.Update, key: Mapping[str, str], rows: Sequence[Mapping[str, Any]]
+) -> None:
+    """Update ``rows`` (all with the same keys) found by their ``key`` columns (column → the bound name
+    in ``update``'s WHERE): on PostgreSQL one statement joined to an array per column."""
+    if conn.dialect.name != "postgresql":
+        _run_many(conn, update, [{key.get(k, k): v for k, v in row.items()} for row in rows])
+        return
+    columns = (*key, *(c for c in rows[0] if c not in key))
+    _run_arrays(conn, _pg_update(update.table, tuple(key), columns), columns, rows)
+
+
+def _run_arrays(
+    conn: sa.Connection, sql: str, columns: Sequence[str], rows: Sequence[Mapping[str, Any]]
+) -> None:
+    # pipelined executemany costs psycopg ~10 µs of client CPU per row; arrays cost ~2 µs (measured)
+    conn.exec_driver_sql(sql, tuple([row[c] for row in rows] for c in columns))
+
+
+@functools.cache
+def _pg_arrays(table: sa.Table, columns: tuple[str, ...]) -> str:
+    """Binary array parameters (psycopg's ``%b``), one per column, cast to the column's type."""
+    types = ("bigint" if isinstance(table.c[c].type, sa.Integer) else "text" for c in columns)
+    return ", ".join(f"%b::{kind}[]" for kind in types)
+
+
+@functools.cache
+def _pg_insert(table: sa.Table, columns: tuple[str, ...]) -> str:
+    names = ", ".join(f'"{c}"' for c in columns)
+    return f'INSERT INTO "{table.name}" ({names}) SELECT * FROM unnest({_pg_arrays(table, columns)})'
+
+
+@functools.cache
+def _pg_update(table: sa.Table, key: tuple[str, ...], columns: tuple[str, ...]) -> str:
+    names = ", ".join(f'"{c}"' for c in columns)
+    assign = ", ".join(f'"{c}" = v."{c}"' for c in columns if c not in key)
+    match = " AND ".join(f'"{table.name}"."{c}" = v."{c}"' for c in key)
+    return (
+        f'UPDATE "{table.name}" SET {assign}'
+        f" FROM unnest({_pg_arrays(table, columns)}) AS v({names}) WHERE {match}"
+    )
+
+
+def _differences(
+    rows: Mapping[tuple[Any, ...], dict[str, Any]], before: Mapping[tuple[Any, ...], dict[str, Any]]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The rows to insert and the stored rows that changed, in key order (a stable order of row locks)."""
+    new_rows: list[dict[str, Any]] = []
+    changed: list[dict[str, Any]] = []
+    for key, row in sorted(rows.items()):
+        if key not in before:
+            new_rows.append(row)
+        elif row != before[key]:
+            changed.append(row)
+    return new_rows, changed
 
 
 # --- the converged state of one contact ----------------------------------------------------------------
@@ -578,12 +817,15 @@ class Projection:
         """Merge many payloads in one transaction; if one fails, each goes alone so it fails alone."""
         now = self._clock_ms()
         try:
-            deliveries = [carried(payload) for payload in payloads]
-            with write_transaction(self.engine, self._write_lock) as conn:
-                for delivery in deliveries:
-                    if delivery is not None:
-                        apply(conn, delivery, now_ms=now)
-            return [None] * len(payloads)
+            deliveries = [delivery for delivery in map(carried, payloads) if delivery is not None]
+            for attempt in range(2):
+                try:
+                    with write_transaction(self.engine, self._write_lock) as conn:
+                        apply_batch(conn, deliveries, now_ms=now)
+                    return [None] * len(payloads)
+                except sa.exc.IntegrityError:
+                    if attempt:  # a contact inserted concurrently is there for the second attempt
+                        raise
         except (PayloadError, sa.exc.SQLAlchemyError):
             pass  # rolled back as a whole: retry one by one below
         errors: list[Exception | None] = []
