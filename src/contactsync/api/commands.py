@@ -53,9 +53,10 @@ def serve_command(
 
     from contactsync.api.app import create_app
     from contactsync.automation.runtime import Runtime
+    from contactsync.db.backend import backend_of
 
     settings, engine = migrated_engine()
-    if with_worker and engine.dialect.name != "sqlite":
+    if with_worker and not backend_of(engine).single_writer:
         err.print(
             "note: with PostgreSQL, `contactsync worker` processes can run beside this one", highlight=False
         )

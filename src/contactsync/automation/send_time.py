@@ -50,6 +50,7 @@ from contactsync.automation.actions import (
 )
 from contactsync.automation.payload_builder import PayloadOptions, Rendered, build
 from contactsync.automation.runtime import Runtime
+from contactsync.db.backend import Backend, backend_of
 from contactsync.db.platform import actions, automations, deliveries
 from contactsync.delivery.outbox import PENDING, notify
 from contactsync.delivery.states import move
@@ -84,7 +85,7 @@ class Done:
 
 
 @functools.cache
-def _pick(dialect: str) -> sa.Select[Any]:
+def _pick(backend: Backend) -> sa.Select[Any]:
     """The marked rows due by ``b_until``, oldest first: one range of the partial index."""
     d = deliveries.c
     columns = (d.id, d.transactionid, d.account_id, d.action_id, d.automation_id, d.contact_id,
@@ -96,9 +97,7 @@ def _pick(dialect: str) -> sa.Select[Any]:
         .order_by(d.next_attempt_at, d.id)
         .limit(sa.bindparam("b_limit", type_=sa.Integer()))
     )
-    if dialect == "postgresql":
-        query = query.with_for_update(skip_locked=True)
-    return query
+    return backend.skip_locked(query)
 
 
 _WRITE = (
@@ -156,7 +155,7 @@ def render_due(
     """Render up to ``limit`` deliveries whose delay ends by ``now + lead_s`` (the caller commits,
     which publishes them to the dispatchers and wakes them on PostgreSQL)."""
     picked = conn.execute(
-        _pick(conn.dialect.name), {"b_until": now + timedelta(seconds=lead_s), "b_limit": limit}
+        _pick(backend_of(conn)), {"b_until": now + timedelta(seconds=lead_s), "b_limit": limit}
     ).all()
     if not picked:
         return Done()

@@ -28,6 +28,8 @@ import aiohttp
 import sqlalchemy as sa
 
 from contactsync.db import retention
+from contactsync.db.backend import backend_of
+from contactsync.db.engine import libpq_url
 from contactsync.delivery import endpoints as endpoint_rows
 from contactsync.delivery import health, notify, outbox, presence
 from contactsync.delivery.attempt import AttemptResult, attempt_headers, send
@@ -75,8 +77,8 @@ class Dispatcher:
         self._connector_kwargs = connector_kwargs or {}
         # SQLite has one writer: a single database thread serializes our transactions in-process
         # instead of letting them collide on the file lock and back off in SQLite's busy handler.
-        sqlite = engine.dialect.name == "sqlite"
-        self._db_threads = 1 if sqlite else 4
+        self._backend = backend_of(engine)
+        self._db_threads = 1 if self._backend.single_writer else 4
         self._executor: ThreadPoolExecutor | None = None
         retry_share = self.config.retry_concurrency
         if retry_share is None:
@@ -155,7 +157,7 @@ class Dispatcher:
         ]
         if self._renderer is not None:
             helpers.append(asyncio.create_task(self._render_loop(self._renderer), name="render"))
-        if self.config.listen and self.engine.dialect.name == "postgresql":
+        if self.config.listen and self._backend.listen_notify:
             helpers.append(asyncio.create_task(self._listen_loop(), name="listen"))
         if self.config.retention is not None:
             pruning = retention.keep_pruning(
@@ -484,7 +486,7 @@ class Dispatcher:
         """PostgreSQL LISTEN on a dedicated connection: an enqueue's commit wakes the claim loop."""
         import psycopg
 
-        url = self.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        url = libpq_url(self.engine)
         while True:
             try:
                 async with await psycopg.AsyncConnection.connect(url, autocommit=True) as aconn:

@@ -18,6 +18,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from contactsync.db.backend import backend_of
 from contactsync.db.bulk import insert_rows
 from contactsync.db.counting import Count, capped, matching
 from contactsync.db.platform import RETRYING, deliveries, delivery_attempts
@@ -156,7 +157,7 @@ def enqueue(conn: sa.Connection, requests: Sequence[OutboxRequest], *, now: date
 
 def notify(conn: sa.Connection) -> None:
     """Wake idle dispatchers when the caller's transaction commits (PostgreSQL ``NOTIFY``)."""
-    if conn.dialect.name == "postgresql":
+    if backend_of(conn).listen_notify:
         conn.execute(sa.text("SELECT pg_notify(:channel, '')"), {"channel": NOTIFY_CHANNEL})
 
 
@@ -310,10 +311,11 @@ def finish(conn: sa.Connection, done: Sequence[Finished], *, now: datetime) -> l
     if not done:
         return []
     d = deliveries.c
+    backend = backend_of(conn)
     kept: list[Finished] = []
     successes = [f for f in done if f.decision.verdict is Verdict.DELIVERED]
     if successes:
-        deliver = _deliver_pg if conn.dialect.name == "postgresql" else _deliver_sqlite
+        deliver = _deliver_pg if backend.arrays else _deliver_sqlite
         moved = deliver(conn, successes, now)
         kept.extend(f for f in successes if f.claimed.id in moved)
     failures = [f for f in done if f.decision.verdict is not Verdict.DELIVERED]
@@ -321,9 +323,7 @@ def finish(conn: sa.Connection, done: Sequence[Finished], *, now: datetime) -> l
         check = sa.select(d.id, d.lease_owner).where(
             d.id.in_([f.claimed.id for f in failures]), d.state == IN_FLIGHT
         )
-        if conn.dialect.name == "postgresql":
-            check = check.with_for_update()
-        held = {(row.id, row.lease_owner) for row in conn.execute(check)}
+        held = {(row.id, row.lease_owner) for row in conn.execute(backend.locked(check))}
         failures = [f for f in failures if (f.claimed.id, f.claimed.lease) in held]
         for verdict in (Verdict.RETRY, Verdict.FAILED):
             group = [f for f in failures if f.decision.verdict is verdict]
