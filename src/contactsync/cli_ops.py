@@ -262,7 +262,7 @@ def _replay_in_chunks(
     before the log names it, as a manual run's start names the chunks that follow.
     """
     from contactsync.automation.runtime import utc_now
-    from contactsync.delivery import outbox
+    from contactsync.delivery import interventions
 
     moved = 0
     with bar(label) as progress:
@@ -273,7 +273,7 @@ def _replay_in_chunks(
                 now = utc_now()
                 if start == 0:
                     audit(conn, now)
-                moved += outbox.replay(conn, part, now=now)
+                moved += interventions.replay(conn, part, now=now)
             progress.advance(task, len(part))
     return moved
 

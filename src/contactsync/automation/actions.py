@@ -25,7 +25,8 @@ from contactsync.automation.runtime import IssuedSecret, Runtime
 from contactsync.db import sealing
 from contactsync.db.platform import actions, automations, lists
 from contactsync.delivery import endpoints as endpoint_rows
-from contactsync.delivery.outbox import OutboxRequest, cancel_for_actions
+from contactsync.delivery.interventions import cancel_for_actions
+from contactsync.delivery.outbox import OutboxRequest
 from contactsync.errors import NotFoundError, TemplateError, ValidationError
 from contactsync.wire import sender
 from contactsync.wire.payload import SECTIONS

@@ -20,7 +20,8 @@ What the render finds when the delay ends, and what it does:
   stored header credentials never follow an action elsewhere, so the request as at the trigger is
   kept and the note says why; the same when the current settings no longer compile;
 * the action switched to ``at_trigger`` meanwhile: the choice made at the trigger stands;
-* cancelled before its delay ended: never rendered (:data:`~contactsync.delivery.outbox.NEVER_RENDERED`);
+* cancelled before its delay ended: never rendered
+  (:data:`~contactsync.delivery.interventions.NEVER_RENDERED`);
 * manual runs and resends queue through the same path, so all of the above holds for them.
 
 The delivery layer does not import this module (automation imports delivery): the faces that
@@ -52,8 +53,8 @@ from contactsync.automation.payload_builder import PayloadOptions, Rendered, bui
 from contactsync.automation.runtime import Runtime
 from contactsync.db.backend import Backend, backend_of
 from contactsync.db.platform import actions, automations, deliveries
-from contactsync.delivery.outbox import PENDING, notify
-from contactsync.delivery.states import move
+from contactsync.delivery.outbox import notify
+from contactsync.delivery.states import PENDING, move
 from contactsync.errors import ContactSyncError
 from contactsync.settings import Settings
 

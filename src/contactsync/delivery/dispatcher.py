@@ -35,9 +35,10 @@ from contactsync.delivery import health, notify, outbox, presence
 from contactsync.delivery.attempt import AttemptResult, attempt_headers, send
 from contactsync.delivery.config import DispatcherConfig, default_owner, utcnow
 from contactsync.delivery.endpoints import EndpointKey
+from contactsync.delivery.leases import Claimed, Lane, claim, extend_leases, new_lease, release
 from contactsync.delivery.metrics import DeliveryMetrics
 from contactsync.delivery.netguard import create_connector
-from contactsync.delivery.outbox import Claimed, Finished, Lane
+from contactsync.delivery.outbox import Finished
 from contactsync.delivery.retry import Outcome, Rng, decide
 from contactsync.delivery.slots import Gate, create_gate
 from contactsync.delivery.throttle import TokenBucket
@@ -138,7 +139,7 @@ class Dispatcher:
         self._gate = create_gate(
             self.engine,
             run_db=self._db,
-            holder=outbox.new_lease(self.config.owner),
+            holder=new_lease(self.config.owner),
             lease_s=self.config.slot_lease_s,
             turn_s=self.config.slot_turn_s,
         )
@@ -267,7 +268,7 @@ class Dispatcher:
     ) -> tuple[list[Claimed], dict[EndpointKey, endpoint_rows.Limits]]:
         """Claim a batch and look up the throttles of endpoints not seen lately (worker thread)."""
         with self.engine.begin() as conn:
-            batch = outbox.claim(
+            batch = claim(
                 conn,
                 owner=self.config.owner,
                 now=self._clock(),
@@ -431,7 +432,7 @@ class Dispatcher:
 
     def _extend_sync(self, leases: list[str]) -> None:
         with self.engine.begin() as conn:
-            outbox.extend_leases(conn, leases, now=self._clock(), lease_s=self.config.lease_s)
+            extend_leases(conn, leases, now=self._clock(), lease_s=self.config.lease_s)
 
     async def _housekeeping_loop(self) -> None:
         last_health = -float("inf")
@@ -533,4 +534,4 @@ class Dispatcher:
 
     def _release_sync(self, left: list[Claimed]) -> None:
         with self.engine.begin() as conn:
-            outbox.release(conn, left, now=self._clock())
+            release(conn, left, now=self._clock())

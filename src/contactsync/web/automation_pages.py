@@ -58,8 +58,8 @@ from contactsync.db.sealing import mask
 from contactsync.delivery import trouble
 from contactsync.delivery.attempt import send
 from contactsync.delivery.hints import hint
+from contactsync.delivery.interventions import pending_for_actions
 from contactsync.delivery.netguard import NetPolicy, create_connector
-from contactsync.delivery.outbox import pending_for_actions
 from contactsync.errors import ContactSyncError, NotFoundError
 from contactsync.listener.getmap import advise
 from contactsync.web import paging

@@ -32,8 +32,8 @@ from contactsync.db.platform import (
 from contactsync.db.retention import Retention
 from contactsync.delivery import endpoints as endpoint_rows
 from contactsync.delivery import presence, trouble
+from contactsync.delivery.backlog import oldest_due
 from contactsync.delivery.endpoints import EndpointKey
-from contactsync.delivery.outbox import oldest_due
 from contactsync.delivery.trouble import Trouble
 from contactsync.web import charts
 from contactsync.web.filters import WORDS
