@@ -46,12 +46,14 @@ def describe_database(url: str) -> str:
 
     import sqlalchemy as sa
 
-    parsed = sa.engine.make_url(url)
-    if parsed.get_backend_name() != "sqlite":
-        return parsed.render_as_string(hide_password=True)
-    if not parsed.database or parsed.database == ":memory:":
+    from contactsync.db.engine import embedded_file
+
+    file = embedded_file(url)
+    if file is None:
+        return sa.engine.make_url(url).render_as_string(hide_password=True)
+    if not file or file == ":memory:":
         return "SQLite in memory"
-    path = Path(parsed.database).resolve()
+    path = Path(file).resolve()
     return f"{path}" + ("" if path.exists() else " (not created yet)")
 
 

@@ -85,13 +85,12 @@ def _migrated(url: str) -> Any:
     """An engine over the platform database, or one ``error:`` line naming it and the command that
     creates it (a missing SQLite file is not created empty by asking)."""
     from contactsync.cli import describe_database
-    from contactsync.db.engine import create_engine
+    from contactsync.db.engine import create_engine, embedded_file
     from contactsync.db.migrate import pending
 
     where = describe_database(url).removesuffix(" (not created yet)")
     fix = "create it with `contactsync db upgrade` (CONTACTSYNC_DATABASE_URL names it)"
-    parsed = sa.engine.make_url(url)
-    file = parsed.database if parsed.get_backend_name() == "sqlite" else None
+    file = embedded_file(url)
     if file and file != ":memory:" and not Path(file).exists():
         raise ConfigError(f"the platform database {where} does not exist: {fix}")
     engine = create_engine(url)
@@ -263,7 +262,7 @@ def _replay_in_chunks(
     before the log names it, as a manual run's start names the chunks that follow.
     """
     from contactsync.automation.runtime import utc_now
-    from contactsync.delivery import outbox
+    from contactsync.delivery import interventions
 
     moved = 0
     with bar(label) as progress:
@@ -274,7 +273,7 @@ def _replay_in_chunks(
                 now = utc_now()
                 if start == 0:
                     audit(conn, now)
-                moved += outbox.replay(conn, part, now=now)
+                moved += interventions.replay(conn, part, now=now)
             progress.advance(task, len(part))
     return moved
 

@@ -15,7 +15,12 @@ can catch the package as a whole; third-party exceptions are translated at the b
     │   └── SignatureError         a missing, forged or stale webhook signature (``reason`` says which)
     ├── TemplateError              a URL template that does not compile (line, column, suggestions)
     ├── StorageError               the database refused or lost a write
-    │   └── SealedError            a value sealed at rest that no key of the keyring opens
+    │   ├── SealedError            a value sealed at rest that no key of the keyring opens
+    │   ├── ConstraintError        a write broke a constraint (db/errors.py translates SQLAlchemy's)
+    │   │   ├── DuplicateKeyError  a unique key is taken, often by a concurrent write (a retry may pass)
+    │   │   ├── DanglingReferenceError  a foreign key names a row that does not exist (any more)
+    │   │   └── MissingValueError  a NOT NULL column left empty
+    │   └── UnstorableValueError   a value the column cannot hold (out of range, a NUL in text)
     ├── ValidationError            bad input to a service (names the offending field)
     │   └── NotFoundError          an id that does not exist
     ├── ConflictError              a state that forbids the change now (names what is in the way)
@@ -116,6 +121,36 @@ class StorageError(ContactSyncError):
 
 class SealedError(StorageError):
     """A value encrypted at rest that no key of the keyring opens (wrong key, or tampered with)."""
+
+
+class ConstraintError(StorageError):
+    """The database refused a write that breaks a constraint; ``detail`` is the driver's message
+    (it names the constraint or column)."""
+
+    def __init__(self, message: str, *, detail: str = "") -> None:
+        super().__init__(message)
+        self.detail = detail
+
+
+class DuplicateKeyError(ConstraintError):
+    """A unique key is taken: often by a concurrent write of the same thing, so a retry may pass."""
+
+
+class DanglingReferenceError(ConstraintError):
+    """A foreign key names a row that does not exist (deleted meanwhile, or never)."""
+
+
+class MissingValueError(ConstraintError):
+    """A NOT NULL column was left empty."""
+
+
+class UnstorableValueError(StorageError):
+    """A value the column cannot hold (an integer beyond its range, a NUL in text): bad input, not a bug;
+    ``detail`` is the driver's message."""
+
+    def __init__(self, message: str, *, detail: str = "") -> None:
+        super().__init__(message)
+        self.detail = detail
 
 
 class ValidationError(ContactSyncError):

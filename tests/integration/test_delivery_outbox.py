@@ -9,10 +9,11 @@ import pytest
 import sqlalchemy as sa
 
 from contactsync.db import platform as t
+from contactsync.delivery import backlog, interventions, leases, outbox
 from contactsync.delivery import endpoints as ep
-from contactsync.delivery import outbox
 from contactsync.delivery.attempt import AttemptResult
-from contactsync.delivery.outbox import Claimed, Finished, Lane
+from contactsync.delivery.leases import Claimed, Lane
+from contactsync.delivery.outbox import Finished
 from contactsync.delivery.retry import Decision, Outcome, Verdict
 from support.delivery import OLD_SECRET, SECRET, enqueue_many, migrated, request, seed_action
 
@@ -25,7 +26,7 @@ KEY = ep.EndpointKey(1, ENDPOINT)
 def claim(engine: sa.Engine, now: datetime = NOW, **kw: object) -> list[Claimed]:
     args: dict[str, object] = {"owner": "w1", "now": now, "lease_s": 60.0, "limit": 100, **kw}
     with engine.begin() as conn:
-        return outbox.claim(conn, **args)  # type: ignore[arg-type]
+        return leases.claim(conn, **args)  # type: ignore[arg-type]
 
 
 def finished(
@@ -120,10 +121,10 @@ def test_extend_and_release(engine: sa.Engine) -> None:
     enqueue_many(engine, [request(1, URL), request(2, URL)], now=NOW)
     held = claim(engine)
     with engine.begin() as conn:
-        assert outbox.extend_leases(conn, [held[0].lease], now=NOW + timedelta(seconds=50), lease_s=60) == 2
+        assert leases.extend_leases(conn, [held[0].lease], now=NOW + timedelta(seconds=50), lease_s=60) == 2
     assert claim(engine, NOW + timedelta(seconds=61), owner="w2") == []
     with engine.begin() as conn:
-        assert outbox.release(conn, held, now=NOW) == 2
+        assert leases.release(conn, held, now=NOW) == 2
     again = claim(engine, owner="w2")
     assert [c.attempt for c in again] == [1, 1]
 
@@ -229,15 +230,16 @@ def test_cancel_replay_and_recover_since(engine: sa.Engine) -> None:
     assert set(states(engine).values()) == {"failed"}
     ids = {c.transactionid: c.id for c in got}
     with engine.begin() as conn:
-        assert outbox.cancel(conn, [ids[1]], now=NOW) == 1
+        assert interventions.cancel(conn, [ids[1]], now=NOW) == 1
         assert (
-            outbox.recover_since(conn, action_id=action_id, since=NOW + timedelta(minutes=30), now=NOW) == 1
+            interventions.recover_since(conn, action_id=action_id, since=NOW + timedelta(minutes=30), now=NOW)
+            == 1
         )
     assert states(engine) == {1: "cancelled", 2: "failed", 3: "failed", 4: "pending"}
     with engine.begin() as conn:
-        assert outbox.recover_since(conn, action_id=action_id, since=NOW, now=NOW) == 2
-        assert outbox.replay(conn, [ids[1]], now=NOW) == 1
-        assert outbox.cancel(conn, [ids[4]], now=NOW) == 1
+        assert interventions.recover_since(conn, action_id=action_id, since=NOW, now=NOW) == 2
+        assert interventions.replay(conn, [ids[1]], now=NOW) == 1
+        assert interventions.cancel(conn, [ids[4]], now=NOW) == 1
     again = claim(engine, NOW + timedelta(hours=2))
     assert sorted((c.transactionid, c.attempt) for c in again) == [(1, 1), (2, 1), (3, 1)]
     finish(engine, [finished(c, 200, Verdict.DELIVERED) for c in again], now=NOW + timedelta(hours=2))
@@ -247,7 +249,7 @@ def test_cancel_replay_and_recover_since(engine: sa.Engine) -> None:
         ).scalars()
         assert sorted(numbers) == [1, 2]
     with engine.connect() as conn:
-        assert outbox.counts_by_state(conn) == {
+        assert backlog.counts_by_state(conn) == {
             "pending": 0, "in_flight": 0, "delivered": 3, "failed": 0, "cancelled": 1,
         }  # fmt: skip
 
@@ -283,7 +285,7 @@ def test_postgres_claimers_skip_each_others_locks(pg_url: str) -> None:
 
         def slow_claimer() -> None:
             with engine.begin() as conn:
-                first.extend(outbox.claim(conn, owner="a", now=NOW, lease_s=60, limit=4))
+                first.extend(leases.claim(conn, owner="a", now=NOW, lease_s=60, limit=4))
                 holding.set()
                 release.wait(30)
 

@@ -16,7 +16,7 @@ from aiohttp import web
 
 from contactsync.db import platform as t
 from contactsync.delivery import endpoints as ep
-from contactsync.delivery import outbox
+from contactsync.delivery import interventions
 from contactsync.delivery.dispatcher import Dispatcher, DispatcherConfig
 from contactsync.delivery.endpoints import endpoint_key
 from contactsync.delivery.netguard import NetPolicy
@@ -665,11 +665,11 @@ def test_deleting_an_action_cancels_its_pending_deliveries(engine: sa.Engine) ->
     enqueue_many(engine, [request(i, "http://127.0.0.1:9/x", action_id=doomed) for i in (1, 2, 3)], now=now)
     enqueue_many(engine, [request(4, "http://127.0.0.1:9/x")], now=now)  # another action's
     with engine.begin() as conn:
-        assert outbox.pending_for_actions(conn, [doomed]) == 3
+        assert interventions.pending_for_actions(conn, [doomed]) == 3
         assert delete_action(conn, doomed, now=now) == 3
     got = rows(engine)
     assert [got[i].state for i in (1, 2, 3, 4)] == ["cancelled", "cancelled", "cancelled", "pending"]
-    assert got[1].last_error == outbox.ACTION_DELETED
+    assert got[1].last_error == interventions.ACTION_DELETED
 
 
 def _second_account_action(engine: sa.Engine, now: datetime) -> tuple[int, int]:

@@ -20,6 +20,7 @@ from contactsync.automation.runtime import Runtime
 from contactsync.db import create_engine
 from contactsync.db import platform as t
 from contactsync.db.migrate import upgrade
+from contactsync.errors import DuplicateKeyError
 from contactsync.settings import Settings
 from contactsync.wire.transactionid import SEQUENCE_BITS, TransactionIdGenerator
 
@@ -111,7 +112,7 @@ def test_a_second_clash_aborts_the_transaction(db_url: str) -> None:
     first, second = _process(), _process()
     with engine.begin() as conn:
         events.ingest_events(conn, first, _opened(1, 2))  # takes the retry's id as well
-    with pytest.raises(sa.exc.IntegrityError), engine.begin() as conn:
+    with pytest.raises(DuplicateKeyError, match="transactionid"), engine.begin() as conn:
         events.ingest_events(conn, second, _opened(3))
     assert [cid for _, cid, _, _ in _outbox(engine)] == [1, 2]
     with engine.connect() as conn:  # nothing of the failed batch was committed

@@ -37,9 +37,10 @@ from contactsync.db.migrate import upgrade
 from contactsync.db.platform import deliveries
 from contactsync.delivery.config import DispatcherConfig
 from contactsync.delivery.dispatcher import Dispatcher
+from contactsync.delivery.interventions import NEVER_RENDERED
 from contactsync.delivery.leases import Lane, claim
 from contactsync.delivery.netguard import NetPolicy
-from contactsync.delivery.outbox import NEVER_RENDERED, enqueue
+from contactsync.delivery.outbox import enqueue
 from contactsync.settings import Settings
 from contactsync.wire.payload import SyncPayload
 from support import examples

@@ -17,7 +17,7 @@ from contactsync.db import listener as ldb
 from contactsync.db import platform as t
 from contactsync.db.retention import Retention, prune
 from contactsync.delivery import endpoints as ep
-from contactsync.delivery import outbox
+from contactsync.delivery import interventions, leases, outbox
 from contactsync.delivery.attempt import AttemptResult
 from contactsync.delivery.outbox import Finished
 from contactsync.delivery.retry import Decision, Outcome, Verdict
@@ -106,7 +106,7 @@ def _deliveries(engine: sa.Engine, now: datetime, day: int) -> None:
     base = (day + 1) * 100
     enqueue_many(engine, [request(base + i, URL) for i in range(6)], now=now)
     with engine.begin() as conn:
-        claimed = outbox.claim(conn, owner="w", now=now, lease_s=60, limit=100)
+        claimed = leases.claim(conn, owner="w", now=now, lease_s=60, limit=100)
         done = []
         for c in claimed:
             if c.transactionid in (1, base + 5):
@@ -117,9 +117,9 @@ def _deliveries(engine: sa.Engine, now: datetime, day: int) -> None:
             result = AttemptResult(Outcome(status=200 if ok else 400, error=None), 0.01, b"")
             done.append(Finished(c, result, decision, now))
         outbox.finish(conn, done, now=now)
-        outbox.release(conn, [c for c in claimed if c.transactionid in (1, base + 5)], now=now)
+        leases.release(conn, [c for c in claimed if c.transactionid in (1, base + 5)], now=now)
         cancel = sa.select(t.deliveries.c.id).where(t.deliveries.c.transactionid == base + 5)
-        outbox.cancel(conn, list(conn.execute(cancel).scalars()), now=now)
+        interventions.cancel(conn, list(conn.execute(cancel).scalars()), now=now)
 
 
 def _oldest(conn: sa.Connection, column: sa.ColumnElement[Any], *where: sa.ColumnElement[bool]) -> Any:

@@ -25,6 +25,7 @@ from contactsync.automation.rules import (
 from contactsync.automation.snapshot import load_views
 from contactsync.db import create_engine
 from contactsync.db import platform as t
+from contactsync.db.backend import backend_of
 from contactsync.db.migrate import upgrade
 from support import examples
 
@@ -186,7 +187,7 @@ def test_sql_and_python_agree(engine: sa.Engine, rule: Condition, data: list[dic
             sa.case(
                 (
                     compile_sql(
-                        n, dialect=engine.dialect.name, now=NOW, field_types=types, thresholds=THRESHOLDS
+                        n, backend=backend_of(engine), now=NOW, field_types=types, thresholds=THRESHOLDS
                     ),
                     1,
                 ),

@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 
 from contactsync.db import create_engine
 from contactsync.db import listener as ldb
+from contactsync.db.backend import backend_of_url
 from contactsync.db.counting import CAP
 from contactsync.db.platform import contacts, deliveries
 from contactsync.db.search import branches
@@ -347,7 +348,9 @@ def test_search_by_beginning_ignores_a_linguistic_collation_and_uses_its_index(i
                 conn.exec_driver_sql("VACUUM ANALYZE contacts")
             assert found(ui, "ab", list_id) == {"ab@x.com", "abc@x.com", "Abd@X.com", "ab@x.com.au"}
             assert found(ui, "áb", list_id) == {"áb@x.com"}
-        query = branches([list_id], "ab", "postgresql", position=None, backward=False, limit=51)[0]
+        query = branches(
+            [list_id], "ab", backend_of_url("postgresql://"), position=None, backward=False, limit=51
+        )[0]
         with api.engine.connect() as conn:
             compiled = query.compile(conn)
             plan = "\n".join(r[0] for r in conn.exec_driver_sql("EXPLAIN " + str(compiled), compiled.params))

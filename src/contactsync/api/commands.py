@@ -52,10 +52,11 @@ def serve_command(
     import uvicorn
 
     from contactsync.automation.runtime import Runtime
+    from contactsync.db.backend import backend_of
     from contactsync.servers import platform_server
 
     settings, engine = migrated_engine()
-    if with_worker and engine.dialect.name != "sqlite":
+    if with_worker and not backend_of(engine).single_writer:
         err.print(
             "note: with PostgreSQL, `contactsync worker` processes can run beside this one", highlight=False
         )

@@ -23,6 +23,7 @@ from prometheus_client import CollectorRegistry
 from contactsync.api.background import RunWorkers
 from contactsync.api.errors import ApiError
 from contactsync.automation.runtime import Runtime
+from contactsync.db.errors import translated
 from contactsync.db.platform import actions, automations, contacts, deliveries, endpoints, fields, lists
 from contactsync.delivery.metrics import DeliveryMetrics
 from contactsync.errors import NotFoundError
@@ -56,8 +57,9 @@ class ApiContext:
 
     @contextmanager
     def tx(self) -> Iterator[sa.Connection]:
-        """One transaction: committed before the response is built, rolled back on any error."""
-        with self.engine.begin() as conn:
+        """One transaction: committed before the response is built, rolled back on any error; the
+        database's refusals (its commit's too) raised as the package's errors."""
+        with translated(), self.engine.begin() as conn:
             yield conn
 
     def wake(self) -> None:

@@ -24,7 +24,15 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from contactsync.errors import ConflictError, NotFoundError, TemplateError, ValidationError
+from contactsync.db.errors import translate
+from contactsync.errors import (
+    ConflictError,
+    ConstraintError,
+    NotFoundError,
+    TemplateError,
+    UnstorableValueError,
+    ValidationError,
+)
 
 log = logging.getLogger("contactsync.api")
 
@@ -170,15 +178,29 @@ def _http(_request: Request, exc: Exception) -> JSONResponse:
 
 def _integrity(_request: Request, exc: Exception) -> JSONResponse:
     # a concurrent write won a unique key (same email upserted twice at once, …): the client may retry
+    assert isinstance(exc, ConstraintError)
     log.info("conflict: %s", exc)
     return respond(409, "conflict", "a concurrent change conflicted with this one; retry the request")
 
 
 def _data(_request: Request, exc: Exception) -> JSONResponse:
     # values the database cannot hold (an integer beyond 64 bits, a NUL in text): bad input, not a bug
+    assert isinstance(exc, UnstorableValueError | OverflowError)
     log.info("value refused by the database: %s", exc)
     return respond(
         422, "invalid_value", "a value is out of range or contains characters that cannot be stored"
+    )
+
+
+def _untranslated(request: Request, exc: Exception) -> JSONResponse:
+    # the API's transactions translate (ApiContext.tx); the admin UI's pages mounted onto this app
+    # do not, and their refusals answer the same way
+    assert isinstance(exc, sa.exc.IntegrityError | sa.exc.DataError)
+    translated = translate(exc)
+    return (
+        _integrity(request, translated)
+        if isinstance(translated, ConstraintError)
+        else _data(request, translated)
     )
 
 
@@ -191,9 +213,11 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(TemplateError, _template)
     app.add_exception_handler(ApiError, _api)
     app.add_exception_handler(StarletteHTTPException, _http)
-    app.add_exception_handler(sa.exc.IntegrityError, _integrity)
-    app.add_exception_handler(sa.exc.DataError, _data)
+    app.add_exception_handler(ConstraintError, _integrity)
+    app.add_exception_handler(UnstorableValueError, _data)
     app.add_exception_handler(OverflowError, _data)
+    app.add_exception_handler(sa.exc.IntegrityError, _untranslated)
+    app.add_exception_handler(sa.exc.DataError, _untranslated)
 
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {

@@ -26,7 +26,7 @@ from contactsync.automation.runtime import IssuedSecret, Runtime
 from contactsync.db import sealing
 from contactsync.db.platform import actions, automations, lists
 from contactsync.delivery import endpoints as endpoint_rows
-from contactsync.delivery.outbox import cancel_for_actions
+from contactsync.delivery.interventions import cancel_for_actions
 from contactsync.errors import NotFoundError, ValidationError
 from contactsync.wire.signing import generate_secret
 

@@ -34,7 +34,7 @@ from contactsync.automation.rules import (
 )
 from contactsync.automation.runtime import Runtime
 from contactsync.db.platform import actions, automations, fields, lead_status_thresholds, lists
-from contactsync.delivery.outbox import cancel_for_actions
+from contactsync.delivery.interventions import cancel_for_actions
 from contactsync.errors import NotFoundError, ValidationError
 
 MAX_DEPTH = 10

@@ -2,10 +2,9 @@
 
 Manual runs select whole lists with it, chunk by chunk. It must agree with
 :func:`contactsync.automation.predicate.compile_predicate` on every contact; the property test
-checks that on SQLite and PostgreSQL. Dialect differences handled here: SQLite's ``LIKE`` ignores
-case, so substring tests use ``instr``/``strpos``; wildcards use ``GLOB`` on SQLite and ``LIKE``
-with an escape on PostgreSQL; ordered text comparisons use the "C" collation on PostgreSQL so they
-order by code point like Python.
+checks that on SQLite and PostgreSQL. Text is compared as Python compares it through
+:class:`~contactsync.db.backend.Backend`'s text builders (case-sensitive substrings and wildcards,
+ordering by code point), which spell it for each database.
 """
 
 from __future__ import annotations
@@ -19,46 +18,29 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from contactsync.automation.predicate import DEFAULT_THRESHOLDS, Thresholds, number_arg, text_arg
 from contactsync.automation.rules import ActivityCondition, Condition, FieldCondition, Group, Scalar
+from contactsync.db.backend import Backend
 from contactsync.db.platform import activities, contacts, field_values
 
 Expr = ColumnElement[bool]
 
 
-def _like_pattern(glob: str) -> str:
-    out = []
-    for ch in glob:
-        if ch == "*":
-            out.append("%")
-        elif ch == "?":
-            out.append("_")
-        elif ch in "%_\\":
-            out.append("\\" + ch)
-        else:
-            out.append(ch)
-    return "".join(out)
-
-
-def _sqlite_glob(glob: str) -> str:
-    # only '[' opens a class in GLOB; wrapping it in a class makes it literal
-    return glob.replace("[", "[[]")
-
-
 class _Compiler:
     def __init__(
-        self, *, dialect: str, contact: sa.FromClause, field_types: Mapping[int, str], thresholds: Thresholds
+        self,
+        *,
+        backend: Backend,
+        contact: sa.FromClause,
+        field_types: Mapping[int, str],
+        thresholds: Thresholds,
     ) -> None:
-        self.sqlite = dialect == "sqlite"
+        self.backend = backend
         self.c = contact.c
         self.field_types = field_types
         self.thresholds = thresholds
 
     # -- text ---------------------------------------------------------------------------------
     def _contains(self, v: ColumnElement[str], a: str) -> Expr:
-        fn = sa.func.instr(v, a) if self.sqlite else sa.func.strpos(v, a)
-        return fn > 0
-
-    def _ordered(self, v: ColumnElement[str]) -> ColumnElement[str]:
-        return v if self.sqlite else v.collate("C")
+        return self.backend.position(v, a) > 0
 
     def text(self, v: ColumnElement[str], op: str, arg: Scalar | list[Scalar] | None) -> Expr:
         if op == "in":
@@ -85,13 +67,10 @@ class _Compiler:
         if op == "ends_with":
             if not a:
                 return sa.true()
-            tail = sa.func.substr(v, -len(a)) if self.sqlite else sa.func.right(v, len(a))
-            return tail == a
+            return self.backend.last_chars(v, len(a)) == a
         if op == "matches":
-            if self.sqlite:
-                return v.op("GLOB")(_sqlite_glob(a))
-            return v.like(_like_pattern(a), escape="\\")
-        ordered = self._ordered(v)
+            return self.backend.glob(v, a)
+        ordered = self.backend.in_code_points(v)
         compare = {"gt": ordered > a, "gte": ordered >= a, "lt": ordered < a, "lte": ordered <= a}[op]
         return sa.and_(v != "", compare)
 
@@ -179,7 +158,7 @@ def _cost(node: Condition) -> int:
 def compile_sql(
     node: Condition | None,
     *,
-    dialect: str,
+    backend: Backend,
     now: datetime,
     field_types: Mapping[int, str],
     thresholds: Thresholds = DEFAULT_THRESHOLDS,
@@ -191,5 +170,5 @@ def compile_sql(
     """
     if node is None:
         return sa.true()
-    compiler = _Compiler(dialect=dialect, contact=contact, field_types=field_types, thresholds=thresholds)
+    compiler = _Compiler(backend=backend, contact=contact, field_types=field_types, thresholds=thresholds)
     return compiler.node(node, now)

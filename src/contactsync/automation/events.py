@@ -44,8 +44,10 @@ from contactsync.automation.snapshot import (
     load_contacts,
 )
 from contactsync.db.bulk import insert_rows
+from contactsync.db.errors import translated
 from contactsync.db.platform import automation_entries, automations, contacts
 from contactsync.delivery.outbox import OutboxRequest, enqueue
+from contactsync.errors import DuplicateKeyError
 
 
 class FireResult(BaseModel):
@@ -339,10 +341,10 @@ def _enqueue_with_fresh_ids(
         if not requests:
             return requests
         try:
-            with conn.begin_nested():
+            with translated(), conn.begin_nested():
                 enqueue(conn, requests, now=now)
-        except sa.exc.IntegrityError as exc:
-            if attempt == 2 or "transactionid" not in str(exc.orig):
+        except DuplicateKeyError as exc:
+            if attempt == 2 or "transactionid" not in exc.detail:
                 raise
             continue
         return requests

@@ -25,6 +25,7 @@ from contactsync.automation.predicate import ContactView, compile_predicate, lea
 from contactsync.automation.rules import ActivityCondition, Condition, FieldCondition, Group, TriggerSpec
 from contactsync.automation.runtime import Runtime
 from contactsync.automation.snapshot import activity_needs, load_views
+from contactsync.db.backend import backend_of
 from contactsync.db.platform import contacts, deliveries, fields, reentry_gates
 from contactsync.errors import NotFoundError
 
@@ -287,7 +288,7 @@ def dry_run(conn: sa.Connection, rt: Runtime, automation_id: int, *, ignore_reen
     now = rt.clock()
     where = compile_sql(
         automation.conditions,
-        dialect=conn.dialect.name,
+        backend=backend_of(conn),
         now=now,
         field_types=c.field_types,
         thresholds=c.thresholds,

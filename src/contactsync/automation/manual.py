@@ -25,8 +25,8 @@ from contactsync.automation.compile_sql import compile_sql
 from contactsync.automation.events import enter
 from contactsync.automation.runtime import Runtime
 from contactsync.automation.snapshot import activity_needs, field_needs, load_views
+from contactsync.db.backend import Backend, backend_of
 from contactsync.db.platform import contacts, manual_runs
-from contactsync.db.upsert import insert_on_conflict
 from contactsync.errors import NotFoundError, RunInProgressError, ValidationError
 
 Strategy = Literal["sql", "python"]
@@ -38,8 +38,8 @@ per-chunk bookkeeping (compile, window, run row) is paid ten times less often (m
 405k contacts/s over 500k contacts matching 0.1 %)."""
 
 
-def chunk_for(dialect: str) -> int:
-    return POSTGRESQL_CHUNK if dialect == "postgresql" else DEFAULT_CHUNK
+def chunk_for(backend: Backend) -> int:
+    return DEFAULT_CHUNK if backend.single_writer else POSTGRESQL_CHUNK
 
 
 class ManualRunOut(BaseModel):
@@ -113,7 +113,7 @@ def start_run(
         "started_at": now,
         "updated_at": now,
     }
-    insert = insert_on_conflict(conn.dialect.name, manual_runs).values(row).on_conflict_do_nothing()
+    insert = backend_of(conn).insert_ignoring(manual_runs).values(row)
     for _ in range(START_ATTEMPTS):
         run_id = conn.execute(insert.returning(manual_runs.c.id)).scalar()
         if run_id is not None:
@@ -169,7 +169,7 @@ def match_range(
         return [cid for cid in ids if cid in views and compiled.predicate(views[cid], now)]
     where = compile_sql(
         a.conditions,
-        dialect=conn.dialect.name,
+        backend=backend_of(conn),
         now=now,
         field_types=compiled.field_types,
         thresholds=compiled.thresholds,
@@ -180,9 +180,7 @@ def match_range(
 
 
 def _lock(conn: sa.Connection, run_id: int) -> ManualRunOut:
-    query = sa.select(manual_runs).where(manual_runs.c.id == run_id)
-    if conn.dialect.name == "postgresql":
-        query = query.with_for_update()
+    query = backend_of(conn).locked(sa.select(manual_runs).where(manual_runs.c.id == run_id))
     row = conn.execute(query).first()
     if row is None:
         raise NotFoundError(f"manual run {run_id} does not exist", field="run_id")
@@ -253,7 +251,7 @@ def run_chunk(
     the automation has not changed since; ``on_window`` hears of this chunk's window before its
     contacts are entered (so the caller can scan the following one meanwhile).
     """
-    chunk_size = chunk_size if chunk_size is not None else chunk_for(conn.dialect.name)
+    chunk_size = chunk_size if chunk_size is not None else chunk_for(backend_of(conn))
     if chunk_size < 1:
         raise ValidationError(f"chunk_size must be at least 1, got {chunk_size}", field="chunk_size")
     run = _lock(conn, run_id)
@@ -309,8 +307,9 @@ def run_to_completion(
     chunks' contacts are disjoint, so what one chunk writes cannot change the next one's match.
     SQLite has one writer and matches in this process: it scans in turn.
     """
-    size = chunk_size if chunk_size is not None else chunk_for(engine.dialect.name)
-    ahead = engine.dialect.name == "postgresql"
+    backend = backend_of(engine)
+    size = chunk_size if chunk_size is not None else chunk_for(backend)
+    ahead = not backend.embedded
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"manual-run-{run_id}") as pool:
         pending: Future[Window] | None = None
 

@@ -21,7 +21,7 @@ import sqlalchemy as sa
 
 from contactsync.automation.predicate import DEFAULT_THRESHOLDS, Thresholds, lead_label
 from contactsync.automation.snapshot import chunked
-from contactsync.db.bulk import ids_per_statement, in_ids
+from contactsync.db.backend import Backend, backend_of
 from contactsync.db.platform import activities, contacts, field_values, fields, lead_status_thresholds, lists
 from contactsync.wire import phpform
 from contactsync.wire.payload import SyncPayload
@@ -118,7 +118,7 @@ _THRESHOLDS = (
 
 @dataclass(frozen=True, slots=True)
 class _Statements:
-    """The per-slice reads of :func:`build` for one dialect (built once: SQLAlchemy reuses their
+    """The per-slice reads of :func:`build` for one database (built once: SQLAlchemy reuses their
     compiled form)."""
 
     contact_rows: sa.Select[Any]
@@ -128,7 +128,7 @@ class _Statements:
 
 
 @functools.cache
-def _statements(dialect: str) -> _Statements:
+def _statements(backend: Backend) -> _Statements:
     return _Statements(
         contact_rows=(
             sa.select(
@@ -142,17 +142,17 @@ def _statements(dialect: str) -> _Statements:
                 lists.c.account_id,
             )
             .join(lists, lists.c.id == contacts.c.list_id)
-            .where(in_ids(contacts.c.id, dialect))
+            .where(backend.in_ids(contacts.c.id))
         ),
         values=sa.select(field_values.c.contact_id, field_values.c.field_id, field_values.c.value).where(
-            in_ids(field_values.c.contact_id, dialect)
+            backend.in_ids(field_values.c.contact_id)
         ),
-        recent=_recent_statement(dialect),
-        clicks=_clicks_statement(dialect),
+        recent=_recent_statement(backend),
+        clicks=_clicks_statement(backend),
     )
 
 
-def _recent_statement(dialect: str) -> sa.Select[Any]:
+def _recent_statement(backend: Backend) -> sa.Select[Any]:
     rank = (
         sa.func.row_number()
         .over(
@@ -173,7 +173,7 @@ def _recent_statement(dialect: str) -> sa.Select[Any]:
             rank,
         )
         .where(
-            in_ids(activities.c.contact_id, dialect),
+            backend.in_ids(activities.c.contact_id),
             activities.c.kind.in_(sa.bindparam("kinds", expanding=True)),
         )
         .subquery()
@@ -185,13 +185,13 @@ def _recent_statement(dialect: str) -> sa.Select[Any]:
     )
 
 
-def _clicks_statement(dialect: str) -> sa.Select[Any]:
+def _clicks_statement(backend: Backend) -> sa.Select[Any]:
     last = sa.func.max(activities.c.occurred_at)
     return (
         sa.select(
             activities.c.contact_id, activities.c.url, sa.func.count().label("clicks"), last.label("last")
         )
-        .where(in_ids(activities.c.contact_id, dialect), activities.c.kind == "link_click")
+        .where(backend.in_ids(activities.c.contact_id), activities.c.kind == "link_click")
         .group_by(activities.c.contact_id, activities.c.url)
         .order_by(activities.c.contact_id, last.desc(), activities.c.url)
     )
@@ -217,8 +217,9 @@ def build(
     kinds = sorted(k for s, k in SECTION_KINDS.items() if s in wanted)
     thresholds_by_account: dict[int, Thresholds] = {}
     fields_by_list: dict[int, list[Any]] = {}
-    reads = _statements(conn.dialect.name)
-    for part in chunked(list(contact_ids), ids_per_statement(conn.dialect.name)):
+    backend = backend_of(conn)
+    reads = _statements(backend)
+    for part in chunked(list(contact_ids), backend.ids_per_statement):
         rows = conn.execute(reads.contact_rows, {"ids": part}).all()
         _load_definitions(conn, rows, fields_by_list, thresholds_by_account)
         values: dict[int, dict[int, str]] = defaultdict(dict)

@@ -26,24 +26,25 @@ import sqlalchemy as sa
 
 from contactsync.automation.rules import Reentry
 from contactsync.automation.snapshot import chunked
-from contactsync.db.bulk import IDS, insert_per_id
+from contactsync.db.backend import IDS, Backend, ConflictInsert, backend_of
+from contactsync.db.bulk import insert_per_id
 from contactsync.db.platform import reentry_gates
-from contactsync.db.upsert import ConflictInsert, insert_on_conflict
 
 
 @functools.cache
-def gate_statement(dialect: str, policy: str) -> sa.Insert:
-    """The upsert that admits contacts under ``policy``, built once per dialect (``b_cutoff``: entries
-    after it are recent). On PostgreSQL one execution admits every id of the ``ids`` array
-    (:func:`~contactsync.db.bulk.insert_per_id`); elsewhere it runs with one parameter set per contact."""
+def gate_statement(backend: Backend, policy: str) -> sa.Insert:
+    """The upsert that admits contacts under ``policy``, built once per database (``b_cutoff``: entries
+    after it are recent). With array parameters (PostgreSQL) one execution admits every id of the
+    ``ids`` array (:func:`~contactsync.db.bulk.insert_per_id`); elsewhere it runs with one parameter
+    set per contact."""
     g = reentry_gates.c
     stmt: ConflictInsert
-    if dialect == "postgresql":
+    if backend.arrays:
         stmt = insert_per_id(
             reentry_gates, "contact_id", {"automation_id": sa.BigInteger(), "last_entered_at": sa.DateTime()}
         )
     else:
-        stmt = insert_on_conflict(dialect, reentry_gates)
+        stmt = backend.insert_on_conflict(reentry_gates)
     keys = [g.automation_id, g.contact_id]
     if policy == "once":
         decided = stmt.on_conflict_do_nothing(index_elements=keys)
@@ -70,9 +71,10 @@ def admit(
     ids = sorted(set(contact_ids))
     if not ids:
         return []
-    stmt = gate_statement(conn.dialect.name, reentry.policy)
+    backend = backend_of(conn)
+    stmt = gate_statement(backend, reentry.policy)
     extra = {"b_cutoff": now - timedelta(hours=reentry.hours or 0)} if reentry.policy == "per_hours" else {}
-    if conn.dialect.name == "postgresql":
+    if backend.arrays:
         params = {IDS: ids, "automation_id": automation_id, "last_entered_at": now, **extra}
         return sorted(conn.execute(stmt, params).scalars())
     admitted: list[int] = []

@@ -6,7 +6,7 @@ fixed here, as data:
 
 * Text comparisons are exact and case-sensitive on the stored value; a missing value is ``""``.
 * ``matches`` is a whole-value wildcard pattern (``*`` any run, ``?`` one character), not a regular
-  expression: regex dialects differ between Python, SQLite and PostgreSQL, wildcards do not.
+  expression: regex flavours differ between Python, SQLite and PostgreSQL, wildcards do not.
 * Number comparisons use the numeric value; a contact without one fails every comparison except
   ``ne`` (which is ``not eq``) and ``empty``.
 * Dates compare as their canonical text (``YYYY-MM-DD`` or ``YYYY-MM-DD HH:MM:SS``).

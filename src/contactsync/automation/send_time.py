@@ -20,7 +20,8 @@ What the render finds when the delay ends, and what it does:
   stored header credentials never follow an action elsewhere, so the request as at the trigger is
   kept and the note says why; the same when the current settings no longer compile;
 * the action switched to ``at_trigger`` meanwhile: the choice made at the trigger stands;
-* cancelled before its delay ended: never rendered (:data:`~contactsync.delivery.outbox.NEVER_RENDERED`);
+* cancelled before its delay ended: never rendered
+  (:data:`~contactsync.delivery.interventions.NEVER_RENDERED`);
 * manual runs and resends queue through the same path, so all of the above holds for them.
 
 The delivery layer does not import this module (automation imports delivery): the faces that
@@ -45,9 +46,10 @@ from contactsync.automation.actions import ActionOut, action_from_row
 from contactsync.automation.freezing import Freezer, payload_options
 from contactsync.automation.payload_builder import PayloadOptions, Rendered, build
 from contactsync.automation.runtime import Runtime
+from contactsync.db.backend import Backend, backend_of
 from contactsync.db.platform import actions, automations, deliveries
-from contactsync.delivery.outbox import PENDING, notify
-from contactsync.delivery.states import move
+from contactsync.delivery.outbox import notify
+from contactsync.delivery.states import PENDING, move
 from contactsync.errors import ContactSyncError
 from contactsync.settings import Settings
 
@@ -79,7 +81,7 @@ class Done:
 
 
 @functools.cache
-def _pick(dialect: str) -> sa.Select[Any]:
+def _pick(backend: Backend) -> sa.Select[Any]:
     """The marked rows due by ``b_until``, oldest first: one range of the partial index."""
     d = deliveries.c
     columns = (d.id, d.transactionid, d.account_id, d.action_id, d.automation_id, d.contact_id,
@@ -91,9 +93,7 @@ def _pick(dialect: str) -> sa.Select[Any]:
         .order_by(d.next_attempt_at, d.id)
         .limit(sa.bindparam("b_limit", type_=sa.Integer()))
     )
-    if dialect == "postgresql":
-        query = query.with_for_update(skip_locked=True)
-    return query
+    return backend.skip_locked(query)
 
 
 _WRITE = (
@@ -151,7 +151,7 @@ def render_due(
     """Render up to ``limit`` deliveries whose delay ends by ``now + lead_s`` (the caller commits,
     which publishes them to the dispatchers and wakes them on PostgreSQL)."""
     picked = conn.execute(
-        _pick(conn.dialect.name), {"b_until": now + timedelta(seconds=lead_s), "b_limit": limit}
+        _pick(backend_of(conn)), {"b_until": now + timedelta(seconds=lead_s), "b_limit": limit}
     ).all()
     if not picked:
         return Done()

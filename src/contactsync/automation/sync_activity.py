@@ -38,8 +38,8 @@ import sqlalchemy as sa
 from contactsync.automation.events import Hit, fire
 from contactsync.automation.runtime import Runtime
 from contactsync.automation.snapshot import chunked
+from contactsync.db.backend import backend_of
 from contactsync.db.platform import actions, activities, automations, contacts, deliveries, job_cursors, lists
-from contactsync.db.upsert import insert_on_conflict
 from contactsync.delivery.states import DELIVERED
 from contactsync.errors import ContactSyncError
 from contactsync.settings import Settings
@@ -76,20 +76,15 @@ def webhook_name(automation_name: str | None, action_id: int | None, action_name
 def _cursor(conn: sa.Connection) -> tuple[datetime, int] | None:
     """The job's position, locked for this transaction; None when another process holds it."""
     c = job_cursors.c
-    query = sa.select(c.at, c.last_id).where(c.name == JOB)
-    if conn.dialect.name == "postgresql":
-        query = query.with_for_update(skip_locked=True)
+    backend = backend_of(conn)
+    query = backend.skip_locked(sa.select(c.at, c.last_id).where(c.name == JOB))
     row = conn.execute(query).first()
     if row is not None:
         return row.at, int(row.last_id)
-    # on PostgreSQL: missing, or locked by another pass (a plain read tells which)
-    if conn.dialect.name == "postgresql" and conn.execute(sa.select(c.name).where(c.name == JOB)).first():
+    # with row locks: missing, or locked by another pass (a plain read tells which)
+    if backend.row_locks and conn.execute(sa.select(c.name).where(c.name == JOB)).first():
         return None
-    conn.execute(
-        insert_on_conflict(conn.dialect.name, job_cursors)
-        .values(name=JOB, at=EPOCH, last_id=0)
-        .on_conflict_do_nothing()
-    )
+    conn.execute(backend.insert_ignoring(job_cursors).values(name=JOB, at=EPOCH, last_id=0))
     again = conn.execute(sa.select(c.at, c.last_id).where(c.name == JOB).with_for_update()).one()
     return again.at, int(again.last_id)
 
@@ -182,7 +177,7 @@ def record_batch(
             }
             for r in mine
         ]
-        insert = insert_on_conflict(conn.dialect.name, activities).on_conflict_do_nothing()
+        insert = backend_of(conn).insert_ignoring(activities)
         for start in range(0, len(values), 250):  # 8 parameters a row: well inside SQLite's limit
             part = values[start : start + 250]
             returned = conn.execute(insert.values(part).returning(activities.c.id, activities.c.delivery_id))

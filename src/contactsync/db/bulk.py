@@ -25,8 +25,7 @@ import sqlalchemy as sa
 from psycopg import sql
 from sqlalchemy.dialects import postgresql
 
-IDS = "ids"
-"""Name of the array parameter :func:`insert_per_id` reads its ids from."""
+from contactsync.db.backend import IDS
 
 
 def insert_rows(conn: sa.Connection, table: sa.Table, rows: Sequence[Mapping[str, Any]]) -> None:
@@ -65,20 +64,6 @@ def insert_rows(conn: sa.Connection, table: sa.Table, rows: Sequence[Mapping[str
         raise sa.exc.DBAPIError.instance(
             statement.as_string(driver), None, exc, psycopg.Error, dialect=conn.dialect
         ) from exc
-
-
-def in_ids(column: sa.ColumnElement[int], dialect: str, name: str = IDS) -> sa.ColumnElement[bool]:
-    """``column`` among the ids of parameter ``name``: ``= ANY(:ids)`` on PostgreSQL, one array
-    parameter however many ids (an expanding ``IN`` makes SQLAlchemy and psycopg render and parse a
-    parameter per id: measured, 5 s of a 5M-contact manual run's 15 s of CPU); elsewhere ``IN``."""
-    if dialect == "postgresql":
-        return column == sa.any_(sa.bindparam(name, type_=postgresql.ARRAY(sa.BigInteger())))
-    return column.in_(sa.bindparam(name, expanding=True))
-
-
-def ids_per_statement(dialect: str) -> int:
-    """How many ids one :func:`in_ids` statement takes: SQLite's parameter limit bounds an ``IN``."""
-    return 5000 if dialect == "postgresql" else 500
 
 
 def insert_per_id(

@@ -35,6 +35,17 @@ def normalize_url(url: str) -> str:
     return f"{_DRIVERS.get(scheme, scheme)}://{rest}"
 
 
+def embedded_file(url: str) -> str | None:
+    """The file a SQLite URL names (``""`` or ``":memory:"``: in memory); ``None`` for a server's URL."""
+    parsed = sa.engine.make_url(url)
+    return (parsed.database or "") if parsed.get_backend_name() == "sqlite" else None
+
+
+def libpq_url(engine: Engine) -> str:
+    """The engine's PostgreSQL URL as libpq (psycopg's own connections) spells it, password included."""
+    return engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+
+
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     # isolation_level=None lets SQLAlchemy's "begin" event issue BEGIN IMMEDIATE itself.
     dbapi_connection.isolation_level = None
@@ -44,6 +55,10 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
     cursor.close()
+
+
+def _sqlite_full_sync(dbapi_connection: Any, _record: Any) -> None:
+    dbapi_connection.execute("PRAGMA synchronous=FULL")
 
 
 def _postgresql_session(dbapi_connection: Any, _record: Any) -> None:
@@ -59,14 +74,22 @@ def _sqlite_begin(conn: sa.Connection) -> None:
     conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
-def create_engine(url: str, *, echo: bool = False, pool_size: int = 10) -> Engine:
-    """Create an engine with the settings every contactsync database needs."""
+def create_engine(
+    url: str, *, echo: bool = False, pool_size: int = 10, sync_every_commit: bool = False
+) -> Engine:
+    """Create an engine with the settings every contactsync database needs.
+
+    ``sync_every_commit``: every commit is fsynced before it returns, not just checkpoints (SQLite
+    ``synchronous=FULL``; PostgreSQL and MySQL do so by default).
+    """
     url = normalize_url(url)
     try:
         if url.startswith("sqlite"):
             engine = sa.create_engine(url, echo=echo, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
             sa.event.listen(engine, "connect", _sqlite_pragmas)
             sa.event.listen(engine, "begin", _sqlite_begin)
+            if sync_every_commit:
+                sa.event.listen(engine, "connect", _sqlite_full_sync)
             return engine
         engine = sa.create_engine(
             url, echo=echo, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True

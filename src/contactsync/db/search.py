@@ -19,6 +19,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from contactsync.db.backend import Backend
 from contactsync.db.platform import contacts
 
 TOP = "\U0010ffff"
@@ -29,14 +30,9 @@ Position = tuple[str, int]
 """Where a result sits in the search order: its (email_key, list_id)."""
 
 
-def in_code_points(column: sa.ColumnElement[str], dialect: str) -> sa.ColumnElement[str]:
-    """``column`` compared and sorted by code point (``COLLATE "C"`` on PostgreSQL)."""
-    return column.collate("C") if dialect == "postgresql" else column
-
-
-def starts_with(column: sa.ColumnElement[str], text: str, dialect: str) -> sa.ColumnElement[bool]:
+def starts_with(column: sa.ColumnElement[str], text: str, backend: Backend) -> sa.ColumnElement[bool]:
     """``column`` starts with ``text`` (or is it), as an index range."""
-    key = in_code_points(column, dialect)
+    key = backend.in_code_points(column)
     return sa.and_(key >= text, key < text + TOP)
 
 
@@ -60,7 +56,7 @@ def _past(
 def branches(
     list_ids: Sequence[int],
     text: str,
-    dialect: str,
+    backend: Backend,
     *,
     position: Position | None,
     backward: bool,
@@ -69,7 +65,7 @@ def branches(
     """Per list, the first ``limit`` contacts past ``position`` whose email starts with ``text`` (any
     case) and, unless ``text`` has an ``@``, those whose phone is ``text``: nearest first."""
     c = contacts.c
-    key = in_code_points(c.email_key, dialect)
+    key = backend.in_code_points(c.email_key)
     order = (key.desc() if backward else key.asc(),)
     columns = [c[name] for name in COLUMNS]
     lowered, phone = email_key(text), text.strip()
@@ -78,7 +74,7 @@ def branches(
         past = _past(key, list_id, position, backward)
         found.append(
             sa.select(*columns)
-            .where(c.list_id == list_id, starts_with(c.email_key, lowered, dialect), past)
+            .where(c.list_id == list_id, starts_with(c.email_key, lowered, backend), past)
             .order_by(*order)
             .limit(limit)
         )

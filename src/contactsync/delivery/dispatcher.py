@@ -28,14 +28,17 @@ import aiohttp
 import sqlalchemy as sa
 
 from contactsync.db import retention
+from contactsync.db.backend import backend_of
+from contactsync.db.engine import libpq_url
 from contactsync.delivery import endpoints as endpoint_rows
 from contactsync.delivery import health, notify, outbox, presence
 from contactsync.delivery.attempt import AttemptResult, attempt_headers, outcome_label, send
 from contactsync.delivery.config import DispatcherConfig, default_owner, utcnow
 from contactsync.delivery.endpoints import EndpointKey
+from contactsync.delivery.leases import Claimed, Lane, claim, extend_leases, new_lease, release
 from contactsync.delivery.metrics import DeliveryMetrics
 from contactsync.delivery.netguard import create_connector
-from contactsync.delivery.outbox import Claimed, Finished, Lane
+from contactsync.delivery.outbox import Finished
 from contactsync.delivery.retry import Outcome, Rng, decide
 from contactsync.delivery.slots import Gate, create_gate
 from contactsync.delivery.throttle import TokenBucket
@@ -75,8 +78,8 @@ class Dispatcher:
         self._connector_kwargs = connector_kwargs or {}
         # SQLite has one writer: a single database thread serializes our transactions in-process
         # instead of letting them collide on the file lock and back off in SQLite's busy handler.
-        sqlite = engine.dialect.name == "sqlite"
-        self._db_threads = 1 if sqlite else 4
+        self._backend = backend_of(engine)
+        self._db_threads = 1 if self._backend.single_writer else 4
         self._executor: ThreadPoolExecutor | None = None
         retry_share = self.config.retry_concurrency
         if retry_share is None:
@@ -136,7 +139,7 @@ class Dispatcher:
         self._gate = create_gate(
             self.engine,
             run_db=self._db,
-            holder=outbox.new_lease(self.config.owner),
+            holder=new_lease(self.config.owner),
             lease_s=self.config.slot_lease_s,
             turn_s=self.config.slot_turn_s,
         )
@@ -155,7 +158,7 @@ class Dispatcher:
         ]
         if self._renderer is not None:
             helpers.append(asyncio.create_task(self._render_loop(self._renderer), name="render"))
-        if self.config.listen and self.engine.dialect.name == "postgresql":
+        if self.config.listen and self._backend.listen_notify:
             helpers.append(asyncio.create_task(self._listen_loop(), name="listen"))
         if self.config.retention is not None:
             pruning = retention.keep_pruning(
@@ -265,7 +268,7 @@ class Dispatcher:
     ) -> tuple[list[Claimed], dict[EndpointKey, endpoint_rows.Limits]]:
         """Claim a batch and look up the throttles of endpoints not seen lately (worker thread)."""
         with self.engine.begin() as conn:
-            batch = outbox.claim(
+            batch = claim(
                 conn,
                 owner=self.config.owner,
                 now=self._clock(),
@@ -429,7 +432,7 @@ class Dispatcher:
 
     def _extend_sync(self, leases: list[str]) -> None:
         with self.engine.begin() as conn:
-            outbox.extend_leases(conn, leases, now=self._clock(), lease_s=self.config.lease_s)
+            extend_leases(conn, leases, now=self._clock(), lease_s=self.config.lease_s)
 
     async def _housekeeping_loop(self) -> None:
         last_health = -float("inf")
@@ -484,7 +487,7 @@ class Dispatcher:
         """PostgreSQL LISTEN on a dedicated connection: an enqueue's commit wakes the claim loop."""
         import psycopg
 
-        url = self.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        url = libpq_url(self.engine)
         while True:
             try:
                 async with await psycopg.AsyncConnection.connect(url, autocommit=True) as aconn:
@@ -531,4 +534,4 @@ class Dispatcher:
 
     def _release_sync(self, left: list[Claimed]) -> None:
         with self.engine.begin() as conn:
-            outbox.release(conn, left, now=self._clock())
+            release(conn, left, now=self._clock())

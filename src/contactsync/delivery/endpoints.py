@@ -19,8 +19,8 @@ from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 
+from contactsync.db.backend import backend_of
 from contactsync.db.counting import Count, capped, matching, total
 from contactsync.db.platform import deliveries, endpoint_events, endpoints
 from contactsync.errors import ValidationError
@@ -97,10 +97,9 @@ def ensure(
     rows = [
         {"account_id": k.account_id, "endpoint": k.endpoint, "max_in_flight": max_in_flight} for k in wanted
     ]
-    dialect = conn.dialect.name
-    if dialect in ("postgresql", "sqlite"):
-        insert = postgresql.insert(endpoints) if dialect == "postgresql" else sqlite.insert(endpoints)
-        conn.execute(insert.on_conflict_do_nothing(index_elements=["account_id", "endpoint"]), rows)
+    backend = backend_of(conn)
+    if backend.on_conflict:
+        conn.execute(backend.insert_ignoring(endpoints, keys=["account_id", "endpoint"]), rows)
         return
     e = endpoints.c
     have = {

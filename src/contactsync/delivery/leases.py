@@ -19,6 +19,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from contactsync.db.backend import Backend, backend_of
 from contactsync.db.platform import accounts, actions, deliveries, endpoints
 from contactsync.db.sealing import Keyring, is_sealed
 from contactsync.delivery.attempt import DEFAULT_CONNECT_TIMEOUT_S, DEFAULT_TOTAL_TIMEOUT_S
@@ -134,7 +135,7 @@ _ACTION_COLUMNS = (
 )
 
 
-def _pick(dialect: str, lane: Lane | None, *, expired: bool, skip: bool, limit: Any) -> sa.CTE:
+def _pick(backend: Backend, lane: Lane | None, *, expired: bool, skip: bool, limit: Any) -> sa.CTE:
     d = deliveries.c
     pick = (
         sa.select(d.id)
@@ -142,13 +143,11 @@ def _pick(dialect: str, lane: Lane | None, *, expired: bool, skip: bool, limit: 
         .order_by(d.next_attempt_at, d.id)
         .limit(limit)
     )
-    if dialect == "postgresql":
-        pick = pick.with_for_update(skip_locked=True, of=deliveries)
-    return pick.cte("expired" if expired else "due")
+    return backend.skip_locked(pick, of=deliveries).cte("expired" if expired else "due")
 
 
 @functools.cache
-def _claim_statement(dialect: str, lane: Lane | None, *, skip: bool) -> sa.Update:
+def _claim_statement(backend: Backend, lane: Lane | None, *, skip: bool) -> sa.Update:
     """One ``UPDATE … WHERE id IN (expired ∪ due) RETURNING …`` per claim, built once per shape.
 
     Two picks, expired leases first, each on the (state, next_attempt_at) index (one OR would not
@@ -161,9 +160,9 @@ def _claim_statement(dialect: str, lane: Lane | None, *, skip: bool) -> sa.Updat
     d = deliveries.c
     assert {PENDING, IN_FLIGHT} <= TRANSITIONS["claim"].sources
     limit = sa.bindparam("b_limit", type_=sa.Integer())
-    expired = _pick(dialect, lane, expired=True, skip=skip, limit=limit)
+    expired = _pick(backend, lane, expired=True, skip=skip, limit=limit)
     taken = sa.select(sa.func.count()).select_from(expired).scalar_subquery()
-    due = _pick(dialect, lane, expired=False, skip=skip, limit=limit - taken)
+    due = _pick(backend, lane, expired=False, skip=skip, limit=limit - taken)
     picked = sa.union_all(sa.select(expired.c.id), sa.select(due.c.id))
     of_action = [
         sa.select(col).where(actions.c.id == d.action_id).scalar_subquery().label(col.name)
@@ -192,11 +191,12 @@ class _Prepared:
     names: tuple[str, ...] | None
     """Bind names in order (positional drivers); ``None``: the driver takes them by name."""
     constants: Mapping[str, Any]
-    sqlite: bool
+    as_text: bool
+    """Datetimes go to the driver as text (SQLite's, as SQLAlchemy stores them there)."""
 
     def run(self, conn: sa.Connection, params: Mapping[str, Any]) -> Sequence[Sequence[Any]]:
         values = {**self.constants, **params}
-        if self.sqlite:  # as SQLAlchemy stores them there: ISO text with microseconds
+        if self.as_text:  # as SQLAlchemy stores them there: ISO text with microseconds
             values = {
                 k: v.isoformat(" ", "microseconds") if isinstance(v, datetime) else v
                 for k, v in values.items()
@@ -205,18 +205,18 @@ class _Prepared:
         return conn.exec_driver_sql(self.sql, args).fetchall()
 
 
-_PREPARED: dict[tuple[str, Lane | None], _Prepared] = {}
+_PREPARED: dict[tuple[Backend, Lane | None], _Prepared] = {}
 
 
-def _claim_prepared(dialect: sa.Dialect, lane: Lane | None) -> _Prepared:
-    """The claim's SQL text for ``dialect``, compiled on first use."""
-    prepared = _PREPARED.get((dialect.name, lane))
+def _claim_prepared(conn: sa.Connection, backend: Backend, lane: Lane | None) -> _Prepared:
+    """The claim's SQL text for ``conn``'s database, compiled on first use."""
+    prepared = _PREPARED.get((backend, lane))
     if prepared is None:
-        compiled = _claim_statement(dialect.name, lane, skip=False).compile(dialect=dialect)
+        compiled = _claim_statement(backend, lane, skip=False).compile(bind=conn)
         constants = {k: v for k, v in compiled.params.items() if not k.startswith("b_")}
         names = tuple(compiled.positiontup) if compiled.positional and compiled.positiontup else None
-        prepared = _PREPARED[dialect.name, lane] = _Prepared(
-            compiled.string, names, constants, sqlite=dialect.name == "sqlite"
+        prepared = _PREPARED[backend, lane] = _Prepared(
+            compiled.string, names, constants, as_text=not backend.native_types
         )
     return prepared
 
@@ -251,16 +251,16 @@ def claim(
         "b_expires": now + timedelta(seconds=lease_s),
         "b_limit": limit,
     }
-    dialect = conn.dialect.name
+    backend = backend_of(conn)
     rows: Sequence[Sequence[Any]]
     if skip_endpoints:  # the skip list expands in the SQL text: SQLAlchemy's own (cached) path
         params["b_skip"] = [tuple(k) for k in skip_endpoints]
-        stmt = _claim_statement(dialect, lane, skip=True)
+        stmt = _claim_statement(backend, lane, skip=True)
         rows = [tuple(r) for r in conn.execute(stmt, params)]
         decoded = True
     else:
-        rows = _claim_prepared(conn.dialect, lane).run(conn, params)
-        decoded = dialect == "postgresql"  # psycopg returns JSON and timestamps decoded
+        rows = _claim_prepared(conn, backend, lane).run(conn, params)
+        decoded = backend.native_types
     if not rows:
         return []
     settings: dict[int | None, _ActionSettings] = {}

@@ -15,8 +15,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from contactsync.db.counting import CAP, capped, matching
 from contactsync.db.platform import DELIVERY_STATES, deliveries
+from contactsync.delivery import backlog, outbox
 from contactsync.delivery import endpoints as endpoint_rows
-from contactsync.delivery import outbox
 from contactsync.delivery.attempt import outcome_label
 
 ATTEMPT_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 15.0, 30.0)
@@ -99,6 +99,6 @@ class DeliveryMetrics:
             self.queue_depth.labels(state).set(
                 capped(conn, matching(deliveries, d.state == state, by=d.id)).n
             )
-        oldest = outbox.oldest_due(conn)
+        oldest = backlog.oldest_due(conn)
         self.oldest_pending_age.set(max((now - oldest).total_seconds(), 0.0) if oldest else 0.0)
         self.disabled_endpoints.set(len(endpoint_rows.disabled(conn)))

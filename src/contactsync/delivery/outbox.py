@@ -2,10 +2,11 @@
 
 A row holds everything needed to send the request later, byte for byte (method, URL, static headers,
 body, transactionid); the signature is computed per attempt, so it is not stored. Here: enqueue,
-recording attempts (:func:`finish`), the operator's cancel/replay/recover and queue statistics;
-claiming lives in :mod:`~contactsync.delivery.leases` and the state machine in
-:mod:`~contactsync.delivery.states` (both re-exported). Functions take a connection and never
-commit: the caller's transaction is the unit of work.
+waking the dispatchers, and recording attempts (:func:`finish`). Claiming lives in
+:mod:`~contactsync.delivery.leases`, the state machine in :mod:`~contactsync.delivery.states`, the
+operator's cancel/replay/recover in :mod:`~contactsync.delivery.interventions` and queue depth in
+:mod:`~contactsync.delivery.backlog`. Functions take a connection and never commit: the caller's
+transaction is the unit of work.
 """
 
 from __future__ import annotations
@@ -18,72 +19,22 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from contactsync.db.backend import backend_of
 from contactsync.db.bulk import insert_rows
-from contactsync.db.counting import Count, capped, matching
-from contactsync.db.platform import RETRYING, deliveries, delivery_attempts
+from contactsync.db.platform import deliveries, delivery_attempts
 from contactsync.delivery import endpoints as endpoint_rows
 from contactsync.delivery.attempt import AttemptResult, outcome_label
 from contactsync.delivery.leases import (
-    SETTING_CONNECT_TIMEOUT,
-    SETTING_SCHEDULE,
-    SETTING_TOTAL_TIMEOUT,
     Claimed,
-    Lane,
-    claim,
-    extend_leases,
-    new_lease,
-    release,
 )
 from contactsync.delivery.retry import Decision, Outcome, Verdict
 from contactsync.delivery.states import (
-    CANCELLED,
-    DELIVERED,
-    FAILED,
     IN_FLIGHT,
     NO_LEASE,
-    PENDING,
     TRANSITIONS,
     move,
     naive,
 )
-
-__all__ = [
-    "ACTION_DELETED",
-    "CANCELLED",
-    "DELIVERED",
-    "FAILED",
-    "IN_FLIGHT",
-    "NEVER_RENDERED",
-    "NOTIFY_CHANNEL",
-    "PENDING",
-    "SETTING_CONNECT_TIMEOUT",
-    "SETTING_SCHEDULE",
-    "SETTING_TOTAL_TIMEOUT",
-    "TRANSITIONS",
-    "UNSIGNED",
-    "Claimed",
-    "Finished",
-    "Lane",
-    "OutboxRequest",
-    "cancel",
-    "cancel_for_actions",
-    "claim",
-    "count_failed_since",
-    "counts_by_state",
-    "enqueue",
-    "extend_leases",
-    "finish",
-    "new_lease",
-    "next_due",
-    "notify",
-    "oldest_due",
-    "pending_for_actions",
-    "recover_since",
-    "refuse_unsigned",
-    "release",
-    "replay",
-    "unblocks_successor",
-]
 
 _VERDICT_EVENT = {Verdict.DELIVERED: "deliver", Verdict.RETRY: "retry", Verdict.FAILED: "fail"}
 
@@ -155,7 +106,7 @@ def enqueue(conn: sa.Connection, requests: Sequence[OutboxRequest], *, now: date
 
 def notify(conn: sa.Connection) -> None:
     """Wake idle dispatchers when the caller's transaction commits (PostgreSQL ``NOTIFY``)."""
-    if conn.dialect.name == "postgresql":
+    if backend_of(conn).listen_notify:
         conn.execute(sa.text("SELECT pg_notify(:channel, '')"), {"channel": NOTIFY_CHANNEL})
 
 
@@ -309,10 +260,11 @@ def finish(conn: sa.Connection, done: Sequence[Finished], *, now: datetime) -> l
     if not done:
         return []
     d = deliveries.c
+    backend = backend_of(conn)
     kept: list[Finished] = []
     successes = [f for f in done if f.decision.verdict is Verdict.DELIVERED]
     if successes:
-        deliver = _deliver_pg if conn.dialect.name == "postgresql" else _deliver_sqlite
+        deliver = _deliver_pg if backend.arrays else _deliver_sqlite
         moved = deliver(conn, successes, now)
         kept.extend(f for f in successes if f.claimed.id in moved)
     failures = [f for f in done if f.decision.verdict is not Verdict.DELIVERED]
@@ -320,9 +272,7 @@ def finish(conn: sa.Connection, done: Sequence[Finished], *, now: datetime) -> l
         check = sa.select(d.id, d.lease_owner).where(
             d.id.in_([f.claimed.id for f in failures]), d.state == IN_FLIGHT
         )
-        if conn.dialect.name == "postgresql":
-            check = check.with_for_update()
-        held = {(row.id, row.lease_owner) for row in conn.execute(check)}
+        held = {(row.id, row.lease_owner) for row in conn.execute(backend.locked(check))}
         failures = [f for f in failures if (f.claimed.id, f.claimed.lease) in held]
         for verdict in (Verdict.RETRY, Verdict.FAILED):
             group = [f for f in failures if f.decision.verdict is verdict]
@@ -403,123 +353,3 @@ def _record_health(conn: sa.Connection, kept: Sequence[Finished], *, now: dateti
         if f.decision.disable_endpoint:
             reason = f"410 Gone from {f.claimed.url}"
             endpoint_rows.disable(conn, f.claimed.endpoint_key, reason=reason, now=now, kind="gone")
-
-
-# --- operator actions ----------------------------------------------------------------------------
-
-
-NEVER_RENDERED = (
-    "cancelled before its delay ended, so never rendered: it holds the request as at the trigger, "
-    "which a replay sends"
-)
-
-
-def _unmark() -> dict[str, Any]:
-    """Values of a cancel: a delivery waiting to be rendered keeps its trigger-time request for good
-    (the render job only takes pending rows, so a cancelled one would linger in its index)."""
-    d = deliveries.c
-    return {
-        "render_pending": None,
-        "render_note": sa.case((d.render_pending.is_not(None), NEVER_RENDERED), else_=d.render_note),
-    }
-
-
-def cancel(conn: sa.Connection, ids: Sequence[int], *, now: datetime) -> int:
-    """Stop pending or failed deliveries for good (an in-flight attempt finishes first)."""
-    return move(conn, "cancel", deliveries.c.id.in_(list(ids)), _unmark(), now=now).rowcount if ids else 0
-
-
-ACTION_DELETED = "cancelled: its action was deleted, so it cannot be signed"
-
-
-def cancel_for_actions(conn: sa.Connection, action_ids: Sequence[int], *, now: datetime) -> int:
-    """Cancel the pending deliveries of actions about to be deleted (a delivery is never sent unsigned).
-
-    Call before deleting: once the action is gone its deliveries no longer name it. One still in
-    flight finishes its attempt; should that end in a retry, the dispatcher fails it (no secret).
-    """
-    if not action_ids:
-        return 0
-    where = deliveries.c.action_id.in_(list(action_ids))
-    values = {"last_error": ACTION_DELETED, **NO_LEASE, **_unmark()}
-    return int(move(conn, "cancel", where, values, now=now).rowcount)
-
-
-def pending_for_actions(conn: sa.Connection, action_ids: Sequence[int]) -> Count:
-    """How many deliveries :func:`cancel_for_actions` would cancel (what the UI asks to confirm),
-    counted up to a cap: a backlog of millions shows "10,000+" instead of being read whole."""
-    if not action_ids:
-        return Count(0)
-    d = deliveries.c
-    wanted = matching(
-        deliveries, d.action_id.in_(list(action_ids)), d.state.in_([PENDING, FAILED]), by=d.action_id
-    )
-    return capped(conn, wanted)
-
-
-def replay(conn: sa.Connection, ids: Sequence[int], *, now: datetime) -> int:
-    """Send failed, cancelled or delivered deliveries again, now, with a fresh retry schedule; a
-    retrying one (pending after failed attempts) is tried now, its schedule going on from there."""
-    if not ids:
-        return 0
-    notify(conn)
-    chosen = deliveries.c.id.in_(list(ids))
-    replayed = move(conn, "replay", chosen, _replay_values(now), now=now).rowcount
-    hurried = move(conn, "hurry", sa.and_(chosen, RETRYING), {"next_attempt_at": now}, now=now).rowcount
-    return replayed + hurried
-
-
-def recover_since(
-    conn: sa.Connection, *, action_id: int, since: datetime, now: datetime, limit: int | None = None
-) -> int:
-    """Retry failed deliveries of ``action_id`` created at or after ``since``; returns how many.
-
-    With ``limit``, at most that many (oldest first): call in a loop, one transaction per chunk,
-    to show progress and keep transactions short on large backlogs.
-    """
-    d = deliveries.c
-    where = sa.and_(d.action_id == action_id, d.created_at >= naive(since), d.state == FAILED)
-    if limit is not None:
-        ids = list(conn.execute(sa.select(d.id).where(where).order_by(d.id).limit(limit)).scalars())
-        if not ids:
-            return 0
-        where = sa.and_(where, d.id.in_(ids))
-    notify(conn)
-    return move(conn, "replay", where, _replay_values(now), now=now).rowcount
-
-
-def count_failed_since(conn: sa.Connection, *, action_id: int, since: datetime) -> int:
-    """How many deliveries :func:`recover_since` would retry."""
-    d = deliveries.c
-    where = sa.and_(d.action_id == action_id, d.created_at >= naive(since), d.state == FAILED)
-    return int(conn.execute(sa.select(sa.func.count()).where(where)).scalar_one())
-
-
-def _replay_values(now: datetime) -> dict[str, Any]:
-    return {**NO_LEASE, "next_attempt_at": now, "attempt_count": 0, "delivered_at": None}
-
-
-def counts_by_state(conn: sa.Connection) -> dict[str, int]:
-    """Queue depth per state (every state present, zero when empty)."""
-    d = deliveries.c
-    found: dict[str, int] = dict(conn.execute(sa.select(d.state, sa.func.count()).group_by(d.state)).all())
-    return {state: int(found.get(state, 0)) for state in (PENDING, IN_FLIGHT, DELIVERED, FAILED, CANCELLED)}
-
-
-def oldest_due(conn: sa.Connection, *, account_id: int | None = None) -> datetime | None:
-    """When the longest-waiting unfinished delivery (of one account, or of all) became due: the first
-    row of the (state, next_attempt_at) index for each unfinished state, whatever the outbox's size."""
-    d = deliveries.c
-    found = []
-    for state in (PENDING, IN_FLIGHT):
-        query = sa.select(d.next_attempt_at).where(d.state == state).order_by(d.next_attempt_at).limit(1)
-        if account_id is not None:
-            query = query.where(d.account_id == account_id)
-        found.append(conn.execute(query).scalar())
-    return min((at for at in found if at is not None), default=None)
-
-
-def next_due(conn: sa.Connection) -> datetime | None:
-    """When the earliest pending delivery is due (the dispatcher sleeps until then at most)."""
-    d = deliveries.c
-    return conn.execute(sa.select(sa.func.min(d.next_attempt_at)).where(d.state == PENDING)).scalar()

@@ -12,8 +12,8 @@ from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 
+from contactsync.db.backend import backend_of
 from contactsync.db.platform import deliveries, dispatchers
-from contactsync.db.upsert import insert_on_conflict
 from contactsync.delivery.states import PENDING
 
 ALIVE_WITHIN_S = 60.0
@@ -43,8 +43,10 @@ class Stall:
 
 def beat(conn: sa.Connection, owner: str, *, started_at: datetime, now: datetime) -> None:
     """Note that ``owner`` is alive; forget dispatchers gone for a day."""
-    stmt = insert_on_conflict(conn.dialect.name, dispatchers).values(
-        owner=owner[:100], started_at=started_at, last_seen_at=now
+    stmt = (
+        backend_of(conn)
+        .insert_on_conflict(dispatchers)
+        .values(owner=owner[:100], started_at=started_at, last_seen_at=now)
     )
     conn.execute(stmt.on_conflict_do_update(index_elements=["owner"], set_={"last_seen_at": now}))
     conn.execute(dispatchers.delete().where(dispatchers.c.last_seen_at < now - FORGOTTEN_AFTER))

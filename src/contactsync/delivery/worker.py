@@ -22,7 +22,8 @@ from typing import Any
 import sqlalchemy as sa
 from prometheus_client import CollectorRegistry, start_http_server
 
-from contactsync.db import create_engine, normalize_url
+from contactsync.db import create_engine
+from contactsync.db.backend import backend_of_url
 from contactsync.delivery.config import DispatcherConfig, default_owner
 from contactsync.delivery.dispatcher import Dispatcher
 from contactsync.delivery.metrics import DeliveryMetrics
@@ -104,7 +105,7 @@ def run(
     """Run ``processes`` dispatchers; returns the worst child exit code."""
     if processes < 1:
         raise ConfigError("--processes must be at least 1")
-    if processes > 1 and normalize_url(settings.database_url).startswith("sqlite"):
+    if processes > 1 and backend_of_url(settings.database_url).single_writer:
         raise ConfigError("SQLite supports one dispatcher process; use PostgreSQL to scale out")
     if processes == 1:
         run_one(settings, metrics_port=metrics_port, renderer=renderer, jobs=jobs)

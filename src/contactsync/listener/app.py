@@ -31,6 +31,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from contactsync.db.backend import backend_of
 from contactsync.db.engine import create_engine
 from contactsync.db.migrate import upgrade
 from contactsync.db.retention import Retention
@@ -208,7 +209,7 @@ def create_app(
         upgrade(engine, side="listener")
         # SQLite has one writer: the inbox, the runners and a projection into the same file take turns
         # on this lock, so none of them sleeps in SQLite's busy-timeout backoff while another commits.
-        write_lock = threading.Lock() if engine.dialect.name == "sqlite" else None
+        write_lock = threading.Lock() if backend_of(engine).single_writer else None
         chosen = (
             dict(handlers)
             if handlers is not None
@@ -297,14 +298,7 @@ def _reason(exc: Exception) -> str:
 
 def inbox_engine(url: str) -> sa.Engine:
     """The inbox's engine: on SQLite every commit is fsynced (``synchronous=FULL``), not just checkpoints."""
-    engine = create_engine(url)
-    if engine.dialect.name == "sqlite":
-
-        def full_sync(dbapi_connection: Any, _record: Any) -> None:
-            dbapi_connection.execute("PRAGMA synchronous=FULL")
-
-        sa.event.listen(engine, "connect", full_sync)
-    return engine
+    return create_engine(url, sync_every_commit=True)
 
 
 def _guard(request: Request) -> _State | None:

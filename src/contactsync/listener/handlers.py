@@ -28,6 +28,7 @@ from typing import Any, Protocol, cast
 import sqlalchemy as sa
 
 from contactsync.db import retention
+from contactsync.db.backend import backend_of
 from contactsync.db.engine import write_transaction
 from contactsync.db.listener import handler_attempts, handler_runs, inbox
 from contactsync.db.retention import Retention
@@ -489,7 +490,7 @@ class Runner:
         """Lease up to one batch of due runs of ``name`` (optimistically, so processes can share them)."""
         now = self._clock_ms()
         with self._transaction() as conn:
-            if conn.dialect.update_returning:
+            if backend_of(conn).update_returning:
                 return self._claim_returning(conn, name, now)
             rows = conn.execute(
                 sa.select(*_RUN_COLUMNS, handler_runs.c.next_attempt_at_ms, *_ENTRY_COLUMNS)
@@ -504,7 +505,7 @@ class Runner:
             leases = [
                 {"rid": r.id, "due": r.next_attempt_at_ms, "lease_until": now + self._lease_ms} for r in rows
             ]
-            if conn.dialect.supports_sane_multi_rowcount:
+            if backend_of(conn).multi_rowcount:
                 if conn.execute(_TAKE, leases).rowcount != len(rows):
                     # the rows are locked (FOR UPDATE, or SQLite's write lock), so this should not happen;
                     # if it does, claim nothing rather than guess which rows this process now holds

@@ -21,8 +21,16 @@ from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 
+from contactsync.db.backend import backend_of
+from contactsync.db.errors import driver_errors, translated
 from contactsync.db.listener import handler_runs, inbox
-from contactsync.errors import ListenerError, StorageError
+from contactsync.errors import (
+    ConstraintError,
+    DuplicateKeyError,
+    ListenerError,
+    StorageError,
+    UnstorableValueError,
+)
 
 DEFAULT_MAX_BATCH = 256
 """Upper bound of requests per commit; bounds the transaction size, not throughput."""
@@ -98,10 +106,11 @@ class Inbox:
         self._pending: list[_Item] = []
         self._flusher: asyncio.Task[None] | None = None
         self._executor: ThreadPoolExecutor | None = None
-        self._direct = engine.dialect.name in ("sqlite", "postgresql")
+        self._backend = backend_of(engine)
+        self._direct = self._backend.on_conflict
         self._held: Any = None
-        self._driver_errors: tuple[type[Exception], ...] = (engine.dialect.loaded_dbapi.Error,)
-        """The writer thread's own driver connection (``_direct`` dialects), opened on first use."""
+        """The writer thread's own driver connection (``_direct`` databases), opened on first use."""
+        self._driver_errors = driver_errors(engine)
         self.commits = 0
         """Transactions committed so far (the group-commit ratio is ``stored / commits``)."""
 
@@ -161,17 +170,17 @@ class Inbox:
 
     def _commit_with_retry(self, entries: list[InboxEntry], held: bool = True) -> list[Stored]:
         # A concurrent writer in another process may insert one of our transactionids between our
-        # look-up and our insert (dialects without ON CONFLICT); the unique key then fails the batch and
+        # look-up and our insert (databases without ON CONFLICT); the unique key then fails the batch and
         # a second pass sees it. A driver connection that broke is replaced once: nothing was committed.
         for attempt in range(3):
             try:
                 if self._direct:
                     return self._commit_direct(entries, held=held)
                 return self._commit(entries)
-            except sa.exc.IntegrityError as exc:
+            except DuplicateKeyError as exc:
                 if attempt == 2:
                     raise StorageError(f"inbox batch failed: {exc}") from exc
-            except sa.exc.SQLAlchemyError as exc:
+            except (ConstraintError, UnstorableValueError, sa.exc.SQLAlchemyError) as exc:
                 raise StorageError(f"inbox batch failed: {exc}") from exc
             except _DriverFailure as exc:
                 if attempt >= 1:
@@ -180,7 +189,7 @@ class Inbox:
 
     def _commit(self, entries: list[InboxEntry]) -> list[Stored]:
         first_of, fresh = _firsts(entries)
-        with self._write_lock, self._engine.begin() as conn:
+        with translated(), self._write_lock, self._engine.begin() as conn:
             ids = _insert_new(conn, fresh)
             if ids and self._handler_names:
                 _insert_runs(conn, fresh, ids, self._handler_names)
@@ -195,22 +204,25 @@ class Inbox:
             connection = self._engine.raw_connection()
             if held:
                 self._held = connection
-        sqlite = self._engine.dialect.name == "sqlite"
+        backend = self._backend
         try:
             with self._write_lock:
                 cursor = connection.cursor()
                 try:
-                    if sqlite:  # the engine's connections run in autocommit mode; take the write lock now
+                    if backend.single_writer:  # autocommit connections: take the write lock now
                         cursor.execute("BEGIN IMMEDIATE")
-                    if sqlite:
-                        cursor.execute(_insert_sql(len(fresh), True), _params(fresh))
-                    elif self._handler_names:
+                    runs_with_entries = backend.arrays and bool(self._handler_names)
+                    if runs_with_entries:
                         cursor.execute(_PG_INSERT_WITH_RUNS, [*_arrays(fresh), list(self._handler_names)])
-                    else:
+                    elif backend.arrays:
                         cursor.execute(_PG_INSERT, _arrays(fresh))
+                    else:
+                        cursor.execute(_insert_sql(len(fresh), backend.qmark), _params(fresh))
                     ids = {tid: rid for rid, tid in cursor.fetchall()}
-                    if sqlite and ids and self._handler_names:
-                        cursor.executemany(_runs_sql(sqlite), _run_rows(fresh, ids, self._handler_names))
+                    if ids and self._handler_names and not runs_with_entries:
+                        cursor.executemany(
+                            _runs_sql(backend.qmark), _run_rows(fresh, ids, self._handler_names)
+                        )
                     connection.commit()
                 finally:
                     cursor.close()
@@ -337,7 +349,7 @@ def _run_rows(fresh: list[InboxEntry], ids: dict[str, int], names: Sequence[str]
 
 
 def _insert_new(conn: sa.Connection, fresh: list[InboxEntry]) -> dict[str, int]:
-    """Insert the entries whose transactionid is new; their inbox ids (dialects without RETURNING).
+    """Insert the entries whose transactionid is new; their inbox ids (databases without RETURNING).
 
     Look up, insert, look up: a concurrent insert in between fails the unique key and the batch is retried.
     """
@@ -359,4 +371,4 @@ def _insert_new(conn: sa.Connection, fresh: list[InboxEntry]) -> dict[str, int]:
 def _insert_runs(
     conn: sa.Connection, fresh: list[InboxEntry], ids: dict[str, int], names: Sequence[str]
 ) -> None:
-    conn.exec_driver_sql(_runs_sql(conn.dialect.paramstyle == "qmark"), _run_rows(fresh, ids, names))
+    conn.exec_driver_sql(_runs_sql(backend_of(conn).qmark), _run_rows(fresh, ids, names))

@@ -27,13 +27,13 @@ import hashlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql
-from sqlalchemy.sql.compiler import SQLCompiler
 
 from contactsync.db import listener as t
+from contactsync.db.backend import Backend, backend_of
+from contactsync.db.driver_sql import insert_many, run, run_many, update_many
 from contactsync.db.engine import create_engine, write_transaction
 from contactsync.db.migrate import upgrade
 from contactsync.errors import PayloadError
@@ -278,56 +278,20 @@ _UPDATE_FIELD = sa.update(t.field_values).where(
 )
 
 
-_Compiled = tuple[str, tuple[str, ...] | None]
-_COMPILED: dict[tuple[sa.ClauseElement, str, tuple[str, ...]], _Compiled] = {}
-
-
-def _compiled(stmt: sa.ClauseElement, dialect: sa.Dialect, keys: tuple[str, ...]) -> _Compiled:
-    """SQL text of ``stmt`` for ``dialect`` and parameter ``keys``, and the key order if positional."""
-    found = _COMPILED.get((stmt, dialect.name, keys))
-    if found is None:
-        table = getattr(stmt, "table", None)
-        columns = [k for k in keys if table is None or k in table.c]
-        compiled = cast(SQLCompiler, stmt.compile(dialect=dialect, column_keys=columns))
-        order = tuple(compiled.positiontup) if compiled.positional and compiled.positiontup else None
-        found = _COMPILED[(stmt, dialect.name, keys)] = (str(compiled), order)
-    return found
-
-
-def _run(conn: sa.Connection, stmt: sa.ClauseElement, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
-    """Execute a statement built once as driver SQL inside ``conn``'s transaction; rows as plain tuples.
-
-    Compiling an expression per call cost more than running it; compiled once per dialect and parameter
-    set, the SQL still goes through the connection, so engine events (logging, tracing) see it.
-    """
-    sql, order = _compiled(stmt, conn.dialect, tuple(params))
-    result = conn.exec_driver_sql(sql, tuple(params[k] for k in order) if order else dict(params))
-    return [tuple(row) for row in result] if result.returns_rows else []
-
-
-def _run_many(conn: sa.Connection, stmt: sa.ClauseElement, rows: Sequence[Mapping[str, Any]]) -> None:
-    """:func:`_run` for several rows with the same keys: one ``executemany`` (pipelined by psycopg)."""
-    sql, order = _compiled(stmt, conn.dialect, tuple(rows[0]))
-    if order:
-        conn.exec_driver_sql(sql, [tuple(row[k] for k in order) for row in rows])
-    else:
-        conn.exec_driver_sql(sql, [dict(row) for row in rows])
-
-
 def apply(conn: sa.Connection, delivery: Delivery, *, now_ms: int) -> bool:
     """Merge one delivery into the tables; True if anything changed (False: stale or seen before).
 
     Runs inside the caller's transaction, so the caller decides when the projection commits.
     """
     cid, tid = delivery.contact_id, delivery.transactionid
-    found = _run(conn, _SELECT_CONTACT, {"cid": cid})
+    found = run(conn, _SELECT_CONTACT, {"cid": cid})
     changes: dict[str, Any] = {}
     if not found:
         row: dict[str, Any] = {"contact_id": cid, "last_transactionid": tid, "updated_at_ms": now_ms}
         for name, value in delivery.attributes.items():
             row[name] = value
             row[f"{name}_transactionid"] = tid
-        _run(conn, _INSERT_CONTACT, row)
+        run(conn, _INSERT_CONTACT, row)
     else:
         stamps = dict(zip(t.CONTACT_ATTRIBUTES, found[0], strict=False))
         for name, value in delivery.attributes.items():
@@ -340,7 +304,7 @@ def apply(conn: sa.Connection, delivery: Delivery, *, now_ms: int) -> bool:
     for section, rows in delivery.activity.items():
         changed = _merge_activity(conn, KIND_OF[section], cid, rows, tid) or changed
     if found and (changes or changed):
-        _run(conn, _UPDATE_CONTACT, {"cid": cid, **changes, "updated_at_ms": now_ms})
+        run(conn, _UPDATE_CONTACT, {"cid": cid, **changes, "updated_at_ms": now_ms})
     return not found or bool(changes) or changed
 
 
@@ -348,7 +312,7 @@ def _merge_fields(conn: sa.Connection, delivery: Delivery) -> bool:
     if not delivery.fields:
         return False
     cid, tid = delivery.contact_id, delivery.transactionid
-    stamps = {row[0]: row[1:] for row in _run(conn, _SELECT_FIELDS, {"cid": cid})}
+    stamps = {row[0]: row[1:] for row in run(conn, _SELECT_FIELDS, {"cid": cid})}
     new_rows: list[dict[str, Any]] = []
     updates: dict[tuple[str, ...], list[dict[str, Any]]] = {}
     for field_id, sent in delivery.fields.items():
@@ -373,9 +337,9 @@ def _merge_fields(conn: sa.Connection, delivery: Delivery) -> bool:
         if change:
             updates.setdefault(tuple(change), []).append({"cid": cid, "fid": field_id, **change})
     if new_rows:
-        _run_many(conn, _INSERT_FIELDS, new_rows)
+        run_many(conn, _INSERT_FIELDS, new_rows)
     for rows in updates.values():
-        _run_many(conn, _UPDATE_FIELD, rows)
+        run_many(conn, _UPDATE_FIELD, rows)
     return bool(new_rows or updates)
 
 
@@ -402,10 +366,10 @@ def _merge_activity(
         if "clicks" in row and row["clicks"] > found.clicks:
             change["clicks"] = row["clicks"]
         if change:
-            _run(conn, kind.update, {"rid": found.id, **change})
+            run(conn, kind.update, {"rid": found.id, **change})
             changed = True
     if new_rows:
-        _run_many(conn, kind.insert, new_rows)
+        run_many(conn, kind.insert, new_rows)
     return changed or bool(new_rows)
 
 
@@ -417,21 +381,19 @@ def _merge_activity(
 # trips whatever its size, where :func:`apply` costs about ten per delivery.
 
 
-def _among(column: sa.ColumnElement[Any], name: str, dialect: str) -> sa.ColumnElement[bool]:
-    """``column`` among the values of list parameter ``name``: ``= ANY(array)`` on PostgreSQL, where
-    the statement's text then stays the same for every batch (an expanding ``IN`` renders, and makes
-    psycopg parse, a new text per list length); elsewhere ``IN``."""
-    if dialect == "postgresql":
-        return column == sa.any_(sa.bindparam(name, type_=postgresql.ARRAY(sa.String())))
-    return column.in_(sa.bindparam(name, expanding=True))
+def _among(column: sa.ColumnElement[Any], name: str, backend: Backend) -> sa.ColumnElement[bool]:
+    """``column`` among the strings of list parameter ``name``: one array parameter where the database
+    takes arrays, so the statement's text stays the same for every batch (an expanding ``IN`` renders,
+    and makes psycopg parse, a new text per list length)."""
+    return backend.among(column, name, sa.String())
 
 
 @functools.cache
-def _contact_rows(dialect: str) -> sa.Select[Any]:
+def _contact_rows(backend: Backend) -> sa.Select[Any]:
     contacts = t.contacts
     return (
         sa.select(contacts)
-        .where(_among(contacts.c.contact_id, "cids", dialect))
+        .where(_among(contacts.c.contact_id, "cids", backend))
         .order_by(contacts.c.contact_id)
         # sorted: projectors locking overlapping batches wait for each other instead of deadlocking
         .with_for_update()
@@ -439,10 +401,10 @@ def _contact_rows(dialect: str) -> sa.Select[Any]:
 
 
 @functools.cache
-def _field_rows(dialect: str) -> sa.Select[Any]:
+def _field_rows(backend: Backend) -> sa.Select[Any]:
     fields = t.field_values
     return sa.select(fields).where(
-        _among(fields.c.contact_id, "cids", dialect), _among(fields.c.field_id, "fids", dialect)
+        _among(fields.c.contact_id, "cids", backend), _among(fields.c.field_id, "fids", backend)
     )
 
 
@@ -454,11 +416,11 @@ _BLANK_FIELD = {"name": None, "name_transactionid": None, "value": None, "value_
 
 
 @functools.cache
-def _activity_rows(kind: _Kind, dialect: str) -> sa.Select[Any]:
+def _activity_rows(kind: _Kind, backend: Backend) -> sa.Select[Any]:
     """Stored rows of ``kind`` for the batch's contacts among candidate first-key values (a superset)."""
     table = kind.table
     return sa.select(table).where(
-        _among(table.c.contact_id, "cids", dialect), _among(table.c[kind.key[0]], "firsts", dialect)
+        _among(table.c.contact_id, "cids", backend), _among(table.c[kind.key[0]], "firsts", backend)
     )
 
 
@@ -483,7 +445,7 @@ def apply_batch(conn: sa.Connection, deliveries: Iterable[Delivery], *, now_ms: 
     cids = sorted(by_contact)
     stored = {
         row.contact_id: dict(row._mapping)
-        for row in conn.execute(_contact_rows(conn.dialect.name), {"cids": cids})
+        for row in conn.execute(_contact_rows(backend_of(conn)), {"cids": cids})
     }
     rows: dict[str, dict[str, Any]] = {}
     for cid in cids:
@@ -503,7 +465,7 @@ def apply_batch(conn: sa.Connection, deliveries: Iterable[Delivery], *, now_ms: 
                 row["last_transactionid"] = tid
     new_rows = [{**rows[cid], "updated_at_ms": now_ms} for cid in cids if cid not in stored]
     if new_rows:  # first, as apply() does: a concurrent insert of the same contact fails here
-        _insert_rows(conn, _INSERT_CONTACT, new_rows)
+        insert_many(conn, _INSERT_CONTACT, new_rows)
     touched = _merge_batch_fields(conn, by_contact)
     for kind in KINDS:
         touched |= _merge_batch_activity(conn, kind, by_contact)
@@ -513,7 +475,7 @@ def apply_batch(conn: sa.Connection, deliveries: Iterable[Delivery], *, now_ms: 
         if cid in stored and (rows[cid] != stored[cid] or cid in touched)
     ]
     if updates:
-        _update_rows(conn, _UPDATE_CONTACT, {"contact_id": "cid"}, updates)
+        update_many(conn, _UPDATE_CONTACT, {"contact_id": "cid"}, updates)
 
 
 def _merge_batch_fields(conn: sa.Connection, by_contact: Mapping[str, list[Delivery]]) -> set[str]:
@@ -524,7 +486,7 @@ def _merge_batch_fields(conn: sa.Connection, by_contact: Mapping[str, list[Deliv
     fids = sorted({fid for cid in cids for d in by_contact[cid] for fid in d.fields})
     rows = {
         (row.contact_id, row.field_id): dict(row._mapping)
-        for row in conn.execute(_field_rows(conn.dialect.name), {"cids": cids, "fids": fids})
+        for row in conn.execute(_field_rows(backend_of(conn)), {"cids": cids, "fids": fids})
     }
     before = {key: dict(row) for key, row in rows.items()}
     for cid in cids:
@@ -538,9 +500,9 @@ def _merge_batch_fields(conn: sa.Connection, by_contact: Mapping[str, list[Deliv
                         row[f"{key}_transactionid"] = tid
     new_rows, changed = _differences(rows, before)
     if new_rows:
-        _insert_rows(conn, _INSERT_FIELDS, new_rows)
+        insert_many(conn, _INSERT_FIELDS, new_rows)
     if changed:
-        _update_rows(conn, _UPDATE_FIELD, {"contact_id": "cid", "field_id": "fid"}, changed)
+        update_many(conn, _UPDATE_FIELD, {"contact_id": "cid", "field_id": "fid"}, changed)
     return {row["contact_id"] for row in new_rows + changed}
 
 
@@ -556,7 +518,7 @@ def _merge_batch_activity(
     cids = sorted({cid for cid, _ in carriers})
     firsts = sorted({row[kind.key[0]] for _, d in carriers for row in d.activity[kind.section]})
     rows: dict[tuple[Any, ...], dict[str, Any]] = {}
-    for found in conn.execute(_activity_rows(kind, conn.dialect.name), {"cids": cids, "firsts": firsts}):
+    for found in conn.execute(_activity_rows(kind, backend_of(conn)), {"cids": cids, "firsts": firsts}):
         stored = dict(found._mapping)
         rows[(stored["contact_id"], *(stored[k] for k in kind.key))] = stored
     before = {key: dict(row) for key, row in rows.items()}
@@ -577,68 +539,16 @@ def _merge_batch_activity(
                 row["clicks"] = sent["clicks"]
     new_rows, changed = _differences(rows, before)
     if new_rows:
-        _insert_rows(conn, kind.insert, new_rows)
+        insert_many(conn, kind.insert, new_rows)
     if changed:
         mutable = _mutable(kind)
-        _update_rows(
+        update_many(
             conn,
             kind.update,
             {"id": "rid"},
             [{"id": row["id"], **{c: row[c] for c in mutable}} for row in changed],
         )
     return {row["contact_id"] for row in new_rows + changed}
-
-
-def _insert_rows(conn: sa.Connection, insert: sa.Insert, rows: Sequence[Mapping[str, Any]]) -> None:
-    """Insert ``rows`` (all with the same keys): on PostgreSQL one statement over an array per column."""
-    if conn.dialect.name != "postgresql":
-        _run_many(conn, insert, rows)
-        return
-    columns = tuple(rows[0])
-    _run_arrays(conn, _pg_insert(insert.table, columns), columns, rows)
-
-
-def _update_rows(
-    conn: sa.Connection, update: sa.Update, key: Mapping[str, str], rows: Sequence[Mapping[str, Any]]
-) -> None:
-    """Update ``rows`` (all with the same keys) found by their ``key`` columns (column → the bound name
-    in ``update``'s WHERE): on PostgreSQL one statement joined to an array per column."""
-    if conn.dialect.name != "postgresql":
-        _run_many(conn, update, [{key.get(k, k): v for k, v in row.items()} for row in rows])
-        return
-    columns = (*key, *(c for c in rows[0] if c not in key))
-    _run_arrays(conn, _pg_update(update.table, tuple(key), columns), columns, rows)
-
-
-def _run_arrays(
-    conn: sa.Connection, sql: str, columns: Sequence[str], rows: Sequence[Mapping[str, Any]]
-) -> None:
-    # pipelined executemany costs psycopg ~10 µs of client CPU per row; arrays cost ~2 µs (measured)
-    conn.exec_driver_sql(sql, tuple([row[c] for row in rows] for c in columns))
-
-
-@functools.cache
-def _pg_arrays(table: sa.Table, columns: tuple[str, ...]) -> str:
-    """Binary array parameters (psycopg's ``%b``), one per column, cast to the column's type."""
-    types = ("bigint" if isinstance(table.c[c].type, sa.Integer) else "text" for c in columns)
-    return ", ".join(f"%b::{kind}[]" for kind in types)
-
-
-@functools.cache
-def _pg_insert(table: sa.Table, columns: tuple[str, ...]) -> str:
-    names = ", ".join(f'"{c}"' for c in columns)
-    return f'INSERT INTO "{table.name}" ({names}) SELECT * FROM unnest({_pg_arrays(table, columns)})'
-
-
-@functools.cache
-def _pg_update(table: sa.Table, key: tuple[str, ...], columns: tuple[str, ...]) -> str:
-    names = ", ".join(f'"{c}"' for c in columns)
-    assign = ", ".join(f'"{c}" = v."{c}"' for c in columns if c not in key)
-    match = " AND ".join(f'"{table.name}"."{c}" = v."{c}"' for c in key)
-    return (
-        f'UPDATE "{table.name}" SET {assign}'
-        f" FROM unnest({_pg_arrays(table, columns)}) AS v({names}) WHERE {match}"
-    )
 
 
 def _differences(

@@ -22,7 +22,9 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
+from contactsync.db.errors import translated
 from contactsync.db.listener import refusals as table
+from contactsync.errors import DuplicateKeyError
 
 log = logging.getLogger("contactsync.listener.refusals")
 
@@ -150,7 +152,7 @@ def _upsert(conn: sa.Connection, minute: int, reason: str, source: str, action: 
     if updated:
         return
     try:
-        with conn.begin_nested():
+        with translated(), conn.begin_nested():
             conn.execute(
                 table.insert().values(
                     minute_ms=minute,
@@ -164,5 +166,5 @@ def _upsert(conn: sa.Connection, minute: int, reason: str, source: str, action: 
                     last_at_ms=c.last_ms,
                 )
             )
-    except sa.exc.IntegrityError:  # written by another process meanwhile
+    except DuplicateKeyError:  # written by another process meanwhile
         conn.execute(table.update().where(*where).values(count=t.count + c.count))

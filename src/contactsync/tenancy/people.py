@@ -18,9 +18,10 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from pydantic import BaseModel
 
+from contactsync.db.errors import translated
 from contactsync.db.platform import accounts, admin_sessions, memberships, users
 from contactsync.delivery.outbox import notify
-from contactsync.errors import ConfigError, ConflictError, NotFoundError, ValidationError
+from contactsync.errors import ConfigError, ConflictError, DuplicateKeyError, NotFoundError, ValidationError
 from contactsync.tenancy.roles import Role
 
 MAX_EMAIL = 320
@@ -120,12 +121,13 @@ def create_user(
     else:
         stored = hash_password(password if password is not None else generated or "", check=strict)
     try:
-        row = conn.execute(
-            users.insert()
-            .values(email=address, password_hash=stored, operator=operator, created_at=now)
-            .returning(*users.c)
-        ).one()
-    except sa.exc.IntegrityError as exc:  # the same email added at the same moment elsewhere
+        with translated():
+            row = conn.execute(
+                users.insert()
+                .values(email=address, password_hash=stored, operator=operator, created_at=now)
+                .returning(*users.c)
+            ).one()
+    except DuplicateKeyError as exc:  # the same email added at the same moment elsewhere
         raise ConflictError(f"a user with email {address} exists", field="email") from exc
     return _user_out(row), generated
 
@@ -343,12 +345,13 @@ def add_member(
     if conn.execute(exists).first() is not None:
         raise ConflictError(f"{user.email} is already a member", field="email")
     try:
-        conn.execute(
-            memberships.insert().values(
-                account_id=account_id, user_id=user.id, role=role.value, created_at=now
+        with translated():
+            conn.execute(
+                memberships.insert().values(
+                    account_id=account_id, user_id=user.id, role=role.value, created_at=now
+                )
             )
-        )
-    except sa.exc.IntegrityError as exc:  # added at the same moment elsewhere
+    except DuplicateKeyError as exc:  # added at the same moment elsewhere
         raise ConflictError(f"{user.email} is already a member", field="email") from exc
     return _member(conn, account_id, user.id), password
 

@@ -57,8 +57,8 @@ from contactsync.automation.trial_send import Prepared, prepare_test, send_test
 from contactsync.db.counting import capped, matching, total
 from contactsync.db.platform import actions, automations, contacts, deliveries, lists
 from contactsync.delivery import trouble
+from contactsync.delivery.interventions import pending_for_actions
 from contactsync.delivery.netguard import NetPolicy
-from contactsync.delivery.outbox import pending_for_actions
 from contactsync.errors import ContactSyncError, NotFoundError
 from contactsync.listener.getmap import advise
 from contactsync.web import paging

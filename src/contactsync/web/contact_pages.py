@@ -23,8 +23,9 @@ from contactsync.api.deps import account_lists, own_contact, own_list
 from contactsync.automation.contacts import ContactIn, ContactOut, delete_contact, find_contact, get_contact
 from contactsync.automation.events import save_contact
 from contactsync.automation.lists import FieldOut, list_fields
+from contactsync.db.errors import translated
 from contactsync.db.platform import activities, deliveries, lists
-from contactsync.errors import ConflictError, ContactSyncError
+from contactsync.errors import ConflictError, ConstraintError, ContactSyncError, UnstorableValueError
 from contactsync.web.app import Web
 from contactsync.web.automation_pages import runtime_of, wake
 from contactsync.web.explain_panel import panels
@@ -196,10 +197,13 @@ def routes(web: Web) -> list[BaseRoute]:
             return result.contact, len(fired.transactionids)
 
         try:
-            made, queued = await web.write(work)
-        except sa.exc.IntegrityError:  # created by someone else in the meantime
+            with translated():
+                made, queued = await web.write(work)
+        except ConstraintError:  # created by someone else in the meantime
             exc = ConflictError(f"{email} is already in this list", field="email")
             return await new(request, session, status=422, problem=_problem("contact", exc, form))
+        except UnstorableValueError:
+            raise  # answered as on every other page, not as a problem with the form
         except (ContactSyncError, PydanticValidationError) as exc:
             return await new(request, session, status=422, problem=_problem("contact", exc, form))
         if queued:

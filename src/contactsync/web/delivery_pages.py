@@ -3,7 +3,7 @@
 The list is paged by id ("older" carries the last id shown), so a deep page reads one page of an index;
 a state's page reads the account's (state, endpoint) ranges of its own index, one per endpoint.
 
-State changes go through :mod:`contactsync.delivery.outbox` (``replay``, ``recover_since``,
+State changes go through :mod:`contactsync.delivery.interventions` (``replay``, ``recover_since``,
 ``cancel``); after one, the in-process dispatcher (if any) is woken so the operator sees it move.
 Only the signed-in user's account's deliveries are listed or touched; each change is audited.
 """
@@ -32,7 +32,7 @@ from contactsync.db.platform import (
     deliveries,
     delivery_attempts,
 )
-from contactsync.delivery import outbox
+from contactsync.delivery import interventions
 from contactsync.delivery.trouble import RETRYING_STATE
 from contactsync.web import paging
 from contactsync.web.app import Web
@@ -203,7 +203,7 @@ def routes(web: Web) -> list[BaseRoute]:
 
         def work(conn: sa.Connection) -> int:
             own_delivery(conn, who.principal, delivery_id)
-            moved = outbox.replay(conn, [delivery_id], now=utcnow())
+            moved = interventions.replay(conn, [delivery_id], now=utcnow())
             if moved:
                 who.record(conn, "delivery.retry", "delivery", delivery_id, now=utcnow())
             return moved
@@ -252,7 +252,7 @@ def routes(web: Web) -> list[BaseRoute]:
 
         def work(conn: sa.Connection) -> int:
             own_delivery(conn, who.principal, delivery_id)
-            moved = outbox.cancel(conn, [delivery_id], now=utcnow())
+            moved = interventions.cancel(conn, [delivery_id], now=utcnow())
             if moved:
                 who.record(conn, "delivery.cancel", "delivery", delivery_id, now=utcnow())
             return moved
@@ -298,7 +298,7 @@ def routes(web: Web) -> list[BaseRoute]:
 
         def work(conn: sa.Connection) -> int:
             own_action(conn, who.principal, action_id, field="action_id")
-            count = outbox.recover_since(conn, action_id=action_id, since=since, now=utcnow())
+            count = interventions.recover_since(conn, action_id=action_id, since=since, now=utcnow())
             who.record(
                 conn, "action.recover", "action", action_id, now=utcnow(), requeued=count, since=str(since)
             )

@@ -25,6 +25,7 @@ from starlette.routing import BaseRoute
 from contactsync.api.deps import MAX_ID, own_endpoint, own_list
 from contactsync.automation.lists import FieldIn, ListIn, create_field, create_list, list_fields
 from contactsync.db import search
+from contactsync.db.backend import backend_of
 from contactsync.db.counting import CAP, capped, matching
 from contactsync.db.platform import api_keys, contacts, lists
 from contactsync.db.retention import Retention
@@ -278,7 +279,7 @@ def routes(web: Web) -> list[BaseRoute]:
 
 def _newest_contacts(conn: sa.Connection, list_ids: list[int], at: Seek, n: int) -> list[Any]:
     """The ``n`` contacts of ``list_ids`` past ``at`` by id: one (list_id, id) index range per list."""
-    if conn.dialect.name == "postgresql":
+    if backend_of(conn).row_value_ranges:
         per_list = [_list_range(i, at, n) for i in list_ids]
     else:
         c = contacts.c
@@ -320,7 +321,7 @@ def _search(conn: sa.Connection, list_ids: list[int], q: str, at: Seek, n: int) 
             return []
         position = (mark.email_key, mark.list_id)
     branches = search.branches(
-        list_ids, q, conn.dialect.name, position=position, backward=at.backward, limit=n
+        list_ids, q, backend_of(conn), position=position, backward=at.backward, limit=n
     )
     rows = paging.union(conn, branches)
     return paging.nearest(rows, n, key=lambda r: (r.email_key, r.list_id), at=at, descending=False)

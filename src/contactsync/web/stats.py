@@ -1,9 +1,9 @@
 """Dashboard figures read from the platform database: attempts per minute, latency, health.
 
-Reads only (the outbox module owns every write). An account's dashboard counts its own rows only;
+Reads only (the delivery modules own every write). An account's dashboard counts its own rows only;
 the operator's page lists the troubled endpoints of every account. Buckets are computed in Python
 from one bounded query (the last hour's attempts, through their ``started_at`` index) so SQLite and
-PostgreSQL give the same minutes without dialect date functions.
+PostgreSQL give the same minutes without database-specific date functions.
 
 Nothing here reads a whole table: deliveries by state and those waiting on an endpoint are capped
 counts (:mod:`contactsync.db.counting`, "10,000+"), and the longest wait is the first row of the
@@ -32,8 +32,8 @@ from contactsync.db.platform import (
 from contactsync.db.retention import Retention
 from contactsync.delivery import endpoints as endpoint_rows
 from contactsync.delivery import presence, trouble
+from contactsync.delivery.backlog import oldest_due
 from contactsync.delivery.endpoints import EndpointKey
-from contactsync.delivery.outbox import oldest_due
 from contactsync.delivery.trouble import Trouble
 from contactsync.web import charts
 from contactsync.web.filters import WORDS

@@ -27,7 +27,7 @@ from contactsync.automation import actions as action_svc
 from contactsync.automation import automations as svc
 from contactsync.automation.action_settings import SyncActionSettings
 from contactsync.db.platform import automations as automations_table
-from contactsync.delivery import outbox
+from contactsync.delivery import interventions
 
 CANCELLED_HEADER = "Cancelled-Deliveries"
 
@@ -185,7 +185,9 @@ def recover(action_id: Id, body: RecoverIn, ctx: Ctx, caller: Editor) -> Recover
     since = body.since.astimezone(UTC).replace(tzinfo=None)
     with ctx.tx() as conn:
         own_action(conn, caller, action_id)
-        count = outbox.recover_since(conn, action_id=action_id, since=_clamp(since), now=ctx.runtime.clock())
+        count = interventions.recover_since(
+            conn, action_id=action_id, since=_clamp(since), now=ctx.runtime.clock()
+        )
         audit(conn, ctx, caller, "action.recover", "action", action_id, requeued=count, since=str(since))
     if count:
         ctx.wake()

@@ -23,6 +23,7 @@ from contactsync.automation import imports
 from contactsync.automation.events import entries_by_automation, save_contact
 from contactsync.db.platform import activities
 from contactsync.db.platform import contacts as contacts_table
+from contactsync.errors import DuplicateKeyError
 from contactsync.tenancy.keys import Principal
 
 router = APIRouter(tags=["contacts"], responses=ERROR_RESPONSES, route_class=UtcRoute)
@@ -59,7 +60,7 @@ def _save(ctx: ApiContext, caller: Principal, data: svc.ContactIn, action: str) 
                 audit(conn, ctx, caller, action, "contact", result.contact.id, created=result.created,
                       changed_fields=result.changed_fields)  # fmt: skip
             break
-        except sa.exc.IntegrityError:
+        except DuplicateKeyError:
             if attempt == UPSERT_ATTEMPTS:
                 raise
     if fired.transactionids:

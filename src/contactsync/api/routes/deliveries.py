@@ -31,7 +31,7 @@ from contactsync.api.routing import UtcRoute
 from contactsync.db.counting import CAP
 from contactsync.db.platform import deliveries, delivery_attempts, endpoint_events, endpoints
 from contactsync.delivery import endpoints as endpoint_rows
-from contactsync.delivery import outbox
+from contactsync.delivery import interventions, outbox
 from contactsync.delivery.endpoints import EndpointKey
 
 router = APIRouter(responses=ERROR_RESPONSES, route_class=UtcRoute)
@@ -177,7 +177,7 @@ def retry_delivery(delivery_id: Id, ctx: Ctx, caller: Editor) -> DeliveryDetail:
     try a retrying one (pending after failed attempts) now rather than at its next attempt time."""
     with ctx.tx() as conn:
         own_delivery(conn, caller, delivery_id)
-        if not outbox.replay(conn, [delivery_id], now=ctx.runtime.clock()):
+        if not interventions.replay(conn, [delivery_id], now=ctx.runtime.clock()):
             state = conn.execute(sa.select(deliveries.c.state).where(deliveries.c.id == delivery_id)).scalar()
             raise ApiError(
                 409,
@@ -195,7 +195,7 @@ def cancel_delivery(delivery_id: Id, ctx: Ctx, caller: Editor) -> DeliveryDetail
     """Stop a pending or failed delivery for good."""
     with ctx.tx() as conn:
         own_delivery(conn, caller, delivery_id)
-        if not outbox.cancel(conn, [delivery_id], now=ctx.runtime.clock()):
+        if not interventions.cancel(conn, [delivery_id], now=ctx.runtime.clock()):
             state = conn.execute(sa.select(deliveries.c.state).where(deliveries.c.id == delivery_id)).scalar()
             raise ApiError(409, "conflict", f"a {state} delivery cannot be cancelled")
         audit(conn, ctx, caller, "delivery.cancel", "delivery", delivery_id)
