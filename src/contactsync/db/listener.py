@@ -80,6 +80,21 @@ handler_runs = sa.Table(
 )
 """One row per (inbox entry, handler): each handler is tracked and retried on its own."""
 
+UNFINISHED: sa.ColumnElement[bool] = handler_runs.c.state != sa.literal_column("'done'")
+"""The partial indexes' predicate, as a literal: a state bound as a parameter lets a prepared
+statement's generic plan (PostgreSQL's choice after five runs on a connection) not prove it, and
+then walk every finished run in id order (measured: a claim read 160,000 done rows to take 100)."""
+
+
+def in_state(state: str) -> sa.ColumnElement[bool]:
+    """Runs in ``state``, written as a literal (see :data:`UNFINISHED`), and so among the unfinished
+    runs' partial indexes whenever ``state`` is not done."""
+    if state not in ("pending", "failed", "done"):
+        raise ValueError(f"unknown handler run state {state!r}")
+    condition = handler_runs.c.state == sa.literal_column(f"'{state}'")
+    return condition if state == "done" else sa.and_(condition, UNFINISHED)
+
+
 handler_attempts = sa.Table(
     "listener_handler_attempts",
     listener_metadata,

@@ -30,7 +30,7 @@ import sqlalchemy as sa
 from contactsync.db import retention
 from contactsync.db.backend import backend_of
 from contactsync.db.engine import write_transaction
-from contactsync.db.listener import handler_attempts, handler_runs, inbox
+from contactsync.db.listener import handler_attempts, handler_runs, in_state, inbox
 from contactsync.db.retention import Retention
 from contactsync.delivery.retry import DEFAULT_SCHEDULE_S, Outcome, Verdict, backoff_s, decide
 from contactsync.errors import ConfigError, HandlerError, NotFoundError, WireError
@@ -171,12 +171,21 @@ _RUN_COLUMNS = (
 _ENTRY_COLUMNS = (inbox.c.transactionid, inbox.c.method, inbox.c.content_type, inbox.c.query, inbox.c.body)
 
 
-def _due(name: str, now: int) -> tuple[sa.ColumnElement[bool], ...]:
+def due_runs(name: str, now_ms: int, limit: int) -> sa.Select[tuple[int]]:
+    """The ids of the ``limit`` runs of handler ``name`` longest due at ``now_ms``: what a claim takes.
+
+    In due order, the order of the index of due runs: the pick reads ``limit`` entries however long the
+    backlog (in id order a generic plan sorted the whole backlog for each batch)."""
     return (
-        handler_runs.c.handler == name,
-        handler_runs.c.state == STATE_PENDING,
-        handler_runs.c.next_attempt_at_ms <= now,
+        sa.select(handler_runs.c.id)
+        .where(*_due(name, now_ms))
+        .order_by(handler_runs.c.next_attempt_at_ms)
+        .limit(limit)
     )
+
+
+def _due(name: str, now: int) -> tuple[sa.ColumnElement[bool], ...]:
+    return (handler_runs.c.handler == name, in_state(STATE_PENDING), handler_runs.c.next_attempt_at_ms <= now)
 
 
 def _run_of(run: Any, entry: Any, attempts: int) -> Run:
@@ -496,7 +505,7 @@ class Runner:
                 sa.select(*_RUN_COLUMNS, handler_runs.c.next_attempt_at_ms, *_ENTRY_COLUMNS)
                 .join(inbox, inbox.c.id == handler_runs.c.inbox_id)
                 .where(*_due(name, now))
-                .order_by(handler_runs.c.id)
+                .order_by(handler_runs.c.next_attempt_at_ms)
                 .limit(self._batch_size)
                 .with_for_update(skip_locked=True, of=handler_runs)
             ).all()
@@ -521,13 +530,7 @@ class Runner:
         """The claim in two statements whatever the batch size: lease the picked runs in one
         ``UPDATE … RETURNING`` (the pick locks them, skipping rows another process holds), then read
         their requests (a lease per row was one statement per run, the database's largest cost)."""
-        picked = (
-            sa.select(handler_runs.c.id)
-            .where(*_due(name, now))
-            .order_by(handler_runs.c.id)
-            .limit(self._batch_size)
-            .with_for_update(skip_locked=True)
-        )
+        picked = due_runs(name, now, self._batch_size).with_for_update(skip_locked=True)
         leased = conn.execute(
             sa.update(handler_runs)
             .where(handler_runs.c.id.in_(picked.scalar_subquery()), handler_runs.c.state == STATE_PENDING)

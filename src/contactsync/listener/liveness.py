@@ -21,7 +21,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from contactsync.db.listener import handler_runs
+from contactsync.db.listener import handler_runs, in_state
 
 ERROR_CHARS = 500
 
@@ -75,7 +75,7 @@ def backlog(engine: sa.Engine) -> dict[str, Backlog]:
     """Pending runs per handler, read from the database (the same figures as the lag metric)."""
     query = (
         sa.select(handler_runs.c.handler, sa.func.count(), sa.func.min(handler_runs.c.received_at_ms))
-        .where(handler_runs.c.state == "pending")
+        .where(in_state("pending"))
         .group_by(handler_runs.c.handler)
     )
     with engine.connect() as conn:

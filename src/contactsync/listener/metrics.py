@@ -19,7 +19,7 @@ from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
 
 from contactsync.db.counting import capped, matching
-from contactsync.db.listener import handler_runs
+from contactsync.db.listener import UNFINISHED, handler_runs, in_state
 
 REJECT_REASONS = (
     "not_found",
@@ -44,7 +44,7 @@ def _backlog(conn: sa.Connection) -> Iterator[tuple[str, int, int, int | None]]:
     and the oldest pending run's arrival, each a seek or a capped range of the partial indexes of
     unfinished runs: a failing handler's backlog is never read whole at each scrape."""
     h = handler_runs.c
-    unfinished = h.state != "done"
+    unfinished = UNFINISHED
     handler = ""
     for _ in range(MAX_HANDLERS):
         found = conn.execute(
@@ -54,9 +54,7 @@ def _backlog(conn: sa.Connection) -> Iterator[tuple[str, int, int, int | None]]:
             return
         handler = found
         pending, failed = (
-            capped(
-                conn, matching(handler_runs, h.handler == handler, h.state == state, unfinished, by=h.id)
-            ).n
+            capped(conn, matching(handler_runs, h.handler == handler, in_state(state), by=h.id)).n
             for state in ("pending", "failed")
         )
         oldest = conn.execute(

@@ -29,6 +29,7 @@ from contactsync.db.listener import (
     field_values,
     handler_attempts,
     handler_runs,
+    in_state,
     inbox,
 )
 from contactsync.db.listener import contacts as sync_contacts
@@ -265,9 +266,7 @@ def routes(web: Web) -> list[BaseRoute]:
                     for state in ("pending", "done", "failed")
                 }
                 counts[name]["oldest_ms"] = conn.execute(  # the partial index of unfinished runs
-                    sa.select(sa.func.min(h.received_at_ms)).where(
-                        h.handler == name, h.state == "pending", h.state != "done"
-                    )
+                    sa.select(sa.func.min(h.received_at_ms)).where(h.handler == name, in_state("pending"))
                 ).scalar()
             failures = paging.window(
                 lambda seek, n: unresolved(conn, list(counts), seek, n),
@@ -349,7 +348,7 @@ def unresolved(conn: sa.Connection, names: list[str], at: paging.Seek, n: int) -
         paging.past(
             sa.select(*columns)
             .join(inbox, inbox.c.id == h.inbox_id)
-            .where(h.handler == name, h.state == state, h.state != "done", h.last_error.is_not(None)),
+            .where(h.handler == name, in_state(state), h.last_error.is_not(None)),
             h.id,
             at,
             n,
