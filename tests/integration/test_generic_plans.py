@@ -12,7 +12,6 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql
 
 from contactsync.db import create_engine
 from contactsync.db.listener import handler_runs, in_state
@@ -49,7 +48,7 @@ def engine(pg_module_url: str) -> Iterator[sa.Engine]:
 
 def _generic_plan(engine: sa.Engine, stmt: sa.ClauseElement) -> dict[str, Any]:
     """EXPLAIN ANALYZE of ``stmt`` prepared and run with a generic plan (parameters unknown when planned)."""
-    compiled = stmt.compile(dialect=postgresql.psycopg.dialect())
+    compiled = stmt.compile(bind=engine)
     names = list(dict.fromkeys(re.findall(r"%\((\w+)\)s", compiled.string)))
     text = re.sub(r"%\((\w+)\)s", lambda m: f"${names.index(m.group(1)) + 1}", compiled.string)
     with engine.connect() as conn:
