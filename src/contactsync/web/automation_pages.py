@@ -506,19 +506,27 @@ async def preview_json(web: Web, request: Request, session: Session) -> Response
         return preview(conn, rt, action_id, contact_id, settings=settings)
 
     try:
-        contact_id = int(form_text(form, "contact_id"))
         rt = runtime_of(web)
-        settings = with_stored_values(
-            action_settings(form, base=current.settings), current.settings.headers, rt.keyring
-        )
+        contact_id, settings = _unsaved(form, current.settings, rt)
         rendered = await web.read(lambda conn: render(conn, contact_id, settings))
     except NotFoundError:
         raise
-    except ContactSyncError as exc:
-        return JSONResponse({"ok": False, "error": template_problem(exc)}, 422)
-    except ValueError as exc:
-        return JSONResponse({"ok": False, "error": {"message": error_message(exc)}}, 422)
+    except (ContactSyncError, ValueError) as exc:
+        return _unusable(exc)
     return JSONResponse({"ok": True, "preview": rendered.model_dump()})
+
+
+def _unsaved(form: Any, stored: SyncActionSettings, rt: Runtime) -> tuple[int, SyncActionSettings]:
+    """The contact and the action's settings as typed on the page (credentials left blank: the stored)."""
+    contact_id = int(form_text(form, "contact_id"))
+    return contact_id, with_stored_values(action_settings(form, base=stored), stored.headers, rt.keyring)
+
+
+def _unusable(exc: ContactSyncError | ValueError) -> JSONResponse:
+    """Why the typed settings cannot be previewed or sent (422), in the page's words."""
+    if isinstance(exc, ContactSyncError):
+        return JSONResponse({"ok": False, "error": template_problem(exc)}, 422)
+    return JSONResponse({"ok": False, "error": {"message": error_message(exc)}}, 422)
 
 
 async def test_send(web: Web, request: Request, session: Session) -> Response:
@@ -534,18 +542,13 @@ async def test_send(web: Web, request: Request, session: Session) -> Response:
         return made
 
     try:
-        contact_id = int(form_text(form, "contact_id"))
         rt = runtime_of(web)
-        settings = with_stored_values(
-            action_settings(form, base=current.settings), current.settings.headers, rt.keyring
-        )
+        contact_id, settings = _unsaved(form, current.settings, rt)
         prepared = await web.write(lambda conn: prepare(conn, contact_id, settings))
     except NotFoundError:
         raise
-    except ContactSyncError as exc:
-        return JSONResponse({"ok": False, "error": template_problem(exc)}, 422)
-    except ValueError as exc:
-        return JSONResponse({"ok": False, "error": {"message": error_message(exc)}}, 422)
+    except (ContactSyncError, ValueError) as exc:
+        return _unusable(exc)
     policy = web.wiring.net_policy
     if policy is None:
         policy = NetPolicy(
