@@ -32,8 +32,3 @@ def oldest_due(conn: sa.Connection, *, account_id: int | None = None) -> datetim
         found.append(conn.execute(query).scalar())
     return min((at for at in found if at is not None), default=None)
 
-
-def next_due(conn: sa.Connection) -> datetime | None:
-    """When the earliest pending delivery is due (the dispatcher sleeps until then at most)."""
-    d = deliveries.c
-    return conn.execute(sa.select(sa.func.min(d.next_attempt_at)).where(d.state == PENDING)).scalar()
