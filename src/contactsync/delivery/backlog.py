@@ -31,4 +31,3 @@ def oldest_due(conn: sa.Connection, *, account_id: int | None = None) -> datetim
             query = query.where(d.account_id == account_id)
         found.append(conn.execute(query).scalar())
     return min((at for at in found if at is not None), default=None)
-
