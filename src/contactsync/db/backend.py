@@ -10,7 +10,9 @@ its connector. A statement built once per database is cached by its :class:`Back
 
 from __future__ import annotations
 
+import contextlib
 import functools
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -81,6 +83,23 @@ class Backend:
         """An INSERT into ``table`` that skips rows whose unique key (``keys``: which one) is taken."""
         return self.insert_on_conflict(table).on_conflict_do_nothing(index_elements=keys)
 
+    @contextlib.contextmanager
+    def in_index_order(self, conn: sa.Connection) -> Iterator[None]:
+        """Statements run in the block read rows in an index's order, whatever the planner estimates.
+
+        A queue's pick (``ORDER BY due LIMIT n`` behind anti-joins) is cheap only as an ordered index
+        walk. PostgreSQL picks that plan only when it believes many rows qualify; on a new table, or
+        with one account whose suspension it cannot estimate below "maybe all", it believes one does
+        and sorts the whole backlog for every batch (measured: 33 ms to take 200 of 8,000). Here
+        sequential and bitmap scans and sorts are off for the block (as they were after it); elsewhere nothing
+        changes (SQLite walks the index it is given)."""
+        if self.name != "postgresql":
+            yield
+            return
+        before = tuple(conn.exec_driver_sql(_PLAN_BY_INDEX).one())[0::2]
+        yield  # an error aborts the transaction, and its rollback restores them
+        conn.exec_driver_sql(_RESTORE_PLANNER, before)
+
     def locked(self, query: S) -> S:
         """``query`` locking the rows it reads until the transaction ends, where rows lock."""
         return query.with_for_update() if self.row_locks else query
@@ -126,6 +145,13 @@ class Backend:
         if self.name == "sqlite":  # only '[' opens a class in GLOB; wrapping it in a class makes it literal
             return column.op("GLOB")(pattern.replace("[", "[[]"))
         return column.like(_like_pattern(pattern), escape="\\")
+
+
+_PLANNER_SWITCHES = ("enable_seqscan", "enable_bitmapscan", "enable_sort")
+_PLAN_BY_INDEX = "SELECT " + ", ".join(
+    f"current_setting('{name}'), set_config('{name}', 'off', true)" for name in _PLANNER_SWITCHES
+)
+_RESTORE_PLANNER = "SELECT " + ", ".join(f"set_config('{name}', %s, true)" for name in _PLANNER_SWITCHES)
 
 
 def _like_pattern(glob: str) -> str:

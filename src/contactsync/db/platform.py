@@ -365,7 +365,8 @@ deliveries = sa.Table(
     # a delivery is recorded as activity too, but fires nothing (one hop; automation/sync_activity.py)
     sa.Column("cause_activity_id", Id),
     sa.CheckConstraint("state IN " + repr(DELIVERY_STATES), name="state"),
-    sa.Index(None, "state", "next_attempt_at"),
+    # the claim's order, whole: a claim reads its batch off the index instead of sorting every due row
+    sa.Index(None, "state", "next_attempt_at", "id"),
     sa.Index(None, "action_id", "state", "created_at"),
     sa.Index(None, "ordering_key", "transactionid"),
     sa.Index(None, "account_id", "id"),

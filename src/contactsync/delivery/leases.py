@@ -150,20 +150,21 @@ def _pick(backend: Backend, lane: Lane | None, *, expired: bool, skip: bool, lim
 def _claim_statement(backend: Backend, lane: Lane | None, *, skip: bool) -> sa.Update:
     """One ``UPDATE … WHERE id IN (expired ∪ due) RETURNING …`` per claim, built once per shape.
 
-    Two picks, expired leases first, each on the (state, next_attempt_at) index (one OR would not
-    be); the due pick takes only what the expired one left of the limit. Only sources of the
-    "claim" transition are picked; repeating the state test outside would make SQLite scan every
-    pending row by state instead of looking the picked ids up. PostgreSQL locks the picked rows with
-    ``SKIP LOCKED`` and re-checks them once locked. The action's secrets and settings come back
-    with each row (scalar subqueries in RETURNING: SQLite cannot return joined columns).
+    Two picks, expired leases first, each walking the (state, next_attempt_at, id) index in the
+    claim's order (one OR would not; :meth:`Backend.in_index_order` keeps PostgreSQL from sorting the
+    backlog instead), under one limit: the due pick is read only for what the expired one left.
+    Only sources of the "claim" transition are picked; repeating the state test outside would make
+    SQLite scan every pending row by state instead of looking the picked ids up. PostgreSQL locks
+    the picked rows with ``SKIP LOCKED`` and re-checks them once locked. The action's secrets and
+    settings come back with each row (scalar subqueries in RETURNING: SQLite cannot return joined
+    columns).
     """
     d = deliveries.c
     assert {PENDING, IN_FLIGHT} <= TRANSITIONS["claim"].sources
     limit = sa.bindparam("b_limit", type_=sa.Integer())
     expired = _pick(backend, lane, expired=True, skip=skip, limit=limit)
-    taken = sa.select(sa.func.count()).select_from(expired).scalar_subquery()
-    due = _pick(backend, lane, expired=False, skip=skip, limit=limit - taken)
-    picked = sa.union_all(sa.select(expired.c.id), sa.select(due.c.id))
+    due = _pick(backend, lane, expired=False, skip=skip, limit=limit)
+    picked = sa.union_all(sa.select(expired.c.id), sa.select(due.c.id)).limit(limit)
     of_action = [
         sa.select(col).where(actions.c.id == d.action_id).scalar_subquery().label(col.name)
         for col in _ACTION_COLUMNS
@@ -253,14 +254,15 @@ def claim(
     }
     backend = backend_of(conn)
     rows: Sequence[Sequence[Any]]
-    if skip_endpoints:  # the skip list expands in the SQL text: SQLAlchemy's own (cached) path
-        params["b_skip"] = [tuple(k) for k in skip_endpoints]
-        stmt = _claim_statement(backend, lane, skip=True)
-        rows = [tuple(r) for r in conn.execute(stmt, params)]
-        decoded = True
-    else:
-        rows = _claim_prepared(conn, backend, lane).run(conn, params)
-        decoded = backend.native_types
+    with backend.in_index_order(conn):
+        if skip_endpoints:  # the skip list expands in the SQL text: SQLAlchemy's own (cached) path
+            params["b_skip"] = [tuple(k) for k in skip_endpoints]
+            stmt = _claim_statement(backend, lane, skip=True)
+            rows = [tuple(r) for r in conn.execute(stmt, params)]
+            decoded = True
+        else:
+            rows = _claim_prepared(conn, backend, lane).run(conn, params)
+            decoded = backend.native_types
     if not rows:
         return []
     settings: dict[int | None, _ActionSettings] = {}
