@@ -233,3 +233,36 @@ def _waiting_for_a_lock(engine: sa.Engine) -> bool:
             )
         ).scalar_one()
     return bool(waiting)
+
+
+@pytest.mark.postgres
+def test_reads_stay_lookups_after_the_tables_grew_under_a_cached_plan(pg_url: str) -> None:
+    """psycopg prepares a statement on its fifth run; a plan PostgreSQL made then, for empty tables,
+    would scan the grown tables whole. The projection's engine plans each run for the tables as they are.
+    Rows read are counted with the transaction's own table statistics."""
+    proj = Projection(pg_url, clock_ms=lambda: NOW_MS)
+    try:
+        for batch in range(8):  # while the tables are nearly empty: prepared, and planned for that
+            assert proj.handle_batch([payload(batch + 1, contact_id=batch + 1)]) == [None]
+        grown = 20_000
+        with proj.engine.begin() as conn:
+            conn.exec_driver_sql(
+                "INSERT INTO sync_contacts (contact_id, last_transactionid, updated_at_ms)"
+                f" SELECT 'g' || i, 1, 0 FROM generate_series(1, {grown}) AS i"
+            )
+            conn.exec_driver_sql(
+                "INSERT INTO sync_field_values (contact_id, field_id, name, value)"
+                f" SELECT 'g' || i, '3', 'First Name', 'x' FROM generate_series(1, {grown}) AS i"
+            )
+        batch_of = [carried(payload(100 + i, contact_id=1000 + i)) for i in range(20)]
+        with proj.engine.begin() as conn:
+            apply_batch(conn, [d for d in batch_of if d is not None], now_ms=NOW_MS)
+            read: dict[str, int] = dict(
+                conn.exec_driver_sql(
+                    "SELECT relname, seq_tup_read FROM pg_stat_xact_user_tables"
+                    " WHERE relname IN ('sync_contacts', 'sync_field_values')"
+                ).all()
+            )
+        assert read == {"sync_contacts": 0, "sync_field_values": 0}, read
+    finally:
+        proj.close()

@@ -84,15 +84,17 @@ class Backend:
         return self.insert_on_conflict(table).on_conflict_do_nothing(index_elements=keys)
 
     @contextlib.contextmanager
-    def in_index_order(self, conn: sa.Connection) -> Iterator[None]:
-        """Statements run in the block read rows in an index's order, whatever the planner estimates.
+    def planned_on_indexes(self, conn: sa.Connection) -> Iterator[None]:
+        """Statements run in the block reach their rows through indexes (and in an index's order where
+        they sort), whatever the planner estimates.
 
-        A queue's pick (``ORDER BY due LIMIT n`` behind anti-joins) is cheap only as an ordered index
-        walk. PostgreSQL picks that plan only when it believes many rows qualify; on a new table, or
-        with one account whose suspension it cannot estimate below "maybe all", it believes one does
-        and sorts the whole backlog for every batch (measured: 33 ms to take 200 of 8,000). Here
-        sequential and bitmap scans and sorts are off for the block (as they were after it); elsewhere nothing
-        changes (SQLite walks the index it is given)."""
+        For statements that always touch a handful of rows by key, where a scan is never right but
+        the estimates can say otherwise: a queue's pick (``ORDER BY due LIMIT n`` behind anti-joins)
+        that PostgreSQL believed, with one account, would find one row, so it sorted the whole
+        backlog for each batch (measured: 33 ms to take 200 of 8,000); reads by a batch's keys on a
+        table that grew since the statistics were taken. PostgreSQL: sequential and bitmap scans and
+        sorts are off for the block, and as they were after it. Elsewhere nothing changes (SQLite
+        uses the index the query names)."""
         if self.name != "postgresql":
             yield
             return

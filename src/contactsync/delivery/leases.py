@@ -151,8 +151,8 @@ def _claim_statement(backend: Backend, lane: Lane | None, *, skip: bool) -> sa.U
     """One ``UPDATE … WHERE id IN (expired ∪ due) RETURNING …`` per claim, built once per shape.
 
     Two picks, expired leases first, each walking the (state, next_attempt_at, id) index in the
-    claim's order (one OR would not; :meth:`Backend.in_index_order` keeps PostgreSQL from sorting the
-    backlog instead), under one limit: the due pick is read only for what the expired one left.
+    claim's order (one OR would not; :meth:`Backend.planned_on_indexes` keeps PostgreSQL from
+    sorting the backlog instead), under one limit: the due pick is read only for what the expired one left.
     Only sources of the "claim" transition are picked; repeating the state test outside would make
     SQLite scan every pending row by state instead of looking the picked ids up. PostgreSQL locks
     the picked rows with ``SKIP LOCKED`` and re-checks them once locked. The action's secrets and
@@ -254,7 +254,7 @@ def claim(
     }
     backend = backend_of(conn)
     rows: Sequence[Sequence[Any]]
-    with backend.in_index_order(conn):
+    with backend.planned_on_indexes(conn):
         if skip_endpoints:  # the skip list expands in the SQL text: SQLAlchemy's own (cached) path
             params["b_skip"] = [tuple(k) for k in skip_endpoints]
             stmt = _claim_statement(backend, lane, skip=True)

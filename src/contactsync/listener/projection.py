@@ -442,6 +442,11 @@ def apply_batch(conn: sa.Connection, deliveries: Iterable[Delivery], *, now_ms: 
         by_contact.setdefault(delivery.contact_id, []).append(delivery)
     if not by_contact:
         return
+    with backend_of(conn).planned_on_indexes(conn):  # by key, however much the tables grew since analyzed
+        _merge_batch(conn, by_contact, now_ms)
+
+
+def _merge_batch(conn: sa.Connection, by_contact: Mapping[str, list[Delivery]], now_ms: int) -> None:
     cids = sorted(by_contact)
     stored = {
         row.contact_id: dict(row._mapping)
