@@ -4,14 +4,12 @@ PostgreSQL connections run with JIT off: every statement here reads an index's w
 the planner's cost estimates for correlated sub-queries over large tables cross JIT's threshold and
 each execution then spends milliseconds compiling (measured: 7 ms of a manual-run chunk's 36 ms).
 
-The listener's inbox engine (``plan_each_execution``) also plans every run of a prepared statement
-with its parameters' values. psycopg prepares a statement on its fifth run, and PostgreSQL may then
-keep a generic plan made while the tables were small; the inbox's grow from empty faster than
-autovacuum looks. So did the projection's, whose reads by a batch's contact ids kept scanning the
-grown tables whole (measured: 72 ms per batch, 1.7 ms of database CPU per request, and a backlog
-that grew at 70 % of the peak); they now run under ``Backend.planned_on_indexes``. The platform
-keeps generic plans: the setting covers foreign-key checks too, and planning each check against the
-20 indexes of ``deliveries`` cost 100 µs instead of 20.
+Prepared statements keep PostgreSQL's generic plans (psycopg prepares on a statement's fifth run).
+A generic plan made while a new database's tables were small goes on scanning them as they grow:
+the projection's reads by a batch's contact ids did (measured: 72 ms per batch, 1.7 ms of database
+CPU per request, and a backlog that grew at 70 % of the peak). Statements that always reach a few
+rows by key run under ``Backend.planned_on_indexes`` instead of replanning every run: planning each
+foreign-key check against the 20 indexes of ``deliveries`` cost 100 µs instead of 20.
 """
 
 from __future__ import annotations
@@ -77,12 +75,6 @@ def _postgresql_session(dbapi_connection: Any, _record: Any) -> None:
     dbapi_connection.commit()
 
 
-def _postgresql_custom_plans(dbapi_connection: Any, _record: Any) -> None:
-    with dbapi_connection.cursor() as cursor:
-        cursor.execute("SET plan_cache_mode = force_custom_plan")
-    dbapi_connection.commit()
-
-
 def _sqlite_begin(conn: sa.Connection) -> None:
     # Take the write lock up front: a deferred transaction that later writes can fail with
     # SQLITE_BUSY without waiting, which would surface as a spurious error under concurrency.
@@ -95,13 +87,11 @@ def create_engine(
     echo: bool = False,
     pool_size: int = 10,
     sync_every_commit: bool = False,
-    plan_each_execution: bool = False,
 ) -> Engine:
     """Create an engine with the settings every contactsync database needs.
 
     ``sync_every_commit``: every commit is fsynced before it returns, not just checkpoints (SQLite
-    ``synchronous=FULL``; PostgreSQL and MySQL do so by default). ``plan_each_execution``: PostgreSQL
-    plans each run of a prepared statement with its values (see the module's docstring).
+    ``synchronous=FULL``; PostgreSQL and MySQL do so by default).
     """
     url = normalize_url(url)
     try:
@@ -117,8 +107,6 @@ def create_engine(
         )
         if url.startswith("postgresql"):
             sa.event.listen(engine, "connect", _postgresql_session)
-            if plan_each_execution:
-                sa.event.listen(engine, "connect", _postgresql_custom_plans)
         return engine
     except (sa.exc.ArgumentError, ImportError) as exc:
         raise ConfigError(f"cannot use database URL {url!r}: {exc}") from exc

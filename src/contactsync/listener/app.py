@@ -297,10 +297,8 @@ def _reason(exc: Exception) -> str:
 
 
 def inbox_engine(url: str) -> sa.Engine:
-    """The inbox's engine: on SQLite every commit is fsynced (``synchronous=FULL``), not just checkpoints;
-    on PostgreSQL each run of a statement is planned for the tables as they are now (they grow from
-    empty faster than autovacuum looks)."""
-    return create_engine(url, sync_every_commit=True, plan_each_execution=True)
+    """The inbox's engine: on SQLite every commit is fsynced (``synchronous=FULL``), not just checkpoints."""
+    return create_engine(url, sync_every_commit=True)
 
 
 def _guard(request: Request) -> _State | None:

@@ -500,7 +500,8 @@ class Runner:
         now = self._clock_ms()
         with self._transaction() as conn:
             if backend_of(conn).update_returning:
-                return self._claim_returning(conn, name, now)
+                with backend_of(conn).planned_on_indexes(conn):
+                    return self._claim_returning(conn, name, now)
             rows = conn.execute(
                 sa.select(*_RUN_COLUMNS, handler_runs.c.next_attempt_at_ms, *_ENTRY_COLUMNS)
                 .join(inbox, inbox.c.id == handler_runs.c.inbox_id)
@@ -598,7 +599,8 @@ class Runner:
     ) -> None:
         now = self._clock_ms()
         done = [run.id for run, error in outcomes if error is None]
-        with self._transaction() as conn:
+        # by id, on indexes: a plan made while the runs table was small would scan it as it grows
+        with self._transaction() as conn, backend_of(conn).planned_on_indexes(conn):
             if records:
                 conn.execute(
                     sa.insert(handler_attempts),
