@@ -4,10 +4,11 @@ PostgreSQL connections run with JIT off: every statement here reads an index's w
 the planner's cost estimates for correlated sub-queries over large tables cross JIT's threshold and
 each execution then spends milliseconds compiling (measured: 7 ms of a manual-run chunk's 36 ms).
 
-Prepared statements keep PostgreSQL's generic plans (psycopg prepares on a statement's fifth run).
-A generic plan made while a new database's tables were small goes on scanning them as they grow:
-the projection's reads by a batch's contact ids did (measured: 72 ms per batch, 1.7 ms of database
-CPU per request, and a backlog that grew at 70 % of the peak). Statements that always reach a few
+Prepared statements keep PostgreSQL's generic plans (psycopg prepares a statement on its sixth
+run; PostgreSQL may then plan it once for all values). A generic plan made while a new database's
+tables were small goes on scanning them as they grow: the projection's reads by a batch's contact
+ids did (measured: 72 ms per batch, 1.7 ms of database CPU per request, and a backlog that grew at
+70 % of the peak). Statements that always reach a few
 rows by key run under ``Backend.planned_on_indexes`` instead of replanning every run: planning each
 foreign-key check against the 20 indexes of ``deliveries`` cost 100 µs instead of 20.
 """
