@@ -117,6 +117,14 @@ def test_expired_lease_is_taken_over_and_the_stale_owner_cannot_finish(engine: s
     assert states(engine) == {1: "delivered"}
 
 
+def test_expired_leases_fill_a_claim_before_due_rows(engine: sa.Engine) -> None:
+    enqueue_many(engine, [request(i, URL) for i in range(1, 5)], now=NOW)
+    claim(engine, owner="dead", limit=2)
+    taken = claim(engine, NOW + timedelta(seconds=61), owner="w2", limit=2)
+    assert [(c.transactionid, c.lease.startswith("w2/")) for c in taken] == [(1, True), (2, True)]
+    assert [c.transactionid for c in claim(engine, NOW + timedelta(seconds=61), owner="w2")] == [3, 4]
+
+
 def test_extend_and_release(engine: sa.Engine) -> None:
     enqueue_many(engine, [request(1, URL), request(2, URL)], now=NOW)
     held = claim(engine)
