@@ -80,7 +80,8 @@ def test_the_claims_planner_switches_do_not_outlive_it(engine: sa.Engine) -> Non
 
 
 def test_the_same_statement_left_to_the_planner_walks_the_backlog(engine: sa.Engine) -> None:
-    """The contrast that makes the first test mean something: the claim's statement, planned freely."""
+    """The contrast that makes the first test mean something: the claim's statement, planned freely.
+    (Should a PostgreSQL release estimate this well, this fails, and the switches can be reconsidered.)"""
     with engine.connect() as conn:
         conn.begin()
         before = _rows_read(conn)

@@ -94,7 +94,8 @@ class Backend:
         backlog for each batch (measured: 33 ms to take 200 of 8,000); reads by a batch's keys on a
         table that grew since the statistics were taken. PostgreSQL: sequential and bitmap scans and
         sorts are off for the block, and as they were after it. Elsewhere nothing changes (SQLite
-        uses the index the query names)."""
+        uses the index the query names). A statement meant for the block runs only inside it: a
+        generic plan PostgreSQL cached for the same text outside would be reused as it is."""
         if self.name != "postgresql":
             yield
             return

@@ -22,7 +22,7 @@ def counts_by_state(conn: sa.Connection) -> dict[str, int]:
 
 def oldest_due(conn: sa.Connection, *, account_id: int | None = None) -> datetime | None:
     """When the longest-waiting unfinished delivery (of one account, or of all) became due: the first
-    row of the (state, next_attempt_at) index for each unfinished state, whatever the outbox's size."""
+    row of the (state, next_attempt_at, id) index for each unfinished state, whatever the outbox's size."""
     d = deliveries.c
     found = []
     for state in (PENDING, IN_FLIGHT):

@@ -63,7 +63,7 @@ def stall(conn: sa.Connection, *, now: datetime, alive_within_s: float = ALIVE_W
     if last is not None and last >= now - timedelta(seconds=alive_within_s):
         return None
     d = deliveries.c
-    due_rows = (  # in the (state, next_attempt_at) index's order, so that index is what is read
+    due_rows = (  # in the (state, next_attempt_at, id) index's order, so that index is what is read
         sa.select(d.id)
         .where(d.state == PENDING, d.next_attempt_at <= now)
         .order_by(d.next_attempt_at)

@@ -7,7 +7,7 @@ PostgreSQL give the same minutes without database-specific date functions.
 
 Nothing here reads a whole table: deliveries by state and those waiting on an endpoint are capped
 counts (:mod:`contactsync.db.counting`, "10,000+"), and the longest wait is the first row of the
-(state, next_attempt_at) index.
+(state, next_attempt_at, id) index.
 """
 
 from __future__ import annotations
