@@ -8,9 +8,9 @@ Prepared statements keep PostgreSQL's generic plans (psycopg prepares a statemen
 run; PostgreSQL may then plan it once for all values). A generic plan made while a new database's
 tables were small goes on scanning them as they grow: the projection's reads by a batch's contact
 ids did (measured: 72 ms per batch, 1.7 ms of database CPU per request, and a backlog that grew at
-70 % of the peak). Statements that always reach a few
-rows by key run under ``Backend.planned_on_indexes`` instead of replanning every run: planning each
-foreign-key check against the 20 indexes of ``deliveries`` cost 100 µs instead of 20.
+70 % of the peak). Statements that always reach a few rows by key run under
+``Backend.planned_on_indexes`` instead of replanning every run: planning each foreign-key check
+against the 20 indexes of ``deliveries`` cost 100 µs instead of 20.
 """
 
 from __future__ import annotations
@@ -83,11 +83,7 @@ def _sqlite_begin(conn: sa.Connection) -> None:
 
 
 def create_engine(
-    url: str,
-    *,
-    echo: bool = False,
-    pool_size: int = 10,
-    sync_every_commit: bool = False,
+    url: str, *, echo: bool = False, pool_size: int = 10, sync_every_commit: bool = False
 ) -> Engine:
     """Create an engine with the settings every contactsync database needs.
 

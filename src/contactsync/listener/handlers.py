@@ -499,8 +499,9 @@ class Runner:
         """Lease up to one batch of due runs of ``name`` (optimistically, so processes can share them)."""
         now = self._clock_ms()
         with self._transaction() as conn:
-            if backend_of(conn).update_returning:
-                with backend_of(conn).planned_on_indexes(conn):
+            backend = backend_of(conn)
+            if backend.update_returning:
+                with backend.planned_on_indexes(conn):
                     return self._claim_returning(conn, name, now)
             rows = conn.execute(
                 sa.select(*_RUN_COLUMNS, handler_runs.c.next_attempt_at_ms, *_ENTRY_COLUMNS)
@@ -515,7 +516,7 @@ class Runner:
             leases = [
                 {"rid": r.id, "due": r.next_attempt_at_ms, "lease_until": now + self._lease_ms} for r in rows
             ]
-            if backend_of(conn).multi_rowcount:
+            if backend.multi_rowcount:
                 if conn.execute(_TAKE, leases).rowcount != len(rows):
                     # the rows are locked (FOR UPDATE, or SQLite's write lock), so this should not happen;
                     # if it does, claim nothing rather than guess which rows this process now holds
