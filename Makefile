@@ -3,6 +3,8 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP_FLAGS ?= --quiet --disable-pip-version-check
 PYTEST_ARGS ?=
+# test processes side by side: every test has its own databases, ports and files; 2 fits CI's two cores
+PYTEST_WORKERS ?= 2
 
 .PHONY: install demo test check format bench clean
 
@@ -10,7 +12,7 @@ $(VENV)/.installed: pyproject.toml setup.py src/contactsync/wire/_phpform_c.c
 	python3 -m venv $(VENV)
 	$(PY) -m pip install $(PIP_FLAGS) --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
 	$(PY) -m pip install $(PIP_FLAGS) -e '.[test,dev]' 2>&1 | grep -v "^WARNING: Location" || true
-	$(PY) -c "import contactsync, pytest, ruff, mypy, importlinter"
+	$(PY) -c "import contactsync, pytest, xdist, ruff, mypy, importlinter"
 	touch $@
 
 install: $(VENV)/.installed
@@ -19,7 +21,7 @@ demo: install
 	$(VENV)/bin/contactsync demo
 
 test: install
-	$(VENV)/bin/pytest $(PYTEST_ARGS)
+	$(VENV)/bin/pytest -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
 
 check: install
 	$(VENV)/bin/ruff format --check src tests bench
