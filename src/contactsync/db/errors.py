@@ -40,6 +40,9 @@ _BY_MYSQL_ERRNO: dict[int, type[ConstraintError]] = {
     1452: DanglingReferenceError,
     1048: MissingValueError,
 }
+_MYSQL_CHECK_FAILED = frozenset({3819, 4025})
+"""A failed CHECK: MySQL's and MariaDB's numbers, which PyMySQL raises as an OperationalError, not as an
+integrity error (its table of integrity errnos predates them)."""
 
 
 def _constraint(orig: BaseException | None) -> type[ConstraintError]:
@@ -63,14 +66,27 @@ def translate(exc: sa.exc.IntegrityError | sa.exc.DataError) -> StorageError:
     return _constraint(exc.orig)(str(exc), detail=detail)
 
 
+def failed_check(exc: sa.exc.OperationalError) -> ConstraintError | None:
+    """The package's error for ``exc`` if it is MySQL's or MariaDB's report of a failed CHECK, else None."""
+    args = getattr(exc.orig, "args", ())
+    if args and args[0] in _MYSQL_CHECK_FAILED:
+        return ConstraintError(str(exc), detail=str(exc.orig))
+    return None
+
+
 @contextlib.contextmanager
 def translated() -> Iterator[None]:
-    """Run the block with SQLAlchemy's ``IntegrityError`` and ``DataError`` raised as the package's
-    (put it outside a transaction's block to cover what its commit raises too)."""
+    """Run the block with SQLAlchemy's ``IntegrityError`` and ``DataError`` (and MariaDB's failed CHECK)
+    raised as the package's (put it outside a transaction's block to cover what its commit raises too)."""
     try:
         yield
     except (sa.exc.IntegrityError, sa.exc.DataError) as exc:
         raise translate(exc) from exc
+    except sa.exc.OperationalError as exc:
+        check = failed_check(exc)
+        if check is None:
+            raise
+        raise check from exc
 
 
 def driver_errors(engine: sa.Engine) -> tuple[type[Exception], ...]:
