@@ -17,11 +17,14 @@ from typer.testing import CliRunner
 
 from contactsync.cli import app as cli
 from contactsync.db import create_engine, platform_metadata, sealing
+from contactsync.db import listener as listener_db
 from contactsync.db import platform as t
+from contactsync.db.migrate import upgrade
 from contactsync.db.reseal import reseal
 from contactsync.delivery.dispatcher import Dispatcher, DispatcherConfig
 from contactsync.delivery.netguard import NetPolicy
 from contactsync.errors import SealedError
+from contactsync.listener import secrets as listener_secrets
 from contactsync.settings import Settings
 from contactsync.wire import signing
 from support.api import Api, api_client, automation_with_action
@@ -161,3 +164,87 @@ def test_embedded_default_key_file_is_created_0600_and_rotate_key_replaces_it(tm
                 keyring.open(value)
     finally:
         engine.dispose()
+
+
+def _listener_with_secret(url: str, keyring: sealing.Keyring, secret: str) -> None:
+    upgrade(url, side="listener")
+    engine = create_engine(url)
+    try:
+        with engine.begin() as conn:
+            listener_secrets.add(conn, keyring, label="platform", secret=secret, now_ms=0)
+            listener_secrets.rotate(conn, keyring, 1, secret=signing.generate_secret(), now_ms=0)
+    finally:
+        engine.dispose()
+
+
+def _listener_values(url: str) -> list[str]:
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            s = listener_db.secrets.c
+            return [v for row in conn.execute(sa.select(s.secret, s.previous_secret)) for v in row if v]
+    finally:
+        engine.dispose()
+
+
+def test_a_rotation_of_a_key_both_sides_read_reseals_the_listeners_secrets_too(
+    db_url: str, tmp_path: Path
+) -> None:
+    """One CONTACTSYNC_SECRETS_KEY seals both databases: after rotate-key, the listener's secrets (current
+    and the one in its grace period) open with the new key only, so a listener restarted with it verifies."""
+    old_key = sealing.generate_key()
+    old = sealing.Keyring.of([old_key])
+    listener_url = f"sqlite:///{tmp_path / 'listener.db'}"
+    secret = signing.generate_secret()
+    _listener_with_secret(listener_url, old, secret)
+    with api_client(db_url, secrets_key=old_key) as api:
+        _world(api, "https://hooks.example.com/in")
+    env = {"CONTACTSYNC_DATABASE_URL": db_url, "CONTACTSYNC_LISTENER_DATABASE_URL": listener_url}
+    result = CliRunner().invoke(
+        cli, ["secrets", "rotate-key"], env={**env, "CONTACTSYNC_SECRETS_KEY": old_key}
+    )
+    assert result.exit_code == 0, result.output
+    new = sealing.Keyring.of([result.stdout.strip().splitlines()[-1]])
+    assert "platform and listener" in result.stderr
+    values = _listener_values(listener_url)
+    assert len(values) == 2
+    for value in values:
+        with pytest.raises(SealedError):
+            old.open(value)
+    assert secret in {new.open(v) for v in values}
+    engine = create_engine(db_url)
+    try:
+        for value in _sealed_values(engine):
+            new.open(value)
+    finally:
+        engine.dispose()
+
+
+def test_embedded_default_keys_rotate_one_side_at_a_time(tmp_path: Path) -> None:
+    """Beside SQLite files each database has its own key file: rotating the platform's leaves the
+    listener's key and values alone, and --listener rotates the listener's."""
+    platform_url, listener_url = f"sqlite:///{tmp_path / 'p.db'}", f"sqlite:///{tmp_path / 'l.db'}"
+    settings = Settings(database_url=platform_url, listener_database_url=listener_url, secrets_key="")
+    listener_ring = sealing.keyring_from_settings(settings, database_url=listener_url)
+    _listener_with_secret(listener_url, listener_ring, signing.generate_secret())
+    with api_client(platform_url, secrets_key="") as api:
+        _world(api, "https://hooks.example.com/in")
+    env = {
+        "CONTACTSYNC_DATABASE_URL": platform_url,
+        "CONTACTSYNC_LISTENER_DATABASE_URL": listener_url,
+        "CONTACTSYNC_SECRETS_KEY": "",
+    }
+    listener_before, key_before = _listener_values(listener_url), (tmp_path / "l.db.key").read_text()
+    result = CliRunner().invoke(cli, ["secrets", "rotate-key"], env=env)
+    assert result.exit_code == 0, result.output
+    assert "(platform)" in result.output
+    assert _listener_values(listener_url) == listener_before
+    assert (tmp_path / "l.db.key").read_text() == key_before
+    result = CliRunner().invoke(cli, ["secrets", "rotate-key", "--listener"], env=env)
+    assert result.exit_code == 0, result.output
+    rotated = sealing.keyring_from_settings(settings, database_url=listener_url)
+    assert rotated.primary_id != listener_ring.primary_id
+    for value in _listener_values(listener_url):
+        rotated.open(value)
+        with pytest.raises(SealedError):
+            listener_ring.open(value)

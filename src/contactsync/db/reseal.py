@@ -1,8 +1,9 @@
 """Re-encrypting every secret at rest: key rotation, and sealing values stored before sealing existed.
 
 The values: each action's secret, previous secret and extra header values, and the header values of
-every frozen request in the outbox. One transaction, walked in id order in chunks; a value already
-sealed under the writing keyring's primary key is left alone, so running it twice is harmless.
+every frozen request in the outbox; on the listener's side, the signing secrets added in its admin UI.
+One transaction per database, walked in id order in chunks; a value already sealed under the writing
+keyring's primary key is left alone, so running it twice is harmless.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from contactsync.db.listener import secrets as listener_secrets
 from contactsync.db.platform import actions, deliveries
 from contactsync.db.sealing import Keyring
 
@@ -78,3 +80,19 @@ def reseal(conn: sa.Connection, *, read: Keyring, write: Keyring) -> int:
             conn.execute(deliveries.update().where(d.id == sa.bindparam("b_id")), updates)
             changed += len(updates)
         after = rows[-1].id
+
+
+def reseal_listener(conn: sa.Connection, *, read: Keyring, write: Keyring) -> int:
+    """:func:`reseal` for a listener's database: the secrets its admin UI added (current and previous)."""
+    s = listener_secrets.c
+    changed = 0
+    for row in conn.execute(sa.select(s.id, s.secret, s.previous_secret).order_by(s.id)).all():
+        values = {
+            column: again
+            for column in ("secret", "previous_secret")
+            if (value := getattr(row, column)) and (again := _again(value, read, write)) is not None
+        }
+        if values:
+            conn.execute(listener_secrets.update().where(s.id == row.id).values(**values))
+            changed += 1
+    return changed
