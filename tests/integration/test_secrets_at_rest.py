@@ -248,3 +248,42 @@ def test_embedded_default_keys_rotate_one_side_at_a_time(tmp_path: Path) -> None
         rotated.open(value)
         with pytest.raises(SealedError):
             listener_ring.open(value)
+
+
+def test_serve_seals_headers_stored_in_clear_once_and_then_reads_only_newer_deliveries(db_url: str) -> None:
+    """The start-up seal checks each delivery once: a restart reads only deliveries queued since the last."""
+    from contactsync.api.commands import seal_plaintext
+    from contactsync.automation.runtime import Runtime
+
+    key = sealing.generate_key()
+    keyring = sealing.Keyring.of([key])
+    in_clear = {"Authorization": HEADER_VALUE}
+
+    def headers(delivery_id: int) -> dict[str, str]:
+        with api.engine.connect() as conn:
+            found = conn.execute(sa.select(t.deliveries.c.headers).where(t.deliveries.c.id == delivery_id))
+            return dict(found.scalar_one())
+
+    def store_in_clear(delivery_id: int) -> None:  # as written before sealing existed
+        with api.engine.begin() as conn:
+            conn.execute(
+                t.deliveries.update().where(t.deliveries.c.id == delivery_id).values(headers=in_clear)
+            )
+
+    with api_client(db_url, secrets_key=key) as api:
+        world = _world(api, "https://hooks.example.com/in")
+        runtime = Runtime.create(Settings(database_url=db_url, secrets_key=key), engine=api.engine)
+        with api.engine.connect() as conn:
+            (first,) = conn.execute(sa.select(t.deliveries.c.id)).scalars()
+        store_in_clear(first)
+        seal_plaintext(api.engine, runtime)  # the first start checks every delivery
+        assert keyring.open(headers(first)["Authorization"]) == HEADER_VALUE
+
+        store_in_clear(first)
+        api.ok("POST", f"/api/lists/{world['list']['id']}/contacts", 201, json={"email": "joe@example.com"})
+        with api.engine.connect() as conn:
+            (second,) = conn.execute(sa.select(t.deliveries.c.id).where(t.deliveries.c.id > first)).scalars()
+        store_in_clear(second)
+        seal_plaintext(api.engine, runtime)  # a restart: only what was queued since
+        assert keyring.open(headers(second)["Authorization"]) == HEADER_VALUE
+        assert headers(first) == in_clear  # checked before: not read again

@@ -53,10 +53,11 @@ def _action(row: Any, read: Keyring, write: Keyring) -> dict[str, Any]:
     return values
 
 
-def reseal(conn: sa.Connection, *, read: Keyring, write: Keyring) -> int:
+def reseal(conn: sa.Connection, *, read: Keyring, write: Keyring, after_delivery: int = 0) -> int:
     """Seal every stored secret under ``write``'s primary key (opening with ``read``); how many rows
     changed. Raises :class:`~contactsync.errors.SealedError` if ``read`` cannot open one (nothing is
-    then written: the caller's transaction rolls back)."""
+    then written: the caller's transaction rolls back). Deliveries with ids up to ``after_delivery``
+    are left unread (a pass that already checked them)."""
     changed = 0
     a = actions.c
     found = conn.execute(sa.select(a.id, a.secret, a.previous_secret, a.settings).order_by(a.id)).all()
@@ -66,7 +67,7 @@ def reseal(conn: sa.Connection, *, read: Keyring, write: Keyring) -> int:
             conn.execute(actions.update().where(a.id == action.id).values(**values))
             changed += 1
     d = deliveries.c
-    after = 0
+    after = after_delivery
     while True:
         rows = conn.execute(sa.select(d.id, d.headers).where(d.id > after).order_by(d.id).limit(CHUNK)).all()
         if not rows:
