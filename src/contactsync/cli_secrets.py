@@ -1,11 +1,12 @@
 """``contactsync secrets``: the key that seals customers' credentials at rest, and its rotation.
 
 Rotation re-encrypts every value the key seals under a new key: the platform's, and the listener's
-too when both databases read the same key. One transaction per database, committed together at the
-end. With a key file the new key is first written beside it (``<file>.new``, read as a second key),
-so a rotation interrupted at any point leaves every value readable; the file is replaced only after
-the commits. Running
-processes keep the key they started with: stop them for the rotation, or restart them right after.
+too when both databases read the same key. One transaction per database: all re-sealed before any
+commits, the listener's first. With a key file the new key is first written beside it (``<file>.new``,
+read as a second key), so a rotation interrupted at any point leaves every value readable, and the next
+run finishes it with that key; the file is replaced only after the commits. With an environment key the
+new one is printed before anything commits. Running processes keep the key they started with: stop
+them for the rotation, or restart them right after.
 """
 
 from __future__ import annotations
@@ -42,47 +43,69 @@ def rotate_key_command(
     listener: bool = typer.Option(
         False,
         "--listener",
-        help="Rotate the key beside the listener's SQLite database instead of the platform's (a key "
-        "from CONTACTSYNC_SECRETS_KEY or CONTACTSYNC_SECRETS_KEY_FILE seals both: either way, both rotate).",
+        help="Rotate the listener's key (by default the file beside its SQLite database) instead of the "
+        "platform's. A key both read (CONTACTSYNC_SECRETS_KEY, or one key file) re-seals both databases "
+        "when both are configured here.",
     ),
 ) -> None:
     """Re-encrypt every secret the key seals under a new key: action secrets and header values
-    (outbox included), and the listener's signing secrets wherever the same key seals them."""
+    (outbox included), and the listener's signing secrets where this host's settings name its database
+    and the same key seals it."""
     from contactsync.db import sealing
+    from contactsync.errors import ConfigError
     from contactsync.settings import Settings
 
     settings = Settings()
     rotated_url = settings.listener_database_url if listener else settings.database_url
-    old = sealing.keyring_from_settings(settings, database_url=rotated_url)
-    fresh = new_key or sealing.generate_key()
-    new = sealing.Keyring.of([fresh], source="--new-key")
+    if listener and not _exists(rotated_url):
+        raise ConfigError(f"no listener database at {rotated_url}: nothing to rotate")
     path = None if settings.secrets_key else sealing.key_file(settings, database_url=rotated_url)
+    fresh = new_key or sealing.generate_key()
+    if path is not None and sealing.rotation_file(path).exists():
+        # an earlier rotation stopped after a commit: its key may seal values already, finish with it
+        pending = sealing.read_key_file(sealing.rotation_file(path))
+        if pending and new_key not in (None, pending[0]):
+            raise ConfigError(
+                f"a rotation to another key is pending in {sealing.rotation_file(path)}: "
+                "run rotate-key without --new-key to finish it first"
+            )
+        fresh = pending[0] if pending else fresh
+    old = sealing.keyring_from_settings(settings, database_url=rotated_url)
+    new = sealing.Keyring.of([fresh], source="--new-key")
     sides = _sealed_by(settings, listener=listener)
+    where = " and ".join(side for side, _ in sides) + (" databases" if len(sides) > 1 else " database")
     if path is not None:
         sealing.write_key_file(sealing.rotation_file(path), [fresh])
+    else:  # printed before anything commits: a run stopped between two commits leaves no value unreadable
+        typer.echo(fresh)
+    landed: list[str] = []
     try:
-        changed = _reseal_all(sides, old, new)
-    except Exception:
-        if path is None and len(sides) > 1:  # a commit may have landed under a key printed nowhere else
+        changed = _reseal_all(sides, old, new, landed)
+    except BaseException:
+        if landed and path is None:
             err.print(
-                f"the rotation stopped part way: set CONTACTSYNC_SECRETS_KEY={fresh},<the old key> (both "
-                f"open values then) and run it again with --new-key {fresh}",
+                f"the rotation stopped after re-sealing {' and '.join(landed)}: set CONTACTSYNC_SECRETS_KEY "
+                "to the key printed on stdout, a comma, then the old key (both open values), and run "
+                "rotate-key again with --new-key <that key>",
                 highlight=False,
             )
+        elif landed and path is not None:
+            err.print(f"the rotation stopped part way: {path} and {sealing.rotation_file(path)} open every "
+                      "value; run rotate-key again to finish it", highlight=False)  # fmt: skip
         raise
-    where = " and ".join(side for side, _ in sides)
+    err.print(f"re-encrypted {changed} rows in {where}", highlight=False)
     if path is not None:
         sealing.write_key_file(path, [fresh])
         sealing.rotation_file(path).unlink()
-        err.print(f"re-encrypted {changed} rows ({where}); {path} now holds the new key", highlight=False)
-        err.print("restart every process using this key", highlight=False)
+        err.print(f"{path} now holds the new key: copy it to every host that reads it, restart every "
+                  "process using it", highlight=False)  # fmt: skip
         return
-    err.print(f"re-encrypted {changed} rows ({where}) under the new key (printed on stdout)", highlight=False)
     err.print(
-        "set CONTACTSYNC_SECRETS_KEY to it in every process and restart them; the old key opens nothing now",
+        "set CONTACTSYNC_SECRETS_KEY to the new key (printed on stdout) in every process and restart them. "
+        "A database this host's settings do not name (a listener elsewhere) is still sealed by the old key: "
+        "there, set CONTACTSYNC_SECRETS_KEY=<new>,<old> and run rotate-key --listener --new-key <new>",
         highlight=False,
     )
-    typer.echo(fresh)
 
 
 def _sealed_by(settings: Settings, *, listener: bool) -> list[tuple[str, str]]:
@@ -92,8 +115,10 @@ def _sealed_by(settings: Settings, *, listener: bool) -> list[tuple[str, str]]:
 
     platform = ("platform", settings.database_url)
     listener_side = ("listener", settings.listener_database_url)
-    shared = bool(settings.secrets_key) or sealing.key_file(settings) == sealing.key_file(
-        settings, database_url=listener_side[1]
+    platform_file = sealing.key_file(settings)
+    shared = bool(settings.secrets_key) or (
+        platform_file is not None
+        and platform_file == sealing.key_file(settings, database_url=listener_side[1])
     )
     rotated, other = (listener_side, platform) if listener else (platform, listener_side)
     sides = [rotated]
@@ -113,12 +138,18 @@ def _exists(url: str) -> bool:
     return beside.with_name(beside.name.removesuffix(".key")).exists()
 
 
-def _reseal_all(sides: list[tuple[str, str]], old: Keyring, new: Keyring) -> int:
+def _reseal_all(sides: list[tuple[str, str]], old: Keyring, new: Keyring, landed: list[str]) -> int:
     """Reseal every side in its own transaction, all open at once: a value none can open fails the
     rotation before anything commits. The commits come last, the platform's after the listener's: its
-    audit row then records only a rotation that landed everywhere."""
+    audit row then records only a rotation that landed everywhere. ``landed``: the sides committed.
+
+    The rotated side's schema is brought up to date, as any command does; the other side's is not (its
+    processes may run another release): a database without the listener's secrets table is skipped."""
+    import sqlalchemy as sa
+
     from contactsync.automation.runtime import utc_now
     from contactsync.db.engine import create_engine
+    from contactsync.db.listener import secrets as listener_secrets
     from contactsync.db.migrate import upgrade
     from contactsync.db.reseal import reseal, reseal_listener
     from contactsync.tenancy.audit import Actor, record
@@ -126,12 +157,16 @@ def _reseal_all(sides: list[tuple[str, str]], old: Keyring, new: Keyring) -> int
     changed = 0
     with contextlib.ExitStack() as stack:
         pending = []
-        for side, url in sorted(sides, key=lambda s: s[0] != "listener"):
+        for index, (side, url) in enumerate(sides):
             engine = create_engine(url)
             stack.callback(engine.dispose)
-            upgrade(engine, side=side)
+            if index == 0:
+                upgrade(engine, side=side)
             conn = stack.enter_context(engine.connect())
             transaction = conn.begin()
+            if side == "listener" and not sa.inspect(conn).has_table(listener_secrets.name):
+                transaction.rollback()
+                continue
             if side == "listener":
                 changed += reseal_listener(conn, read=old, write=new)
             else:
@@ -139,9 +174,10 @@ def _reseal_all(sides: list[tuple[str, str]], old: Keyring, new: Keyring) -> int
                 changed += rows
                 record(conn, Actor.cli(), "secrets.rotate_key", account_id=None, target_type="installation",
                        now=utc_now(), detail={"rows": rows, "sides": [s for s, _ in sides]})  # fmt: skip
-            pending.append(transaction)
-        for transaction in pending:
+            pending.append((side, transaction))
+        for side, transaction in sorted(pending, key=lambda p: p[0] == "platform"):
             transaction.commit()
+            landed.append(side)
     return changed
 
 

@@ -20,7 +20,7 @@ from contactsync.db import create_engine, platform_metadata, sealing
 from contactsync.db import listener as listener_db
 from contactsync.db import platform as t
 from contactsync.db.migrate import upgrade
-from contactsync.db.reseal import reseal
+from contactsync.db.reseal import reseal, reseal_listener
 from contactsync.delivery.dispatcher import Dispatcher, DispatcherConfig
 from contactsync.delivery.netguard import NetPolicy
 from contactsync.errors import SealedError
@@ -166,6 +166,11 @@ def test_embedded_default_key_file_is_created_0600_and_rotate_key_replaces_it(tm
         engine.dispose()
 
 
+def _said(result: Any) -> str:
+    """What a command printed and the error it stopped with, on one line (the console wraps)."""
+    return " ".join(f"{result.output} {result.exception or ''}".split())
+
+
 def _listener_with_secret(url: str, keyring: sealing.Keyring, secret: str) -> None:
     upgrade(url, side="listener")
     engine = create_engine(url)
@@ -205,7 +210,7 @@ def test_a_rotation_of_a_key_both_sides_read_reseals_the_listeners_secrets_too(
     )
     assert result.exit_code == 0, result.output
     new = sealing.Keyring.of([result.stdout.strip().splitlines()[-1]])
-    assert "platform and listener" in result.stderr
+    assert "in platform and listener databases" in result.stderr
     values = _listener_values(listener_url)
     assert len(values) == 2
     for value in values:
@@ -237,7 +242,7 @@ def test_embedded_default_keys_rotate_one_side_at_a_time(tmp_path: Path) -> None
     listener_before, key_before = _listener_values(listener_url), (tmp_path / "l.db.key").read_text()
     result = CliRunner().invoke(cli, ["secrets", "rotate-key"], env=env)
     assert result.exit_code == 0, result.output
-    assert "(platform)" in result.output
+    assert "in platform database" in result.output
     assert _listener_values(listener_url) == listener_before
     assert (tmp_path / "l.db.key").read_text() == key_before
     result = CliRunner().invoke(cli, ["secrets", "rotate-key", "--listener"], env=env)
@@ -287,3 +292,68 @@ def test_serve_seals_headers_stored_in_clear_once_and_then_reads_only_newer_deli
         seal_plaintext(api.engine, runtime)  # a restart: only what was queued since
         assert keyring.open(headers(second)["Authorization"]) == HEADER_VALUE
         assert headers(first) == in_clear  # checked before: not read again
+
+
+def test_a_shared_key_file_rotation_that_stopped_after_one_commit_is_finished_with_its_own_key(
+    tmp_path: Path,
+) -> None:
+    """One CONTACTSYNC_SECRETS_KEY_FILE for both databases. A rotation that re-sealed the listener's
+    secrets and then stopped left its key in ``<file>.new``: the next run finishes with that key (a
+    fresh one would leave the listener's values under a key no file holds)."""
+    key_file = tmp_path / "shared.key"
+    old_key, stopped_key = sealing.generate_key(), sealing.generate_key()
+    sealing.write_key_file(key_file, [old_key])
+    old, stopped = sealing.Keyring.of([old_key]), sealing.Keyring.of([stopped_key])
+    platform_url, listener_url = f"sqlite:///{tmp_path / 'p.db'}", f"sqlite:///{tmp_path / 'l.db'}"
+    secret = signing.generate_secret()
+    _listener_with_secret(listener_url, old, secret)
+    with api_client(platform_url, secrets_key=old_key) as api:
+        _world(api, "https://hooks.example.com/in")
+    engine = create_engine(listener_url)
+    try:
+        with engine.begin() as conn:  # what the stopped run committed
+            assert reseal_listener(conn, read=old, write=stopped) == 1
+    finally:
+        engine.dispose()
+    sealing.write_key_file(sealing.rotation_file(key_file), [stopped_key])
+    env = {
+        "CONTACTSYNC_DATABASE_URL": platform_url,
+        "CONTACTSYNC_LISTENER_DATABASE_URL": listener_url,
+        "CONTACTSYNC_SECRETS_KEY": "",
+        "CONTACTSYNC_SECRETS_KEY_FILE": str(key_file),
+    }
+    refused = CliRunner().invoke(cli, ["secrets", "rotate-key", "--new-key", sealing.generate_key()], env=env)
+    assert refused.exit_code != 0
+    assert "pending" in _said(refused)
+    result = CliRunner().invoke(cli, ["secrets", "rotate-key"], env=env)
+    assert result.exit_code == 0, result.output
+    assert "in platform and listener databases" in result.output
+    assert sealing.read_key_file(key_file) == [stopped_key]
+    assert not sealing.rotation_file(key_file).exists()
+    assert secret in {stopped.open(v) for v in _listener_values(listener_url)}
+    engine = create_engine(platform_url)
+    try:
+        for value in _sealed_values(engine):
+            stopped.open(value)
+    finally:
+        engine.dispose()
+
+
+def test_a_listener_database_this_host_does_not_have_is_neither_resealed_nor_created(tmp_path: Path) -> None:
+    key = sealing.generate_key()
+    platform_url, listener_path = f"sqlite:///{tmp_path / 'p.db'}", tmp_path / "nowhere.db"
+    with api_client(platform_url, secrets_key=key) as api:
+        _world(api, "https://hooks.example.com/in")
+    env = {
+        "CONTACTSYNC_DATABASE_URL": platform_url,
+        "CONTACTSYNC_LISTENER_DATABASE_URL": f"sqlite:///{listener_path}",
+        "CONTACTSYNC_SECRETS_KEY": key,
+    }
+    result = CliRunner().invoke(cli, ["secrets", "rotate-key"], env=env)
+    assert result.exit_code == 0, result.output
+    assert "in platform database" in result.output
+    assert "a listener elsewhere" in _said(result)  # told that another database may still need the old key
+    refused = CliRunner().invoke(cli, ["secrets", "rotate-key", "--listener"], env=env)
+    assert refused.exit_code != 0
+    assert "no listener database" in _said(refused)
+    assert not listener_path.exists()

@@ -161,12 +161,21 @@ def rotation_file(path: Path) -> Path:
 
 
 def write_key_file(path: Path, keys: Sequence[str]) -> None:
-    """Write ``keys`` to ``path`` with mode 0600 (created that way: never readable by others)."""
+    """Write ``keys`` to ``path`` with mode 0600 (created that way: never readable by others), whole or
+    not at all: a crash mid-write leaves the previous file, never a truncated key."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="ascii") as out:
-        out.write("".join(f"{k}\n" for k in keys))
-    os.chmod(path, 0o600)
+    partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        with os.fdopen(fd, "w", encoding="ascii") as out:
+            out.write("".join(f"{k}\n" for k in keys))
+            out.flush()
+            os.fsync(out.fileno())
+        os.chmod(partial, 0o600)
+        os.replace(partial, path)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
 
 
 def keyring_from_settings(
