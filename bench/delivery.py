@@ -6,8 +6,8 @@ One local sink (uvicorn on 127.0.0.1, a raw ASGI app answering 200) receives N s
 * ``ours``: ``contactsync worker`` process(es) draining N outbox rows committed in one transaction —
   on SQLite (one process) and on PostgreSQL (1 and 2 processes); timed from the commit to the last
   row marked delivered in the database (every attempt recorded, every state change committed);
-* ``bare``: one asyncio loop posting the same requests with aiohttp at the same concurrency, no
-  durability at all — the Python ceiling;
+* ``bare``: one asyncio loop (uvloop, as the worker's) posting the same requests with aiohttp at the
+  same concurrency, no durability at all — the Python ceiling;
 * ``celery``: a Celery worker (Redis broker, prefork, ``requests``) sending them — what a Python team
   would build; timed from the first ``apply_async`` to the last task done.
 
@@ -51,6 +51,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+import uvloop
 
 BENCH_DIR = Path(__file__).resolve().parent
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
@@ -240,7 +242,8 @@ def run_bare(url: str, n: int, *, concurrency: int) -> float:
             keep_lowest(CLIENT_CPU_US, "bare aiohttp loop", (time.process_time() - cpu) / n * 1e6)
             return n / (time.perf_counter() - started)
 
-    return asyncio.run(main())
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:  # the worker's loop too
+        return runner.run(main())
 
 
 # --- our dispatcher --------------------------------------------------------------------------------
