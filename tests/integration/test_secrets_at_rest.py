@@ -166,6 +166,16 @@ def test_embedded_default_key_file_is_created_0600_and_rotate_key_replaces_it(tm
         engine.dispose()
 
 
+def _all_open_with(keyring: sealing.Keyring, platform_url: str) -> None:
+    """Every sealed value of the platform's database opens with ``keyring`` (else SealedError)."""
+    engine = create_engine(platform_url)
+    try:
+        for value in _sealed_values(engine):
+            keyring.open(value)
+    finally:
+        engine.dispose()
+
+
 def _said(result: Any) -> str:
     """What a command printed and the error it stopped with, on one line (the console wraps)."""
     return " ".join(f"{result.output} {result.exception or ''}".split())
@@ -217,12 +227,7 @@ def test_a_rotation_of_a_key_both_sides_read_reseals_the_listeners_secrets_too(
         with pytest.raises(SealedError):
             old.open(value)
     assert secret in {new.open(v) for v in values}
-    engine = create_engine(db_url)
-    try:
-        for value in _sealed_values(engine):
-            new.open(value)
-    finally:
-        engine.dispose()
+    _all_open_with(new, db_url)
 
 
 def test_embedded_default_keys_rotate_one_side_at_a_time(tmp_path: Path) -> None:
@@ -331,12 +336,7 @@ def test_a_shared_key_file_rotation_that_stopped_after_one_commit_is_finished_wi
     assert sealing.read_key_file(key_file) == [stopped_key]
     assert not sealing.rotation_file(key_file).exists()
     assert secret in {stopped.open(v) for v in _listener_values(listener_url)}
-    engine = create_engine(platform_url)
-    try:
-        for value in _sealed_values(engine):
-            stopped.open(value)
-    finally:
-        engine.dispose()
+    _all_open_with(stopped, platform_url)
 
 
 def test_a_listener_database_this_host_does_not_have_is_neither_resealed_nor_created(tmp_path: Path) -> None:
