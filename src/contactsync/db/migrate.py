@@ -1,7 +1,8 @@
 """Run the Alembic migrations of one side (platform or listener) without an ``alembic.ini``.
 
 Each side has its own script directory under ``db/migrations/<side>`` and its own version table
-(``alembic_version_<side>``), so both schemas can even live in one database.
+(``alembic_version_<side>``). The two schemas still need two databases: both have an
+``admin_sessions`` table.
 """
 
 from __future__ import annotations
