@@ -66,7 +66,7 @@ def translate(exc: sa.exc.IntegrityError | sa.exc.DataError) -> StorageError:
     return _constraint(exc.orig)(str(exc), detail=detail)
 
 
-def failed_check(exc: sa.exc.OperationalError) -> ConstraintError | None:
+def _failed_check(exc: sa.exc.OperationalError) -> ConstraintError | None:
     """The package's error for ``exc`` if it is MySQL's or MariaDB's report of a failed CHECK, else None."""
     args = getattr(exc.orig, "args", ())
     if args and args[0] in _MYSQL_CHECK_FAILED:
@@ -83,7 +83,7 @@ def translated() -> Iterator[None]:
     except (sa.exc.IntegrityError, sa.exc.DataError) as exc:
         raise translate(exc) from exc
     except sa.exc.OperationalError as exc:
-        check = failed_check(exc)
+        check = _failed_check(exc)
         if check is None:
             raise
         raise check from exc
