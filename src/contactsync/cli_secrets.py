@@ -73,7 +73,6 @@ def rotate_key_command(
     old = sealing.keyring_from_settings(settings, database_url=rotated_url)
     new = sealing.Keyring.of([fresh], source="--new-key")
     sides = _sealed_by(settings, listener=listener)
-    where = " and ".join(side for side, _ in sides) + (" databases" if len(sides) > 1 else " database")
     if path is not None:
         sealing.write_key_file(sealing.rotation_file(path), [fresh])
     else:  # printed before anything commits: a run stopped between two commits leaves no value unreadable
@@ -93,6 +92,8 @@ def rotate_key_command(
             err.print(f"the rotation stopped part way: {path} and {sealing.rotation_file(path)} open every "
                       "value; run rotate-key again to finish it", highlight=False)  # fmt: skip
         raise
+    resealed = sorted(landed, key=lambda side: side != "platform")  # the committed ones, platform first
+    where = " and ".join(resealed) + (" databases" if len(resealed) > 1 else " database")
     err.print(f"re-encrypted {changed} rows in {where}", highlight=False)
     if path is not None:
         sealing.write_key_file(path, [fresh])
