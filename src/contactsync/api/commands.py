@@ -77,39 +77,17 @@ def serve_command(
         engine.dispose()
 
 
-SEAL_CURSOR = "seal-plaintext"
-"""The ``job_cursors`` row holding the last delivery id the start-up seal has checked."""
-
-
 def seal_plaintext(engine: Any, runtime: Any) -> None:
-    """Seal credentials stored before sealing existed (a no-op once everything is sealed).
-
-    Every action is read each time (a few per customer); deliveries only past the last id an earlier
-    start checked: queued rows are sealed as they are written, so a start-up need not read a long
-    history's headers again."""
-    import sqlalchemy as sa
-
-    from contactsync.db.backend import backend_of
-    from contactsync.db.platform import deliveries, job_cursors
-    from contactsync.db.reseal import reseal
+    """Seal credentials stored before sealing existed (a no-op once everything is sealed)."""
+    from contactsync.db.reseal import seal_unchecked
     from contactsync.tenancy.audit import Actor, record
 
-    c = job_cursors.c
     with engine.begin() as conn:
         now = runtime.clock()
-        conn.execute(
-            backend_of(conn).insert_ignoring(job_cursors).values(name=SEAL_CURSOR, at=now, last_id=0)
-        )
-        checked = conn.execute(
-            sa.select(c.last_id).where(c.name == SEAL_CURSOR).with_for_update()
-        ).scalar_one()
-        top = conn.execute(sa.select(sa.func.coalesce(sa.func.max(deliveries.c.id), 0))).scalar_one()
-        changed = reseal(conn, read=runtime.keyring, write=runtime.keyring, after_delivery=int(checked))
-        if top > checked:
-            conn.execute(job_cursors.update().where(c.name == SEAL_CURSOR).values(at=now, last_id=top))
+        changed = seal_unchecked(conn, runtime.keyring, now=now)
         if changed:
             record(conn, Actor.cli(), "secrets.seal", account_id=None, target_type="installation",
-                   now=runtime.clock(), detail={"rows": changed})  # fmt: skip
+                   now=now, detail={"rows": changed})  # fmt: skip
     if changed:
         err.print(f"sealed the credentials of {changed} rows stored in clear", highlight=False)
 

@@ -9,15 +9,19 @@ keyring's primary key is left alone, so running it twice is harmless.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
 
+from contactsync.db.backend import backend_of
 from contactsync.db.listener import secrets as listener_secrets
-from contactsync.db.platform import actions, deliveries
+from contactsync.db.platform import actions, deliveries, job_cursors
 from contactsync.db.sealing import Keyring
 
 CHUNK = 1000
+SEAL_CURSOR = "seal-plaintext"
+"""The ``job_cursors`` row holding the last delivery id :func:`seal_unchecked` has checked."""
 
 
 def _again(value: str, read: Keyring, write: Keyring) -> str | None:
@@ -81,6 +85,20 @@ def reseal(conn: sa.Connection, *, read: Keyring, write: Keyring, after_delivery
             conn.execute(deliveries.update().where(d.id == sa.bindparam("b_id")), updates)
             changed += len(updates)
         after = rows[-1].id
+
+
+def seal_unchecked(conn: sa.Connection, keyring: Keyring, *, now: datetime) -> int:
+    """:func:`reseal` under ``keyring`` for what an earlier pass has not checked: every action (a few
+    per customer), and only the deliveries past the last id checked (queued rows are sealed as they are
+    written: ``serve``'s start-up need not read a long history's headers again). How many rows changed."""
+    c = job_cursors.c
+    conn.execute(backend_of(conn).insert_ignoring(job_cursors).values(name=SEAL_CURSOR, at=now, last_id=0))
+    checked = conn.execute(sa.select(c.last_id).where(c.name == SEAL_CURSOR).with_for_update()).scalar_one()
+    top = conn.execute(sa.select(sa.func.coalesce(sa.func.max(deliveries.c.id), 0))).scalar_one()
+    changed = reseal(conn, read=keyring, write=keyring, after_delivery=int(checked))
+    if top > checked:
+        conn.execute(job_cursors.update().where(c.name == SEAL_CURSOR).values(at=now, last_id=top))
+    return changed
 
 
 def reseal_listener(conn: sa.Connection, *, read: Keyring, write: Keyring) -> int:
