@@ -133,10 +133,10 @@ def _exists(url: str) -> bool:
     would otherwise be created empty); a server's database is assumed there, as configured."""
     from contactsync.db import sealing
 
-    beside = sealing.default_key_file(url)  # None for servers and in-memory SQLite
-    if beside is None:
+    path = sealing.sqlite_file(url)  # None for servers and in-memory SQLite
+    if path is None:
         return not url.startswith("sqlite")
-    return beside.with_name(beside.name.removesuffix(".key")).exists()
+    return path.exists()
 
 
 def _reseal_all(sides: list[tuple[str, str]], old: Keyring, new: Keyring, landed: list[str]) -> int:

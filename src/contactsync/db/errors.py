@@ -52,10 +52,16 @@ def _constraint(orig: BaseException | None) -> type[ConstraintError]:
     name = getattr(orig, "sqlite_errorname", None)  # sqlite3
     if isinstance(name, str) and name in _BY_SQLITE_NAME:
         return _BY_SQLITE_NAME[name]
-    args = getattr(orig, "args", ())
-    if args and isinstance(args[0], int) and args[0] in _BY_MYSQL_ERRNO:  # PyMySQL: (errno, message)
-        return _BY_MYSQL_ERRNO[args[0]]
+    errno = _mysql_errno(orig)
+    if errno in _BY_MYSQL_ERRNO:
+        return _BY_MYSQL_ERRNO[errno]
     return ConstraintError
+
+
+def _mysql_errno(orig: BaseException | None) -> int | None:
+    """PyMySQL's error number: its errors' args are (errno, message)."""
+    args = getattr(orig, "args", ())
+    return args[0] if args and isinstance(args[0], int) else None
 
 
 def translate(exc: sa.exc.IntegrityError | sa.exc.DataError) -> StorageError:
@@ -68,8 +74,7 @@ def translate(exc: sa.exc.IntegrityError | sa.exc.DataError) -> StorageError:
 
 def _failed_check(exc: sa.exc.OperationalError) -> ConstraintError | None:
     """The package's error for ``exc`` if it is MySQL's or MariaDB's report of a failed CHECK, else None."""
-    args = getattr(exc.orig, "args", ())
-    if args and args[0] in _MYSQL_CHECK_FAILED:
+    if _mysql_errno(exc.orig) in _MYSQL_CHECK_FAILED:
         return ConstraintError(str(exc), detail=str(exc.orig))
     return None
 

@@ -127,8 +127,8 @@ class Keyring:
 # --- where the key comes from -------------------------------------------------------------------
 
 
-def default_key_file(database_url: str) -> Path | None:
-    """``<database>.key`` beside a SQLite file; ``None`` for other databases and in-memory SQLite."""
+def sqlite_file(database_url: str) -> Path | None:
+    """The file of a SQLite database; ``None`` for other databases and in-memory SQLite."""
     scheme, _, rest = database_url.partition("://")
     if not scheme.startswith("sqlite"):
         return None
@@ -136,7 +136,13 @@ def default_key_file(database_url: str) -> Path | None:
     path = path.split("?", 1)[0]
     if not path or path == ":memory:":
         return None
-    return Path(path).with_name(Path(path).name + ".key")
+    return Path(path)
+
+
+def default_key_file(database_url: str) -> Path | None:
+    """``<database>.key`` beside a SQLite file; ``None`` for other databases and in-memory SQLite."""
+    path = sqlite_file(database_url)
+    return None if path is None else path.with_name(path.name + ".key")
 
 
 def key_file(settings: Settings, *, database_url: str | None = None) -> Path | None:
